@@ -1,0 +1,261 @@
+//! The admin HTTP surface on the second port: health, readiness, metrics,
+//! status, and the calls the operator makes (topology push).
+//!
+//! The operator's calls are plain functions on [`Node`] so that a RESP
+//! command and an HTTP endpoint can never drift apart.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use super::slots::{SlotMap, Topology, TopologyError};
+use super::{alloc, now_ms, Node};
+
+/// Largest request body the admin port accepts (a topology of many shards).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+pub async fn serve(node: Rc<Node>, listener: TcpListener) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let node = node.clone();
+        tokio::task::spawn_local(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(route(&node, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .expect("static status and header values are valid")
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(v) {
+        Ok(b) => reply(status, "application/json", b),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("failed to encode the response: {e}\n"),
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
+    json(status, &ErrorBody { error: msg.into() })
+}
+
+async fn route(node: &Rc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if node.ready.get() {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "loading\n")
+            }
+        }
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render_metrics(node),
+        ),
+        (&Method::GET, "/v1/status") => json(StatusCode::OK, &status(node)),
+        (&Method::GET, "/v1/topology") => json(StatusCode::OK, &node.slot_map.borrow().topology),
+        (&Method::PUT, "/v1/topology") | (&Method::POST, "/v1/topology") => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let topology: Topology = match serde_json::from_slice(&body) {
+                Ok(t) => t,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid topology: {e}")),
+            };
+            match apply_topology(node, topology) {
+                Ok(()) => json(StatusCode::OK, &node.slot_map.borrow().topology),
+                Err(e @ TopologyError::StaleEpoch { .. }) => error(StatusCode::CONFLICT, e.to_string()),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            }
+        }
+        (&Method::POST, "/v1/snapshot") => match super::server::run_snapshot(node).await {
+            Ok(Some(info)) => json(StatusCode::OK, &SnapshotStatus::from(&info)),
+            Ok(None) => error(StatusCode::CONFLICT, "a snapshot is already running"),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        _ => error(StatusCode::NOT_FOUND, format!("no route for {} {}", req.method(), req.uri().path())),
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    match body.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("failed to read the body: {e}"))),
+    }
+}
+
+/// Installs a topology pushed by the operator, refusing an older epoch.
+pub fn apply_topology(node: &Node, topology: Topology) -> Result<(), TopologyError> {
+    let current = node.slot_map.borrow().topology.epoch;
+    if topology.epoch < current {
+        return Err(TopologyError::StaleEpoch {
+            offered: topology.epoch,
+            current,
+        });
+    }
+    let map = SlotMap::build(topology, &node.id)?;
+    let role = if map.my_shard().primary.id == node.id {
+        super::Role::Primary
+    } else {
+        super::Role::Replica
+    };
+    tracing::info!(epoch = map.topology.epoch, shard = %map.my_shard().name, role = role.as_str(), "topology applied");
+    node.role.set(role);
+    *node.slot_map.borrow_mut() = map;
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    pub path: String,
+    pub start_lsn: u64,
+    pub end_lsn: u64,
+    pub keys: u64,
+    pub bytes: u64,
+    pub finished_at_ms: u64,
+    pub age_seconds: f64,
+    pub duration_ms: u64,
+}
+
+impl From<&super::snapshot::SnapshotInfo> for SnapshotStatus {
+    fn from(i: &super::snapshot::SnapshotInfo) -> Self {
+        Self {
+            path: i.path.display().to_string(),
+            start_lsn: i.start_lsn,
+            end_lsn: i.end_lsn,
+            keys: i.keys,
+            bytes: i.bytes,
+            finished_at_ms: i.finished_at_ms,
+            age_seconds: now_ms().saturating_sub(i.finished_at_ms) as f64 / 1000.0,
+            duration_ms: i.duration_ms,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub node_id: String,
+    pub role: &'static str,
+    pub ready: bool,
+    pub epoch: u64,
+    pub shard: String,
+    pub shard_epoch: u64,
+    pub lsn: u64,
+    pub durable_lsn: u64,
+    pub keys: usize,
+    pub slots: Vec<(u16, u16)>,
+    pub fsync: &'static str,
+    pub persistence: bool,
+    pub used_memory: usize,
+    pub connected_clients: usize,
+    pub uptime_seconds: u64,
+    pub last_snapshot: Option<SnapshotStatus>,
+}
+
+pub fn status(node: &Node) -> Status {
+    let map = node.slot_map.borrow();
+    let shard = map.my_shard();
+    Status {
+        node_id: node.id.clone(),
+        role: node.role.get().as_str(),
+        ready: node.ready.get(),
+        epoch: map.topology.epoch,
+        shard: shard.name.clone(),
+        shard_epoch: shard.epoch,
+        lsn: node.wal.last_lsn(),
+        durable_lsn: node.wal.durable_lsn(),
+        keys: node.store.borrow().len(),
+        slots: shard.slots.clone(),
+        fsync: node.wal.policy().as_str(),
+        persistence: node.cfg.persistence,
+        used_memory: alloc::allocated(),
+        connected_clients: node.connected_clients.get(),
+        uptime_seconds: node.started.elapsed().as_secs(),
+        last_snapshot: node.last_snapshot.borrow().as_ref().map(SnapshotStatus::from),
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+}
+
+pub fn render_metrics(node: &Node) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let _ = writeln!(
+        out,
+        "# HELP tessera_commands_total Commands executed, by command.\n# TYPE tessera_commands_total counter"
+    );
+    for (i, spec) in node.commands.all().iter().enumerate() {
+        let n = node.stats.calls[i].get();
+        if n > 0 {
+            let _ = writeln!(out, "tessera_commands_total{{command=\"{}\"}} {n}", spec.name);
+        }
+    }
+    node.stats.command_latency.render(
+        &mut out,
+        "tessera_command_duration_seconds",
+        "Time to execute one command (excluding log acknowledgement).",
+    );
+    let wal = node.wal.stats();
+    let store = node.store.borrow();
+    gauge(&mut out, "tessera_connected_clients", "Client connections open.", "gauge", node.connected_clients.get());
+    gauge(&mut out, "tessera_connections_received_total", "Client connections accepted.", "counter", node.stats.connections_received.get());
+    gauge(&mut out, "tessera_protocol_errors_total", "Malformed requests answered with an error.", "counter", node.stats.protocol_errors.get());
+    gauge(&mut out, "tessera_used_memory_bytes", "Bytes allocated by the node.", "gauge", alloc::allocated());
+    gauge(&mut out, "tessera_resident_memory_bytes", "Resident set size.", "gauge", alloc::rss_bytes());
+    gauge(&mut out, "tessera_keys", "Keys in the keyspace.", "gauge", store.len());
+    gauge(&mut out, "tessera_expiring_keys", "Keys with a time to live.", "gauge", store.volatile_len());
+    gauge(&mut out, "tessera_expired_keys_total", "Keys deleted because they expired.", "counter", store.expired_total);
+    gauge(&mut out, "tessera_wal_bytes_written_total", "Bytes appended to the write-ahead log.", "counter", wal.bytes_written);
+    gauge(&mut out, "tessera_wal_fsyncs_total", "fsync calls on the write-ahead log.", "counter", wal.fsyncs);
+    gauge(&mut out, "tessera_wal_fsync_seconds_total", "Time spent in fsync on the write-ahead log.", "counter", wal.fsync_latency_sum_secs);
+    gauge(&mut out, "tessera_wal_segments", "Log segment files on disk.", "gauge", wal.segments);
+    gauge(&mut out, "tessera_lsn", "Last log sequence number assigned.", "gauge", node.wal.last_lsn());
+    gauge(&mut out, "tessera_durable_lsn", "Last log sequence number durable per the fsync policy.", "gauge", node.wal.durable_lsn());
+    let age = node
+        .last_snapshot
+        .borrow()
+        .as_ref()
+        .map(|s| now_ms().saturating_sub(s.finished_at_ms) as f64 / 1000.0)
+        .unwrap_or(-1.0);
+    gauge(&mut out, "tessera_snapshot_age_seconds", "Seconds since the last snapshot finished (-1: none yet).", "gauge", age);
+    gauge(&mut out, "tessera_topology_epoch", "Epoch of the topology this node follows.", "gauge", node.slot_map.borrow().topology.epoch);
+    gauge(&mut out, "tessera_ready", "1 once recovery has finished.", "gauge", node.ready.get() as u8);
+    out
+}

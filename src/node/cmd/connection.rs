@@ -1,0 +1,230 @@
+//! Connection commands: PING, ECHO, QUIT, HELLO, AUTH, SELECT, CLIENT,
+//! READONLY, READWRITE, ASKING.
+
+use super::flags::*;
+use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
+
+pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec { name: "ping", arity: -1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: ping },
+    CommandSpec { name: "echo", arity: 2, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: echo },
+    CommandSpec { name: "quit", arity: -1, flags: FAST | NO_AUTH | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: quit },
+    CommandSpec { name: "hello", arity: -1, flags: FAST | NO_AUTH | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: hello },
+    CommandSpec { name: "auth", arity: -2, flags: FAST | NO_AUTH | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: auth },
+    CommandSpec { name: "select", arity: 2, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: select },
+    CommandSpec { name: "client", arity: -2, flags: LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: client },
+    CommandSpec { name: "readonly", arity: 1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: readonly },
+    CommandSpec { name: "readwrite", arity: 1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: readwrite },
+    CommandSpec { name: "asking", arity: 1, flags: FAST, first_key: 0, last_key: 0, step: 0, handler: asking },
+];
+
+fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    match args.len() {
+        1 => ctx.out.simple("PONG"),
+        2 => ctx.out.bulk(args.get(1)),
+        _ => ctx.out.error("ERR wrong number of arguments for 'ping' command"),
+    }
+}
+
+fn echo(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    ctx.out.bulk(args.get(1));
+}
+
+fn quit(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    ctx.out.ok();
+    ctx.conn.close_after_reply = true;
+}
+
+/// Checks a password in constant time with respect to its content.
+fn password_matches(expected: &str, given: &[u8]) -> bool {
+    let e = expected.as_bytes();
+    if e.len() != given.len() {
+        return false;
+    }
+    e.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// AUTH [username] password. The only user is `default`, as in Redis without ACLs.
+fn try_auth(ctx: &mut Ctx<'_>, user: Option<&[u8]>, pass: &[u8]) -> Result<(), &'static str> {
+    let Some(expected) = ctx.node.cfg.password.as_deref() else {
+        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+    };
+    let user_ok = user.is_none_or(|u| u == b"default");
+    if user_ok && password_matches(expected, pass) {
+        ctx.conn.authenticated = true;
+        Ok(())
+    } else {
+        Err("WRONGPASS invalid username-password pair or user is disabled.")
+    }
+}
+
+fn auth(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let res = match args.len() {
+        2 => try_auth(ctx, None, args.get(1)),
+        3 => try_auth(ctx, Some(args.get(1)), args.get(2)),
+        _ => Err(ERR_SYNTAX),
+    };
+    match res {
+        Ok(()) => ctx.out.ok(),
+        Err(e) => ctx.out.error(e),
+    }
+}
+
+/// HELLO [protover [AUTH user pass] [SETNAME name]]
+fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let mut proto = if ctx.conn.resp3 { 3 } else { 2 };
+    let mut i = 1;
+    if args.len() > 1 {
+        match args.int(1) {
+            Ok(v @ (2 | 3)) => proto = v,
+            Ok(_) => {
+                ctx.out.error("NOPROTO unsupported protocol version");
+                return;
+            }
+            Err(_) => {
+                ctx.out.error("ERR Protocol version is not an integer or out of range");
+                return;
+            }
+        }
+        i = 2;
+    }
+    let mut name = None;
+    while i < args.len() {
+        if args.is(i, "auth") && i + 2 < args.len() {
+            if let Err(e) = try_auth(ctx, Some(args.get(i + 1)), args.get(i + 2)) {
+                ctx.out.error(e);
+                return;
+            }
+            i += 3;
+        } else if args.is(i, "setname") && i + 1 < args.len() {
+            name = Some(args.get(i + 1).to_vec());
+            i += 2;
+        } else {
+            ctx.out.error(ERR_SYNTAX);
+            return;
+        }
+    }
+    if !ctx.conn.authenticated {
+        ctx.out.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+        return;
+    }
+    if name.is_some() {
+        ctx.conn.name = name;
+    }
+    ctx.conn.resp3 = proto == 3;
+    ctx.out.resp3 = ctx.conn.resp3;
+    let role = match ctx.node.role.get() {
+        crate::node::Role::Primary => "master",
+        crate::node::Role::Replica => "replica",
+    };
+    let out = &mut *ctx.out;
+    out.map(7);
+    out.bulk(b"server");
+    out.bulk(b"redis");
+    out.bulk(b"version");
+    out.bulk(crate::node::info::REDIS_COMPAT_VERSION.as_bytes());
+    out.bulk(b"proto");
+    out.int(proto);
+    out.bulk(b"id");
+    out.int(ctx.conn.id as i64);
+    out.bulk(b"mode");
+    out.bulk(b"cluster");
+    out.bulk(b"role");
+    out.bulk(role.as_bytes());
+    out.bulk(b"modules");
+    out.array(0);
+}
+
+fn select(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    match args.int(1) {
+        Ok(0) => ctx.out.ok(),
+        Ok(_) => ctx.out.error("ERR SELECT is not allowed in cluster mode"),
+        Err(e) => ctx.out.error(e),
+    }
+}
+
+fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let sub = args.get(1).to_ascii_lowercase();
+    match (sub.as_slice(), args.len()) {
+        (b"id", 2) => ctx.out.int(ctx.conn.id as i64),
+        (b"getname", 2) => match &ctx.conn.name {
+            Some(n) => {
+                let n = n.clone();
+                ctx.out.bulk(&n)
+            }
+            None => ctx.out.null(),
+        },
+        (b"setname", 3) => {
+            let name = args.get(2);
+            if name.iter().any(|&b| b <= b' ' || b > b'~') {
+                ctx.out
+                    .error("ERR Client names cannot contain spaces, newlines or special characters.");
+                return;
+            }
+            ctx.conn.name = if name.is_empty() { None } else { Some(name.to_vec()) };
+            ctx.out.ok();
+        }
+        (b"setinfo", 4) => {
+            let value = args.get(3).to_vec();
+            if args.is(2, "lib-name") {
+                ctx.conn.lib_name = Some(value);
+            } else if args.is(2, "lib-ver") {
+                ctx.conn.lib_ver = Some(value);
+            } else {
+                ctx.out.error(&format!(
+                    "ERR Unrecognized option '{}'",
+                    String::from_utf8_lossy(args.get(2))
+                ));
+                return;
+            }
+            ctx.out.ok();
+        }
+        (b"info", 2) => {
+            let line = client_line(ctx);
+            ctx.out.verbatim(&line);
+        }
+        (b"list", _) => {
+            // Only this connection is visible from here; enough for tools
+            // that look for their own line.
+            let line = client_line(ctx);
+            ctx.out.verbatim(&line);
+        }
+        (b"setname" | b"setinfo" | b"id" | b"getname" | b"info", _) => {
+            ctx.out.error(&format!(
+                "ERR wrong number of arguments for 'client|{}' command",
+                String::from_utf8_lossy(&sub)
+            ));
+        }
+        _ => ctx.out.error(&format!(
+            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(args.get(1))
+        )),
+    }
+}
+
+fn client_line(ctx: &Ctx<'_>) -> String {
+    let s = |v: &Option<Vec<u8>>| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    format!(
+        "id={} addr={} name={} db=0 resp={} lib-name={} lib-ver={}\n",
+        ctx.conn.id,
+        ctx.conn.addr,
+        s(&ctx.conn.name),
+        if ctx.conn.resp3 { 3 } else { 2 },
+        s(&ctx.conn.lib_name),
+        s(&ctx.conn.lib_ver)
+    )
+}
+
+fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    ctx.conn.readonly = true;
+    ctx.out.ok();
+}
+
+fn readwrite(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    ctx.conn.readonly = false;
+    ctx.out.ok();
+}
+
+fn asking(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    ctx.conn.asking = true;
+    ctx.out.ok();
+}

@@ -1,0 +1,5 @@
+//! hashes commands (being written).
+
+use super::CommandSpec;
+
+pub static COMMANDS: &[CommandSpec] = &[];

@@ -1,0 +1,5 @@
+//! keys commands (being written).
+
+use super::CommandSpec;
+
+pub static COMMANDS: &[CommandSpec] = &[];

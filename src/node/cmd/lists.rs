@@ -1,0 +1,5 @@
+//! lists commands (being written).
+
+use super::CommandSpec;
+
+pub static COMMANDS: &[CommandSpec] = &[];

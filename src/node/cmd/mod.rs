@@ -1,0 +1,388 @@
+//! Command table and dispatch: one file per command family.
+//!
+//! Every command is a [`CommandSpec`]: its name, arity, flags and where its
+//! keys are (as Redis' COMMAND reports them). [`dispatch`] does what is common
+//! to all commands — lookup, arity, authentication, slot ownership, `MOVED` /
+//! `CROSSSLOT`, `maxmemory` — then calls the handler, then logs what the
+//! command changed to the write-ahead log.
+
+use std::ops::Range;
+
+use hashbrown::HashMap;
+
+use super::resp::ReplyBuf;
+use super::slots::{key_slot, SlotOwner};
+use super::store::Store;
+use super::Node;
+
+pub mod cluster;
+pub mod connection;
+pub mod hashes;
+pub mod keys;
+pub mod lists;
+pub mod server;
+pub mod sets;
+pub mod streams;
+pub mod strings;
+pub mod zsets;
+
+/// Command flags (a subset of Redis' command flags).
+pub mod flags {
+    pub const WRITE: u32 = 1;
+    pub const READONLY: u32 = 1 << 1;
+    /// Refused with -OOM when used memory exceeds maxmemory.
+    pub const DENYOOM: u32 = 1 << 2;
+    pub const ADMIN: u32 = 1 << 3;
+    pub const FAST: u32 = 1 << 4;
+    /// Allowed before AUTH.
+    pub const NO_AUTH: u32 = 1 << 5;
+    /// Works on every node whatever its slots (CLUSTER, INFO, …).
+    pub const LOADING_OK: u32 = 1 << 6;
+}
+
+pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
+
+pub struct CommandSpec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis convention: N = exactly N arguments (name included), -N = at least N.
+    pub arity: i32,
+    pub flags: u32,
+    /// Position of the first key (0 = no keys), last (-1 = last argument), step.
+    pub first_key: i32,
+    pub last_key: i32,
+    pub step: i32,
+    pub handler: Handler,
+}
+
+impl CommandSpec {
+    pub fn is_write(&self) -> bool {
+        self.flags & flags::WRITE != 0
+    }
+}
+
+/// The arguments of one request: byte ranges into the connection's buffer.
+pub struct Args<'a> {
+    pub buf: &'a [u8],
+    pub ranges: &'a [Range<usize>],
+}
+
+impl<'a> Args<'a> {
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+    pub fn get(&self, i: usize) -> &'a [u8] {
+        &self.buf[self.ranges[i].clone()]
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.ranges.iter().map(|r| &self.buf[r.clone()])
+    }
+    /// Argument `i` parsed as an integer, or the error Redis gives.
+    pub fn int(&self, i: usize) -> Result<i64, &'static str> {
+        parse_i64(self.get(i)).ok_or(ERR_NOT_INTEGER)
+    }
+    pub fn float(&self, i: usize) -> Result<f64, &'static str> {
+        parse_f64(self.get(i)).ok_or(ERR_NOT_FLOAT)
+    }
+    /// Case-insensitive comparison of argument `i` with an ASCII word.
+    pub fn is(&self, i: usize, word: &str) -> bool {
+        self.get(i).eq_ignore_ascii_case(word.as_bytes())
+    }
+}
+
+pub const ERR_NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+pub const ERR_NOT_FLOAT: &str = "ERR value is not a valid float";
+pub const ERR_SYNTAX: &str = "ERR syntax error";
+
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    // Redis refuses "+1", leading zeros and spaces; so do we.
+    if (b[0] == b'0' && b.len() > 1) || (b[0] == b'-' && b.get(1) == Some(&b'0')) {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+pub fn parse_f64(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    let v = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) => {
+            return None
+        }
+        _ => s.parse().ok()?,
+    };
+    if v.is_nan() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+/// Per-connection state the commands see.
+pub struct ConnState {
+    pub id: u64,
+    pub name: Option<Vec<u8>>,
+    pub lib_name: Option<Vec<u8>>,
+    pub lib_ver: Option<Vec<u8>>,
+    pub authenticated: bool,
+    /// READONLY: reads may be served by a replica.
+    pub readonly: bool,
+    /// ASKING: the next command may touch an importing slot.
+    pub asking: bool,
+    pub close_after_reply: bool,
+    pub addr: String,
+    pub resp3: bool,
+}
+
+/// Where a command's effects go: the records it appended to the log.
+#[derive(Default)]
+pub struct Effects {
+    /// Highest LSN this batch appended; the reply waits for it.
+    pub last_lsn: u64,
+}
+
+pub struct Ctx<'a> {
+    pub node: &'a Node,
+    pub store: &'a mut Store,
+    pub out: &'a mut ReplyBuf,
+    pub conn: &'a mut ConnState,
+    pub effects: &'a mut Effects,
+    /// Slot of the command's keys (None for keyless commands).
+    pub slot: Option<u16>,
+    /// True while replaying the log: nothing is logged again.
+    pub replaying: bool,
+    propagated: bool,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        node: &'a Node,
+        store: &'a mut Store,
+        out: &'a mut ReplyBuf,
+        conn: &'a mut ConnState,
+        effects: &'a mut Effects,
+    ) -> Self {
+        Self {
+            node,
+            store,
+            out,
+            conn,
+            effects,
+            slot: None,
+            replaying: false,
+            propagated: false,
+        }
+    }
+
+    /// The slot of this command's keys; valid in handlers of keyed commands.
+    pub fn slot(&self) -> u16 {
+        self.slot
+            .expect("dispatch computes the slot of every command that declares keys")
+    }
+
+    /// Logs the command as received (it changed the data set).
+    pub fn propagate(&mut self, args: &Args<'_>) {
+        let v: Vec<&[u8]> = args.iter().collect();
+        self.propagate_as(&v);
+    }
+
+    /// Logs a rewritten form of the command: relative times made absolute,
+    /// random choices made explicit, so that replay is deterministic.
+    pub fn propagate_as(&mut self, args: &[&[u8]]) {
+        if self.replaying {
+            return;
+        }
+        // Expiry DELs found while this command ran come first in the log.
+        self.log_expired();
+        let slot = self.slot.unwrap_or(super::wal::GLOBAL_SLOT);
+        let lsn = self.node.wal.append(slot, args);
+        self.effects.last_lsn = self.effects.last_lsn.max(lsn);
+        self.propagated = true;
+    }
+
+    /// Logs the DELs of keys that expired while this command ran.
+    fn log_expired(&mut self) {
+        if !self.store.has_expired_pending() {
+            return;
+        }
+        let expired: Vec<_> = self.store.drain_expired().collect();
+        if self.replaying {
+            return;
+        }
+        for (slot, key) in expired {
+            let lsn = self.node.wal.append(slot, &[b"DEL", &key]);
+            self.effects.last_lsn = self.effects.last_lsn.max(lsn);
+        }
+    }
+}
+
+pub struct Commands {
+    specs: Vec<&'static CommandSpec>,
+    by_name: HashMap<&'static str, usize>,
+}
+
+impl Commands {
+    pub fn new() -> Self {
+        let families: [&'static [CommandSpec]; 10] = [
+            connection::COMMANDS,
+            server::COMMANDS,
+            strings::COMMANDS,
+            keys::COMMANDS,
+            hashes::COMMANDS,
+            lists::COMMANDS,
+            sets::COMMANDS,
+            zsets::COMMANDS,
+            streams::COMMANDS,
+            cluster::COMMANDS,
+        ];
+        let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
+        let by_name = specs.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
+        Self { specs, by_name }
+    }
+
+    /// Index of a command by name, case-insensitively, without allocating.
+    pub fn lookup(&self, name: &[u8]) -> Option<usize> {
+        let mut lower = [0u8; 32];
+        if name.len() > lower.len() {
+            return None;
+        }
+        for (d, s) in lower.iter_mut().zip(name) {
+            *d = s.to_ascii_lowercase();
+        }
+        let name = std::str::from_utf8(&lower[..name.len()]).ok()?;
+        self.by_name.get(name).copied()
+    }
+
+    pub fn spec(&self, i: usize) -> &'static CommandSpec {
+        self.specs[i]
+    }
+    pub fn all(&self) -> &[&'static CommandSpec] {
+        &self.specs
+    }
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+}
+
+impl Default for Commands {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Positions of the keys of a command, as its spec declares them.
+pub fn key_positions(spec: &CommandSpec, argc: usize) -> impl Iterator<Item = usize> {
+    let first = spec.first_key.max(0) as usize;
+    let last = if spec.last_key < 0 {
+        argc as i64 + spec.last_key as i64
+    } else {
+        spec.last_key as i64
+    };
+    let step = spec.step.max(1) as usize;
+    let range = if first == 0 || last < first as i64 {
+        0..0
+    } else {
+        first..(last as usize + 1).min(argc)
+    };
+    range.step_by(step)
+}
+
+fn unknown_command(out: &mut ReplyBuf, args: &Args<'_>) {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        String::from_utf8_lossy(args.get(0))
+    );
+    for a in args.iter().skip(1).take(10) {
+        msg.push_str(&format!("'{}' ", String::from_utf8_lossy(a)));
+    }
+    out.error(&msg);
+}
+
+/// Runs one command. Returns the index of the command that ran, if any.
+pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
+    let node = ctx.node;
+    let Some(idx) = node.commands.lookup(args.get(0)) else {
+        unknown_command(ctx.out, args);
+        return None;
+    };
+    let spec = node.commands.spec(idx);
+    let argc = args.len() as i32;
+    if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
+        ctx.out.error(&format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        ));
+        return Some(idx);
+    }
+    if !ctx.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
+        ctx.out.error("NOAUTH Authentication required.");
+        return Some(idx);
+    }
+
+    // All keys must share one slot, and this node must serve it.
+    ctx.slot = None;
+    let mut slot = None;
+    for pos in key_positions(spec, args.len()) {
+        let s = key_slot(args.get(pos));
+        match slot {
+            None => slot = Some(s),
+            Some(prev) if prev != s => {
+                ctx.out
+                    .error("CROSSSLOT Keys in request don't hash to the same slot");
+                return Some(idx);
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = slot {
+        if !ctx.replaying {
+            if let Some(err) = node.route(s, spec.is_write(), ctx.conn) {
+                ctx.out.error(&err);
+                return Some(idx);
+            }
+        }
+        ctx.slot = Some(s);
+    }
+    ctx.conn.asking = false;
+
+    if spec.is_write() && !ctx.replaying {
+        if let Some(err) = node.write_refusal(spec) {
+            ctx.out.error(&err);
+            return Some(idx);
+        }
+    }
+
+    ctx.propagated = false;
+    (spec.handler)(ctx, args);
+    ctx.log_expired();
+    Some(idx)
+}
+
+/// Helper for handlers: reply with an error and return from the handler.
+#[macro_export]
+macro_rules! try_reply {
+    ($ctx:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(msg) => {
+                $ctx.out.error(msg);
+                return;
+            }
+        }
+    };
+}
+
+/// Is the command being replayed at a slot this node should not apply?
+pub fn owner_is_local(node: &Node, slot: u16) -> bool {
+    matches!(node.slot_map.borrow().owner(slot), SlotOwner::Local)
+}

@@ -1,0 +1,299 @@
+//! Server commands: INFO, COMMAND, CONFIG, DBSIZE, FLUSHALL/FLUSHDB, TIME,
+//! LASTSAVE, BGSAVE, SHUTDOWN.
+
+use super::flags::*;
+use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
+use crate::node::info;
+
+pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec { name: "info", arity: -1, flags: LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: info_cmd },
+    CommandSpec { name: "command", arity: -1, flags: LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: command },
+    CommandSpec { name: "config", arity: -2, flags: ADMIN | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: config },
+    CommandSpec { name: "dbsize", arity: 1, flags: READONLY | FAST, first_key: 0, last_key: 0, step: 0, handler: dbsize },
+    CommandSpec { name: "flushall", arity: -1, flags: WRITE, first_key: 0, last_key: 0, step: 0, handler: flushall },
+    CommandSpec { name: "flushdb", arity: -1, flags: WRITE, first_key: 0, last_key: 0, step: 0, handler: flushall },
+    CommandSpec { name: "time", arity: 1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: time },
+    CommandSpec { name: "lastsave", arity: 1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: lastsave },
+    CommandSpec { name: "shutdown", arity: -1, flags: ADMIN | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: shutdown },
+];
+
+fn info_cmd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let wanted: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let text = info::render(ctx.node, &wanted);
+    ctx.out.verbatim(&text);
+}
+
+fn flag_names(flags: u32) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if flags & WRITE != 0 {
+        v.push("write");
+    }
+    if flags & READONLY != 0 {
+        v.push("readonly");
+    }
+    if flags & DENYOOM != 0 {
+        v.push("denyoom");
+    }
+    if flags & ADMIN != 0 {
+        v.push("admin");
+    }
+    if flags & FAST != 0 {
+        v.push("fast");
+    }
+    if flags & NO_AUTH != 0 {
+        v.push("no_auth");
+    }
+    if flags & LOADING_OK != 0 {
+        v.push("loading");
+    }
+    v
+}
+
+fn command_entry(ctx: &mut Ctx<'_>, spec: &super::CommandSpec) {
+    let out = &mut *ctx.out;
+    out.array(10);
+    out.bulk(spec.name.as_bytes());
+    out.int(spec.arity as i64);
+    let flags = flag_names(spec.flags);
+    out.set(flags.len());
+    for f in flags {
+        out.simple(f);
+    }
+    out.int(spec.first_key as i64);
+    out.int(spec.last_key as i64);
+    out.int(spec.step as i64);
+    out.set(0); // ACL categories
+    out.set(0); // tips
+    out.set(0); // key specs
+    out.set(0); // subcommands
+}
+
+/// COMMAND, COMMAND COUNT, COMMAND INFO name…, COMMAND DOCS (empty).
+fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let commands = &ctx.node.commands;
+    if args.len() == 1 {
+        ctx.out.array(commands.len());
+        for spec in commands.all() {
+            command_entry(ctx, spec);
+        }
+        return;
+    }
+    if args.is(1, "count") {
+        ctx.out.int(commands.len() as i64);
+    } else if args.is(1, "info") {
+        ctx.out.array(args.len() - 2);
+        for name in args.iter().skip(2) {
+            match commands.lookup(name) {
+                Some(i) => command_entry(ctx, commands.spec(i)),
+                None => ctx.out.null_array(),
+            }
+        }
+    } else if args.is(1, "docs") {
+        ctx.out.map(0);
+    } else if args.is(1, "getkeys") && args.len() >= 3 {
+        let Some(i) = commands.lookup(args.get(2)) else {
+            ctx.out.error("ERR Invalid command specified");
+            return;
+        };
+        let spec = commands.spec(i);
+        let keys: Vec<usize> = super::key_positions(spec, args.len() - 2).collect();
+        if keys.is_empty() {
+            ctx.out.error("ERR The command has no key arguments");
+            return;
+        }
+        ctx.out.array(keys.len());
+        for p in keys {
+            ctx.out.bulk(args.get(p + 2));
+        }
+    } else {
+        ctx.out.error(&format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(args.get(1))
+        ));
+    }
+}
+
+/// CONFIG GET pattern… answers the settings tools look for; CONFIG SET is
+/// refused: a node's settings come from its command line (the operator's).
+fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.is(1, "get") && args.len() >= 3 {
+        let cfg = &ctx.node.cfg;
+        let settings: Vec<(&str, String)> = vec![
+            ("save", String::new()),
+            ("appendonly", if cfg.persistence { "yes" } else { "no" }.into()),
+            ("appendfsync", ctx.node.wal.policy().as_str().into()),
+            ("maxmemory", cfg.maxmemory.to_string()),
+            ("maxmemory-policy", "noeviction".into()),
+            ("maxclients", cfg.max_clients.to_string()),
+            ("port", ctx.node.port.get().to_string()),
+            ("databases", "1".into()),
+            ("cluster-enabled", "yes".into()),
+            ("dir", cfg.data_dir.display().to_string()),
+            ("requirepass", if cfg.password.is_some() { "********" } else { "" }.into()),
+        ];
+        let mut hits = Vec::new();
+        for pat in args.iter().skip(2) {
+            let pat = String::from_utf8_lossy(pat).to_ascii_lowercase();
+            for (k, v) in &settings {
+                if glob_match(pat.as_bytes(), k.as_bytes()) && !hits.iter().any(|(h, _)| h == k) {
+                    hits.push((*k, v.clone()));
+                }
+            }
+        }
+        ctx.out.map(hits.len());
+        for (k, v) in hits {
+            ctx.out.bulk(k.as_bytes());
+            ctx.out.bulk(v.as_bytes());
+        }
+    } else if args.is(1, "set") {
+        ctx.out.error("ERR CONFIG SET is not supported: Tessera nodes are configured by their command line (set by the operator)");
+    } else if args.is(1, "resetstat") {
+        ctx.out.ok();
+    } else {
+        ctx.out.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(args.get(1))
+        ));
+    }
+}
+
+fn dbsize(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    ctx.out.int(ctx.store.len() as i64);
+}
+
+fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() > 2 || (args.len() == 2 && !args.is(1, "sync") && !args.is(1, "async")) {
+        ctx.out.error(ERR_SYNTAX);
+        return;
+    }
+    ctx.store.flush();
+    ctx.propagate_as(&[b"FLUSHALL"]);
+    ctx.out.ok();
+}
+
+fn time(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ctx.out.array(2);
+    ctx.out.bulk_int(now.as_secs() as i64);
+    ctx.out.bulk_int(now.subsec_micros() as i64);
+}
+
+fn lastsave(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    let t = ctx
+        .node
+        .last_snapshot
+        .borrow()
+        .as_ref()
+        .map_or(0, |s| s.finished_at_ms / 1000);
+    ctx.out.int(t as i64);
+}
+
+fn shutdown(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
+    // Redis closes the connection without a reply on success.
+    ctx.conn.close_after_reply = true;
+    let _ = ctx.node.shutdown.send(true);
+}
+
+/// Redis-style glob matching: `*`, `?`, `[abc]`, `[^a-z]`, `\x`.
+pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    fn m(p: &[u8], t: &[u8], depth: usize) -> bool {
+        if depth > 1000 {
+            return false;
+        }
+        let (mut pi, mut ti) = (0, 0);
+        while pi < p.len() {
+            match p[pi] {
+                b'*' => {
+                    while pi + 1 < p.len() && p[pi + 1] == b'*' {
+                        pi += 1;
+                    }
+                    if pi + 1 == p.len() {
+                        return true;
+                    }
+                    for start in ti..=t.len() {
+                        if m(&p[pi + 1..], &t[start..], depth + 1) {
+                            return true;
+                        }
+                    }
+                    return false;
+                }
+                b'?' => {
+                    if ti >= t.len() {
+                        return false;
+                    }
+                    ti += 1;
+                    pi += 1;
+                }
+                b'[' => {
+                    if ti >= t.len() {
+                        return false;
+                    }
+                    let mut j = pi + 1;
+                    let negate = j < p.len() && p[j] == b'^';
+                    if negate {
+                        j += 1;
+                    }
+                    let mut matched = false;
+                    while j < p.len() && p[j] != b']' {
+                        if p[j] == b'\\' && j + 1 < p.len() {
+                            matched |= p[j + 1] == t[ti];
+                            j += 2;
+                        } else if j + 2 < p.len() && p[j + 1] == b'-' && p[j + 2] != b']' {
+                            let (lo, hi) = if p[j] <= p[j + 2] { (p[j], p[j + 2]) } else { (p[j + 2], p[j]) };
+                            matched |= (lo..=hi).contains(&t[ti]);
+                            j += 3;
+                        } else {
+                            matched |= p[j] == t[ti];
+                            j += 1;
+                        }
+                    }
+                    if matched == negate {
+                        return false;
+                    }
+                    pi = (j + 1).min(p.len());
+                    ti += 1;
+                }
+                b'\\' if pi + 1 < p.len() => {
+                    if ti >= t.len() || t[ti] != p[pi + 1] {
+                        return false;
+                    }
+                    pi += 2;
+                    ti += 1;
+                }
+                c => {
+                    if ti >= t.len() || t[ti] != c {
+                        return false;
+                    }
+                    pi += 1;
+                    ti += 1;
+                }
+            }
+        }
+        ti == t.len()
+    }
+    m(pattern, text, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_like_redis() {
+        assert!(glob_match(b"*", b"anything"));
+        assert!(glob_match(b"h?llo", b"hello"));
+        assert!(glob_match(b"h[ae]llo", b"hallo"));
+        assert!(!glob_match(b"h[^e]llo", b"hello"));
+        assert!(glob_match(b"h[a-b]llo", b"hbllo"));
+        assert!(glob_match(b"user:*:name", b"user:42:name"));
+        assert!(!glob_match(b"user:*:name", b"user:42:age"));
+        assert!(glob_match(b"a\\*b", b"a*b"));
+        assert!(glob_match(b"max*", b"maxmemory"));
+    }
+}

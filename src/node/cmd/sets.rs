@@ -1,0 +1,5 @@
+//! sets commands (being written).
+
+use super::CommandSpec;
+
+pub static COMMANDS: &[CommandSpec] = &[];

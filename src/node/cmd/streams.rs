@@ -1,0 +1,5 @@
+//! streams commands (being written).
+
+use super::CommandSpec;
+
+pub static COMMANDS: &[CommandSpec] = &[];

@@ -1,0 +1,307 @@
+//! String commands: GET, SET, GETDEL, MGET, MSET, INCR family, APPEND, STRLEN.
+
+use super::flags::*;
+use super::{Args, CommandSpec, Ctx, ERR_NOT_INTEGER, ERR_SYNTAX};
+use crate::node::store::{Store, Value, WRONGTYPE};
+use crate::try_reply;
+
+pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec { name: "get", arity: 2, flags: READONLY | FAST, first_key: 1, last_key: 1, step: 1, handler: get },
+    CommandSpec { name: "set", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: 1, step: 1, handler: set },
+    CommandSpec { name: "setnx", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: setnx },
+    CommandSpec { name: "setex", arity: 4, flags: WRITE | DENYOOM, first_key: 1, last_key: 1, step: 1, handler: setex },
+    CommandSpec { name: "psetex", arity: 4, flags: WRITE | DENYOOM, first_key: 1, last_key: 1, step: 1, handler: psetex },
+    CommandSpec { name: "getdel", arity: 2, flags: WRITE | FAST, first_key: 1, last_key: 1, step: 1, handler: getdel },
+    CommandSpec { name: "getset", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: getset },
+    CommandSpec { name: "mget", arity: -2, flags: READONLY | FAST, first_key: 1, last_key: -1, step: 1, handler: mget },
+    CommandSpec { name: "mset", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 2, handler: mset },
+    CommandSpec { name: "incr", arity: 2, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: incr },
+    CommandSpec { name: "decr", arity: 2, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: decr },
+    CommandSpec { name: "incrby", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: incrby },
+    CommandSpec { name: "decrby", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: decrby },
+    CommandSpec { name: "append", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: append },
+    CommandSpec { name: "strlen", arity: 2, flags: READONLY | FAST, first_key: 1, last_key: 1, step: 1, handler: strlen },
+];
+
+/// The string at `key`: Ok(None) when absent, Err on another type.
+fn read_str<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s [u8]>, &'static str> {
+    match store.get(slot, key) {
+        None => Ok(None),
+        Some(e) => match &e.value {
+            Value::Str(s) => Ok(Some(s)),
+            _ => Err(WRONGTYPE),
+        },
+    }
+}
+
+fn get(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    match read_str(ctx.store, slot, args.get(1)) {
+        Ok(Some(v)) => ctx.out.bulk(v),
+        Ok(None) => ctx.out.null(),
+        Err(e) => ctx.out.error(e),
+    }
+}
+
+/// Milliseconds since the epoch for an expiry option.
+fn deadline(now: u64, unit_ms: u64, relative: bool, n: i64) -> Result<u64, &'static str> {
+    if n <= 0 {
+        return Err("ERR invalid expire time in 'set' command");
+    }
+    let ms = (n as u64).checked_mul(unit_ms).ok_or("ERR invalid expire time in 'set' command")?;
+    let at = if relative { now.checked_add(ms) } else { Some(ms) };
+    at.filter(|&a| a < i64::MAX as u64).ok_or("ERR invalid expire time in 'set' command")
+}
+
+fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let key = args.get(1);
+    let (mut nx, mut xx, mut get_old, mut keepttl) = (false, false, false, false);
+    let mut expire_at = 0u64;
+    let mut i = 3;
+    while i < args.len() {
+        let a = args.get(i);
+        let with_arg = |unit: u64, relative: bool| -> Result<u64, &'static str> {
+            if i + 1 >= args.len() {
+                return Err(ERR_SYNTAX);
+            }
+            let n = args.int(i + 1)?;
+            deadline(ctx.store.now_ms, unit, relative, n)
+        };
+        if a.eq_ignore_ascii_case(b"nx") {
+            nx = true;
+        } else if a.eq_ignore_ascii_case(b"xx") {
+            xx = true;
+        } else if a.eq_ignore_ascii_case(b"get") {
+            get_old = true;
+        } else if a.eq_ignore_ascii_case(b"keepttl") {
+            keepttl = true;
+        } else if a.eq_ignore_ascii_case(b"ex") || a.eq_ignore_ascii_case(b"px")
+            || a.eq_ignore_ascii_case(b"exat") || a.eq_ignore_ascii_case(b"pxat")
+        {
+            if expire_at != 0 {
+                ctx.out.error(ERR_SYNTAX);
+                return;
+            }
+            let unit = if a[0].eq_ignore_ascii_case(&b'e') { 1000 } else { 1 };
+            let relative = a.len() == 2;
+            expire_at = try_reply!(ctx, with_arg(unit, relative));
+            i += 1;
+        } else {
+            ctx.out.error(ERR_SYNTAX);
+            return;
+        }
+        i += 1;
+    }
+    if (nx && xx) || (keepttl && expire_at != 0) {
+        ctx.out.error(ERR_SYNTAX);
+        return;
+    }
+    let slot = ctx.slot();
+    let old: Option<Option<Vec<u8>>> = match ctx.store.get(slot, key) {
+        None => None,
+        Some(e) => match &e.value {
+            Value::Str(s) => Some(Some(s.to_vec())),
+            _ if get_old => {
+                ctx.out.error(WRONGTYPE);
+                return;
+            }
+            _ => Some(None),
+        },
+    };
+    let exists = old.is_some();
+    let applies = !(nx && exists) && !(xx && !exists);
+    if applies {
+        let ttl = if keepttl {
+            ctx.store.get(slot, key).map_or(0, |e| e.expire_at())
+        } else {
+            expire_at
+        };
+        ctx.store.set(slot, key, Value::Str(args.get(2).into()), ttl);
+        if ttl != 0 {
+            let at = ttl.to_string();
+            ctx.propagate_as(&[b"SET", key, args.get(2), b"PXAT", at.as_bytes()]);
+        } else {
+            ctx.propagate_as(&[b"SET", key, args.get(2)]);
+        }
+    }
+    if get_old {
+        match old.flatten() {
+            Some(v) => ctx.out.bulk(&v),
+            None => ctx.out.null(),
+        }
+    } else if applies {
+        ctx.out.ok();
+    } else {
+        ctx.out.null();
+    }
+}
+
+fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    if ctx.store.contains(slot, args.get(1)) {
+        ctx.out.int(0);
+        return;
+    }
+    ctx.store.set(slot, args.get(1), Value::Str(args.get(2).into()), 0);
+    ctx.propagate_as(&[b"SET", args.get(1), args.get(2)]);
+    ctx.out.int(1);
+}
+
+fn set_with_ttl(ctx: &mut Ctx<'_>, args: &Args<'_>, unit: u64, name: &str) {
+    let n = try_reply!(ctx, args.int(2));
+    let at = match deadline(ctx.store.now_ms, unit, true, n) {
+        Ok(at) => at,
+        Err(_) => {
+            ctx.out.error(&format!("ERR invalid expire time in '{name}' command"));
+            return;
+        }
+    };
+    let slot = ctx.slot();
+    ctx.store.set(slot, args.get(1), Value::Str(args.get(3).into()), at);
+    let at = at.to_string();
+    ctx.propagate_as(&[b"SET", args.get(1), args.get(3), b"PXAT", at.as_bytes()]);
+    ctx.out.ok();
+}
+
+fn setex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    set_with_ttl(ctx, args, 1000, "setex");
+}
+fn psetex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    set_with_ttl(ctx, args, 1, "psetex");
+}
+
+fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let v = match try_reply!(ctx, read_str(ctx.store, slot, args.get(1))) {
+        Some(v) => v.to_vec(),
+        None => {
+            ctx.out.null();
+            return;
+        }
+    };
+    ctx.store.remove(slot, args.get(1));
+    ctx.propagate_as(&[b"DEL", args.get(1)]);
+    ctx.out.bulk(&v);
+}
+
+fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let old = try_reply!(ctx, read_str(ctx.store, slot, args.get(1))).map(|v| v.to_vec());
+    ctx.store.set(slot, args.get(1), Value::Str(args.get(2).into()), 0);
+    ctx.propagate_as(&[b"SET", args.get(1), args.get(2)]);
+    match old {
+        Some(v) => ctx.out.bulk(&v),
+        None => ctx.out.null(),
+    }
+}
+
+fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    ctx.out.array(args.len() - 1);
+    for key in args.iter().skip(1) {
+        match ctx.store.get(slot, key).map(|e| &e.value) {
+            Some(Value::Str(s)) => ctx.out.bulk(s),
+            _ => ctx.out.null(),
+        }
+    }
+}
+
+fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() % 2 == 0 {
+        ctx.out.error("ERR wrong number of arguments for 'mset' command");
+        return;
+    }
+    let slot = ctx.slot();
+    let mut i = 1;
+    while i + 1 < args.len() {
+        ctx.store.set(slot, args.get(i), Value::Str(args.get(i + 1).into()), 0);
+        i += 2;
+    }
+    ctx.propagate(args);
+    ctx.out.ok();
+}
+
+fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) {
+    let slot = ctx.slot();
+    let (cur, ttl) = match ctx.store.get(slot, key) {
+        None => (0, 0),
+        Some(e) => match &e.value {
+            Value::Str(s) => match super::parse_i64(s) {
+                Some(n) => (n, e.expire_at()),
+                None => {
+                    ctx.out.error(ERR_NOT_INTEGER);
+                    return;
+                }
+            },
+            _ => {
+                ctx.out.error(WRONGTYPE);
+                return;
+            }
+        },
+    };
+    let Some(next) = cur.checked_add(delta) else {
+        ctx.out.error("ERR increment or decrement would overflow");
+        return;
+    };
+    let text = next.to_string();
+    ctx.store.set(slot, key, Value::Str(text.as_bytes().into()), ttl);
+    // Logged as the resulting value: replay never re-derives it.
+    if ttl != 0 {
+        let at = ttl.to_string();
+        ctx.propagate_as(&[b"SET", key, text.as_bytes(), b"PXAT", at.as_bytes()]);
+    } else {
+        ctx.propagate_as(&[b"SET", key, text.as_bytes()]);
+    }
+    ctx.out.int(next);
+}
+
+fn incr(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    incr_by(ctx, args.get(1), 1);
+}
+fn decr(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    incr_by(ctx, args.get(1), -1);
+}
+fn incrby(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let n = try_reply!(ctx, args.int(2));
+    incr_by(ctx, args.get(1), n);
+}
+fn decrby(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let n = try_reply!(ctx, args.int(2));
+    let Some(n) = n.checked_neg() else {
+        ctx.out.error("ERR decrement would overflow");
+        return;
+    };
+    incr_by(ctx, args.get(1), n);
+}
+
+fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let key = args.get(1);
+    let len = match ctx.store.get_mut(slot, key) {
+        None => {
+            ctx.store.set(slot, key, Value::Str(args.get(2).into()), 0);
+            args.get(2).len()
+        }
+        Some(e) => match &mut e.value {
+            Value::Str(s) => {
+                let mut v = std::mem::take(s).into_vec();
+                v.extend_from_slice(args.get(2));
+                let n = v.len();
+                *s = v.into_boxed_slice();
+                n
+            }
+            _ => {
+                ctx.out.error(WRONGTYPE);
+                return;
+            }
+        },
+    };
+    ctx.propagate(args);
+    ctx.out.int(len as i64);
+}
+
+fn strlen(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let n = try_reply!(ctx, read_str(ctx.store, slot, args.get(1))).map_or(0, |v| v.len());
+    ctx.out.int(n as i64);
+}

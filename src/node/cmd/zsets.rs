@@ -1,0 +1,5 @@
+//! zsets commands (being written).
+
+use super::CommandSpec;
+
+pub static COMMANDS: &[CommandSpec] = &[];

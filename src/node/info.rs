@@ -1,0 +1,147 @@
+//! The INFO text, with Redis' section and field names where they exist.
+
+use std::fmt::Write;
+
+use super::{alloc, Node, Role};
+
+/// The Redis version we answer as (clients gate features on it).
+pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
+
+pub const SECTIONS: [&str; 9] = [
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cluster",
+    "keyspace",
+    "commandstats",
+];
+
+/// Renders the named sections (lower-case); `default`/`all`/empty: all but
+/// commandstats for default, all for `all`/`everything`.
+pub fn render(node: &Node, wanted: &[String]) -> String {
+    let all = wanted.iter().any(|w| w == "all" || w == "everything");
+    let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
+    let want = |s: &str| all || wanted.iter().any(|w| w == s) || (default && s != "commandstats");
+    let mut out = String::with_capacity(4096);
+    let store = node.store.borrow();
+    if want("server") {
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\ntessera_version:{}\r\nredis_mode:cluster\r\nos:{}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutable:tessera\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            node.id,
+            node.port.get(),
+            node.started.elapsed().as_secs(),
+            node.started.elapsed().as_secs() / 86400
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            node.connected_clients.get(),
+            node.cfg.max_clients
+        );
+    }
+    if want("memory") {
+        let used = alloc::allocated();
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_allocator:mimalloc\r\n\r\n",
+            used as f64 / (1024.0 * 1024.0),
+            alloc::rss_bytes(),
+            node.cfg.maxmemory
+        );
+    }
+    if want("persistence") {
+        let wal = node.wal.stats();
+        let snap = node.last_snapshot.borrow();
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:{}\r\naof_enabled:{}\r\nappendfsync:{}\r\nwal_last_lsn:{}\r\nwal_durable_lsn:{}\r\nwal_bytes_written:{}\r\nwal_segments:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\nsnapshot_keys:{}\r\n\r\n",
+            !node.ready.get() as u8,
+            node.wal.enabled() as u8,
+            node.wal.policy().as_str(),
+            node.wal.last_lsn(),
+            node.wal.durable_lsn(),
+            wal.bytes_written,
+            wal.segments,
+            node.snapshot_running.get() as u8,
+            snap.as_ref().map_or(0, |s| s.finished_at_ms / 1000),
+            snap.as_ref().map_or(0, |s| s.keys),
+        );
+    }
+    if want("stats") {
+        let st = &node.stats;
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            st.connections_received.get(),
+            st.commands_processed.get(),
+            st.net_input_bytes.get(),
+            st.net_output_bytes.get(),
+            st.rejected_connections.get(),
+            store.expired_total,
+            st.keyspace_hits.get(),
+            st.keyspace_misses.get(),
+            st.protocol_errors.get(),
+        );
+    }
+    if want("replication") {
+        let map = node.slot_map.borrow();
+        let shard = map.my_shard();
+        match node.role.get() {
+            Role::Primary => {
+                let _ = write!(
+                    out,
+                    "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n\r\n",
+                    node.wal.last_lsn()
+                );
+            }
+            Role::Replica => {
+                let _ = write!(
+                    out,
+                    "# Replication\r\nrole:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:down\r\nslave_repl_offset:{}\r\n\r\n",
+                    shard.primary.host,
+                    shard.primary.port,
+                    node.wal.last_lsn()
+                );
+            }
+        }
+    }
+    if want("cluster") {
+        let _ = write!(out, "# Cluster\r\ncluster_enabled:1\r\n\r\n");
+    }
+    if want("keyspace") {
+        let _ = write!(out, "# Keyspace\r\n");
+        if !store.is_empty() {
+            let _ = write!(
+                out,
+                "db0:keys={},expires={},avg_ttl=0\r\n",
+                store.len(),
+                store.volatile_len()
+            );
+        }
+        out.push_str("\r\n");
+    }
+    if want("commandstats") {
+        let _ = write!(out, "# Commandstats\r\n");
+        for (i, spec) in node.commands.all().iter().enumerate() {
+            let calls = node.stats.calls[i].get();
+            if calls > 0 {
+                let _ = write!(out, "cmdstat_{}:calls={calls}\r\n", spec.name);
+            }
+        }
+        out.push_str("\r\n");
+    }
+    // Redis ends the text without the last blank line.
+    while out.ends_with("\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    out
+}

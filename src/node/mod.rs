@@ -1,0 +1,292 @@
+//! The storage node: a Redis-protocol server over an in-memory keyspace made
+//! durable by a write-ahead log and snapshots.
+//!
+//! Threading: like Redis, one thread owns the keyspace. It runs a
+//! single-threaded tokio runtime with every client connection, the admin
+//! HTTP server and the periodic jobs as local tasks, so commands need no
+//! locks. Disk syncs happen on a separate thread (see [`wal`]), which is what
+//! lets many clients' writes share one fsync.
+
+pub mod admin;
+pub mod alloc;
+pub mod cmd;
+pub mod info;
+pub mod metrics;
+pub mod resp;
+pub mod server;
+pub mod slots;
+pub mod snapshot;
+pub mod store;
+pub mod wal;
+
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cmd::{CommandSpec, Commands, ConnState};
+use metrics::Stats;
+use slots::{NodeAddr, SlotMap, SlotOwner};
+use store::Store;
+use wal::{FsyncPolicy, Wal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("failed to bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("failed to read the password file {path}: {source}")]
+    ReadPassword {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to prepare the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("failed to start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Everything `tessera node` is started with.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    pub admin_port: u16,
+    /// Host name or IP other nodes and clients use for this node (MOVED
+    /// replies, CLUSTER SLOTS). Defaults to the bind address.
+    pub announce_host: Option<String>,
+    pub data_dir: PathBuf,
+    /// false: memory only (no log, no snapshots), like Redis without
+    /// persistence; for caches and benchmarks.
+    pub persistence: bool,
+    pub fsync: FsyncPolicy,
+    /// 0 = no limit.
+    pub maxmemory: u64,
+    pub password: Option<String>,
+    pub max_clients: usize,
+    /// Take a snapshot after this many log bytes since the last one.
+    pub snapshot_log_bytes: u64,
+    /// Node ID; by default generated once and kept in the data directory.
+    pub node_id: Option<String>,
+}
+
+impl NodeConfig {
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        Self {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            admin_port: 0,
+            announce_host: None,
+            data_dir,
+            persistence: true,
+            fsync: FsyncPolicy::EverySec,
+            maxmemory: 0,
+            password: None,
+            max_clients: 10_000,
+            snapshot_log_bytes: 64 * 1024 * 1024,
+            node_id: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// The state every task of the node shares (on the node's one thread).
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub id: String,
+    pub commands: Commands,
+    pub store: RefCell<Store>,
+    pub slot_map: RefCell<SlotMap>,
+    pub wal: Rc<Wal>,
+    pub stats: Stats,
+    pub role: Cell<Role>,
+    pub ready: Cell<bool>,
+    pub started: Instant,
+    /// Actual RESP and admin ports (differ from the config when it said 0).
+    pub port: Cell<u16>,
+    pub admin_port: Cell<u16>,
+    pub next_client_id: Cell<u64>,
+    pub connected_clients: Cell<usize>,
+    pub last_snapshot: RefCell<Option<snapshot::SnapshotInfo>>,
+    pub snapshot_running: Cell<bool>,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig, id: String, wal: Rc<Wal>, store: Store) -> Self {
+        let me = NodeAddr {
+            id: id.clone(),
+            host: cfg
+                .announce_host
+                .clone()
+                .unwrap_or_else(|| cfg.bind.to_string()),
+            port: cfg.port,
+        };
+        let commands = Commands::new();
+        let stats = Stats::new(commands.len());
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Self {
+            port: Cell::new(cfg.port),
+            admin_port: Cell::new(cfg.admin_port),
+            cfg,
+            id,
+            commands,
+            store: RefCell::new(store),
+            slot_map: RefCell::new(SlotMap::standalone(me)),
+            wal,
+            stats,
+            role: Cell::new(Role::Primary),
+            ready: Cell::new(false),
+            started: Instant::now(),
+            next_client_id: Cell::new(1),
+            connected_clients: Cell::new(0),
+            last_snapshot: RefCell::new(None),
+            snapshot_running: Cell::new(false),
+            shutdown,
+        }
+    }
+
+    /// This node's address as clients should use it.
+    pub fn me(&self) -> NodeAddr {
+        NodeAddr {
+            id: self.id.clone(),
+            host: self
+                .cfg
+                .announce_host
+                .clone()
+                .unwrap_or_else(|| self.cfg.bind.to_string()),
+            port: self.port.get(),
+        }
+    }
+
+    /// Once the real port is known, a standalone node's topology names it.
+    pub fn set_port(&self, port: u16) {
+        self.port.set(port);
+        let mut map = self.slot_map.borrow_mut();
+        if map.topology.epoch == 0 {
+            *map = SlotMap::standalone(self.me());
+        }
+    }
+
+    pub fn new_conn(&self, addr: String) -> ConnState {
+        let id = self.next_client_id.get();
+        self.next_client_id.set(id + 1);
+        ConnState {
+            id,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            authenticated: self.cfg.password.is_none(),
+            readonly: false,
+            asking: false,
+            close_after_reply: false,
+            addr,
+            resp3: false,
+        }
+    }
+
+    /// Whether this node may serve a command on `slot`; the error otherwise.
+    pub fn route(&self, slot: u16, write: bool, conn: &ConnState) -> Option<String> {
+        let map = self.slot_map.borrow();
+        match map.owner(slot) {
+            SlotOwner::Local => {
+                if self.role.get() == Role::Replica && (write || !conn.readonly) {
+                    let p = &map.my_shard().primary;
+                    return Some(format!("MOVED {slot} {}:{}", p.host, p.port));
+                }
+                None
+            }
+            SlotOwner::Remote(i) => {
+                let p = &map.topology.shards[i].primary;
+                Some(format!("MOVED {slot} {}:{}", p.host, p.port))
+            }
+            SlotOwner::Unassigned => Some("CLUSTERDOWN Hash slot not served".into()),
+        }
+    }
+
+    /// Why a write command may not run now (memory, role), if it may not.
+    pub fn write_refusal(&self, spec: &CommandSpec) -> Option<String> {
+        if self.role.get() == Role::Replica {
+            return Some("READONLY You can't write against a read only replica.".into());
+        }
+        if spec.flags & cmd::flags::DENYOOM != 0
+            && self.cfg.maxmemory > 0
+            && alloc::allocated() as u64 > self.cfg.maxmemory
+        {
+            return Some("OOM command not allowed when used memory > 'maxmemory'.".into());
+        }
+        None
+    }
+}
+
+/// Loads or creates the node's ID (40 hex characters, like Redis').
+pub fn load_node_id(cfg: &NodeConfig) -> Result<String, NodeError> {
+    if let Some(id) = &cfg.node_id {
+        return Ok(id.clone());
+    }
+    let fresh = || {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        (0..40)
+            .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+            .collect::<String>()
+    };
+    if !cfg.persistence {
+        return Ok(fresh());
+    }
+    let path = cfg.data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() == 40 => Ok(s.trim().to_string()),
+        _ => {
+            let id = fresh();
+            let err = |source| NodeError::DataDir {
+                path: path.clone(),
+                source,
+            };
+            std::fs::write(&path, &id).map_err(err)?;
+            Ok(id)
+        }
+    }
+}
+
+/// Runs a node until it is told to stop (SIGTERM/SIGINT or SHUTDOWN).
+pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NodeError::Runtime)?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, server::serve(cfg, None))
+}

@@ -1,0 +1,389 @@
+//! Listeners, connections, recovery and the periodic jobs of a node.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use super::cmd::{self, Args, ConnState, Ctx, Effects};
+use super::resp::{parse_request, Parsed, ReplyBuf};
+use super::store::{ExpireMode, Store};
+use super::wal::{Wal, GLOBAL_SLOT};
+use super::{admin, load_node_id, now_ms, snapshot, Node, NodeConfig, NodeError};
+
+/// A client whose unparsed input grows past this is disconnected (Redis'
+/// client-query-buffer-limit).
+const MAX_QUERY_BUFFER: usize = 1024 * 1024 * 1024;
+
+/// Addresses a started node listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub resp: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Starts a node on the current LocalSet and serves until shutdown.
+/// `bound` learns the real addresses once the listeners are open.
+pub async fn serve(cfg: NodeConfig, bound: Option<oneshot::Sender<Bound>>) -> Result<(), NodeError> {
+    if cfg.persistence {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| NodeError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+    }
+    let id = load_node_id(&cfg)?;
+    let wal = if cfg.persistence {
+        Wal::open(&cfg.data_dir.join("wal"), cfg.fsync)?
+    } else {
+        Wal::disabled()
+    };
+    let resp_addr = SocketAddr::new(cfg.bind, cfg.port);
+    let admin_addr = SocketAddr::new(cfg.bind, cfg.admin_port);
+    let listener = TcpListener::bind(resp_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what: "the RESP port",
+            addr: resp_addr.to_string(),
+            source,
+        })?;
+    let admin_listener = TcpListener::bind(admin_addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what: "the admin port",
+            addr: admin_addr.to_string(),
+            source,
+        })?;
+    let node = Rc::new(Node::new(cfg, id, wal.clone(), Store::new()));
+    let resp_local = listener.local_addr().map_err(NodeError::Runtime)?;
+    let admin_local = admin_listener.local_addr().map_err(NodeError::Runtime)?;
+    node.set_port(resp_local.port());
+    node.admin_port.set(admin_local.port());
+    info!(node_id = %node.id, resp = %resp_local, admin = %admin_local, "listening");
+    if let Some(tx) = bound {
+        let _ = tx.send(Bound {
+            resp: resp_local,
+            admin: admin_local,
+        });
+    }
+
+    // Health answers while the data set loads.
+    tokio::task::spawn_local(admin::serve(node.clone(), admin_listener));
+
+    let started = Instant::now();
+    recover(&node).await?;
+    node.wal.start();
+    node.ready.set(true);
+    info!(
+        keys = node.store.borrow().len(),
+        lsn = node.wal.last_lsn(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+
+    tokio::task::spawn_local(expire_loop(node.clone()));
+    if node.cfg.persistence {
+        tokio::task::spawn_local(snapshot_loop(node.clone()));
+    }
+
+    let mut shutdown = node.shutdown.subscribe();
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(NodeError::Runtime)?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    tokio::task::spawn_local(handle_connection(node.clone(), sock, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    info!("shutting down");
+    // Everything acknowledged is already durable per policy; this makes the
+    // tail durable too so a clean restart replays nothing it needn't.
+    if let Err(e) = node.wal.wait(node.wal.last_lsn()).await {
+        error!(error = %e, "final log flush failed");
+    }
+    Ok(())
+}
+
+/// Loads the newest snapshot (on a blocking thread) and replays the log
+/// after it, honouring each slot's watermark.
+async fn recover(node: &Rc<Node>) -> Result<(), NodeError> {
+    if !node.cfg.persistence {
+        return Ok(());
+    }
+    let dir = node.cfg.data_dir.join("snapshots");
+    let (store, loaded) = tokio::task::spawn_blocking(move || {
+        let mut store = Store::new();
+        let loaded = snapshot::load_newest(&dir, &mut store)?;
+        Ok::<_, snapshot::SnapshotError>((store, loaded))
+    })
+    .await
+    .map_err(|e| NodeError::Runtime(std::io::Error::other(e)))??;
+    *node.store.borrow_mut() = store;
+    let (after, watermarks) = match &loaded {
+        Some(l) => {
+            info!(path = %l.info.path.display(), start_lsn = l.info.start_lsn, end_lsn = l.info.end_lsn, keys = l.info.keys, "snapshot loaded");
+            node.wal.ensure_after(l.info.end_lsn);
+            (l.info.start_lsn, Some(&l.watermarks))
+        }
+        None => (0, None),
+    };
+    *node.last_snapshot.borrow_mut() = loaded.as_ref().map(|l| l.info.clone());
+
+    node.store.borrow_mut().mode = ExpireMode::Passive;
+    let mut conn = node.new_conn("replay".into());
+    conn.authenticated = true;
+    let mut out = ReplyBuf::new();
+    let mut effects = Effects::default();
+    let mut replayed = 0u64;
+    let mut buf = Vec::new();
+    let mut ranges = Vec::new();
+    for rec in node.wal.read_from(after)? {
+        let rec = rec?;
+        let applies = |slot: u16| watermarks.is_none_or(|w| rec.lsn > w[slot as usize]);
+        if rec.slot == GLOBAL_SLOT {
+            // FLUSHALL: clear exactly the slots the snapshot had not yet seen
+            // it in.
+            let mut store = node.store.borrow_mut();
+            for slot in 0..super::slots::SLOTS as u16 {
+                if applies(slot) {
+                    store.flush_slot(slot);
+                }
+            }
+        } else if applies(rec.slot) {
+            buf.clear();
+            ranges.clear();
+            for a in &rec.args {
+                let start = buf.len();
+                buf.extend_from_slice(a);
+                ranges.push(start..buf.len());
+            }
+            let args = Args {
+                buf: &buf,
+                ranges: &ranges,
+            };
+            let mut store = node.store.borrow_mut();
+            let mut ctx = Ctx::new(node, &mut store, &mut out, &mut conn, &mut effects);
+            ctx.replaying = true;
+            cmd::dispatch(&mut ctx, &args);
+            out.buf.clear();
+        }
+        replayed += 1;
+        if replayed % 10_000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut store = node.store.borrow_mut();
+    store.mode = ExpireMode::Active;
+    info!(records = replayed, keys = store.len(), "log replayed");
+    Ok(())
+}
+
+/// Active expiry: ten times a second, sample volatile keys; go on while more
+/// than a quarter of the sample had expired, for at most 25 ms.
+async fn expire_loop(node: Rc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let start = Instant::now();
+        loop {
+            let mut store = node.store.borrow_mut();
+            store.now_ms = now_ms();
+            let (examined, expired) = store.active_expire_cycle(200);
+            for (slot, key) in store.drain_expired() {
+                node.wal.append(slot, &[b"DEL", &key]);
+            }
+            if examined == 0 || expired * 4 < examined || start.elapsed() > Duration::from_millis(25)
+            {
+                break;
+            }
+        }
+    }
+}
+
+/// Takes a snapshot whenever enough log has accumulated since the last one.
+async fn snapshot_loop(node: Rc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut bytes_at_last = node.wal.stats().bytes_written;
+    loop {
+        tick.tick().await;
+        let written = node.wal.stats().bytes_written;
+        if written.saturating_sub(bytes_at_last) < node.cfg.snapshot_log_bytes {
+            continue;
+        }
+        bytes_at_last = written;
+        if let Err(e) = run_snapshot(&node).await {
+            error!(error = %e, "snapshot failed");
+        }
+    }
+}
+
+/// Takes one snapshot unless one is already running.
+pub async fn run_snapshot(node: &Rc<Node>) -> Result<Option<snapshot::SnapshotInfo>, snapshot::SnapshotError> {
+    if node.snapshot_running.replace(true) {
+        return Ok(None);
+    }
+    let res = snapshot::take(node).await;
+    node.snapshot_running.set(false);
+    let info = res?;
+    info!(path = %info.path.display(), keys = info.keys, bytes = info.bytes, duration_ms = info.duration_ms, "snapshot written");
+    *node.last_snapshot.borrow_mut() = Some(info.clone());
+    Ok(Some(info))
+}
+
+async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr) {
+    node.stats
+        .connections_received
+        .set(node.stats.connections_received.get() + 1);
+    if node.connected_clients.get() >= node.cfg.max_clients {
+        node.stats
+            .rejected_connections
+            .set(node.stats.rejected_connections.get() + 1);
+        let _ = sock
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    }
+    let _ = sock.set_nodelay(true);
+    node.connected_clients.set(node.connected_clients.get() + 1);
+    let mut conn = node.new_conn(peer.to_string());
+    if let Err(e) = connection_loop(&node, &mut sock, &mut conn).await {
+        tracing::debug!(peer = %peer, error = %e, "connection closed with an error");
+    }
+    node.connected_clients.set(node.connected_clients.get() - 1);
+}
+
+async fn connection_loop(node: &Rc<Node>, sock: &mut TcpStream, conn: &mut ConnState) -> std::io::Result<()> {
+    let mut inbuf = BytesMut::with_capacity(16 * 1024);
+    let mut out = ReplyBuf::new();
+    let mut ranges = Vec::new();
+    let mut shutdown = node.shutdown.subscribe();
+    loop {
+        let n = tokio::select! {
+            r = sock.read_buf(&mut inbuf) => r?,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        node.stats.net_input_bytes.set(node.stats.net_input_bytes.get() + n as u64);
+        let mut effects = Effects::default();
+        let mut close = false;
+        {
+            let mut store = node.store.borrow_mut();
+            store.now_ms = now_ms();
+            let mut consumed = 0;
+            while consumed < inbuf.len() {
+                let pending = &inbuf[consumed..];
+                match parse_request(pending, &mut ranges) {
+                    Ok(Parsed::Incomplete) => break,
+                    Ok(Parsed::Empty(used)) => consumed += used,
+                    Ok(Parsed::Command(used)) => {
+                        let args = Args {
+                            buf: pending,
+                            ranges: &ranges,
+                        };
+                        out.resp3 = conn.resp3;
+                        run_command(node, &mut store, &mut out, conn, &mut effects, &args);
+                        consumed += used;
+                        if conn.close_after_reply {
+                            close = true;
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        node.stats
+                            .protocol_errors
+                            .set(node.stats.protocol_errors.get() + 1);
+                        out.error(&format!("ERR {e}"));
+                        match e.skip {
+                            Some(skip) => consumed += skip,
+                            None => {
+                                close = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            inbuf.advance(consumed.min(inbuf.len()));
+            if inbuf.len() > MAX_QUERY_BUFFER {
+                out.error("ERR Protocol error: client query buffer limit exceeded");
+                close = true;
+            }
+        }
+        if effects.last_lsn > 0 {
+            if let Err(e) = node.wal.wait(effects.last_lsn).await {
+                // Never acknowledge what the log did not take: drop the
+                // replies of this batch and the connection.
+                error!(error = %e, "write not acknowledged: the log failed");
+                return Err(std::io::Error::other(e));
+            }
+        }
+        if !out.buf.is_empty() {
+            node.stats
+                .net_output_bytes
+                .set(node.stats.net_output_bytes.get() + out.buf.len() as u64);
+            sock.write_all(&out.buf).await?;
+            out.buf.clear();
+            if out.buf.capacity() > 1024 * 1024 {
+                out.buf.shrink_to(16 * 1024);
+            }
+        }
+        if close {
+            return Ok(());
+        }
+        if inbuf.capacity() > 1024 * 1024 && inbuf.len() < 16 * 1024 {
+            let rest = inbuf.split();
+            inbuf = BytesMut::with_capacity(16 * 1024);
+            inbuf.extend_from_slice(&rest);
+        }
+    }
+}
+
+/// Runs one parsed command with its bookkeeping.
+fn run_command(
+    node: &Node,
+    store: &mut Store,
+    out: &mut ReplyBuf,
+    conn: &mut ConnState,
+    effects: &mut Effects,
+    args: &Args<'_>,
+) {
+    if !node.ready.get() {
+        let loading_ok = node
+            .commands
+            .lookup(args.get(0))
+            .is_some_and(|i| node.commands.spec(i).flags & cmd::flags::LOADING_OK != 0);
+        if !loading_ok {
+            out.error("LOADING Tessera is loading the dataset in memory");
+            return;
+        }
+    }
+    let start = Instant::now();
+    let mut ctx = Ctx::new(node, store, out, conn, effects);
+    let ran = cmd::dispatch(&mut ctx, args);
+    let elapsed = start.elapsed().as_secs_f64();
+    node.stats.command_latency.observe(elapsed);
+    node.stats
+        .commands_processed
+        .set(node.stats.commands_processed.get() + 1);
+    if let Some(i) = ran {
+        let c = &node.stats.calls[i];
+        c.set(c.get() + 1);
+    }
+}

@@ -1,0 +1,618 @@
+//! The in-memory keyspace.
+//!
+//! Keys live in one hash map per slot, so per-slot questions (COUNTKEYSINSLOT,
+//! GETKEYSINSLOT, moving a slot, snapshotting slot by slot) never scan the
+//! whole keyspace.
+//!
+//! Expiry: keys carry an absolute deadline in milliseconds since the Unix
+//! epoch. In [`ExpireMode::Active`] a read of an expired key deletes it and
+//! queues a `DEL` for the write-ahead log (so replaying the log or a replica
+//! applying it never has to decide about time); the periodic
+//! [`Store::active_expire_cycle`] samples volatile keys the same way. While
+//! replaying a log or following a primary the store runs in
+//! [`ExpireMode::Passive`]: nothing expires by itself, the log says when.
+//!
+//! The store never reads the system clock: the server sets [`Store::now_ms`]
+//! once per batch of commands, and tests set it to whatever they like.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use hashbrown::{HashMap, HashSet};
+
+use super::slots::SLOTS;
+
+pub type Key = Box<[u8]>;
+pub type Bytes = Box<[u8]>;
+
+/// A score with a total order (NaN is refused before it gets here).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Score(pub f64);
+impl Eq for Score {}
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ZSet {
+    pub scores: HashMap<Bytes, f64>,
+    pub ordered: BTreeSet<(Score, Bytes)>,
+}
+
+impl ZSet {
+    /// Inserts or updates; returns true when the member is new.
+    pub fn insert(&mut self, member: &[u8], score: f64) -> bool {
+        match self.scores.get_mut(member) {
+            Some(old) => {
+                if *old != score {
+                    self.ordered.remove(&(Score(*old), Bytes::from(member)));
+                    self.ordered.insert((Score(score), Bytes::from(member)));
+                    *old = score;
+                }
+                false
+            }
+            None => {
+                self.scores.insert(Bytes::from(member), score);
+                self.ordered.insert((Score(score), Bytes::from(member)));
+                true
+            }
+        }
+    }
+    pub fn remove(&mut self, member: &[u8]) -> bool {
+        match self.scores.remove(member) {
+            Some(score) => {
+                self.ordered.remove(&(Score(score), Bytes::from(member)));
+                true
+            }
+            None => false,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+}
+
+/// A stream entry ID `<ms>-<seq>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Stream {
+    /// Field/value pairs, flattened.
+    pub entries: BTreeMap<StreamId, Vec<Bytes>>,
+    pub last_id: StreamId,
+}
+
+#[derive(Debug, Clone)]
+pub enum Value {
+    Str(Bytes),
+    Hash(Box<HashMap<Bytes, Bytes>>),
+    List(Box<VecDeque<Bytes>>),
+    Set(Box<HashSet<Bytes>>),
+    ZSet(Box<ZSet>),
+    Stream(Box<Stream>),
+}
+
+impl Value {
+    /// The name TYPE answers with.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Hash(_) => "hash",
+            Value::List(_) => "list",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
+        }
+    }
+    /// True for an aggregate that has become empty (Redis deletes those keys).
+    pub fn is_empty_aggregate(&self) -> bool {
+        match self {
+            Value::Str(_) | Value::Stream(_) => false,
+            Value::Hash(h) => h.is_empty(),
+            Value::List(l) => l.is_empty(),
+            Value::Set(s) => s.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    /// Absolute deadline in ms since the Unix epoch; 0 = persistent. Changed
+    /// only through [`Store::set_expire`], which keeps the volatile counts.
+    expire_at: u64,
+}
+
+impl Entry {
+    pub fn expire_at(&self) -> u64 {
+        self.expire_at
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireMode {
+    /// A serving primary: expired keys are deleted and a DEL is logged.
+    Active,
+    /// Replaying a log or following a primary: the log decides.
+    Passive,
+}
+
+#[derive(Debug, Default)]
+struct SlotDb {
+    map: HashMap<Key, Entry>,
+    volatile: usize,
+}
+
+/// The WRONGTYPE error, as Redis words it.
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongType;
+
+pub struct Store {
+    slots: Vec<SlotDb>,
+    keys: usize,
+    volatile: usize,
+    pub now_ms: u64,
+    pub mode: ExpireMode,
+    /// Keys deleted by expiry since the last drain: each must be logged as a
+    /// DEL before the record of the command that found it.
+    expired: Vec<(u16, Key)>,
+    pub expired_total: u64,
+    /// Round-robin position of the active expiry cycle.
+    expire_cursor: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let mut slots = Vec::with_capacity(SLOTS);
+        slots.resize_with(SLOTS, SlotDb::default);
+        Self {
+            slots,
+            keys: 0,
+            volatile: 0,
+            now_ms: 0,
+            mode: ExpireMode::Active,
+            expired: Vec::new(),
+            expired_total: 0,
+            expire_cursor: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys == 0
+    }
+    pub fn volatile_len(&self) -> usize {
+        self.volatile
+    }
+    pub fn slot_len(&self, slot: u16) -> usize {
+        self.slots[slot as usize].map.len()
+    }
+
+    fn is_expired(&self, e: &Entry) -> bool {
+        self.mode == ExpireMode::Active && e.expire_at != 0 && e.expire_at <= self.now_ms
+    }
+
+    /// Deletes `key` if it has expired, queueing its DEL for the log.
+    fn expire_if_needed(&mut self, slot: u16, key: &[u8]) {
+        if self.mode != ExpireMode::Active {
+            return;
+        }
+        let expired = match self.slots[slot as usize].map.get(key) {
+            Some(e) => self.is_expired(e),
+            None => false,
+        };
+        if expired {
+            self.remove(slot, key);
+            self.expired.push((slot, Key::from(key)));
+            self.expired_total += 1;
+        }
+    }
+
+    /// Keys expired since the last call, oldest first.
+    pub fn drain_expired(&mut self) -> std::vec::Drain<'_, (u16, Key)> {
+        self.expired.drain(..)
+    }
+    pub fn has_expired_pending(&self) -> bool {
+        !self.expired.is_empty()
+    }
+
+    pub fn get(&mut self, slot: u16, key: &[u8]) -> Option<&Entry> {
+        self.expire_if_needed(slot, key);
+        self.slots[slot as usize].map.get(key)
+    }
+
+    pub fn get_mut(&mut self, slot: u16, key: &[u8]) -> Option<&mut Entry> {
+        self.expire_if_needed(slot, key);
+        self.slots[slot as usize].map.get_mut(key)
+    }
+
+    pub fn contains(&mut self, slot: u16, key: &[u8]) -> bool {
+        self.get(slot, key).is_some()
+    }
+
+    /// Sets `key` to `value`, replacing whatever was there; `expire_at` 0
+    /// makes it persistent. Returns the previous entry.
+    pub fn set(&mut self, slot: u16, key: &[u8], value: Value, expire_at: u64) -> Option<Entry> {
+        self.expire_if_needed(slot, key);
+        let db = &mut self.slots[slot as usize];
+        let entry = Entry { value, expire_at };
+        let old = match db.map.get_mut(key) {
+            Some(slot_entry) => Some(std::mem::replace(slot_entry, entry)),
+            None => {
+                db.map.insert(Key::from(key), entry);
+                self.keys += 1;
+                None
+            }
+        };
+        let was_volatile = old.as_ref().is_some_and(|o| o.expire_at != 0);
+        let is_volatile = expire_at != 0;
+        match (was_volatile, is_volatile) {
+            (false, true) => {
+                db.volatile += 1;
+                self.volatile += 1;
+            }
+            (true, false) => {
+                db.volatile -= 1;
+                self.volatile -= 1;
+            }
+            _ => {}
+        }
+        old
+    }
+
+    /// The value at `key`, created with `make` when absent; `Err(WrongType)`
+    /// when `check` refuses the existing value's type.
+    pub fn get_or_create(
+        &mut self,
+        slot: u16,
+        key: &[u8],
+        check: fn(&Value) -> bool,
+        make: fn() -> Value,
+    ) -> Result<&mut Value, WrongType> {
+        self.expire_if_needed(slot, key);
+        let db = &mut self.slots[slot as usize];
+        if !db.map.contains_key(key) {
+            db.map.insert(
+                Key::from(key),
+                Entry {
+                    value: make(),
+                    expire_at: 0,
+                },
+            );
+            self.keys += 1;
+        }
+        let e = db
+            .map
+            .get_mut(key)
+            .expect("the key was inserted just above when absent");
+        if check(&e.value) {
+            Ok(&mut e.value)
+        } else {
+            Err(WrongType)
+        }
+    }
+
+    pub fn remove(&mut self, slot: u16, key: &[u8]) -> Option<Entry> {
+        let db = &mut self.slots[slot as usize];
+        let old = db.map.remove(key)?;
+        self.keys -= 1;
+        if old.expire_at != 0 {
+            db.volatile -= 1;
+            self.volatile -= 1;
+        }
+        Some(old)
+    }
+
+    /// Deletes `key` when it holds an empty aggregate.
+    pub fn remove_if_empty(&mut self, slot: u16, key: &[u8]) {
+        let empty = self.slots[slot as usize]
+            .map
+            .get(key)
+            .is_some_and(|e| e.value.is_empty_aggregate());
+        if empty {
+            self.remove(slot, key);
+        }
+    }
+
+    /// Sets or clears (0) the deadline of an existing key; false if absent.
+    pub fn set_expire(&mut self, slot: u16, key: &[u8], expire_at: u64) -> bool {
+        self.expire_if_needed(slot, key);
+        let db = &mut self.slots[slot as usize];
+        let Some(e) = db.map.get_mut(key) else {
+            return false;
+        };
+        match (e.expire_at != 0, expire_at != 0) {
+            (false, true) => {
+                db.volatile += 1;
+                self.volatile += 1;
+            }
+            (true, false) => {
+                db.volatile -= 1;
+                self.volatile -= 1;
+            }
+            _ => {}
+        }
+        e.expire_at = expire_at;
+        true
+    }
+
+    pub fn flush(&mut self) {
+        for db in &mut self.slots {
+            db.map = HashMap::new();
+            db.volatile = 0;
+        }
+        self.keys = 0;
+        self.volatile = 0;
+    }
+
+    /// Drops every key of one slot (after it has moved elsewhere).
+    pub fn flush_slot(&mut self, slot: u16) -> usize {
+        let db = &mut self.slots[slot as usize];
+        let n = db.map.len();
+        self.keys -= n;
+        self.volatile -= db.volatile;
+        *db = SlotDb::default();
+        n
+    }
+
+    /// Up to `count` keys of a slot (expired ones included: this is
+    /// administration, like Redis' GETKEYSINSLOT).
+    pub fn keys_in_slot(&self, slot: u16, count: usize) -> Vec<&[u8]> {
+        self.slots[slot as usize]
+            .map
+            .keys()
+            .take(count)
+            .map(|k| &**k)
+            .collect()
+    }
+
+    /// Every entry of one slot, for snapshots.
+    pub fn slot_entries(&self, slot: u16) -> impl Iterator<Item = (&[u8], &Entry)> {
+        self.slots[slot as usize].map.iter().map(|(k, e)| (&**k, e))
+    }
+
+    /// Loads one entry from a snapshot (no expiry checks, no logging).
+    pub fn load(&mut self, slot: u16, key: Key, value: Value, expire_at: u64) {
+        let db = &mut self.slots[slot as usize];
+        if expire_at != 0 {
+            db.volatile += 1;
+            self.volatile += 1;
+        }
+        if let Some(old) = db.map.insert(key, Entry { value, expire_at }) {
+            if old.expire_at != 0 {
+                db.volatile -= 1;
+                self.volatile -= 1;
+            }
+        } else {
+            self.keys += 1;
+        }
+    }
+
+    /// One step of incremental iteration for SCAN.
+    ///
+    /// The cursor is `slot << 32 | h`: every key of slots before `slot` has
+    /// been returned, and within `slot` every key whose 32-bit CRC is below
+    /// `h`. Since the order depends only on the key, a key present for the
+    /// whole iteration is returned exactly once, whatever is inserted or
+    /// deleted meanwhile (Redis promises "at least once"). `filter` sees each
+    /// candidate; returning false skips it without counting.
+    pub fn scan(
+        &mut self,
+        cursor: u64,
+        count: usize,
+        mut filter: impl FnMut(&[u8], &Value) -> bool,
+    ) -> (u64, Vec<Key>) {
+        let mut slot = (cursor >> 32) as usize;
+        let mut from = (cursor & 0xffff_ffff) as u32;
+        let mut out = Vec::new();
+        let mut visited = 0usize;
+        let now = self.now_ms;
+        let active = self.mode == ExpireMode::Active;
+        while slot < SLOTS {
+            let db = &self.slots[slot];
+            if !db.map.is_empty() {
+                let mut cands: Vec<(u32, &Key, &Entry)> = db
+                    .map
+                    .iter()
+                    .map(|(k, e)| (crc32c::crc32c(k), k, e))
+                    .filter(|(h, _, _)| *h >= from)
+                    .collect();
+                cands.sort_unstable_by_key(|c| c.0);
+                let mut i = 0;
+                while i < cands.len() {
+                    // Keys sharing a hash are taken together so the cursor
+                    // never splits them.
+                    let h = cands[i].0;
+                    while i < cands.len() && cands[i].0 == h {
+                        let (_, k, e) = cands[i];
+                        let expired = active && e.expire_at != 0 && e.expire_at <= now;
+                        if !expired && filter(k, &e.value) {
+                            out.push(k.clone());
+                        }
+                        visited += 1;
+                        i += 1;
+                    }
+                    if visited >= count && i < cands.len() {
+                        let next = cands[i].0;
+                        return (((slot as u64) << 32) | next as u64, out);
+                    }
+                }
+            }
+            slot += 1;
+            from = 0;
+            if visited >= count && slot < SLOTS {
+                return ((slot as u64) << 32, out);
+            }
+        }
+        (0, out)
+    }
+
+    /// Deletes expired keys among a bounded sample of volatile keys, Redis
+    /// style: visits slots round-robin, at most `budget` entries, and reports
+    /// how many were examined and how many expired (a caller repeats while the
+    /// expired share stays high). Deleted keys are queued for the log.
+    pub fn active_expire_cycle(&mut self, budget: usize) -> (usize, usize) {
+        if self.mode != ExpireMode::Active || self.volatile == 0 {
+            return (0, 0);
+        }
+        let mut examined = 0;
+        let mut victims: Vec<(u16, Key)> = Vec::new();
+        let mut slots_seen = 0;
+        while examined < budget && slots_seen < SLOTS {
+            let slot = self.expire_cursor;
+            self.expire_cursor = (self.expire_cursor + 1) % SLOTS;
+            slots_seen += 1;
+            let db = &self.slots[slot];
+            if db.volatile == 0 {
+                continue;
+            }
+            for (k, e) in db.map.iter() {
+                if e.expire_at != 0 {
+                    examined += 1;
+                    if e.expire_at <= self.now_ms {
+                        victims.push((slot as u16, k.clone()));
+                    }
+                }
+            }
+        }
+        let n = victims.len();
+        for (slot, key) in victims {
+            self.remove(slot, &key);
+            self.expired.push((slot, key));
+            self.expired_total += 1;
+        }
+        (examined, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.as_bytes().into())
+    }
+
+    #[test]
+    fn lazy_expiry_with_paused_time_queues_a_del() {
+        let mut st = Store::new();
+        st.now_ms = 1_000;
+        st.set(7, b"k", s("v"), 1_500);
+        assert_eq!(st.volatile_len(), 1);
+        st.now_ms = 1_499;
+        assert!(st.get(7, b"k").is_some());
+        assert!(!st.has_expired_pending());
+        st.now_ms = 1_500;
+        assert!(st.get(7, b"k").is_none());
+        let expired: Vec<_> = st.drain_expired().collect();
+        assert_eq!(expired, vec![(7u16, Key::from(&b"k"[..]))]);
+        assert_eq!(st.len(), 0);
+        assert_eq!(st.volatile_len(), 0);
+    }
+
+    #[test]
+    fn passive_mode_never_expires_by_itself() {
+        let mut st = Store::new();
+        st.mode = ExpireMode::Passive;
+        st.now_ms = 10_000;
+        st.set(1, b"k", s("v"), 5);
+        assert!(st.get(1, b"k").is_some());
+        assert_eq!(st.active_expire_cycle(100), (0, 0));
+        st.mode = ExpireMode::Active;
+        assert!(st.get(1, b"k").is_none());
+    }
+
+    #[test]
+    fn active_cycle_removes_only_due_keys() {
+        let mut st = Store::new();
+        st.now_ms = 100;
+        for i in 0..50u32 {
+            let key = format!("k{i}");
+            let at = if i % 2 == 0 { 150 } else { 0 };
+            st.set((i % 5) as u16, key.as_bytes(), s("v"), at);
+        }
+        st.set(9, b"later", s("v"), 10_000);
+        st.now_ms = 200;
+        let mut removed = 0;
+        for _ in 0..10 {
+            removed += st.active_expire_cycle(1_000).1;
+        }
+        assert_eq!(removed, 25);
+        assert_eq!(st.len(), 26);
+        assert_eq!(st.volatile_len(), 1);
+        assert_eq!(st.drain_expired().count(), 25);
+    }
+
+    #[test]
+    fn scan_returns_every_key_once_despite_inserts() {
+        let mut st = Store::new();
+        for i in 0..1000u32 {
+            let k = format!("key:{i}");
+            st.set(super::super::slots::key_slot(k.as_bytes()), k.as_bytes(), s("v"), 0);
+        }
+        let mut seen = std::collections::HashMap::new();
+        let mut cursor = 0;
+        let mut extra = 0u32;
+        loop {
+            let (next, keys) = st.scan(cursor, 10, |_, _| true);
+            for k in keys {
+                *seen.entry(k).or_insert(0) += 1;
+            }
+            // Inserting during the scan must not make old keys repeat or vanish.
+            let k = format!("new:{extra}");
+            extra += 1;
+            st.set(super::super::slots::key_slot(k.as_bytes()), k.as_bytes(), s("v"), 0);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for i in 0..1000u32 {
+            let k = Key::from(format!("key:{i}").as_bytes());
+            assert_eq!(seen.get(&k), Some(&1), "key:{i}");
+        }
+    }
+
+    #[test]
+    fn get_or_create_checks_type() {
+        let mut st = Store::new();
+        st.set(0, b"s", s("x"), 0);
+        let r = st.get_or_create(
+            0,
+            b"s",
+            |v| matches!(v, Value::Hash(_)),
+            || Value::Hash(Default::default()),
+        );
+        assert_eq!(r.err(), Some(WrongType));
+        let h = st
+            .get_or_create(
+                0,
+                b"h",
+                |v| matches!(v, Value::Hash(_)),
+                || Value::Hash(Default::default()),
+            )
+            .unwrap();
+        assert!(h.is_empty_aggregate());
+        st.remove_if_empty(0, b"h");
+        assert_eq!(st.len(), 1);
+    }
+}
