@@ -236,6 +236,7 @@ pub fn render_metrics(node: &Node) -> String {
     let store = node.store.borrow();
     gauge(&mut out, "tessera_connected_clients", "Client connections open.", "gauge", node.connected_clients.get());
     gauge(&mut out, "tessera_connections_received_total", "Client connections accepted.", "counter", node.stats.connections_received.get());
+    gauge(&mut out, "tessera_error_replies_total", "Error replies sent to clients.", "counter", node.stats.error_replies.get());
     gauge(&mut out, "tessera_protocol_errors_total", "Malformed requests answered with an error.", "counter", node.stats.protocol_errors.get());
     gauge(&mut out, "tessera_used_memory_bytes", "Bytes allocated by the node.", "gauge", alloc::allocated());
     gauge(&mut out, "tessera_resident_memory_bytes", "Resident set size.", "gauge", alloc::rss_bytes());

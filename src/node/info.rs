@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use super::store::Store;
 use super::{alloc, Node, Role};
 
 /// The Redis version we answer as (clients gate features on it).
@@ -21,12 +22,12 @@ pub const SECTIONS: [&str; 9] = [
 
 /// Renders the named sections (lower-case); `default`/`all`/empty: all but
 /// commandstats for default, all for `all`/`everything`.
-pub fn render(node: &Node, wanted: &[String]) -> String {
+/// `store` is passed in because the caller (a command) already holds it.
+pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
     let all = wanted.iter().any(|w| w == "all" || w == "everything");
     let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
     let want = |s: &str| all || wanted.iter().any(|w| w == s) || (default && s != "commandstats");
     let mut out = String::with_capacity(4096);
-    let store = node.store.borrow();
     if want("server") {
         let _ = write!(
             out,
@@ -89,7 +90,7 @@ pub fn render(node: &Node, wanted: &[String]) -> String {
             store.expired_total,
             st.keyspace_hits.get(),
             st.keyspace_misses.get(),
-            st.protocol_errors.get(),
+            st.error_replies.get(),
         );
     }
     if want("replication") {

@@ -213,6 +213,8 @@ fn parse_inline(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Parsed, Prot
 pub struct ReplyBuf {
     pub buf: Vec<u8>,
     pub resp3: bool,
+    /// Error replies written so far (INFO's total_error_replies).
+    pub errors: u64,
 }
 
 impl ReplyBuf {
@@ -220,6 +222,7 @@ impl ReplyBuf {
         Self {
             buf: Vec::with_capacity(16 * 1024),
             resp3: false,
+            errors: 0,
         }
     }
 
@@ -240,6 +243,7 @@ impl ReplyBuf {
     }
     /// An error reply; `msg` starts with its code (`ERR`, `WRONGTYPE`, …).
     pub fn error(&mut self, msg: &str) {
+        self.errors += 1;
         self.buf.push(b'-');
         // CR/LF would break the frame: errors are single lines.
         for &b in msg.as_bytes() {

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use super::cmd::{self, Args, ConnState, Ctx, Effects};
+use super::metrics::Stats;
 use super::resp::{parse_request, Parsed, ReplyBuf};
 use super::store::{ExpireMode, Store};
 use super::wal::{Wal, GLOBAL_SLOT};
@@ -333,6 +334,10 @@ async fn connection_loop(node: &Rc<Node>, sock: &mut TcpStream, conn: &mut ConnS
                 error!(error = %e, "write not acknowledged: the log failed");
                 return Err(std::io::Error::other(e));
             }
+        }
+        if out.errors > 0 {
+            Stats::add(&node.stats.error_replies, out.errors);
+            out.errors = 0;
         }
         if !out.buf.is_empty() {
             node.stats

@@ -23,7 +23,7 @@ fn info_cmd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         .skip(1)
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let text = info::render(ctx.node, &wanted);
+    let text = info::render(ctx.node, ctx.store, &wanted);
     ctx.out.verbatim(&text);
 }
 

@@ -1,0 +1,202 @@
+//! Helpers for process-level tests: a real `tessera node` process on
+//! 127.0.0.1 with a temporary data directory.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the OS hands out an ephemeral port")
+}
+
+pub struct TestNode {
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: PathBuf,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// Starts a node with extra command-line arguments, in a fresh directory.
+    pub fn start(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("a temporary directory can be made");
+        let dir = tmp.path().to_path_buf();
+        let mut n = Self {
+            port: free_port(),
+            admin_port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _tmp: Some(tmp),
+        };
+        n.spawn();
+        n.wait_ready(Duration::from_secs(30));
+        n
+    }
+
+    /// Starts a node on an existing data directory (kept by the caller).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Self {
+        let mut n = Self {
+            port: free_port(),
+            admin_port: free_port(),
+            dir: dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _tmp: None,
+        };
+        n.spawn();
+        n.wait_ready(Duration::from_secs(60));
+        n
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args([
+                "node",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--admin-port",
+                &self.admin_port.to_string(),
+                "--data-dir",
+                self.dir.join("data").to_str().expect("temp paths are UTF-8"),
+            ])
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the tessera binary starts");
+        self.child = Some(child);
+    }
+
+    /// Spawns the node process without waiting; returns its exit status if it
+    /// exits within `wait` (for tests of refusals to start).
+    pub fn try_start_in(dir: &Path, extra: &[&str], wait: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["node", "--bind", "127.0.0.1", "--port", &free_port().to_string(), "--admin-port", &free_port().to_string(), "--data-dir", dir.join("data").to_str().expect("temp paths are UTF-8")])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the tessera binary starts");
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait works") {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (Some(status), err);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (None, err);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = http_get(self.admin_port, "/readyz") {
+                if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("node on port {} not ready within {timeout:?}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("a valid redis URL")
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        self.client().get_connection().expect("connect to the node")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILL then start again on the same directory and ports.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP/1.1 GET against the admin port: (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http(port, "GET", path, "")
+}
+
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Path of a Debian redis tool, installing redis-tools when missing.
+pub fn redis_tool(name: &str) -> PathBuf {
+    let path = PathBuf::from("/usr/bin").join(name);
+    if !path.exists() {
+        let status = Command::new("sh")
+            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools redis-server"])
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "installing redis-tools failed");
+    }
+    path
+}
