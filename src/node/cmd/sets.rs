@@ -1,5 +1,316 @@
-//! sets commands (being written).
+//! Set commands: SADD, SREM, SMEMBERS, SISMEMBER, SMISMEMBER, SCARD, SPOP,
+//! SRANDMEMBER, SMOVE, SINTER, SUNION, SDIFF and their STORE forms.
 
-use super::CommandSpec;
+use hashbrown::HashSet;
+use rand::seq::{IteratorRandom, SliceRandom};
 
-pub static COMMANDS: &[CommandSpec] = &[];
+use super::flags::*;
+use super::{Args, CommandSpec, Ctx};
+use crate::node::store::{Bytes, Store, Value, WRONGTYPE};
+use crate::try_reply;
+
+#[rustfmt::skip]
+pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec { name: "sadd", arity: -3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: sadd },
+    CommandSpec { name: "srem", arity: -3, flags: WRITE | FAST, first_key: 1, last_key: 1, step: 1, handler: srem },
+    CommandSpec { name: "smembers", arity: 2, flags: READONLY, first_key: 1, last_key: 1, step: 1, handler: smembers },
+    CommandSpec { name: "sismember", arity: 3, flags: READONLY | FAST, first_key: 1, last_key: 1, step: 1, handler: sismember },
+    CommandSpec { name: "smismember", arity: -3, flags: READONLY | FAST, first_key: 1, last_key: 1, step: 1, handler: smismember },
+    CommandSpec { name: "scard", arity: 2, flags: READONLY | FAST, first_key: 1, last_key: 1, step: 1, handler: scard },
+    CommandSpec { name: "spop", arity: -2, flags: WRITE | FAST, first_key: 1, last_key: 1, step: 1, handler: spop },
+    CommandSpec { name: "srandmember", arity: -2, flags: READONLY, first_key: 1, last_key: 1, step: 1, handler: srandmember },
+    CommandSpec { name: "smove", arity: 4, flags: WRITE | FAST, first_key: 1, last_key: 2, step: 1, handler: smove },
+    CommandSpec { name: "sinter", arity: -2, flags: READONLY, first_key: 1, last_key: -1, step: 1, handler: sinter },
+    CommandSpec { name: "sunion", arity: -2, flags: READONLY, first_key: 1, last_key: -1, step: 1, handler: sunion },
+    CommandSpec { name: "sdiff", arity: -2, flags: READONLY, first_key: 1, last_key: -1, step: 1, handler: sdiff },
+    CommandSpec { name: "sinterstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sinterstore },
+    CommandSpec { name: "sunionstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sunionstore },
+    CommandSpec { name: "sdiffstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sdiffstore },
+];
+
+type Set = HashSet<Bytes>;
+
+/// The set at `key`: Ok(None) when absent, Err on another type.
+fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s Set>, &'static str> {
+    match store.get(slot, key) {
+        None => Ok(None),
+        Some(e) => match &e.value {
+            Value::Set(s) => Ok(Some(s)),
+            _ => Err(WRONGTYPE),
+        },
+    }
+}
+
+fn modify<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s mut Set>, &'static str> {
+    match store.get_mut(slot, key) {
+        None => Ok(None),
+        Some(e) => match &mut e.value {
+            Value::Set(s) => Ok(Some(s)),
+            _ => Err(WRONGTYPE),
+        },
+    }
+}
+
+fn write<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<&'s mut Set, &'static str> {
+    match store.get_or_create(
+        slot,
+        key,
+        |v| matches!(v, Value::Set(_)),
+        || Value::Set(Default::default()),
+    ) {
+        Ok(Value::Set(s)) => Ok(s),
+        _ => Err(WRONGTYPE),
+    }
+}
+
+fn sadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let set = try_reply!(ctx, write(ctx.store, slot, args.get(1)));
+    let added = args.iter().skip(2).filter(|m| set.insert(Bytes::from(*m))).count();
+    if added > 0 {
+        ctx.propagate(args);
+    }
+    ctx.out.int(added as i64);
+}
+
+fn srem(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let key = args.get(1);
+    let removed = match try_reply!(ctx, modify(ctx.store, slot, key)) {
+        None => 0,
+        Some(set) => args.iter().skip(2).filter(|m| set.remove(*m)).count(),
+    };
+    if removed > 0 {
+        ctx.store.remove_if_empty(slot, key);
+        ctx.propagate(args);
+    }
+    ctx.out.int(removed as i64);
+}
+
+fn reply_set<'a>(ctx: &mut Ctx<'_>, members: impl ExactSizeIterator<Item = &'a Bytes>) {
+    ctx.out.set(members.len());
+    for m in members {
+        ctx.out.bulk(m);
+    }
+}
+
+fn smembers(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    match try_reply!(ctx, read(ctx.store, slot, args.get(1))) {
+        None => ctx.out.set(0),
+        Some(set) => {
+            ctx.out.set(set.len());
+            for m in set.iter() {
+                ctx.out.bulk(m);
+            }
+        }
+    }
+}
+
+fn sismember(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let set = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
+    let b = set.is_some_and(|s| s.contains(args.get(2)));
+    ctx.out.bool_int(b);
+}
+
+fn smismember(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let set = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
+    ctx.out.array(args.len() - 2);
+    for m in args.iter().skip(2) {
+        ctx.out.bool_int(set.is_some_and(|s| s.contains(m)));
+    }
+}
+
+fn scard(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let set = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
+    ctx.out.int(set.map_or(0, |s| s.len()) as i64);
+}
+
+fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() > 3 {
+        ctx.out.error(super::ERR_SYNTAX);
+        return;
+    }
+    let count = if args.len() == 3 {
+        match args.int(2) {
+            Ok(n) if n >= 0 => Some(n as usize),
+            _ => {
+                ctx.out.error("ERR value is out of range, must be positive");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let slot = ctx.slot();
+    let key = args.get(1);
+    let Some(set) = try_reply!(ctx, modify(ctx.store, slot, key)) else {
+        match count {
+            Some(_) => ctx.out.set(0),
+            None => ctx.out.null(),
+        }
+        return;
+    };
+    let n = count.unwrap_or(1);
+    let popped: Vec<Bytes> = if n >= set.len() {
+        set.drain().collect()
+    } else {
+        let chosen: Vec<Bytes> = set
+            .iter()
+            .choose_multiple(&mut rand::thread_rng(), n)
+            .into_iter()
+            .cloned()
+            .collect();
+        for m in &chosen {
+            set.remove(m);
+        }
+        chosen
+    };
+    if !popped.is_empty() {
+        let emptied = set.is_empty();
+        // Random choices are logged explicitly.
+        if emptied {
+            ctx.store.remove(slot, key);
+            ctx.propagate_as(&[b"DEL", key]);
+        } else {
+            let mut log: Vec<&[u8]> = vec![b"SREM", key];
+            log.extend(popped.iter().map(|m| &**m));
+            ctx.propagate_as(&log);
+        }
+    }
+    match count {
+        None => ctx.out.bulk(&popped[0]),
+        Some(_) => reply_set(ctx, popped.iter()),
+    }
+}
+
+fn srandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() > 3 {
+        ctx.out.error(super::ERR_SYNTAX);
+        return;
+    }
+    let count = if args.len() == 3 {
+        Some(try_reply!(ctx, args.int(2)))
+    } else {
+        None
+    };
+    let slot = ctx.slot();
+    let set = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
+    let mut rng = rand::thread_rng();
+    match (set, count) {
+        (None, None) => ctx.out.null(),
+        (None, Some(_)) => ctx.out.array(0),
+        (Some(s), None) => match s.iter().choose(&mut rng) {
+            Some(m) => ctx.out.bulk(m),
+            None => ctx.out.null(),
+        },
+        (Some(s), Some(n)) if n >= 0 => {
+            let chosen = s.iter().choose_multiple(&mut rng, n as usize);
+            ctx.out.array(chosen.len());
+            for m in chosen {
+                ctx.out.bulk(m);
+            }
+        }
+        (Some(s), Some(n)) => {
+            let all: Vec<&Bytes> = s.iter().collect();
+            let n = n.unsigned_abs() as usize;
+            ctx.out.array(n);
+            for _ in 0..n {
+                let m = all.choose(&mut rng).expect("sets in the keyspace are never empty");
+                ctx.out.bulk(m);
+            }
+        }
+    }
+}
+
+fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let (src, dst, member) = (args.get(1), args.get(2), args.get(3));
+    let src_set = try_reply!(ctx, read(ctx.store, slot, src));
+    let in_src = src_set.is_some_and(|s| s.contains(member));
+    try_reply!(ctx, read(ctx.store, slot, dst));
+    if !in_src {
+        ctx.out.int(0);
+        return;
+    }
+    if src != dst {
+        if let Ok(Some(s)) = modify(ctx.store, slot, src) {
+            s.remove(member);
+        }
+        ctx.store.remove_if_empty(slot, src);
+        try_reply!(ctx, write(ctx.store, slot, dst)).insert(member.into());
+        ctx.propagate(args);
+    }
+    ctx.out.int(1);
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Inter,
+    Union,
+    Diff,
+}
+
+/// The result of an operation over the sets at `keys` (missing = empty).
+fn compute<'k>(ctx: &mut Ctx<'_>, keys: impl Iterator<Item = &'k [u8]>, op: Op) -> Result<Set, &'static str> {
+    let slot = ctx.slot();
+    let mut sets: Vec<Option<Set>> = Vec::new();
+    for k in keys {
+        sets.push(read(ctx.store, slot, k)?.cloned());
+    }
+    let empty = Set::new();
+    let mut it = sets.iter().map(|s| s.as_ref().unwrap_or(&empty));
+    let first = it.next().cloned().unwrap_or_default();
+    Ok(match op {
+        Op::Inter => it.fold(first, |acc, s| acc.into_iter().filter(|m| s.contains(m)).collect()),
+        Op::Union => it.fold(first, |mut acc, s| {
+            acc.extend(s.iter().cloned());
+            acc
+        }),
+        Op::Diff => it.fold(first, |acc, s| acc.into_iter().filter(|m| !s.contains(m)).collect()),
+    })
+}
+
+fn set_op(ctx: &mut Ctx<'_>, args: &Args<'_>, op: Op) {
+    let r = try_reply!(ctx, compute(ctx, args.iter().skip(1), op));
+    reply_set(ctx, r.iter());
+}
+
+fn set_op_store(ctx: &mut Ctx<'_>, args: &Args<'_>, op: Op) {
+    let r = try_reply!(ctx, compute(ctx, args.iter().skip(2), op));
+    let slot = ctx.slot();
+    let dst = args.get(1);
+    let n = r.len();
+    let existed = ctx.store.get(slot, dst).is_some();
+    if n == 0 {
+        ctx.store.remove(slot, dst);
+    } else {
+        ctx.store.set(slot, dst, Value::Set(Box::new(r)), 0);
+    }
+    if n > 0 || existed {
+        ctx.propagate(args);
+    }
+    ctx.out.int(n as i64);
+}
+
+fn sinter(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    set_op(ctx, args, Op::Inter);
+}
+fn sunion(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    set_op(ctx, args, Op::Union);
+}
+fn sdiff(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    set_op(ctx, args, Op::Diff);
+}
+fn sinterstore(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    set_op_store(ctx, args, Op::Inter);
+}
+fn sunionstore(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    set_op_store(ctx, args, Op::Union);
+}
+fn sdiffstore(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    set_op_store(ctx, args, Op::Diff);
+}
