@@ -1,19 +1,53 @@
-//! Snapshots. INTERFACE STUB — being implemented.
+//! Snapshots: the keyspace written slot by slot while the node keeps serving,
+//! so the log can be truncated; and loading the newest valid one at start.
+//!
+//! Consistency without stopping the world: a snapshot visits the 16384 slots
+//! in order on the event-loop thread. For each slot it borrows the store,
+//! serializes that slot's entries together with the slot's *watermark* — the
+//! last LSN assigned at that moment — and releases the borrow. Every command
+//! runs to completion (store change and log append) inside one borrow, so the
+//! slot's serialized state reflects exactly the records ≤ its watermark that
+//! touch it. Every record touches one slot (CROSSSLOT) or every slot
+//! (FLUSHALL), so recovery rebuilds each slot as "snapshot state + the later
+//! records of that slot" by replaying the log from the smallest watermark and
+//! skipping, per slot, records at or below that slot's watermark. Between
+//! slots the task yields, so clients are served while a snapshot runs.
+//!
+//! The file I/O and fsync happen on a writer thread fed through a bounded
+//! channel. See docs/storage-format.md.
 
+use std::fs::File;
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 
-use super::store::Store;
-use super::Node;
+use hashbrown::{HashMap, HashSet};
+use tracing::{info, warn};
+
+use super::slots::SLOTS;
+use super::store::{Store, Stream, StreamId, Value, ZSet};
+use super::wal::{self, Wal};
+use super::{now_ms, Node};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("failed to write the snapshot {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("corrupt snapshot {path} at offset {offset}: {reason}")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("failed to read the snapshot {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -37,15 +71,909 @@ pub struct Loaded {
     pub watermarks: Vec<u64>,
 }
 
-/// Loads the newest valid snapshot in `dir` into `store`.
-pub fn load_newest(_dir: &Path, _store: &mut Store) -> Result<Option<Loaded>, SnapshotError> {
-    Ok(None)
+// ---------------------------------------------------------------------------
+// File format (all integers little-endian; CRCs are CRC32C):
+//
+//   header:
+//     magic       [u8; 8]  "TSSNAP\0\x01"
+//     version     u32      1
+//     id_len      u16      node ID length, then the node ID bytes
+//     crc         u32      of the header bytes before it
+//   16384 sections, one per slot in slot order (empty slots too, so every
+//   slot's watermark is known):
+//     len         u32      body length
+//     crc         u32      of the body
+//     body:
+//       slot      u16
+//       watermark u64      last LSN assigned when the slot was serialized
+//       count     u64      entries, then `count` entries:
+//         key       bytes
+//         type      u8     0 string, 1 hash, 2 list, 3 set, 4 zset, 5 stream
+//         expire_at u64    absolute ms since the Unix epoch; 0 = none
+//         value:
+//           string: bytes
+//           hash:   u64 n, n × (field bytes, value bytes)
+//           list:   u64 n, n × bytes (head first)
+//           set:    u64 n, n × bytes
+//           zset:   u64 n, n × (member bytes, score f64)
+//           stream: last_id (u64 ms, u64 seq), u64 n,
+//                   n × (id ms u64, id seq u64, u64 m, m × bytes)
+//       where `bytes` = u32 length + the bytes
+//   footer:
+//     magic       [u8; 8]  "TSSNEND\x01"
+//     start_lsn   u64      smallest watermark
+//     end_lsn     u64      largest watermark
+//     keys        u64
+//     sections    u32      16384
+//     finished_ms u64
+//     crc         u32      of every byte of the file before it
+//
+// Files are `snapshot-<end_lsn, 20 digits>.tsnap`, written as a `.tmp`,
+// fsynced, renamed, and the directory fsynced.
+// ---------------------------------------------------------------------------
+
+const MAGIC: [u8; 8] = *b"TSSNAP\0\x01";
+const FOOTER_MAGIC: [u8; 8] = *b"TSSNEND\x01";
+const VERSION: u32 = 1;
+const FOOTER_LEN: usize = 48;
+/// slot + watermark + count.
+const SECTION_MIN: usize = 18;
+/// The snapshot task sends its bytes to the writer in chunks of about this.
+const CHUNK_BYTES: usize = 1 << 20;
+/// ... and yields to clients at least this often.
+const YIELD_EVERY_SLOTS: usize = 128;
+
+const T_STR: u8 = 0;
+const T_HASH: u8 = 1;
+const T_LIST: u8 = 2;
+const T_SET: u8 = 3;
+const T_ZSET: u8 = 4;
+const T_STREAM: u8 = 5;
+
+fn snapshot_name(end_lsn: u64) -> String {
+    format!("snapshot-{end_lsn:020}.tsnap")
+}
+
+fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+    b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    b.extend_from_slice(v);
+}
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes());
+}
+
+fn encode_header(node_id: &str) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64);
+    b.extend_from_slice(&MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    let id = &node_id.as_bytes()[..node_id.len().min(u16::MAX as usize)];
+    b.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    b.extend_from_slice(id);
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn encode_value(b: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Str(s) => put_bytes(b, s),
+        Value::Hash(h) => {
+            put_u64(b, h.len() as u64);
+            for (f, v) in h.iter() {
+                put_bytes(b, f);
+                put_bytes(b, v);
+            }
+        }
+        Value::List(l) => {
+            put_u64(b, l.len() as u64);
+            for e in l.iter() {
+                put_bytes(b, e);
+            }
+        }
+        Value::Set(s) => {
+            put_u64(b, s.len() as u64);
+            for e in s.iter() {
+                put_bytes(b, e);
+            }
+        }
+        Value::ZSet(z) => {
+            put_u64(b, z.len() as u64);
+            for (m, score) in z.scores.iter() {
+                put_bytes(b, m);
+                put_u64(b, score.to_bits());
+            }
+        }
+        Value::Stream(s) => {
+            put_u64(b, s.last_id.ms);
+            put_u64(b, s.last_id.seq);
+            put_u64(b, s.entries.len() as u64);
+            for (id, fields) in s.entries.iter() {
+                put_u64(b, id.ms);
+                put_u64(b, id.seq);
+                put_u64(b, fields.len() as u64);
+                for f in fields {
+                    put_bytes(b, f);
+                }
+            }
+        }
+    }
+}
+
+fn type_tag(v: &Value) -> u8 {
+    match v {
+        Value::Str(_) => T_STR,
+        Value::Hash(_) => T_HASH,
+        Value::List(_) => T_LIST,
+        Value::Set(_) => T_SET,
+        Value::ZSet(_) => T_ZSET,
+        Value::Stream(_) => T_STREAM,
+    }
+}
+
+/// Appends one framed slot section to `b`; returns its number of keys.
+fn encode_section(b: &mut Vec<u8>, store: &Store, slot: u16, watermark: u64) -> u64 {
+    let start = b.len();
+    b.extend_from_slice(&[0u8; 8]);
+    b.extend_from_slice(&slot.to_le_bytes());
+    put_u64(b, watermark);
+    let count_at = b.len();
+    put_u64(b, 0);
+    let mut count = 0u64;
+    for (key, entry) in store.slot_entries(slot) {
+        put_bytes(b, key);
+        b.push(type_tag(&entry.value));
+        put_u64(b, entry.expire_at());
+        encode_value(b, &entry.value);
+        count += 1;
+    }
+    b[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+    let body = &b[start + 8..];
+    let len = body.len() as u32;
+    let crc = crc32c::crc32c(body);
+    b[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    b[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    count
+}
+
+struct Footer {
+    start_lsn: u64,
+    end_lsn: u64,
+    keys: u64,
+    sections: u32,
+    finished_ms: u64,
+}
+
+/// The footer for a file whose preceding bytes have CRC `file_crc`.
+fn encode_footer(f: &Footer, file_crc: u32) -> Vec<u8> {
+    let mut b = Vec::with_capacity(FOOTER_LEN);
+    b.extend_from_slice(&FOOTER_MAGIC);
+    put_u64(&mut b, f.start_lsn);
+    put_u64(&mut b, f.end_lsn);
+    put_u64(&mut b, f.keys);
+    b.extend_from_slice(&f.sections.to_le_bytes());
+    put_u64(&mut b, f.finished_ms);
+    let crc = crc32c::crc32c_append(file_crc, &b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+// ---------------------------------------------------------------------------
+// Taking a snapshot.
+// ---------------------------------------------------------------------------
+
+enum Msg {
+    Data(Vec<u8>),
+    Finish { footer: Footer, path: PathBuf },
+}
+
+/// The writer thread: writes chunks to `tmp`, then the footer, fsyncs,
+/// renames and fsyncs the directory. On any failure the `.tmp` is removed.
+fn writer(
+    tmp: PathBuf,
+    dir: PathBuf,
+    mut rx: tokio::sync::mpsc::Receiver<Msg>,
+) -> Result<(PathBuf, u64), SnapshotError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Write { path, source }
+    };
+    let res = (|| {
+        let f = File::create(&tmp).map_err(write_err(&tmp))?;
+        let mut w = BufWriter::with_capacity(CHUNK_BYTES, f);
+        let mut crc = 0u32;
+        let mut bytes = 0u64;
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                Msg::Data(b) => {
+                    crc = crc32c::crc32c_append(crc, &b);
+                    w.write_all(&b).map_err(write_err(&tmp))?;
+                    bytes += b.len() as u64;
+                }
+                Msg::Finish { footer, path } => {
+                    let b = encode_footer(&footer, crc);
+                    w.write_all(&b).map_err(write_err(&tmp))?;
+                    bytes += b.len() as u64;
+                    let f = w
+                        .into_inner()
+                        .map_err(|e| write_err(&tmp)(e.into_error()))?;
+                    f.sync_all().map_err(write_err(&tmp))?;
+                    drop(f);
+                    std::fs::rename(&tmp, &path).map_err(write_err(&path))?;
+                    File::open(&dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(write_err(&dir))?;
+                    return Ok((path, bytes));
+                }
+            }
+        }
+        Err(SnapshotError::Write {
+            path: tmp.clone(),
+            source: std::io::Error::other("the snapshot was abandoned"),
+        })
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }
 
 /// Takes a snapshot while the node keeps serving.
-pub async fn take(_node: &Rc<Node>) -> Result<SnapshotInfo, SnapshotError> {
-    Err(SnapshotError::Write {
-        path: PathBuf::new(),
-        source: std::io::Error::other("snapshots are not implemented yet"),
+pub async fn take(node: &Rc<Node>) -> Result<SnapshotInfo, SnapshotError> {
+    let started = Instant::now();
+    let dir = node.cfg.data_dir.join("snapshots");
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Write { path, source }
+    };
+    if !node.cfg.persistence || !node.wal.enabled() {
+        return Err(write_err(&dir)(std::io::Error::other(
+            "persistence is disabled",
+        )));
+    }
+    std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
+    let tmp = dir.join(format!("snapshot-{}-{}.tmp", now_ms(), std::process::id()));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(4);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (tmp2, dir2) = (tmp.clone(), dir.clone());
+    std::thread::Builder::new()
+        .name("snapshot-writer".into())
+        .spawn(move || {
+            let _ = done_tx.send(writer(tmp2, dir2, rx));
+        })
+        .map_err(write_err(&tmp))?;
+
+    let mut chunk = encode_header(&node.id);
+    let mut start_lsn = None;
+    let mut end_lsn = 0;
+    let mut keys = 0u64;
+    let mut writer_gone = false;
+    for slot in 0..SLOTS {
+        let watermark = node.wal.last_lsn();
+        keys += encode_section(&mut chunk, &node.store.borrow(), slot as u16, watermark);
+        start_lsn.get_or_insert(watermark);
+        end_lsn = watermark;
+        if chunk.len() >= CHUNK_BYTES || slot % YIELD_EVERY_SLOTS == YIELD_EVERY_SLOTS - 1 {
+            if !chunk.is_empty() {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
+                if tx.send(Msg::Data(full)).await.is_err() {
+                    writer_gone = true;
+                    break;
+                }
+            }
+            // Let clients in between slots.
+            tokio::task::yield_now().await;
+        }
+    }
+    if !writer_gone && !chunk.is_empty() {
+        writer_gone = tx.send(Msg::Data(chunk)).await.is_err();
+    }
+    let start_lsn = start_lsn.unwrap_or(end_lsn);
+    if !writer_gone {
+        // A snapshot must never be ahead of the durable log: recovery
+        // continues the log after the snapshot, and a fallback to the older
+        // snapshot replays the log across this one.
+        if let Err(e) = node.wal.sync_through(end_lsn).await {
+            drop(tx);
+            let _ = done_rx.await;
+            return Err(write_err(&tmp)(std::io::Error::other(format!(
+                "the log could not be made durable: {e}"
+            ))));
+        }
+        let footer = Footer {
+            start_lsn,
+            end_lsn,
+            keys,
+            sections: SLOTS as u32,
+            finished_ms: now_ms(),
+        };
+        let path = dir.join(snapshot_name(end_lsn));
+        let _ = tx.send(Msg::Finish { footer, path }).await;
+    }
+    drop(tx);
+    let (path, bytes) = done_rx
+        .await
+        .map_err(|_| write_err(&tmp)(std::io::Error::other("the snapshot writer thread died")))??;
+    let info = SnapshotInfo {
+        path,
+        start_lsn,
+        end_lsn,
+        keys,
+        bytes,
+        finished_at_ms: now_ms(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    if let Err(e) = retain(&dir, &node.wal) {
+        // The new snapshot is fine; old files just stay a while longer.
+        warn!(error = %e, "failed to remove old snapshots or log segments");
+    }
+    Ok(info)
+}
+
+/// Keeps the two newest snapshots and truncates the log through the older
+/// one's start LSN, so that falling back to it (if the newest turns out
+/// corrupt) still finds every record it needs.
+fn retain(dir: &Path, wal: &Wal) -> Result<(), Box<dyn std::error::Error>> {
+    let snaps = list_snapshots(dir)?;
+    if snaps.len() < 2 {
+        return Ok(());
+    }
+    let keep_from = snaps.len() - 2;
+    for (_, path) in &snaps[..keep_from] {
+        std::fs::remove_file(path)?;
+        info!(path = %path.display(), "old snapshot removed");
+    }
+    let older = &snaps[keep_from].1;
+    let footer = read_footer(older)?;
+    wal.truncate_through(footer.start_lsn)?;
+    Ok(())
+}
+
+/// Snapshot files in `dir`, oldest (smallest end LSN) first.
+fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let lsn = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("snapshot-"))
+            .and_then(|n| n.strip_suffix(".tsnap"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(lsn) = lsn {
+            v.push((lsn, path));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The footer alone (no CRC check of the file): for retention decisions.
+fn read_footer(path: &Path) -> Result<Footer, SnapshotError> {
+    use std::io::{Seek, SeekFrom};
+    let read_err = |source| SnapshotError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(read_err)?;
+    let len = f.metadata().map_err(read_err)?.len();
+    if len < FOOTER_LEN as u64 {
+        return Err(SnapshotError::Corrupt {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: "file shorter than a footer".into(),
+        });
+    }
+    let at = len - FOOTER_LEN as u64;
+    f.seek(SeekFrom::Start(at)).map_err(read_err)?;
+    let mut b = [0u8; FOOTER_LEN];
+    f.read_exact(&mut b).map_err(read_err)?;
+    decode_footer(&b).map_err(|reason| SnapshotError::Corrupt {
+        path: path.to_path_buf(),
+        offset: at,
+        reason,
     })
+}
+
+fn decode_footer(b: &[u8]) -> Result<Footer, String> {
+    if b.len() != FOOTER_LEN || b[..8] != FOOTER_MAGIC {
+        return Err("bad footer magic (the snapshot is incomplete)".into());
+    }
+    let mut c = Cursor { b, at: 8 };
+    Ok(Footer {
+        start_lsn: c.u64()?,
+        end_lsn: c.u64()?,
+        keys: c.u64()?,
+        sections: c.u32()?,
+        finished_ms: c.u64()?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Loading.
+// ---------------------------------------------------------------------------
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.b.len() - self.at < n {
+            return Err(format!(
+                "truncated: wanted {n} bytes, {} left",
+                self.b.len() - self.at
+            ));
+        }
+        let s = &self.b[self.at..self.at + n];
+        self.at += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        let s = self.take(2)?;
+        Ok(u16::from_le_bytes([s[0], s[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn bytes(&mut self) -> Result<Box<[u8]>, String> {
+        let n = self.u32()? as usize;
+        Ok(Box::from(self.take(n)?))
+    }
+    /// An element count, refused when the rest could not hold that many.
+    fn count(&mut self, min_size: usize) -> Result<usize, String> {
+        let n = self.u64()?;
+        if n > ((self.b.len() - self.at) / min_size) as u64 {
+            return Err(format!("count {n} exceeds the section"));
+        }
+        Ok(n as usize)
+    }
+}
+
+fn decode_value(c: &mut Cursor<'_>, tag: u8) -> Result<Value, String> {
+    Ok(match tag {
+        T_STR => Value::Str(c.bytes()?),
+        T_HASH => {
+            let n = c.count(8)?;
+            let mut h = HashMap::with_capacity(n);
+            for _ in 0..n {
+                let f = c.bytes()?;
+                h.insert(f, c.bytes()?);
+            }
+            Value::Hash(Box::new(h))
+        }
+        T_LIST => {
+            let n = c.count(4)?;
+            let mut l = std::collections::VecDeque::with_capacity(n);
+            for _ in 0..n {
+                l.push_back(c.bytes()?);
+            }
+            Value::List(Box::new(l))
+        }
+        T_SET => {
+            let n = c.count(4)?;
+            let mut s = HashSet::with_capacity(n);
+            for _ in 0..n {
+                s.insert(c.bytes()?);
+            }
+            Value::Set(Box::new(s))
+        }
+        T_ZSET => {
+            let n = c.count(12)?;
+            let mut z = ZSet::default();
+            for _ in 0..n {
+                let m = c.bytes()?;
+                let score = f64::from_bits(c.u64()?);
+                if score.is_nan() {
+                    return Err("NaN score".into());
+                }
+                z.insert(&m, score);
+            }
+            Value::ZSet(Box::new(z))
+        }
+        T_STREAM => {
+            let mut s = Stream {
+                last_id: StreamId {
+                    ms: c.u64()?,
+                    seq: c.u64()?,
+                },
+                ..Stream::default()
+            };
+            let n = c.count(24)?;
+            for _ in 0..n {
+                let id = StreamId {
+                    ms: c.u64()?,
+                    seq: c.u64()?,
+                };
+                let m = c.count(4)?;
+                let mut fields = Vec::with_capacity(m);
+                for _ in 0..m {
+                    fields.push(c.bytes()?);
+                }
+                s.entries.insert(id, fields);
+            }
+            Value::Stream(Box::new(s))
+        }
+        t => return Err(format!("unknown value type {t}")),
+    })
+}
+
+/// Reads exactly `buf.len()` bytes, feeding them to the running CRC.
+fn read_crc(r: &mut impl Read, buf: &mut [u8], crc: &mut u32) -> std::io::Result<bool> {
+    match r.read_exact(buf) {
+        Ok(()) => {
+            *crc = crc32c::crc32c_append(*crc, buf);
+            Ok(true)
+        }
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Loads and validates one snapshot file into `store` (which may hold a
+/// partial load when this fails).
+fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError> {
+    let read_err = |source| SnapshotError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let corrupt = |offset: u64, reason: String| SnapshotError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    let f = File::open(path).map_err(read_err)?;
+    let file_len = f.metadata().map_err(read_err)?.len();
+    let mut r = BufReader::with_capacity(CHUNK_BYTES, f);
+    let mut crc = 0u32;
+    let mut at = 0u64;
+
+    let mut head = [0u8; 14];
+    if !read_crc(&mut r, &mut head, &mut crc).map_err(read_err)? {
+        return Err(corrupt(0, "file shorter than a header".into()));
+    }
+    if head[..8] != MAGIC {
+        return Err(corrupt(0, "bad magic (not a tessera snapshot)".into()));
+    }
+    let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    if version != VERSION {
+        return Err(corrupt(
+            8,
+            format!("unsupported snapshot version {version}"),
+        ));
+    }
+    let id_len = u16::from_le_bytes([head[12], head[13]]) as usize;
+    let mut id = vec![0u8; id_len];
+    let mut hcrc = [0u8; 4];
+    if !read_crc(&mut r, &mut id, &mut crc).map_err(read_err)? {
+        return Err(corrupt(14, "header truncated".into()));
+    }
+    let expected = crc;
+    if !read_crc(&mut r, &mut hcrc, &mut crc).map_err(read_err)?
+        || u32::from_le_bytes(hcrc) != expected
+    {
+        return Err(corrupt(0, "header checksum mismatch".into()));
+    }
+    at += (14 + id_len + 4) as u64;
+
+    let mut watermarks = vec![0u64; SLOTS];
+    let mut keys = 0u64;
+    let mut body = Vec::new();
+    for slot in 0..SLOTS {
+        let mut prefix = [0u8; 8];
+        if !read_crc(&mut r, &mut prefix, &mut crc).map_err(read_err)? {
+            return Err(corrupt(
+                at,
+                format!("file ends before the section of slot {slot}"),
+            ));
+        }
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let sum = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+        if len < SECTION_MIN || at + 8 + len as u64 + FOOTER_LEN as u64 > file_len {
+            return Err(corrupt(
+                at,
+                format!("implausible section length {len} for slot {slot}"),
+            ));
+        }
+        body.resize(len, 0);
+        if !read_crc(&mut r, &mut body, &mut crc).map_err(read_err)? {
+            return Err(corrupt(at, "section truncated".into()));
+        }
+        if crc32c::crc32c(&body) != sum {
+            return Err(corrupt(
+                at,
+                format!("checksum mismatch in the section of slot {slot}"),
+            ));
+        }
+        let mut c = Cursor { b: &body, at: 0 };
+        let res = (|| {
+            let s = c.u16()?;
+            if s as usize != slot {
+                return Err(format!(
+                    "section of slot {s} where slot {slot} was expected"
+                ));
+            }
+            watermarks[slot] = c.u64()?;
+            let n = c.count(13)?;
+            for _ in 0..n {
+                let key = c.bytes()?;
+                let tag = c.u8()?;
+                let expire_at = c.u64()?;
+                let value = decode_value(&mut c, tag)?;
+                store.load(slot as u16, key, value, expire_at);
+            }
+            if c.at != body.len() {
+                return Err(format!(
+                    "{} trailing bytes in the section",
+                    body.len() - c.at
+                ));
+            }
+            Ok(n as u64)
+        })();
+        match res {
+            Ok(n) => keys += n,
+            Err(reason) => return Err(corrupt(at + 8 + c.at as u64, reason)),
+        }
+        at += 8 + len as u64;
+    }
+
+    let mut fb = [0u8; FOOTER_LEN];
+    let before_footer = crc;
+    if !read_crc(&mut r, &mut fb, &mut crc).map_err(read_err)? {
+        return Err(corrupt(at, "footer truncated".into()));
+    }
+    let footer = decode_footer(&fb).map_err(|reason| corrupt(at, reason))?;
+    let sum = u32::from_le_bytes([fb[44], fb[45], fb[46], fb[47]]);
+    if crc32c::crc32c_append(before_footer, &fb[..44]) != sum {
+        return Err(corrupt(at, "footer checksum mismatch".into()));
+    }
+    let min = watermarks.iter().copied().min().unwrap_or(0);
+    let max = watermarks.iter().copied().max().unwrap_or(0);
+    if footer.sections as usize != SLOTS
+        || footer.keys != keys
+        || footer.start_lsn != min
+        || footer.end_lsn != max
+    {
+        return Err(corrupt(at, "footer disagrees with the sections".into()));
+    }
+    if at + FOOTER_LEN as u64 != file_len {
+        return Err(corrupt(
+            at + FOOTER_LEN as u64,
+            "trailing bytes after the footer".into(),
+        ));
+    }
+    Ok(Loaded {
+        info: SnapshotInfo {
+            path: path.to_path_buf(),
+            start_lsn: footer.start_lsn,
+            end_lsn: footer.end_lsn,
+            keys,
+            bytes: file_len,
+            finished_at_ms: footer.finished_ms,
+            duration_ms: 0,
+        },
+        watermarks,
+    })
+}
+
+/// Loads the newest valid snapshot in `dir` into `store`.
+///
+/// A corrupt newest snapshot is skipped for the previous one only if the log
+/// (in the sibling `wal` directory) still reaches back to that one's start
+/// LSN; otherwise, and when no snapshot is valid while the log has been
+/// truncated, this fails naming the newest corrupt file: refusing to start
+/// beats silently losing data.
+pub fn load_newest(dir: &Path, store: &mut Store) -> Result<Option<Loaded>, SnapshotError> {
+    let snaps = match list_snapshots(dir) {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SnapshotError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    remove_leftovers(dir);
+    if snaps.is_empty() {
+        return Ok(None);
+    }
+    let log_first = dir
+        .parent()
+        .and_then(|d| wal::first_retained_lsn(&d.join("wal")));
+    let mut first_err: Option<SnapshotError> = None;
+    for (i, (_, path)) in snaps.iter().rev().enumerate() {
+        if i > 0 {
+            *store = Store::new();
+        }
+        match load_file(path, store) {
+            Ok(loaded) => {
+                if let Some(err) = first_err {
+                    let reaches = log_first.is_some_and(|f| f <= loaded.info.start_lsn + 1);
+                    if !reaches {
+                        *store = Store::new();
+                        warn!(path = %path.display(), start_lsn = loaded.info.start_lsn, log_first_lsn = ?log_first, "the older snapshot is valid but the log no longer reaches back to it");
+                        return Err(err);
+                    }
+                    warn!(path = %path.display(), "falling back to an older snapshot; the log covers the difference");
+                }
+                return Ok(Some(loaded));
+            }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "snapshot invalid; trying an older one");
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    *store = Store::new();
+    match (log_first, first_err) {
+        (Some(f), _) if f <= 1 => {
+            warn!("no valid snapshot; replaying the whole log");
+            Ok(None)
+        }
+        (_, Some(err)) => Err(err),
+        (_, None) => Ok(None),
+    }
+}
+
+/// Removes `.tmp` files a crash left behind.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "tmp") {
+            match std::fs::remove_file(&p) {
+                Ok(()) => info!(path = %p.display(), "removed an unfinished snapshot"),
+                Err(e) => {
+                    warn!(path = %p.display(), error = %e, "failed to remove an unfinished snapshot")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, VecDeque};
+
+    /// A whole snapshot file in memory, slot `s` at watermark `wm(s)`.
+    fn encode_all(store: &Store, wm: impl Fn(u16) -> u64) -> Vec<u8> {
+        let mut b = encode_header("0123456789012345678901234567890123456789");
+        let mut keys = 0;
+        for s in 0..SLOTS as u16 {
+            keys += encode_section(&mut b, store, s, wm(s));
+        }
+        let f = Footer {
+            start_lsn: wm(0),
+            end_lsn: wm(SLOTS as u16 - 1),
+            keys,
+            sections: SLOTS as u32,
+            finished_ms: 1,
+        };
+        let crc = crc32c::crc32c(&b);
+        b.extend(encode_footer(&f, crc));
+        b
+    }
+
+    fn sample() -> Store {
+        let mut st = Store::new();
+        let k = |s: &str| Box::<[u8]>::from(s.as_bytes());
+        st.load(1, k("s"), Value::Str(k("v")), 0);
+        st.load(2, k("x"), Value::Str(k("")), 12345);
+        let mut h = HashMap::new();
+        h.insert(k("f"), k("v"));
+        st.load(3, k("h"), Value::Hash(Box::new(h)), 0);
+        st.load(
+            4,
+            k("l"),
+            Value::List(Box::new(VecDeque::from(vec![k("a"), k("b")]))),
+            0,
+        );
+        let mut set = HashSet::new();
+        set.insert(k("m"));
+        st.load(5, k("set"), Value::Set(Box::new(set)), 0);
+        let mut z = ZSet::default();
+        z.insert(b"a", 1.5);
+        z.insert(b"b", f64::NEG_INFINITY);
+        st.load(6, k("z"), Value::ZSet(Box::new(z)), 0);
+        let mut entries = BTreeMap::new();
+        entries.insert(StreamId { ms: 5, seq: 1 }, vec![k("f"), k("v")]);
+        st.load(
+            16383,
+            k("st"),
+            Value::Stream(Box::new(Stream {
+                entries,
+                last_id: StreamId { ms: 5, seq: 1 },
+            })),
+            0,
+        );
+        st
+    }
+
+    #[test]
+    fn round_trip() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join(snapshot_name(20000));
+        std::fs::write(&path, encode_all(&sample(), |s| 100 + s as u64)).expect("write");
+        let mut st = Store::new();
+        let l = load_file(&path, &mut st).expect("valid");
+        assert_eq!(l.info.start_lsn, 100);
+        assert_eq!(l.info.end_lsn, 100 + 16383);
+        assert_eq!(l.info.keys, 7);
+        assert_eq!(l.watermarks[5], 105);
+        assert_eq!(st.len(), 7);
+        assert_eq!(st.volatile_len(), 1);
+        let e = st.get(6, b"z").expect("zset");
+        match &e.value {
+            Value::ZSet(z) => assert_eq!(z.scores.get(&b"b"[..]).copied(), Some(f64::NEG_INFINITY)),
+            v => panic!("wrong type {}", v.type_name()),
+        }
+        match &st.get(4, b"l").expect("list").value {
+            Value::List(l) => assert_eq!(l.front().map(|v| &v[..]), Some(&b"a"[..])),
+            v => panic!("wrong type {}", v.type_name()),
+        }
+        assert_eq!(st.get(2, b"x").map(|e| e.expire_at()), Some(12345));
+    }
+
+    #[test]
+    fn flipped_bit_is_found_with_its_offset() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join(snapshot_name(1));
+        let mut b = encode_all(&sample(), |_| 1);
+        b[200] ^= 4;
+        std::fs::write(&path, &b).expect("write");
+        match load_file(&path, &mut Store::new()) {
+            Err(SnapshotError::Corrupt { offset, .. }) => assert!(offset <= 200, "offset {offset}"),
+            other => panic!("expected corruption, got ok={}", other.is_ok()),
+        }
+        // Truncated file: no footer.
+        let good = encode_all(&sample(), |_| 1);
+        std::fs::write(&path, &good[..good.len() - 10]).expect("write");
+        assert!(load_file(&path, &mut Store::new()).is_err());
+    }
+
+    #[test]
+    fn falls_back_only_when_the_log_reaches_back() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let snaps = tmp.path().join("snapshots");
+        let wal_dir = tmp.path().join("wal");
+        std::fs::create_dir_all(&snaps).expect("mkdir");
+        std::fs::create_dir_all(&wal_dir).expect("mkdir");
+        std::fs::write(snaps.join(snapshot_name(10)), encode_all(&sample(), |_| 10)).expect("w");
+        let mut newest = encode_all(&Store::new(), |_| 20);
+        newest[100] ^= 1;
+        std::fs::write(snaps.join(snapshot_name(20)), &newest).expect("w");
+        std::fs::write(snaps.join("snapshot-1-2.tmp"), b"junk").expect("w");
+
+        // The log starts at 5: the older snapshot (start 10) is usable.
+        std::fs::write(wal_dir.join("00000000000000000005.wal"), b"").expect("w");
+        let mut st = Store::new();
+        let l = load_newest(&snaps, &mut st)
+            .expect("fallback")
+            .expect("loaded");
+        assert_eq!(l.info.end_lsn, 10);
+        assert_eq!(st.len(), 7);
+        assert!(!snaps.join("snapshot-1-2.tmp").exists());
+
+        // The log starts at 15: records 11..14 are gone, refuse.
+        std::fs::remove_file(wal_dir.join("00000000000000000005.wal")).expect("rm");
+        std::fs::write(wal_dir.join("00000000000000000015.wal"), b"").expect("w");
+        match load_newest(&snaps, &mut Store::new()) {
+            Err(SnapshotError::Corrupt { path, .. }) => assert!(path.ends_with(snapshot_name(20))),
+            other => panic!("expected a refusal, got ok={}", other.is_ok()),
+        }
+    }
 }
