@@ -97,7 +97,9 @@ async fn route(node: &Rc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>>
             };
             match apply_topology(node, topology) {
                 Ok(()) => json(StatusCode::OK, &node.slot_map.borrow().topology),
-                Err(e @ TopologyError::StaleEpoch { .. }) => error(StatusCode::CONFLICT, e.to_string()),
+                Err(e @ TopologyError::StaleEpoch { .. }) => {
+                    error(StatusCode::CONFLICT, e.to_string())
+                }
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             }
         }
@@ -106,7 +108,10 @@ async fn route(node: &Rc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>>
             Ok(None) => error(StatusCode::CONFLICT, "a snapshot is already running"),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
-        _ => error(StatusCode::NOT_FOUND, format!("no route for {} {}", req.method(), req.uri().path())),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no route for {} {}", req.method(), req.uri().path()),
+        ),
     }
 }
 
@@ -114,7 +119,10 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
     let body = http_body_util::Limited::new(req.into_body(), MAX_BODY);
     match body.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("failed to read the body: {e}"))),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("failed to read the body: {e}"),
+        )),
     }
 }
 
@@ -207,12 +215,19 @@ pub fn status(node: &Node) -> Status {
         used_memory: alloc::allocated(),
         connected_clients: node.connected_clients.get(),
         uptime_seconds: node.started.elapsed().as_secs(),
-        last_snapshot: node.last_snapshot.borrow().as_ref().map(SnapshotStatus::from),
+        last_snapshot: node
+            .last_snapshot
+            .borrow()
+            .as_ref()
+            .map(SnapshotStatus::from),
     }
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+    );
 }
 
 pub fn render_metrics(node: &Node) -> String {
@@ -224,7 +239,11 @@ pub fn render_metrics(node: &Node) -> String {
     for (i, spec) in node.commands.all().iter().enumerate() {
         let n = node.stats.calls[i].get();
         if n > 0 {
-            let _ = writeln!(out, "tessera_commands_total{{command=\"{}\"}} {n}", spec.name);
+            let _ = writeln!(
+                out,
+                "tessera_commands_total{{command=\"{}\"}} {n}",
+                spec.name
+            );
         }
     }
     node.stats.command_latency.render(
@@ -234,29 +253,137 @@ pub fn render_metrics(node: &Node) -> String {
     );
     let wal = node.wal.stats();
     let store = node.store.borrow();
-    gauge(&mut out, "tessera_connected_clients", "Client connections open.", "gauge", node.connected_clients.get());
-    gauge(&mut out, "tessera_connections_received_total", "Client connections accepted.", "counter", node.stats.connections_received.get());
-    gauge(&mut out, "tessera_error_replies_total", "Error replies sent to clients.", "counter", node.stats.error_replies.get());
-    gauge(&mut out, "tessera_protocol_errors_total", "Malformed requests answered with an error.", "counter", node.stats.protocol_errors.get());
-    gauge(&mut out, "tessera_used_memory_bytes", "Bytes allocated by the node.", "gauge", alloc::allocated());
-    gauge(&mut out, "tessera_resident_memory_bytes", "Resident set size.", "gauge", alloc::rss_bytes());
-    gauge(&mut out, "tessera_keys", "Keys in the keyspace.", "gauge", store.len());
-    gauge(&mut out, "tessera_expiring_keys", "Keys with a time to live.", "gauge", store.volatile_len());
-    gauge(&mut out, "tessera_expired_keys_total", "Keys deleted because they expired.", "counter", store.expired_total);
-    gauge(&mut out, "tessera_wal_bytes_written_total", "Bytes appended to the write-ahead log.", "counter", wal.bytes_written);
-    gauge(&mut out, "tessera_wal_fsyncs_total", "fsync calls on the write-ahead log.", "counter", wal.fsyncs);
-    gauge(&mut out, "tessera_wal_fsync_seconds_total", "Time spent in fsync on the write-ahead log.", "counter", wal.fsync_latency_sum_secs);
-    gauge(&mut out, "tessera_wal_segments", "Log segment files on disk.", "gauge", wal.segments);
-    gauge(&mut out, "tessera_lsn", "Last log sequence number assigned.", "gauge", node.wal.last_lsn());
-    gauge(&mut out, "tessera_durable_lsn", "Last log sequence number durable per the fsync policy.", "gauge", node.wal.durable_lsn());
+    gauge(
+        &mut out,
+        "tessera_connected_clients",
+        "Client connections open.",
+        "gauge",
+        node.connected_clients.get(),
+    );
+    gauge(
+        &mut out,
+        "tessera_connections_received_total",
+        "Client connections accepted.",
+        "counter",
+        node.stats.connections_received.get(),
+    );
+    gauge(
+        &mut out,
+        "tessera_error_replies_total",
+        "Error replies sent to clients.",
+        "counter",
+        node.stats.error_replies.get(),
+    );
+    gauge(
+        &mut out,
+        "tessera_protocol_errors_total",
+        "Malformed requests answered with an error.",
+        "counter",
+        node.stats.protocol_errors.get(),
+    );
+    gauge(
+        &mut out,
+        "tessera_used_memory_bytes",
+        "Bytes allocated by the node.",
+        "gauge",
+        alloc::allocated(),
+    );
+    gauge(
+        &mut out,
+        "tessera_resident_memory_bytes",
+        "Resident set size.",
+        "gauge",
+        alloc::rss_bytes(),
+    );
+    gauge(
+        &mut out,
+        "tessera_keys",
+        "Keys in the keyspace.",
+        "gauge",
+        store.len(),
+    );
+    gauge(
+        &mut out,
+        "tessera_expiring_keys",
+        "Keys with a time to live.",
+        "gauge",
+        store.volatile_len(),
+    );
+    gauge(
+        &mut out,
+        "tessera_expired_keys_total",
+        "Keys deleted because they expired.",
+        "counter",
+        store.expired_total,
+    );
+    gauge(
+        &mut out,
+        "tessera_wal_bytes_written_total",
+        "Bytes appended to the write-ahead log.",
+        "counter",
+        wal.bytes_written,
+    );
+    gauge(
+        &mut out,
+        "tessera_wal_fsyncs_total",
+        "fsync calls on the write-ahead log.",
+        "counter",
+        wal.fsyncs,
+    );
+    gauge(
+        &mut out,
+        "tessera_wal_fsync_seconds_total",
+        "Time spent in fsync on the write-ahead log.",
+        "counter",
+        wal.fsync_latency_sum_secs,
+    );
+    gauge(
+        &mut out,
+        "tessera_wal_segments",
+        "Log segment files on disk.",
+        "gauge",
+        wal.segments,
+    );
+    gauge(
+        &mut out,
+        "tessera_lsn",
+        "Last log sequence number assigned.",
+        "gauge",
+        node.wal.last_lsn(),
+    );
+    gauge(
+        &mut out,
+        "tessera_durable_lsn",
+        "Last log sequence number durable per the fsync policy.",
+        "gauge",
+        node.wal.durable_lsn(),
+    );
     let age = node
         .last_snapshot
         .borrow()
         .as_ref()
         .map(|s| now_ms().saturating_sub(s.finished_at_ms) as f64 / 1000.0)
         .unwrap_or(-1.0);
-    gauge(&mut out, "tessera_snapshot_age_seconds", "Seconds since the last snapshot finished (-1: none yet).", "gauge", age);
-    gauge(&mut out, "tessera_topology_epoch", "Epoch of the topology this node follows.", "gauge", node.slot_map.borrow().topology.epoch);
-    gauge(&mut out, "tessera_ready", "1 once recovery has finished.", "gauge", node.ready.get() as u8);
+    gauge(
+        &mut out,
+        "tessera_snapshot_age_seconds",
+        "Seconds since the last snapshot finished (-1: none yet).",
+        "gauge",
+        age,
+    );
+    gauge(
+        &mut out,
+        "tessera_topology_epoch",
+        "Epoch of the topology this node follows.",
+        "gauge",
+        node.slot_map.borrow().topology.epoch,
+    );
+    gauge(
+        &mut out,
+        "tessera_ready",
+        "1 once recovery has finished.",
+        "gauge",
+        node.ready.get() as u8,
+    );
     out
 }

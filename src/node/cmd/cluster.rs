@@ -102,7 +102,14 @@ fn info_text(ctx: &Ctx<'_>) -> String {
     )
 }
 
-fn node_line(out: &mut String, n: &NodeAddr, myself: bool, primary: Option<&str>, shard: &ShardTopology, epoch: u64) {
+fn node_line(
+    out: &mut String,
+    n: &NodeAddr,
+    myself: bool,
+    primary: Option<&str>,
+    shard: &ShardTopology,
+    epoch: u64,
+) {
     let flags = match (myself, primary.is_none()) {
         (true, true) => "myself,master",
         (true, false) => "myself,slave",
@@ -219,15 +226,28 @@ fn shards(ctx: &mut Ctx<'_>) {
 
 fn replicas(ctx: &mut Ctx<'_>, id: &[u8]) {
     let map = ctx.node.slot_map.borrow().clone();
-    let Some(shard) = map.topology.shards.iter().find(|s| s.primary.id.as_bytes() == id) else {
-        ctx.out.error(&format!("ERR Unknown node {}", String::from_utf8_lossy(id)));
+    let Some(shard) = map
+        .topology
+        .shards
+        .iter()
+        .find(|s| s.primary.id.as_bytes() == id)
+    else {
+        ctx.out
+            .error(&format!("ERR Unknown node {}", String::from_utf8_lossy(id)));
         return;
     };
     let mut text = String::new();
     ctx.out.array(shard.replicas.len());
     for r in &shard.replicas {
         text.clear();
-        node_line(&mut text, r, r.id == ctx.node.id, Some(&shard.primary.id), shard, shard.epoch);
+        node_line(
+            &mut text,
+            r,
+            r.id == ctx.node.id,
+            Some(&shard.primary.id),
+            shard,
+            shard.epoch,
+        );
         ctx.out.bulk(text.trim_end().as_bytes());
     }
 }

@@ -5,23 +5,105 @@ use super::flags::*;
 use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
 
 pub static COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "ping", arity: -1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: ping },
-    CommandSpec { name: "echo", arity: 2, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: echo },
-    CommandSpec { name: "quit", arity: -1, flags: FAST | NO_AUTH | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: quit },
-    CommandSpec { name: "hello", arity: -1, flags: FAST | NO_AUTH | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: hello },
-    CommandSpec { name: "auth", arity: -2, flags: FAST | NO_AUTH | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: auth },
-    CommandSpec { name: "select", arity: 2, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: select },
-    CommandSpec { name: "client", arity: -2, flags: LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: client },
-    CommandSpec { name: "readonly", arity: 1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: readonly },
-    CommandSpec { name: "readwrite", arity: 1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: readwrite },
-    CommandSpec { name: "asking", arity: 1, flags: FAST, first_key: 0, last_key: 0, step: 0, handler: asking },
+    CommandSpec {
+        name: "ping",
+        arity: -1,
+        flags: FAST | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: ping,
+    },
+    CommandSpec {
+        name: "echo",
+        arity: 2,
+        flags: FAST | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: echo,
+    },
+    CommandSpec {
+        name: "quit",
+        arity: -1,
+        flags: FAST | NO_AUTH | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: quit,
+    },
+    CommandSpec {
+        name: "hello",
+        arity: -1,
+        flags: FAST | NO_AUTH | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: hello,
+    },
+    CommandSpec {
+        name: "auth",
+        arity: -2,
+        flags: FAST | NO_AUTH | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: auth,
+    },
+    CommandSpec {
+        name: "select",
+        arity: 2,
+        flags: FAST | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: select,
+    },
+    CommandSpec {
+        name: "client",
+        arity: -2,
+        flags: LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: client,
+    },
+    CommandSpec {
+        name: "readonly",
+        arity: 1,
+        flags: FAST | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: readonly,
+    },
+    CommandSpec {
+        name: "readwrite",
+        arity: 1,
+        flags: FAST | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: readwrite,
+    },
+    CommandSpec {
+        name: "asking",
+        arity: 1,
+        flags: FAST,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: asking,
+    },
 ];
 
 fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(args.get(1)),
-        _ => ctx.out.error("ERR wrong number of arguments for 'ping' command"),
+        _ => ctx
+            .out
+            .error("ERR wrong number of arguments for 'ping' command"),
     }
 }
 
@@ -81,7 +163,8 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) {
                 return;
             }
             Err(_) => {
-                ctx.out.error("ERR Protocol version is not an integer or out of range");
+                ctx.out
+                    .error("ERR Protocol version is not an integer or out of range");
                 return;
             }
         }
@@ -156,11 +239,16 @@ fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         (b"setname", 3) => {
             let name = args.get(2);
             if name.iter().any(|&b| b <= b' ' || b > b'~') {
-                ctx.out
-                    .error("ERR Client names cannot contain spaces, newlines or special characters.");
+                ctx.out.error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
                 return;
             }
-            ctx.conn.name = if name.is_empty() { None } else { Some(name.to_vec()) };
+            ctx.conn.name = if name.is_empty() {
+                None
+            } else {
+                Some(name.to_vec())
+            };
             ctx.out.ok();
         }
         (b"setinfo", 4) => {
@@ -202,7 +290,11 @@ fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn client_line(ctx: &Ctx<'_>) -> String {
-    let s = |v: &Option<Vec<u8>>| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    let s = |v: &Option<Vec<u8>>| {
+        v.as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
     format!(
         "id={} addr={} name={} db=0 resp={} lib-name={} lib-ver={}\n",
         ctx.conn.id,

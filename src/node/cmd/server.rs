@@ -6,15 +6,87 @@ use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
 use crate::node::info;
 
 pub static COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "info", arity: -1, flags: LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: info_cmd },
-    CommandSpec { name: "command", arity: -1, flags: LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: command },
-    CommandSpec { name: "config", arity: -2, flags: ADMIN | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: config },
-    CommandSpec { name: "dbsize", arity: 1, flags: READONLY | FAST, first_key: 0, last_key: 0, step: 0, handler: dbsize },
-    CommandSpec { name: "flushall", arity: -1, flags: WRITE, first_key: 0, last_key: 0, step: 0, handler: flushall },
-    CommandSpec { name: "flushdb", arity: -1, flags: WRITE, first_key: 0, last_key: 0, step: 0, handler: flushall },
-    CommandSpec { name: "time", arity: 1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: time },
-    CommandSpec { name: "lastsave", arity: 1, flags: FAST | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: lastsave },
-    CommandSpec { name: "shutdown", arity: -1, flags: ADMIN | LOADING_OK, first_key: 0, last_key: 0, step: 0, handler: shutdown },
+    CommandSpec {
+        name: "info",
+        arity: -1,
+        flags: LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: info_cmd,
+    },
+    CommandSpec {
+        name: "command",
+        arity: -1,
+        flags: LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: command,
+    },
+    CommandSpec {
+        name: "config",
+        arity: -2,
+        flags: ADMIN | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: config,
+    },
+    CommandSpec {
+        name: "dbsize",
+        arity: 1,
+        flags: READONLY | FAST,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: dbsize,
+    },
+    CommandSpec {
+        name: "flushall",
+        arity: -1,
+        flags: WRITE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: flushall,
+    },
+    CommandSpec {
+        name: "flushdb",
+        arity: -1,
+        flags: WRITE,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: flushall,
+    },
+    CommandSpec {
+        name: "time",
+        arity: 1,
+        flags: FAST | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: time,
+    },
+    CommandSpec {
+        name: "lastsave",
+        arity: 1,
+        flags: FAST | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: lastsave,
+    },
+    CommandSpec {
+        name: "shutdown",
+        arity: -1,
+        flags: ADMIN | LOADING_OK,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: shutdown,
+    },
 ];
 
 fn info_cmd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -124,7 +196,10 @@ fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         let cfg = &ctx.node.cfg;
         let settings: Vec<(&str, String)> = vec![
             ("save", String::new()),
-            ("appendonly", if cfg.persistence { "yes" } else { "no" }.into()),
+            (
+                "appendonly",
+                if cfg.persistence { "yes" } else { "no" }.into(),
+            ),
             ("appendfsync", ctx.node.wal.policy().as_str().into()),
             ("maxmemory", cfg.maxmemory.to_string()),
             ("maxmemory-policy", "noeviction".into()),
@@ -133,7 +208,15 @@ fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             ("databases", "1".into()),
             ("cluster-enabled", "yes".into()),
             ("dir", cfg.data_dir.display().to_string()),
-            ("requirepass", if cfg.password.is_some() { "********" } else { "" }.into()),
+            (
+                "requirepass",
+                if cfg.password.is_some() {
+                    "********"
+                } else {
+                    ""
+                }
+                .into(),
+            ),
         ];
         let mut hits = Vec::new();
         for pat in args.iter().skip(2) {
@@ -245,7 +328,11 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
                             matched |= p[j + 1] == t[ti];
                             j += 2;
                         } else if j + 2 < p.len() && p[j + 1] == b'-' && p[j + 2] != b']' {
-                            let (lo, hi) = if p[j] <= p[j + 2] { (p[j], p[j + 2]) } else { (p[j + 2], p[j]) };
+                            let (lo, hi) = if p[j] <= p[j + 2] {
+                                (p[j], p[j + 2])
+                            } else {
+                                (p[j + 2], p[j])
+                            };
                             matched |= (lo..=hi).contains(&t[ti]);
                             j += 3;
                         } else {

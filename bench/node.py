@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Tessera node vs Debian's redis-server, same run, same settings.
+
+Rows: persistence off, log everysec vs appendfsync everysec, log always vs
+appendfsync always; each at -P 1 and -P 16 with
+`redis-benchmark -t set,get -r 1000000 -d 64 -c 50`. Servers are pinned to
+core 0, the client to core 1; runs are interleaved A B B A A B and the median
+of 3 is reported. Then memory per key: RSS growth after loading 1M keys.
+
+Prints a markdown table and ends with one line `RESULT key=value ...`.
+Traffic stays on 127.0.0.1.
+"""
+import argparse
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESSERA = os.path.join(ROOT, "target", "release", "tessera")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on {port} did not start")
+
+
+def ping_ok(port):
+    out = subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True, text=True, timeout=10)
+    return out.stdout.strip() == "PONG"
+
+
+class Server:
+    def __init__(self, kind, mode):
+        self.kind, self.mode = kind, mode
+        self.dir = tempfile.mkdtemp(prefix=f"bench-{kind}-")
+        self.port = free_port()
+        if kind == "tessera":
+            cmd = [TESSERA, "node", "--bind", "127.0.0.1", "--port", str(self.port),
+                   "--admin-port", str(free_port()), "--data-dir", os.path.join(self.dir, "data")]
+            if mode == "off":
+                cmd.append("--no-persistence")
+            else:
+                cmd += ["--fsync", mode]
+        else:
+            cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
+                   "--save", "", "--daemonize", "no", "--protected-mode", "no", "--logfile", ""]
+            if mode == "off":
+                cmd += ["--appendonly", "no"]
+            else:
+                cmd += ["--appendonly", "yes", "--appendfsync", mode]
+        env = dict(os.environ, RUST_LOG="warn")
+        self.proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=env)
+        wait_port(self.port)
+        if not ping_ok(self.port):
+            raise RuntimeError(f"{kind} not answering PING")
+
+    def rss(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def bench(port, pipeline, n):
+    cmd = ["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", "set,get", "-r", "1000000",
+           "-d", "64", "-c", "50", "-n", str(n), "-P", str(pipeline), "--csv"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    rows = {}
+    for r in csv.DictReader(io.StringIO(out.stdout)):
+        rows[r["test"]] = (float(r["rps"]), float(r["p50_latency_ms"]), float(r["p99_latency_ms"]))
+    return rows
+
+
+def run_once(kind, mode, pipeline, n):
+    s = Server(kind, mode)
+    try:
+        return bench(s.port, pipeline, n)
+    finally:
+        s.stop()
+
+
+def load_keys(port, count):
+    """Loads `count` keys key:000000000000.. with 64-byte values via redis-cli --pipe."""
+    val = "x" * 64
+    buf = io.StringIO()
+    for i in range(count):
+        k = f"key:{i:012d}"
+        buf.write(f"*3\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n$64\r\n{val}\r\n")
+    out = subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=buf.getvalue(),
+                         capture_output=True, text=True, timeout=600)
+    if "errors: 0" not in out.stdout:
+        raise RuntimeError(out.stdout + out.stderr)
+
+
+def memory_per_key(kind, count):
+    s = Server(kind, "off")
+    try:
+        time.sleep(0.3)
+        before = s.rss()
+        load_keys(s.port, count)
+        time.sleep(0.5)
+        after = s.rss()
+        size = subprocess.run(["redis-cli", "-p", str(s.port), "DBSIZE"], capture_output=True, text=True).stdout.strip()
+        if int(size) != count:
+            raise RuntimeError(f"{kind} has {size} keys, expected {count}")
+        return (after - before) / count
+    finally:
+        s.stop()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=int(os.environ.get("BENCH_REQUESTS", "300000")))
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    if os.cpu_count() < 2:
+        print("needs 2 cores (server and client pinned apart)", file=sys.stderr)
+        return 2
+
+    modes = [("off", "persistence off"), ("everysec", "log everysec / AOF everysec"), ("always", "log always / AOF always")]
+    order = ["tessera", "redis", "redis", "tessera", "tessera", "redis"][: 2 * args.reps]
+    table = []
+    result = {}
+    for mode, label in modes:
+        for p in (1, 16):
+            runs = {"tessera": [], "redis": []}
+            for kind in order:
+                runs[kind].append(run_once(kind, mode, p, args.requests))
+            for test in ("SET", "GET"):
+                med = {}
+                for kind in ("tessera", "redis"):
+                    rps = statistics.median(r[test][0] for r in runs[kind])
+                    p50 = statistics.median(r[test][1] for r in runs[kind])
+                    p99 = statistics.median(r[test][2] for r in runs[kind])
+                    med[kind] = (rps, p50, p99)
+                ratio = med["tessera"][0] / med["redis"][0]
+                table.append((label, p, test, med["tessera"], med["redis"], ratio))
+                result[f"{mode}_P{p}_{test.lower()}_ratio"] = f"{ratio:.2f}"
+                print(f"  {label} -P {p} {test}: tessera {med['tessera'][0]:.0f}/s redis {med['redis'][0]:.0f}/s ratio {ratio:.2f}", file=sys.stderr, flush=True)
+
+    mem = {k: memory_per_key(k, args.keys) for k in ("tessera", "redis")}
+    mem_ratio = mem["tessera"] / mem["redis"]
+
+    print()
+    print(f"redis-benchmark -t set,get -r 1000000 -d 64 -c 50 -n {args.requests}; server on core 0, client on core 1; median of {args.reps}")
+    print()
+    print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, p, test, t, r, ratio in table:
+        print(f"| {label} | {p} | {test} | {t[0]:.0f} | {t[1]:.3f} | {t[2]:.3f} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {ratio:.2f} |")
+    print()
+    print(f"| memory per key ({args.keys} keys, 64-byte values) | tessera {mem['tessera']:.0f} B | redis {mem['redis']:.0f} B | ratio {mem_ratio:.2f} |")
+    print()
+    ok_fast = all(ratio >= 1.0 for label, p, test, t, r, ratio in table if "always" not in label)
+    ok_always = all(ratio >= 0.9 for label, p, test, t, r, ratio in table if "always" in label)
+    ok_mem = mem_ratio <= 1.5
+    result["mem_ratio"] = f"{mem_ratio:.2f}"
+    result["targets_met"] = str(ok_fast and ok_always and ok_mem).lower()
+    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
