@@ -30,7 +30,10 @@ pub struct Bound {
 
 /// Starts a node on the current LocalSet and serves until shutdown.
 /// `bound` learns the real addresses once the listeners are open.
-pub async fn serve(cfg: NodeConfig, bound: Option<oneshot::Sender<Bound>>) -> Result<(), NodeError> {
+pub async fn serve(
+    cfg: NodeConfig,
+    bound: Option<oneshot::Sender<Bound>>,
+) -> Result<(), NodeError> {
     if cfg.persistence {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| NodeError::DataDir {
             path: cfg.data_dir.clone(),
@@ -208,7 +211,9 @@ async fn expire_loop(node: Rc<Node>) {
             for (slot, key) in store.drain_expired() {
                 node.wal.append(slot, &[b"DEL", &key]);
             }
-            if examined == 0 || expired * 4 < examined || start.elapsed() > Duration::from_millis(25)
+            if examined == 0
+                || expired * 4 < examined
+                || start.elapsed() > Duration::from_millis(25)
             {
                 break;
             }
@@ -234,7 +239,9 @@ async fn snapshot_loop(node: Rc<Node>) {
 }
 
 /// Takes one snapshot unless one is already running.
-pub async fn run_snapshot(node: &Rc<Node>) -> Result<Option<snapshot::SnapshotInfo>, snapshot::SnapshotError> {
+pub async fn run_snapshot(
+    node: &Rc<Node>,
+) -> Result<Option<snapshot::SnapshotInfo>, snapshot::SnapshotError> {
     if node.snapshot_running.replace(true) {
         return Ok(None);
     }
@@ -268,7 +275,11 @@ async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr
     node.connected_clients.set(node.connected_clients.get() - 1);
 }
 
-async fn connection_loop(node: &Rc<Node>, sock: &mut TcpStream, conn: &mut ConnState) -> std::io::Result<()> {
+async fn connection_loop(
+    node: &Rc<Node>,
+    sock: &mut TcpStream,
+    conn: &mut ConnState,
+) -> std::io::Result<()> {
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = ReplyBuf::new();
     let mut ranges = Vec::new();
@@ -281,13 +292,18 @@ async fn connection_loop(node: &Rc<Node>, sock: &mut TcpStream, conn: &mut ConnS
         if n == 0 {
             return Ok(());
         }
-        node.stats.net_input_bytes.set(node.stats.net_input_bytes.get() + n as u64);
+        node.stats
+            .net_input_bytes
+            .set(node.stats.net_input_bytes.get() + n as u64);
         let mut effects = Effects::default();
         let mut close = false;
         {
             let mut store = node.store.borrow_mut();
             store.now_ms = now_ms();
             let mut consumed = 0;
+            // One clock read per command: each command's latency runs from
+            // the end of the previous one (so it includes parsing).
+            let mut mark = Instant::now();
             while consumed < inbuf.len() {
                 let pending = &inbuf[consumed..];
                 match parse_request(pending, &mut ranges) {
@@ -299,7 +315,7 @@ async fn connection_loop(node: &Rc<Node>, sock: &mut TcpStream, conn: &mut ConnS
                             ranges: &ranges,
                         };
                         out.resp3 = conn.resp3;
-                        run_command(node, &mut store, &mut out, conn, &mut effects, &args);
+                        run_command(node, &mut store, &mut out, conn, &mut effects, &args, &mut mark);
                         consumed += used;
                         if conn.close_after_reply {
                             close = true;
@@ -368,6 +384,7 @@ fn run_command(
     conn: &mut ConnState,
     effects: &mut Effects,
     args: &Args<'_>,
+    mark: &mut Instant,
 ) {
     if !node.ready.get() {
         let loading_ok = node
@@ -379,11 +396,13 @@ fn run_command(
             return;
         }
     }
-    let start = Instant::now();
     let mut ctx = Ctx::new(node, store, out, conn, effects);
     let ran = cmd::dispatch(&mut ctx, args);
-    let elapsed = start.elapsed().as_secs_f64();
-    node.stats.command_latency.observe(elapsed);
+    let now = Instant::now();
+    node.stats
+        .command_latency
+        .observe(now.duration_since(*mark).as_secs_f64());
+    *mark = now;
     node.stats
         .commands_processed
         .set(node.stats.commands_processed.get() + 1);

@@ -252,13 +252,14 @@ impl Store {
     /// Sets `key` to `value`, replacing whatever was there; `expire_at` 0
     /// makes it persistent. Returns the previous entry.
     pub fn set(&mut self, slot: u16, key: &[u8], value: Value, expire_at: u64) -> Option<Entry> {
-        self.expire_if_needed(slot, key);
         let db = &mut self.slots[slot as usize];
         let entry = Entry { value, expire_at };
-        let old = match db.map.get_mut(key) {
-            Some(slot_entry) => Some(std::mem::replace(slot_entry, entry)),
-            None => {
-                db.map.insert(Key::from(key), entry);
+        // One probe: replacing an expired key is the same as replacing a
+        // live one (its DEL need not be logged: this write supersedes it).
+        let old = match db.map.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), entry)),
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                v.insert(entry);
                 self.keys += 1;
                 None
             }
@@ -276,7 +277,8 @@ impl Store {
             }
             _ => {}
         }
-        old
+        // An expired previous value is reported as absent.
+        old.filter(|o| !(self.mode == ExpireMode::Active && o.expire_at != 0 && o.expire_at <= self.now_ms))
     }
 
     /// The value at `key`, created with `make` when absent; `Err(WrongType)`
@@ -567,7 +569,12 @@ mod tests {
         let mut st = Store::new();
         for i in 0..1000u32 {
             let k = format!("key:{i}");
-            st.set(super::super::slots::key_slot(k.as_bytes()), k.as_bytes(), s("v"), 0);
+            st.set(
+                super::super::slots::key_slot(k.as_bytes()),
+                k.as_bytes(),
+                s("v"),
+                0,
+            );
         }
         let mut seen = std::collections::HashMap::new();
         let mut cursor = 0;
@@ -580,7 +587,12 @@ mod tests {
             // Inserting during the scan must not make old keys repeat or vanish.
             let k = format!("new:{extra}");
             extra += 1;
-            st.set(super::super::slots::key_slot(k.as_bytes()), k.as_bytes(), s("v"), 0);
+            st.set(
+                super::super::slots::key_slot(k.as_bytes()),
+                k.as_bytes(),
+                s("v"),
+                0,
+            );
             if next == 0 {
                 break;
             }

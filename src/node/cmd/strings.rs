@@ -6,25 +6,149 @@ use crate::node::store::{Store, Value, WRONGTYPE};
 use crate::try_reply;
 
 pub static COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "get", arity: 2, flags: READONLY | FAST, first_key: 1, last_key: 1, step: 1, handler: get },
-    CommandSpec { name: "set", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: 1, step: 1, handler: set },
-    CommandSpec { name: "setnx", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: setnx },
-    CommandSpec { name: "setex", arity: 4, flags: WRITE | DENYOOM, first_key: 1, last_key: 1, step: 1, handler: setex },
-    CommandSpec { name: "psetex", arity: 4, flags: WRITE | DENYOOM, first_key: 1, last_key: 1, step: 1, handler: psetex },
-    CommandSpec { name: "getdel", arity: 2, flags: WRITE | FAST, first_key: 1, last_key: 1, step: 1, handler: getdel },
-    CommandSpec { name: "getset", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: getset },
-    CommandSpec { name: "mget", arity: -2, flags: READONLY | FAST, first_key: 1, last_key: -1, step: 1, handler: mget },
-    CommandSpec { name: "mset", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 2, handler: mset },
-    CommandSpec { name: "incr", arity: 2, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: incr },
-    CommandSpec { name: "decr", arity: 2, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: decr },
-    CommandSpec { name: "incrby", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: incrby },
-    CommandSpec { name: "decrby", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: decrby },
-    CommandSpec { name: "append", arity: 3, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: append },
-    CommandSpec { name: "strlen", arity: 2, flags: READONLY | FAST, first_key: 1, last_key: 1, step: 1, handler: strlen },
+    CommandSpec {
+        name: "get",
+        arity: 2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: get,
+    },
+    CommandSpec {
+        name: "set",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: set,
+    },
+    CommandSpec {
+        name: "setnx",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: setnx,
+    },
+    CommandSpec {
+        name: "setex",
+        arity: 4,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: setex,
+    },
+    CommandSpec {
+        name: "psetex",
+        arity: 4,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: psetex,
+    },
+    CommandSpec {
+        name: "getdel",
+        arity: 2,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getdel,
+    },
+    CommandSpec {
+        name: "getset",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getset,
+    },
+    CommandSpec {
+        name: "mget",
+        arity: -2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        handler: mget,
+    },
+    CommandSpec {
+        name: "mset",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: -1,
+        step: 2,
+        handler: mset,
+    },
+    CommandSpec {
+        name: "incr",
+        arity: 2,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: incr,
+    },
+    CommandSpec {
+        name: "decr",
+        arity: 2,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: decr,
+    },
+    CommandSpec {
+        name: "incrby",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: incrby,
+    },
+    CommandSpec {
+        name: "decrby",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: decrby,
+    },
+    CommandSpec {
+        name: "append",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: append,
+    },
+    CommandSpec {
+        name: "strlen",
+        arity: 2,
+        flags: READONLY | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: strlen,
+    },
 ];
 
 /// The string at `key`: Ok(None) when absent, Err on another type.
-fn read_str<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s [u8]>, &'static str> {
+fn read_str<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<Option<&'s [u8]>, &'static str> {
     match store.get(slot, key) {
         None => Ok(None),
         Some(e) => match &e.value {
@@ -48,9 +172,16 @@ fn deadline(now: u64, unit_ms: u64, relative: bool, n: i64) -> Result<u64, &'sta
     if n <= 0 {
         return Err("ERR invalid expire time in 'set' command");
     }
-    let ms = (n as u64).checked_mul(unit_ms).ok_or("ERR invalid expire time in 'set' command")?;
-    let at = if relative { now.checked_add(ms) } else { Some(ms) };
-    at.filter(|&a| a < i64::MAX as u64).ok_or("ERR invalid expire time in 'set' command")
+    let ms = (n as u64)
+        .checked_mul(unit_ms)
+        .ok_or("ERR invalid expire time in 'set' command")?;
+    let at = if relative {
+        now.checked_add(ms)
+    } else {
+        Some(ms)
+    };
+    at.filter(|&a| a < i64::MAX as u64)
+        .ok_or("ERR invalid expire time in 'set' command")
 }
 
 fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -75,14 +206,20 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             get_old = true;
         } else if a.eq_ignore_ascii_case(b"keepttl") {
             keepttl = true;
-        } else if a.eq_ignore_ascii_case(b"ex") || a.eq_ignore_ascii_case(b"px")
-            || a.eq_ignore_ascii_case(b"exat") || a.eq_ignore_ascii_case(b"pxat")
+        } else if a.eq_ignore_ascii_case(b"ex")
+            || a.eq_ignore_ascii_case(b"px")
+            || a.eq_ignore_ascii_case(b"exat")
+            || a.eq_ignore_ascii_case(b"pxat")
         {
             if expire_at != 0 {
                 ctx.out.error(ERR_SYNTAX);
                 return;
             }
-            let unit = if a[0].eq_ignore_ascii_case(&b'e') { 1000 } else { 1 };
+            let unit = if a[0].eq_ignore_ascii_case(&b'e') {
+                1000
+            } else {
+                1
+            };
             let relative = a.len() == 2;
             expire_at = try_reply!(ctx, with_arg(unit, relative));
             i += 1;
@@ -97,6 +234,13 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         return;
     }
     let slot = ctx.slot();
+    if !(nx || xx || get_old || keepttl) {
+        // The common case: no condition, nothing to read first.
+        ctx.store.set(slot, key, Value::Str(args.get(2).into()), expire_at);
+        propagate_set(ctx, key, args.get(2), expire_at);
+        ctx.out.ok();
+        return;
+    }
     let old: Option<Option<Vec<u8>>> = match ctx.store.get(slot, key) {
         None => None,
         Some(e) => match &e.value {
@@ -116,7 +260,8 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         } else {
             expire_at
         };
-        ctx.store.set(slot, key, Value::Str(args.get(2).into()), ttl);
+        ctx.store
+            .set(slot, key, Value::Str(args.get(2).into()), ttl);
         if ttl != 0 {
             let at = ttl.to_string();
             ctx.propagate_as(&[b"SET", key, args.get(2), b"PXAT", at.as_bytes()]);
@@ -136,13 +281,24 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
 }
 
+/// Logs a SET with an absolute deadline, so replay never depends on time.
+fn propagate_set(ctx: &mut Ctx<'_>, key: &[u8], value: &[u8], expire_at: u64) {
+    if expire_at != 0 {
+        let at = expire_at.to_string();
+        ctx.propagate_as(&[b"SET", key, value, b"PXAT", at.as_bytes()]);
+    } else {
+        ctx.propagate_as(&[b"SET", key, value]);
+    }
+}
+
 fn setnx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     if ctx.store.contains(slot, args.get(1)) {
         ctx.out.int(0);
         return;
     }
-    ctx.store.set(slot, args.get(1), Value::Str(args.get(2).into()), 0);
+    ctx.store
+        .set(slot, args.get(1), Value::Str(args.get(2).into()), 0);
     ctx.propagate_as(&[b"SET", args.get(1), args.get(2)]);
     ctx.out.int(1);
 }
@@ -152,12 +308,14 @@ fn set_with_ttl(ctx: &mut Ctx<'_>, args: &Args<'_>, unit: u64, name: &str) {
     let at = match deadline(ctx.store.now_ms, unit, true, n) {
         Ok(at) => at,
         Err(_) => {
-            ctx.out.error(&format!("ERR invalid expire time in '{name}' command"));
+            ctx.out
+                .error(&format!("ERR invalid expire time in '{name}' command"));
             return;
         }
     };
     let slot = ctx.slot();
-    ctx.store.set(slot, args.get(1), Value::Str(args.get(3).into()), at);
+    ctx.store
+        .set(slot, args.get(1), Value::Str(args.get(3).into()), at);
     let at = at.to_string();
     ctx.propagate_as(&[b"SET", args.get(1), args.get(3), b"PXAT", at.as_bytes()]);
     ctx.out.ok();
@@ -187,7 +345,8 @@ fn getdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 fn getset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let old = try_reply!(ctx, read_str(ctx.store, slot, args.get(1))).map(|v| v.to_vec());
-    ctx.store.set(slot, args.get(1), Value::Str(args.get(2).into()), 0);
+    ctx.store
+        .set(slot, args.get(1), Value::Str(args.get(2).into()), 0);
     ctx.propagate_as(&[b"SET", args.get(1), args.get(2)]);
     match old {
         Some(v) => ctx.out.bulk(&v),
@@ -208,13 +367,15 @@ fn mget(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 fn mset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if args.len() % 2 == 0 {
-        ctx.out.error("ERR wrong number of arguments for 'mset' command");
+        ctx.out
+            .error("ERR wrong number of arguments for 'mset' command");
         return;
     }
     let slot = ctx.slot();
     let mut i = 1;
     while i + 1 < args.len() {
-        ctx.store.set(slot, args.get(i), Value::Str(args.get(i + 1).into()), 0);
+        ctx.store
+            .set(slot, args.get(i), Value::Str(args.get(i + 1).into()), 0);
         i += 2;
     }
     ctx.propagate(args);
@@ -244,7 +405,8 @@ fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) {
         return;
     };
     let text = next.to_string();
-    ctx.store.set(slot, key, Value::Str(text.as_bytes().into()), ttl);
+    ctx.store
+        .set(slot, key, Value::Str(text.as_bytes().into()), ttl);
     // Logged as the resulting value: replay never re-derives it.
     if ttl != 0 {
         let at = ttl.to_string();
