@@ -152,11 +152,17 @@ fn expire_family_options_and_ttl_semantics() {
     let future = at / 1000 + 1000;
     assert_eq!(c.int(&["EXPIREAT", "k", &future.to_string()]), 1);
     assert_eq!(c.int(&["EXPIRETIME", "k"]), future);
-    assert_eq!(c.int(&["PEXPIREAT", "k", &(future * 1000 + 7).to_string()]), 1);
+    assert_eq!(
+        c.int(&["PEXPIREAT", "k", &(future * 1000 + 7).to_string()]),
+        1
+    );
     assert_eq!(c.int(&["PEXPIRETIME", "k"]), future * 1000 + 7);
     // Errors.
     assert_eq!(c.err(&["EXPIRE", "k", "abc"]), NOT_INT);
-    assert_eq!(c.err(&["EXPIRE", "k", "10", "FOO"]), "ERR Unsupported option FOO");
+    assert_eq!(
+        c.err(&["EXPIRE", "k", "10", "FOO"]),
+        "ERR Unsupported option FOO"
+    );
     assert_eq!(
         c.err(&["EXPIRE", "k", "10", "NX", "XX"]),
         "ERR NX and XX, GT or LT options at the same time are not compatible"
@@ -319,7 +325,10 @@ fn hash_commands_match_redis_replies() {
     assert_eq!(c.cmd(&["HGET", "h", "a"]), bulk("10"));
     assert_eq!(c.cmd(&["HGET", "h", "zz"]), Frame::Null);
     assert_eq!(c.cmd(&["HGET", "nokey", "a"]), Frame::Null);
-    assert_eq!(c.strs(&["HMGET", "h", "a", "zz", "b"]), ["10", "<nil>", "2"]);
+    assert_eq!(
+        c.strs(&["HMGET", "h", "a", "zz", "b"]),
+        ["10", "<nil>", "2"]
+    );
     assert_eq!(c.strs(&["HMGET", "nokey", "a"]), ["<nil>"]);
     assert_eq!(c.int(&["HLEN", "h"]), 5);
     assert_eq!(c.sorted(&["HKEYS", "h"]), ["a", "b", "c", "d", "e"]);
@@ -339,10 +348,19 @@ fn hash_commands_match_redis_replies() {
     assert_eq!(c.cmd(&["HINCRBYFLOAT", "h", "a", "1.5"]), bulk("16.5"));
     assert_eq!(c.cmd(&["HINCRBYFLOAT", "h", "b", "3"]), bulk("5"));
     c.int(&["HSET", "h", "str", "abc"]);
-    assert_eq!(c.err(&["HINCRBY", "h", "str", "1"]), "ERR hash value is not an integer");
+    assert_eq!(
+        c.err(&["HINCRBY", "h", "str", "1"]),
+        "ERR hash value is not an integer"
+    );
     assert_eq!(c.err(&["HINCRBY", "h", "a", "x"]), NOT_INT);
-    assert_eq!(c.err(&["HINCRBYFLOAT", "h", "str", "1"]), "ERR hash value is not a float");
-    assert_eq!(c.err(&["HINCRBYFLOAT", "h", "a", "x"]), "ERR value is not a valid float");
+    assert_eq!(
+        c.err(&["HINCRBYFLOAT", "h", "str", "1"]),
+        "ERR hash value is not a float"
+    );
+    assert_eq!(
+        c.err(&["HINCRBYFLOAT", "h", "a", "x"]),
+        "ERR value is not a valid float"
+    );
     c.int(&["HSET", "h", "big", "9223372036854775807"]);
     assert_eq!(
         c.err(&["HINCRBY", "h", "big", "1"]),
@@ -404,10 +422,16 @@ fn list_commands_match_redis_replies() {
     assert_eq!(c.int(&["RPUSH", "l", "a", "b", "c"]), 3);
     assert_eq!(c.int(&["LPUSH", "l", "z", "y"]), 5);
     assert_eq!(c.int(&["RPUSHX", "l", "d"]), 6);
-    assert_eq!(c.strs(&["LRANGE", "l", "0", "-1"]), ["y", "z", "a", "b", "c", "d"]);
+    assert_eq!(
+        c.strs(&["LRANGE", "l", "0", "-1"]),
+        ["y", "z", "a", "b", "c", "d"]
+    );
     assert_eq!(c.strs(&["LRANGE", "l", "-2", "100"]), ["c", "d"]);
     assert_eq!(c.strs(&["LRANGE", "l", "4", "2"]), Vec::<String>::new());
-    assert_eq!(c.strs(&["LRANGE", "nokey", "0", "-1"]), Vec::<String>::new());
+    assert_eq!(
+        c.strs(&["LRANGE", "nokey", "0", "-1"]),
+        Vec::<String>::new()
+    );
     assert_eq!(c.int(&["LLEN", "l"]), 6);
     assert_eq!(c.int(&["LLEN", "nokey"]), 0);
     assert_eq!(c.cmd(&["LINDEX", "l", "0"]), bulk("y"));
@@ -453,13 +477,19 @@ fn set_commands_match_redis_replies() {
     assert_eq!(c.strs(&["SMEMBERS", "nokey"]), Vec::<String>::new());
     assert_eq!(c.int(&["SISMEMBER", "{s}a", "1"]), 1);
     assert_eq!(c.int(&["SISMEMBER", "{s}a", "9"]), 0);
-    assert_eq!(c.strs(&["SMISMEMBER", "{s}a", "1", "9", "4"]), ["1", "0", "1"]);
+    assert_eq!(
+        c.strs(&["SMISMEMBER", "{s}a", "1", "9", "4"]),
+        ["1", "0", "1"]
+    );
     assert_eq!(c.int(&["SREM", "{s}a", "4", "9"]), 1);
     c.int(&["SADD", "{s}b", "2", "3", "5"]);
     assert_eq!(c.sorted(&["SINTER", "{s}a", "{s}b"]), ["2", "3"]);
     assert_eq!(c.sorted(&["SUNION", "{s}a", "{s}b"]), ["1", "2", "3", "5"]);
     assert_eq!(c.sorted(&["SDIFF", "{s}a", "{s}b"]), ["1"]);
-    assert_eq!(c.sorted(&["SINTER", "{s}a", "{s}nokey"]), Vec::<String>::new());
+    assert_eq!(
+        c.sorted(&["SINTER", "{s}a", "{s}nokey"]),
+        Vec::<String>::new()
+    );
     assert!(c.err(&["SINTER", "a", "b"]).starts_with("CROSSSLOT"));
     assert_eq!(c.int(&["SINTERSTORE", "{s}i", "{s}a", "{s}b"]), 2);
     assert_eq!(c.sorted(&["SMEMBERS", "{s}i"]), ["2", "3"]);
@@ -497,7 +527,10 @@ fn zset_commands_match_redis_replies() {
     assert_eq!(c.int(&["ZADD", "z", "1", "a", "5", "b"]), 0);
     assert_eq!(c.int(&["ZADD", "z", "CH", "6", "b", "4", "d"]), 2);
     assert_eq!(c.int(&["ZADD", "z", "NX", "100", "a", "0", "e"]), 1);
-    assert_eq!(c.int(&["ZADD", "z", "XX", "CH", "0.5", "e", "9", "nope"]), 1);
+    assert_eq!(
+        c.int(&["ZADD", "z", "XX", "CH", "0.5", "e", "9", "nope"]),
+        1
+    );
     assert_eq!(c.int(&["ZADD", "z", "GT", "CH", "0.1", "e"]), 0);
     assert_eq!(c.int(&["ZADD", "z", "LT", "CH", "0.1", "e"]), 1);
     assert_eq!(c.cmd(&["ZADD", "z", "INCR", "2", "a"]), bulk("3"));
@@ -505,10 +538,16 @@ fn zset_commands_match_redis_replies() {
     assert_eq!(c.cmd(&["ZINCRBY", "z", "1.5", "a"]), bulk("4.5"));
     assert_eq!(c.cmd(&["ZSCORE", "z", "a"]), bulk("4.5"));
     assert_eq!(c.cmd(&["ZSCORE", "z", "nope"]), Frame::Null);
-    assert_eq!(c.strs(&["ZMSCORE", "z", "a", "nope", "e"]), ["4.5", "<nil>", "0.1"]);
+    assert_eq!(
+        c.strs(&["ZMSCORE", "z", "a", "nope", "e"]),
+        ["4.5", "<nil>", "0.1"]
+    );
     assert_eq!(c.int(&["ZCARD", "z"]), 5);
     // e 0.1, c 3, d 4, a 4.5, b 6
-    assert_eq!(c.strs(&["ZRANGE", "z", "0", "-1"]), ["e", "c", "d", "a", "b"]);
+    assert_eq!(
+        c.strs(&["ZRANGE", "z", "0", "-1"]),
+        ["e", "c", "d", "a", "b"]
+    );
     assert_eq!(
         c.strs(&["ZRANGE", "z", "0", "1", "WITHSCORES"]),
         ["e", "0.1", "c", "3"]
@@ -517,12 +556,30 @@ fn zset_commands_match_redis_replies() {
     assert_eq!(c.strs(&["ZRANGE", "z", "-2", "-1"]), ["a", "b"]);
     assert_eq!(c.strs(&["ZRANGEBYSCORE", "z", "3", "(4.5"]), ["c", "d"]);
     assert_eq!(
-        c.strs(&["ZRANGEBYSCORE", "z", "-inf", "+inf", "WITHSCORES", "LIMIT", "1", "2"]),
+        c.strs(&[
+            "ZRANGEBYSCORE",
+            "z",
+            "-inf",
+            "+inf",
+            "WITHSCORES",
+            "LIMIT",
+            "1",
+            "2"
+        ]),
         ["c", "3", "d", "4"]
     );
-    assert_eq!(c.strs(&["ZREVRANGEBYSCORE", "z", "+inf", "4"]), ["b", "a", "d"]);
-    assert_eq!(c.strs(&["ZRANGE", "z", "(3", "6", "BYSCORE", "LIMIT", "0", "2"]), ["d", "a"]);
-    assert_eq!(c.strs(&["ZRANGE", "z", "6", "(3", "BYSCORE", "REV"]), ["b", "a", "d"]);
+    assert_eq!(
+        c.strs(&["ZREVRANGEBYSCORE", "z", "+inf", "4"]),
+        ["b", "a", "d"]
+    );
+    assert_eq!(
+        c.strs(&["ZRANGE", "z", "(3", "6", "BYSCORE", "LIMIT", "0", "2"]),
+        ["d", "a"]
+    );
+    assert_eq!(
+        c.strs(&["ZRANGE", "z", "6", "(3", "BYSCORE", "REV"]),
+        ["b", "a", "d"]
+    );
     assert_eq!(c.int(&["ZCOUNT", "z", "(0.1", "4.5"]), 3);
     assert_eq!(c.int(&["ZCOUNT", "z", "-inf", "+inf"]), 5);
     assert_eq!(c.int(&["ZRANK", "z", "e"]), 0);
@@ -538,9 +595,15 @@ fn zset_commands_match_redis_replies() {
     assert_eq!(c.int(&["EXISTS", "z"]), 0);
     c.int(&["ZADD", "lex", "0", "a", "0", "b", "0", "c", "0", "d"]);
     assert_eq!(c.strs(&["ZRANGEBYLEX", "lex", "[b", "(d"]), ["b", "c"]);
-    assert_eq!(c.strs(&["ZRANGE", "lex", "+", "(b", "BYLEX", "REV"]), ["d", "c"]);
+    assert_eq!(
+        c.strs(&["ZRANGE", "lex", "+", "(b", "BYLEX", "REV"]),
+        ["d", "c"]
+    );
     // Errors.
-    assert_eq!(c.err(&["ZADD", "z", "x", "a"]), "ERR value is not a valid float");
+    assert_eq!(
+        c.err(&["ZADD", "z", "x", "a"]),
+        "ERR value is not a valid float"
+    );
     assert_eq!(c.err(&["ZADD", "z", "NX", "1"]), SYNTAX);
     assert_eq!(c.err(&["ZADD", "z", "1", "a", "2"]), SYNTAX);
     assert_eq!(
@@ -556,7 +619,10 @@ fn zset_commands_match_redis_replies() {
         "ERR INCR option supports a single increment-element pair"
     );
     assert_eq!(c.int(&["EXISTS", "z"]), 0, "a refused ZADD creates nothing");
-    assert_eq!(c.err(&["ZRANGEBYSCORE", "lex", "x", "1"]), "ERR min or max is not a float");
+    assert_eq!(
+        c.err(&["ZRANGEBYSCORE", "lex", "x", "1"]),
+        "ERR min or max is not a float"
+    );
     assert_eq!(
         c.err(&["ZRANGEBYLEX", "lex", "b", "c"]),
         "ERR min or max not valid string range item"
@@ -572,7 +638,10 @@ fn zset_commands_match_redis_replies() {
 fn stream_commands_match_redis_replies() {
     let n = node();
     let mut c = Raw::connect(&n);
-    assert_eq!(c.cmd(&["XADD", "s", "NOMKSTREAM", "*", "f", "v"]), Frame::Null);
+    assert_eq!(
+        c.cmd(&["XADD", "s", "NOMKSTREAM", "*", "f", "v"]),
+        Frame::Null
+    );
     assert_eq!(c.int(&["EXISTS", "s"]), 0);
     assert_eq!(c.cmd(&["XADD", "s", "1-1", "f", "v1"]), bulk("1-1"));
     assert_eq!(c.cmd(&["XADD", "s", "1-*", "f", "v2"]), bulk("1-2"));
@@ -697,7 +766,8 @@ fn dump(c: &mut Raw) -> BTreeMap<String, (String, Vec<String>, i64)> {
             "string" => vec![text(c.cmd(&["GET", &k]))],
             "hash" => {
                 let v = c.strs(&["HGETALL", &k]);
-                let mut pairs: Vec<String> = v.chunks(2).map(|p| format!("{}={}", p[0], p[1])).collect();
+                let mut pairs: Vec<String> =
+                    v.chunks(2).map(|p| format!("{}={}", p[0], p[1])).collect();
                 pairs.sort();
                 pairs
             }

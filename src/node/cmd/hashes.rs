@@ -56,8 +56,9 @@ fn write<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<&'s mut Hash
 /// Sets the field/value pairs from argument 2 on; the number of new fields.
 fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Option<usize> {
     if args.len() % 2 != 0 {
-        ctx.out
-            .error(&format!("ERR wrong number of arguments for '{name}' command"));
+        ctx.out.error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
         return None;
     }
     let slot = ctx.slot();
@@ -71,7 +72,9 @@ fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Option<usize> {
     let mut added = 0;
     let mut i = 2;
     while i + 1 < args.len() {
-        if h.insert(args.get(i).into(), args.get(i + 1).into()).is_none() {
+        if h.insert(args.get(i).into(), args.get(i + 1).into())
+            .is_none()
+        {
             added += 1;
         }
         i += 2;
@@ -161,7 +164,11 @@ fn hdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let key = args.get(1);
     let removed = match ctx.store.get_mut(slot, key).map(|e| &mut e.value) {
         None => 0,
-        Some(Value::Hash(h)) => args.iter().skip(2).filter(|f| h.remove(*f).is_some()).count(),
+        Some(Value::Hash(h)) => args
+            .iter()
+            .skip(2)
+            .filter(|f| h.remove(*f).is_some())
+            .count(),
         Some(_) => {
             ctx.out.error(WRONGTYPE);
             return;
@@ -195,8 +202,15 @@ fn hstrlen(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 /// The current value of a field, type-checked, without creating the key.
-fn current<'s>(store: &'s mut Store, slot: u16, key: &[u8], field: &[u8]) -> Result<Option<&'s [u8]>, &'static str> {
-    Ok(read(store, slot, key)?.and_then(|h| h.get(field)).map(|v| &**v))
+fn current<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+    field: &[u8],
+) -> Result<Option<&'s [u8]>, &'static str> {
+    Ok(read(store, slot, key)?
+        .and_then(|h| h.get(field))
+        .map(|v| &**v))
 }
 
 fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) {

@@ -67,6 +67,26 @@ struct Cond {
     lt: bool,
 }
 
+impl Cond {
+    /// Whether the condition lets `when` replace the deadline `cur` (0 =
+    /// persistent, which counts as an infinite TTL for GT and LT).
+    fn allows(&self, cur: u64, when: i64) -> bool {
+        if self.nx && cur != 0 {
+            return false;
+        }
+        if self.xx && cur == 0 {
+            return false;
+        }
+        if self.gt && (cur == 0 || when <= cur as i64) {
+            return false;
+        }
+        if self.lt && cur != 0 && when >= cur as i64 {
+            return false;
+        }
+        true
+    }
+}
+
 fn parse_cond(args: &Args<'_>) -> Result<Cond, String> {
     let mut c = Cond::default();
     for a in args.iter().skip(3) {
@@ -79,7 +99,10 @@ fn parse_cond(args: &Args<'_>) -> Result<Cond, String> {
         } else if a.eq_ignore_ascii_case(b"lt") {
             c.lt = true;
         } else {
-            return Err(format!("ERR Unsupported option {}", String::from_utf8_lossy(a)));
+            return Err(format!(
+                "ERR Unsupported option {}",
+                String::from_utf8_lossy(a)
+            ));
         }
     }
     if c.nx && (c.xx || c.gt || c.lt) {
@@ -122,12 +145,7 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, unit_ms: i64, relative: bo
         return;
     };
     let cur = e.expire_at();
-    // A persistent key counts as an infinite TTL for GT and LT.
-    let ok = !(cond.nx && cur != 0)
-        && !(cond.xx && cur == 0)
-        && !(cond.gt && (cur == 0 || when <= cur as i64))
-        && !(cond.lt && cur != 0 && when >= cur as i64);
-    if !ok {
+    if !cond.allows(cur, when) {
         ctx.out.int(0);
         return;
     }
@@ -211,7 +229,10 @@ fn type_(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let cursor: u64 = match std::str::from_utf8(args.get(1)).ok().and_then(|s| s.parse().ok()) {
+    let cursor: u64 = match std::str::from_utf8(args.get(1))
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         Some(c) => c,
         None => {
             ctx.out.error("ERR invalid cursor");

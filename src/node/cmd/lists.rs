@@ -38,7 +38,11 @@ fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s Li
 }
 
 /// The existing list at `key`, mutably.
-fn modify<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s mut List>, &'static str> {
+fn modify<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<Option<&'s mut List>, &'static str> {
     match store.get_mut(slot, key) {
         None => Ok(None),
         Some(e) => match &mut e.value {
@@ -101,8 +105,9 @@ fn rpushx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 fn pop(ctx: &mut Ctx<'_>, args: &Args<'_>, left: bool) {
     if args.len() > 3 {
         let name = if left { "lpop" } else { "rpop" };
-        ctx.out
-            .error(&format!("ERR wrong number of arguments for '{name}' command"));
+        ctx.out.error(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
         return;
     }
     let count = if args.len() == 3 {
@@ -128,7 +133,11 @@ fn pop(ctx: &mut Ctx<'_>, args: &Args<'_>, left: bool) {
     let n = count.unwrap_or(1).min(list.len());
     let mut popped = Vec::with_capacity(n);
     for _ in 0..n {
-        let v = if left { list.pop_front() } else { list.pop_back() };
+        let v = if left {
+            list.pop_front()
+        } else {
+            list.pop_back()
+        };
         popped.extend(v);
     }
     if n > 0 {
@@ -159,8 +168,16 @@ fn rpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 /// empty.
 fn range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
     let len = len as i64;
-    let start = if start < 0 { (len + start).max(0) } else { start };
-    let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 {
+        len + stop
+    } else {
+        stop.min(len - 1)
+    };
     if start > stop || start >= len {
         None
     } else {
@@ -230,7 +247,11 @@ fn lrem(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         ctx.out.int(0);
         return;
     };
-    let limit = if count == 0 { usize::MAX } else { count.unsigned_abs() as usize };
+    let limit = if count == 0 {
+        usize::MAX
+    } else {
+        count.unsigned_abs() as usize
+    };
     let mut removed = 0usize;
     if count >= 0 {
         let mut i = 0;

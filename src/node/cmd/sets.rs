@@ -41,7 +41,11 @@ fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s Se
     }
 }
 
-fn modify<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s mut Set>, &'static str> {
+fn modify<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<Option<&'s mut Set>, &'static str> {
     match store.get_mut(slot, key) {
         None => Ok(None),
         Some(e) => match &mut e.value {
@@ -66,7 +70,11 @@ fn write<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<&'s mut Set,
 fn sadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let set = try_reply!(ctx, write(ctx.store, slot, args.get(1)));
-    let added = args.iter().skip(2).filter(|m| set.insert(Bytes::from(*m))).count();
+    let added = args
+        .iter()
+        .skip(2)
+        .filter(|m| set.insert(Bytes::from(*m)))
+        .count();
     if added > 0 {
         ctx.propagate(args);
     }
@@ -219,7 +227,9 @@ fn srandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             let n = n.unsigned_abs() as usize;
             ctx.out.array(n);
             for _ in 0..n {
-                let m = all.choose(&mut rng).expect("sets in the keyspace are never empty");
+                let m = all
+                    .choose(&mut rng)
+                    .expect("sets in the keyspace are never empty");
                 ctx.out.bulk(m);
             }
         }
@@ -255,7 +265,11 @@ enum Op {
 }
 
 /// The result of an operation over the sets at `keys` (missing = empty).
-fn compute<'k>(ctx: &mut Ctx<'_>, keys: impl Iterator<Item = &'k [u8]>, op: Op) -> Result<Set, &'static str> {
+fn compute<'k>(
+    ctx: &mut Ctx<'_>,
+    keys: impl Iterator<Item = &'k [u8]>,
+    op: Op,
+) -> Result<Set, &'static str> {
     let slot = ctx.slot();
     let mut sets: Vec<Option<Set>> = Vec::new();
     for k in keys {
@@ -265,12 +279,16 @@ fn compute<'k>(ctx: &mut Ctx<'_>, keys: impl Iterator<Item = &'k [u8]>, op: Op) 
     let mut it = sets.iter().map(|s| s.as_ref().unwrap_or(&empty));
     let first = it.next().cloned().unwrap_or_default();
     Ok(match op {
-        Op::Inter => it.fold(first, |acc, s| acc.into_iter().filter(|m| s.contains(m)).collect()),
+        Op::Inter => it.fold(first, |acc, s| {
+            acc.into_iter().filter(|m| s.contains(m)).collect()
+        }),
         Op::Union => it.fold(first, |mut acc, s| {
             acc.extend(s.iter().cloned());
             acc
         }),
-        Op::Diff => it.fold(first, |acc, s| acc.into_iter().filter(|m| !s.contains(m)).collect()),
+        Op::Diff => it.fold(first, |acc, s| {
+            acc.into_iter().filter(|m| !s.contains(m)).collect()
+        }),
     })
 }
 

@@ -22,7 +22,11 @@ pub static COMMANDS: &[CommandSpec] = &[
 
 const ERR_INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argument";
 
-fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s Stream>, &'static str> {
+fn read<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<Option<&'s Stream>, &'static str> {
     match store.get(slot, key) {
         None => Ok(None),
         Some(e) => match &e.value {
@@ -32,7 +36,11 @@ fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s St
     }
 }
 
-fn modify<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s mut Stream>, &'static str> {
+fn modify<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<Option<&'s mut Stream>, &'static str> {
     match store.get_mut(slot, key) {
         None => Ok(None),
         Some(e) => match &mut e.value {
@@ -176,7 +184,8 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         return;
     }
     let last = existing.unwrap_or_default();
-    const TOP: &str = "ERR The ID specified in XADD is equal or smaller than the target stream top item";
+    const TOP: &str =
+        "ERR The ID specified in XADD is equal or smaller than the target stream top item";
     let id = if id_arg == b"*" {
         if now > last.ms {
             StreamId { ms: now, seq: 0 }
@@ -192,7 +201,10 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             }
         }
     } else if let Some(ms) = id_arg.strip_suffix(b"-*") {
-        let Some(ms) = parse_id(ms, 0).filter(|_| !ms.contains(&b'-')).map(|i| i.ms) else {
+        let Some(ms) = parse_id(ms, 0)
+            .filter(|_| !ms.contains(&b'-'))
+            .map(|i| i.ms)
+        else {
             ctx.out.error(ERR_INVALID_ID);
             return;
         };
@@ -283,7 +295,9 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, rev: bool) {
     };
     let empty = match (start, end) {
         (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => {
-            x > y || (x == y && (matches!(start, Bound::Excluded(_)) || matches!(end, Bound::Excluded(_))))
+            x > y
+                || (x == y
+                    && (matches!(start, Bound::Excluded(_)) || matches!(end, Bound::Excluded(_))))
         }
         _ => false,
     };
@@ -329,7 +343,10 @@ fn xdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let removed = match try_reply!(ctx, modify(ctx.store, slot, args.get(1))) {
         None => 0,
-        Some(s) => ids.iter().filter(|id| s.entries.remove(id).is_some()).count(),
+        Some(s) => ids
+            .iter()
+            .filter(|id| s.entries.remove(id).is_some())
+            .count(),
     };
     if removed > 0 {
         ctx.propagate(args);

@@ -41,7 +41,11 @@ fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s ZS
     }
 }
 
-fn modify<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s mut ZSet>, &'static str> {
+fn modify<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<Option<&'s mut ZSet>, &'static str> {
     match store.get_mut(slot, key) {
         None => Ok(None),
         Some(e) => match &mut e.value {
@@ -81,7 +85,12 @@ struct AddResult {
     incr_score: Option<f64>,
 }
 
-fn zadd_generic(ctx: &mut Ctx<'_>, key: &[u8], f: &AddFlags, pairs: &[(f64, &[u8])]) -> Result<AddResult, &'static str> {
+fn zadd_generic(
+    ctx: &mut Ctx<'_>,
+    key: &[u8],
+    f: &AddFlags,
+    pairs: &[(f64, &[u8])],
+) -> Result<AddResult, &'static str> {
     let slot = ctx.slot();
     let mut r = AddResult {
         added: 0,
@@ -163,7 +172,7 @@ fn zadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             .error("ERR XX and NX options at the same time are not compatible");
         return;
     }
-    if (f.gt && f.nx) || (f.lt && f.nx) || (f.gt && f.lt) {
+    if [f.gt, f.lt, f.nx].iter().filter(|&&b| b).count() > 1 {
         ctx.out
             .error("ERR GT, LT, and/or NX options at the same time are not compatible");
         return;
@@ -445,8 +454,16 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
         let items: Vec<(&Bytes, f64)> = match &bounds {
             Bounds::Rank(start, stop) => {
                 let len = z.len() as i64;
-                let start = if *start < 0 { (len + start).max(0) } else { *start };
-                let stop = if *stop < 0 { len + stop } else { (*stop).min(len - 1) };
+                let start = if *start < 0 {
+                    (len + start).max(0)
+                } else {
+                    *start
+                };
+                let stop = if *stop < 0 {
+                    len + stop
+                } else {
+                    (*stop).min(len - 1)
+                };
                 if start > stop || start >= len {
                     Vec::new()
                 } else {
@@ -457,15 +474,39 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
                 }
             }
             Bounds::Score(min, max) => iter
-                .skip_while(|(s, _)| if rev { !max.below_max(s.0) } else { !min.above_min(s.0) })
-                .take_while(|(s, _)| if rev { min.above_min(s.0) } else { max.below_max(s.0) })
+                .skip_while(|(s, _)| {
+                    if rev {
+                        !max.below_max(s.0)
+                    } else {
+                        !min.above_min(s.0)
+                    }
+                })
+                .take_while(|(s, _)| {
+                    if rev {
+                        min.above_min(s.0)
+                    } else {
+                        max.below_max(s.0)
+                    }
+                })
                 .skip(offset)
                 .take(count)
                 .map(|(s, m)| (m, s.0))
                 .collect(),
             Bounds::Lex(min, max) => iter
-                .skip_while(|(_, m)| if rev { !max.below_max(m) } else { !min.above_min(m) })
-                .take_while(|(_, m)| if rev { min.above_min(m) } else { max.below_max(m) })
+                .skip_while(|(_, m)| {
+                    if rev {
+                        !max.below_max(m)
+                    } else {
+                        !min.above_min(m)
+                    }
+                })
+                .take_while(|(_, m)| {
+                    if rev {
+                        min.above_min(m)
+                    } else {
+                        max.below_max(m)
+                    }
+                })
                 .skip(offset)
                 .take(count)
                 .map(|(s, m)| (m, s.0))
