@@ -669,7 +669,7 @@ fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError> {
     let mut watermarks = vec![0u64; SLOTS];
     let mut keys = 0u64;
     let mut body = Vec::new();
-    for slot in 0..SLOTS {
+    for (slot, watermark) in watermarks.iter_mut().enumerate() {
         let mut prefix = [0u8; 8];
         if !read_crc(&mut r, &mut prefix, &mut crc).map_err(read_err)? {
             return Err(corrupt(
@@ -703,7 +703,7 @@ fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError> {
                     "section of slot {s} where slot {slot} was expected"
                 ));
             }
-            watermarks[slot] = c.u64()?;
+            *watermark = c.u64()?;
             let n = c.count(13)?;
             for _ in 0..n {
                 let key = c.bytes()?;
