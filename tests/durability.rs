@@ -341,12 +341,18 @@ fn corrupt_newest_snapshot_falls_back_to_older_and_refuses_when_impossible() {
         stderr.contains(&newest.display().to_string()),
         "the warning names the corrupt file: {stderr}"
     );
+    let aside = newest.with_extension("tsnap.corrupt");
+    assert!(
+        aside.exists(),
+        "the corrupt snapshot is set aside: {aside:?}"
+    );
     node.restart();
     assert_all(&node, &expected);
     node.kill9();
 
     // Both snapshots corrupt and the log truncated: nothing can rebuild the
     // data, so the node refuses, naming the newest corrupt file.
+    std::fs::rename(&aside, &newest).expect("put the corrupt snapshot back");
     flip_middle(&snaps[0]);
     let (status, stderr) = TestNode::try_start_in(&node.dir, &[], Duration::from_secs(20));
     let status = status.expect("the node refuses to start");

@@ -330,6 +330,12 @@ pub async fn take(node: &Rc<Node>) -> Result<SnapshotInfo, SnapshotError> {
             "persistence is disabled",
         )));
     }
+    if !node.ready.get() {
+        // While the log replays, the last LSN is not what the store holds.
+        return Err(write_err(&dir)(std::io::Error::other(
+            "the node is still loading its data set",
+        )));
+    }
     std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
     let tmp = dir.join(format!("snapshot-{}-{}.tmp", now_ms(), std::process::id()));
     let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(4);
@@ -806,6 +812,14 @@ pub fn load_newest(dir: &Path, store: &mut Store) -> Result<Option<Loaded>, Snap
                         return Err(err);
                     }
                     warn!(path = %path.display(), "falling back to an older snapshot; the log covers the difference");
+                    // Set the invalid newer ones aside (kept for inspection)
+                    // so retention counts only usable snapshots.
+                    for (_, bad) in snaps.iter().rev().take(i) {
+                        let aside = bad.with_extension("tsnap.corrupt");
+                        if let Err(e) = std::fs::rename(bad, &aside) {
+                            warn!(path = %bad.display(), error = %e, "failed to set a corrupt snapshot aside");
+                        }
+                    }
                 }
                 return Ok(Some(loaded));
             }
@@ -967,6 +981,9 @@ mod tests {
         assert_eq!(l.info.end_lsn, 10);
         assert_eq!(st.len(), 7);
         assert!(!snaps.join("snapshot-1-2.tmp").exists());
+        let aside = snaps.join(format!("{}.corrupt", snapshot_name(20)));
+        assert!(aside.exists(), "the corrupt snapshot is set aside");
+        std::fs::rename(&aside, snaps.join(snapshot_name(20))).expect("put it back");
 
         // The log starts at 15: records 11..14 are gone, refuse.
         std::fs::remove_file(wal_dir.join("00000000000000000005.wal")).expect("rm");
