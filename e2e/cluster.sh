@@ -251,6 +251,10 @@ state = "$RUNTIME/containerd"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   enable_selinux = false
+  # Root here lacks CAP_SYS_RESOURCE, so runc cannot lower oom_score_adj
+  # (the sandbox asks for -998: "failed to update /proc/self/oom_score_adj:
+  # Permission denied"). Clamp scores to containerd's own instead.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
