@@ -13,8 +13,11 @@ mkdir -p "$RUN" "$LOGS/build" "$IMAGES_DIR" "$CACHE/cargo-target"
 
 # Tag by content, so an unchanged tree is not rebuilt and every change gets a
 # new tag (never :latest, so the kubelet never tries to pull it).
-hash=$(cd "$REPO_ROOT" && find Cargo.toml Cargo.lock Dockerfile src build.rs -type f 2>/dev/null \
-        | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)
+inputs=()
+for p in Cargo.toml Cargo.lock Dockerfile .dockerignore build.rs src; do
+  [[ -e $REPO_ROOT/$p ]] && inputs+=("$p")
+done
+hash=$(cd "$REPO_ROOT" && find "${inputs[@]}" -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)
 ref="localhost/tessera:dev-$hash"
 ar=$(image_archive "$ref")
 
