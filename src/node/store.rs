@@ -24,10 +24,22 @@ use super::slots::SLOTS;
 pub type Key = Box<[u8]>;
 pub type Bytes = Box<[u8]>;
 
-/// A score with a total order (NaN is refused before it gets here).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+/// A score with a total order (NaN is refused before it gets here). Every
+/// comparison goes through `total_cmp`, so equality and order agree (a
+/// BTreeSet needs that; -0.0 and 0.0 are distinct here).
+#[derive(Debug, Clone, Copy)]
 pub struct Score(pub f64);
+impl PartialEq for Score {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0).is_eq()
+    }
+}
 impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for Score {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
@@ -43,6 +55,8 @@ pub struct ZSet {
 impl ZSet {
     /// Inserts or updates; returns true when the member is new.
     pub fn insert(&mut self, member: &[u8], score: f64) -> bool {
+        // One zero: -0.0 and 0.0 compare equal as f64 but not in the tree.
+        let score = if score == 0.0 { 0.0 } else { score };
         match self.scores.get_mut(member) {
             Some(old) => {
                 if *old != score {
@@ -257,7 +271,9 @@ impl Store {
         // One probe: replacing an expired key is the same as replacing a
         // live one (its DEL need not be logged: this write supersedes it).
         let old = match db.map.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(mut o) => Some(std::mem::replace(o.get_mut(), entry)),
+            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
+                Some(std::mem::replace(o.get_mut(), entry))
+            }
             hashbrown::hash_map::EntryRef::Vacant(v) => {
                 v.insert(entry);
                 self.keys += 1;
@@ -278,7 +294,9 @@ impl Store {
             _ => {}
         }
         // An expired previous value is reported as absent.
-        old.filter(|o| !(self.mode == ExpireMode::Active && o.expire_at != 0 && o.expire_at <= self.now_ms))
+        old.filter(|o| {
+            !(self.mode == ExpireMode::Active && o.expire_at != 0 && o.expire_at <= self.now_ms)
+        })
     }
 
     /// The value at `key`, created with `make` when absent; `Err(WrongType)`

@@ -236,7 +236,8 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     if !(nx || xx || get_old || keepttl) {
         // The common case: no condition, nothing to read first.
-        ctx.store.set(slot, key, Value::Str(args.get(2).into()), expire_at);
+        ctx.store
+            .set(slot, key, Value::Str(args.get(2).into()), expire_at);
         propagate_set(ctx, key, args.get(2), expire_at);
         ctx.out.ok();
         return;
@@ -253,7 +254,8 @@ fn set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         },
     };
     let exists = old.is_some();
-    let applies = !(nx && exists) && !(xx && !exists);
+    // NX: only when absent; XX: only when present.
+    let applies = if exists { !nx } else { !xx };
     if applies {
         let ttl = if keepttl {
             ctx.store.get(slot, key).map_or(0, |e| e.expire_at())
