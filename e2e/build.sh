@@ -17,7 +17,7 @@ mkdir -p "$BUILD_LOG"
 
 # ---------------------------------------------------------------- packages
 APT_PACKAGES=(containerd runc containernetworking-plugins buildah debootstrap
-  iptables conntrack iproute2 openssl jq curl redis-tools util-linux procps)
+  iptables nftables conntrack iproute2 openssl jq curl redis-tools util-linux procps)
 install_packages() {
   local missing=()
   for p in "${APT_PACKAGES[@]}"; do

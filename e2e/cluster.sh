@@ -59,6 +59,8 @@ save_host_state() {
     [[ -e $d ]] && echo "$d"
   done >"$HOST_STATE/existing-paths"
   : >>"$HOST_STATE/mounted-cgroups"
+  # iptables-nft creates nftables tables on first use; remember which existed.
+  if command -v nft >/dev/null; then nft list tables >"$HOST_STATE/nft-tables" 2>/dev/null || true; fi
 }
 
 setup_host() {
@@ -103,6 +105,16 @@ restore_host() {
       rmdir_tree "$m/kubepods"
       umount "$m" 2>/dev/null && rmdir "$m" 2>/dev/null || true
     done <"$HOST_STATE/mounted-cgroups"
+  fi
+  # nftables tables that iptables-nft created for us, if now empty.
+  if command -v nft >/dev/null && [[ -e $HOST_STATE/nft-tables ]]; then
+    local fam name
+    nft list tables 2>/dev/null | while read -r _ fam name; do
+      grep -qx "table $fam $name" "$HOST_STATE/nft-tables" && continue
+      if ! nft list table "$fam" "$name" 2>/dev/null | grep -vqE '^[[:space:]]*(table|chain|type|policy|\}|$)'; then
+        nft delete table "$fam" "$name" 2>/dev/null || true
+      fi
+    done
   fi
   local d
   for d in /run/netns /var/run/netns /run/containerd /var/log/containers /var/log/pods; do
@@ -408,6 +420,7 @@ import_images() {
     [[ -e $ar ]] || continue
     ref=$(tar -xOf "$ar" index.json 2>/dev/null | jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"] // empty')
     [[ -n $ref ]] || continue
+    [[ $ref == "$BUILDER_IMAGE" ]] && continue   # build-time only
     grep -qxF "$ref" <<<"$have" && continue
     log "importing $ref"
     kctr images import --base-name "${ref%:*}" --index-name "$ref" "$ar" >>"$LOGS/images.log" 2>&1 \
