@@ -6,7 +6,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$E2E_DIR/cluster.sh" up
-"$E2E_DIR/image.sh"
+# E2E_IMAGE=<ref> tests an image already imported (e.g. while iterating on
+# the cluster itself); by default the image is built from this tree.
+if [[ -n ${E2E_IMAGE:-} ]]; then echo "$E2E_IMAGE" >"$RUN/image"; else "$E2E_DIR/image.sh"; fi
 IMAGE=$(cat "$RUN/image")
 
 NS=e2e-smoke
