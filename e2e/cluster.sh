@@ -136,7 +136,8 @@ kill_pod_processes() {
   local h pids
   for h in /sys/fs/cgroup/*/kubepods; do
     [[ -d $h ]] || continue
-    pids=$(find "$h" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+    # cgroups vanish while we read them; a failed read is not an error.
+    pids=$(find "$h" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u || true)
     [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
   done
   sleep 0.5
@@ -482,21 +483,28 @@ cmd_up() {
 }
 
 cmd_down() {
-  local c
+  # Each step runs even if an earlier one failed (a `||` list also switches
+  # off errexit inside the step), so a half-broken cluster is still cleaned.
+  local c step
   # kubelet first so it does not restart containers while we tear down.
-  stop kubelet
-  stop kube-proxy
-  kill_pod_processes
-  kill_shims
-  for c in containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$c"; done
-  # kube-proxy knows how to remove its own rules; then sweep what remains.
-  [[ -x $BIN/kube-proxy ]] && "$BIN/kube-proxy" --cleanup >"$LOGS/kube-proxy-cleanup.log" 2>&1 || true
-  cleanup_iptables
-  unmount_ours
-  rm -rf "$STATE" "$RUNTIME"
-  restore_host
-  rm -rf "$PIDS" "$RUN/conf" "$RUN/image.imported"
+  for step in "stop kubelet" "stop kube-proxy" kill_pod_processes kill_shims \
+      "stop containerd" "stop kube-scheduler" "stop kube-controller-manager" \
+      "stop kube-apiserver" "stop etcd" kube_proxy_cleanup cleanup_iptables \
+      unmount_ours remove_state restore_host; do
+    $step || log "warning: '$step' failed; continuing"
+  done
+  rm -rf "$PIDS" "$RUN/conf"
   log "cluster down"
+}
+
+# kube-proxy knows how to remove its own rules; cleanup_iptables sweeps the rest.
+kube_proxy_cleanup() {
+  [[ -x $BIN/kube-proxy ]] || return 0
+  "$BIN/kube-proxy" --cleanup >"$LOGS/kube-proxy-cleanup.log" 2>&1 || true
+}
+
+remove_state() {
+  rm -rf "$STATE" "$RUNTIME"
 }
 
 cmd_status() {
