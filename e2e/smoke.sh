@@ -195,7 +195,23 @@ else
   fail "host cannot reach pod IP '$pod_ip'"
 fi
 
-# 7. Namespace deletion and garbage collection remove everything we made.
+# 7. Helm (built here, in e2e/.run/bin) talks to the cluster; once the
+#    project has a chart, it lints and server-side dry-run installs.
+chart=$(ls -d "$REPO_ROOT"/charts/*/Chart.yaml 2>/dev/null | head -1 || true)
+if ! helm list -A >/dev/null 2>&1; then
+  fail "helm $(helm version --short 2>&1) cannot talk to the cluster"
+elif [[ -z $chart ]]; then
+  pass "helm $(helm version --short) reaches the cluster (no chart in charts/ yet)"
+else
+  chart=$(dirname "$chart")
+  if out=$(helm lint "$chart" 2>&1 && helm install smoke-chart "$chart" -n "$NS" --dry-run=server 2>&1); then
+    pass "helm lint and helm install --dry-run=server of ${chart#"$REPO_ROOT"/}"
+  else
+    fail "helm on ${chart#"$REPO_ROOT"/}: $(tail -3 <<<"$out")"
+  fi
+fi
+
+# 8. Namespace deletion and garbage collection remove everything we made.
 if kubectl delete ns "$NS" --wait=true --timeout=120s >/dev/null 2>&1; then
   pass "namespace $NS deleted (namespace controller and garbage collection work)"
 else
