@@ -1,4 +1,8 @@
 //! Tessera: a Kubernetes operator and its storage node for sharded,
 //! replicated, Redis-protocol key-value clusters.
 
+pub mod api;
+pub mod cli;
+pub mod client;
 pub mod node;
+pub mod operator;

@@ -9,7 +9,11 @@ use tessera::node::{self, wal::FsyncPolicy, NodeConfig};
 static GLOBAL: node::alloc::CountingAlloc = node::alloc::CountingAlloc;
 
 #[derive(Parser)]
-#[command(name = "tessera", version, about = "Sharded, replicated, Redis-protocol key-value clusters on Kubernetes")]
+#[command(
+    name = "tessera",
+    version,
+    about = "Sharded, replicated, Redis-protocol key-value clusters on Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,6 +23,12 @@ struct Cli {
 enum Command {
     /// Run a storage node: the RESP server plus the admin/metrics HTTP port.
     Node(NodeArgs),
+    /// Run the operator (in-cluster, or against KUBECONFIG).
+    Operator(tessera::cli::OperatorArgs),
+    /// Print the DatabaseCluster CustomResourceDefinition (YAML).
+    Crd,
+    /// Print a cluster's topology from its status, and how to connect.
+    Status(tessera::cli::StatusArgs),
 }
 
 #[derive(clap::Args)]
@@ -67,7 +77,9 @@ struct NodeArgs {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -83,7 +95,9 @@ fn main() -> Result<()> {
             let password = match &a.requirepass_file {
                 Some(p) => Some(
                     std::fs::read_to_string(p)
-                        .with_context(|| format!("failed to read the password file {}", p.display()))?
+                        .with_context(|| {
+                            format!("failed to read the password file {}", p.display())
+                        })?
                         .trim_end_matches(['\r', '\n'])
                         .to_string(),
                 ),
@@ -105,6 +119,12 @@ fn main() -> Result<()> {
             };
             node::run(cfg).context("the node stopped with an error")?;
         }
+        Command::Operator(a) => {
+            init_tracing(a.log_json);
+            tessera::cli::run_operator(a)?;
+        }
+        Command::Crd => print!("{}", tessera::api::crd_yaml()?),
+        Command::Status(a) => tessera::cli::run_status(a)?,
     }
     Ok(())
 }

@@ -1,0 +1,177 @@
+//! Operator-facing subcommands: `tessera operator` and `tessera status`.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, Result};
+use kube::api::Api;
+use kube::Client;
+
+use crate::api::DatabaseCluster;
+use crate::operator;
+
+#[derive(clap::Args, Debug)]
+pub struct OperatorArgs {
+    /// Image for nodes whose DatabaseCluster names none.
+    #[arg(long, env = "TESSERA_DEFAULT_IMAGE", default_value = "")]
+    pub default_image: String,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "TESSERA_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tessera-system")]
+    pub lease_namespace: String,
+    #[arg(long, default_value = "tessera-operator-leader")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Reconcile without a Lease (one replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Log as JSON lines (the default in containers).
+    #[arg(long, env = "TESSERA_LOG_JSON")]
+    pub log_json: bool,
+}
+
+pub fn run_operator(a: OperatorArgs) -> Result<()> {
+    let identity = a.identity.unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tessera".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = operator::Config {
+        default_image: a.default_image,
+        lease_namespace: a.lease_namespace,
+        lease_name: a.lease_name,
+        identity,
+        metrics_addr: a.metrics_addr,
+        no_leader_election: a.no_leader_election,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    rt.block_on(operator::run(config))
+        .context("the operator stopped with an error")
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Namespace of the cluster.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// Name of the DatabaseCluster.
+    pub name: String,
+    /// Print the status as JSON instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_status(a: StatusArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let client = Client::try_default()
+            .await
+            .context("no Kubernetes configuration (set KUBECONFIG)")?;
+        let api: Api<DatabaseCluster> = Api::namespaced(client, &a.namespace);
+        let dbc = api
+            .get(&a.name)
+            .await
+            .with_context(|| format!("reading DatabaseCluster {}/{}", a.namespace, a.name))?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&dbc.status)?);
+        } else {
+            print!("{}", render_status(&dbc));
+        }
+        Ok(())
+    })
+}
+
+/// The human view of a cluster's topology (from its status).
+pub fn render_status(dbc: &DatabaseCluster) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let s = dbc.status.clone().unwrap_or_default();
+    let name = dbc.metadata.name.clone().unwrap_or_default();
+    let ns = dbc.metadata.namespace.clone().unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "cluster {ns}/{name}: phase {} ({}), ready {}, topology epoch {}",
+        s.phase.as_deref().unwrap_or("Pending"),
+        s.reason.as_deref().unwrap_or("-"),
+        s.ready.as_deref().unwrap_or("0/0"),
+        s.epoch
+    );
+    let _ = writeln!(
+        o,
+        "spec: {} shards x {} replicas, consistency {}{}",
+        dbc.spec.shards,
+        dbc.spec.replicas,
+        dbc.spec.consistency.level.as_str(),
+        dbc.spec
+            .sharding_key
+            .as_deref()
+            .map(|k| format!(", sharding key {k} (keys look like obj:{{<{k}>}}:field)"))
+            .unwrap_or_default()
+    );
+    if let Some(m) = &s.message {
+        let _ = writeln!(o, "message: {m}");
+    }
+    let _ = writeln!(
+        o,
+        "{:<22} {:<14} {:>6}  {:<28} ROLE / IP / NODE ID",
+        "SHARD", "SLOTS", "EPOCH", "POD"
+    );
+    for sh in &s.shards {
+        let slots = sh.slots.join(",");
+        let mut first = true;
+        for (role, n) in sh
+            .primary
+            .iter()
+            .map(|p| ("primary", p))
+            .chain(sh.replicas.iter().map(|r| ("replica", r)))
+        {
+            let (a, b, c) = if first {
+                (sh.name.as_str(), slots.as_str(), sh.epoch.to_string())
+            } else {
+                ("", "", String::new())
+            };
+            first = false;
+            let _ = writeln!(
+                o,
+                "{a:<22} {b:<14} {c:>6}  {:<28} {role} {} {}{}",
+                n.pod,
+                n.ip,
+                &n.node_id[..n.node_id.len().min(12)],
+                if n.ready { "" } else { " (not ready)" }
+            );
+        }
+    }
+    let seed = s
+        .shards
+        .iter()
+        .filter_map(|sh| sh.primary.as_ref())
+        .find(|p| p.ready)
+        .or_else(|| s.shards.iter().filter_map(|sh| sh.primary.as_ref()).next());
+    match seed {
+        Some(p) => {
+            let auth = if dbc.spec.auth.is_some() {
+                " -a \"$PASSWORD\""
+            } else {
+                ""
+            };
+            let _ = writeln!(o, "connect: redis-cli -c -h {} -p 6379{auth}", p.ip);
+            let _ = writeln!(
+                o,
+                "in-cluster: redis-cli -c -h {name}.{ns}.svc -p 6379{auth}"
+            );
+        }
+        None => {
+            let _ = writeln!(o, "connect: not bootstrapped yet");
+        }
+    }
+    o
+}

@@ -1,0 +1,206 @@
+//! Operator metrics (Prometheus text) and the small HTTP server that serves
+//! `/metrics`, `/healthz` and `/readyz`. Labels are bounded: error
+//! categories are a fixed enum, never a cluster name or a message.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Why a reconcile failed; one label value each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCategory {
+    Kube,
+    Node,
+    Conflict,
+    Finalizer,
+    Other,
+}
+
+impl ErrorCategory {
+    const ALL: [ErrorCategory; 5] = [
+        Self::Kube,
+        Self::Node,
+        Self::Conflict,
+        Self::Finalizer,
+        Self::Other,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kube => "kube",
+            Self::Node => "node",
+            Self::Conflict => "conflict",
+            Self::Finalizer => "finalizer",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the reconcile duration histogram.
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    reconciles_ok: AtomicU64,
+    reconciles_err: AtomicU64,
+    errors: [AtomicU64; 5],
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    topology_pushes: AtomicU64,
+    pub leader: AtomicBool,
+    pub ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn reconciled(&self, took: Duration, error: Option<ErrorCategory>) {
+        match error {
+            None => self.reconciles_ok.fetch_add(1, Ordering::Relaxed),
+            Some(c) => {
+                self.errors[c as usize].fetch_add(1, Ordering::Relaxed);
+                self.reconciles_err.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        let secs = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn topology_pushed(&self) {
+        self.topology_pushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(2048);
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(o, "# HELP tessera_operator_reconciles_total Reconciles finished, by result.\n# TYPE tessera_operator_reconciles_total counter");
+        let _ = writeln!(
+            o,
+            "tessera_operator_reconciles_total{{result=\"ok\"}} {}",
+            r(&self.reconciles_ok)
+        );
+        let _ = writeln!(
+            o,
+            "tessera_operator_reconciles_total{{result=\"error\"}} {}",
+            r(&self.reconciles_err)
+        );
+        let _ = writeln!(o, "# HELP tessera_operator_reconcile_errors_total Failed reconciles, by category.\n# TYPE tessera_operator_reconcile_errors_total counter");
+        for c in ErrorCategory::ALL {
+            let _ = writeln!(
+                o,
+                "tessera_operator_reconcile_errors_total{{category=\"{}\"}} {}",
+                c.as_str(),
+                r(&self.errors[c as usize])
+            );
+        }
+        let _ = writeln!(o, "# HELP tessera_operator_reconcile_duration_seconds Time one reconcile took.\n# TYPE tessera_operator_reconcile_duration_seconds histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "tessera_operator_reconcile_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                r(&self.buckets[i])
+            );
+        }
+        let _ = writeln!(
+            o,
+            "tessera_operator_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            r(&self.count)
+        );
+        let _ = writeln!(
+            o,
+            "tessera_operator_reconcile_duration_seconds_sum {}",
+            r(&self.sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(
+            o,
+            "tessera_operator_reconcile_duration_seconds_count {}",
+            r(&self.count)
+        );
+        let _ = writeln!(o, "# HELP tessera_operator_topology_pushes_total Topology documents pushed to nodes.\n# TYPE tessera_operator_topology_pushes_total counter\ntessera_operator_topology_pushes_total {}", r(&self.topology_pushes));
+        let _ = writeln!(o, "# HELP tessera_operator_leader 1 while this replica holds the lease.\n# TYPE tessera_operator_leader gauge\ntessera_operator_leader {}", self.leader.load(Ordering::Relaxed) as u8);
+        let _ = writeln!(o, "# HELP tessera_operator_resident_memory_bytes Resident set size.\n# TYPE tessera_operator_resident_memory_bytes gauge\ntessera_operator_resident_memory_bytes {}", crate::node::alloc::rss_bytes());
+        o
+    }
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+fn route(m: &Metrics, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => reply(StatusCode::OK, m.render()),
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
+        // Ready once connected to the apiserver; followers are ready too
+        // (they are healthy stand-bys).
+        (&Method::GET, "/readyz") => {
+            if m.ready.load(Ordering::Relaxed) {
+                reply(StatusCode::OK, "ready\n")
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Serves until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics and health endpoints listening");
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let m = metrics.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let r = route(&m, &req);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_and_categories_render() {
+        let m = Metrics::default();
+        m.reconciled(Duration::from_millis(30), None);
+        m.reconciled(Duration::from_millis(3), Some(ErrorCategory::Node));
+        let t = m.render();
+        assert!(t.contains("tessera_operator_reconciles_total{result=\"ok\"} 1"));
+        assert!(t.contains("tessera_operator_reconcile_errors_total{category=\"node\"} 1"));
+        assert!(t.contains("tessera_operator_reconcile_duration_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(t.contains("tessera_operator_reconcile_duration_seconds_bucket{le=\"0.05\"} 2"));
+        assert!(t.contains("tessera_operator_reconcile_duration_seconds_count 2"));
+    }
+}

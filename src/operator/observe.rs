@@ -1,0 +1,116 @@
+//! Reads what is running: the cluster's StatefulSets and pods, and every
+//! node's own view from its admin port (concurrently, each call bounded).
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::Client;
+
+use super::build::{LABEL_CLUSTER, LABEL_SHARD};
+use super::topology::{admin_addr, ObservedNode};
+use crate::client::NodeClient;
+
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub statefulsets: Vec<StatefulSet>,
+    pub nodes: Vec<ObservedNode>,
+}
+
+impl Observed {
+    /// Claim template size of each existing shard StatefulSet.
+    pub fn claim_sizes(&self) -> BTreeMap<u32, String> {
+        self.statefulsets
+            .iter()
+            .filter_map(|s| {
+                let shard = s.metadata.labels.as_ref()?.get(LABEL_SHARD)?.parse().ok()?;
+                let claim = s.spec.as_ref()?.volume_claim_templates.as_ref()?.first()?;
+                let size = claim
+                    .spec
+                    .as_ref()?
+                    .resources
+                    .as_ref()?
+                    .requests
+                    .as_ref()?
+                    .get("storage")?;
+                Some((shard, size.0.clone()))
+            })
+            .collect()
+    }
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The ordinal at the end of a StatefulSet pod's name.
+fn ordinal(name: &str) -> Option<u32> {
+    name.rsplit_once('-')?.1.parse().ok()
+}
+
+pub async fn observe(
+    client: &Client,
+    nodes: &NodeClient,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Observed, kube::Error> {
+    let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={cluster}"));
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let (statefulsets, pods) = futures::try_join!(sts.list(&lp), pods.list(&lp))?;
+    let candidates: Vec<(Pod, u32, u32)> = pods
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let shard = p.metadata.labels.as_ref()?.get(LABEL_SHARD)?.parse().ok()?;
+            let ord = ordinal(p.metadata.name.as_deref()?)?;
+            Some((p, shard, ord))
+        })
+        .collect();
+    let infos = join_all(candidates.iter().map(|(p, _, _)| {
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+        async move {
+            let addr = admin_addr(ip.as_deref()?)?;
+            match nodes.status(addr).await {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    tracing::debug!(error = %e, "node status unavailable");
+                    None
+                }
+            }
+        }
+    }))
+    .await;
+    let nodes = candidates
+        .into_iter()
+        .zip(infos)
+        .map(|((p, shard, ordinal), info)| ObservedNode {
+            pod: p.metadata.name.clone().unwrap_or_default(),
+            shard,
+            ordinal,
+            ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+            pod_ready: pod_ready(&p),
+            info,
+            labels: p.metadata.labels.clone().unwrap_or_default(),
+        })
+        .collect();
+    Ok(Observed {
+        statefulsets: statefulsets.items,
+        nodes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ordinal_parses_the_suffix() {
+        assert_eq!(super::ordinal("users-shard-2-10"), Some(10));
+        assert_eq!(super::ordinal("nodash"), None);
+    }
+}

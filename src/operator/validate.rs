@@ -1,0 +1,388 @@
+//! Turns a `DatabaseCluster` plus what is already running into a
+//! [`ValidatedCluster`]: every decision the builders need, checked once.
+//!
+//! The apiserver's CEL rules refuse most bad manifests at apply time; this
+//! re-checks what CEL cannot see (a full cron parse, the shard count against
+//! the bootstrapped topology) and objects created before a rule existed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{DatabaseCluster, DatabaseClusterSpec, MAX_SHARDS};
+
+/// Longest cluster name: pod names are `<name>-shard-<i>-<ordinal>` and the
+/// StatefulSet controller adds a hash label that must stay within 63 bytes.
+pub const MAX_NAME_LEN: usize = 40;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    /// The spec can never work as written; waits for the user to change it.
+    #[error("{message}")]
+    Invalid {
+        reason: &'static str,
+        message: String,
+    },
+    /// The object lacks what the apiserver always sets (name, uid).
+    #[error("the object has no {0}")]
+    Incomplete(&'static str),
+}
+
+impl ValidationError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Invalid { reason, .. } => reason,
+            Self::Incomplete(_) => "Incomplete",
+        }
+    }
+}
+
+fn invalid(reason: &'static str, message: impl Into<String>) -> ValidationError {
+    ValidationError::Invalid {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// A warning that does not stop the reconcile but shows in the conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Everything the builders read. Builders are pure functions of this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedCluster {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub generation: i64,
+    pub spec: DatabaseClusterSpec,
+    /// Shards actually run: the spec's, or the bootstrapped count when the
+    /// spec asks for a change that resharding would need.
+    pub shards: u32,
+    /// Nodes per shard (primary included).
+    pub replicas: u32,
+    pub image: String,
+    /// Claim size per shard: a StatefulSet's claim template is immutable, so
+    /// an existing one keeps its size (volumes grow by patching the PVCs).
+    pub claim_sizes: Vec<String>,
+    /// Changes refused but not fatal (e.g. a shard count change).
+    pub refusals: Vec<Refusal>,
+}
+
+/// What validation needs to know about the running cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Existing {
+    /// Shards in the bootstrapped topology (0: not bootstrapped).
+    pub bootstrapped_shards: u32,
+    /// Claim template size of each existing StatefulSet, by shard index.
+    pub claim_sizes: BTreeMap<u32, String>,
+}
+
+pub fn validate(
+    dbc: &DatabaseCluster,
+    default_image: &str,
+    existing: &Existing,
+) -> Result<ValidatedCluster, ValidationError> {
+    let name = dbc
+        .metadata
+        .name
+        .clone()
+        .ok_or(ValidationError::Incomplete("name"))?;
+    let namespace = dbc
+        .namespace()
+        .ok_or(ValidationError::Incomplete("namespace"))?;
+    let uid = dbc
+        .metadata
+        .uid
+        .clone()
+        .ok_or(ValidationError::Incomplete("uid"))?;
+    let spec = dbc.spec.clone();
+
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(
+            "NameTooLong",
+            format!("the cluster name is {} characters; use at most {MAX_NAME_LEN} (pod names are built from it)", name.len()),
+        ));
+    }
+    if !(1..=MAX_SHARDS).contains(&spec.shards) {
+        return Err(invalid(
+            "InvalidShards",
+            format!(
+                "shards is {}; set it between 1 and {MAX_SHARDS}",
+                spec.shards
+            ),
+        ));
+    }
+    if spec.replicas < 1 {
+        return Err(invalid(
+            "InvalidReplicas",
+            format!("replicas is {}; set it to 1 or more", spec.replicas),
+        ));
+    }
+    if spec.consistency.level != crate::api::ConsistencyLevel::Eventual && spec.replicas < 2 {
+        return Err(invalid(
+            "InsufficientReplicas",
+            format!(
+                "consistency.level {} needs replicas >= 2; set replicas to 2 or more, or use eventual",
+                spec.consistency.level.as_str()
+            ),
+        ));
+    }
+    if let Some(p) = spec.consistency.quorum_percentage {
+        if !(1..=100).contains(&p) {
+            return Err(invalid(
+                "InvalidQuorum",
+                format!("consistency.quorumPercentage is {p}; set it between 1 and 100"),
+            ));
+        }
+    }
+    if let Some(b) = &spec.backup {
+        check_cron(&b.schedule).map_err(|e| {
+            invalid(
+                "InvalidBackupSchedule",
+                format!("backup.schedule {:?}: {e}", b.schedule),
+            )
+        })?;
+    }
+    if let Some(a) = &spec.auth {
+        if a.secret_name.is_empty() {
+            return Err(invalid(
+                "InvalidAuth",
+                "auth.secretName is empty; name a Secret in this namespace",
+            ));
+        }
+    }
+    let image = spec
+        .image
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| default_image.to_string());
+    if image.is_empty() {
+        return Err(invalid(
+            "NoImage",
+            "no image: set spec.image, or TESSERA_DEFAULT_IMAGE on the operator",
+        ));
+    }
+
+    let mut refusals = Vec::new();
+    let wanted = spec.shards as u32;
+    let shards = if existing.bootstrapped_shards > 0 && existing.bootstrapped_shards != wanted {
+        refusals.push(Refusal {
+            reason: "ShardCountChangeUnsupported",
+            message: format!(
+                "shards changed from {} to {wanted}, but moving slots between shards (resharding) is not supported yet; set shards back to {} (the cluster keeps running with {})",
+                existing.bootstrapped_shards, existing.bootstrapped_shards, existing.bootstrapped_shards
+            ),
+        });
+        existing.bootstrapped_shards
+    } else {
+        wanted
+    };
+    let claim_sizes = (0..shards)
+        .map(|i| {
+            existing
+                .claim_sizes
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| spec.storage.size.clone())
+        })
+        .collect();
+
+    Ok(ValidatedCluster {
+        generation: dbc.metadata.generation.unwrap_or(0),
+        replicas: spec.replicas as u32,
+        name,
+        namespace,
+        uid,
+        spec,
+        shards,
+        image,
+        claim_sizes,
+        refusals,
+    })
+}
+
+impl ValidatedCluster {
+    pub fn owner_reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: DatabaseCluster::api_version(&()).into_owned(),
+            kind: DatabaseCluster::kind(&()).into_owned(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    pub fn shard_name(&self, shard: u32) -> String {
+        shard_name(&self.name, shard)
+    }
+}
+
+/// `<cluster>-shard-<i>`: the StatefulSet, headless Service and PDB name.
+pub fn shard_name(cluster: &str, shard: u32) -> String {
+    format!("{cluster}-shard-{shard}")
+}
+
+/// Checks a 5-field cron expression or macro, field by field.
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    let e = expr.trim();
+    if e.starts_with('@') {
+        return match e {
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
+            | "@hourly" => Ok(()),
+            _ => Err("unknown macro; use @hourly, @daily, @weekly, @monthly or @yearly".into()),
+        };
+    }
+    let fields: Vec<&str> = e.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "has {} fields; a schedule has 5 (minute hour day-of-month month day-of-week), e.g. \"0 */6 * * *\"",
+            fields.len()
+        ));
+    }
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+    let specs: [(&str, u32, u32, &[&str]); 5] = [
+        ("minute", 0, 59, &[]),
+        ("hour", 0, 23, &[]),
+        ("day-of-month", 1, 31, &[]),
+        ("month", 1, 12, &MONTHS),
+        ("day-of-week", 0, 7, &DAYS),
+    ];
+    for (field, (what, lo, hi, names)) in fields.iter().zip(specs) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (part, None),
+            };
+            if let Some(s) = step {
+                match s.parse::<u32>() {
+                    Ok(n) if n >= 1 && n <= hi => {}
+                    _ => {
+                        return Err(format!(
+                            "{what} step {s:?} must be a number between 1 and {hi}"
+                        ))
+                    }
+                }
+            }
+            if range == "*" || (range == "?" && (what == "day-of-month" || what == "day-of-week")) {
+                continue;
+            }
+            let value = |v: &str| -> Result<u32, String> {
+                if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
+                    return Ok(i as u32 + if what == "month" { 1 } else { 0 });
+                }
+                match v.parse::<u32>() {
+                    Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+                    _ => Err(format!("{what} value {v:?} must be between {lo} and {hi}")),
+                }
+            };
+            match range.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (value(a)?, value(b)?);
+                    if a > b {
+                        return Err(format!("{what} range {range:?} runs backwards"));
+                    }
+                }
+                None => {
+                    value(range)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BackupSpec, ConsistencyLevel};
+
+    fn dbc(spec: DatabaseClusterSpec) -> DatabaseCluster {
+        let mut d = DatabaseCluster::new("users", spec);
+        d.metadata.namespace = Some("ns".into());
+        d.metadata.uid = Some("uid-1".into());
+        d
+    }
+
+    fn spec() -> DatabaseClusterSpec {
+        serde_json::from_str("{}").expect("defaults")
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let v = validate(&dbc(spec()), "img:1", &Existing::default()).expect("valid");
+        assert_eq!((v.shards, v.replicas, v.image.as_str()), (3, 3, "img:1"));
+        assert_eq!(v.claim_sizes, vec!["1Gi"; 3]);
+        assert!(v.refusals.is_empty());
+    }
+
+    #[test]
+    fn quorum_needs_two_replicas() {
+        let mut s = spec();
+        s.replicas = 1;
+        s.consistency.level = ConsistencyLevel::Quorum;
+        let e = validate(&dbc(s), "img", &Existing::default()).unwrap_err();
+        assert_eq!(e.reason(), "InsufficientReplicas");
+        assert!(e.to_string().contains("set replicas to 2 or more"));
+    }
+
+    #[test]
+    fn shard_change_is_refused_but_cluster_keeps_running() {
+        let mut s = spec();
+        s.shards = 5;
+        let existing = Existing {
+            bootstrapped_shards: 3,
+            claim_sizes: [(0, "2Gi".to_string())].into(),
+        };
+        let v = validate(&dbc(s), "img", &existing).expect("valid");
+        assert_eq!(v.shards, 3);
+        assert_eq!(v.refusals[0].reason, "ShardCountChangeUnsupported");
+        assert_eq!(v.claim_sizes, vec!["2Gi", "1Gi", "1Gi"]);
+    }
+
+    #[test]
+    fn cron_checks() {
+        for ok in [
+            "0 * * * *",
+            "0 */6 * * *",
+            "@hourly",
+            "15 3 * * mon-fri",
+            "0 0 1 jan,jul *",
+        ] {
+            assert_eq!(check_cron(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "every_6_hours",
+            "61 * * * *",
+            "* * *",
+            "0 25 * * *",
+            "@sometimes",
+            "0 */0 * * *",
+        ] {
+            assert!(check_cron(bad).is_err(), "{bad}");
+        }
+        let mut s = spec();
+        s.backup = Some(BackupSpec {
+            schedule: "0 99 * * *".into(),
+            retention: "30d".into(),
+            target: Default::default(),
+            suspend: false,
+        });
+        let e = validate(&dbc(s), "img", &Existing::default()).unwrap_err();
+        assert_eq!(e.reason(), "InvalidBackupSchedule");
+    }
+
+    #[test]
+    fn missing_image_is_invalid() {
+        let e = validate(&dbc(spec()), "", &Existing::default()).unwrap_err();
+        assert_eq!(e.reason(), "NoImage");
+    }
+}
