@@ -72,6 +72,33 @@ struct NodeArgs {
     /// Log as JSON lines (the default in containers).
     #[arg(long, env = "TESSERA_LOG_JSON")]
     log_json: bool,
+    /// When a write is acknowledged: eventual (the primary's log), quorum
+    /// (also a quorum of replicas), strong (every replica). A topology push
+    /// that carries a consistency wins.
+    #[arg(long, default_value = "eventual")]
+    consistency: node::replication::Consistency,
+    /// quorum: replicas that must acknowledge (default: a majority of replicas).
+    #[arg(long)]
+    quorum_replicas: Option<usize>,
+    /// quorum: percentage of replicas that must acknowledge (rounded up).
+    #[arg(long)]
+    quorum_percent: Option<u32>,
+    /// Replicas the shard has, when no topology names them.
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// quorum/strong: the primary stops acknowledging when it has not heard
+    /// from enough replicas for this long.
+    #[arg(long, default_value_t = 2000)]
+    lease_ms: u64,
+    /// How long a write waits for its replica acknowledgements.
+    #[arg(long, default_value_t = 5000)]
+    ack_timeout_ms: u64,
+    /// A replica lagging more than this sends READONLY reads to its primary.
+    #[arg(long)]
+    max_staleness_ms: Option<u64>,
+    /// Bytes of recent log a primary keeps in memory for its replicas.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    repl_ring_bytes: usize,
 }
 
 fn init_tracing(json: bool) {
@@ -116,6 +143,16 @@ fn main() -> Result<()> {
                 max_clients: a.max_clients,
                 snapshot_log_bytes: a.snapshot_log_bytes,
                 node_id: a.node_id,
+                repl: node::replication::ReplConfig {
+                    consistency: a.consistency,
+                    quorum_replicas: a.quorum_replicas,
+                    quorum_percent: a.quorum_percent,
+                    replicas: a.replicas,
+                    lease_ms: a.lease_ms,
+                    ack_timeout_ms: a.ack_timeout_ms,
+                    max_staleness_ms: a.max_staleness_ms,
+                    ring_bytes: a.repl_ring_bytes,
+                },
             };
             node::run(cfg).context("the node stopped with an error")?;
         }

@@ -96,11 +96,49 @@ async fn route(node: &Rc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid topology: {e}")),
             };
             match apply_topology(node, topology) {
-                Ok(()) => json(StatusCode::OK, &node.slot_map.borrow().topology),
+                Ok(()) => {
+                    super::replication::apply_settings_json(node, &body);
+                    json(StatusCode::OK, &node.slot_map.borrow().topology)
+                }
                 Err(e @ TopologyError::StaleEpoch { .. }) => {
                     error(StatusCode::CONFLICT, e.to_string())
                 }
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            }
+        }
+        (&Method::POST, "/v1/promote")
+        | (&Method::POST, "/v1/follow")
+        | (&Method::POST, "/v1/fence") => {
+            let path = req.uri().path().to_string();
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let call: RoleCall = match serde_json::from_slice(&body) {
+                Ok(c) => c,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
+            };
+            let res = match (path.as_str(), call.primary) {
+                ("/v1/promote", _) => super::replication::promote(node, call.epoch, call.replicas),
+                ("/v1/follow", Some(p)) => super::replication::follow(node, call.epoch, p),
+                ("/v1/follow", None) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "follow needs a primary {id, host, port}",
+                    )
+                }
+                _ => super::replication::fence(node, call.epoch),
+            };
+            match res {
+                Ok(()) => json(StatusCode::OK, &status(node)),
+                Err(e @ super::replication::ReplError::StaleEpoch { .. }) => {
+                    error(StatusCode::CONFLICT, e.to_string())
+                }
+                Err(e @ super::replication::ReplError::FollowSelf)
+                | Err(e @ super::replication::ReplError::NoPersistence) => {
+                    error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
         (&Method::POST, "/v1/snapshot") => match super::server::run_snapshot(node).await {
@@ -126,8 +164,21 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
     }
 }
 
-/// Installs a topology pushed by the operator, refusing an older epoch.
-pub fn apply_topology(node: &Node, topology: Topology) -> Result<(), TopologyError> {
+/// Body of the promote / follow / fence calls.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoleCall {
+    epoch: u64,
+    #[serde(default)]
+    primary: Option<super::slots::NodeAddr>,
+    /// Promote: how many replicas the shard has (for quorum/strong).
+    #[serde(default)]
+    replicas: Option<usize>,
+}
+
+/// Installs a topology pushed by the operator, refusing an older epoch
+/// (of the topology, or of this node's shard).
+pub fn apply_topology(node: &Rc<Node>, topology: Topology) -> Result<(), TopologyError> {
     let current = node.slot_map.borrow().topology.epoch;
     if topology.epoch < current {
         return Err(TopologyError::StaleEpoch {
@@ -136,14 +187,21 @@ pub fn apply_topology(node: &Node, topology: Topology) -> Result<(), TopologyErr
         });
     }
     let map = SlotMap::build(topology, &node.id)?;
-    let role = if map.my_shard().primary.id == node.id {
-        super::Role::Primary
-    } else {
-        super::Role::Replica
-    };
-    tracing::info!(epoch = map.topology.epoch, shard = %map.my_shard().name, role = role.as_str(), "topology applied");
-    node.role.set(role);
+    let shard_epoch = map.my_shard().epoch;
+    let seen = node.repl.epoch();
+    if shard_epoch < seen {
+        return Err(TopologyError::StaleEpoch {
+            offered: shard_epoch,
+            current: seen,
+        });
+    }
+    let primary = map.my_shard().primary.clone();
+    tracing::info!(epoch = map.topology.epoch, shard = %map.my_shard().name, shard_epoch, primary = %primary.id, "topology applied");
     *node.slot_map.borrow_mut() = map;
+    // One code path for role changes: the same as the admin calls.
+    if let Err(e) = super::replication::apply_topology_role(node, shard_epoch, &primary) {
+        tracing::warn!(error = %e, "the topology's role change failed");
+    }
     Ok(())
 }
 
@@ -194,6 +252,9 @@ pub struct Status {
     pub connected_clients: usize,
     pub uptime_seconds: u64,
     pub last_snapshot: Option<SnapshotStatus>,
+    /// Highest shard epoch seen (the fencing token this node enforces).
+    pub fencing_epoch: u64,
+    pub replication: super::replication::ReplicationStatus,
 }
 
 pub fn status(node: &Node) -> Status {
@@ -220,6 +281,8 @@ pub fn status(node: &Node) -> Status {
             .borrow()
             .as_ref()
             .map(SnapshotStatus::from),
+        fencing_epoch: node.repl.epoch(),
+        replication: super::replication::status(node),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod alloc;
 pub mod cmd;
 pub mod info;
 pub mod metrics;
+pub mod replication;
 pub mod resp;
 pub mod server;
 pub mod slots;
@@ -53,6 +54,8 @@ pub enum NodeError {
     Wal(#[from] wal::WalError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    Replication(#[from] replication::ReplError),
     #[error("failed to start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -79,6 +82,8 @@ pub struct NodeConfig {
     pub snapshot_log_bytes: u64,
     /// Node ID; by default generated once and kept in the data directory.
     pub node_id: Option<String>,
+    /// Consistency mode, quorum, lease, staleness (see docs/replication.md).
+    pub repl: replication::ReplConfig,
 }
 
 impl NodeConfig {
@@ -96,6 +101,7 @@ impl NodeConfig {
             max_clients: 10_000,
             snapshot_log_bytes: 64 * 1024 * 1024,
             node_id: None,
+            repl: replication::ReplConfig::default(),
         }
     }
 }
@@ -135,6 +141,8 @@ pub struct Node {
     pub last_snapshot: RefCell<Option<snapshot::SnapshotInfo>>,
     pub snapshot_running: Cell<bool>,
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Replication state: epoch, role details, replicas, the link.
+    pub repl: replication::Repl,
 }
 
 pub fn now_ms() -> u64 {
@@ -157,7 +165,12 @@ impl Node {
         let commands = Commands::new();
         let stats = Stats::new(commands.len());
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let repl = replication::Repl::new(
+            cfg.repl.clone(),
+            cfg.persistence.then_some(cfg.data_dir.as_path()),
+        );
         Self {
+            repl,
             port: Cell::new(cfg.port),
             admin_port: Cell::new(cfg.admin_port),
             cfg,
@@ -222,9 +235,36 @@ impl Node {
         let map = self.slot_map.borrow();
         match map.owner(slot) {
             SlotOwner::Local => {
-                if self.role.get() == Role::Replica && (write || !conn.readonly) {
-                    let p = &map.my_shard().primary;
-                    return Some(format!("MOVED {slot} {}:{}", p.host, p.port));
+                if self.role.get() == Role::Replica {
+                    // The primary this node follows (admin calls) is newer
+                    // than the pushed topology's.
+                    let primary = self
+                        .repl
+                        .primary_addr()
+                        .unwrap_or_else(|| map.my_shard().primary.clone());
+                    let moved = || Some(format!("MOVED {slot} {}:{}", primary.host, primary.port));
+                    if primary.id == self.id {
+                        // Demoted or fenced, no primary known yet: writes get
+                        // -READONLY from write_refusal.
+                        if write || conn.readonly {
+                            return None;
+                        }
+                        return Some(
+                            "TRYAGAIN this node is not a primary and follows none yet".into(),
+                        );
+                    }
+                    if write || !conn.readonly {
+                        return moved();
+                    }
+                    if let Some(max) = self.repl.cfg.borrow().max_staleness_ms {
+                        if self.repl.staleness_ms() > max {
+                            return moved();
+                        }
+                    }
+                    return None;
+                }
+                if !write {
+                    return self.repl.read_refusal(self);
                 }
                 None
             }
@@ -236,10 +276,14 @@ impl Node {
         }
     }
 
-    /// Why a write command may not run now (memory, role), if it may not.
+    /// Why a write command may not run now (memory, role, lease), if it may
+    /// not.
     pub fn write_refusal(&self, spec: &CommandSpec) -> Option<String> {
         if self.role.get() == Role::Replica {
             return Some("READONLY You can't write against a read only replica.".into());
+        }
+        if let Some(e) = self.repl.lease_error(self) {
+            return Some(e);
         }
         if spec.flags & cmd::flags::DENYOOM != 0
             && self.cfg.maxmemory > 0

@@ -81,6 +81,7 @@ pub async fn serve(
     let started = Instant::now();
     recover(&node).await?;
     node.wal.start();
+    super::replication::start(&node).await?;
     node.ready.set(true);
     info!(
         keys = node.store.borrow().len(),
@@ -284,14 +285,23 @@ async fn connection_loop(
     let mut out = ReplyBuf::new();
     let mut ranges = Vec::new();
     let mut shutdown = node.shutdown.subscribe();
+    // Reply ranges of the batch's writes, for the acknowledgement rule.
+    let mut write_replies: Vec<std::ops::Range<usize>> = Vec::new();
+    // A WAIT ended the last batch early: parse the rest before reading.
+    let mut parse_first = false;
     loop {
-        let n = tokio::select! {
-            r = sock.read_buf(&mut inbuf) => r?,
-            _ = shutdown.changed() => return Ok(()),
+        let n = if std::mem::take(&mut parse_first) {
+            0
+        } else {
+            let n = tokio::select! {
+                r = sock.read_buf(&mut inbuf) => r?,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            n
         };
-        if n == 0 {
-            return Ok(());
-        }
         node.stats
             .net_input_bytes
             .set(node.stats.net_input_bytes.get() + n as u64);
@@ -315,8 +325,24 @@ async fn connection_loop(
                             ranges: &ranges,
                         };
                         out.resp3 = conn.resp3;
-                        run_command(node, &mut store, &mut out, conn, &mut effects, &args, &mut mark);
+                        let (lsn_before, reply_at) = (effects.last_lsn, out.buf.len());
+                        run_command(
+                            node,
+                            &mut store,
+                            &mut out,
+                            conn,
+                            &mut effects,
+                            &args,
+                            &mut mark,
+                        );
                         consumed += used;
+                        if effects.last_lsn != lsn_before {
+                            write_replies.push(reply_at..out.buf.len());
+                        }
+                        if effects.replicate.is_some() || effects.wait.is_some() {
+                            parse_first = effects.wait.is_some();
+                            break;
+                        }
                         if conn.close_after_reply {
                             close = true;
                             break;
@@ -350,6 +376,17 @@ async fn connection_loop(
                 error!(error = %e, "write not acknowledged: the log failed");
                 return Err(std::io::Error::other(e));
             }
+            // Then the shard's rule (replicas); on failure every write of
+            // the batch answers the error instead: never a success that did
+            // not happen. Reads keep their replies.
+            if let Err(msg) = super::replication::wait_rule(node, effects.last_lsn).await {
+                replace_replies(&mut out, &write_replies, &msg);
+            }
+        }
+        write_replies.clear();
+        if let Some((want, timeout_ms)) = effects.wait.take() {
+            let got = super::replication::wait_command(node, want, timeout_ms).await;
+            out.int(got);
         }
         if out.errors > 0 {
             Stats::add(&node.stats.error_replies, out.errors);
@@ -368,12 +405,32 @@ async fn connection_loop(
         if close {
             return Ok(());
         }
+        if let Some(args) = effects.replicate.take() {
+            let rest = inbuf.split().to_vec();
+            return super::replication::serve_replica(node, sock, rest, args).await;
+        }
         if inbuf.capacity() > 1024 * 1024 && inbuf.len() < 16 * 1024 {
             let rest = inbuf.split();
             inbuf = BytesMut::with_capacity(16 * 1024);
             inbuf.extend_from_slice(&rest);
         }
     }
+}
+
+/// Replaces the replies at `ranges` (in order, non-overlapping) with `-msg`.
+fn replace_replies(out: &mut ReplyBuf, ranges: &[std::ops::Range<usize>], msg: &str) {
+    let mut buf = Vec::with_capacity(out.buf.len());
+    let mut at = 0;
+    for r in ranges {
+        buf.extend_from_slice(&out.buf[at..r.start]);
+        buf.push(b'-');
+        buf.extend_from_slice(msg.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        at = r.end;
+    }
+    buf.extend_from_slice(&out.buf[at..]);
+    out.buf = buf;
+    out.errors += ranges.len() as u64;
 }
 
 /// Runs one parsed command with its bookkeeping.

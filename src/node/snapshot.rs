@@ -628,7 +628,7 @@ fn read_crc(r: &mut impl Read, buf: &mut [u8], crc: &mut u32) -> std::io::Result
 
 /// Loads and validates one snapshot file into `store` (which may hold a
 /// partial load when this fails).
-fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError> {
+pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError> {
     let read_err = |source| SnapshotError::Read {
         path: path.to_path_buf(),
         source,

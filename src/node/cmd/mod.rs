@@ -20,6 +20,7 @@ pub mod connection;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
+pub mod replication;
 pub mod server;
 pub mod sets;
 pub mod streams;
@@ -113,7 +114,10 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
     let v = match s.to_ascii_lowercase().as_str() {
         "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
         "-inf" | "-infinity" => f64::NEG_INFINITY,
-        _ if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) => {
+        _ if s.is_empty()
+            || s.starts_with(char::is_whitespace)
+            || s.ends_with(char::is_whitespace) =>
+        {
             return None
         }
         _ => s.parse().ok()?,
@@ -146,6 +150,10 @@ pub struct ConnState {
 pub struct Effects {
     /// Highest LSN this batch appended; the reply waits for it.
     pub last_lsn: u64,
+    /// TREPLICATE: the connection becomes a replication stream.
+    pub replicate: Option<Vec<Vec<u8>>>,
+    /// WAIT numreplicas timeout-ms: answered after the batch's writes.
+    pub wait: Option<(usize, u64)>,
 }
 
 pub struct Ctx<'a> {
@@ -230,7 +238,7 @@ pub struct Commands {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 10] = [
+        let families: [&'static [CommandSpec]; 11] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
@@ -241,6 +249,7 @@ impl Commands {
             zsets::COMMANDS,
             streams::COMMANDS,
             cluster::COMMANDS,
+            replication::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
         let by_name = specs.iter().enumerate().map(|(i, s)| (s.name, i)).collect();

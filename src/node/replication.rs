@@ -1,0 +1,1637 @@
+//! Replication: one primary and N replicas per shard, log-shipped.
+//!
+//! The replica opens a connection to its primary's RESP port and sends
+//! `TREPLICATE <shard> <epoch> <node-id> <last-lsn> <data-epoch>`. The
+//! primary answers `+CONTINUE <lsn> <epoch>` (partial resync: it still has
+//! every record after the replica's last one) or `+FULLRESYNC <lsn> <fork>`
+//! followed by a snapshot stream. Then the connection carries frames from the
+//! primary (`[type u8][len u32 LE][payload]`, see [`frame`]) and
+//! `TACK <acked-lsn> <echo-ms>` lines from the replica.
+//!
+//! Records travel in the WAL's own encoding (CRC-checked on arrival), and a
+//! replica writes them to its own log under the primary's LSNs: a replica's
+//! log is a copy of its primary's, so a restarted replica resumes from its
+//! own last LSN and a promoted replica continues the same LSN sequence.
+//!
+//! Acknowledgement rules, epochs, leases and rejoin: see docs/replication.md.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::cmd::{self, Args, Ctx, Effects};
+use super::metrics::Histogram;
+use super::resp::ReplyBuf;
+use super::slots::{NodeAddr, SLOTS};
+use super::store::{ExpireMode, Store};
+use super::wal::{self, GLOBAL_SLOT};
+use super::{Node, Role};
+
+/// Frame types, primary → replica.
+pub mod frame {
+    /// Encoded WAL records, back to back.
+    pub const RECORDS: u8 = b'R';
+    /// epoch u64, primary's last LSN u64, primary's send time (ms) u64.
+    pub const HEARTBEAT: u8 = b'H';
+    /// A chunk of a snapshot file (full resync).
+    pub const SNAPSHOT: u8 = b'S';
+    /// End of the snapshot.
+    pub const SNAPSHOT_END: u8 = b'E';
+    /// The primary's epoch history (JSON).
+    pub const HISTORY: u8 = b'Y';
+}
+
+/// Largest frame a replica accepts.
+const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// How often each side speaks when there is nothing else to say.
+const HEARTBEAT: Duration = Duration::from_millis(100);
+/// Records read from disk per frame when a replica is behind the ring.
+const DISK_BATCH_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplError {
+    #[error("epoch {offered} is older than the epoch {current} this node has seen")]
+    StaleEpoch { offered: u64, current: u64 },
+    #[error("failed to persist the replication state to {path}: {source}")]
+    Persist {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to connect to the primary {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("replication link to {addr} failed: {source}")]
+    Link {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the primary {addr} refused replication: {reply}")]
+    Refused { addr: String, reply: String },
+    #[error("protocol error on the replication link to {addr}: {reason}")]
+    Protocol { addr: String, reason: String },
+    #[error("full resync from {addr} failed: {reason}")]
+    Resync { addr: String, reason: String },
+    #[error("a node cannot follow itself")]
+    FollowSelf,
+    #[error("replication needs persistence (the log); this node runs without it")]
+    NoPersistence,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Eventual,
+    Quorum,
+    Strong,
+}
+
+impl FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "eventual" => Ok(Self::Eventual),
+            "quorum" => Ok(Self::Quorum),
+            "strong" => Ok(Self::Strong),
+            _ => Err(format!(
+                "unknown consistency {s:?} (eventual, quorum or strong)"
+            )),
+        }
+    }
+}
+
+impl Consistency {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Eventual => "eventual",
+            Self::Quorum => "quorum",
+            Self::Strong => "strong",
+        }
+    }
+}
+
+/// Replication settings: node flags, overridden by the topology push.
+#[derive(Debug, Clone)]
+pub struct ReplConfig {
+    pub consistency: Consistency,
+    /// Replicas that must acknowledge in `quorum` (wins over the percentage).
+    pub quorum_replicas: Option<usize>,
+    /// Percentage of replicas that must acknowledge in `quorum`.
+    pub quorum_percent: Option<u32>,
+    /// Replicas the shard has, when no topology names them.
+    pub replicas: Option<usize>,
+    pub lease_ms: u64,
+    pub ack_timeout_ms: u64,
+    /// A replica lagging more than this redirects READONLY reads.
+    pub max_staleness_ms: Option<u64>,
+    /// Bytes of recent log kept in memory for replicas.
+    pub ring_bytes: usize,
+}
+
+impl Default for ReplConfig {
+    fn default() -> Self {
+        Self {
+            consistency: Consistency::Eventual,
+            quorum_replicas: None,
+            quorum_percent: None,
+            replicas: None,
+            lease_ms: 2000,
+            ack_timeout_ms: 5000,
+            max_staleness_ms: None,
+            ring_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a node remembers across restarts (`<data-dir>/replication.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Persisted {
+    /// Highest epoch seen: older topology and replication traffic is refused.
+    pub epoch: u64,
+    /// "primary", "replica" or "" (never told).
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub primary: Option<NodeAddr>,
+    /// The epoch of the primary whose records the log ends with.
+    #[serde(default)]
+    pub data_epoch: u64,
+    /// (epoch, LSN after which that epoch's records start), oldest first.
+    #[serde(default)]
+    pub history: Vec<(u64, u64)>,
+    /// A full resync began and has not yet been snapshotted locally: the
+    /// local state is incomplete, so a restart must start over.
+    #[serde(default)]
+    pub resyncing: bool,
+    #[serde(default)]
+    pub fork: Option<ForkInfo>,
+}
+
+/// Where a rejoining node's log diverged from its new primary's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkInfo {
+    pub fork_lsn: u64,
+    pub dropped_records: u64,
+    pub at_ms: u64,
+}
+
+/// A replica as its primary sees it.
+#[derive(Debug, Clone)]
+pub struct ReplicaLink {
+    pub addr: String,
+    pub acked_lsn: u64,
+    pub connected: bool,
+    /// The primary's clock (ms since start) when it sent the heartbeat the
+    /// replica's latest acknowledgement echoed: the lease runs from there.
+    pub lease_from_ms: u64,
+    /// Last time the replica had everything the primary had logged.
+    pub caught_up_at: Instant,
+    pub conn: u64,
+}
+
+/// The replica side's view of its link.
+#[derive(Debug, Default)]
+pub struct Follower {
+    pub link_up: bool,
+    pub primary_last_lsn: u64,
+    pub caught_up_at: Option<Instant>,
+    pub last_error: Option<String>,
+    pub full_resyncs: u64,
+    pub partial_resyncs: u64,
+}
+
+pub struct Repl {
+    pub cfg: RefCell<ReplConfig>,
+    pub st: RefCell<Persisted>,
+    path: Option<PathBuf>,
+    pub replicas: RefCell<BTreeMap<String, ReplicaLink>>,
+    /// Signalled when a replica acknowledges.
+    pub acked: Notify,
+    /// Bumped on every role change: tasks of an older generation stop.
+    pub gen: Cell<u64>,
+    pub follower: RefCell<Follower>,
+    pub ack_latency: Histogram,
+    started: Instant,
+    next_conn: Cell<u64>,
+}
+
+impl Repl {
+    pub fn new(cfg: ReplConfig, data_dir: Option<&Path>) -> Self {
+        Self {
+            cfg: RefCell::new(cfg),
+            st: RefCell::new(Persisted::default()),
+            path: data_dir.map(|d| d.join("replication.json")),
+            replicas: RefCell::new(BTreeMap::new()),
+            acked: Notify::new(),
+            gen: Cell::new(0),
+            follower: RefCell::new(Follower::default()),
+            ack_latency: Histogram::default(),
+            started: Instant::now(),
+            next_conn: Cell::new(1),
+        }
+    }
+
+    /// Milliseconds on this node's monotonic clock.
+    pub fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.st.borrow().epoch
+    }
+
+    /// Writes the state atomically (temp file, fsync, rename, fsync dir)
+    /// before the caller acts on it.
+    fn persist(&self) -> Result<(), ReplError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let err = |source| ReplError::Persist {
+            path: path.clone(),
+            source,
+        };
+        let body = serde_json::to_vec_pretty(&*self.st.borrow())
+            .map_err(|e| err(std::io::Error::other(e)))?;
+        let tmp = path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(err)?;
+            f.write_all(&body).map_err(err)?;
+            f.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn load(&self) -> Persisted {
+        let Some(path) = &self.path else {
+            return Persisted::default();
+        };
+        match std::fs::read(path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(path = %path.display(), error = %e, "unreadable replication state; starting without it");
+                    Persisted::default()
+                }
+            },
+            Err(_) => Persisted::default(),
+        }
+    }
+
+    /// (required acknowledgements, replicas) under the current rule.
+    pub fn required(&self, node: &Node) -> (usize, usize) {
+        let cfg = self.cfg.borrow();
+        let n = {
+            let map = node.slot_map.borrow();
+            let t = map.my_shard().replicas.len();
+            if map.topology.epoch > 0 && t > 0 {
+                t
+            } else {
+                cfg.replicas.unwrap_or(t)
+            }
+        };
+        let k = match cfg.consistency {
+            Consistency::Eventual => 0,
+            Consistency::Strong => n,
+            Consistency::Quorum => {
+                if let Some(k) = cfg.quorum_replicas {
+                    k.min(n)
+                } else if let Some(p) = cfg.quorum_percent {
+                    ((p as usize * n).div_ceil(100)).clamp(1.min(n), n)
+                } else {
+                    n / 2 + 1
+                }
+            }
+        };
+        (k.min(n), n)
+    }
+
+    fn count_acked(&self, lsn: u64) -> usize {
+        self.replicas
+            .borrow()
+            .values()
+            .filter(|r| r.acked_lsn >= lsn)
+            .count()
+    }
+
+    /// Replicas heard from within the lease.
+    fn lease_holders(&self) -> usize {
+        let now = self.mono_ms();
+        let lease = self.cfg.borrow().lease_ms;
+        self.replicas
+            .borrow()
+            .values()
+            .filter(|r| r.connected && r.lease_from_ms + lease > now)
+            .count()
+    }
+
+    /// The error a primary answers with when its lease has run out.
+    pub fn lease_error(&self, node: &Node) -> Option<String> {
+        if node.role.get() != Role::Primary {
+            return None;
+        }
+        let (k, _) = self.required(node);
+        if k == 0 {
+            return None;
+        }
+        let held = self.lease_holders();
+        if held >= k {
+            return None;
+        }
+        Some(format!(
+            "NOQUORUM primary lease expired: heard from {held} of {k} required replicas in the last {} ms",
+            self.cfg.borrow().lease_ms
+        ))
+    }
+
+    /// Strong mode: reads need the lease too (linearizable reads).
+    pub fn read_refusal(&self, node: &Node) -> Option<String> {
+        if self.cfg.borrow().consistency != Consistency::Strong {
+            return None;
+        }
+        self.lease_error(node)
+    }
+
+    /// Milliseconds since this replica last had everything its primary had.
+    pub fn staleness_ms(&self) -> u64 {
+        let f = self.follower.borrow();
+        match (f.link_up, f.caught_up_at) {
+            (_, None) => u64::MAX,
+            (_, Some(t)) => t.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Where a replica sends clients: the primary it follows.
+    pub fn primary_addr(&self) -> Option<NodeAddr> {
+        self.st.borrow().primary.clone()
+    }
+
+    fn set_link(&self, f: impl FnOnce(&mut Follower)) {
+        f(&mut self.follower.borrow_mut());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Role changes: one code path for admin calls, RESP commands and topology.
+// ---------------------------------------------------------------------------
+
+fn check_epoch(node: &Node, epoch: u64) -> Result<(), ReplError> {
+    let current = node.repl.epoch();
+    if epoch < current {
+        return Err(ReplError::StaleEpoch {
+            offered: epoch,
+            current,
+        });
+    }
+    Ok(())
+}
+
+/// Becomes the primary at `epoch`; stops following.
+pub fn promote(node: &Rc<Node>, epoch: u64, replicas: Option<usize>) -> Result<(), ReplError> {
+    check_epoch(node, epoch)?;
+    if let Some(n) = replicas {
+        node.repl.cfg.borrow_mut().replicas = Some(n);
+    }
+    let was = node.role.get();
+    {
+        let mut st = node.repl.st.borrow_mut();
+        if was == Role::Primary && st.epoch == epoch && st.role == "primary" {
+            return Ok(());
+        }
+        let lsn = node.wal.last_lsn();
+        st.epoch = epoch;
+        st.role = "primary".into();
+        st.primary = None;
+        st.data_epoch = epoch;
+        if st.history.last().is_none_or(|&(e, _)| e < epoch) {
+            st.history.push((epoch, lsn));
+        }
+    }
+    node.repl.persist()?;
+    node.repl.gen.set(node.repl.gen.get() + 1);
+    node.repl.replicas.borrow_mut().clear();
+    node.store.borrow_mut().mode = ExpireMode::Active;
+    node.role.set(Role::Primary);
+    info!(epoch, lsn = node.wal.last_lsn(), "promoted to primary");
+    Ok(())
+}
+
+/// Follows `primary` at `epoch` (a primary receiving this demotes at once).
+pub fn follow(node: &Rc<Node>, epoch: u64, primary: NodeAddr) -> Result<(), ReplError> {
+    check_epoch(node, epoch)?;
+    if primary.id == node.id {
+        return Err(ReplError::FollowSelf);
+    }
+    if !node.wal.enabled() {
+        return Err(ReplError::NoPersistence);
+    }
+    {
+        let st = node.repl.st.borrow();
+        if node.role.get() == Role::Replica
+            && st.epoch == epoch
+            && st.primary.as_ref() == Some(&primary)
+        {
+            return Ok(());
+        }
+    }
+    {
+        let mut st = node.repl.st.borrow_mut();
+        st.epoch = epoch;
+        st.role = "replica".into();
+        st.primary = Some(primary.clone());
+    }
+    node.repl.persist()?;
+    start_following(node);
+    info!(epoch, primary = %format!("{}:{}", primary.host, primary.port), primary_id = %primary.id, "following");
+    Ok(())
+}
+
+/// Records `epoch`; a primary below it stops being one, a replica stops
+/// taking replication traffic from a primary of an older epoch.
+pub fn fence(node: &Rc<Node>, epoch: u64) -> Result<(), ReplError> {
+    check_epoch(node, epoch)?;
+    {
+        let mut st = node.repl.st.borrow_mut();
+        if epoch == st.epoch && st.role == "fenced" {
+            return Ok(());
+        }
+        st.epoch = epoch;
+        st.role = "fenced".into();
+    }
+    node.repl.persist()?;
+    demote(node);
+    info!(epoch, lsn = node.wal.last_lsn(), "fenced");
+    Ok(())
+}
+
+/// Stops serving writes and stops every replication task.
+fn demote(node: &Rc<Node>) {
+    node.repl.gen.set(node.repl.gen.get() + 1);
+    node.repl.replicas.borrow_mut().clear();
+    node.repl.set_link(|f| f.link_up = false);
+    node.store.borrow_mut().mode = ExpireMode::Passive;
+    node.role.set(Role::Replica);
+    // Waiters re-check the role and fail.
+    node.repl.acked.notify_waiters();
+}
+
+fn start_following(node: &Rc<Node>) {
+    demote(node);
+    let gen = node.repl.gen.get();
+    tokio::task::spawn_local(follow_loop(node.clone(), gen));
+}
+
+/// The topology push: the shard's epoch and primary decide the role.
+pub fn apply_topology_role(
+    node: &Rc<Node>,
+    epoch: u64,
+    primary: &NodeAddr,
+) -> Result<(), ReplError> {
+    if epoch == 0 && node.repl.epoch() == 0 {
+        // No epochs in use: the old behaviour, no replication tasks.
+        node.role.set(if primary.id == node.id {
+            Role::Primary
+        } else {
+            Role::Replica
+        });
+        return Ok(());
+    }
+    if primary.id == node.id {
+        promote(node, epoch, None)
+    } else {
+        follow(node, epoch, primary.clone())
+    }
+}
+
+/// Settings a topology push may carry per shard (optional, camelCase):
+/// `consistency`, `quorumPercent`, `quorumReplicas`, `maxStalenessMs`,
+/// `leaseMs`, `ackTimeoutMs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ShardSettings {
+    name: String,
+    #[serde(default)]
+    consistency: Option<String>,
+    #[serde(default)]
+    quorum_percent: Option<u32>,
+    #[serde(default)]
+    quorum_replicas: Option<usize>,
+    #[serde(default)]
+    max_staleness_ms: Option<u64>,
+    #[serde(default)]
+    lease_ms: Option<u64>,
+    #[serde(default)]
+    ack_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct SettingsDoc {
+    #[serde(default)]
+    shards: Vec<ShardSettings>,
+}
+
+/// Applies the replication settings of this node's shard from a topology
+/// document (they win over the node flags).
+pub fn apply_settings_json(node: &Node, body: &[u8]) {
+    let Ok(doc) = serde_json::from_slice::<SettingsDoc>(body) else {
+        return;
+    };
+    let mine = node.slot_map.borrow().my_shard().name.clone();
+    let Some(s) = doc.shards.into_iter().find(|s| s.name == mine) else {
+        return;
+    };
+    let mut cfg = node.repl.cfg.borrow_mut();
+    if let Some(c) = s.consistency.as_deref().and_then(|c| c.parse().ok()) {
+        cfg.consistency = c;
+    }
+    if s.quorum_percent.is_some() {
+        cfg.quorum_percent = s.quorum_percent;
+    }
+    if s.quorum_replicas.is_some() {
+        cfg.quorum_replicas = s.quorum_replicas;
+    }
+    if s.max_staleness_ms.is_some() {
+        cfg.max_staleness_ms = s.max_staleness_ms;
+    }
+    if let Some(l) = s.lease_ms {
+        cfg.lease_ms = l;
+    }
+    if let Some(t) = s.ack_timeout_ms {
+        cfg.ack_timeout_ms = t;
+    }
+}
+
+/// At startup, after recovery: resume the role the node had.
+pub async fn start(node: &Rc<Node>) -> Result<(), ReplError> {
+    let cap = node.repl.cfg.borrow().ring_bytes;
+    node.wal.set_ring_capacity(cap);
+    let st = node.repl.load();
+    if st.resyncing {
+        // A full resync was cut short: what is on disk is a partial copy.
+        warn!("an interrupted full resync left partial data; discarding it");
+        discard_local_state(node)
+            .await
+            .map_err(|reason| ReplError::Resync {
+                addr: "(restart)".into(),
+                reason,
+            })?;
+    }
+    let role = st.role.clone();
+    let primary = st.primary.clone();
+    *node.repl.st.borrow_mut() = st;
+    match (role.as_str(), primary) {
+        ("replica", Some(_)) => {
+            start_following(node);
+        }
+        ("fenced", _) | ("replica", None) => demote(node),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Empties the keyspace, the log and the snapshots (full resync).
+async fn discard_local_state(node: &Rc<Node>) -> Result<(), String> {
+    // Outstanding fsyncs of the old log must finish before it is discarded,
+    // or the durable LSN could move past the reset point afterwards.
+    let last = node.wal.last_lsn();
+    node.wal
+        .sync_through(last)
+        .await
+        .map_err(|e| e.to_string())?;
+    {
+        let mut st = node.repl.st.borrow_mut();
+        st.resyncing = true;
+    }
+    node.repl.persist().map_err(|e| e.to_string())?;
+    let dir = node.cfg.data_dir.join("snapshots");
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    *node.last_snapshot.borrow_mut() = None;
+    node.wal.reset(0).map_err(|e| e.to_string())?;
+    let mut store = Store::new();
+    store.mode = ExpireMode::Passive;
+    *node.store.borrow_mut() = store;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The primary's side.
+// ---------------------------------------------------------------------------
+
+/// The LSN after which the log of a node whose records end in `data_epoch`
+/// may differ from this primary's (None: it cannot).
+fn fork_point(history: &[(u64, u64)], data_epoch: u64) -> Option<u64> {
+    history
+        .iter()
+        .find(|(e, _)| *e > data_epoch)
+        .map(|&(_, lsn)| lsn)
+}
+
+fn encode_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+fn heartbeat_frame(node: &Node, out: &mut Vec<u8>) {
+    let mut p = Vec::with_capacity(24);
+    p.extend_from_slice(&node.repl.epoch().to_le_bytes());
+    p.extend_from_slice(&node.wal.last_lsn().to_le_bytes());
+    p.extend_from_slice(&node.repl.mono_ms().to_le_bytes());
+    encode_frame(out, frame::HEARTBEAT, &p);
+}
+
+/// Handles `TREPLICATE`: takes over the connection and streams to the
+/// replica until it disconnects or this node stops being primary.
+pub async fn serve_replica(
+    node: &Rc<Node>,
+    sock: &mut TcpStream,
+    leftover: Vec<u8>,
+    args: Vec<Vec<u8>>,
+) -> std::io::Result<()> {
+    let text = |i: usize| {
+        args.get(i)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .unwrap_or_default()
+    };
+    let num = |i: usize| text(i).parse::<u64>().ok();
+    let (Some(epoch), Some(last), Some(data_epoch)) = (num(2), num(4), num(5)) else {
+        sock.write_all(
+            b"-ERR syntax: TREPLICATE <shard> <epoch> <node-id> <last-lsn> <data-epoch>\r\n",
+        )
+        .await?;
+        return Ok(());
+    };
+    let replica_id = text(3);
+    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let my_epoch = node.repl.epoch();
+    if epoch > my_epoch {
+        // Someone has moved on: this primary is stale and steps down now.
+        warn!(offered = epoch, current = my_epoch, replica = %replica_id, "a replica knows a newer epoch; demoting");
+        if let Err(e) = fence(node, epoch) {
+            warn!(error = %e, "failed to fence after seeing a newer epoch");
+        }
+    }
+    if node.role.get() != Role::Primary {
+        sock.write_all(b"-NOTPRIMARY this node is not a primary\r\n")
+            .await?;
+        return Ok(());
+    }
+    if epoch < my_epoch {
+        sock.write_all(
+            format!("-STALEEPOCH replica epoch {epoch} is older than {my_epoch}\r\n").as_bytes(),
+        )
+        .await?;
+        return Ok(());
+    }
+    if !node.wal.enabled() {
+        sock.write_all(b"-ERR replication needs persistence on the primary\r\n")
+            .await?;
+        return Ok(());
+    }
+    let history = node.repl.st.borrow().history.clone();
+    let fork = fork_point(&history, data_epoch).filter(|&f| last > f);
+    let my_last = node.wal.last_lsn();
+    let first = node.wal.first_retained_lsn();
+    let retained = last == my_last || (first > 0 && first <= last + 1);
+    let partial = fork.is_none() && last <= my_last && retained;
+
+    let gen = node.repl.gen.get();
+    let conn_id = node.repl.next_conn.get();
+    node.repl.next_conn.set(conn_id + 1);
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut next; // last LSN sent
+    if partial {
+        out.extend_from_slice(format!("+CONTINUE {last} {my_epoch}\r\n").as_bytes());
+        encode_frame(
+            &mut out,
+            frame::HISTORY,
+            &serde_json::to_vec(&history).unwrap_or_default(),
+        );
+        sock.write_all(&out).await?;
+        out.clear();
+        next = last;
+        info!(replica = %replica_id, peer = %peer, from_lsn = last, "partial resync");
+    } else {
+        info!(replica = %replica_id, peer = %peer, replica_lsn = last, fork = ?fork, "full resync");
+        let info = loop {
+            match super::server::run_snapshot(node).await {
+                Ok(Some(i)) => break i,
+                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => {
+                    sock.write_all(
+                        format!("-ERR full resync: snapshot failed: {e}\r\n").as_bytes(),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+            }
+        };
+        out.extend_from_slice(
+            format!("+FULLRESYNC {} {}\r\n", info.start_lsn, fork.unwrap_or(0)).as_bytes(),
+        );
+        encode_frame(
+            &mut out,
+            frame::HISTORY,
+            &serde_json::to_vec(&history).unwrap_or_default(),
+        );
+        sock.write_all(&out).await?;
+        out.clear();
+        let mut f = tokio::fs::File::open(&info.path).await?;
+        let mut chunk = vec![0u8; 1024 * 1024];
+        loop {
+            let n = f.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            encode_frame(&mut out, frame::SNAPSHOT, &chunk[..n]);
+            sock.write_all(&out).await?;
+            out.clear();
+        }
+        encode_frame(&mut out, frame::SNAPSHOT_END, &info.start_lsn.to_le_bytes());
+        sock.write_all(&out).await?;
+        out.clear();
+        next = info.start_lsn;
+    }
+    node.repl.replicas.borrow_mut().insert(
+        replica_id.clone(),
+        ReplicaLink {
+            addr: peer.clone(),
+            acked_lsn: if partial { last } else { 0 },
+            connected: true,
+            lease_from_ms: 0,
+            caught_up_at: Instant::now(),
+            conn: conn_id,
+        },
+    );
+    let res = stream_to_replica(node, sock, leftover, &replica_id, gen, conn_id, &mut next).await;
+    if let Some(r) = node.repl.replicas.borrow_mut().get_mut(&replica_id) {
+        if r.conn == conn_id {
+            r.connected = false;
+        }
+    }
+    info!(replica = %replica_id, peer = %peer, sent_lsn = next, result = ?res.as_ref().err().map(|e| e.to_string()), "replica disconnected");
+    res
+}
+
+/// The steady state: records as they are written, heartbeats, acks.
+async fn stream_to_replica(
+    node: &Rc<Node>,
+    sock: &mut TcpStream,
+    leftover: Vec<u8>,
+    replica_id: &str,
+    gen: u64,
+    conn_id: u64,
+    next: &mut u64,
+) -> std::io::Result<()> {
+    let (mut rd, mut wr) = sock.split();
+    let mut inbuf = leftover;
+    let mut rbuf = vec![0u8; 4096];
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    let mut shutdown = node.shutdown.subscribe();
+    loop {
+        if node.repl.gen.get() != gen || node.role.get() != Role::Primary {
+            return Ok(());
+        }
+        // Everything written since the last send.
+        out.clear();
+        let mut budget = DISK_BATCH_BYTES * 4;
+        while *next < node.wal.written_lsn() && budget > 0 {
+            match node.wal.ring_after(*next) {
+                Some(chunks) => {
+                    for c in chunks {
+                        let skip = wal::skip_records_through(&c, *next);
+                        let body = &c[skip..];
+                        if body.is_empty() {
+                            continue;
+                        }
+                        encode_frame(&mut out, frame::RECORDS, body);
+                        budget = budget.saturating_sub(body.len());
+                    }
+                    *next = node.wal.written_lsn();
+                }
+                None => {
+                    // Behind the ring: read the segments.
+                    let written = node.wal.written_lsn();
+                    let mut batch = Vec::new();
+                    let reader = node.wal.read_from(*next).map_err(std::io::Error::other)?;
+                    let mut last = *next;
+                    for rec in reader {
+                        let rec = rec.map_err(std::io::Error::other)?;
+                        if rec.lsn > written {
+                            break;
+                        }
+                        let args: Vec<&[u8]> = rec.args.iter().map(|a| a.as_slice()).collect();
+                        wal::encode_record(&mut batch, rec.lsn, rec.slot, &args);
+                        last = rec.lsn;
+                        if batch.len() >= DISK_BATCH_BYTES {
+                            break;
+                        }
+                    }
+                    if last == *next {
+                        return Err(std::io::Error::other(format!(
+                            "record {} is neither in memory nor on disk any more",
+                            *next + 1
+                        )));
+                    }
+                    budget = budget.saturating_sub(batch.len());
+                    encode_frame(&mut out, frame::RECORDS, &batch);
+                    *next = last;
+                }
+            }
+        }
+        if !out.is_empty() {
+            wr.write_all(&out).await?;
+        }
+        let ring = node.wal.ring_changed().notified();
+        tokio::pin!(ring);
+        ring.as_mut().enable();
+        if *next < node.wal.written_lsn() {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut ring => {}
+            _ = tick.tick() => {
+                out.clear();
+                heartbeat_frame(node, &mut out);
+                wr.write_all(&out).await?;
+            }
+            r = rd.read(&mut rbuf) => {
+                let n = r?;
+                if n == 0 {
+                    return Ok(());
+                }
+                inbuf.extend_from_slice(&rbuf[..n]);
+                handle_acks(node, &mut inbuf, replica_id, conn_id)?;
+            }
+            _ = shutdown.changed() => return Ok(()),
+        }
+        if !inbuf.is_empty() {
+            handle_acks(node, &mut inbuf, replica_id, conn_id)?;
+        }
+    }
+}
+
+/// Parses `TACK <lsn> <echo-ms>` lines.
+fn handle_acks(
+    node: &Rc<Node>,
+    inbuf: &mut Vec<u8>,
+    replica_id: &str,
+    conn_id: u64,
+) -> std::io::Result<()> {
+    let mut consumed = 0;
+    while let Some(pos) = inbuf[consumed..].iter().position(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(&inbuf[consumed..consumed + pos]).to_string();
+        consumed += pos + 1;
+        let mut it = line.split_whitespace();
+        match (it.next(), it.next(), it.next()) {
+            (Some(c), Some(lsn), Some(echo)) if c.eq_ignore_ascii_case("TACK") => {
+                let (Ok(lsn), Ok(echo)) = (lsn.parse::<u64>(), echo.parse::<u64>()) else {
+                    return Err(std::io::Error::other(format!("malformed ack {line:?}")));
+                };
+                let last = node.wal.last_lsn();
+                let mut reps = node.repl.replicas.borrow_mut();
+                if let Some(r) = reps.get_mut(replica_id) {
+                    if r.conn == conn_id {
+                        r.acked_lsn = r.acked_lsn.max(lsn);
+                        r.lease_from_ms = r.lease_from_ms.max(echo);
+                        if r.acked_lsn >= last {
+                            r.caught_up_at = Instant::now();
+                        }
+                    }
+                }
+                drop(reps);
+                node.repl.acked.notify_waiters();
+            }
+            (Some(c), Some(epoch), _) if c.eq_ignore_ascii_case("TFENCED") => {
+                let epoch = epoch.parse::<u64>().unwrap_or(0);
+                if epoch > node.repl.epoch() {
+                    warn!(replica = %replica_id, epoch, "a replica moved to a newer epoch; demoting");
+                    if let Err(e) = fence(node, epoch) {
+                        warn!(error = %e, "failed to fence after seeing a newer epoch");
+                    }
+                }
+                return Err(std::io::Error::other(format!(
+                    "the replica left at epoch {epoch}"
+                )));
+            }
+            _ if line.trim().is_empty() => {}
+            _ => return Err(std::io::Error::other(format!("unexpected line {line:?}"))),
+        }
+    }
+    inbuf.drain(..consumed);
+    Ok(())
+}
+
+/// Waits until the acknowledgement rule holds for `lsn` (the local log has
+/// already taken it). The error replaces the replies of the batch's writes.
+pub async fn wait_rule(node: &Node, lsn: u64) -> Result<(), String> {
+    let (k, _n) = node.repl.required(node);
+    if k == 0 {
+        return Ok(());
+    }
+    if node.role.get() != Role::Primary {
+        return Err(
+            "READONLY this node stopped being the primary before the write was acknowledged".into(),
+        );
+    }
+    let start = Instant::now();
+    let timeout = node.repl.cfg.borrow().ack_timeout_ms;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout);
+    loop {
+        let notified = node.repl.acked.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if node.role.get() != Role::Primary {
+            return Err(
+                "READONLY this node stopped being the primary before the write was acknowledged"
+                    .into(),
+            );
+        }
+        let got = node.repl.count_acked(lsn);
+        if got >= k {
+            node.repl.ack_latency.observe(start.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        if let Some(e) = node.repl.lease_error(node) {
+            return Err(e);
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                let got = node.repl.count_acked(lsn);
+                if got >= k {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "NOREPLICAS Not enough replicas acknowledged the write: {got} of {k} required (timeout {timeout} ms)"
+                ));
+            }
+            // The lease can run out while nothing is acknowledged.
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
+    }
+}
+
+/// `WAIT numreplicas timeout`: replicas that acknowledged everything logged
+/// so far, waiting up to `timeout_ms` (0: forever) for `want` of them.
+pub async fn wait_command(node: &Node, want: usize, timeout_ms: u64) -> i64 {
+    let lsn = node.wal.last_lsn();
+    let deadline =
+        (timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(timeout_ms));
+    loop {
+        let notified = node.repl.acked.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let got = node.repl.count_acked(lsn);
+        if got >= want || node.role.get() != Role::Primary {
+            return got as i64;
+        }
+        match deadline {
+            Some(d) => tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(d) => return node.repl.count_acked(lsn) as i64,
+            },
+            None => notified.await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The replica's side.
+// ---------------------------------------------------------------------------
+
+async fn follow_loop(node: Rc<Node>, gen: u64) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if node.repl.gen.get() != gen {
+            return;
+        }
+        let started = Instant::now();
+        let res = follow_once(&node, gen).await;
+        node.repl.set_link(|f| f.link_up = false);
+        if node.repl.gen.get() != gen {
+            return;
+        }
+        if let Err(e) = res {
+            warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "replication link down");
+            node.repl.set_link(|f| f.last_error = Some(e.to_string()));
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// A received record applied to the keyspace, as recovery applies it.
+struct Applier {
+    conn: cmd::ConnState,
+    out: ReplyBuf,
+    effects: Effects,
+    buf: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+    /// After a full resync: per-slot LSNs the loaded snapshot reflects.
+    watermarks: Option<Vec<u64>>,
+}
+
+impl Applier {
+    fn new(node: &Node) -> Self {
+        let mut conn = node.new_conn("replication".into());
+        conn.authenticated = true;
+        Self {
+            conn,
+            out: ReplyBuf::new(),
+            effects: Effects::default(),
+            buf: Vec::new(),
+            ranges: Vec::new(),
+            watermarks: None,
+        }
+    }
+
+    fn apply(&mut self, node: &Node, rec: &wal::Record) {
+        let wm = &self.watermarks;
+        let applies = |slot: u16| wm.as_ref().is_none_or(|w| rec.lsn > w[slot as usize]);
+        if rec.slot == GLOBAL_SLOT {
+            let mut store = node.store.borrow_mut();
+            for slot in 0..SLOTS as u16 {
+                if applies(slot) {
+                    store.flush_slot(slot);
+                }
+            }
+            return;
+        }
+        if !applies(rec.slot) {
+            return;
+        }
+        self.buf.clear();
+        self.ranges.clear();
+        for a in &rec.args {
+            let start = self.buf.len();
+            self.buf.extend_from_slice(a);
+            self.ranges.push(start..self.buf.len());
+        }
+        let args = Args {
+            buf: &self.buf,
+            ranges: &self.ranges,
+        };
+        let mut store = node.store.borrow_mut();
+        store.now_ms = super::now_ms();
+        let mut ctx = Ctx::new(
+            node,
+            &mut store,
+            &mut self.out,
+            &mut self.conn,
+            &mut self.effects,
+        );
+        ctx.replaying = true;
+        cmd::dispatch(&mut ctx, &args);
+        self.out.buf.clear();
+    }
+}
+
+async fn read_line(
+    rd: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<String> {
+    loop {
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&buf[..pos]).trim_end().to_string();
+            buf.drain(..=pos);
+            return Ok(line);
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(std::io::Error::other("handshake reply too long"));
+        }
+        let mut tmp = [0u8; 4096];
+        let n = rd.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+/// Reads one frame: (type, payload). Cancel-safe: partial input stays in
+/// `buf`.
+async fn read_frame(
+    rd: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<(u8, Vec<u8>)> {
+    loop {
+        if buf.len() >= 5 {
+            let len = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len > MAX_FRAME {
+                return Err(std::io::Error::other(format!("frame of {len} bytes")));
+            }
+            if buf.len() >= 5 + len {
+                let kind = buf[0];
+                let payload = buf[5..5 + len].to_vec();
+                buf.drain(..5 + len);
+                return Ok((kind, payload));
+            }
+        }
+        buf.reserve(64 * 1024);
+        let n = rd.read_buf(buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if b.len() >= at + 8 {
+        a.copy_from_slice(&b[at..at + 8]);
+    }
+    u64::from_le_bytes(a)
+}
+
+async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
+    let Some(primary) = node.repl.primary_addr() else {
+        return Ok(());
+    };
+    let addr = format!("{}:{}", primary.host, primary.port);
+    let link_err = |source| ReplError::Link {
+        addr: addr.clone(),
+        source,
+    };
+    let proto = |reason: String| ReplError::Protocol {
+        addr: addr.clone(),
+        reason,
+    };
+    let sock = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr))
+        .await
+        .map_err(|_| ReplError::Connect {
+            addr: addr.clone(),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| ReplError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let _ = sock.set_nodelay(true);
+    let (mut rd, mut wr) = sock.into_split();
+    let (epoch, data_epoch) = {
+        let st = node.repl.st.borrow();
+        (st.epoch, st.data_epoch)
+    };
+    let shard = node.slot_map.borrow().my_shard().name.clone();
+    let last = node.wal.last_lsn();
+    let mut hello = Vec::new();
+    if let Some(pw) = &node.cfg.password {
+        hello.extend_from_slice(&resp_command(&["AUTH", pw]));
+    }
+    hello.extend_from_slice(&resp_command(&[
+        "TREPLICATE",
+        &shard,
+        &epoch.to_string(),
+        &node.id,
+        &last.to_string(),
+        &data_epoch.to_string(),
+    ]));
+    wr.write_all(&hello).await.map_err(link_err)?;
+    let mut buf = Vec::new();
+    if node.cfg.password.is_some() {
+        let line = read_line(&mut rd, &mut buf).await.map_err(link_err)?;
+        if !line.starts_with('+') {
+            return Err(ReplError::Refused { addr, reply: line });
+        }
+    }
+    let line = read_line(&mut rd, &mut buf).await.map_err(link_err)?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut applier = Applier::new(node);
+    // After a full resync: snapshot locally once caught up past this LSN.
+    let mut snapshot_after: Option<u64> = None;
+    match words.first().copied() {
+        Some("+CONTINUE") => {
+            node.repl.set_link(|f| f.partial_resyncs += 1);
+            info!(primary = %addr, from_lsn = last, "partial resync");
+            take_history(node, &mut rd, &mut buf, &addr).await?;
+        }
+        Some("+FULLRESYNC") => {
+            let start: u64 = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
+            let fork: u64 = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0);
+            take_history(node, &mut rd, &mut buf, &addr).await?;
+            if fork > 0 {
+                let dropped = last.saturating_sub(fork);
+                warn!(fork_lsn = fork, dropped_records = dropped, local_lsn = last, primary = %addr, "this node's log diverged from the primary's: dropping the records past the fork point");
+                node.repl.st.borrow_mut().fork = Some(ForkInfo {
+                    fork_lsn: fork,
+                    dropped_records: dropped,
+                    at_ms: super::now_ms(),
+                });
+            }
+            let (wm, end) = full_resync(node, &mut rd, &mut buf, &addr, start).await?;
+            applier.watermarks = Some(wm);
+            snapshot_after = Some(end);
+            node.repl.set_link(|f| f.full_resyncs += 1);
+        }
+        _ => return Err(ReplError::Refused { addr, reply: line }),
+    }
+    node.repl.set_link(|f| {
+        f.link_up = true;
+        f.last_error = None;
+    });
+
+    // Acknowledgements go out from their own task so that reading records
+    // never waits for the local log.
+    let received = Rc::new(Cell::new(node.wal.last_lsn()));
+    let echo = Rc::new(Cell::new(0u64));
+    let wake = Rc::new(Notify::new());
+    let acker = {
+        let (node, received, echo, wake) =
+            (node.clone(), received.clone(), echo.clone(), wake.clone());
+        tokio::task::spawn_local(async move {
+            let mut sent = 0u64;
+            let mut last_sent = Instant::now();
+            loop {
+                let woke = wake.notified();
+                tokio::pin!(woke);
+                woke.as_mut().enable();
+                if node.repl.gen.get() != gen {
+                    // Tell the old primary it has been left behind.
+                    let line = format!("TFENCED {}\r\n", node.repl.epoch());
+                    let _ = wr.write_all(line.as_bytes()).await;
+                    return;
+                }
+                let target = received.get();
+                if node.wal.acked_lsn() < target {
+                    // Local durability per this node's fsync policy.
+                    let _ = tokio::time::timeout(HEARTBEAT, node.wal.wait(target)).await;
+                }
+                let acked = node.wal.acked_lsn().min(received.get());
+                if acked > sent || last_sent.elapsed() >= HEARTBEAT {
+                    let line = format!("TACK {acked} {}\r\n", echo.get());
+                    if wr.write_all(line.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    sent = acked;
+                    last_sent = Instant::now();
+                }
+                if received.get() <= node.wal.acked_lsn().min(received.get()) {
+                    let _ = tokio::time::timeout(HEARTBEAT, &mut woke).await;
+                }
+            }
+        })
+    };
+    let res = follow_stream(
+        node,
+        gen,
+        &mut rd,
+        &mut buf,
+        &addr,
+        &mut applier,
+        &received,
+        &echo,
+        &wake,
+        &mut snapshot_after,
+    )
+    .await;
+    if node.repl.gen.get() != gen {
+        wake.notify_one();
+        if tokio::time::timeout(Duration::from_millis(300), acker)
+            .await
+            .is_err()
+        {
+            warn!("the acknowledgement task did not stop in time");
+        }
+    } else {
+        acker.abort();
+    }
+    res.map_err(|e| match e {
+        StreamErr::Io(source) => link_err(source),
+        StreamErr::Proto(r) => proto(r),
+    })
+}
+
+enum StreamErr {
+    Io(std::io::Error),
+    Proto(String),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow_stream(
+    node: &Rc<Node>,
+    gen: u64,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    addr: &str,
+    applier: &mut Applier,
+    received: &Cell<u64>,
+    echo: &Cell<u64>,
+    wake: &Notify,
+    snapshot_after: &mut Option<u64>,
+) -> Result<(), StreamErr> {
+    let mut shutdown = node.shutdown.subscribe();
+    let mut check = tokio::time::interval(HEARTBEAT);
+    loop {
+        let (kind, payload) = tokio::select! {
+            r = read_frame(rd, buf) => r.map_err(StreamErr::Io)?,
+            _ = check.tick() => {
+                if node.repl.gen.get() != gen {
+                    return Ok(());
+                }
+                continue;
+            }
+            _ = shutdown.changed() => return Ok(()),
+        };
+        if node.repl.gen.get() != gen {
+            return Ok(());
+        }
+        match kind {
+            frame::RECORDS => {
+                let recs = wal::decode_records(&payload).map_err(StreamErr::Proto)?;
+                let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
+                    continue;
+                };
+                node.wal
+                    .append_encoded(first.lsn, last.lsn, &payload)
+                    .map_err(StreamErr::Proto)?;
+                for rec in &recs {
+                    applier.apply(node, rec);
+                }
+                received.set(last.lsn);
+                wake.notify_one();
+                let primary_last = node.repl.follower.borrow().primary_last_lsn;
+                if last.lsn >= primary_last {
+                    node.repl
+                        .set_link(|f| f.caught_up_at = Some(Instant::now()));
+                }
+                if let Some(end) = *snapshot_after {
+                    if last.lsn >= end {
+                        applier.watermarks = None;
+                        *snapshot_after = None;
+                        finish_resync(node).await;
+                    }
+                }
+            }
+            frame::HEARTBEAT => {
+                let epoch = u64_at(&payload, 0);
+                let primary_last = u64_at(&payload, 8);
+                let sent_ms = u64_at(&payload, 16);
+                if epoch < node.repl.epoch() {
+                    return Err(StreamErr::Proto(format!(
+                        "the primary {addr} is at epoch {epoch}, older than {}",
+                        node.repl.epoch()
+                    )));
+                }
+                echo.set(sent_ms);
+                let mine = node.wal.last_lsn();
+                node.repl.set_link(|f| {
+                    f.primary_last_lsn = primary_last;
+                    if mine >= primary_last {
+                        f.caught_up_at = Some(Instant::now());
+                    }
+                });
+                if let Some(end) = *snapshot_after {
+                    if mine >= end {
+                        applier.watermarks = None;
+                        *snapshot_after = None;
+                        finish_resync(node).await;
+                    }
+                }
+                wake.notify_one();
+            }
+            other => {
+                return Err(StreamErr::Proto(format!(
+                    "unexpected frame type {other} while streaming"
+                )))
+            }
+        }
+    }
+}
+
+async fn take_history(
+    node: &Node,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    addr: &str,
+) -> Result<(), ReplError> {
+    let (kind, payload) = read_frame(rd, buf)
+        .await
+        .map_err(|source| ReplError::Link {
+            addr: addr.to_string(),
+            source,
+        })?;
+    if kind != frame::HISTORY {
+        return Err(ReplError::Protocol {
+            addr: addr.to_string(),
+            reason: format!("expected the epoch history, got frame type {kind}"),
+        });
+    }
+    let history: Vec<(u64, u64)> =
+        serde_json::from_slice(&payload).map_err(|e| ReplError::Protocol {
+            addr: addr.to_string(),
+            reason: format!("bad epoch history: {e}"),
+        })?;
+    {
+        let mut st = node.repl.st.borrow_mut();
+        st.data_epoch = st.epoch;
+        st.history = history;
+    }
+    // Persisted before any record of this primary enters the log.
+    node.repl.persist()
+}
+
+/// Receives a snapshot, loads it, and sets the log to continue after its
+/// start LSN. Returns the per-slot watermarks and the end LSN.
+async fn full_resync(
+    node: &Rc<Node>,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    addr: &str,
+    start: u64,
+) -> Result<(Vec<u64>, u64), ReplError> {
+    let fail = |reason: String| ReplError::Resync {
+        addr: addr.to_string(),
+        reason,
+    };
+    discard_local_state(node).await.map_err(&fail)?;
+    let tmp = node.cfg.data_dir.join("resync.tsnap");
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| fail(format!("{}: {e}", tmp.display())))?;
+    let mut bytes = 0u64;
+    loop {
+        let (kind, payload) = read_frame(rd, buf)
+            .await
+            .map_err(|source| ReplError::Link {
+                addr: addr.to_string(),
+                source,
+            })?;
+        match kind {
+            frame::SNAPSHOT => {
+                file.write_all(&payload)
+                    .await
+                    .map_err(|e| fail(format!("{}: {e}", tmp.display())))?;
+                bytes += payload.len() as u64;
+            }
+            frame::SNAPSHOT_END => break,
+            frame::HEARTBEAT => {}
+            other => return Err(fail(format!("unexpected frame type {other} in a snapshot"))),
+        }
+    }
+    file.flush().await.map_err(|e| fail(e.to_string()))?;
+    drop(file);
+    let path = tmp.clone();
+    let (store, loaded) = tokio::task::spawn_blocking(move || {
+        let mut store = Store::new();
+        let loaded = super::snapshot::load_file(&path, &mut store);
+        (store, loaded)
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    let _ = std::fs::remove_file(&tmp);
+    let loaded = loaded.map_err(|e| fail(e.to_string()))?;
+    if loaded.info.start_lsn != start {
+        return Err(fail(format!(
+            "the snapshot starts at {} but the primary announced {start}",
+            loaded.info.start_lsn
+        )));
+    }
+    let mut store = store;
+    store.mode = ExpireMode::Passive;
+    *node.store.borrow_mut() = store;
+    node.wal.reset(start).map_err(|e| fail(e.to_string()))?;
+    info!(primary = %addr, bytes, keys = loaded.info.keys, start_lsn = start, end_lsn = loaded.info.end_lsn, "snapshot received and loaded");
+    Ok((loaded.watermarks, loaded.info.end_lsn))
+}
+
+/// Once a resynced replica has the records its snapshot needed, a local
+/// snapshot makes its state restartable; until then a restart starts over.
+async fn finish_resync(node: &Rc<Node>) {
+    match super::server::run_snapshot(node).await {
+        Ok(Some(_)) => {
+            node.repl.st.borrow_mut().resyncing = false;
+            if let Err(e) = node.repl.persist() {
+                warn!(error = %e, "failed to record the end of the full resync");
+            }
+            info!(lsn = node.wal.last_lsn(), "full resync complete");
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(error = %e, "snapshot after the full resync failed; a restart will resync again")
+        }
+    }
+}
+
+fn resp_command(args: &[&str]) -> Vec<u8> {
+    let mut b = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        b.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        b.extend_from_slice(a.as_bytes());
+        b.extend_from_slice(b"\r\n");
+    }
+    b
+}
+
+// ---------------------------------------------------------------------------
+// Status.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    pub id: String,
+    pub addr: String,
+    pub connected: bool,
+    pub acked_lsn: u64,
+    pub lag_ops: u64,
+    pub lag_ms: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationStatus {
+    pub consistency: &'static str,
+    pub required_acks: usize,
+    pub replicas_expected: usize,
+    pub lease_ms: u64,
+    pub lease_held: bool,
+    pub data_epoch: u64,
+    pub history: Vec<(u64, u64)>,
+    pub replicas: Vec<ReplicaStatus>,
+    pub primary: Option<NodeAddr>,
+    pub link_up: bool,
+    pub lag_ms: Option<u64>,
+    pub primary_last_lsn: u64,
+    pub full_resyncs: u64,
+    pub partial_resyncs: u64,
+    pub last_error: Option<String>,
+    pub resyncing: bool,
+    pub fork: Option<ForkInfo>,
+}
+
+pub fn status(node: &Node) -> ReplicationStatus {
+    let repl = &node.repl;
+    let (k, n) = repl.required(node);
+    let cfg = repl.cfg.borrow();
+    let st = repl.st.borrow();
+    let f = repl.follower.borrow();
+    let last = node.wal.last_lsn();
+    let replicas = repl
+        .replicas
+        .borrow()
+        .iter()
+        .map(|(id, r)| ReplicaStatus {
+            id: id.clone(),
+            addr: r.addr.clone(),
+            connected: r.connected,
+            acked_lsn: r.acked_lsn,
+            lag_ops: last.saturating_sub(r.acked_lsn),
+            lag_ms: if r.acked_lsn >= last {
+                0
+            } else {
+                r.caught_up_at.elapsed().as_millis() as u64
+            },
+        })
+        .collect();
+    let is_primary = node.role.get() == Role::Primary;
+    ReplicationStatus {
+        consistency: cfg.consistency.as_str(),
+        required_acks: k,
+        replicas_expected: n,
+        lease_ms: cfg.lease_ms,
+        lease_held: is_primary && (k == 0 || repl.lease_holders() >= k),
+        data_epoch: st.data_epoch,
+        history: st.history.clone(),
+        replicas,
+        primary: st.primary.clone(),
+        link_up: f.link_up,
+        lag_ms: (!is_primary).then(|| {
+            f.caught_up_at
+                .map(|t| t.elapsed().as_millis() as u64)
+                .unwrap_or(u64::MAX)
+        }),
+        primary_last_lsn: f.primary_last_lsn,
+        full_resyncs: f.full_resyncs,
+        partial_resyncs: f.partial_resyncs,
+        last_error: f.last_error.clone(),
+        resyncing: st.resyncing,
+        fork: st.fork.clone(),
+    }
+}
