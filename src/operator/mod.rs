@@ -562,6 +562,11 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
             format!("{ready}/{desired} nodes ready"),
         )
     };
+    // A refused change leaves the cluster serving but not as specified.
+    let (phase, reason, message) = match (phase, v.refusals.first()) {
+        ("Ready", Some(r)) => ("Degraded", r.reason, r.message.clone()),
+        (p, _) => (p, reason, message),
+    };
     next.phase = Some(phase.into());
     next.reason = Some(reason.into());
     next.message = Some(message.clone());
@@ -619,7 +624,11 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
         push_topology(&ctx, &observed.nodes, p).await?;
         label_roles(&ctx, &ns, &observed.nodes, &p.shards).await?;
     }
-    if all_ready && prev.phase.as_deref() != Some("Ready") {
+    let was_ready = prev
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    if all_ready && !was_ready {
         ctx.event(&dbc, EventType::Normal, "Ready", "Reconcile", message)
             .await;
     }
