@@ -272,6 +272,20 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// `500ms`, `5s`, `1m` → milliseconds (the schema allows only these forms).
+pub fn duration_ms(s: &str) -> Option<u64> {
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return None;
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
 fn node_container(c: &ValidatedCluster) -> Container {
     let mut args: Vec<String> = [
         "node",
@@ -308,6 +322,15 @@ fn node_container(c: &ValidatedCluster) -> Container {
             ..Default::default()
         },
     ];
+    // The acknowledgement rule (DESIGN.md §2): the node enforces it.
+    let cons = &c.spec.consistency;
+    args.extend(["--consistency".to_string(), cons.level.as_str().to_string()]);
+    if let Some(p) = cons.quorum_percentage {
+        args.extend(["--quorum-percent".to_string(), p.to_string()]);
+    }
+    if let Some(ms) = cons.max_staleness.as_deref().and_then(duration_ms) {
+        args.extend(["--max-staleness-ms".to_string(), ms.to_string()]);
+    }
     if c.spec.auth.is_some() {
         args.push("--requirepass-file".into());
         args.push(format!("{AUTH_DIR}/password"));
@@ -839,6 +862,27 @@ mod tests {
             .expect("args")
             .join(" ");
         assert!(args.contains("--s3-region us-west-2"), "{args}");
+    }
+
+    #[test]
+    fn consistency_reaches_the_node_arguments() {
+        let c = cluster(
+            r#"{"consistency":{"level":"quorum","quorumPercentage":60,"maxStaleness":"2s"}}"#,
+        );
+        let pod = build_statefulset(&c, 0)
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        let args = pod.containers[0].args.clone().expect("args").join(" ");
+        assert!(
+            args.contains("--consistency quorum --quorum-percent 60 --max-staleness-ms 2000"),
+            "{args}"
+        );
+        assert_eq!(duration_ms("500ms"), Some(500));
+        assert_eq!(duration_ms("1m"), Some(60_000));
+        assert_eq!(duration_ms("soon"), None);
     }
 
     #[test]

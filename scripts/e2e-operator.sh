@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Operator end-to-end tests on the local cluster (assumed up: make cluster-up).
+# Builds and imports the image (cached by content), installs the chart with
+# two operator replicas, checks the generated files against the chart, and
+# runs tests/e2e_operator.rs. Ends with `N passed, M failed`.
+#   TESSERA_E2E_CLUSTERS=N   clusters for the scale measurement (default 50, 0 skips)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+export KUBECONFIG=${KUBECONFIG:-$root/e2e/.run/kubeconfig}
+export PATH="$root/e2e/.run/bin:$PATH"
+export KUBECTL=${KUBECTL:-$root/e2e/.run/bin/kubectl}
+ns=tessera-system
+passed=0; failed=0
+result() { if [[ $1 == 0 ]]; then passed=$((passed+1)); echo "PASS $2"; else failed=$((failed+1)); echo "FAIL $2"; fi; }
+
+if ! kubectl get nodes >/dev/null 2>&1; then
+  echo "the cluster is not reachable (KUBECONFIG=$KUBECONFIG); run make cluster-up" >&2
+  echo "0 passed, 1 failed"; exit 1
+fi
+
+e2e/image.sh >&2; rc=$?; result $rc "image built and imported"
+[[ $rc == 0 ]] || { echo "$passed passed, $failed failed"; exit 1; }
+image=$(cat e2e/.run/image)
+
+helm=$(scripts/find-helm.sh)
+# CRDs are not upgraded by Helm: apply the current one first.
+kubectl apply --server-side --force-conflicts -f crds/databaseclusters.tessera.dev.yaml >&2
+"$helm" upgrade --install tessera charts/tessera --namespace "$ns" --create-namespace \
+  --set image.repository="${image%:*}" --set image.tag="${image##*:}" \
+  --set replicaCount=2 --set logLevel=info --wait --timeout 5m >&2
+rc=$?; result $rc "helm install (2 operator replicas, $image)"
+# New image, same tag scheme: make sure the pods run this build.
+kubectl rollout restart deployment/tessera -n "$ns" >&2 && kubectl rollout status deployment/tessera -n "$ns" --timeout=180s >&2
+"$helm" lint charts/tessera >&2; result $? "helm lint"
+
+TESSERA_REQUIRE_HELM=1 HELM=$helm cargo test --quiet --locked --test operator_crd >&2; result $? "CRD, chart and install.yaml in sync"
+
+out=$(mktemp)
+TESSERA_E2E=1 cargo test --quiet --locked --test e2e_operator 2>&1 | tee "$out"
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
+if [[ -n $line ]]; then
+  passed=$((passed + $(awk '{print $1}' <<<"$line"))); failed=$((failed + $(awk '{print $3}' <<<"$line")))
+else
+  failed=$((failed+1)); echo "FAIL e2e_operator did not finish"
+fi
+rm -f "$out"
+if (( failed > 0 )); then
+  kubectl logs -n "$ns" -l app.kubernetes.io/name=tessera-operator --tail=40 2>/dev/null | tail -40 >&2 || true
+fi
+echo "$passed passed, $failed failed"
+(( failed == 0 ))

@@ -1,0 +1,892 @@
+//! End-to-end tests of the operator on a real Kubernetes (the local e2e
+//! cluster). Run by `scripts/e2e-operator.sh`, which builds the image and
+//! installs the chart first; skipped unless `TESSERA_E2E=1`.
+//!
+//! Steps run in order (each bounded by a timeout, each timed) and the run
+//! ends with `N passed, M failed` and the measurements the issue asks for.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tessera::client::NodeClient;
+
+const NS: &str = "tessera-e2e-op";
+const OPERATOR_NS: &str = "tessera-system";
+const KEYS: usize = 10_000;
+
+type R<T = String> = Result<T, String>;
+
+fn kubectl_bin() -> String {
+    std::env::var("KUBECTL")
+        .unwrap_or_else(|_| format!("{}/e2e/.run/bin/kubectl", env!("CARGO_MANIFEST_DIR")))
+}
+
+fn kubectl_in(args: &[&str], stdin: Option<&str>) -> R {
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("kubectl: {e}"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| format!("kubectl stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("kubectl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "kubectl {}: {}{}",
+            args.join(" "),
+            text,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn kubectl(args: &[&str]) -> R {
+    kubectl_in(args, None)
+}
+
+fn json(args: &[&str]) -> R<Value> {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl(&a)?).map_err(|e| format!("decoding kubectl output: {e}"))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> R<bool>) -> R<Duration> {
+    let start = Instant::now();
+    let mut last_err = String::new();
+    loop {
+        match f() {
+            Ok(true) => return Ok(start.elapsed()),
+            Ok(false) => {}
+            Err(e) => last_err = e,
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what} {last_err}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn cluster_manifest(name: &str, ns: &str, shards: u32, replicas: u32, extra: &str) -> String {
+    format!(
+        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  shards: {shards}\n  replicas: {replicas}\n  storage:\n    size: 32Mi\n{extra}"
+    )
+}
+
+/// Ready=True for the current generation, and `ready` says all nodes.
+fn is_ready(ns: &str, name: &str, nodes: u32) -> R<bool> {
+    let d = json(&["get", "dbc", name, "-n", ns])?;
+    let generation = d["metadata"]["generation"].as_i64();
+    let s = &d["status"];
+    let ready_cond = s["conditions"].as_array().into_iter().flatten().any(|c| {
+        c["type"] == "Ready"
+            && c["status"] == "True"
+            && c["observedGeneration"].as_i64() == generation
+    });
+    Ok(ready_cond && s["ready"] == format!("{nodes}/{nodes}").as_str())
+}
+
+fn status_of(ns: &str, name: &str) -> R<Value> {
+    Ok(json(&["get", "dbc", name, "-n", ns])?["status"].clone())
+}
+
+/// (pod, ip, role) of every member in the status.
+fn members(status: &Value) -> Vec<(String, String, &'static str)> {
+    let mut out = vec![];
+    for s in status["shards"].as_array().into_iter().flatten() {
+        if let Some(p) = s["primary"].as_object() {
+            out.push((
+                p["pod"].as_str().unwrap_or_default().to_string(),
+                p["ip"].as_str().unwrap_or_default().to_string(),
+                "primary",
+            ));
+        }
+        for r in s["replicas"].as_array().into_iter().flatten() {
+            out.push((
+                r["pod"].as_str().unwrap_or_default().to_string(),
+                r["ip"].as_str().unwrap_or_default().to_string(),
+                "replica",
+            ));
+        }
+    }
+    out
+}
+
+fn primaries(status: &Value) -> Vec<String> {
+    members(status)
+        .into_iter()
+        .filter(|m| m.2 == "primary")
+        .map(|m| m.1)
+        .collect()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Every member answers and follows the status epoch.
+fn nodes_converged(status: &Value) -> R<bool> {
+    let epoch = status["epoch"].as_u64().unwrap_or(0);
+    let nodes = NodeClient::default();
+    rt().block_on(async {
+        for (pod, ip, _) in members(status) {
+            let addr: SocketAddr = format!("{ip}:9121")
+                .parse()
+                .map_err(|e| format!("{pod} {ip}: {e}"))?;
+            let info = nodes
+                .status(addr)
+                .await
+                .map_err(|e| format!("{pod}: {e}"))?;
+            if info.epoch != epoch {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+}
+
+fn cluster_check(ip: &str) -> R {
+    let out = Command::new("timeout")
+        .args([
+            "30",
+            "redis-cli",
+            "--cluster",
+            "check",
+            &format!("{ip}:6379"),
+        ])
+        .output()
+        .map_err(|e| format!("redis-cli: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if text.contains("All nodes agree about slots configuration")
+        && text.contains("All 16384 slots covered")
+        && !text.contains("[ERR]")
+    {
+        Ok(text)
+    } else {
+        Err(format!("redis-cli --cluster check {ip}: {text}"))
+    }
+}
+
+async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
+    let urls: Vec<String> = seeds
+        .iter()
+        .map(|ip| format!("redis://{ip}:6379/"))
+        .collect();
+    let client = redis::cluster::ClusterClientBuilder::new(urls)
+        .connection_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("cluster client: {e}"))?;
+    client
+        .get_async_connection()
+        .await
+        .map_err(|e| format!("connecting: {e}"))
+}
+
+fn write_keys(seeds: &[String]) -> R<Duration> {
+    let start = Instant::now();
+    rt().block_on(async {
+        let mut con = cluster_conn(seeds).await?;
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(200) {
+            let futs = chunk.iter().map(|i| {
+                let mut c = con.clone();
+                async move {
+                    redis::cmd("SET")
+                        .arg(format!("user:{{{i}}}:name"))
+                        .arg(format!("v{i}"))
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            });
+            for r in futures::future::join_all(futs).await {
+                r.map_err(|e| format!("SET: {e}"))?;
+            }
+        }
+        let _ = &mut con;
+        Ok(start.elapsed())
+    })
+}
+
+fn read_keys(seeds: &[String]) -> R<usize> {
+    rt().block_on(async {
+        let con = cluster_conn(seeds).await?;
+        let mut bad = 0;
+        for chunk in (0..KEYS).collect::<Vec<_>>().chunks(200) {
+            let futs = chunk.iter().map(|i| {
+                let mut c = con.clone();
+                async move {
+                    let v: Option<String> = redis::cmd("GET")
+                        .arg(format!("user:{{{i}}}:name"))
+                        .query_async(&mut c)
+                        .await?;
+                    Ok::<_, redis::RedisError>((v, format!("v{i}")))
+                }
+            });
+            for r in futures::future::join_all(futs).await {
+                let (got, want) = r.map_err(|e| format!("GET: {e}"))?;
+                if got.as_deref() != Some(want.as_str()) {
+                    bad += 1;
+                }
+            }
+        }
+        Ok(bad)
+    })
+}
+
+fn operator_pods() -> R<Vec<(String, String)>> {
+    let v = json(&[
+        "get",
+        "pods",
+        "-n",
+        OPERATOR_NS,
+        "-l",
+        "app.kubernetes.io/name=tessera-operator",
+    ])?;
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running"
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["status"]["podIP"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect())
+}
+
+fn lease_holder() -> R<String> {
+    let v = json(&["get", "lease", "tessera-operator-leader", "-n", OPERATOR_NS])?;
+    Ok(v["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+fn leader_metrics() -> R<String> {
+    let holder = lease_holder()?;
+    let (_, ip) = operator_pods()?
+        .into_iter()
+        .find(|(n, _)| *n == holder)
+        .ok_or_else(|| format!("leader {holder} not running"))?;
+    http_get(&format!("{ip}:8080"), "/metrics")
+}
+
+fn http_get(addr: &str, path: &str) -> R {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        Duration::from_secs(3),
+    )
+    .map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+    Ok(buf)
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.trim().parse().ok())
+}
+
+/// p99 upper bound from the reconcile duration histogram.
+fn p99(text: &str) -> Option<String> {
+    let mut buckets: Vec<(String, f64)> = vec![];
+    for l in text
+        .lines()
+        .filter(|l| l.starts_with("tessera_operator_reconcile_duration_seconds_bucket"))
+    {
+        let le = l.split("le=\"").nth(1)?.split('"').next()?.to_string();
+        let v: f64 = l.rsplit(' ').next()?.trim().parse().ok()?;
+        buckets.push((le, v));
+    }
+    let total = buckets.last()?.1;
+    buckets
+        .iter()
+        .find(|(_, v)| *v >= 0.99 * total)
+        .map(|(le, _)| format!("<= {le}s (of {total} reconciles)"))
+}
+
+struct Run {
+    passed: usize,
+    failed: usize,
+    measurements: BTreeMap<&'static str, String>,
+}
+
+impl Run {
+    fn step(&mut self, name: &str, f: impl FnOnce(&mut Self) -> R) {
+        let start = Instant::now();
+        println!("=== {name}");
+        let r = f(self);
+        let took = start.elapsed().as_secs_f64();
+        match r {
+            Ok(note) => {
+                self.passed += 1;
+                println!("PASS {name} ({took:.1}s) {note}");
+            }
+            Err(e) => {
+                self.failed += 1;
+                println!("FAIL {name} ({took:.1}s): {e}");
+            }
+        }
+    }
+}
+
+fn ensure_namespace(ns: &str) -> R<()> {
+    let _ = kubectl(&[
+        "delete",
+        "namespace",
+        ns,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=180s",
+    ]);
+    kubectl(&["create", "namespace", ns]).map(|_| ())
+}
+
+fn invalid_manifests() -> R {
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            "shards: 0",
+            "spec:\n  shards: 0\n",
+            "shards must be between 1 and 16384",
+        ),
+        (
+            "shards: 20000",
+            "spec:\n  shards: 20000\n",
+            "shards must be between 1 and 16384",
+        ),
+        (
+            "replicas: 0",
+            "spec:\n  replicas: 0\n",
+            "replicas must be at least 1",
+        ),
+        (
+            "quorum with 1 replica",
+            "spec:\n  replicas: 1\n  consistency:\n    level: quorum\n",
+            "need replicas >= 2",
+        ),
+        (
+            "quorumPercentage 0",
+            "spec:\n  consistency:\n    level: quorum\n    quorumPercentage: 0\n",
+            "quorumPercentage must be between 1 and 100",
+        ),
+        (
+            "bad cron",
+            "spec:\n  backup:\n    schedule: every_6_hours\n",
+            "backup.schedule must be a cron expression",
+        ),
+    ];
+    let mut refused = 0;
+    for (what, spec, want) in cases {
+        let m = format!("apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: invalid\n  namespace: {NS}\n{spec}");
+        match kubectl_in(&["apply", "--dry-run=server", "-f", "-"], Some(&m)) {
+            Ok(_) => return Err(format!("{what}: accepted")),
+            Err(e) if e.contains(want) => refused += 1,
+            Err(e) => {
+                return Err(format!(
+                    "{what}: refused without the expected message {want:?}: {e}"
+                ))
+            }
+        }
+    }
+    Ok(format!(
+        "{refused} invalid manifests refused with their CEL message"
+    ))
+}
+
+fn transition_rules(name: &str) -> R {
+    // Against the live object: storage may not shrink, zones and the
+    // sharding key may not change.
+    let base = cluster_manifest(name, NS, 3, 3, "");
+    let cases = [
+        (
+            "storage shrink",
+            base.replace("size: 32Mi", "size: 16Mi"),
+            "storage.size may only grow",
+        ),
+        (
+            "zones added",
+            format!("{base}  zones: [zone-a]\n"),
+            "zones are immutable",
+        ),
+        (
+            "shardingKey added",
+            format!("{base}  shardingKey: user_id\n"),
+            "shardingKey is immutable",
+        ),
+    ];
+    for (what, m, want) in cases {
+        match kubectl_in(&["apply", "--dry-run=server", "-f", "-"], Some(&m)) {
+            Ok(_) => return Err(format!("{what}: accepted")),
+            Err(e) if e.contains(want) => {}
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    }
+    Ok("shrink, zone and sharding-key changes refused".into())
+}
+
+fn scale(name: &str, replicas: u32, seeds: &mut Vec<String>) -> R {
+    kubectl(&[
+        "patch",
+        "dbc",
+        name,
+        "-n",
+        NS,
+        "--type",
+        "merge",
+        "-p",
+        &format!("{{\"spec\":{{\"replicas\":{replicas}}}}}"),
+    ])?;
+    let took = wait_until("Ready after scaling", Duration::from_secs(240), || {
+        is_ready(NS, name, 3 * replicas)
+    })?;
+    let st = status_of(NS, name)?;
+    let m = members(&st);
+    if m.len() != (3 * replicas) as usize {
+        return Err(format!(
+            "{} members in the topology, want {}",
+            m.len(),
+            3 * replicas
+        ));
+    }
+    wait_until("nodes on the new epoch", Duration::from_secs(60), || {
+        nodes_converged(&status_of(NS, name)?)
+    })?;
+    *seeds = primaries(&st);
+    cluster_check(&seeds[0])?;
+    let bad = read_keys(seeds)?;
+    if bad > 0 {
+        return Err(format!(
+            "{bad} of {KEYS} keys wrong after scaling to {replicas}"
+        ));
+    }
+    Ok(format!(
+        "Ready in {:.1}s, {KEYS} keys intact, epoch {}",
+        took.as_secs_f64(),
+        st["epoch"]
+    ))
+}
+
+fn children_gone(ns: &str, name: &str) -> R<bool> {
+    let sel = format!("tessera.dev/cluster={name}");
+    let left = kubectl(&[
+        "get",
+        "statefulsets,services,configmaps,poddisruptionbudgets,cronjobs,pods",
+        "-n",
+        ns,
+        "-l",
+        &sel,
+        "-o",
+        "name",
+    ])?;
+    Ok(left.trim().is_empty())
+}
+
+fn pvcs(ns: &str, name: &str) -> R<usize> {
+    let out = kubectl(&[
+        "get",
+        "pvc",
+        "-n",
+        ns,
+        "-l",
+        &format!("tessera.dev/cluster={name}"),
+        "-o",
+        "name",
+    ])?;
+    Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
+fn main() {
+    if std::env::var("TESSERA_E2E").as_deref() != Ok("1") {
+        println!("e2e_operator: skipped (needs the local cluster: scripts/e2e-operator.sh sets TESSERA_E2E=1)");
+        return;
+    }
+    let mut run = Run {
+        passed: 0,
+        failed: 0,
+        measurements: BTreeMap::new(),
+    };
+    let name = "e2e";
+    let mut seeds: Vec<String> = vec![];
+
+    run.step("namespace", |_| {
+        ensure_namespace(NS).map(|_| NS.to_string())
+    });
+    run.step("operator installed, one leader", |_| {
+        wait_until("2 operator pods", Duration::from_secs(120), || {
+            Ok(operator_pods()?.len() == 2)
+        })?;
+        let holder = wait_until("a lease holder", Duration::from_secs(60), || {
+            Ok(!lease_holder()?.is_empty())
+        })
+        .and_then(|_| lease_holder())?;
+        let mut leaders = 0;
+        for (pod, ip) in operator_pods()? {
+            let m = http_get(&format!("{ip}:8080"), "/metrics")?;
+            if metric(&m, "tessera_operator_leader") == Some(1.0) {
+                leaders += 1;
+                if pod != holder {
+                    return Err(format!("{pod} acts as leader but {holder} holds the lease"));
+                }
+            }
+        }
+        if leaders != 1 {
+            return Err(format!("{leaders} replicas act as leader"));
+        }
+        Ok(format!("leader {holder}"))
+    });
+    run.step("invalid manifests are refused at apply time", |_| {
+        invalid_manifests()
+    });
+
+    run.step("3 shards x 3 replicas become Ready", |run| {
+        let start = Instant::now();
+        kubectl_in(
+            &["apply", "-f", "-"],
+            Some(&cluster_manifest(name, NS, 3, 3, "")),
+        )?;
+        wait_until("Ready", Duration::from_secs(600), || is_ready(NS, name, 9))?;
+        let took = start.elapsed();
+        run.measurements
+            .insert("apply to Ready, 3x3", format!("{:.1}s", took.as_secs_f64()));
+        let st = status_of(NS, name)?;
+        seeds = primaries(&st);
+        if seeds.len() != 3 || members(&st).len() != 9 {
+            return Err(format!("topology in status: {st}"));
+        }
+        wait_until("nodes on the status epoch", Duration::from_secs(60), || {
+            nodes_converged(&status_of(NS, name)?)
+        })?;
+        Ok(format!("{:.1}s", took.as_secs_f64()))
+    });
+    run.step("redis-cli --cluster check passes", |_| {
+        let st = status_of(NS, name)?;
+        let any = members(&st)
+            .last()
+            .map(|m| m.1.clone())
+            .ok_or("no members")?;
+        cluster_check(&any).map(|_| format!("against {any}"))
+    });
+    run.step("cluster client writes and reads 10000 keys", |_| {
+        let took = write_keys(&seeds)?;
+        let bad = read_keys(&seeds)?;
+        if bad > 0 {
+            return Err(format!("{bad} keys wrong"));
+        }
+        let nodes = NodeClient::default();
+        let per_primary = rt().block_on(async {
+            let mut v = vec![];
+            for ip in &seeds {
+                let addr: SocketAddr = format!("{ip}:9121").parse().map_err(|e| format!("{e}"))?;
+                v.push(nodes.status(addr).await.map_err(|e| e.to_string())?.keys);
+            }
+            Ok::<_, String>(v)
+        })?;
+        if per_primary.iter().any(|&k| k == 0) {
+            return Err(format!(
+                "keys per primary {per_primary:?}: not spread over the shards"
+            ));
+        }
+        Ok(format!(
+            "written in {:.1}s, keys per primary {per_primary:?}",
+            took.as_secs_f64()
+        ))
+    });
+    run.step("CEL transition rules refuse changes", |_| {
+        transition_rules(name)
+    });
+    run.step("replicas 3 -> 2 keeps data", |_| scale(name, 2, &mut seeds));
+    run.step("replicas 2 -> 3 keeps data", |_| scale(name, 3, &mut seeds));
+    run.step("shard count change refused with a condition", |_| {
+        kubectl(&[
+            "patch",
+            "dbc",
+            name,
+            "-n",
+            NS,
+            "--type",
+            "merge",
+            "-p",
+            "{\"spec\":{\"shards\":4}}",
+        ])?;
+        let r = wait_until("Degraded condition", Duration::from_secs(60), || {
+            let st = status_of(NS, name)?;
+            Ok(st["conditions"].as_array().into_iter().flatten().any(|c| {
+                c["type"] == "Degraded"
+                    && c["status"] == "True"
+                    && c["reason"] == "ShardCountChangeUnsupported"
+            }))
+        });
+        kubectl(&[
+            "patch",
+            "dbc",
+            name,
+            "-n",
+            NS,
+            "--type",
+            "merge",
+            "-p",
+            "{\"spec\":{\"shards\":3}}",
+        ])?;
+        r?;
+        wait_until("Ready again", Duration::from_secs(60), || {
+            is_ready(NS, name, 9)
+        })?;
+        Ok("Degraded/ShardCountChangeUnsupported, Ready again once reverted".into())
+    });
+    run.step("operator killed mid-reconcile converges", |_| {
+        let leader = lease_holder()?;
+        kubectl(&[
+            "patch",
+            "dbc",
+            name,
+            "-n",
+            NS,
+            "--type",
+            "merge",
+            "-p",
+            "{\"spec\":{\"replicas\":2}}",
+        ])?;
+        std::thread::sleep(Duration::from_millis(300));
+        kubectl(&[
+            "delete",
+            "pod",
+            &leader,
+            "-n",
+            OPERATOR_NS,
+            "--grace-period=0",
+            "--force",
+        ])?;
+        let took = wait_until("Ready at 2 replicas", Duration::from_secs(240), || {
+            is_ready(NS, name, 6)
+        })?;
+        wait_until("nodes converged", Duration::from_secs(60), || {
+            nodes_converged(&status_of(NS, name)?)
+        })?;
+        let new_leader = lease_holder()?;
+        let bad = read_keys(&primaries(&status_of(NS, name)?))?;
+        if bad > 0 {
+            return Err(format!("{bad} keys wrong"));
+        }
+        kubectl(&[
+            "patch",
+            "dbc",
+            name,
+            "-n",
+            NS,
+            "--type",
+            "merge",
+            "-p",
+            "{\"spec\":{\"replicas\":3}}",
+        ])?;
+        wait_until("Ready at 3 replicas", Duration::from_secs(240), || {
+            is_ready(NS, name, 9)
+        })?;
+        Ok(format!(
+            "killed {leader}; {new_leader} finished it in {:.1}s",
+            took.as_secs_f64()
+        ))
+    });
+    run.step("leader takeover", |run| {
+        wait_until("2 operator pods", Duration::from_secs(120), || {
+            Ok(operator_pods()?.len() == 2)
+        })?;
+        let leader = lease_holder()?;
+        let start = Instant::now();
+        kubectl(&[
+            "delete",
+            "pod",
+            &leader,
+            "-n",
+            OPERATOR_NS,
+            "--grace-period=0",
+            "--force",
+        ])?;
+        wait_until("a new leader", Duration::from_secs(60), || {
+            let h = lease_holder()?;
+            Ok(!h.is_empty() && h != leader)
+        })?;
+        let took = start.elapsed();
+        run.measurements.insert(
+            "leader takeover after a crash",
+            format!("{:.1}s", took.as_secs_f64()),
+        );
+        // The new leader reconciles: a pod restart gets a new topology.
+        let st = status_of(NS, name)?;
+        let epoch = st["epoch"].as_u64().unwrap_or(0);
+        let victim = members(&st)
+            .last()
+            .map(|m| m.0.clone())
+            .ok_or("no members")?;
+        kubectl(&["delete", "pod", &victim, "-n", NS])?;
+        wait_until(
+            "the restarted node rejoins",
+            Duration::from_secs(180),
+            || {
+                Ok(is_ready(NS, name, 9)?
+                    && status_of(NS, name)?["epoch"].as_u64().unwrap_or(0) > epoch
+                    && nodes_converged(&status_of(NS, name)?)?)
+            },
+        )?;
+        Ok(format!(
+            "{} took over in {:.1}s",
+            lease_holder()?,
+            took.as_secs_f64()
+        ))
+    });
+    run.step("metrics: idle RSS and reconcile p99", |run| {
+        std::thread::sleep(Duration::from_secs(10));
+        let m = leader_metrics()?;
+        let rss = metric(&m, "tessera_operator_resident_memory_bytes").ok_or("no RSS metric")?;
+        run.measurements.insert(
+            "operator RSS, idle (1 cluster)",
+            format!("{:.1} MiB", rss / 1048576.0),
+        );
+        if let Some(p) = p99(&m) {
+            run.measurements.insert("reconcile p99 (1 cluster)", p);
+        }
+        Ok(format!("{:.1} MiB", rss / 1048576.0))
+    });
+    run.step("delete the cluster: children and volumes go", |_| {
+        let before = pvcs(NS, name)?;
+        kubectl(&[
+            "delete",
+            "dbc",
+            name,
+            "-n",
+            NS,
+            "--wait=true",
+            "--timeout=120s",
+        ])?;
+        wait_until("children gone", Duration::from_secs(120), || {
+            children_gone(NS, name)
+        })?;
+        wait_until(
+            "volumes gone (deletePolicy Delete)",
+            Duration::from_secs(120),
+            || Ok(pvcs(NS, name)? == 0),
+        )?;
+        Ok(format!("{before} PVCs deleted with it"))
+    });
+    run.step("deletePolicy Retain keeps the volumes", |_| {
+        let n = "keep";
+        kubectl_in(
+            &["apply", "-f", "-"],
+            Some(&cluster_manifest(n, NS, 1, 1, "    deletePolicy: Retain\n")),
+        )?;
+        wait_until("Ready", Duration::from_secs(300), || is_ready(NS, n, 1))?;
+        kubectl(&[
+            "delete",
+            "dbc",
+            n,
+            "-n",
+            NS,
+            "--wait=true",
+            "--timeout=120s",
+        ])?;
+        wait_until("children gone", Duration::from_secs(120), || {
+            children_gone(NS, n)
+        })?;
+        std::thread::sleep(Duration::from_secs(5));
+        let left = pvcs(NS, n)?;
+        kubectl(&[
+            "delete",
+            "pvc",
+            "-n",
+            NS,
+            "-l",
+            &format!("tessera.dev/cluster={n}"),
+        ])?;
+        if left == 1 {
+            Ok("1 PVC kept".into())
+        } else {
+            Err(format!("{left} PVCs left, want 1"))
+        }
+    });
+    let scale_n: usize = std::env::var("TESSERA_E2E_CLUSTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    if scale_n > 0 {
+        run.step("many clusters: RSS and reconcile p99", |run| {
+            let ns = "tessera-e2e-scale";
+            ensure_namespace(ns)?;
+            let mut all = String::new();
+            for i in 0..scale_n {
+                all.push_str(&cluster_manifest(&format!("c{i}"), ns, 1, 1, ""));
+                all.push_str("---\n");
+            }
+            let start = Instant::now();
+            kubectl_in(&["apply", "-f", "-"], Some(&all))?;
+            let r = wait_until("all Ready", Duration::from_secs(900), || {
+                let v = json(&["get", "dbc", "-n", ns])?;
+                let ready = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|d| d["status"]["phase"] == "Ready")
+                    .count();
+                Ok(ready == scale_n)
+            });
+            let m = leader_metrics()?;
+            let rss = metric(&m, "tessera_operator_resident_memory_bytes").unwrap_or(0.0);
+            run.measurements.insert(
+                "operator RSS with many clusters",
+                format!("{:.1} MiB with {scale_n} clusters", rss / 1048576.0),
+            );
+            if let Some(p) = p99(&m) {
+                run.measurements.insert("reconcile p99 (many clusters)", p);
+            }
+            let took = start.elapsed();
+            let _ = kubectl(&["delete", "namespace", ns, "--wait=false"]);
+            r?;
+            Ok(format!(
+                "{scale_n} clusters Ready in {:.1}s",
+                took.as_secs_f64()
+            ))
+        });
+    }
+    let _ = kubectl(&["delete", "namespace", NS, "--wait=false"]);
+
+    println!("\nmeasurements:");
+    for (k, v) in &run.measurements {
+        println!("  {k}: {v}");
+    }
+    println!("{} passed, {} failed", run.passed, run.failed);
+    if run.failed > 0 {
+        std::process::exit(1);
+    }
+}
