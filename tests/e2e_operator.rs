@@ -615,7 +615,7 @@ fn main() {
             }
             Ok::<_, String>(v)
         })?;
-        if per_primary.iter().any(|&k| k == 0) {
+        if per_primary.contains(&0) {
             return Err(format!(
                 "keys per primary {per_primary:?}: not spread over the shards"
             ));

@@ -6,6 +6,9 @@
 //! next to the field it guards, with a message that says what to change;
 //! the operator re-checks what CEL cannot express (see `operator::validate`).
 
+// The derive's `printcolumn(..)` entries repeat `type_ = ..` by design.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};

@@ -431,7 +431,9 @@ mod tests {
         ));
         let mut nodes = all(2, 2, 1);
         nodes[0].ip = Some("198.18.9.9".into());
-        nodes[0].info.as_mut().map(|i| i.epoch = 0);
+        if let Some(i) = nodes[0].info.as_mut() {
+            i.epoch = 0;
+        }
         let p = plan_of(plan("c", &recorded(&first), &nodes, 2, 2));
         assert!(p.changed);
         assert_eq!(p.epoch, 2);
