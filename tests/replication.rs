@@ -578,7 +578,7 @@ fn strong_write_timeout_says_how_many_replicas_acknowledged() {
 #[test]
 fn full_resync_from_a_snapshot_then_replica_restart_resumes_from_its_own_log() {
     std::env::set_var("TESSERA_WAL_SEGMENT_BYTES", "65536");
-    let p = start(0, "quorum", &[]);
+    let p = start(0, "eventual", &[]);
     promote(&p, 1);
     let mut c = conn(&p);
     let val = "x".repeat(200);
@@ -604,7 +604,7 @@ fn full_resync_from_a_snapshot_then_replica_restart_resumes_from_its_own_log() {
     assert!(first["lsn"].as_u64().unwrap_or(0) > 1800);
     // The log no longer reaches back to LSN 1: a new replica needs a snapshot.
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut r = restart_in(1, "quorum", tmp.path(), 0, 0);
+    let mut r = restart_in(1, "eventual", tmp.path(), 0, 0);
     follow(&r, 1, addr_of(0, p.port));
     let deadline = Instant::now() + Duration::from_secs(30);
     while status(&r)["lsn"] != status(&p)["lsn"] {
