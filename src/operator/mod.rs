@@ -10,6 +10,7 @@ pub mod build;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod rollout;
 pub mod status;
 pub mod topology;
 pub mod validate;
@@ -628,6 +629,9 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
         .conditions
         .iter()
         .any(|c| c.type_ == READY && c.status == "True");
+    if all_ready {
+        roll_and_grow(&ctx, &dbc, &v, &observed, &next.shards).await?;
+    }
     if all_ready && !was_ready {
         ctx.event(&dbc, EventType::Normal, "Ready", "Reconcile", message)
             .await;
@@ -768,6 +772,106 @@ async fn label_roles(
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// With everything Ready: restart one outdated pod (StatefulSets use
+/// `OnDelete`), and grow volumes the spec made larger.
+async fn roll_and_grow(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    v: &ValidatedCluster,
+    observed: &observe::Observed,
+    shards: &[crate::api::ShardStatus],
+) -> Result<(), Error> {
+    let ns = &v.namespace;
+    let revisions: std::collections::BTreeMap<u32, String> = observed
+        .statefulsets
+        .iter()
+        .filter_map(|s| {
+            let shard = s
+                .metadata
+                .labels
+                .as_ref()?
+                .get(build::LABEL_SHARD)?
+                .parse()
+                .ok()?;
+            let st = s.status.as_ref()?;
+            // The controller has not caught up with the last apply yet.
+            if st.observed_generation != s.metadata.generation {
+                return None;
+            }
+            Some((shard, st.update_revision.clone()?))
+        })
+        .collect();
+    if let Some(n) = rollout::next_restart(&observed.nodes, &revisions, |p| {
+        topology::role_of(shards, p)
+    }) {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+        pods.delete(&n.pod, &Default::default()).await?;
+        ctx.event(
+            dbc,
+            EventType::Normal,
+            "RollingRestart",
+            "RestartNode",
+            format!("restarted {} to apply its StatefulSet's new template (replicas first, the primary last)", n.pod),
+        )
+        .await;
+        return Ok(());
+    }
+    let want = &v.spec.storage.size;
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), ns);
+    let lp = kube::api::ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", v.name));
+    for pvc in pvcs.list(&lp).await?.items {
+        let name = pvc.name_any();
+        if !name.starts_with("data-") {
+            continue;
+        }
+        let have = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_default();
+        if !rollout::grows(&have, want) {
+            continue;
+        }
+        let patch = json!({ "spec": { "resources": { "requests": { "storage": want } } } });
+        match pvcs
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                ctx.event(
+                    dbc,
+                    EventType::Normal,
+                    "VolumeExpanded",
+                    "ExpandVolume",
+                    format!("{name}: {have} → {want}"),
+                )
+                .await
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => {
+                ctx.event(
+                    dbc,
+                    EventType::Warning,
+                    "VolumeNotExpandable",
+                    "ExpandVolume",
+                    format!(
+                        "{name} stays {have}: {} (use a StorageClass with allowVolumeExpansion)",
+                        s.message
+                    ),
+                )
+                .await;
+                // Do not retry every minute: the class will not change.
+                break;
+            }
             Err(e) => return Err(e.into()),
         }
     }
