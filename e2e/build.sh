@@ -27,7 +27,7 @@ install_packages() {
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >"$BUILD_LOG/apt.log" 2>&1
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$BUILD_LOG/apt.log" 2>&1 \
+  apt-get install -y -q "${missing[@]}" >>"$BUILD_LOG/apt.log" 2>&1 \
     || die "apt-get install failed; see $BUILD_LOG/apt.log"
   # The Debian containerd package starts a system containerd on /run/containerd;
   # ours runs separately, so leave it alone (it does not conflict).
