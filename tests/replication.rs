@@ -518,7 +518,13 @@ fn strong_isolated_primary_acknowledges_nothing_after_its_lease_and_rejoins_drop
 #[test]
 fn strong_write_timeout_says_how_many_replicas_acknowledged() {
     let nodes: Vec<TestNode> = (0..3)
-        .map(|i| start(i, "strong", &["--ack-timeout-ms", "300", "--lease-ms", "2000"]))
+        .map(|i| {
+            start(
+                i,
+                "strong",
+                &["--ack-timeout-ms", "300", "--lease-ms", "2000"],
+            )
+        })
         .collect();
     promote(&nodes[0], 1);
     let proxy = Proxy::start(nodes[0].port);

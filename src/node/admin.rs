@@ -314,6 +314,68 @@ pub fn render_metrics(node: &Node) -> String {
         "tessera_command_duration_seconds",
         "Time to execute one command (excluding log acknowledgement).",
     );
+    node.repl.ack_latency.render(
+        &mut out,
+        "tessera_replication_ack_duration_seconds",
+        "Time a write batch waited for its replica acknowledgements (quorum/strong).",
+    );
+    {
+        let repl = super::replication::status(node);
+        gauge(
+            &mut out,
+            "tessera_replication_epoch",
+            "Highest shard epoch seen (fencing token).",
+            "gauge",
+            node.repl.epoch(),
+        );
+        gauge(
+            &mut out,
+            "tessera_replication_lease_held",
+            "1 while a quorum/strong primary holds its lease.",
+            "gauge",
+            u8::from(repl.lease_held),
+        );
+        let _ = writeln!(out, "# HELP tessera_replica_acked_lsn Last LSN a replica acknowledged, per replica (on a primary).\n# TYPE tessera_replica_acked_lsn gauge");
+        for r in &repl.replicas {
+            let _ = writeln!(
+                out,
+                "tessera_replica_acked_lsn{{replica=\"{}\"}} {}",
+                r.id, r.acked_lsn
+            );
+        }
+        let _ = writeln!(out, "# HELP tessera_replica_lag_operations Records a replica is behind, per replica.\n# TYPE tessera_replica_lag_operations gauge");
+        for r in &repl.replicas {
+            let _ = writeln!(
+                out,
+                "tessera_replica_lag_operations{{replica=\"{}\"}} {}",
+                r.id, r.lag_ops
+            );
+        }
+        let _ = writeln!(out, "# HELP tessera_replica_lag_milliseconds Time since a replica last had everything, per replica.\n# TYPE tessera_replica_lag_milliseconds gauge");
+        for r in &repl.replicas {
+            let _ = writeln!(
+                out,
+                "tessera_replica_lag_milliseconds{{replica=\"{}\"}} {}",
+                r.id, r.lag_ms
+            );
+        }
+        if let Some(lag) = repl.lag_ms {
+            gauge(
+                &mut out,
+                "tessera_replication_link_up",
+                "1 while this replica is linked to its primary.",
+                "gauge",
+                u8::from(repl.link_up),
+            );
+            gauge(
+                &mut out,
+                "tessera_replication_staleness_milliseconds",
+                "Time since this replica last had everything its primary had.",
+                "gauge",
+                lag.min(u64::MAX / 2),
+            );
+        }
+    }
     let wal = node.wal.stats();
     let store = node.store.borrow();
     gauge(

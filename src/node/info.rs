@@ -96,20 +96,36 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
     if want("replication") {
         let map = node.slot_map.borrow();
         let shard = map.my_shard();
+        let repl = crate::node::replication::status(node);
         match node.role.get() {
             Role::Primary => {
                 let _ = write!(
                     out,
-                    "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n\r\n",
-                    node.wal.last_lsn()
+                    "# Replication\r\nrole:master\r\nconnected_slaves:{}\r\n",
+                    repl.replicas.iter().filter(|r| r.connected).count()
                 );
+                for (i, r) in repl.replicas.iter().filter(|r| r.connected).enumerate() {
+                    let (ip, port) = r.addr.rsplit_once(':').unwrap_or((&r.addr, "0"));
+                    let _ = write!(
+                        out,
+                        "slave{i}:ip={ip},port={port},state=online,offset={},lag={}\r\n",
+                        r.acked_lsn,
+                        r.lag_ms / 1000
+                    );
+                }
+                let _ = write!(out, "master_repl_offset:{}\r\n\r\n", node.wal.last_lsn());
             }
             Role::Replica => {
+                let primary = repl
+                    .primary
+                    .clone()
+                    .unwrap_or_else(|| shard.primary.clone());
                 let _ = write!(
                     out,
-                    "# Replication\r\nrole:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:down\r\nslave_repl_offset:{}\r\n\r\n",
-                    shard.primary.host,
-                    shard.primary.port,
+                    "# Replication\r\nrole:slave\r\nmaster_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\nslave_repl_offset:{}\r\n\r\n",
+                    primary.host,
+                    primary.port,
+                    if repl.link_up { "up" } else { "down" },
                     node.wal.last_lsn()
                 );
             }

@@ -56,11 +56,11 @@ pub fn check(history: &[Event]) -> Result<(), String> {
             .map(ret)
             .min()
             .unwrap_or(u64::MAX);
-        for i in 0..n {
-            if done & (1 << i) != 0 || history[i].call > min_ret {
+        for (i, e) in history.iter().enumerate() {
+            if done & (1 << i) != 0 || e.call > min_ret {
                 continue;
             }
-            match &history[i].op {
+            match &e.op {
                 Op::Write(v) => stack.push((done | (1 << i), Some(v.clone()))),
                 Op::Read(v) => {
                     if *v == value {
