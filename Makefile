@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release deps test test-unit lint e2e up down bench-node fuzz clean
+.PHONY: all build release deps test test-unit lint e2e up down bench-node bench-replication fuzz clean
 
 all: build
 
@@ -50,6 +50,9 @@ down: cluster-down
 
 bench-node: deps
 	bench/node.sh
+
+bench-replication: deps
+	bench/replication.sh
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Replication benchmark: throughput and latency of acknowledged writes.
+
+One load generator for every row, so the numbers compare: worker processes,
+each driving several raw-socket connections that pipeline P writes per round
+trip. For Tessera a write is `SET` (the node itself waits for the shard's
+acknowledgement rule before replying). For the Redis reference each write is
+`SET` followed by `WAIT 1 0` (Redis' only way to wait for a replica), and the
+pair counts as one write. Latency is per round trip (a batch of P writes).
+
+Rows: tessera unreplicated; tessera RF=3 (1 primary + 2 replicas) in
+eventual, quorum, strong; redis-server 1 primary + 1 replica with WAIT 1 0.
+All nodes use fsync everysec. Appends a section to docs/benchmarks.md whose
+last line is `RESULT key=value ...`.
+"""
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "tessera")
+SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
+PROCS = int(os.environ.get("BENCH_PROCS", "2"))
+CONNS = int(os.environ.get("BENCH_CONNS", "8"))
+VALUE = b"x" * 64
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def cmd(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def worker(port, pipeline, with_wait, seconds, seed, q):
+    conns = []
+    for _ in range(CONNS):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conns.append(s)
+    n = 0
+    errors = 0
+    lats = []
+    i = 0
+    end = time.time() + seconds
+    while time.time() < end:
+        starts = []
+        for s in conns:
+            batch = b""
+            for _ in range(pipeline):
+                batch += cmd(b"SET", b"k:%d:%d" % (seed, i % 100000), VALUE)
+                if with_wait:
+                    batch += cmd(b"WAIT", 1, 0)
+                i += 1
+            starts.append(time.perf_counter())
+            s.sendall(batch)
+        want = pipeline * (2 if with_wait else 1)
+        for s, t0 in zip(conns, starts):
+            buf = b""
+            while buf.count(b"\r\n") < want:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("connection closed")
+                buf += chunk
+            errors += buf.count(b"\r\n-") + (1 if buf.startswith(b"-") else 0)
+            lats.append(time.perf_counter() - t0)
+            n += pipeline
+    q.put((n, errors, lats))
+
+
+def load(port, pipeline, with_wait):
+    q = mp.Queue()
+    ps = [mp.Process(target=worker, args=(port, pipeline, with_wait, SECONDS, k, q)) for k in range(PROCS)]
+    t0 = time.time()
+    for p in ps:
+        p.start()
+    res = [q.get() for _ in ps]
+    for p in ps:
+        p.join()
+    elapsed = time.time() - t0
+    n = sum(r[0] for r in res)
+    errors = sum(r[1] for r in res)
+    lats = sorted(x for r in res for x in r[2])
+    pct = lambda p: lats[min(len(lats) - 1, int(p * len(lats)))] * 1000 if lats else 0
+    return {"ops": n / min(elapsed, SECONDS + 0.5), "p50": pct(0.50), "p99": pct(0.99), "errors": errors}
+
+
+def http(port, path, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+class Tessera:
+    def __init__(self, idx, consistency, tmp):
+        self.id = "%040x" % (0xbe0000 + idx)
+        self.port, self.admin = free_port(), free_port()
+        self.proc = subprocess.Popen([BIN, "node", "--bind", "127.0.0.1", "--port", str(self.port),
+                                      "--admin-port", str(self.admin), "--data-dir", os.path.join(tmp, f"n{idx}"),
+                                      "--node-id", self.id, "--consistency", consistency, "--replicas", "2",
+                                      "--fsync", "everysec"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        wait_port(self.admin)
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def tessera_cluster(consistency, tmp, rf):
+    nodes = [Tessera(i, consistency, tmp) for i in range(rf)]
+    if rf > 1:
+        http(nodes[0].admin, "/v1/promote", {"epoch": 1, "replicas": rf - 1})
+        for n in nodes[1:]:
+            http(n.admin, "/v1/follow", {"epoch": 1, "primary": {"id": nodes[0].id, "host": "127.0.0.1", "port": nodes[0].port}})
+        end = time.time() + 20
+        while time.time() < end:
+            st = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{nodes[0].admin}/v1/status").read())
+            if sum(1 for r in st["replication"]["replicas"] if r["connected"]) == rf - 1:
+                break
+            time.sleep(0.05)
+    return nodes
+
+
+def redis_pair(tmp):
+    rs = shutil.which("redis-server") or "/usr/bin/redis-server"
+    p1, p2 = free_port(), free_port()
+    procs = []
+    for port, extra in ((p1, []), (p2, ["--replicaof", "127.0.0.1", str(p1)])):
+        d = os.path.join(tmp, f"redis{port}")
+        os.makedirs(d)
+        procs.append(subprocess.Popen([rs, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+                                       "--appendonly", "yes", "--appendfsync", "everysec"] + extra,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_port(port)
+    # Wait for the replica link.
+    end = time.time() + 20
+    while time.time() < end:
+        s = socket.create_connection(("127.0.0.1", p1))
+        s.sendall(cmd("INFO", "replication"))
+        time.sleep(0.1)
+        if b"connected_slaves:1" in s.recv(65536):
+            s.close()
+            break
+        s.close()
+    return p1, procs
+
+
+def main():
+    rows = []
+    tmp = tempfile.mkdtemp(prefix="tessera-bench-repl-")
+    try:
+        configs = [("tessera unreplicated", "eventual", 1), ("tessera RF=3 eventual", "eventual", 3),
+                   ("tessera RF=3 quorum", "quorum", 3), ("tessera RF=3 strong", "strong", 3)]
+        for name, mode, rf in configs:
+            nodes = tessera_cluster(mode, os.path.join(tmp, name.replace(" ", "_")), rf)
+            try:
+                for p in (1, 16):
+                    r = load(nodes[0].port, p, False)
+                    rows.append((name, p, r))
+                    print(f"{name:28} -P {p:2}: {r['ops']:10.0f} ops/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  errors {r['errors']}", flush=True)
+            finally:
+                for n in nodes:
+                    n.stop()
+        port, procs = redis_pair(tmp)
+        try:
+            for p in (1, 16):
+                r = load(port, p, True)
+                rows.append(("redis 7 + 1 replica, WAIT 1 0", p, r))
+                print(f"{'redis + WAIT 1 0':28} -P {p:2}: {r['ops']:10.0f} ops/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  errors {r['errors']}", flush=True)
+        finally:
+            for pr in procs:
+                pr.kill()
+                pr.wait()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    get = lambda name, p: next(r for n, pp, r in rows if n.startswith(name) and pp == p)
+    un16 = get("tessera unreplicated", 16)["ops"]
+    q16 = get("tessera RF=3 quorum", 16)["ops"]
+    red16 = get("redis", 16)["ops"]
+    q_vs_un = q16 / un16 if un16 else 0
+    q_vs_redis = q16 / red16 if red16 else 0
+    lines = ["", "## Replication (make bench-replication)", "",
+             f"Same load generator for every row (bench/replication.py): {PROCS} processes x {CONNS} connections, "
+             f"{SECONDS:.0f} s per row, 64-byte values, fsync everysec everywhere, 127.0.0.1. A Tessera write is `SET` "
+             "(the node waits for the shard's rule before replying); a Redis write is `SET` + `WAIT 1 0`. "
+             "Latency is per round trip of a batch of P writes.", "",
+             "| setup | P | writes/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+    for name, p, r in rows:
+        lines.append(f"| {name} | {p} | {r['ops']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['errors']} |")
+    lines.append("")
+    lines.append(f"quorum at -P 16: {q_vs_un:.2f}x the unreplicated node (target >= 0.5), "
+                 f"{q_vs_redis:.2f}x Redis+WAIT (target >= 3).")
+    lines.append("")
+    result = (f"RESULT quorum_vs_unreplicated_p16={q_vs_un:.2f} quorum_vs_redis_wait_p16={q_vs_redis:.2f} "
+              f"unreplicated_p16={un16:.0f} quorum_p16={q16:.0f} redis_wait_p16={red16:.0f} "
+              f"eventual_p16={get('tessera RF=3 eventual', 16)['ops']:.0f} strong_p16={get('tessera RF=3 strong', 16)['ops']:.0f}")
+    lines.append(result)
+    with open(os.path.join(ROOT, "docs", "benchmarks.md"), "a") as f:
+        f.write("\n".join(lines) + "\n")
+    print(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
