@@ -746,18 +746,27 @@ fn main() {
         );
         // The new leader reconciles: a pod restart gets a new topology.
         let st = status_of(NS, name)?;
-        let epoch = st["epoch"].as_u64().unwrap_or(0);
         let victim = members(&st)
             .last()
             .map(|m| m.0.clone())
             .ok_or("no members")?;
+        let uid = |pod: &str| -> R {
+            Ok(json(&["get", "pod", pod, "-n", NS])?["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string())
+        };
+        let old_uid = uid(&victim)?;
         kubectl(&["delete", "pod", &victim, "-n", NS])?;
+        // Whatever IP the new pod gets, the node must end up on the
+        // recorded epoch with every other node.
         wait_until(
             "the restarted node rejoins",
             Duration::from_secs(180),
             || {
-                Ok(is_ready(NS, name, 9)?
-                    && status_of(NS, name)?["epoch"].as_u64().unwrap_or(0) > epoch
+                Ok(uid(&victim).is_ok_and(|u| !u.is_empty() && u != old_uid)
+                    && is_ready(NS, name, 9)?
+                    && members(&status_of(NS, name)?).len() == 9
                     && nodes_converged(&status_of(NS, name)?)?)
             },
         )?;
