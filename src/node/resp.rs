@@ -184,7 +184,10 @@ fn parse_inline(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Parsed, Prot
             let q = line[i];
             let start = i + 1;
             let Some(close) = line[start..].iter().position(|&b| b == q) else {
-                return Err(ProtocolError::resync("unbalanced quotes in request", nl + 1));
+                return Err(ProtocolError::resync(
+                    "unbalanced quotes in request",
+                    nl + 1,
+                ));
             };
             args.push(start..start + close);
             i = start + close + 1;
@@ -247,7 +250,8 @@ impl ReplyBuf {
         self.buf.push(b'-');
         // CR/LF would break the frame: errors are single lines.
         for &b in msg.as_bytes() {
-            self.buf.push(if b == b'\r' || b == b'\n' { b' ' } else { b });
+            self.buf
+                .push(if b == b'\r' || b == b'\n' { b' ' } else { b });
         }
         self.buf.extend_from_slice(b"\r\n");
     }
@@ -514,7 +518,11 @@ mod tests {
         assert_eq!(w, vec![b"GET".to_vec(), b"key".to_vec()]);
         assert_eq!(p, Parsed::Command(req.len()));
         for cut in 0..req.len() {
-            assert_eq!(words(&req[..cut]).unwrap().1, Parsed::Incomplete, "cut {cut}");
+            assert_eq!(
+                words(&req[..cut]).unwrap().1,
+                Parsed::Incomplete,
+                "cut {cut}"
+            );
         }
     }
 
@@ -539,7 +547,10 @@ mod tests {
         let e = parse_request(b"*1\r\n+OK\r\n", &mut Vec::new()).unwrap_err();
         assert_eq!(e.skip, Some(9));
         let long = vec![b'a'; MAX_INLINE + 1];
-        assert_eq!(parse_request(&long, &mut Vec::new()).unwrap_err().skip, None);
+        assert_eq!(
+            parse_request(&long, &mut Vec::new()).unwrap_err().skip,
+            None
+        );
     }
 
     #[test]
@@ -553,7 +564,11 @@ mod tests {
         assert_eq!(used, r.buf.len());
         assert_eq!(
             f,
-            Frame::Array(vec![Frame::Bulk(b"x".to_vec()), Frame::Integer(-7), Frame::Null])
+            Frame::Array(vec![
+                Frame::Bulk(b"x".to_vec()),
+                Frame::Integer(-7),
+                Frame::Null
+            ])
         );
         let mut r3 = ReplyBuf::new();
         r3.resp3 = true;

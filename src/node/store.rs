@@ -21,8 +21,101 @@ use hashbrown::{HashMap, HashSet};
 
 use super::slots::SLOTS;
 
-pub type Key = Box<[u8]>;
 pub type Bytes = Box<[u8]>;
+
+/// Longest key kept inline, without a heap allocation of its own.
+const INLINE_KEY: usize = 22;
+
+/// A key: short keys (most keys: `user:1234:name`) live inside the hash
+/// table's bucket, so a lookup compares them without another cache miss and
+/// they cost no allocation; longer ones live on the heap.
+#[derive(Clone)]
+pub struct Key(KeyRepr);
+
+#[derive(Clone)]
+enum KeyRepr {
+    Inline { len: u8, buf: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            KeyRepr::Inline { len, buf } => &buf[..*len as usize],
+            KeyRepr::Heap(b) => b,
+        }
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(b: &[u8]) -> Self {
+        if b.len() <= INLINE_KEY {
+            let mut buf = [0u8; INLINE_KEY];
+            buf[..b.len()].copy_from_slice(b);
+            Key(KeyRepr::Inline {
+                len: b.len() as u8,
+                buf,
+            })
+        } else {
+            Key(KeyRepr::Heap(b.into()))
+        }
+    }
+}
+
+impl From<Box<[u8]>> for Key {
+    fn from(b: Box<[u8]>) -> Self {
+        if b.len() <= INLINE_KEY {
+            Key::from(&*b)
+        } else {
+            Key(KeyRepr::Heap(b))
+        }
+    }
+}
+
+impl From<&Key> for Key {
+    fn from(k: &Key) -> Self {
+        k.clone()
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl AsRef<[u8]> for Key {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+// Hash and Eq exactly as the byte slice, so `&[u8]` lookups find keys.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for Key {}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_bytes().escape_ascii().to_string())
+    }
+}
 
 /// A score with a total order (NaN is refused before it gets here). Every
 /// comparison goes through `total_cmp`, so equality and order agree (a
@@ -411,7 +504,8 @@ impl Store {
     }
 
     /// Loads one entry from a snapshot (no expiry checks, no logging).
-    pub fn load(&mut self, slot: u16, key: Key, value: Value, expire_at: u64) {
+    pub fn load(&mut self, slot: u16, key: impl Into<Key>, value: Value, expire_at: u64) {
+        let key = key.into();
         let db = &mut self.slots[slot as usize];
         if expire_at != 0 {
             db.volatile += 1;

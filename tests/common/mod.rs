@@ -69,7 +69,10 @@ impl TestNode {
                 "--admin-port",
                 &self.admin_port.to_string(),
                 "--data-dir",
-                self.dir.join("data").to_str().expect("temp paths are UTF-8"),
+                self.dir
+                    .join("data")
+                    .to_str()
+                    .expect("temp paths are UTF-8"),
             ])
             .args(&self.extra)
             .env("RUST_LOG", "warn")
@@ -82,9 +85,23 @@ impl TestNode {
 
     /// Spawns the node process without waiting; returns its exit status if it
     /// exits within `wait` (for tests of refusals to start).
-    pub fn try_start_in(dir: &Path, extra: &[&str], wait: Duration) -> (Option<std::process::ExitStatus>, String) {
+    pub fn try_start_in(
+        dir: &Path,
+        extra: &[&str],
+        wait: Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["node", "--bind", "127.0.0.1", "--port", &free_port().to_string(), "--admin-port", &free_port().to_string(), "--data-dir", dir.join("data").to_str().expect("temp paths are UTF-8")])
+            .args([
+                "node",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &free_port().to_string(),
+                "--admin-port",
+                &free_port().to_string(),
+                "--data-dir",
+                dir.join("data").to_str().expect("temp paths are UTF-8"),
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -184,7 +201,10 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
