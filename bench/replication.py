@@ -172,6 +172,13 @@ def redis_pair(tmp):
             s.close()
             break
         s.close()
+    # Warm-up: the first WAIT returns once the replica has synced.
+    s = socket.create_connection(("127.0.0.1", p1))
+    s.sendall(cmd("SET", "warmup", "1") + cmd("WAIT", 1, 10000))
+    buf = b""
+    while buf.count(b"\r\n") < 2:
+        buf += s.recv(4096)
+    s.close()
     return p1, procs
 
 
