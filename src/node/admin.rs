@@ -32,13 +32,28 @@ pub async fn serve(node: Rc<Node>, listener: TcpListener) {
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let node = node.clone();
-                async move { Ok::<_, Infallible>(route(&node, req).await) }
+                async move { Ok::<_, Infallible>(route_any(&node, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(sock), svc)
                 .await;
         });
     }
+}
+
+/// Responses that may stream a file (backups) besides the buffered ones.
+type AnyBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+async fn route_any(node: &Rc<Node>, req: Request<Incoming>) -> Response<AnyBody> {
+    let path = req.uri().path();
+    if req.method() == Method::GET
+        && (path == "/v1/backup/snapshot" || path.starts_with("/v1/wal/segments/"))
+    {
+        return backup_file(node, req).await;
+    }
+    route(node, req)
+        .await
+        .map(|b| b.map_err(|never| match never {}).boxed())
 }
 
 fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -137,6 +152,27 @@ async fn route(node: &Rc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 Err(e @ super::replication::ReplError::FollowSelf)
                 | Err(e @ super::replication::ReplError::NoPersistence) => {
                     error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        (&Method::GET, "/v1/wal/segments") => wal_segments(node).await,
+        (&Method::POST, "/v1/wal/archived") => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let call: ArchivedCall = match serde_json::from_slice(&body) {
+                Ok(c) => c,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid body: {e}")),
+            };
+            match node.wal.set_archive_hold(call.lsn) {
+                Ok(()) => {
+                    tracing::info!(lsn = call.lsn, "log archived through (backup hold moved)");
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "archiveHold": call.lsn }),
+                    )
                 }
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
@@ -511,4 +547,173 @@ pub fn render_metrics(node: &Node) -> String {
         node.ready.get() as u8,
     );
     out
+}
+
+// ---------------------------------------------------------------------------
+// Backups (src/backup): the log segments and snapshot files, streamed, and
+// the archive hold that keeps segments until a backup has copied them.
+// ---------------------------------------------------------------------------
+
+#[derive(serde::Deserialize)]
+struct ArchivedCall {
+    lsn: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SegmentEntry {
+    name: String,
+    first_lsn: u64,
+    last_lsn: u64,
+    closed: bool,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SegmentList {
+    node_id: String,
+    role: &'static str,
+    shard: String,
+    shard_epoch: u64,
+    /// Every record appended before this time (ms) is in the listed
+    /// segments and durable.
+    captured_at_ms: u64,
+    archive_hold: Option<u64>,
+    segments: Vec<SegmentEntry>,
+}
+
+/// Lists the log segments after making everything appended so far durable,
+/// so the listing covers every write acknowledged before the call.
+async fn wal_segments(node: &Rc<Node>) -> Response<Full<Bytes>> {
+    if !node.cfg.persistence {
+        return error(StatusCode::CONFLICT, "the node runs without persistence");
+    }
+    let captured_at_ms = now_ms();
+    if let Err(e) = node.wal.sync_through(node.wal.last_lsn()).await {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    let mut segments = Vec::new();
+    for s in node.wal.segment_list() {
+        let bytes = match s.bytes {
+            Some(b) => b,
+            None => match std::fs::metadata(&s.path) {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("failed to stat {}: {e}", s.path.display()),
+                    )
+                }
+            },
+        };
+        let name = s
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        segments.push(SegmentEntry {
+            name,
+            first_lsn: s.first_lsn,
+            last_lsn: s.last_lsn,
+            closed: s.closed,
+            bytes,
+        });
+    }
+    let map = node.slot_map.borrow();
+    json(
+        StatusCode::OK,
+        &SegmentList {
+            node_id: node.id.clone(),
+            role: node.role.get().as_str(),
+            shard: map.my_shard().name.clone(),
+            shard_epoch: map.my_shard().epoch,
+            captured_at_ms,
+            archive_hold: node.wal.archive_hold(),
+            segments,
+        },
+    )
+}
+
+fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then_some(v)
+    })
+}
+
+/// Streams a snapshot (`/v1/backup/snapshot?name=<file>`, default the
+/// newest) or a log segment (`/v1/wal/segments/<file>?bytes=N`: the first N
+/// bytes — an active segment only grows, so a prefix read later is still
+/// the one listed).
+async fn backup_file(node: &Rc<Node>, req: Request<Incoming>) -> Response<AnyBody> {
+    let boxed = |r: Response<Full<Bytes>>| r.map(|b| b.map_err(|never| match never {}).boxed());
+    let path = req.uri().path();
+    let (dir, name) = if let Some(name) = path.strip_prefix("/v1/wal/segments/") {
+        (node.cfg.data_dir.join("wal"), name.to_string())
+    } else {
+        let name = match query_param(&req, "name") {
+            Some(n) => n.to_string(),
+            None => match node.last_snapshot.borrow().as_ref() {
+                Some(s) => s
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                None => return boxed(error(StatusCode::NOT_FOUND, "no snapshot yet")),
+            },
+        };
+        (node.cfg.data_dir.join("snapshots"), name)
+    };
+    let plain = !name.is_empty()
+        && !name.contains('/')
+        && !name.starts_with('.')
+        && (name.ends_with(".wal") || name.ends_with(".tsnap"));
+    if !plain {
+        return boxed(error(
+            StatusCode::BAD_REQUEST,
+            format!("not a log segment or snapshot file name: {name:?}"),
+        ));
+    }
+    let limit = query_param(&req, "bytes").and_then(|b| b.parse::<u64>().ok());
+    let full = dir.join(&name);
+    let file = match tokio::fs::File::open(&full).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return boxed(error(StatusCode::NOT_FOUND, format!("no file {name}")))
+        }
+        Err(e) => {
+            return boxed(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to open {}: {e}", full.display()),
+            ))
+        }
+    };
+    let len = match file.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => {
+            return boxed(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to stat {}: {e}", full.display()),
+            ))
+        }
+    };
+    let len = limit.map_or(len, |l| l.min(len));
+    use tokio::io::AsyncReadExt;
+    // 1 MiB reads: the file is read on the blocking pool, not the loop.
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20);
+    let body = http_body_util::StreamBody::new(futures::StreamExt::map(stream, |r| {
+        r.map(hyper::body::Frame::data)
+    }));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .header("content-length", len)
+        .body(BodyExt::boxed(body))
+        .unwrap_or_else(|e| {
+            boxed(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to build the response: {e}"),
+            ))
+        })
 }

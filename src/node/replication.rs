@@ -1073,6 +1073,10 @@ impl Applier {
     }
 
     fn apply(&mut self, node: &Node, rec: &wal::Record) {
+        if rec.slot == wal::MARKER_SLOT {
+            // A time marker (for point-in-time restores), not a command.
+            return;
+        }
         let wm = &self.watermarks;
         let applies = |slot: u16| wm.as_ref().is_none_or(|w| rec.lsn > w[slot as usize]);
         if rec.slot == GLOBAL_SLOT {

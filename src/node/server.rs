@@ -159,6 +159,10 @@ async fn recover(node: &Rc<Node>) -> Result<(), NodeError> {
     let mut ranges = Vec::new();
     for rec in node.wal.read_from(after)? {
         let rec = rec?;
+        if rec.slot == super::wal::MARKER_SLOT {
+            // A time marker (for point-in-time restores), not a command.
+            continue;
+        }
         let applies = |slot: u16| watermarks.is_none_or(|w| rec.lsn > w[slot as usize]);
         if rec.slot == GLOBAL_SLOT {
             // FLUSHALL: clear exactly the slots the snapshot had not yet seen

@@ -41,6 +41,64 @@ use super::metrics::LATENCY_BUCKETS;
 /// Slot value for records that touch every slot (FLUSHALL).
 pub const GLOBAL_SLOT: u16 = u16::MAX;
 
+/// Slot value of time-marker records: not a command, replay skips them. A
+/// marker `[TESSERA.TIME, ms u64 LE]` is appended before a write whenever
+/// the previous marker is [`MARKER_INTERVAL_MS`] or more older, so every
+/// record after a marker of time `t` (up to the next marker) was appended in
+/// `[t, t + MARKER_INTERVAL_MS)` (plus the coarse clock's ~4 ms): what a
+/// point-in-time restore stops on (see docs/backup.md).
+pub const MARKER_SLOT: u16 = u16::MAX - 1;
+
+/// First argument of a time-marker record.
+pub const TIME_MARKER: &[u8] = b"TESSERA.TIME";
+
+/// Smallest interval between two time markers (only written with writes:
+/// an idle log gets none).
+pub const MARKER_INTERVAL_MS: u64 = 10;
+
+/// Name of the file (in the log directory) holding the archive hold: the
+/// LSN through which closed segments have been archived by a backup. While
+/// it exists, truncation never removes a segment above it.
+pub const ARCHIVE_HOLD_FILE: &str = "archived-lsn";
+
+/// The time (ms since the Unix epoch) of a time-marker record.
+pub fn marker_time(rec: &Record) -> Option<u64> {
+    if rec.slot != MARKER_SLOT || rec.args.len() != 2 || rec.args[0] != TIME_MARKER {
+        return None;
+    }
+    let b: [u8; 8] = rec.args[1].as_slice().try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// Wall-clock ms from the coarse clock (a few ns per call; ~4 ms steps):
+/// called on every logged write.
+fn coarse_now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if rc != 0 {
+        return super::now_ms();
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// A log segment as the backup sees it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub path: PathBuf,
+    pub first_lsn: u64,
+    /// Last LSN in the file (for the active segment: the last written).
+    pub last_lsn: u64,
+    /// false for the segment being written.
+    pub closed: bool,
+    /// Bytes holding records through `last_lsn` (known for the active one;
+    /// None: the whole file).
+    pub bytes: Option<u64>,
+}
+
 /// A segment is closed and a new one started once it holds this much.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -738,6 +796,13 @@ pub struct Wal {
     ring: RefCell<Ring>,
     /// Signalled whenever a batch reaches the ring.
     ring_changed: Notify,
+    /// Whether writes get time markers (the node's log; not the unit tests').
+    time_markers: Cell<bool>,
+    /// Time of the last time-marker record appended (0: none yet).
+    last_marker_ms: Cell<u64>,
+    /// Archived-through LSN set by backups: truncation keeps everything
+    /// above it (None: no backup archives this log).
+    archive_hold: Cell<Option<u64>>,
 }
 
 /// The most recent written batches, encoded exactly as in the segment files,
@@ -785,6 +850,9 @@ impl Wal {
             sync_thread: RefCell::new(None),
             ring: RefCell::new(Ring::default()),
             ring_changed: Notify::new(),
+            time_markers: Cell::new(false),
+            last_marker_ms: Cell::new(0),
+            archive_hold: Cell::new(None),
         }
     }
 
@@ -806,7 +874,9 @@ impl Wal {
             .and_then(|v| v.parse::<u64>().ok())
             .filter(|&n| n > 0)
             .unwrap_or(DEFAULT_SEGMENT_BYTES);
-        Self::open_with(dir, policy, segment_bytes)
+        let wal = Self::open_with(dir, policy, segment_bytes)?;
+        wal.time_markers.set(true);
+        Ok(wal)
     }
 
     /// [`Wal::open`] with an explicit segment size.
@@ -906,7 +976,11 @@ impl Wal {
                 has_records,
             });
         }
-        info!(dir = %dir.display(), segments = segments.len(), last_lsn = last, "log opened");
+        let hold = std::fs::read_to_string(dir.join(ARCHIVE_HOLD_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        wal.archive_hold.set(hold);
+        info!(dir = %dir.display(), segments = segments.len(), last_lsn = last, archive_hold = ?hold, "log opened");
         *wal.segments.borrow_mut() = segments;
         Ok(Rc::new(wal))
     }
@@ -968,6 +1042,17 @@ impl Wal {
 
     /// Appends a record to the pending batch and returns its LSN. No I/O.
     pub fn append(&self, slot: u16, args: &[&[u8]]) -> u64 {
+        if self.enabled && self.time_markers.get() {
+            let now = coarse_now_ms();
+            if now >= self.last_marker_ms.get() + MARKER_INTERVAL_MS {
+                self.last_marker_ms.set(now);
+                self.append_record(MARKER_SLOT, &[TIME_MARKER, &now.to_le_bytes()]);
+            }
+        }
+        self.append_record(slot, args)
+    }
+
+    fn append_record(&self, slot: u16, args: &[&[u8]]) -> u64 {
         let lsn = self.last_lsn.get() + 1;
         self.last_lsn.set(lsn);
         if !self.enabled {
@@ -1277,6 +1362,8 @@ impl Wal {
         if !self.enabled {
             return Ok(0);
         }
+        // A backup that has not archived a segment yet still needs it.
+        let lsn = self.archive_hold.get().map_or(lsn, |h| h.min(lsn));
         let mut segs = self.segments.borrow_mut();
         let mut removable = 0;
         while removable + 1 < segs.len() && segs[removable + 1].first_lsn - 1 <= lsn {
@@ -1297,6 +1384,67 @@ impl Wal {
             );
         }
         Ok(removable)
+    }
+
+    /// The segments on disk, oldest first (for backups). The active one's
+    /// `bytes` and `last_lsn` are consistent: both as of the last write.
+    pub fn segment_list(&self) -> Vec<SegmentInfo> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let segs = self.segments.borrow();
+        let active = self.active.borrow();
+        let mut out = Vec::with_capacity(segs.len());
+        for (i, s) in segs.iter().enumerate() {
+            match segs.get(i + 1) {
+                Some(next) => out.push(SegmentInfo {
+                    path: s.path.clone(),
+                    first_lsn: s.first_lsn,
+                    last_lsn: next.first_lsn - 1,
+                    closed: true,
+                    bytes: None,
+                }),
+                None => {
+                    let (bytes, has) = match active.as_ref() {
+                        Some(a) if a.seg.path == s.path => (Some(a.size), a.has_records),
+                        _ => (None, true),
+                    };
+                    if has {
+                        out.push(SegmentInfo {
+                            path: s.path.clone(),
+                            first_lsn: s.first_lsn,
+                            last_lsn: self.written.get(),
+                            closed: false,
+                            bytes,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Sets the archive hold (a backup archived everything through `lsn`),
+    /// persisted in the log directory so a restart keeps honouring it.
+    pub fn set_archive_hold(&self, lsn: u64) -> Result<(), WalError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let path = self.dir.join(ARCHIVE_HOLD_FILE);
+        let tmp = self.dir.join(format!("{ARCHIVE_HOLD_FILE}.tmp"));
+        let write_err = |source| WalError::Write {
+            path: path.clone(),
+            source,
+        };
+        std::fs::write(&tmp, format!("{lsn}\n")).map_err(write_err)?;
+        std::fs::rename(&tmp, &path).map_err(write_err)?;
+        self.archive_hold.set(Some(lsn));
+        Ok(())
+    }
+
+    /// The archive hold, if a backup set one.
+    pub fn archive_hold(&self) -> Option<u64> {
+        self.archive_hold.get()
     }
 
     pub fn stats(&self) -> WalStats {
