@@ -424,7 +424,7 @@ import_images() {
     [[ $ref == "$BUILDER_IMAGE" ]] && continue   # build-time only
     grep -qxF "$ref" <<<"$have" && continue
     log "importing $ref"
-    kctr images import --base-name "${ref%:*}" --index-name "$ref" "$ar" >>"$LOGS/images.log" 2>&1 \
+    kctr images import "$ar" >>"$LOGS/images.log" 2>&1 \
       || fail "image import of $ar"
   done
 }

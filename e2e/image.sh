@@ -46,7 +46,7 @@ fi
 echo "$ref" >"$RUN/image"
 if [[ -S $CONTAINERD_SOCK ]] && kctr version >/dev/null 2>&1; then
   if ! kctr images ls -q | grep -qxF "$ref"; then
-    kctr images import --base-name "${ref%:*}" --index-name "$ref" "$ar" >>"$LOGS/images.log" 2>&1
+    kctr images import "$ar" >>"$LOGS/images.log" 2>&1
   fi
   log "imported $ref into the cluster's containerd"
 fi
