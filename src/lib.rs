@@ -2,6 +2,7 @@
 //! replicated, Redis-protocol key-value clusters.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod node;

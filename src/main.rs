@@ -29,6 +29,8 @@ enum Command {
     Crd,
     /// Print a cluster's topology from its status, and how to connect.
     Status(tessera::cli::StatusArgs),
+    /// Backups: run, archive, list, verify, prune, restore.
+    Backup(tessera::backup::cli::BackupArgs),
 }
 
 #[derive(clap::Args)]
@@ -162,6 +164,10 @@ fn main() -> Result<()> {
         }
         Command::Crd => print!("{}", tessera::api::crd_yaml()?),
         Command::Status(a) => tessera::cli::run_status(a)?,
+        Command::Backup(a) => {
+            init_tracing(a.log_json);
+            tessera::backup::cli::run(a)?;
+        }
     }
     Ok(())
 }

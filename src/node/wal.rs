@@ -225,6 +225,8 @@ pub struct WalStats {
 const MAGIC: [u8; 8] = *b"TSWAL\0\0\x01";
 const VERSION: u32 = 1;
 const HEADER_LEN: usize = 24;
+/// Size of a segment file's header (records start after it).
+pub const SEGMENT_HEADER_LEN: usize = HEADER_LEN;
 /// `len` + `crc`.
 const PREFIX_LEN: usize = 8;
 /// lsn + slot + argc.

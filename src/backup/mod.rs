@@ -1,0 +1,238 @@
+//! Backups: per-shard snapshots plus continuously archived log segments, to
+//! a PersistentVolumeClaim (a directory) or an S3-compatible bucket, with a
+//! manifest of checksums; point-in-time restore into a node's data
+//! directory; retention; verification. See docs/backup.md.
+//!
+//! Layout under the target's root:
+//!
+//! ```text
+//! <cluster>/backups/<id>/manifest.json          written last: no manifest = incomplete
+//! <cluster>/backups/<id>/<shard>/snapshot-….tsnap
+//! <cluster>/wal/<shard>/<first>-<last>.wal       a log segment (or a prefix of the active one)
+//! <cluster>/wal/<shard>/<first>-<last>.json      its size, SHA-256, LSN range
+//! <cluster>/wal/<shard>/archived.json            how far the shard's log is archived, and when
+//! ```
+
+pub mod cli;
+pub mod manage;
+pub mod node;
+pub mod restore;
+pub mod run;
+pub mod target;
+
+use serde::{Deserialize, Serialize};
+
+pub use target::Target;
+
+/// Version of the manifest format.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("invalid backup target {target:?}: {reason}")]
+    ParseTarget { target: String, reason: String },
+    #[error("failed to open the backup target {target}: {source}")]
+    OpenTarget {
+        target: String,
+        source: object_store::Error,
+    },
+    #[error("failed to write {key} to the backup target: {source}")]
+    Put {
+        key: String,
+        source: object_store::Error,
+    },
+    #[error("failed to read {key} from the backup target: {source}")]
+    Get {
+        key: String,
+        source: object_store::Error,
+    },
+    #[error("failed to list {prefix} on the backup target: {source}")]
+    List {
+        prefix: String,
+        source: object_store::Error,
+    },
+    #[error("failed to delete {key} from the backup target: {source}")]
+    Delete {
+        key: String,
+        source: object_store::Error,
+    },
+    #[error("failed to call the node at {url}: {reason}")]
+    NodeCall { url: String, reason: String },
+    #[error("no node answered: {0}")]
+    NoNodes(String),
+    #[error("failed to decode {what}: {reason}")]
+    Decode { what: String, reason: String },
+    #[error("failed to write the local file {path}: {source}")]
+    LocalWrite {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to read the local file {path}: {source}")]
+    LocalRead {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checksum mismatch in {key}: expected SHA-256 {expected}, got {actual} ({bytes} bytes)")]
+    Checksum {
+        key: String,
+        expected: String,
+        actual: String,
+        bytes: u64,
+    },
+    #[error("backup {id} is incomplete: {reason}")]
+    Incomplete { id: String, reason: String },
+    #[error("no backup found: {0}")]
+    NotFound(String),
+    #[error("cannot restore: {0}")]
+    Plan(String),
+}
+
+/// One file of a backup, with its checksum.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    /// Key relative to the target's root.
+    pub key: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotEntry {
+    #[serde(flatten)]
+    pub file: FileEntry,
+    pub start_lsn: u64,
+    pub end_lsn: u64,
+    pub keys: u64,
+    /// When the node finished writing it (node clock, ms since the epoch):
+    /// every record it reflects was appended before.
+    pub finished_at_ms: u64,
+}
+
+/// An archived log segment (the `<first>-<last>.json` next to it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentEntry {
+    #[serde(flatten)]
+    pub file: FileEntry,
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+    /// false: a prefix of the segment the node was still writing.
+    pub closed: bool,
+    pub node_id: String,
+    pub shard_epoch: u64,
+    pub archived_at_ms: u64,
+}
+
+/// How far a shard's log is archived (`wal/<shard>/archived.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivePoint {
+    pub last_lsn: u64,
+    /// Every record the primary appended before this time (its clock) is
+    /// archived.
+    pub captured_at_ms: u64,
+    pub node_id: String,
+    pub shard_epoch: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardBackup {
+    pub name: String,
+    pub shard_epoch: u64,
+    pub slots: Vec<(u16, u16)>,
+    /// Node the snapshot came from, and its role then.
+    pub source_node: String,
+    pub source_role: String,
+    pub primary_node: String,
+    pub snapshot: SnapshotEntry,
+    /// The log archived by this run (segments shared with other backups).
+    pub archive: ArchivePoint,
+    pub segments: Vec<SegmentEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format_version: u32,
+    pub cluster: String,
+    pub id: String,
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    pub duration_ms: u64,
+    /// Snapshot and newly archived segment bytes.
+    pub bytes: u64,
+    /// The cross-shard cut this backup restores to by default: the earliest
+    /// of the shards' archive points (each after every shard's snapshot).
+    pub consistent_at_ms: u64,
+    pub shards: Vec<ShardBackup>,
+}
+
+impl Manifest {
+    /// The latest snapshot finish time: a point in time before it cannot be
+    /// restored from this backup.
+    pub fn snapshots_done_ms(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.snapshot.finished_at_ms)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+pub fn now_ms() -> u64 {
+    crate::node::now_ms()
+}
+
+/// RFC 3339 (UTC, ms) for logs and listings.
+pub fn fmt_ms(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| format!("{t:.3}"))
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// Parses an RFC 3339 time into ms since the epoch.
+pub fn parse_time(s: &str) -> Result<u64, BackupError> {
+    let t: jiff::Timestamp = s.parse().map_err(|e| BackupError::Decode {
+        what: format!("the time {s:?} (RFC 3339, e.g. 2026-01-02T03:04:05Z)"),
+        reason: format!("{e}"),
+    })?;
+    Ok(t.as_millisecond().max(0) as u64)
+}
+
+/// Key prefixes.
+pub fn backups_prefix(cluster: &str) -> String {
+    format!("{cluster}/backups")
+}
+pub fn backup_prefix(cluster: &str, id: &str) -> String {
+    format!("{cluster}/backups/{id}")
+}
+pub fn manifest_key(cluster: &str, id: &str) -> String {
+    format!("{cluster}/backups/{id}/manifest.json")
+}
+pub fn wal_prefix(cluster: &str, shard: &str) -> String {
+    format!("{cluster}/wal/{shard}")
+}
+pub fn archive_point_key(cluster: &str, shard: &str) -> String {
+    format!("{cluster}/wal/{shard}/archived.json")
+}
+pub fn segment_key(cluster: &str, shard: &str, first: u64, last: u64) -> String {
+    format!("{cluster}/wal/{shard}/{first:020}-{last:020}.wal")
+}
+
+/// Installs rustls' process-wide crypto provider (ring) once: the HTTP
+/// client for S3 needs one.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,349 @@
+//! `tessera backup run` and `tessera backup archive`: snapshots of every
+//! shard plus the log archived from the primaries, then the manifest.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use futures::future::join_all;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::node::{NodeClient, NodeStatus};
+use super::{
+    archive_point_key, backup_prefix, manifest_key, now_ms, segment_key, wal_prefix, ArchivePoint,
+    BackupError, Manifest, ShardBackup, SnapshotEntry, Target, FORMAT_VERSION,
+};
+use super::SegmentEntry;
+
+/// A replica this many records behind its primary (or more) is not "caught
+/// up": the snapshot is taken from the primary instead.
+const CAUGHT_UP_RECORDS: u64 = 10_000;
+
+/// One shard's nodes, as found.
+#[derive(Debug, Clone)]
+pub struct ShardNodes {
+    pub name: String,
+    pub primary: (NodeClient, NodeStatus),
+    pub replicas: Vec<(NodeClient, NodeStatus)>,
+}
+
+impl ShardNodes {
+    fn all(&self) -> impl Iterator<Item = &(NodeClient, NodeStatus)> {
+        std::iter::once(&self.primary).chain(self.replicas.iter())
+    }
+
+    /// The snapshot source: the most advanced linked replica within
+    /// [`CAUGHT_UP_RECORDS`] of the primary, else the primary.
+    pub fn snapshot_source(&self) -> &(NodeClient, NodeStatus) {
+        let plsn = self.primary.1.lsn;
+        self.replicas
+            .iter()
+            .filter(|(_, s)| {
+                s.ready && s.replication.link_up && plsn.saturating_sub(s.lsn) < CAUGHT_UP_RECORDS
+            })
+            .max_by_key(|(_, s)| s.lsn)
+            .unwrap_or(&self.primary)
+    }
+}
+
+/// Asks every node for its status and groups them by shard. A shard whose
+/// primary cannot be found fails the backup: its log cannot be archived.
+pub async fn discover(addrs: &[String]) -> Result<Vec<ShardNodes>, BackupError> {
+    let mut clients = Vec::new();
+    for a in addrs {
+        clients.push(NodeClient::new(a)?);
+    }
+    let statuses = join_all(clients.iter().map(|c| c.status())).await;
+    let mut by_shard: BTreeMap<String, Vec<(NodeClient, NodeStatus)>> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (c, s) in clients.into_iter().zip(statuses) {
+        match s {
+            Ok(s) => by_shard.entry(s.shard.clone()).or_default().push((c, s)),
+            Err(e) => {
+                warn!(node = %c.base, error = %e, "node unreachable; skipped");
+                errors.push(e.to_string());
+            }
+        }
+    }
+    if by_shard.is_empty() {
+        return Err(BackupError::NoNodes(errors.join("; ")));
+    }
+    let mut shards = Vec::new();
+    for (name, mut nodes) in by_shard {
+        // The primary with the newest shard epoch (a deposed one may still
+        // say "primary" until it is told).
+        nodes.sort_by_key(|(_, s)| (s.role == "primary", s.shard_epoch));
+        let Some(p) = nodes.pop().filter(|(_, s)| s.role == "primary") else {
+            return Err(BackupError::NoNodes(format!(
+                "shard {name}: no primary among the reachable nodes"
+            )));
+        };
+        shards.push(ShardNodes {
+            name,
+            primary: p,
+            replicas: nodes,
+        });
+    }
+    shards.sort_by_key(|s| s.primary.1.slots.first().map(|r| r.0).unwrap_or(0));
+    Ok(shards)
+}
+
+/// A backup ID: the UTC start time, which sorts like time.
+pub fn new_id(ms: u64) -> String {
+    match jiff::Timestamp::from_millisecond(ms as i64) {
+        Ok(t) => format!(
+            "{}{:03}Z",
+            t.strftime("%Y%m%dT%H%M%S"),
+            (ms % 1000)
+        ),
+        Err(_) => format!("{ms}"),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunReport {
+    pub id: String,
+    pub cluster: String,
+    pub target: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: u64,
+    pub bytes: u64,
+    pub consistent_at: String,
+    pub shards: usize,
+    pub pruned: Vec<String>,
+}
+
+/// Takes a backup: first every shard's snapshot (in parallel), then every
+/// shard's log archived from its primary (each after all snapshots, so the
+/// earliest archive point is a cut every snapshot precedes), then the
+/// manifest, then retention.
+pub async fn run(
+    target: &Target,
+    cluster: &str,
+    addrs: &[String],
+    retention: &super::manage::Retention,
+) -> Result<RunReport, BackupError> {
+    let started = Instant::now();
+    let started_at_ms = now_ms();
+    let id = new_id(started_at_ms);
+    let shards = discover(addrs).await?;
+    info!(cluster, id = %id, shards = shards.len(), target = %target.describe, "backup started");
+
+    let snaps = join_all(shards.iter().map(|s| snapshot_shard(target, cluster, &id, s))).await;
+    let mut snapshots = Vec::new();
+    for s in snaps {
+        snapshots.push(s?);
+    }
+    let archives = join_all(shards.iter().map(|s| archive_shard(target, cluster, s))).await;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for ((shard, snap), arch) in shards.iter().zip(snapshots).zip(archives) {
+        let (point, segments) = arch?;
+        let (source, snapshot) = snap;
+        bytes += snapshot.file.bytes + segments.iter().map(|s| s.file.bytes).sum::<u64>();
+        out.push(ShardBackup {
+            name: shard.name.clone(),
+            shard_epoch: shard.primary.1.shard_epoch,
+            slots: shard.primary.1.slots.clone(),
+            source_node: source.node_id.clone(),
+            source_role: source.role.clone(),
+            primary_node: shard.primary.1.node_id.clone(),
+            snapshot,
+            archive: point,
+            segments,
+        });
+    }
+    let consistent_at_ms = out
+        .iter()
+        .map(|s| s.archive.captured_at_ms)
+        .min()
+        .unwrap_or(started_at_ms);
+    let finished_at_ms = now_ms();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        cluster: cluster.to_string(),
+        id: id.clone(),
+        started_at_ms,
+        finished_at_ms,
+        duration_ms: started.elapsed().as_millis() as u64,
+        bytes,
+        consistent_at_ms,
+        shards: out,
+    };
+    // Written last: a backup without a manifest is incomplete.
+    target.put_json(&manifest_key(cluster, &id), &manifest).await?;
+    info!(cluster, id = %id, bytes, duration_ms = manifest.duration_ms, consistent_at = %super::fmt_ms(consistent_at_ms), "backup finished");
+    let pruned = if retention.is_set() {
+        super::manage::prune(target, cluster, retention).await?
+    } else {
+        Vec::new()
+    };
+    Ok(RunReport {
+        id,
+        cluster: cluster.to_string(),
+        target: target.describe.clone(),
+        started_at: super::fmt_ms(started_at_ms),
+        finished_at: super::fmt_ms(finished_at_ms),
+        duration_ms: manifest.duration_ms,
+        bytes,
+        consistent_at: super::fmt_ms(consistent_at_ms),
+        shards: manifest.shards.len(),
+        pruned,
+    })
+}
+
+/// Archives every shard's log (no snapshot): run more often than backups
+/// to shorten what a restore can lose.
+pub async fn archive(
+    target: &Target,
+    cluster: &str,
+    addrs: &[String],
+) -> Result<Vec<ArchivePoint>, BackupError> {
+    let shards = discover(addrs).await?;
+    let res = join_all(shards.iter().map(|s| archive_shard(target, cluster, s))).await;
+    let mut out = Vec::new();
+    for r in res {
+        out.push(r?.0);
+    }
+    Ok(out)
+}
+
+async fn snapshot_shard(
+    target: &Target,
+    cluster: &str,
+    id: &str,
+    shard: &ShardNodes,
+) -> Result<(NodeStatus, SnapshotEntry), BackupError> {
+    let (client, status) = shard.snapshot_source();
+    let done = client.snapshot().await?;
+    let name = std::path::Path::new(&done.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| BackupError::Decode {
+            what: "the snapshot path".into(),
+            reason: done.path.clone(),
+        })?;
+    let key = format!("{}/{}/{name}", backup_prefix(cluster, id), shard.name);
+    let stream = client
+        .stream(&format!("/v1/backup/snapshot?name={name}"))
+        .await?;
+    let file = target.put_stream(&key, stream).await?;
+    if file.bytes != done.bytes {
+        return Err(BackupError::NodeCall {
+            url: client.base.clone(),
+            reason: format!(
+                "snapshot {name}: received {} bytes, the node wrote {}",
+                file.bytes, done.bytes
+            ),
+        });
+    }
+    info!(shard = %shard.name, node = %status.node_id, role = %status.role, key = %key, bytes = file.bytes, end_lsn = done.end_lsn, "snapshot copied");
+    Ok((
+        status.clone(),
+        SnapshotEntry {
+            file,
+            start_lsn: done.start_lsn,
+            end_lsn: done.end_lsn,
+            keys: done.keys,
+            finished_at_ms: done.finished_at_ms,
+        },
+    ))
+}
+
+/// Parses `<first>-<last>.wal`.
+pub fn parse_segment_key(key: &str) -> Option<(u64, u64)> {
+    let name = key.rsplit('/').next()?.strip_suffix(".wal")?;
+    let (a, b) = name.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Copies the primary's log segments the target does not have yet (closed
+/// segments, and the written prefix of the active one), moves the nodes'
+/// archive hold, and records the shard's archive point.
+async fn archive_shard(
+    target: &Target,
+    cluster: &str,
+    shard: &ShardNodes,
+) -> Result<(ArchivePoint, Vec<SegmentEntry>), BackupError> {
+    let (client, _) = &shard.primary;
+    let list = client.segments().await?;
+    let prefix = wal_prefix(cluster, &shard.name);
+    let existing: Vec<(u64, u64)> = target
+        .list(&prefix)
+        .await?
+        .iter()
+        .filter_map(|(k, _)| parse_segment_key(k))
+        .collect();
+    let have_last = existing.iter().map(|e| e.1).max().unwrap_or(0);
+    if let Some(first) = list.segments.first() {
+        if have_last > 0 && first.first_lsn > have_last + 1 {
+            warn!(shard = %shard.name, missing_from = have_last + 1, missing_to = first.first_lsn - 1,
+                "the primary's log no longer holds records that were never archived: no point-in-time restore across this gap");
+        }
+    }
+    let mut new = Vec::new();
+    for seg in &list.segments {
+        if seg.last_lsn < seg.first_lsn {
+            continue;
+        }
+        let covered = existing
+            .iter()
+            .any(|&(f, l)| f == seg.first_lsn && l >= seg.last_lsn);
+        if covered {
+            continue;
+        }
+        let key = segment_key(cluster, &shard.name, seg.first_lsn, seg.last_lsn);
+        let stream = client
+            .stream(&format!("/v1/wal/segments/{}?bytes={}", seg.name, seg.bytes))
+            .await?;
+        let file = target.put_stream(&key, stream).await?;
+        let entry = SegmentEntry {
+            file,
+            first_lsn: seg.first_lsn,
+            last_lsn: seg.last_lsn,
+            closed: seg.closed,
+            node_id: list.node_id.clone(),
+            shard_epoch: list.shard_epoch,
+            archived_at_ms: now_ms(),
+        };
+        target
+            .put_json(&key.replace(".wal", ".json"), &entry)
+            .await?;
+        // A prefix archived earlier is superseded by the longer copy.
+        for &(f, l) in &existing {
+            if f == seg.first_lsn && l < seg.last_lsn {
+                let old = segment_key(cluster, &shard.name, f, l);
+                target.delete(&old).await?;
+                target.delete(&old.replace(".wal", ".json")).await?;
+            }
+        }
+        new.push(entry);
+    }
+    let last = list
+        .segments
+        .iter()
+        .map(|s| s.last_lsn)
+        .max()
+        .unwrap_or(0)
+        .max(have_last);
+    for (c, _) in shard.all() {
+        // Replicas too: one of them may be promoted and must not have
+        // dropped what is not archived yet.
+        if let Err(e) = c.archived(last).await {
+            warn!(node = %c.base, error = %e, "failed to move the archive hold");
+        }
+    }
+    let point = ArchivePoint {
+        last_lsn: last,
+        captured_at_ms: list.captured_at_ms,
+        node_id: list.node_id.clone(),
+        shard_epoch: list.shard_epoch,
+    };
+    target
+        .put_json(&archive_point_key(cluster, &shard.name), &point)
+        .await?;
+    info!(shard = %shard.name, segments = new.len(), last_lsn = last, captured_at = %super::fmt_ms(point.captured_at_ms), "log archived");
+    Ok((point, new))
+}

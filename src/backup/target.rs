@@ -1,0 +1,356 @@
+//! Where backups go: a directory (a mounted PersistentVolumeClaim) or an
+//! S3-compatible bucket, both through the `object_store` crate so the rest of
+//! the backup code is one code path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{hex, BackupError, FileEntry};
+
+/// Objects up to this size are written with one PUT; larger ones in parts.
+const SINGLE_PUT_MAX: usize = 16 * 1024 * 1024;
+/// Part size of multipart uploads (S3 needs ≥ 5 MiB).
+const PART_BYTES: usize = 16 * 1024 * 1024;
+
+/// S3 settings besides the bucket and prefix (from flags or the
+/// environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// e.g. `http://127.0.0.1:7070` (path-style requests); None: AWS.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Target {
+    store: Arc<dyn ObjectStore>,
+    /// For messages: `file:///backups` or `s3://bucket/prefix`.
+    pub describe: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe)
+    }
+}
+
+impl Target {
+    /// `file:///dir`, a plain absolute or relative path, or
+    /// `s3://bucket[/prefix]`.
+    pub fn open(spec: &str, s3: &S3Options) -> Result<Target, BackupError> {
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(BackupError::ParseTarget {
+                    target: spec.into(),
+                    reason: "no bucket (s3://bucket/prefix)".into(),
+                });
+            }
+            return Self::s3(bucket, prefix.trim_matches('/'), s3);
+        }
+        let dir = spec.strip_prefix("file://").unwrap_or(spec);
+        if dir.is_empty() {
+            return Err(BackupError::ParseTarget {
+                target: spec.into(),
+                reason: "empty path".into(),
+            });
+        }
+        Self::dir(Path::new(dir))
+    }
+
+    pub fn dir(dir: &Path) -> Result<Target, BackupError> {
+        std::fs::create_dir_all(dir).map_err(|source| BackupError::LocalWrite {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|source| BackupError::OpenTarget {
+                target: dir.display().to_string(),
+                source,
+            })?
+            // Empty directories left by deleted backups are noise.
+            .with_automatic_cleanup(true);
+        Ok(Target {
+            store: Arc::new(store),
+            describe: format!("file://{}", dir.display()),
+        })
+    }
+
+    pub fn s3(bucket: &str, prefix: &str, o: &S3Options) -> Result<Target, BackupError> {
+        super::init_crypto();
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(ep) = &o.endpoint {
+            b = b
+                .with_endpoint(ep)
+                .with_allow_http(ep.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        let region = o
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into());
+        b = b.with_region(region);
+        let describe = format!("s3://{bucket}/{prefix}");
+        let store = b.build().map_err(|source| BackupError::OpenTarget {
+            target: describe.clone(),
+            source,
+        })?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        Ok(Target { store, describe })
+    }
+
+    /// Writes a stream to `key`, returning its size and SHA-256.
+    pub async fn put_stream<S, E>(&self, key: &str, stream: S) -> Result<FileEntry, BackupError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = ObjPath::from(key);
+        let put_err = |source| BackupError::Put {
+            key: key.to_string(),
+            source,
+        };
+        let mut stream = stream;
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut head_len = 0usize;
+        let read_err = |e: E| BackupError::NodeCall {
+            url: key.to_string(),
+            reason: format!("the stream broke: {e}"),
+        };
+        // Small objects: one PUT (S3 multipart parts must be ≥ 5 MiB).
+        while head_len <= SINGLE_PUT_MAX {
+            match stream.next().await {
+                Some(chunk) => {
+                    let c = chunk.map_err(read_err)?;
+                    hasher.update(&c);
+                    bytes += c.len() as u64;
+                    head_len += c.len();
+                    head.push(c);
+                }
+                None => {
+                    self.store
+                        .put(&path, PutPayload::from_iter(head))
+                        .await
+                        .map_err(put_err)?;
+                    return Ok(FileEntry {
+                        key: key.to_string(),
+                        bytes,
+                        sha256: hex(&hasher.finalize()),
+                    });
+                }
+            }
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(put_err)?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        for c in head {
+            w.put(c);
+        }
+        let res: Result<(), BackupError> = async {
+            while let Some(chunk) = stream.next().await {
+                let c = chunk.map_err(read_err)?;
+                hasher.update(&c);
+                bytes += c.len() as u64;
+                w.wait_for_capacity(4).await.map_err(put_err)?;
+                w.put(c);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            let _ = w.abort().await;
+            return Err(e);
+        }
+        w.finish().await.map_err(put_err)?;
+        Ok(FileEntry {
+            key: key.to_string(),
+            bytes,
+            sha256: hex(&hasher.finalize()),
+        })
+    }
+
+    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<(), BackupError> {
+        self.store
+            .put(&ObjPath::from(key), PutPayload::from(data))
+            .await
+            .map_err(|source| BackupError::Put {
+                key: key.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    pub async fn put_json<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), BackupError> {
+        let data = serde_json::to_vec_pretty(v).map_err(|e| BackupError::Decode {
+            what: key.to_string(),
+            reason: e.to_string(),
+        })?;
+        self.put_bytes(key, data).await
+    }
+
+    /// None when the object does not exist.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, BackupError> {
+        let get_err = |source| BackupError::Get {
+            key: key.to_string(),
+            source,
+        };
+        match self.store.get(&ObjPath::from(key)).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(get_err)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(get_err(e)),
+        }
+    }
+
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, BackupError> {
+        match self.get_bytes(key).await? {
+            None => Ok(None),
+            Some(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| BackupError::Decode {
+                    what: key.to_string(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Streams an object through SHA-256, optionally into a local file,
+    /// and checks it against `want` (size and checksum).
+    pub async fn fetch_checked(
+        &self,
+        want: &FileEntry,
+        to: Option<&Path>,
+    ) -> Result<(), BackupError> {
+        let key = &want.key;
+        let get_err = |source| BackupError::Get {
+            key: key.to_string(),
+            source,
+        };
+        let res = match self.store.get(&ObjPath::from(key.as_str())).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(BackupError::Incomplete {
+                    id: key.clone(),
+                    reason: format!("the file {key} is missing"),
+                })
+            }
+            Err(e) => return Err(get_err(e)),
+        };
+        let mut file = match to {
+            Some(p) => Some((
+                tokio::fs::File::create(p)
+                    .await
+                    .map_err(|source| BackupError::LocalWrite {
+                        path: p.to_path_buf(),
+                        source,
+                    })?,
+                p.to_path_buf(),
+            )),
+            None => None,
+        };
+        let mut stream = res.into_stream().map_err(get_err);
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(c) = stream.next().await {
+            let c = c?;
+            bytes += c.len() as u64;
+            // Hash while the next chunk is read; the write is async.
+            hasher.update(&c);
+            if let Some((f, p)) = file.as_mut() {
+                f.write_all(&c).await.map_err(|source| BackupError::LocalWrite {
+                    path: p.clone(),
+                    source,
+                })?;
+            }
+        }
+        if let Some((f, p)) = file.as_mut() {
+            f.sync_all().await.map_err(|source| BackupError::LocalWrite {
+                path: p.clone(),
+                source,
+            })?;
+        }
+        let actual = hex(&hasher.finalize());
+        if actual != want.sha256 || bytes != want.bytes {
+            if let Some(p) = to {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(BackupError::Checksum {
+                key: key.clone(),
+                expected: format!("{} ({} bytes)", want.sha256, want.bytes),
+                actual,
+                bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every key under `prefix` (recursively), with sizes.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, BackupError> {
+        let p = ObjPath::from(prefix);
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&p))
+            .try_collect()
+            .await
+            .map_err(|source| BackupError::List {
+                prefix: prefix.to_string(),
+                source,
+            })?;
+        let mut out: Vec<(String, u64)> = metas
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The immediate "directories" under `prefix`.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, BackupError> {
+        let p = ObjPath::from(prefix);
+        let res = self
+            .store
+            .list_with_delimiter(Some(&p))
+            .await
+            .map_err(|source| BackupError::List {
+                prefix: prefix.to_string(),
+                source,
+            })?;
+        let mut out: Vec<String> = res
+            .common_prefixes
+            .into_iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), BackupError> {
+        match self.store.delete(&ObjPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(BackupError::Delete {
+                key: key.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A local file's path joined under a directory, for restores.
+pub fn local(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
