@@ -63,11 +63,7 @@ impl RetentionArgs {
     fn retention(&self) -> Result<Retention> {
         Ok(Retention {
             keep: self.keep,
-            max_age_ms: self
-                .max_age
-                .as_deref()
-                .map(manage::parse_age)
-                .transpose()?,
+            max_age_ms: self.max_age.as_deref().map(manage::parse_age).transpose()?,
         })
     }
 }
@@ -79,7 +75,12 @@ pub enum BackupCommand {
         #[command(flatten)]
         target: TargetArgs,
         /// Admin endpoints (host:port) of the cluster's nodes, comma-separated.
-        #[arg(long, env = "TESSERA_BACKUP_NODES", value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            env = "TESSERA_BACKUP_NODES",
+            value_delimiter = ',',
+            required = true
+        )]
         nodes: Vec<String>,
         #[command(flatten)]
         retention: RetentionArgs,
@@ -91,7 +92,12 @@ pub enum BackupCommand {
     Archive {
         #[command(flatten)]
         target: TargetArgs,
-        #[arg(long, env = "TESSERA_BACKUP_NODES", value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            env = "TESSERA_BACKUP_NODES",
+            value_delimiter = ',',
+            required = true
+        )]
         nodes: Vec<String>,
     },
     /// List backups and the recoverability window.

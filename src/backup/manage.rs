@@ -56,7 +56,9 @@ pub async fn backups(target: &Target, cluster: &str) -> Result<Vec<Listed>, Back
     let ids = target.list_dirs(&backups_prefix(cluster)).await?;
     let mut out = Vec::new();
     for id in ids {
-        let manifest = target.get_json::<Manifest>(&manifest_key(cluster, &id)).await?;
+        let manifest = target
+            .get_json::<Manifest>(&manifest_key(cluster, &id))
+            .await?;
         out.push(Listed { id, manifest });
     }
     Ok(out)
@@ -179,7 +181,9 @@ pub async fn segments(
         let meta_key = key.replace(".wal", ".json");
         match target.get_json::<SegmentEntry>(&meta_key).await? {
             Some(m) => out.push(m),
-            None => warn!(key = %key, "archived segment without its metadata (an interrupted archive); ignored"),
+            None => {
+                warn!(key = %key, "archived segment without its metadata (an interrupted archive); ignored")
+            }
         }
     }
     out.sort_by_key(|s| (s.first_lsn, s.last_lsn));
@@ -219,7 +223,10 @@ pub struct VerifyReport {
 /// Reads every file of a backup — its snapshots and the log from each
 /// snapshot through the backup's archive point — checking sizes and SHA-256.
 pub async fn verify(target: &Target, cluster: &str, id: &str) -> Result<VerifyReport, BackupError> {
-    let Some(m) = target.get_json::<Manifest>(&manifest_key(cluster, id)).await? else {
+    let Some(m) = target
+        .get_json::<Manifest>(&manifest_key(cluster, id))
+        .await?
+    else {
         let exists = !target.list(&backup_prefix(cluster, id)).await?.is_empty();
         return Ok(VerifyReport {
             id: id.to_string(),
@@ -244,7 +251,10 @@ pub async fn verify(target: &Target, cluster: &str, id: &str) -> Result<VerifyRe
         }
         let segs = segments(target, cluster, &s.name).await?;
         let chain = chain(&segs, s.snapshot.start_lsn + 1);
-        let reached = chain.last().map(|c| c.last_lsn).unwrap_or(s.snapshot.start_lsn);
+        let reached = chain
+            .last()
+            .map(|c| c.last_lsn)
+            .unwrap_or(s.snapshot.start_lsn);
         if reached < s.archive.last_lsn {
             problems.push(format!(
                 "shard {}: the archived log stops at LSN {reached}, the backup needs it through {}",

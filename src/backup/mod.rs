@@ -72,7 +72,9 @@ pub enum BackupError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("checksum mismatch in {key}: expected SHA-256 {expected}, got {actual} ({bytes} bytes)")]
+    #[error(
+        "checksum mismatch in {key}: expected SHA-256 {expected}, got {actual} ({bytes} bytes)"
+    )]
     Checksum {
         key: String,
         expected: String,

@@ -96,7 +96,11 @@ impl NodeClient {
         }
     }
 
-    async fn check(&self, path: &str, r: reqwest::Response) -> Result<reqwest::Response, BackupError> {
+    async fn check(
+        &self,
+        path: &str,
+        r: reqwest::Response,
+    ) -> Result<reqwest::Response, BackupError> {
         if r.status().is_success() {
             return Ok(r);
         }

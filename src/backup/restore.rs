@@ -35,7 +35,10 @@ pub async fn plan(
 ) -> Result<Plan, BackupError> {
     let backup = backup.filter(|b| *b != "latest");
     if let Some(id) = backup {
-        let Some(m) = target.get_json::<Manifest>(&manifest_key(cluster, id)).await? else {
+        let Some(m) = target
+            .get_json::<Manifest>(&manifest_key(cluster, id))
+            .await?
+        else {
             let exists = !target
                 .list(&super::backup_prefix(cluster, id))
                 .await?
@@ -46,7 +49,10 @@ pub async fn plan(
                     reason: "no manifest: the backup did not finish".into(),
                 }
             } else {
-                BackupError::NotFound(format!("no backup {id} of cluster {cluster} in {}", target.describe))
+                BackupError::NotFound(format!(
+                    "no backup {id} of cluster {cluster} in {}",
+                    target.describe
+                ))
             });
         };
         let t = target_ms.unwrap_or(m.consistent_at_ms);
@@ -177,7 +183,12 @@ pub async fn restore_shard(
     for sub in ["wal", "snapshots"] {
         let p = data_dir.join(sub);
         let has_data = std::fs::read_dir(&p)
-            .map(|mut d| d.any(|e| e.map(|e| !e.file_name().to_string_lossy().starts_with("archived-lsn")).unwrap_or(true)))
+            .map(|mut d| {
+                d.any(|e| {
+                    e.map(|e| !e.file_name().to_string_lossy().starts_with("archived-lsn"))
+                        .unwrap_or(true)
+                })
+            })
             .unwrap_or(false);
         if has_data {
             return Err(BackupError::Plan(format!(

@@ -9,11 +9,11 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::node::{NodeClient, NodeStatus};
+use super::SegmentEntry;
 use super::{
     archive_point_key, backup_prefix, manifest_key, now_ms, segment_key, wal_prefix, ArchivePoint,
     BackupError, Manifest, ShardBackup, SnapshotEntry, Target, FORMAT_VERSION,
 };
-use super::SegmentEntry;
 
 /// A replica this many records behind its primary (or more) is not "caught
 /// up": the snapshot is taken from the primary instead.
@@ -91,11 +91,7 @@ pub async fn discover(addrs: &[String]) -> Result<Vec<ShardNodes>, BackupError> 
 /// A backup ID: the UTC start time, which sorts like time.
 pub fn new_id(ms: u64) -> String {
     match jiff::Timestamp::from_millisecond(ms as i64) {
-        Ok(t) => format!(
-            "{}{:03}Z",
-            t.strftime("%Y%m%dT%H%M%S"),
-            (ms % 1000)
-        ),
+        Ok(t) => format!("{}{:03}Z", t.strftime("%Y%m%dT%H%M%S"), (ms % 1000)),
         Err(_) => format!("{ms}"),
     }
 }
@@ -131,7 +127,12 @@ pub async fn run(
     let shards = discover(addrs).await?;
     info!(cluster, id = %id, shards = shards.len(), target = %target.describe, "backup started");
 
-    let snaps = join_all(shards.iter().map(|s| snapshot_shard(target, cluster, &id, s))).await;
+    let snaps = join_all(
+        shards
+            .iter()
+            .map(|s| snapshot_shard(target, cluster, &id, s)),
+    )
+    .await;
     let mut snapshots = Vec::new();
     for s in snaps {
         snapshots.push(s?);
@@ -173,7 +174,9 @@ pub async fn run(
         shards: out,
     };
     // Written last: a backup without a manifest is incomplete.
-    target.put_json(&manifest_key(cluster, &id), &manifest).await?;
+    target
+        .put_json(&manifest_key(cluster, &id), &manifest)
+        .await?;
     info!(cluster, id = %id, bytes, duration_ms = manifest.duration_ms, consistent_at = %super::fmt_ms(consistent_at_ms), "backup finished");
     let pruned = if retention.is_set() {
         super::manage::prune(target, cluster, retention).await?
@@ -296,7 +299,10 @@ async fn archive_shard(
         }
         let key = segment_key(cluster, &shard.name, seg.first_lsn, seg.last_lsn);
         let stream = client
-            .stream(&format!("/v1/wal/segments/{}?bytes={}", seg.name, seg.bytes))
+            .stream(&format!(
+                "/v1/wal/segments/{}?bytes={}",
+                seg.name, seg.bytes
+            ))
             .await?;
         let file = target.put_stream(&key, stream).await?;
         let entry = SegmentEntry {

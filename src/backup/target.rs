@@ -272,17 +272,21 @@ impl Target {
             // Hash while the next chunk is read; the write is async.
             hasher.update(&c);
             if let Some((f, p)) = file.as_mut() {
-                f.write_all(&c).await.map_err(|source| BackupError::LocalWrite {
-                    path: p.clone(),
-                    source,
-                })?;
+                f.write_all(&c)
+                    .await
+                    .map_err(|source| BackupError::LocalWrite {
+                        path: p.clone(),
+                        source,
+                    })?;
             }
         }
         if let Some((f, p)) = file.as_mut() {
-            f.sync_all().await.map_err(|source| BackupError::LocalWrite {
-                path: p.clone(),
-                source,
-            })?;
+            f.sync_all()
+                .await
+                .map_err(|source| BackupError::LocalWrite {
+                    path: p.clone(),
+                    source,
+                })?;
         }
         let actual = hex(&hasher.finalize());
         if actual != want.sha256 || bytes != want.bytes {
