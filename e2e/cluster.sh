@@ -161,7 +161,7 @@ unmount_ours() {
     | grep -E "^($STATE|$RUNTIME|/run/netns/cni-|/var/run/netns/cni-)" \
     | sort -r | while read -r m; do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-      done
+      done || true   # grep finding nothing is fine
 }
 
 # Remove the iptables chains kube-proxy, the kubelet and CNI plugins create
