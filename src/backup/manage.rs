@@ -30,7 +30,7 @@ impl Retention {
 pub fn parse_age(s: &str) -> Result<u64, BackupError> {
     let bad = || BackupError::Decode {
         what: format!("the age {s:?}"),
-        reason: "expected a number and a unit: s, m, h, d (e.g. 7d)".into(),
+        reason: "expected a number and a unit: s, m, h, d, w (e.g. 7d)".into(),
     };
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
     let n: u64 = n.parse().map_err(|_| bad())?;
@@ -39,6 +39,7 @@ pub fn parse_age(s: &str) -> Result<u64, BackupError> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
         _ => return Err(bad()),
     };
     Ok(n * mult)

@@ -542,15 +542,26 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
     let b = c.spec.backup.as_ref()?;
     let mut l = labels(c);
     l.insert(LABEL_COMPONENT.into(), "backup".into());
+    // Every pod's admin port, through the shard's headless Service: the
+    // job asks each node its role itself (no Kubernetes API access needed).
+    let nodes: Vec<String> = (0..c.shards)
+        .flat_map(|shard| {
+            let sts = c.shard_name(shard);
+            (0..c.replicas)
+                .map(move |i| format!("{sts}-{i}.{sts}.{}.svc:{ADMIN_PORT}", c.namespace))
+        })
+        .collect();
     let mut args: Vec<String> = vec![
         "backup".into(),
         "run".into(),
         "--cluster".into(),
         c.name.clone(),
-        "--namespace".into(),
-        c.namespace.clone(),
-        "--retention".into(),
+        "--max-age".into(),
         b.retention.clone(),
+        "--nodes".into(),
+        nodes.join(","),
+        "--termination-log".into(),
+        "/dev/termination-log".into(),
     ];
     let mut env = vec![];
     let mut volumes = vec![Volume {
@@ -565,8 +576,6 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
     }];
     match &b.target.s3 {
         Some(s3) => {
-            args.push("--s3-bucket".into());
-            args.push(s3.bucket.clone());
             if let Some(r) = &s3.region {
                 args.extend(["--s3-region".into(), r.clone()]);
             }
@@ -577,7 +586,10 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
                 .prefix
                 .clone()
                 .unwrap_or_else(|| format!("{}/{}/", c.namespace, c.name));
-            args.extend(["--s3-prefix".into(), prefix]);
+            args.extend([
+                "--target".into(),
+                format!("s3://{}/{}", s3.bucket, prefix.trim_matches('/')),
+            ]);
             for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
                 env.push(EnvVar {
                     name: key.into(),
@@ -594,7 +606,7 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
             }
         }
         None => {
-            args.extend(["--dir".into(), "/backup".into()]);
+            args.extend(["--target".into(), "/backup".into()]);
             volumes.push(Volume {
                 name: "backup".into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -862,6 +874,9 @@ mod tests {
             .expect("args")
             .join(" ");
         assert!(args.contains("--s3-region us-west-2"), "{args}");
+        assert!(args.contains("backup run --cluster"), "{args}");
+        assert!(args.contains("--target s3://b/"), "{args}");
+        assert!(args.contains("--nodes "), "{args}");
     }
 
     #[test]
