@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release deps test test-unit lint e2e up down bench-node bench-replication fuzz clean
+.PHONY: all build release deps test test-unit lint e2e up down bench-node bench-replication bench-backup fuzz clean
 
 all: build
 
@@ -53,6 +53,10 @@ bench-node: deps
 
 bench-replication: deps
 	bench/replication.sh
+
+# Backup and restore throughput vs a raw copy of the same bytes (~1 GB).
+bench-backup: deps
+	bench/backup.sh
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Backup/restore throughput vs a raw copy of the same bytes (same disk).
+
+1. A release `tessera node` is loaded with ~1 GB (1M keys x 1000-byte values
+   by default) through `redis-cli --pipe`.
+2. backup: `tessera backup run` to a directory target (a PVC stand-in):
+   a fresh snapshot streamed over the admin port plus every log segment,
+   SHA-256 of every byte, then `sync`.
+   raw:    `cp` of the same files (the node's newest snapshot + its log
+   segments) to a directory on the same disk, then `sync`.
+3. restore: `tessera backup restore` into an empty data directory (download,
+   SHA-256 check, fsync, cut at the target time) vs `cp` of the backup's files
+   + `sync`.
+Throughput = bytes / wall time. The last line is `RESULT key=value ...`.
+"""
+import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "tessera")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"port {port} never opened")
+
+
+def du(paths):
+    total = 0
+    for p in paths:
+        if os.path.isdir(p):
+            for d, _, fs in os.walk(p):
+                total += sum(os.path.getsize(os.path.join(d, f)) for f in fs)
+        else:
+            total += os.path.getsize(p)
+    return total
+
+
+def timed(fn):
+    t = time.time()
+    fn()
+    subprocess.run(["sync"], check=True)
+    return time.time() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--value-bytes", type=int, default=1000)
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="tessera-bench-backup-", dir=os.environ.get("BENCH_DIR"))
+    node = None
+    try:
+        data = os.path.join(work, "node")
+        port, admin = free_port(), free_port()
+        node = subprocess.Popen(
+            [BIN, "node", "--bind", "127.0.0.1", "--port", str(port), "--admin-port", str(admin),
+             "--data-dir", data, "--fsync", "everysec",
+             # No automatic snapshots while loading: the backup takes its own.
+             "--snapshot-log-bytes", str(1 << 50)],
+            stderr=subprocess.DEVNULL)
+        wait_port(port)
+        proto = os.path.join(work, "load.resp")
+        val = b"v" * a.value_bytes
+        with open(proto, "wb") as f:
+            for i in range(a.keys):
+                k = b"key:%010d" % i
+                f.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(val), val))
+        t = time.time()
+        with open(proto, "rb") as f:
+            subprocess.run(["redis-cli", "-p", str(port), "--pipe"], stdin=f, check=True,
+                           stdout=subprocess.DEVNULL)
+        load_s = time.time() - t
+        os.remove(proto)
+        print(f"loaded {a.keys} keys x {a.value_bytes} B in {load_s:.1f}s", file=sys.stderr)
+
+        target = os.path.join(work, "target")
+        out = {}
+
+        def run_backup():
+            r = subprocess.run([BIN, "backup", "run", "--target", target, "--cluster", "bench",
+                                "--nodes", f"127.0.0.1:{admin}"], check=True, capture_output=True)
+            out.update(json.loads(r.stdout))
+
+        backup_s = timed(run_backup)
+        backup_bytes = out["bytes"]
+        # The raw copy: the very files the backup read on the node.
+        snaps = sorted(os.listdir(os.path.join(data, "snapshots")))
+        src = [os.path.join(data, "snapshots", snaps[-1])] + [
+            os.path.join(data, "wal", f) for f in sorted(os.listdir(os.path.join(data, "wal")))
+            if f.endswith(".wal")]
+        raw_bytes = du(src)
+        raw_dir = os.path.join(work, "raw")
+        os.makedirs(raw_dir)
+        raw_s = timed(lambda: [shutil.copy(p, raw_dir) for p in src])
+        shutil.rmtree(raw_dir)
+        node.terminate()
+        node.wait()
+        node = None
+
+        restore_dir = os.path.join(work, "restored")
+
+        def run_restore():
+            subprocess.run([BIN, "backup", "restore", "--target", target, "--cluster", "bench",
+                            "--data-dir", restore_dir], check=True, capture_output=True)
+
+        restore_s = timed(run_restore)
+        restore_bytes = du([os.path.join(restore_dir, "snapshots"), os.path.join(restore_dir, "wal")])
+        raw2 = os.path.join(work, "raw2")
+        os.makedirs(raw2)
+        files = []
+        for d, _, fs in os.walk(os.path.join(target, "bench")):
+            files += [os.path.join(d, f) for f in fs if f.endswith((".wal", ".tsnap"))]
+        raw_restore_bytes = du(files)
+        raw_restore_s = timed(lambda: [shutil.copy(p, raw2) for p in files])
+
+        mb = 1024 * 1024
+        rows = [
+            ("backup run (snapshot + log, SHA-256)", backup_bytes, backup_s),
+            ("raw copy of the same files", raw_bytes, raw_s),
+            ("restore (download, SHA-256, fsync)", restore_bytes, restore_s),
+            ("raw copy of the backup's files", raw_restore_bytes, raw_restore_s),
+        ]
+        print("| operation | MB | seconds | MB/s |")
+        print("|---|---:|---:|---:|")
+        for name, b, s in rows:
+            print(f"| {name} | {b / mb:.0f} | {s:.2f} | {b / mb / s:.0f} |")
+        bk = backup_bytes / mb / backup_s
+        rc = raw_bytes / mb / raw_s
+        rs = restore_bytes / mb / restore_s
+        rr = raw_restore_bytes / mb / raw_restore_s
+        print(f"RESULT dataset_mb={backup_bytes / mb:.0f} backup_mbps={bk:.0f} raw_copy_mbps={rc:.0f} "
+              f"backup_ratio={bk / rc:.2f} restore_mbps={rs:.0f} raw_restore_mbps={rr:.0f} "
+              f"restore_ratio={rs / rr:.2f}")
+    finally:
+        if node:
+            node.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
