@@ -522,9 +522,17 @@ cmd_status() {
   fi
 }
 
+# One up/down at a time: several make targets (make up, make e2e, tests) may
+# call these concurrently on one machine.
+lock() {
+  mkdir -p "$RUN"
+  exec 9>"$RUN/cluster.lock"
+  flock -w 900 9 || die "another cluster.sh up/down is still running after 900s"
+}
+
 case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
+  up) lock; cmd_up ;;
+  down) lock; cmd_down ;;
   status) cmd_status ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

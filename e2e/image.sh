@@ -40,6 +40,10 @@ if [[ ! -s $ar ]]; then
   # Keep one Tessera archive: cluster-up imports every archive in the cache.
   rm -f "$IMAGES_DIR"/tessera-dev-*.tar
   save_image "$ref"
+  # ... and one in buildah's storage, so the cache does not grow per commit.
+  for old in $("${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep '^localhost/tessera:dev-' || true); do
+    [[ $old == "$ref" ]] || "${BUILDAH[@]}" rmi "$old" >/dev/null 2>&1 || true
+  done
   log "built $ref in $((SECONDS - start))s"
 fi
 
