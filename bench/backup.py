@@ -121,9 +121,11 @@ def main():
         restore_bytes = du([os.path.join(restore_dir, "snapshots"), os.path.join(restore_dir, "wal")])
         raw2 = os.path.join(work, "raw2")
         os.makedirs(raw2)
+        # The same bytes the restore wrote (snapshot + the log after it).
         files = []
-        for d, _, fs in os.walk(os.path.join(target, "bench")):
-            files += [os.path.join(d, f) for f in fs if f.endswith((".wal", ".tsnap"))]
+        for sub in ("snapshots", "wal"):
+            d = os.path.join(restore_dir, sub)
+            files += [os.path.join(d, f) for f in sorted(os.listdir(d))]
         raw_restore_bytes = du(files)
         raw_restore_s = timed(lambda: [shutil.copy(p, raw2) for p in files])
 
@@ -132,7 +134,7 @@ def main():
             ("backup run (snapshot + log, SHA-256)", backup_bytes, backup_s),
             ("raw copy of the same files", raw_bytes, raw_s),
             ("restore (download, SHA-256, fsync)", restore_bytes, restore_s),
-            ("raw copy of the backup's files", raw_restore_bytes, raw_restore_s),
+            ("raw copy of the restored files", raw_restore_bytes, raw_restore_s),
         ]
         print("| operation | MB | seconds | MB/s |")
         print("|---|---:|---:|---:|")
