@@ -288,8 +288,54 @@ fn lease_holder() -> R<String> {
         .to_string())
 }
 
-fn leader_metrics() -> R<String> {
+/// Pod name of the lease holder (the identity is `<pod>_<random>`).
+fn leader_pod() -> R<String> {
+    let h = lease_holder()?;
+    Ok(h.rsplit_once('_').map(|(p, _)| p.to_string()).unwrap_or(h))
+}
+
+/// Host PID of the operator process running in `pod` (the host sees the
+/// containers' processes): found by its command line and POD_NAME.
+fn operator_pid(pod: &str) -> R<u32> {
+    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmd.windows(9).any(|w| w == b"\0operator") {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let want = format!("POD_NAME={pod}");
+        if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
+            return Ok(pid);
+        }
+    }
+    Err(format!("no operator process for {pod}"))
+}
+
+/// Crashes the leader (SIGKILL: no graceful hand-over of the lease).
+fn crash_leader() -> R<String> {
     let holder = lease_holder()?;
+    let pod = leader_pod()?;
+    let pid = operator_pid(&pod)?;
+    let st = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err(format!("kill -9 {pid} failed"));
+    }
+    Ok(holder)
+}
+
+fn leader_metrics() -> R<String> {
+    let holder = leader_pod()?;
     let (_, ip) = operator_pods()?
         .into_iter()
         .find(|(n, _)| *n == holder)
@@ -552,7 +598,7 @@ fn main() {
         let holder = wait_until("a lease holder", Duration::from_secs(60), || {
             Ok(!lease_holder()?.is_empty())
         })
-        .and_then(|_| lease_holder())?;
+        .and_then(|_| leader_pod())?;
         let mut leaders = 0;
         for (pod, ip) in operator_pods()? {
             let m = http_get(&format!("{ip}:8080"), "/metrics")?;
@@ -668,83 +714,91 @@ fn main() {
         Ok("Degraded/ShardCountChangeUnsupported, Ready again once reverted".into())
     });
     run.step("operator killed mid-reconcile converges", |_| {
-        let leader = lease_holder()?;
-        kubectl(&[
-            "patch",
-            "dbc",
-            name,
-            "-n",
-            NS,
-            "--type",
-            "merge",
-            "-p",
-            "{\"spec\":{\"replicas\":2}}",
-        ])?;
-        std::thread::sleep(Duration::from_millis(300));
-        kubectl(&[
-            "delete",
-            "pod",
-            &leader,
-            "-n",
-            OPERATOR_NS,
-            "--grace-period=0",
-            "--force",
-        ])?;
-        let took = wait_until("Ready at 2 replicas", Duration::from_secs(240), || {
-            is_ready(NS, name, 6)
+        // Mid-bootstrap: a new cluster is being created (children applied,
+        // pods starting, topology not yet pushed) when the leader dies.
+        let n = "midway";
+        kubectl_in(&["apply", "-f", "-"], Some(&cluster_manifest(n, NS, 2, 2, "")))?;
+        wait_until("children being created", Duration::from_secs(60), || {
+            Ok(!kubectl(&["get", "statefulsets", "-n", NS, "-l", &format!("tessera.dev/cluster={n}"), "-o", "name"])?.trim().is_empty())
         })?;
-        wait_until("nodes converged", Duration::from_secs(60), || {
-            nodes_converged(&status_of(NS, name)?)
+        let killed = crash_leader()?;
+        let took = wait_until("Ready under a new leader", Duration::from_secs(300), || {
+            let h = lease_holder()?;
+            Ok(!h.is_empty() && h != killed && is_ready(NS, n, 4)?)
         })?;
-        let new_leader = lease_holder()?;
+        wait_until("nodes converged", Duration::from_secs(60), || nodes_converged(&status_of(NS, n)?))?;
+        cluster_check(&primaries(&status_of(NS, n)?)[0])?;
+        kubectl(&["delete", "dbc", n, "-n", NS, "--wait=false"])?;
+        // Mid-scale: the leader dies right after a change is accepted.
+        kubectl(&["patch", "dbc", name, "-n", NS, "--type", "merge", "-p", "{\"spec\":{\"replicas\":2}}"])?;
+        let killed2 = crash_leader()?;
+        wait_until("Ready at 2 replicas under a new leader", Duration::from_secs(240), || {
+            let h = lease_holder()?;
+            Ok(!h.is_empty() && h != killed2 && is_ready(NS, name, 6)?)
+        })?;
+        wait_until("nodes converged", Duration::from_secs(60), || nodes_converged(&status_of(NS, name)?))?;
         let bad = read_keys(&primaries(&status_of(NS, name)?))?;
         if bad > 0 {
             return Err(format!("{bad} keys wrong"));
         }
-        kubectl(&[
-            "patch",
-            "dbc",
-            name,
-            "-n",
-            NS,
-            "--type",
-            "merge",
-            "-p",
-            "{\"spec\":{\"replicas\":3}}",
-        ])?;
-        wait_until("Ready at 3 replicas", Duration::from_secs(240), || {
-            is_ready(NS, name, 9)
-        })?;
+        kubectl(&["patch", "dbc", name, "-n", NS, "--type", "merge", "-p", "{\"spec\":{\"replicas\":3}}"])?;
+        wait_until("Ready at 3 replicas", Duration::from_secs(240), || is_ready(NS, name, 9))?;
         Ok(format!(
-            "killed {leader}; {new_leader} finished it in {:.1}s",
-            took.as_secs_f64()
+            "SIGKILLed the leader mid-bootstrap (Ready {:.1}s later under {}) and mid-scale; {KEYS} keys intact",
+            took.as_secs_f64(),
+            lease_holder()?
         ))
     });
     run.step("leader takeover", |run| {
+        wait_until(
+            "2 operator pods and a leader",
+            Duration::from_secs(120),
+            || Ok(operator_pods()?.len() == 2 && !lease_holder()?.is_empty()),
+        )?;
+        // A crash: the lease is not released, the stand-by waits it out.
+        let start = Instant::now();
+        let crashed = crash_leader()?;
+        wait_until(
+            "a new leader after a crash",
+            Duration::from_secs(60),
+            || {
+                let h = lease_holder()?;
+                Ok(!h.is_empty() && h != crashed)
+            },
+        )?;
+        let crash_took = start.elapsed();
+        run.measurements.insert(
+            "leader takeover after a crash (SIGKILL)",
+            format!("{:.1}s", crash_took.as_secs_f64()),
+        );
         wait_until("2 operator pods", Duration::from_secs(120), || {
             Ok(operator_pods()?.len() == 2)
         })?;
+        // A graceful stop: the leader hands the lease over on SIGTERM.
         let leader = lease_holder()?;
         let start = Instant::now();
         kubectl(&[
             "delete",
             "pod",
-            &leader,
+            &leader_pod()?,
             "-n",
             OPERATOR_NS,
-            "--grace-period=0",
-            "--force",
+            "--wait=false",
         ])?;
-        wait_until("a new leader", Duration::from_secs(60), || {
-            let h = lease_holder()?;
-            Ok(!h.is_empty() && h != leader)
-        })?;
-        let took = start.elapsed();
+        wait_until(
+            "a new leader after a graceful stop",
+            Duration::from_secs(60),
+            || {
+                let h = lease_holder()?;
+                Ok(!h.is_empty() && h != leader)
+            },
+        )?;
+        let graceful_took = start.elapsed();
         run.measurements.insert(
-            "leader takeover after a crash",
-            format!("{:.1}s", took.as_secs_f64()),
+            "leader takeover after a graceful stop",
+            format!("{:.1}s", graceful_took.as_secs_f64()),
         );
-        // The new leader reconciles: a pod restart gets a new topology.
+        // The new leader reconciles: a restarted node rejoins the topology.
         let st = status_of(NS, name)?;
         let victim = members(&st)
             .last()
@@ -771,9 +825,10 @@ fn main() {
             },
         )?;
         Ok(format!(
-            "{} took over in {:.1}s",
-            lease_holder()?,
-            took.as_secs_f64()
+            "after SIGKILL {:.1}s, after SIGTERM {:.1}s; now {}",
+            crash_took.as_secs_f64(),
+            graceful_took.as_secs_f64(),
+            lease_holder()?
         ))
     });
     run.step("metrics: idle RSS and reconcile p99", |run| {

@@ -22,7 +22,8 @@ pub struct OperatorArgs {
     pub lease_namespace: String,
     #[arg(long, default_value = "tessera-operator-leader")]
     pub lease_name: String,
-    /// This replica's identity in the Lease (default: the pod name).
+    /// This replica's identity in the Lease (default: the pod name); a
+    /// random suffix is added per process.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// Reconcile without a Lease (one replica only).
@@ -34,10 +35,12 @@ pub struct OperatorArgs {
 }
 
 pub fn run_operator(a: OperatorArgs) -> Result<()> {
-    let identity = a.identity.unwrap_or_else(|| {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tessera".into());
-        format!("{host}-{}", std::process::id())
-    });
+    // Unique per process: a restarted container must not inherit the term
+    // of the process that died (it waits for the lease like any stand-by).
+    let base = a
+        .identity
+        .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "tessera".into()));
+    let identity = format!("{base}_{:08x}", rand::random::<u32>());
     let config = operator::Config {
         default_image: a.default_image,
         lease_namespace: a.lease_namespace,
