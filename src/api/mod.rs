@@ -326,7 +326,9 @@ pub struct S3Target {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverSpec {
-    /// Seconds a primary must be unhealthy before it is replaced.
+    /// Seconds a primary must be unhealthy (unreachable, not ready, or
+    /// without its lease while all its replicas are up) before it is
+    /// replaced.
     #[serde(default = "default_detection_seconds")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("failover.detectionSeconds must be between 1 and 3600"))]
     pub detection_seconds: i32,
@@ -336,8 +338,10 @@ pub struct FailoverSpec {
     pub allow_data_loss: bool,
 }
 
+/// Two seconds: with the default 2 s lease, detection + fence + 1.1 × lease
+/// + promotion keeps time-to-writable within 5 s (docs/failover.md).
 fn default_detection_seconds() -> i32 {
-    10
+    2
 }
 
 impl Default for FailoverSpec {
@@ -382,7 +386,7 @@ pub struct DatabaseClusterStatus {
     pub ready: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing`, `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded`, `FailoverBlocked`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Version of the topology pushed to the nodes (0: not bootstrapped).
@@ -405,6 +409,57 @@ pub struct ShardStatus {
     pub primary: Option<NodeStatus>,
     #[serde(default)]
     pub replicas: Vec<NodeStatus>,
+    /// A failover or switchover in progress (the state machine the operator
+    /// resumes after a restart); absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverState>,
+    /// The last completed failover or switchover of this shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<LastFailover>,
+}
+
+/// One step of the failover state machine (see docs/failover.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverState {
+    /// `Fencing` (the new epoch is chosen, members are being fenced),
+    /// `Promoting` (the target is chosen) or `Blocked` (the safety rule does
+    /// not hold; the shard stays fenced until enough replicas return).
+    pub phase: String,
+    /// `Failover` (the primary failed) or `Switchover` (requested).
+    pub kind: String,
+    /// The shard's new fencing token.
+    pub epoch: u64,
+    /// Pod of the primary being replaced.
+    pub from: String,
+    /// Pod chosen for promotion (`Promoting`), or the requested target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// RFC 3339 time the failover started.
+    pub started_at: String,
+    /// Why the primary is being replaced, or why the failover is blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A completed failover or switchover.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastFailover {
+    /// `Failover` or `Switchover`.
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+    /// RFC 3339.
+    pub started_at: String,
+    /// From the start (detection for a failover) to the topology push.
+    pub duration_ms: u64,
+    /// True when the safety rule did not hold (eventual consistency, or
+    /// `allowDataLoss`): writes the old primary acknowledged after the
+    /// promoted replica's position may be gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data_loss_possible: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
@@ -492,6 +547,6 @@ mod tests {
         assert_eq!(s.replicas, 3);
         assert_eq!(s.consistency.level, ConsistencyLevel::Eventual);
         assert_eq!(s.storage.size, "1Gi");
-        assert_eq!(s.failover.detection_seconds, 10);
+        assert_eq!(s.failover.detection_seconds, 2);
     }
 }

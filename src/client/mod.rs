@@ -56,7 +56,7 @@ impl ClientError {
 }
 
 /// The part of a node's `/v1/status` the operator uses.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInfo {
     pub node_id: String,
@@ -73,6 +73,32 @@ pub struct NodeInfo {
     pub durable_lsn: u64,
     #[serde(default)]
     pub keys: u64,
+    /// Highest shard epoch the node has seen (its fencing token).
+    #[serde(default)]
+    pub fencing_epoch: u64,
+    #[serde(default)]
+    pub replication: ReplicationInfo,
+}
+
+/// The part of `/v1/status`'s `replication` object failover reads.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationInfo {
+    #[serde(default)]
+    pub consistency: String,
+    #[serde(default)]
+    pub required_acks: usize,
+    #[serde(default)]
+    pub replicas_expected: usize,
+    #[serde(default)]
+    pub lease_ms: u64,
+    #[serde(default)]
+    pub lease_held: bool,
+    #[serde(default)]
+    pub link_up: bool,
+    /// A full resync is under way: the node's data is a partial copy.
+    #[serde(default)]
+    pub resyncing: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +129,53 @@ impl NodeClient {
             serde_json::to_vec(topology).map_err(|source| ClientError::Decode { addr, source })?;
         self.call(addr, "PUT", "/v1/topology", Some(&body)).await?;
         Ok(())
+    }
+
+    /// `POST /v1/fence`: records `epoch`; a primary stops being one.
+    pub async fn fence(&self, addr: SocketAddr, epoch: u64) -> Result<NodeInfo, ClientError> {
+        self.role_call(addr, "/v1/fence", serde_json::json!({ "epoch": epoch }))
+            .await
+    }
+
+    /// `POST /v1/promote`: becomes the primary at `epoch`.
+    pub async fn promote(
+        &self,
+        addr: SocketAddr,
+        epoch: u64,
+        replicas: usize,
+    ) -> Result<NodeInfo, ClientError> {
+        self.role_call(
+            addr,
+            "/v1/promote",
+            serde_json::json!({ "epoch": epoch, "replicas": replicas }),
+        )
+        .await
+    }
+
+    /// `POST /v1/follow`: becomes a replica of `primary` at `epoch`.
+    pub async fn follow(
+        &self,
+        addr: SocketAddr,
+        epoch: u64,
+        primary: &NodeAddr,
+    ) -> Result<NodeInfo, ClientError> {
+        self.role_call(
+            addr,
+            "/v1/follow",
+            serde_json::json!({ "epoch": epoch, "primary": primary }),
+        )
+        .await
+    }
+
+    async fn role_call(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<NodeInfo, ClientError> {
+        let body = body.to_string();
+        let answer = self.call(addr, "POST", path, Some(body.as_bytes())).await?;
+        serde_json::from_slice(&answer).map_err(|source| ClientError::Decode { addr, source })
     }
 
     async fn call(

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod failover;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
@@ -463,6 +464,12 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
             )
             .await;
         }
+    }
+
+    // Failover first: a failed primary is replaced before anything else,
+    // and no topology is pushed for a shard in the middle of one.
+    if let Some(action) = failover::reconcile(&ctx, &dbc, &v, &prev, &observed.nodes).await? {
+        return Ok(action);
     }
 
     // Build and apply.

@@ -176,6 +176,7 @@ pub fn plan(
                     epoch: 1,
                     primary: it.next(),
                     replicas: it.collect(),
+                    ..Default::default()
                 }
             })
             .collect();
@@ -319,6 +320,7 @@ mod tests {
                 lsn: 0,
                 durable_lsn: 0,
                 keys: 0,
+                ..Default::default()
             }),
             labels: BTreeMap::new(),
         }

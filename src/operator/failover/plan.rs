@@ -1,0 +1,398 @@
+//! The failover decisions, as pure functions of what was observed: is a
+//! primary failed, may a replica be promoted without losing an acknowledged
+//! write, and which one. The driver (`super`) performs the steps.
+//!
+//! ## The safety rule
+//!
+//! A shard has one primary and `n` replicas (`n = spec.replicas − 1`, the
+//! replicas named in the pushed topology — the same `n` the nodes use). Under
+//! `quorum`/`strong` a write is acknowledged once it is in the primary's log
+//! **and** acknowledged by `k` replicas (`strong`: `k = n`; `quorum`:
+//! `ceil(quorumPercentage × n / 100)` clamped to `1..=n`, default
+//! `floor(n/2) + 1`). So every acknowledged write is on some set `A` of `k`
+//! replicas. Fence a set `F` of reachable replicas with `|F| ≥ n − k + 1`:
+//! `|A| + |F| ≥ n + 1 > n`, so `A ∩ F ≠ ∅`. Replica logs are prefixes of the
+//! primary's log (ordered by LSN within an epoch), so the member of `F` with
+//! the highest LSN holds every record any member of `F` holds — in
+//! particular every acknowledged write. Fenced replicas stop acknowledging,
+//! and at most `k − 1` replicas are left unfenced, so the old primary can
+//! never again collect `k` acknowledgements: nothing it acknowledges later
+//! can be missing from the new primary.
+//!
+//! `eventual` has `k = 0`: acknowledgement needs no replica, the rule would
+//! need `n + 1` replicas and is never satisfiable. Eventual consistency
+//! accepts loss by definition, so failover proceeds with the highest LSN and
+//! says so (`dataLossPossible` in `lastFailover`, a Warning Event).
+//! `allowDataLoss` does the same for `quorum`/`strong`.
+//!
+//! When the old primary itself answers (it was unready, or lost its lease),
+//! it holds every acknowledged write; the rule holds trivially.
+
+use std::fmt;
+
+use crate::api::ConsistencyLevel;
+
+/// Replicas per shard (`n`) and acknowledgements a write needs (`k`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckRule {
+    pub n: usize,
+    pub k: usize,
+}
+
+impl AckRule {
+    /// The node's own computation (`Replication::required`), mirrored.
+    pub fn new(level: ConsistencyLevel, quorum_percentage: Option<i32>, n: usize) -> Self {
+        let k = match level {
+            ConsistencyLevel::Eventual => 0,
+            ConsistencyLevel::Strong => n,
+            ConsistencyLevel::Quorum => match quorum_percentage {
+                Some(p) => ((p.max(0) as usize * n).div_ceil(100)).clamp(1.min(n), n),
+                None => n / 2 + 1,
+            },
+        };
+        Self { n, k: k.min(n) }
+    }
+
+    /// Fenced, reachable replicas needed before a promotion is safe:
+    /// `n − k + 1`; `None` when no number is enough (`k = 0`).
+    pub fn needed(&self) -> Option<usize> {
+        (self.k > 0).then(|| self.n - self.k + 1)
+    }
+}
+
+/// A member that answered the fence call (its LSN is frozen from then on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub pod: String,
+    /// What the node has received and applied (`lsn` in its status): under
+    /// `everysec` a replica acknowledges written-but-not-fsynced records, so
+    /// `durableLsn` can lag what was acknowledged.
+    pub lsn: u64,
+    /// The primary being replaced (it answered after all).
+    pub old_primary: bool,
+    /// In the middle of a full resync: a partial copy, never promoted.
+    pub resyncing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// Nobody answered the fence call.
+    NoneReachable,
+    /// Fewer than `n − k + 1` replicas answered.
+    TooFewReplicas {
+        reachable: usize,
+        needed: usize,
+        rule: AckRule,
+    },
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Blocked::NoneReachable => write!(
+                f,
+                "no member of the shard is reachable (or all are resyncing); the shard stays fenced until one returns"
+            ),
+            Blocked::TooFewReplicas { reachable, needed, rule } => write!(
+                f,
+                "{reachable} of {} replicas reachable, {needed} needed (n − k + 1 with k = {} acknowledgements per write) to be sure the promoted replica has every acknowledged write; the shard stays fenced until enough return (or set failover.allowDataLoss)",
+                rule.n, rule.k
+            ),
+        }
+    }
+}
+
+impl Blocked {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Blocked::NoneReachable => "NoReplicaReachable",
+            Blocked::TooFewReplicas { .. } => "TooFewReplicasReachable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    Promote {
+        pod: String,
+        lsn: u64,
+        /// The safety rule did not hold (eventual, or allowDataLoss).
+        data_loss_possible: bool,
+    },
+    Blocked(Blocked),
+}
+
+/// Picks whom to promote among the members that answered the fence call.
+pub fn choose(
+    candidates: &[Candidate],
+    rule: AckRule,
+    level: ConsistencyLevel,
+    allow_data_loss: bool,
+) -> Choice {
+    let usable: Vec<&Candidate> = candidates.iter().filter(|c| !c.resyncing).collect();
+    // Highest LSN; on a tie prefer a replica over the primary that failed.
+    let best = usable
+        .iter()
+        .max_by_key(|c| (c.lsn, !c.old_primary, std::cmp::Reverse(c.pod.clone())));
+    let Some(best) = best else {
+        return Choice::Blocked(Blocked::NoneReachable);
+    };
+    let replicas = usable.iter().filter(|c| !c.old_primary).count();
+    let old_primary_answered = usable.iter().any(|c| c.old_primary);
+    let safe = old_primary_answered || rule.needed().is_some_and(|need| replicas >= need);
+    if safe || level == ConsistencyLevel::Eventual || allow_data_loss {
+        return Choice::Promote {
+            pod: best.pod.clone(),
+            lsn: best.lsn,
+            data_loss_possible: !safe,
+        };
+    }
+    Choice::Blocked(Blocked::TooFewReplicas {
+        reachable: replicas,
+        needed: rule.needed().unwrap_or(rule.n + 1),
+        rule,
+    })
+}
+
+/// What the operator sees of a shard's recorded primary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrimaryView {
+    /// The pod exists and is not being deleted.
+    pub pod_present: bool,
+    /// Its admin port answered `/v1/status`.
+    pub reachable: bool,
+    /// The node says it is ready (recovery done).
+    pub ready: bool,
+    /// The node reports the recorded node ID (a replaced volume gives a new
+    /// ID: an empty node must not stay primary).
+    pub same_node: bool,
+    /// The node still considers itself the primary.
+    pub is_primary: bool,
+    /// `quorum`/`strong`: it holds its lease.
+    pub lease_held: bool,
+    /// Every replica of the shard answers and follows it with its link up
+    /// (then a lost lease means the primary is cut off, not its replicas).
+    pub replicas_all_up: bool,
+    pub level: Option<ConsistencyLevel>,
+}
+
+/// Why the primary counts as failed, or `None` when it is healthy.
+pub fn primary_failure(v: &PrimaryView) -> Option<&'static str> {
+    if !v.pod_present {
+        return Some("PodGone");
+    }
+    if !v.reachable {
+        return Some("Unreachable");
+    }
+    if !v.same_node {
+        return Some("NodeReplaced");
+    }
+    if !v.ready {
+        return Some("NotReady");
+    }
+    if !v.is_primary {
+        return Some("NotPrimary");
+    }
+    let leased = matches!(
+        v.level,
+        Some(ConsistencyLevel::Quorum | ConsistencyLevel::Strong)
+    );
+    if leased && !v.lease_held && v.replicas_all_up {
+        return Some("LeaseLost");
+    }
+    None
+}
+
+/// How long to wait after fencing before promoting: 1.1 × the lease plus a
+/// margin (docs/replication.md: only clock *rates* matter; 10 % covers
+/// them, the margin covers the fence calls' own latency).
+pub fn lease_wait_ms(lease_ms: u64) -> u64 {
+    lease_ms + lease_ms / 10 + 50
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ConsistencyLevel::*;
+
+    fn c(pod: &str, lsn: u64) -> Candidate {
+        Candidate {
+            pod: pod.into(),
+            lsn,
+            old_primary: false,
+            resyncing: false,
+        }
+    }
+
+    #[test]
+    fn ack_rule_mirrors_the_node() {
+        assert_eq!(AckRule::new(Quorum, None, 2), AckRule { n: 2, k: 2 });
+        assert_eq!(AckRule::new(Quorum, None, 4), AckRule { n: 4, k: 3 });
+        assert_eq!(AckRule::new(Quorum, Some(60), 4), AckRule { n: 4, k: 3 });
+        assert_eq!(AckRule::new(Quorum, Some(1), 4), AckRule { n: 4, k: 1 });
+        assert_eq!(AckRule::new(Strong, None, 3), AckRule { n: 3, k: 3 });
+        assert_eq!(AckRule::new(Eventual, None, 3), AckRule { n: 3, k: 0 });
+        assert_eq!(AckRule::new(Quorum, None, 2).needed(), Some(1));
+        assert_eq!(AckRule::new(Quorum, Some(25), 4).needed(), Some(4));
+        assert_eq!(AckRule::new(Eventual, None, 2).needed(), None);
+    }
+
+    /// Exhaustive check of the intersection argument for small shards:
+    /// every fenced set of size n − k + 1 meets every acknowledging set of
+    /// size k.
+    #[test]
+    fn the_rule_intersects_every_acknowledging_set() {
+        for n in 1..=6usize {
+            for k in 1..=n {
+                let need = AckRule { n, k }.needed().unwrap_or(usize::MAX);
+                for acked in 0u32..(1 << n) {
+                    if acked.count_ones() as usize != k {
+                        continue;
+                    }
+                    for fenced in 0u32..(1 << n) {
+                        if fenced.count_ones() as usize >= need {
+                            assert_ne!(acked & fenced, 0, "n={n} k={k}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn highest_lsn_wins_when_the_rule_holds() {
+        let rule = AckRule::new(Quorum, None, 2);
+        let got = choose(&[c("p-1", 10), c("p-2", 12)], rule, Quorum, false);
+        assert_eq!(
+            got,
+            Choice::Promote {
+                pod: "p-2".into(),
+                lsn: 12,
+                data_loss_possible: false
+            }
+        );
+        // 3x3 quorum (k = n = 2): one replica is enough.
+        assert!(matches!(
+            choose(&[c("p-1", 3)], rule, Quorum, false),
+            Choice::Promote {
+                data_loss_possible: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn too_few_replicas_block_unless_allowed() {
+        // n = 4, k = 2 (quorumPercentage 50): needs 3 reachable.
+        let rule = AckRule::new(Quorum, Some(50), 4);
+        let two = [c("p-1", 5), c("p-2", 9)];
+        match choose(&two, rule, Quorum, false) {
+            Choice::Blocked(
+                b @ Blocked::TooFewReplicas {
+                    reachable: 2,
+                    needed: 3,
+                    ..
+                },
+            ) => {
+                assert_eq!(b.reason(), "TooFewReplicasReachable");
+                assert!(b
+                    .to_string()
+                    .contains("2 of 4 replicas reachable, 3 needed"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            choose(&two, rule, Quorum, true),
+            Choice::Promote {
+                pod: "p-2".into(),
+                lsn: 9,
+                data_loss_possible: true
+            }
+        );
+        assert_eq!(
+            choose(&[], rule, Quorum, true),
+            Choice::Blocked(Blocked::NoneReachable)
+        );
+    }
+
+    #[test]
+    fn eventual_proceeds_and_says_loss_is_possible() {
+        let rule = AckRule::new(Eventual, None, 2);
+        assert_eq!(
+            choose(&[c("p-1", 4)], rule, Eventual, false),
+            Choice::Promote {
+                pod: "p-1".into(),
+                lsn: 4,
+                data_loss_possible: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_answering_old_primary_makes_it_safe_and_ties_prefer_replicas() {
+        let rule = AckRule::new(Strong, None, 2);
+        let mut old = c("p-0", 7);
+        old.old_primary = true;
+        assert_eq!(
+            choose(&[old.clone()], rule, Strong, false),
+            Choice::Promote {
+                pod: "p-0".into(),
+                lsn: 7,
+                data_loss_possible: false
+            }
+        );
+        assert!(matches!(
+            choose(&[old, c("p-1", 7)], rule, Strong, false),
+            Choice::Promote { ref pod, .. } if pod == "p-1"
+        ));
+    }
+
+    #[test]
+    fn resyncing_replicas_neither_count_nor_win() {
+        let rule = AckRule::new(Strong, None, 2);
+        let mut r = c("p-1", 100);
+        r.resyncing = true;
+        // Only p-2 counts (n = 2, k = 2: one is needed) and only p-2 wins.
+        assert!(matches!(
+            choose(&[r.clone(), c("p-2", 5)], rule, Strong, false),
+            Choice::Promote { ref pod, lsn: 5, data_loss_possible: false } if pod == "p-2"
+        ));
+        assert_eq!(
+            choose(&[r], rule, Strong, false),
+            Choice::Blocked(Blocked::NoneReachable)
+        );
+    }
+
+    #[test]
+    fn failure_detection() {
+        let healthy = PrimaryView {
+            pod_present: true,
+            reachable: true,
+            ready: true,
+            same_node: true,
+            is_primary: true,
+            lease_held: true,
+            replicas_all_up: true,
+            level: Some(Quorum),
+        };
+        assert_eq!(primary_failure(&healthy), None);
+        let gone = PrimaryView::default();
+        assert_eq!(primary_failure(&gone), Some("PodGone"));
+        let mut v = healthy.clone();
+        v.reachable = false;
+        assert_eq!(primary_failure(&v), Some("Unreachable"));
+        let mut v = healthy.clone();
+        v.same_node = false;
+        assert_eq!(primary_failure(&v), Some("NodeReplaced"));
+        // Lost lease while a replica is down: the replica is the problem.
+        let mut v = healthy.clone();
+        v.lease_held = false;
+        v.replicas_all_up = false;
+        assert_eq!(primary_failure(&v), None);
+        v.replicas_all_up = true;
+        assert_eq!(primary_failure(&v), Some("LeaseLost"));
+        v.level = Some(Eventual);
+        assert_eq!(primary_failure(&v), None);
+        assert_eq!(lease_wait_ms(2000), 2250);
+    }
+}
