@@ -168,6 +168,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
     metrics
         .leader
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Primaries that hang or are cut off produce no pod event: poll them.
+    tokio::spawn(failover::monitor(client.clone()));
 
     let reporter = Reporter {
         controller: "tessera-operator".into(),

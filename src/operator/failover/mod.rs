@@ -648,3 +648,87 @@ async fn finish(
     }
     Ok(Action::requeue(Duration::from_millis(500)))
 }
+
+/// Annotation the health monitor bumps to wake the controller for a
+/// cluster whose primary looks failed (pod events do not cover a hung or
+/// cut-off process).
+pub const NUDGE_ANNOTATION: &str = "tessera.dev/failover-check";
+
+/// Polls every bootstrapped cluster's shard primaries once a second (one
+/// `/v1/status` call each, 1 s timeout) and wakes the controller, by
+/// bumping [`NUDGE_ANNOTATION`], when one looks failed and detection has not
+/// started yet. Runs only on the leader, until the process ends.
+pub async fn monitor(client: kube::Client) {
+    use futures::StreamExt;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+
+    let api: Api<DatabaseCluster> = Api::all(client.clone());
+    let (reader, writer) = reflector::store::<DatabaseCluster>();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .applied_objects()
+        .for_each(|_| futures::future::ready(()));
+    tokio::spawn(stream);
+    let nodes = crate::client::NodeClient {
+        timeout: Duration::from_secs(1),
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for dbc in reader.state() {
+            let Some(st) = dbc.status.as_ref() else {
+                continue;
+            };
+            if st.epoch == 0 || dbc.spec.paused || st.shards.iter().any(|s| s.failover.is_some()) {
+                continue;
+            }
+            let ns = dbc.namespace().unwrap_or_default();
+            let checks = st
+                .shards
+                .iter()
+                .filter(|s| !s.replicas.is_empty())
+                .filter_map(|s| {
+                    let key = format!("{ns}/{}/{}", dbc.name_any(), s.name);
+                    let already = SUSPECT.lock().map(|m| m.contains_key(&key)).unwrap_or(true);
+                    let p = s.primary.as_ref()?;
+                    let addr = topology::admin_addr(&p.ip)?;
+                    (!already).then(|| {
+                        let nodes = nodes.clone();
+                        let id = p.node_id.clone();
+                        async move {
+                            match nodes.status(addr).await {
+                                // Lease loss is judged by the reconcile, which
+                                // sees the replicas too.
+                                Ok(i) => !(i.ready && i.role == "primary" && i.node_id == id),
+                                Err(_) => true,
+                            }
+                        }
+                    })
+                });
+            let failed = futures::future::join_all(checks)
+                .await
+                .into_iter()
+                .any(|f| f);
+            if !failed {
+                continue;
+            }
+            let api: Api<DatabaseCluster> = Api::namespaced(client.clone(), &ns);
+            let patch = json!({ "metadata": { "annotations": { NUDGE_ANNOTATION: k8s_openapi::jiff::Timestamp::now().to_string() } } });
+            match api
+                .patch(
+                    &dbc.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(cluster = %dbc.name_any(), namespace = %ns, "a primary looks failed; waking the controller")
+                }
+                Err(e) => {
+                    tracing::warn!(cluster = %dbc.name_any(), error = %e, "could not wake the controller")
+                }
+            }
+        }
+    }
+}
