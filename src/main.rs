@@ -31,6 +31,8 @@ enum Command {
     Status(tessera::cli::StatusArgs),
     /// Backups: run, archive, list, verify, prune, restore.
     Backup(tessera::backup::cli::BackupArgs),
+    /// Planned change of a shard's primary, with no acknowledged write lost.
+    Switchover(tessera::cli::switchover::SwitchoverArgs),
 }
 
 #[derive(clap::Args)]
@@ -164,6 +166,7 @@ fn main() -> Result<()> {
         }
         Command::Crd => print!("{}", tessera::api::crd_yaml()?),
         Command::Status(a) => tessera::cli::run_status(a)?,
+        Command::Switchover(a) => tessera::cli::switchover::run(a)?,
         Command::Backup(a) => {
             init_tracing(a.log_json);
             tessera::backup::cli::run(a)?;

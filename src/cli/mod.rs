@@ -1,5 +1,7 @@
 //! Operator-facing subcommands: `tessera operator` and `tessera status`.
 
+pub mod switchover;
+
 use std::net::SocketAddr;
 
 use anyhow::{Context as _, Result};

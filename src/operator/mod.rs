@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod observe;
 pub mod rollout;
 pub mod status;
+pub mod switchover;
 pub mod topology;
 pub mod validate;
 
@@ -819,6 +820,35 @@ async fn roll_and_grow(
     if let Some(n) = rollout::next_restart(&observed.nodes, &revisions, |p| {
         topology::role_of(shards, p)
     }) {
+        // Replicas restart only once every replica has caught up (linked to
+        // its primary, not resyncing), one at a time.
+        let lagging = observed.nodes.iter().any(|m| {
+            topology::role_of(shards, &m.pod) == Some("replica")
+                && m.info
+                    .as_ref()
+                    .is_none_or(|i| !i.replication.link_up || i.replication.resyncing)
+        });
+        if lagging {
+            return Ok(());
+        }
+        // A primary is never restarted while it leads: a switchover hands
+        // its role to an (already updated) replica first, and the next
+        // reconcile restarts it as a replica.
+        if topology::role_of(shards, &n.pod) == Some("primary") && v.replicas > 1 {
+            switchover::request(&ctx.client, ns, &v.name, &n.shard.to_string()).await?;
+            ctx.event(
+                dbc,
+                EventType::Normal,
+                "RollingSwitchover",
+                "Switchover",
+                format!(
+                    "{} is outdated and primary: switching over before restarting it",
+                    n.pod
+                ),
+            )
+            .await;
+            return Ok(());
+        }
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
         pods.delete(&n.pod, &Default::default()).await?;
         ctx.event(

@@ -51,7 +51,7 @@ const DEFAULT_LEASE_MS: u64 = 2000;
 /// When each shard's primary was first seen failed (`ns/cluster/shard`).
 /// In memory on purpose: after an operator restart detection starts over,
 /// which only delays a failover, never causes a wrong one.
-static SUSPECT: LazyLock<Mutex<HashMap<String, Instant>>> =
+pub(crate) static SUSPECT: LazyLock<Mutex<HashMap<String, Instant>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn since_ms(rfc3339: &str) -> u64 {
@@ -65,11 +65,11 @@ fn since_ms(rfc3339: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn admin(n: &ObservedNode) -> Option<SocketAddr> {
+pub(crate) fn admin(n: &ObservedNode) -> Option<SocketAddr> {
     n.ip.as_deref().and_then(topology::admin_addr)
 }
 
-fn members(shard: &ShardStatus) -> Vec<String> {
+pub(crate) fn members(shard: &ShardStatus) -> Vec<String> {
     let mut out: Vec<String> = shard.primary.iter().map(|p| p.pod.clone()).collect();
     out.extend(shard.replicas.iter().map(|r| r.pod.clone()));
     out
@@ -137,6 +137,11 @@ pub async fn reconcile(
         return drive(ctx, dbc.clone(), v, i, observed, &by_pod)
             .await
             .map(Some);
+    }
+    // A requested switchover (annotation) starts when nothing else runs.
+    if let Some(action) = super::switchover::start_requested(ctx, dbc, v, observed, &by_pod).await?
+    {
+        return Ok(Some(action));
     }
     let key_of = |s: &ShardStatus| {
         format!(
@@ -217,7 +222,7 @@ pub async fn reconcile(
 }
 
 /// Above the recorded shard epoch and any fencing epoch a member reports.
-fn next_epoch(shard: &ShardStatus, by_pod: &BTreeMap<&str, &ObservedNode>) -> u64 {
+pub(crate) fn next_epoch(shard: &ShardStatus, by_pod: &BTreeMap<&str, &ObservedNode>) -> u64 {
     members(shard)
         .iter()
         .filter_map(|p| by_pod.get(p.as_str()).and_then(|n| n.info.as_ref()))
@@ -230,7 +235,7 @@ fn next_epoch(shard: &ShardStatus, by_pod: &BTreeMap<&str, &ObservedNode>) -> u6
 
 /// Changes the status (and optionally one condition) with the object's
 /// resourceVersion as a precondition; returns the updated object.
-async fn write_status(
+pub(crate) async fn write_status(
     ctx: &Context,
     dbc: &DatabaseCluster,
     f: impl FnOnce(&mut DatabaseClusterStatus) + Send,
@@ -267,7 +272,7 @@ async fn write_status(
 }
 
 /// Sets shard `i`'s failover state.
-async fn write_state(
+pub(crate) async fn write_state(
     ctx: &Context,
     dbc: &DatabaseCluster,
     i: usize,
@@ -329,6 +334,9 @@ async fn drive(
                 None => restart(ctx, &dbc, i, &shard, &state, by_pod).await,
             }
         }
+        PHASE_FENCING if state.kind == KIND_SWITCHOVER => {
+            super::switchover::step(ctx, dbc.clone(), v, i, &shard, &state, observed, by_pod).await
+        }
         // Fencing and Blocked: (re)fence, wait out the lease, choose.
         _ => fence_and_choose(ctx, dbc.clone(), v, i, &shard, &state, observed, by_pod).await,
     }
@@ -337,7 +345,7 @@ async fn drive(
 /// The promotion target went away before it was promoted (or the promotion
 /// failed): fence again at a newer epoch, so a half-promoted node cannot
 /// share an epoch with the next choice.
-async fn restart(
+pub(crate) async fn restart(
     ctx: &Context,
     dbc: &DatabaseCluster,
     i: usize,
@@ -357,7 +365,7 @@ async fn restart(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn fence_and_choose(
+pub(crate) async fn fence_and_choose(
     ctx: &Context,
     dbc: DatabaseCluster,
     v: &ValidatedCluster,
@@ -522,7 +530,7 @@ async fn fence_and_choose(
 
 /// Records the new primary, pushes the topology, moves the role labels.
 #[allow(clippy::too_many_arguments)]
-async fn finish(
+pub(crate) async fn finish(
     ctx: &Context,
     dbc: DatabaseCluster,
     _v: &ValidatedCluster,
@@ -561,6 +569,9 @@ async fn finish(
         })
         .collect();
     replicas.sort_by(|a, b| a.pod.cmp(&b.pod));
+    // A switchover that could not be made safe gives the shard back to its
+    // old primary (at the new epoch) and records nothing as done.
+    let aborted = primary.pod == state.from;
     let duration_ms = since_ms(&state.started_at);
     let last = LastFailover {
         kind: state.kind.clone(),
@@ -583,7 +594,9 @@ async fn finish(
         s.primary = Some(primary.clone());
         s.replicas = replicas;
         s.failover = None;
-        s.last_failover = Some(last.clone());
+        if !aborted {
+            s.last_failover = Some(last.clone());
+        }
     }
     let still_blocked = shards.iter().any(|s| {
         s.failover
@@ -617,14 +630,27 @@ async fn finish(
         }
     );
     tracing::info!(cluster = %name, namespace = %ns, shard = %old.name, from = %state.from, to = %primary.pod, epoch = state.epoch, duration_ms, data_loss_possible, kind = %state.kind, "failover complete");
+    let note = if aborted {
+        format!(
+            "{}: switchover aborted, {} stays primary at epoch {}: {}",
+            old.name,
+            state.from,
+            state.epoch,
+            state.reason.as_deref().unwrap_or("")
+        )
+    } else {
+        note
+    };
     ctx.event(
         &dbc,
-        if data_loss_possible {
+        if data_loss_possible || aborted {
             EventType::Warning
         } else {
             EventType::Normal
         },
-        if state.kind == KIND_SWITCHOVER {
+        if aborted {
+            "SwitchoverAborted"
+        } else if state.kind == KIND_SWITCHOVER {
             "SwitchedOver"
         } else {
             "FailedOver"

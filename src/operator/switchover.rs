@@ -1,0 +1,457 @@
+//! Switchover: a planned change of a shard's primary with no acknowledged
+//! write lost.
+//!
+//! Requested with the annotation `tessera.dev/switchover: "<shard>[:<pod>]"`
+//! on the `DatabaseCluster` (`tessera switchover` sets it; the rolling update
+//! sets it before restarting a primary). It runs as the same state machine
+//! as a failover (`kind: Switchover`):
+//!
+//! 1. fence the old primary at the new epoch: it demotes at once, so writes
+//!    pause (clients get `-READONLY`/`-MOVED` and retry) and its log ends at
+//!    a known LSN `L`; no lease wait is needed, it acknowledges nothing more;
+//! 2. read the replicas' LSNs (frozen now: nothing feeds them) and pick the
+//!    target: the requested pod, or the replica with the highest LSN;
+//! 3. check the target holds every acknowledged write ([`safe_target`]);
+//! 4. promote it, push the topology (the others, the old primary included,
+//!    follow it), move the role labels; writes resume.
+//!
+//! If step 3 fails, the old primary is promoted again at the new epoch (the
+//! switchover is aborted with an Event; nothing is lost); if the old
+//! primary does not answer in step 1, the switchover becomes a failover.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::failover::plan::{self, AckRule};
+use super::failover::{self, KIND_FAILOVER, KIND_SWITCHOVER, PHASE_FENCING, PHASE_PROMOTING};
+use super::topology::ObservedNode;
+use super::validate::ValidatedCluster;
+use super::{Context, Error};
+use crate::api::{ConsistencyLevel, DatabaseCluster, FailoverState, ShardStatus};
+
+pub const SWITCHOVER_ANNOTATION: &str = "tessera.dev/switchover";
+
+/// A parsed request: shard index and an optional target pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub shard: usize,
+    pub to: Option<String>,
+}
+
+/// Parses `<shard>[:<pod>]`, where `<shard>` is an index or a shard name.
+pub fn parse_request(value: &str, shards: &[ShardStatus]) -> Result<Request, String> {
+    let (shard, to) = match value.trim().split_once(':') {
+        Some((s, p)) => (
+            s.trim(),
+            Some(p.trim().to_string()).filter(|p| !p.is_empty()),
+        ),
+        None => (value.trim(), None),
+    };
+    let index = match shard.parse::<usize>() {
+        Ok(i) => i,
+        Err(_) => shards
+            .iter()
+            .position(|s| s.name == shard)
+            .ok_or_else(|| format!("no shard {shard:?} (use an index or a shard name)"))?,
+    };
+    let Some(s) = shards.get(index) else {
+        return Err(format!(
+            "shard {index} does not exist ({} shards)",
+            shards.len()
+        ));
+    };
+    if let Some(p) = &to {
+        if !s.replicas.iter().any(|r| &r.pod == p) {
+            return Err(format!("{p} is not a replica of {}", s.name));
+        }
+    }
+    Ok(Request { shard: index, to })
+}
+
+/// Whether promoting a replica at `target_lsn` keeps every acknowledged
+/// write, once the old primary's log ended at `old_lsn` and the replicas'
+/// highest LSN is `max_replica_lsn`.
+///
+/// - `k = n` (`strong`, or `quorum` whose rule names every replica): every
+///   acknowledged write is on every replica; records past the target are
+///   unacknowledged (their clients got an error when the primary demoted).
+/// - `1 ≤ k < n`: an acknowledged write is on `k ≥ 1` replicas, so on the
+///   replica with the highest LSN: the target must be at least there.
+/// - `eventual`: the primary acknowledged everything in its log: the target
+///   must have all of it.
+pub fn safe_target(
+    level: ConsistencyLevel,
+    rule: AckRule,
+    old_lsn: u64,
+    target_lsn: u64,
+    max_replica_lsn: u64,
+) -> Result<(), String> {
+    let need = if level == ConsistencyLevel::Eventual || rule.k == 0 {
+        old_lsn
+    } else if rule.k >= rule.n {
+        0
+    } else {
+        max_replica_lsn
+    };
+    if target_lsn >= need {
+        Ok(())
+    } else {
+        Err(format!(
+            "the target is at LSN {target_lsn}, {} record(s) short of LSN {need} that may hold acknowledged writes",
+            need - target_lsn
+        ))
+    }
+}
+
+/// The requested pod, or the ready replica with the highest LSN.
+pub fn pick_target(requested: Option<&str>, replicas: &[(String, u64, bool)]) -> Option<String> {
+    if let Some(r) = requested {
+        return replicas
+            .iter()
+            .any(|(p, _, ok)| p == r && *ok)
+            .then(|| r.to_string());
+    }
+    replicas
+        .iter()
+        .filter(|(_, _, ok)| *ok)
+        .max_by_key(|(p, lsn, _)| (*lsn, std::cmp::Reverse(p.clone())))
+        .map(|(p, _, _)| p.clone())
+}
+
+/// Sets the annotation (what `tessera switchover` and the rolling update do).
+pub async fn request(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+    value: &str,
+) -> Result<(), kube::Error> {
+    let api: Api<DatabaseCluster> = Api::namespaced(client.clone(), namespace);
+    let patch = json!({ "metadata": { "annotations": { SWITCHOVER_ANNOTATION: value } } });
+    api.patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+}
+
+/// Starts the switchover the annotation asks for (the annotation is removed
+/// first: a crash before the state is recorded drops the request rather
+/// than running it twice).
+pub async fn start_requested(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    v: &ValidatedCluster,
+    observed: &[ObservedNode],
+    by_pod: &BTreeMap<&str, &ObservedNode>,
+) -> Result<Option<Action>, Error> {
+    let Some(value) = dbc.annotations().get(SWITCHOVER_ANNOTATION).cloned() else {
+        return Ok(None);
+    };
+    let api: Api<DatabaseCluster> =
+        Api::namespaced(ctx.client.clone(), &dbc.namespace().unwrap_or_default());
+    let patch = json!({ "metadata": {
+        "resourceVersion": dbc.resource_version(),
+        "annotations": { SWITCHOVER_ANNOTATION: null } } });
+    let dbc = match api
+        .patch(
+            &dbc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(o) => o,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Err(Error::Conflict(kube::Error::Api(s)))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = dbc.status.clone().unwrap_or_default();
+    let req = match parse_request(&value, &st.shards) {
+        Ok(r) => r,
+        Err(e) => return refuse(ctx, &dbc, &value, e).await,
+    };
+    let Some(shard) = st.shards.get(req.shard) else {
+        return refuse(ctx, &dbc, &value, "no such shard".into()).await;
+    };
+    if shard.replicas.is_empty() {
+        return refuse(ctx, &dbc, &value, format!("{} has no replica", shard.name)).await;
+    }
+    let healthy = failover::primary_view(shard, by_pod, v)
+        .map(|view| plan::primary_failure(&view))
+        .is_some_and(|f| f.is_none());
+    if !healthy {
+        let why = format!(
+            "the primary of {} is not healthy; failover handles it",
+            shard.name
+        );
+        return refuse(ctx, &dbc, &value, why).await;
+    }
+    let from = shard
+        .primary
+        .as_ref()
+        .map(|p| p.pod.clone())
+        .unwrap_or_default();
+    let state = FailoverState {
+        phase: PHASE_FENCING.into(),
+        kind: KIND_SWITCHOVER.into(),
+        epoch: failover::next_epoch(shard, by_pod),
+        from: from.clone(),
+        to: req.to.clone(),
+        started_at: k8s_openapi::jiff::Timestamp::now().to_string(),
+        reason: Some(format!("requested: {value:?}")),
+    };
+    tracing::info!(cluster = %dbc.name_any(), shard = %shard.name, from = %from, to = ?req.to, epoch = state.epoch, "starting switchover");
+    ctx.event(
+        &dbc,
+        EventType::Normal,
+        "SwitchoverStarted",
+        "Switchover",
+        format!(
+            "{}: switching over from {from}{} at epoch {}",
+            shard.name,
+            req.to
+                .as_deref()
+                .map(|t| format!(" to {t}"))
+                .unwrap_or_default(),
+            state.epoch
+        ),
+    )
+    .await;
+    let shard = shard.clone();
+    let dbc = failover::write_state(ctx, &dbc, req.shard, Some(state.clone())).await?;
+    step(ctx, dbc, v, req.shard, &shard, &state, observed, by_pod)
+        .await
+        .map(Some)
+}
+
+async fn refuse(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    value: &str,
+    why: String,
+) -> Result<Option<Action>, Error> {
+    tracing::warn!(cluster = %dbc.name_any(), request = %value, reason = %why, "switchover refused");
+    ctx.event(
+        dbc,
+        EventType::Warning,
+        "SwitchoverRefused",
+        "Switchover",
+        format!("switchover {value:?} refused: {why}"),
+    )
+    .await;
+    Ok(Some(Action::requeue(Duration::from_millis(100))))
+}
+
+/// The `Fencing` step of a switchover.
+#[allow(clippy::too_many_arguments)]
+pub async fn step(
+    ctx: &Context,
+    dbc: DatabaseCluster,
+    v: &ValidatedCluster,
+    i: usize,
+    shard: &ShardStatus,
+    state: &FailoverState,
+    observed: &[ObservedNode],
+    by_pod: &BTreeMap<&str, &ObservedNode>,
+) -> Result<Action, Error> {
+    let name = dbc.name_any();
+    let old = by_pod.get(state.from.as_str()).copied();
+    let fenced = match old.and_then(failover::admin) {
+        Some(addr) => ctx.nodes.fence(addr, state.epoch).await,
+        None => {
+            return as_failover(ctx, &dbc, i, state, "the old primary has no address").await;
+        }
+    };
+    let old_lsn = match fenced {
+        Ok(info) => info.lsn,
+        Err(e) if e.is_stale_epoch() => {
+            return failover::restart(ctx, &dbc, i, shard, state, by_pod).await;
+        }
+        Err(e) => {
+            return as_failover(
+                ctx,
+                &dbc,
+                i,
+                state,
+                &format!("the old primary did not answer: {e}"),
+            )
+            .await;
+        }
+    };
+    // Records already on the wire reach the replicas; nothing new follows.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let replicas: Vec<&ObservedNode> = shard
+        .replicas
+        .iter()
+        .filter_map(|r| by_pod.get(r.pod.as_str()).copied())
+        .collect();
+    let answers = futures::future::join_all(replicas.iter().map(|n| async move {
+        match failover::admin(n) {
+            Some(a) => ctx.nodes.status(a).await.ok(),
+            None => None,
+        }
+    }))
+    .await;
+    let seen: Vec<(String, u64, bool)> = replicas
+        .iter()
+        .zip(answers)
+        .filter_map(|(n, a)| a.map(|i| (n.pod.clone(), i.lsn, i.ready && !i.replication.resyncing)))
+        .collect();
+    let max_lsn = seen.iter().map(|(_, l, _)| *l).max().unwrap_or(0);
+    let rule = AckRule::new(
+        v.spec.consistency.level,
+        v.spec.consistency.quorum_percentage,
+        shard.replicas.len(),
+    );
+    let target = pick_target(state.to.as_deref(), &seen);
+    let verdict = match &target {
+        None => Err("no ready replica answered".to_string()),
+        Some(t) => {
+            let lsn = seen.iter().find(|(p, _, _)| p == t).map_or(0, |s| s.1);
+            safe_target(v.spec.consistency.level, rule, old_lsn, lsn, max_lsn)
+        }
+    };
+    match (target, verdict) {
+        (Some(t), Ok(())) => {
+            let next = FailoverState {
+                phase: PHASE_PROMOTING.into(),
+                to: Some(t.clone()),
+                ..state.clone()
+            };
+            tracing::info!(cluster = %name, shard = %shard.name, target = %t, old_lsn, epoch = state.epoch, "switchover: promoting");
+            let dbc = failover::write_state(ctx, &dbc, i, Some(next.clone())).await?;
+            promote_and_finish(ctx, dbc, v, i, shard, &next, observed, by_pod).await
+        }
+        (_, verdict) => {
+            let why = verdict.err().unwrap_or_else(|| "no target".into());
+            tracing::warn!(cluster = %name, shard = %shard.name, reason = %why, "switchover not safe; the old primary stays");
+            let next = FailoverState {
+                phase: PHASE_PROMOTING.into(),
+                to: Some(state.from.clone()),
+                reason: Some(why),
+                ..state.clone()
+            };
+            let dbc = failover::write_state(ctx, &dbc, i, Some(next.clone())).await?;
+            promote_and_finish(ctx, dbc, v, i, shard, &next, observed, by_pod).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn promote_and_finish(
+    ctx: &Context,
+    dbc: DatabaseCluster,
+    v: &ValidatedCluster,
+    i: usize,
+    shard: &ShardStatus,
+    state: &FailoverState,
+    observed: &[ObservedNode],
+    by_pod: &BTreeMap<&str, &ObservedNode>,
+) -> Result<Action, Error> {
+    let target = state.to.clone().unwrap_or_default();
+    let n = by_pod.get(target.as_str()).copied();
+    let Some(addr) = n.and_then(failover::admin) else {
+        return failover::restart(ctx, &dbc, i, shard, state, by_pod).await;
+    };
+    match ctx
+        .nodes
+        .promote(addr, state.epoch, shard.replicas.len().max(1))
+        .await
+    {
+        Ok(info) => failover::finish(ctx, dbc, v, i, state, n, &info, observed, false).await,
+        Err(e) => {
+            tracing::warn!(cluster = %dbc.name_any(), target = %target, error = %e, "switchover promotion failed");
+            failover::restart(ctx, &dbc, i, shard, state, by_pod).await
+        }
+    }
+}
+
+/// The old primary is gone: continue as a failover (fence everyone, wait
+/// out the lease, apply the safety rule).
+async fn as_failover(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    i: usize,
+    state: &FailoverState,
+    why: &str,
+) -> Result<Action, Error> {
+    let next = FailoverState {
+        kind: KIND_FAILOVER.into(),
+        reason: Some(format!("switchover became a failover: {why}")),
+        ..state.clone()
+    };
+    failover::write_state(ctx, dbc, i, Some(next)).await?;
+    Ok(Action::requeue(Duration::from_millis(100)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::NodeStatus;
+    use ConsistencyLevel::*;
+
+    fn shard() -> Vec<ShardStatus> {
+        let n = |p: &str| NodeStatus {
+            pod: p.into(),
+            ..Default::default()
+        };
+        vec![ShardStatus {
+            name: "c-shard-0".into(),
+            primary: Some(n("c-shard-0-0")),
+            replicas: vec![n("c-shard-0-1"), n("c-shard-0-2")],
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn requests_parse() {
+        let s = shard();
+        assert_eq!(parse_request("0", &s), Ok(Request { shard: 0, to: None }));
+        assert_eq!(
+            parse_request("c-shard-0:c-shard-0-2", &s),
+            Ok(Request {
+                shard: 0,
+                to: Some("c-shard-0-2".into())
+            })
+        );
+        assert!(parse_request("3", &s).is_err());
+        assert!(parse_request("0:c-shard-0-0", &s)
+            .unwrap_err()
+            .contains("not a replica"));
+        assert!(parse_request("nope", &s).is_err());
+    }
+
+    #[test]
+    fn target_safety() {
+        // 3 nodes quorum: k = n = 2, any replica holds every acknowledged write.
+        let all = AckRule::new(Quorum, None, 2);
+        assert!(safe_target(Quorum, all, 100, 99, 99).is_ok());
+        // n = 4, k = 3: the target must be the most advanced replica.
+        let most = AckRule::new(Quorum, None, 4);
+        assert!(safe_target(Quorum, most, 100, 98, 99).is_err());
+        assert!(safe_target(Quorum, most, 100, 99, 99).is_ok());
+        // Eventual: everything in the old primary's log was acknowledged.
+        let ev = AckRule::new(Eventual, None, 2);
+        assert!(safe_target(Eventual, ev, 100, 99, 99)
+            .unwrap_err()
+            .contains("1 record(s) short"));
+        assert!(safe_target(Eventual, ev, 100, 100, 100).is_ok());
+    }
+
+    #[test]
+    fn targets() {
+        let r = vec![
+            ("a".to_string(), 5, true),
+            ("b".to_string(), 9, true),
+            ("c".to_string(), 12, false),
+        ];
+        assert_eq!(pick_target(None, &r).as_deref(), Some("b"));
+        assert_eq!(pick_target(Some("a"), &r).as_deref(), Some("a"));
+        assert_eq!(pick_target(Some("c"), &r), None);
+    }
+}
