@@ -182,6 +182,36 @@ pub fn validate(
     } else {
         wanted
     };
+    // Scaling down removes the highest ordinals; a primary there (moved by
+    // a failover or switchover) must not go with them. Keep enough nodes
+    // for every primary and say why.
+    let mut replicas = spec.replicas as u32;
+    let mut blocked: Vec<String> = Vec::new();
+    for sh in dbc.status.iter().flat_map(|s| s.shards.iter()) {
+        let Some(p) = &sh.primary else { continue };
+        let Some(ord) = p
+            .pod
+            .rsplit_once('-')
+            .and_then(|(_, o)| o.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if ord >= spec.replicas as u32 {
+            replicas = replicas.max(ord + 1);
+            blocked.push(format!("{} (primary of {})", p.pod, sh.name));
+        }
+    }
+    if !blocked.is_empty() {
+        refusals.push(Refusal {
+            reason: "ScaleDownWouldRemovePrimary",
+            message: format!(
+                "replicas {} would remove {}; keeping {replicas} nodes per shard until a switchover moves the primary to an ordinal below {}",
+                spec.replicas,
+                blocked.join(", "),
+                spec.replicas
+            ),
+        });
+    }
     let claim_sizes = (0..shards)
         .map(|i| {
             existing
@@ -194,7 +224,7 @@ pub fn validate(
 
     Ok(ValidatedCluster {
         generation: dbc.metadata.generation.unwrap_or(0),
-        replicas: spec.replicas as u32,
+        replicas,
         name,
         namespace,
         uid,
@@ -346,6 +376,39 @@ mod tests {
         assert_eq!(v.shards, 3);
         assert_eq!(v.refusals[0].reason, "ShardCountChangeUnsupported");
         assert_eq!(v.claim_sizes, vec!["2Gi", "1Gi", "1Gi"]);
+    }
+
+    #[test]
+    fn scale_down_keeps_a_moved_primary() {
+        let mut s = spec();
+        s.replicas = 2;
+        let mut d = dbc(s);
+        d.status = Some(crate::api::DatabaseClusterStatus {
+            epoch: 3,
+            shards: vec![
+                crate::api::ShardStatus {
+                    name: "users-shard-0".into(),
+                    primary: Some(crate::api::NodeStatus {
+                        pod: "users-shard-0-0".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                crate::api::ShardStatus {
+                    name: "users-shard-1".into(),
+                    primary: Some(crate::api::NodeStatus {
+                        pod: "users-shard-1-2".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        let v = validate(&d, "img", &Existing::default()).expect("valid");
+        assert_eq!(v.replicas, 3);
+        assert_eq!(v.refusals[0].reason, "ScaleDownWouldRemovePrimary");
+        assert!(v.refusals[0].message.contains("users-shard-1-2"));
     }
 
     #[test]
