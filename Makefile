@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build release deps test test-unit lint e2e up down bench-node bench-replication bench-backup fuzz clean
+.PHONY: all build release deps test test-unit lint e2e up down bench-node bench-replication bench-backup bench-failover fuzz clean
 
 all: build
 
@@ -57,6 +57,12 @@ bench-replication: deps
 # Backup and restore throughput vs a raw copy of the same bytes (~1 GB).
 bench-backup: deps
 	bench/backup.sh
+
+# Time-to-writable over 10 failovers of a 3x3 quorum cluster on the local
+# Kubernetes (starts it if needed; leaves it up).
+bench-failover:
+	$(MAKE) --no-print-directory cluster-up
+	bench/failover.sh
 
 clean:
 	$(CARGO) clean

@@ -707,6 +707,138 @@ fn operator_killed_mid_failover(cluster: &str, nodes: u32) -> R {
     Ok(note)
 }
 
+/// `tessera switchover` while writing: the primary changes, nothing
+/// acknowledged is lost, the write pause is short.
+fn switchover(cluster: &str, nodes: u32, shard: usize) -> R {
+    let st = status_of(cluster)?;
+    let (pod, _) = primary_of(&st, shard)?;
+    let tag = tag_for_shard(&st, shard)?;
+    let w = Writer::start(cluster, &tag);
+    wait_until("writes", Duration::from_secs(30), || {
+        Ok(w.acked_count() >= 50)
+    })?;
+    let t0 = Instant::now();
+    let kubeconfig = std::env::var("KUBECONFIG")
+        .unwrap_or_else(|_| format!("{}/e2e/.run/kubeconfig", env!("CARGO_MANIFEST_DIR")));
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "switchover",
+            "-n",
+            NS,
+            cluster,
+            "--shard",
+            &shard.to_string(),
+            "--wait",
+            "60",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .map_err(|e| format!("tessera switchover: {e}"))?;
+    let took = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let pause = w.time_to_writable(t0);
+    let (acked, errors, _, tag) = w.stop();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        return Err(format!(
+            "tessera switchover failed: {said} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    wait_until("whole again", Duration::from_secs(180), || {
+        is_ready(cluster, nodes)
+    })?;
+    let st = status_of(cluster)?;
+    let last = &st["shards"][shard]["lastFailover"];
+    if last["kind"] != "Switchover" || last["from"] != pod.as_str() {
+        return Err(format!("lastFailover is {last}"));
+    }
+    let lost = lost_writes(cluster, &tag, &acked)?;
+    let note = format!(
+        "{said}; command took {:.1}s, longest write pause {:.2}s, {} acknowledged, {errors} failed attempts, {lost} lost",
+        took.as_secs_f64(),
+        pause.map_or(0.0, |d| d.as_secs_f64()),
+        acked.len()
+    );
+    if lost > 0 {
+        return Err(note);
+    }
+    Ok(note)
+}
+
+/// A node setting change rolls every pod (replicas first, a switchover,
+/// then the old primary) while writing to shard 0.
+fn rolling_update(cluster: &str, nodes: u32) -> R {
+    let st = status_of(cluster)?;
+    let (pod, _) = primary_of(&st, 0)?;
+    let tag = tag_for_shard(&st, 0)?;
+    let w = Writer::start(cluster, &tag);
+    wait_until("writes", Duration::from_secs(30), || {
+        Ok(w.acked_count() >= 50)
+    })?;
+    let t0 = Instant::now();
+    kubectl(&[
+        "patch",
+        "dbc",
+        cluster,
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"consistency":{"maxStaleness":"7s"}}}"#,
+    ])?;
+    let pods_rolled = |st: &Value| -> R<bool> {
+        let sts = json(&[
+            "get",
+            "statefulsets",
+            "-n",
+            NS,
+            "-l",
+            &format!("tessera.dev/cluster={cluster}"),
+        ])?;
+        let mut all = true;
+        for s in sts["items"].as_array().into_iter().flatten() {
+            let want = s["status"]["updateRevision"].as_str().unwrap_or("");
+            let have = s["status"]["updatedReplicas"].as_i64().unwrap_or(0);
+            let total = s["status"]["replicas"].as_i64().unwrap_or(-1);
+            all &= !want.is_empty() && have == total;
+        }
+        Ok(all && st["shards"][0]["primary"]["pod"].as_str() != Some(pod.as_str()))
+    };
+    let res = wait_until(
+        "every pod on the new template",
+        Duration::from_secs(600),
+        || {
+            let st = status_of(cluster)?;
+            Ok(pods_rolled(&st)? && is_ready(cluster, nodes)?)
+        },
+    );
+    let took = t0.elapsed();
+    let gaps = {
+        let g = w.log.lock().map_err(|_| "poisoned")?;
+        let mut worst = Duration::ZERO;
+        let mut prev = t0;
+        for &(_, at) in g.acked.iter().filter(|(_, at)| *at >= t0) {
+            worst = worst.max(at - prev);
+            prev = at;
+        }
+        worst
+    };
+    let (acked, errors, _, tag) = w.stop();
+    res?;
+    let lost = lost_writes(cluster, &tag, &acked)?;
+    let note = format!(
+        "rolled in {:.0}s; longest write pause on shard 0 {:.2}s; {} acknowledged, {errors} failed attempts, {lost} lost",
+        took.as_secs_f64(),
+        gaps.as_secs_f64(),
+        acked.len()
+    );
+    if lost > 0 {
+        return Err(note);
+    }
+    Ok(note)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -816,6 +948,17 @@ fn failover_e2e() {
             run.step("quorum: the primary hangs (SIGSTOP)", || {
                 zero_loss(fail_primary("fo", 9, 2, Fault::Stop)?)
             });
+        }
+        if want("switchover") {
+            run.step("quorum: tessera switchover while writing", || {
+                switchover("fo", 9, 0)
+            });
+        }
+        if want("rolling") {
+            run.step(
+                "quorum: rolling update of a node setting while writing",
+                || rolling_update("fo", 9),
+            );
         }
         if want("operator") {
             run.step(

@@ -639,15 +639,19 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
         .conditions
         .iter()
         .any(|c| c.type_ == READY && c.status == "True");
+    // True while a rolling restart waits for replicas to catch up.
+    let mut rolling = false;
     if all_ready {
-        roll_and_grow(&ctx, &dbc, &v, &observed, &next.shards).await?;
+        rolling = roll_and_grow(&ctx, &dbc, &v, &observed, &next.shards).await?;
     }
     if all_ready && !was_ready {
         ctx.event(&dbc, EventType::Normal, "Ready", "Reconcile", message)
             .await;
     }
-    Ok(if all_ready {
+    Ok(if all_ready && !rolling {
         Action::requeue(Duration::from_secs(60))
+    } else if rolling {
+        Action::requeue(Duration::from_secs(1))
     } else {
         Action::requeue(Duration::from_secs(3))
     })
@@ -796,7 +800,7 @@ async fn roll_and_grow(
     v: &ValidatedCluster,
     observed: &observe::Observed,
     shards: &[crate::api::ShardStatus],
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let ns = &v.namespace;
     let revisions: std::collections::BTreeMap<u32, String> = observed
         .statefulsets
@@ -829,7 +833,7 @@ async fn roll_and_grow(
                     .is_none_or(|i| !i.replication.link_up || i.replication.resyncing)
         });
         if lagging {
-            return Ok(());
+            return Ok(true);
         }
         // A primary is never restarted while it leads: a switchover hands
         // its role to an (already updated) replica first, and the next
@@ -847,7 +851,7 @@ async fn roll_and_grow(
                 ),
             )
             .await;
-            return Ok(());
+            return Ok(false);
         }
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
         pods.delete(&n.pod, &Default::default()).await?;
@@ -859,7 +863,7 @@ async fn roll_and_grow(
             format!("restarted {} to apply its StatefulSet's new template (replicas first, the primary last)", n.pod),
         )
         .await;
-        return Ok(());
+        return Ok(false);
     }
     let want = &v.spec.storage.size;
     let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
@@ -914,5 +918,5 @@ async fn roll_and_grow(
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(false)
 }

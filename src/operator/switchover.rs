@@ -29,7 +29,9 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use super::failover::plan::{self, AckRule};
-use super::failover::{self, KIND_FAILOVER, KIND_SWITCHOVER, PHASE_FENCING, PHASE_PROMOTING};
+use super::failover::{
+    self, failover_client, KIND_FAILOVER, KIND_SWITCHOVER, PHASE_FENCING, PHASE_PROMOTING,
+};
 use super::topology::ObservedNode;
 use super::validate::ValidatedCluster;
 use super::{Context, Error};
@@ -262,7 +264,7 @@ pub async fn step(
     let name = dbc.name_any();
     let old = by_pod.get(state.from.as_str()).copied();
     let fenced = match old.and_then(failover::admin) {
-        Some(addr) => ctx.nodes.fence(addr, state.epoch).await,
+        Some(addr) => failover_client().fence(addr, state.epoch).await,
         None => {
             return as_failover(ctx, &dbc, i, state, "the old primary has no address").await;
         }
@@ -292,7 +294,7 @@ pub async fn step(
         .collect();
     let answers = futures::future::join_all(replicas.iter().map(|n| async move {
         match failover::admin(n) {
-            Some(a) => ctx.nodes.status(a).await.ok(),
+            Some(a) => failover_client().status(a).await.ok(),
             None => None,
         }
     }))
@@ -358,8 +360,7 @@ async fn promote_and_finish(
     let Some(addr) = n.and_then(failover::admin) else {
         return failover::restart(ctx, &dbc, i, shard, state, by_pod).await;
     };
-    match ctx
-        .nodes
+    match failover_client()
         .promote(addr, state.epoch, shard.replicas.len().max(1))
         .await
     {

@@ -48,6 +48,14 @@ pub const KIND_SWITCHOVER: &str = "Switchover";
 /// Lease the nodes use when none reports one (the node's default).
 const DEFAULT_LEASE_MS: u64 = 2000;
 
+/// Calls made during a failover: a hung member must not hold the
+/// procedure up for the reconcile's usual 3 s.
+pub(crate) fn failover_client() -> crate::client::NodeClient {
+    crate::client::NodeClient {
+        timeout: Duration::from_secs(1),
+    }
+}
+
 /// When each shard's primary was first seen failed (`ns/cluster/shard`).
 /// In memory on purpose: after an operator restart detection starts over,
 /// which only delays a failover, never causes a wrong one.
@@ -180,9 +188,6 @@ pub async fn reconcile(
             requeue = Some(requeue.map_or(left, |r| r.min(left)));
             continue;
         }
-        if let Ok(mut m) = SUSPECT.lock() {
-            m.remove(&key);
-        }
         let from = shard
             .primary
             .as_ref()
@@ -216,6 +221,9 @@ pub async fn reconcile(
         )
         .await;
         let dbc = write_state(ctx, dbc, i, Some(state)).await?;
+        if let Ok(mut m) = SUSPECT.lock() {
+            m.remove(&key);
+        }
         return drive(ctx, dbc, v, i, observed, &by_pod).await.map(Some);
     }
     Ok(requeue.map(Action::requeue))
@@ -253,22 +261,35 @@ pub(crate) async fn write_status(
     }
     let api: Api<DatabaseCluster> =
         Api::namespaced(ctx.client.clone(), &dbc.namespace().unwrap_or_default());
-    let body = json!({
-        "metadata": { "resourceVersion": dbc.resource_version() },
-        "status": st,
-    });
-    match api
-        .patch_status(
-            &dbc.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&body),
-        )
-        .await
-    {
-        Ok(o) => Ok(o),
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict(kube::Error::Api(s))),
-        Err(e) => Err(e.into()),
+    let mut version = dbc.resource_version();
+    for attempt in 0..3 {
+        let body = json!({
+            "metadata": { "resourceVersion": version },
+            "status": st,
+        });
+        match api
+            .patch_status(
+                &dbc.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
+            .await
+        {
+            Ok(o) => return Ok(o),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // Metadata changes (annotations, the health monitor's
+                // nudge) do not invalidate a decision made on the status;
+                // a changed status does (another writer).
+                let latest = api.get(&dbc.name_any()).await?;
+                if latest.status != dbc.status || attempt == 2 {
+                    return Err(Error::Conflict(kube::Error::Api(s)));
+                }
+                version = latest.resource_version();
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
+    Err(Error::Other("status write retries exhausted".into()))
 }
 
 /// Sets shard `i`'s failover state.
@@ -317,8 +338,7 @@ async fn drive(
         PHASE_PROMOTING => {
             let target = state.to.clone().unwrap_or_default();
             match by_pod.get(target.as_str()).and_then(|n| admin(n)) {
-                Some(addr) => match ctx
-                    .nodes
+                Some(addr) => match failover_client()
                     .promote(addr, state.epoch, shard.replicas.len().max(1))
                     .await
                 {
@@ -384,12 +404,9 @@ pub(crate) async fn fence_and_choose(
         .filter_map(|p| by_pod.get(p.as_str()).copied())
         .filter_map(|n| admin(n).map(|a| (n, a)))
         .collect();
-    let results = futures::future::join_all(
-        targets
-            .iter()
-            .map(|(_, a)| ctx.nodes.fence(*a, state.epoch)),
-    )
-    .await;
+    let fast = failover_client();
+    let results =
+        futures::future::join_all(targets.iter().map(|(_, a)| fast.fence(*a, state.epoch))).await;
     let mut candidates = Vec::new();
     let mut newly_fenced = false;
     let mut old_primary_fenced = false;
@@ -500,8 +517,7 @@ pub(crate) async fn fence_and_choose(
             let Some(addr) = admin(n) else {
                 return restart(ctx, &dbc, i, shard, &next, by_pod).await;
             };
-            match ctx
-                .nodes
+            match failover_client()
                 .promote(addr, next.epoch, shard.replicas.len().max(1))
                 .await
             {
@@ -722,21 +738,30 @@ pub async fn monitor(client: kube::Client) {
                         let nodes = nodes.clone();
                         let id = p.node_id.clone();
                         async move {
-                            match nodes.status(addr).await {
+                            let failed = match nodes.status(addr).await {
                                 // Lease loss is judged by the reconcile, which
                                 // sees the replicas too.
                                 Ok(i) => !(i.ready && i.role == "primary" && i.node_id == id),
                                 Err(_) => true,
-                            }
+                            };
+                            failed.then_some(key)
                         }
                     })
                 });
-            let failed = futures::future::join_all(checks)
+            let failed: Vec<String> = futures::future::join_all(checks)
                 .await
                 .into_iter()
-                .any(|f| f);
-            if !failed {
+                .flatten()
+                .collect();
+            if failed.is_empty() {
                 continue;
+            }
+            // Detection counts from here: the reconcile's own status calls
+            // wait up to their timeout on a hung node.
+            if let Ok(mut m) = SUSPECT.lock() {
+                for key in failed {
+                    m.entry(key).or_insert_with(Instant::now);
+                }
             }
             let api: Api<DatabaseCluster> = Api::namespaced(client.clone(), &ns);
             let patch = json!({ "metadata": { "annotations": { NUDGE_ANNOTATION: k8s_openapi::jiff::Timestamp::now().to_string() } } });
