@@ -104,7 +104,7 @@ pub fn primary_view(
         by_pod
             .get(r.pod.as_str())
             .and_then(|n| n.info.as_ref())
-            .is_some_and(|i| i.ready && i.replication.link_up)
+            .is_some_and(|i| i.ready && !i.replication.resyncing)
     });
     let mut view = PrimaryView {
         replicas_all_up,

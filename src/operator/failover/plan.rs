@@ -170,8 +170,9 @@ pub struct PrimaryView {
     pub is_primary: bool,
     /// `quorum`/`strong`: it holds its lease.
     pub lease_held: bool,
-    /// Every replica of the shard answers and follows it with its link up
-    /// (then a lost lease means the primary is cut off, not its replicas).
+    /// Every replica of the shard answers, is ready and is not resyncing
+    /// (then a lost lease means the primary is cut off from them — their
+    /// links to it are down too — not that replicas are missing).
     pub replicas_all_up: bool,
     pub level: Option<ConsistencyLevel>,
 }
