@@ -123,6 +123,12 @@ pub enum Choice {
 }
 
 /// Picks whom to promote among the members that answered the fence call.
+///
+/// Replicas come first: when enough of them answered, the one with the
+/// highest LSN holds every acknowledged write, and the primary that failed
+/// (hung, cut off, flapping) is not handed its role back. Only when the
+/// replicas alone do not satisfy the rule is an answering old primary
+/// promoted again (it holds every acknowledged write itself).
 pub fn choose(
     candidates: &[Candidate],
     rule: AckRule,
@@ -130,28 +136,35 @@ pub fn choose(
     allow_data_loss: bool,
 ) -> Choice {
     let usable: Vec<&Candidate> = candidates.iter().filter(|c| !c.resyncing).collect();
-    // Highest LSN; on a tie prefer a replica over the primary that failed.
-    let best = usable
-        .iter()
-        .max_by_key(|c| (c.lsn, !c.old_primary, std::cmp::Reverse(c.pod.clone())));
-    let Some(best) = best else {
-        return Choice::Blocked(Blocked::NoneReachable);
+    let best_of = |it: &mut dyn Iterator<Item = &&Candidate>| {
+        it.max_by_key(|c| (c.lsn, std::cmp::Reverse(c.pod.clone())))
+            .map(|c| (c.pod.clone(), c.lsn))
     };
+    let best_replica = best_of(&mut usable.iter().filter(|c| !c.old_primary));
+    let old_primary = best_of(&mut usable.iter().filter(|c| c.old_primary));
     let replicas = usable.iter().filter(|c| !c.old_primary).count();
-    let old_primary_answered = usable.iter().any(|c| c.old_primary);
-    let safe = old_primary_answered || rule.needed().is_some_and(|need| replicas >= need);
-    if safe || level == ConsistencyLevel::Eventual || allow_data_loss {
-        return Choice::Promote {
-            pod: best.pod.clone(),
-            lsn: best.lsn,
-            data_loss_possible: !safe,
-        };
+    let promote = |(pod, lsn): (String, u64), loss: bool| Choice::Promote {
+        pod,
+        lsn,
+        data_loss_possible: loss,
+    };
+    if let (Some(b), Some(need)) = (&best_replica, rule.needed()) {
+        if replicas >= need {
+            return promote(b.clone(), false);
+        }
     }
-    Choice::Blocked(Blocked::TooFewReplicas {
-        reachable: replicas,
-        needed: rule.needed().unwrap_or(rule.n + 1),
-        rule,
-    })
+    if let Some(o) = old_primary {
+        return promote(o, false);
+    }
+    match best_replica {
+        None => Choice::Blocked(Blocked::NoneReachable),
+        Some(b) if level == ConsistencyLevel::Eventual || allow_data_loss => promote(b, true),
+        Some(_) => Choice::Blocked(Blocked::TooFewReplicas {
+            reachable: replicas,
+            needed: rule.needed().unwrap_or(rule.n + 1),
+            rule,
+        }),
+    }
 }
 
 /// What the operator sees of a shard's recorded primary.
@@ -330,21 +343,30 @@ mod tests {
     }
 
     #[test]
-    fn an_answering_old_primary_makes_it_safe_and_ties_prefer_replicas() {
+    fn replicas_first_then_an_answering_old_primary() {
         let rule = AckRule::new(Strong, None, 2);
-        let mut old = c("p-0", 7);
+        let mut old = c("p-0", 9);
         old.old_primary = true;
+        // Alone, the old primary is safe (it has every acknowledged write).
         assert_eq!(
             choose(&[old.clone()], rule, Strong, false),
             Choice::Promote {
                 pod: "p-0".into(),
-                lsn: 7,
+                lsn: 9,
                 data_loss_possible: false
             }
         );
+        // With enough replicas, a replica wins even with a lower LSN: the
+        // old primary's extra records were never acknowledged.
         assert!(matches!(
-            choose(&[old, c("p-1", 7)], rule, Strong, false),
-            Choice::Promote { ref pod, .. } if pod == "p-1"
+            choose(&[old.clone(), c("p-1", 7)], rule, Strong, false),
+            Choice::Promote { ref pod, data_loss_possible: false, .. } if pod == "p-1"
+        ));
+        // n = 4, k = 2: one replica is not enough; the old primary is.
+        let rule = AckRule::new(Quorum, Some(50), 4);
+        assert!(matches!(
+            choose(&[old, c("p-1", 7)], rule, Quorum, false),
+            Choice::Promote { ref pod, data_loss_possible: false, .. } if pod == "p-0"
         ));
     }
 
