@@ -839,6 +839,108 @@ fn rolling_update(cluster: &str, nodes: u32) -> R {
     Ok(note)
 }
 
+/// iptables in the pod's own network namespace (its eth0), only for the
+/// given pod IPs (198.18.0.0/15); `add = false` removes the same rules.
+fn partition_rules(pid: u32, peers: &[String], add: bool) -> R<()> {
+    let op = if add { "-I" } else { "-D" };
+    for ip in peers {
+        if !ip.starts_with("198.18.") && !ip.starts_with("198.19.") {
+            return Err(format!("refusing a rule for {ip}: not a pod address"));
+        }
+        for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+            let st = Command::new("nsenter")
+                .args([
+                    "-t",
+                    &pid.to_string(),
+                    "-n",
+                    "iptables",
+                    op,
+                    chain,
+                    dir,
+                    ip,
+                    "-j",
+                    "DROP",
+                ])
+                .status()
+                .map_err(|e| format!("nsenter iptables: {e}"))?;
+            if !st.success() && add {
+                return Err(format!("iptables {op} {chain} {dir} {ip} failed"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The primary is cut off from its replicas (not from the operator): it
+/// stops acknowledging within its lease, a replica takes over, nothing
+/// acknowledged is lost (no split brain), and after healing it rejoins.
+fn partition(cluster: &str, nodes: u32, shard: usize) -> R {
+    let st = status_of(cluster)?;
+    let (pod, ip) = primary_of(&st, shard)?;
+    let peers: Vec<String> = st["shards"][shard]["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["ip"].as_str().map(String::from))
+        .collect();
+    let tag = tag_for_shard(&st, shard)?;
+    let w = Writer::start(cluster, &tag);
+    wait_until("writes", Duration::from_secs(30), || {
+        Ok(w.acked_count() >= 50)
+    })?;
+    let pid = node_pid(&ip)?;
+    let t0 = Instant::now();
+    let res: R<String> = (|| {
+        partition_rules(pid, &peers, true)?;
+        wait_until("a replica promoted", Duration::from_secs(60), || {
+            let st = status_of(cluster)?;
+            Ok(st["shards"][shard]["failover"].is_null()
+                && st["shards"][shard]["primary"]["pod"].as_str() != Some(pod.as_str()))
+        })?;
+        let promoted_after = t0.elapsed();
+        // Keep writing to the new primary a little.
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(format!(
+            "replica promoted {:.1}s after the partition",
+            promoted_after.as_secs_f64()
+        ))
+    })();
+    let _ = partition_rules(pid, &peers, false);
+    let ttw = w.time_to_writable(t0);
+    // When did acknowledgements stop? The first gap > 1 s after the cut.
+    let stopped = {
+        let g = w.log.lock().map_err(|_| "poisoned")?;
+        let mut prev = t0;
+        let mut at = None;
+        for &(_, a) in g.acked.iter().filter(|(_, a)| *a >= t0) {
+            if a - prev > Duration::from_secs(1) {
+                at = Some(prev - t0);
+                break;
+            }
+            prev = a;
+        }
+        at
+    };
+    let (acked, errors, _, tag) = w.stop();
+    let note = res?;
+    wait_until(
+        "whole again (the old primary rejoined)",
+        Duration::from_secs(180),
+        || is_ready(cluster, nodes),
+    )?;
+    let lost = lost_writes(cluster, &tag, &acked)?;
+    let stopped_s = stopped.map_or(f64::NAN, |d| d.as_secs_f64());
+    let note = format!(
+        "{note}; acknowledgements stopped {stopped_s:.2}s after the cut (lease 2 s); time-to-writable {:.2}s; {} acknowledged, {errors} failed attempts, {lost} lost",
+        ttw.map_or(f64::NAN, |d| d.as_secs_f64()),
+        acked.len()
+    );
+    if lost > 0 || stopped.is_some_and(|d| d > Duration::from_millis(2600)) {
+        return Err(note);
+    }
+    Ok(note)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -958,6 +1060,12 @@ fn failover_e2e() {
             run.step(
                 "quorum: rolling update of a node setting while writing",
                 || rolling_update("fo", 9),
+            );
+        }
+        if want("partition") {
+            run.step(
+                "quorum: primary partitioned from its replicas (iptables)",
+                || partition("fo", 9, 0),
             );
         }
         if want("operator") {

@@ -739,9 +739,13 @@ pub async fn monitor(client: kube::Client) {
                         let id = p.node_id.clone();
                         async move {
                             let failed = match nodes.status(addr).await {
-                                // Lease loss is judged by the reconcile, which
-                                // sees the replicas too.
-                                Ok(i) => !(i.ready && i.role == "primary" && i.node_id == id),
+                                // A lost lease only wakes the reconcile, which
+                                // sees the replicas too and judges it.
+                                Ok(i) => {
+                                    !(i.ready && i.role == "primary" && i.node_id == id)
+                                        || (i.replication.consistency != "eventual"
+                                            && !i.replication.lease_held)
+                                }
                                 Err(_) => true,
                             };
                             failed.then_some(key)
