@@ -566,22 +566,26 @@ pub(crate) async fn finish(
     let Some(primary) = target.and_then(|n| node_status(n, info)) else {
         return Ok(Action::requeue(Duration::from_millis(200)));
     };
-    // Everyone else stays a member; the old primary rejoins as a replica
-    // when it returns (dropping its unacknowledged suffix).
+    // The replicas are the members that answer. Those that do not (the
+    // failed primary, replicas that are down) leave the topology, and so the
+    // acknowledgement set, until they answer again: the reconcile's
+    // topology plan adds a pod back as soon as it answers (as on scale-up),
+    // it then follows the new primary and the old primary drops its
+    // unacknowledged suffix. Keeping them would leave `k = n` shards (a
+    // 3-node quorum, strong) unable to acknowledge anything until the
+    // failed node returns, which would make the failover pointless. The
+    // next failover's rule is computed on the same, smaller topology, which
+    // is what the nodes acknowledge by, so the proof still holds.
     let mut replicas: Vec<NodeStatus> = old
         .primary
         .iter()
         .chain(old.replicas.iter())
         .filter(|r| r.pod != primary.pod)
-        .map(|r| {
-            let fresh = observed
+        .filter_map(|r| {
+            observed
                 .iter()
                 .find(|n| n.pod == r.pod)
-                .and_then(|n| n.info.as_ref().and_then(|i| node_status(n, i)));
-            fresh.unwrap_or_else(|| NodeStatus {
-                ready: false,
-                ..r.clone()
-            })
+                .and_then(|n| n.info.as_ref().and_then(|i| node_status(n, i)))
         })
         .collect();
     replicas.sort_by(|a, b| a.pod.cmp(&b.pod));
