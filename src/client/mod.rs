@@ -96,6 +96,10 @@ pub struct ReplicationInfo {
     pub lease_held: bool,
     #[serde(default)]
     pub link_up: bool,
+    /// On a replica: milliseconds since it was last caught up with its
+    /// primary (by the primary's heartbeats).
+    #[serde(default)]
+    pub lag_ms: Option<u64>,
     /// A full resync is under way: the node's data is a partial copy.
     #[serde(default)]
     pub resyncing: bool,

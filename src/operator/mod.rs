@@ -824,13 +824,13 @@ async fn roll_and_grow(
     if let Some(n) = rollout::next_restart(&observed.nodes, &revisions, |p| {
         topology::role_of(shards, p)
     }) {
-        // Replicas restart only once every replica has caught up (linked to
-        // its primary, not resyncing), one at a time.
+        // Replicas restart only once every replica has caught up (within
+        // 2 s of its primary by the heartbeats, not resyncing), one at a time.
         let lagging = observed.nodes.iter().any(|m| {
             topology::role_of(shards, &m.pod) == Some("replica")
-                && m.info
-                    .as_ref()
-                    .is_none_or(|i| !i.replication.link_up || i.replication.resyncing)
+                && m.info.as_ref().is_none_or(|i| {
+                    i.replication.resyncing || i.replication.lag_ms.is_none_or(|l| l > 2000)
+                })
         });
         if lagging {
             return Ok(true);
