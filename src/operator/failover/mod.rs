@@ -120,9 +120,29 @@ pub fn primary_view(
         view.ready = i.ready;
         view.same_node = i.node_id == p.node_id;
         view.is_primary = i.role == "primary";
-        view.lease_held = i.replication.lease_held;
+        // A primary whose lease was never seen held (just bootstrapped or
+        // promoted, replicas still connecting) is not "cut off".
+        let key = lease_key(&v.namespace, &v.name, shard);
+        let mut seen = LEASE_SEEN.lock().unwrap_or_else(|e| e.into_inner());
+        if i.replication.lease_held {
+            seen.insert(key.clone());
+        }
+        view.lease_held = i.replication.lease_held || !seen.contains(&key);
     }
     Some(view)
+}
+
+/// Primaries (per shard epoch) whose lease was seen held at least once.
+static LEASE_SEEN: LazyLock<Mutex<std::collections::HashSet<String>>> =
+    LazyLock::new(|| Mutex::new(std::collections::HashSet::new()));
+
+fn lease_key(ns: &str, cluster: &str, shard: &ShardStatus) -> String {
+    format!(
+        "{ns}/{cluster}/{}/{}/{}",
+        shard.name,
+        shard.primary.as_ref().map_or("", |p| p.pod.as_str()),
+        shard.epoch
+    )
 }
 
 /// Runs detection and any failover in progress. `Some(action)` means this
@@ -695,6 +715,10 @@ pub(crate) async fn finish(
     Ok(Action::requeue(Duration::from_millis(500)))
 }
 
+/// When the monitor last woke the controller for a lost lease.
+static LEASE_NUDGED: LazyLock<Mutex<HashMap<String, Instant>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
 /// Annotation the health monitor bumps to wake the controller for a
 /// cluster whose primary looks failed (pod events do not cover a hung or
 /// cut-off process).
@@ -738,17 +762,38 @@ pub async fn monitor(client: kube::Client) {
                     let already = SUSPECT.lock().map(|m| m.contains_key(&key)).unwrap_or(true);
                     let p = s.primary.as_ref()?;
                     let addr = topology::admin_addr(&p.ip)?;
+                    let lease_key = lease_key(&ns, &dbc.name_any(), s);
                     (!already).then(|| {
                         let nodes = nodes.clone();
                         let id = p.node_id.clone();
                         async move {
                             let failed = match nodes.status(addr).await {
-                                // A lost lease only wakes the reconcile, which
-                                // sees the replicas too and judges it.
+                                Ok(i) if !(i.ready && i.role == "primary" && i.node_id == id) => {
+                                    true
+                                }
+                                // A lost lease only wakes the reconcile (which
+                                // sees the replicas too and judges it), once
+                                // the lease was seen held, and at most every
+                                // 10 s: replicas that stay down keep it lost.
                                 Ok(i) => {
-                                    !(i.ready && i.role == "primary" && i.node_id == id)
-                                        || (i.replication.consistency != "eventual"
-                                            && !i.replication.lease_held)
+                                    i.replication.consistency != "eventual"
+                                        && !i.replication.lease_held
+                                        && LEASE_SEEN
+                                            .lock()
+                                            .map(|m| m.contains(&lease_key))
+                                            .unwrap_or(false)
+                                        && LEASE_NUDGED
+                                            .lock()
+                                            .map(|mut m| {
+                                                let due = m.get(&lease_key).is_none_or(|t| {
+                                                    t.elapsed() > Duration::from_secs(10)
+                                                });
+                                                if due {
+                                                    m.insert(lease_key.clone(), Instant::now());
+                                                }
+                                                due
+                                            })
+                                            .unwrap_or(false)
                                 }
                                 Err(_) => true,
                             };
