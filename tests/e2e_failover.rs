@@ -318,6 +318,23 @@ impl Writer {
         }
     }
 
+    /// Waits (≤ 60 s) until writes are acknowledged again after `t0`.
+    fn wait_writable(&self, t0: Instant) -> R<Duration> {
+        wait_until("writes acknowledged again", Duration::from_secs(60), || {
+            Ok(self.time_to_writable(t0).is_some()
+                && self
+                    .log
+                    .lock()
+                    .map(|g| {
+                        g.acked
+                            .last()
+                            .is_some_and(|(_, at)| at.elapsed() < Duration::from_millis(300))
+                    })
+                    .unwrap_or(false)
+                && t0.elapsed() > Duration::from_secs(3))
+        })
+    }
+
     fn acked_count(&self) -> usize {
         self.log.lock().map(|g| g.acked.len()).unwrap_or(0)
     }
@@ -434,18 +451,7 @@ fn fail_primary(cluster: &str, nodes: u32, shard: usize, fault: Fault) -> R<Outc
             ])?;
         }
     }
-    let seen = wait_until("writes acknowledged again", Duration::from_secs(60), || {
-        Ok(w.time_to_writable(t0).is_some()
-            && w.log
-                .lock()
-                .map(|g| {
-                    g.acked
-                        .last()
-                        .is_some_and(|(_, at)| at.elapsed() < Duration::from_millis(300))
-                })
-                .unwrap_or(false)
-            && t0.elapsed() > Duration::from_secs(3))
-    });
+    let seen = w.wait_writable(t0);
     // Keep writing a little after recovery.
     std::thread::sleep(Duration::from_secs(1));
     let ttw = w.time_to_writable(t0);
@@ -686,6 +692,8 @@ fn operator_killed_mid_failover(cluster: &str, nodes: u32) -> R {
             Ok(st["shards"][2]["failover"].is_null()
                 && st["shards"][2]["primary"]["pod"].as_str() != Some(pod.as_str()))
         })?;
+        w.wait_writable(t0)?;
+        std::thread::sleep(Duration::from_secs(1));
         Ok(phase)
     })();
     let ttw = w.time_to_writable(t0);
@@ -898,8 +906,8 @@ fn partition(cluster: &str, nodes: u32, shard: usize) -> R {
                 && st["shards"][shard]["primary"]["pod"].as_str() != Some(pod.as_str()))
         })?;
         let promoted_after = t0.elapsed();
-        // Keep writing to the new primary a little.
-        std::thread::sleep(Duration::from_secs(2));
+        w.wait_writable(t0)?;
+        std::thread::sleep(Duration::from_secs(1));
         Ok(format!(
             "replica promoted {:.1}s after the partition",
             promoted_after.as_secs_f64()

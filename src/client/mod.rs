@@ -77,6 +77,8 @@ pub struct NodeInfo {
     #[serde(default)]
     pub fencing_epoch: u64,
     #[serde(default)]
+    pub uptime_seconds: u64,
+    #[serde(default)]
     pub replication: ReplicationInfo,
 }
 

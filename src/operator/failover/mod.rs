@@ -120,6 +120,16 @@ pub fn primary_view(
         view.ready = i.ready;
         view.same_node = i.node_id == p.node_id;
         view.is_primary = i.role == "primary";
+        let replica_max = shard
+            .replicas
+            .iter()
+            .filter_map(|r| by_pod.get(r.pod.as_str()).and_then(|n| n.info.as_ref()))
+            .map(|r| r.lsn)
+            .max()
+            .unwrap_or(0);
+        // Only a recently restarted primary: a live one is observed a few
+        // milliseconds before its replicas and may look briefly behind.
+        view.behind = i.uptime_seconds < 60 && replica_max > i.lsn;
         // A primary whose lease was never seen held (just bootstrapped or
         // promoted, replicas still connecting) is not "cut off".
         let key = lease_key(&v.namespace, &v.name, shard);

@@ -183,6 +183,13 @@ pub struct PrimaryView {
     pub is_primary: bool,
     /// `quorum`/`strong`: it holds its lease.
     pub lease_held: bool,
+    /// It restarted recently and a replica has records it lacks: it came
+    /// back without part of what it acknowledged (its log tail was not on
+    /// disk, or a force-deleted pod's old process kept writing while the
+    /// new one recovered). Letting replicas reconnect would have them
+    /// resync from it and drop acknowledged writes; a failover to the most
+    /// advanced replica keeps them.
+    pub behind: bool,
     /// Every replica of the shard answers, is ready and is not resyncing
     /// (then a lost lease means the primary is cut off from them — their
     /// links to it are down too — not that replicas are missing).
@@ -206,6 +213,9 @@ pub fn primary_failure(v: &PrimaryView) -> Option<&'static str> {
     }
     if !v.is_primary {
         return Some("NotPrimary");
+    }
+    if v.behind {
+        return Some("RestartedBehind");
     }
     let leased = matches!(
         v.level,
@@ -395,6 +405,7 @@ mod tests {
             same_node: true,
             is_primary: true,
             lease_held: true,
+            behind: false,
             replicas_all_up: true,
             level: Some(Quorum),
         };
@@ -407,6 +418,9 @@ mod tests {
         let mut v = healthy.clone();
         v.same_node = false;
         assert_eq!(primary_failure(&v), Some("NodeReplaced"));
+        let mut v = healthy.clone();
+        v.behind = true;
+        assert_eq!(primary_failure(&v), Some("RestartedBehind"));
         // Lost lease while a replica is down: the replica is the problem.
         let mut v = healthy.clone();
         v.lease_held = false;
