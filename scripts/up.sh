@@ -28,8 +28,8 @@ echo ">> Ready after $((SECONDS - start))s"
 kubectl get dbc -A
 echo
 cargo build --quiet --locked
-target/debug/tessera status -n default demo
+"${CARGO_TARGET_DIR:-target}/debug/tessera" status -n default demo
 echo
 echo "From this host (pod IPs are routed here), with a cluster-aware client, e.g.:"
-target/debug/tessera status -n default demo | sed -n 's/^connect: //p'
+"${CARGO_TARGET_DIR:-target}/debug/tessera" status -n default demo | sed -n 's/^connect: //p'
 echo "make down stops everything."
