@@ -199,7 +199,10 @@ pub async fn reconcile(
             continue;
         };
         let key = key_of(shard);
-        let why = plan::primary_failure(&view);
+        let mut why = plan::primary_failure(&view);
+        if why == Some("RestartedBehind") && !confirm_behind(shard, &by_pod).await {
+            why = None;
+        }
         let first = {
             let mut m = SUSPECT.lock().unwrap_or_else(|e| e.into_inner());
             match why {
@@ -257,6 +260,34 @@ pub async fn reconcile(
         return drive(ctx, dbc, v, i, observed, &by_pod).await.map(Some);
     }
     Ok(requeue.map(Action::requeue))
+}
+
+/// Confirms a primary is behind a replica with ordered reads: the replicas
+/// first, then the primary (a primary's LSN only grows, so reading it last
+/// rules out the skew of concurrent status calls under write load).
+async fn confirm_behind(shard: &ShardStatus, by_pod: &BTreeMap<&str, &ObservedNode>) -> bool {
+    let fast = failover_client();
+    let replicas: Vec<SocketAddr> = shard
+        .replicas
+        .iter()
+        .filter_map(|r| by_pod.get(r.pod.as_str()).and_then(|n| admin(n)))
+        .collect();
+    let max = futures::future::join_all(replicas.iter().map(|a| fast.status(*a)))
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok())
+        .map(|i| i.lsn)
+        .max()
+        .unwrap_or(0);
+    let Some(addr) = shard
+        .primary
+        .as_ref()
+        .and_then(|p| by_pod.get(p.pod.as_str()))
+        .and_then(|n| admin(n))
+    else {
+        return false;
+    };
+    fast.status(addr).await.is_ok_and(|i| i.lsn < max)
 }
 
 /// Above the recorded shard epoch and any fencing epoch a member reports.
