@@ -29,7 +29,9 @@ start() {
   local name=$1; shift
   if alive "$name"; then return 0; fi
   log "starting $name (log: $LOGS/$name.log)"
-  setsid "$@" >"$LOGS/$name.log" 2>&1 < /dev/null &
+  # 9>&-: daemons must not inherit the cluster.lock descriptor, or the lock
+  # would be held for as long as they run and `down` would wait forever.
+  setsid "$@" >"$LOGS/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
 }
 
