@@ -14,7 +14,7 @@
 //! instead and prints the benchmark table (`make bench-failover`).
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,64 +24,9 @@ use serde_json::Value;
 const NS: &str = "tessera-e2e-fo";
 const OPERATOR_NS: &str = "tessera-system";
 
-type R<T = String> = Result<T, String>;
-
-fn kubectl_in(args: &[&str], stdin: Option<&str>) -> R {
-    let bin = std::env::var("KUBECTL")
-        .unwrap_or_else(|_| format!("{}/e2e/.run/bin/kubectl", env!("CARGO_MANIFEST_DIR")));
-    let mut cmd = Command::new(bin);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd.spawn().map_err(|e| format!("kubectl: {e}"))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| format!("kubectl stdin: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("kubectl: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!(
-            "kubectl {}: {}{}",
-            args.join(" "),
-            text,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn kubectl(args: &[&str]) -> R {
-    kubectl_in(args, None)
-}
-
-fn json(args: &[&str]) -> R<Value> {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&kubectl(&a)?).map_err(|e| format!("decoding kubectl output: {e}"))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> R<bool>) -> R<Duration> {
-    let start = Instant::now();
-    let mut last_err = String::new();
-    loop {
-        match f() {
-            Ok(true) => return Ok(start.elapsed()),
-            Ok(false) => {}
-            Err(e) => last_err = e,
-        }
-        if start.elapsed() > timeout {
-            return Err(format!(
-                "timed out after {timeout:?} waiting for {what} {last_err}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
+#[path = "common/k8s.rs"]
+mod k8s;
+use k8s::{json, kubectl, kubectl_in, wait_until, R};
 
 fn status_of(name: &str) -> R<Value> {
     Ok(json(&["get", "dbc", name, "-n", NS])?["status"].clone())

@@ -1,0 +1,71 @@
+//! kubectl helpers shared by the end-to-end suites (tests/e2e_*.rs), which
+//! include it with `#[path = "common/k8s.rs"] mod k8s;`.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub type R<T = String> = Result<T, String>;
+
+pub fn kubectl_bin() -> String {
+    std::env::var("KUBECTL")
+        .unwrap_or_else(|_| format!("{}/e2e/.run/bin/kubectl", env!("CARGO_MANIFEST_DIR")))
+}
+
+pub fn kubectl_in(args: &[&str], stdin: Option<&str>) -> R {
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("kubectl: {e}"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| format!("kubectl stdin: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("kubectl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "kubectl {}: {}{}",
+            args.join(" "),
+            text,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+pub fn kubectl(args: &[&str]) -> R {
+    kubectl_in(args, None)
+}
+
+pub fn json(args: &[&str]) -> R<Value> {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl(&a)?).map_err(|e| format!("decoding kubectl output: {e}"))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> R<bool>) -> R<Duration> {
+    let start = Instant::now();
+    let mut last_err = String::new();
+    loop {
+        match f() {
+            Ok(true) => return Ok(start.elapsed()),
+            Ok(false) => {}
+            Err(e) => last_err = e,
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what} {last_err}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
