@@ -557,3 +557,61 @@ fn log_is_truncated_after_snapshots_and_recovery_stays_exact() {
         .expect("DBSIZE");
     assert_eq!(dbsize, expected.len());
 }
+
+/// Two processes must never share a data directory: a second node on a
+/// directory in use exits with an error naming the directory and the
+/// holder's PID, the first keeps serving and loses nothing, and once the
+/// first dies (even by SIGKILL: the kernel drops its flock) a new node starts.
+#[test]
+fn a_second_node_on_a_data_dir_in_use_refuses_to_start() {
+    let mut first = TestNode::start(&["--fsync", "always"]);
+    let mut expected = set_many(&first, "a", 200, 10);
+    let pid = first.pid().expect("the first node runs");
+    let data = first.dir.join("data");
+    let wal_before: Vec<(PathBuf, u64)> = files(&wal_dir(&first.dir), ".wal")
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            (p, len)
+        })
+        .collect();
+
+    let (status, stderr) =
+        TestNode::try_start_in(&first.dir, &["--fsync", "always"], Duration::from_secs(20));
+    let status = status.expect("the second node exits instead of serving");
+    assert!(!status.success(), "non-zero exit status: {stderr}");
+    assert!(
+        stderr.contains(&data.display().to_string()),
+        "the error names the data directory: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("pid {pid}")),
+        "the error names the holder's PID {pid}: {stderr}"
+    );
+    // The second process touched nothing: same segments, same sizes.
+    let wal_after: Vec<(PathBuf, u64)> = files(&wal_dir(&first.dir), ".wal")
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            (p, len)
+        })
+        .collect();
+    assert_eq!(wal_before, wal_after, "the refused node changed the log");
+
+    // The first node still serves, reads and writes.
+    assert_all(&first, &expected);
+    expected.extend(set_many(&first, "b", 100, 10));
+    assert_all(&first, &expected);
+
+    // SIGKILL releases the lock: a new node starts on the directory and has
+    // every acknowledged write.
+    first.kill9();
+    let second = TestNode::start_in(&first.dir, &["--fsync", "always"]);
+    assert_all(&second, &expected);
+    let holder = std::fs::read_to_string(data.join("LOCK")).expect("the LOCK file");
+    assert_eq!(
+        holder.trim(),
+        second.pid().expect("the second node runs").to_string(),
+        "the LOCK file names its holder"
+    );
+}

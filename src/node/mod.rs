@@ -58,6 +58,22 @@ pub enum NodeError {
     Replication(#[from] replication::ReplError),
     #[error("failed to start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("failed to lock the data directory {path} ({lock}): {source}")]
+    LockDataDir {
+        path: PathBuf,
+        lock: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the data directory {path} is in use by another process ({holder}, holding {lock}): \
+         two nodes must never share a data directory; refusing to start"
+    )]
+    DataDirInUse {
+        path: PathBuf,
+        lock: PathBuf,
+        /// "pid N" as the holder wrote it, or "pid unknown".
+        holder: String,
+    },
 }
 
 /// Everything `tessera node` is started with.
@@ -325,8 +341,71 @@ pub fn load_node_id(cfg: &NodeConfig) -> Result<String, NodeError> {
     }
 }
 
+/// An exclusive `flock` on `<data-dir>/LOCK`, released when dropped (or by
+/// the kernel when the process dies, even by SIGKILL).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory for this process: two processes recovering from
+/// and appending to the same log would silently lose acknowledged writes (a
+/// force-deleted pod's replacement starting while the old process still
+/// runs). Non-blocking: a held lock is an error naming the holder's PID.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock, NodeError> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let lock = dir.join("LOCK");
+    let err = |source| NodeError::LockDataDir {
+        path: dir.to_path_buf(),
+        lock: lock.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // No truncation before the lock is ours: the holder's PID stays readable.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(err)?;
+    // SAFETY: flock on a descriptor this function owns; no memory involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(err(e));
+        }
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        let holder = match text.trim().parse::<u32>() {
+            Ok(pid) => format!("pid {pid}"),
+            Err(_) => "pid unknown".to_string(),
+        };
+        return Err(NodeError::DataDirInUse {
+            path: dir.to_path_buf(),
+            lock,
+            holder,
+        });
+    }
+    file.set_len(0).map_err(err)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(err)?;
+    Ok(DataDirLock { _file: file })
+}
+
 /// Runs a node until it is told to stop (SIGTERM/SIGINT or SHUTDOWN).
 pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
+    // Held until the node stops (the process exits right after).
+    let _lock = if cfg.persistence {
+        Some(lock_data_dir(&cfg.data_dir)?)
+    } else {
+        None
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
