@@ -234,6 +234,19 @@ fn point_in_time_restore_brings_back_exactly_the_first_batch() {
         "the second batch is after the target"
     );
     drop(n);
+    // `plan` pins the backup and the time (what the operator gives every
+    // node); a restore pinned to it brings back the same data.
+    let plan = backup_ok(&t, &["plan", "--target-time", &between]);
+    let first_id = backup_ok(&t, &["list", "--json"])["backups"][0]["id"].clone();
+    assert_eq!(plan["backupId"], first_id, "{plan}");
+    assert_eq!(plan["shards"], 1, "{plan}");
+    assert_eq!(plan["slots"][0], "0-16383", "{plan}");
+    let pinned_time = plan["targetTime"].as_str().expect("targetTime").to_string();
+    let pinned_id = plan["backupId"].as_str().expect("backupId").to_string();
+    let (n, _d) = restore_and_start(&t, &["--backup", &pinned_id, "--target-time", &pinned_time]);
+    assert_eq!(count(&n, "one", 0..2000), 2000);
+    assert_eq!(count(&n, "two", 0..2000), 0);
+    drop(n);
     // Latest still has both.
     let (n, _d) = restore_and_start(&t, &[]);
     assert_eq!(count(&n, "two", 0..2000), 2000);
@@ -297,10 +310,31 @@ fn corrupt_or_incomplete_backups_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let data_s = data.display().to_string();
-    let out = backup(&t, &["restore", "--data-dir", &data_s]);
-    assert!(!out.status.success());
+    let term = dir.path().join("termination-log");
+    let term_s = term.display().to_string();
+    let out = backup(
+        &t,
+        &[
+            "restore",
+            "--data-dir",
+            &data_s,
+            "--termination-log",
+            &term_s,
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("checksum mismatch"), "{err}");
+    // Exit status 3: a Job fails at once instead of retrying.
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let msg: Value =
+        serde_json::from_slice(&std::fs::read(&term).expect("termination log")).expect("JSON");
+    assert!(
+        msg["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("checksum mismatch")),
+        "{msg}"
+    );
+    assert_eq!(msg["permanent"], true, "{msg}");
     assert!(
         !data.join("snapshots").exists() && !data.join("wal").exists(),
         "nothing half-restored"
@@ -353,10 +387,37 @@ fn retention_keeps_n_and_reports_what_it_pruned() {
     let t = dir_target();
     let src = TestNode::start(&[]);
     let mut ids = Vec::new();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let term = tmp.path().join("termination-log");
+    let term_s = term.display().to_string();
     for i in 0..4 {
         write_range(&src, &format!("r{i}-"), 0..1500);
-        let r = backup_ok(&t, &["run", "--nodes", &addr(&src), "--keep", "2"]);
+        let r = backup_ok(
+            &t,
+            &[
+                "run",
+                "--nodes",
+                &addr(&src),
+                "--keep",
+                "2",
+                "--termination-log",
+                &term_s,
+            ],
+        );
         ids.push(r["id"].as_str().unwrap_or_default().to_string());
+        // The Job's termination message: what the operator reads back.
+        let msg: Value =
+            serde_json::from_slice(&std::fs::read(&term).expect("termination log")).expect("JSON");
+        assert_eq!(msg["id"], r["id"], "{msg}");
+        assert_eq!(msg["backups"], i.min(1) + 1, "{msg}");
+        assert!(msg["firstRecoverabilityPoint"].is_string(), "{msg}");
+        if i >= 2 {
+            assert_eq!(msg["prunedBackups"], json!([ids[i - 2]]), "{msg}");
+            assert!(
+                msg["prunedSegments"].as_u64().is_some_and(|n| n > 0),
+                "{msg}"
+            );
+        }
         if i >= 2 {
             let pruned = r["pruned"].as_array().cloned().unwrap_or_default();
             assert!(

@@ -58,6 +58,9 @@ pub const MAX_SHARDS: i32 = 16384;
     validation = Rule::new("has(self.zones) == has(oldSelf.zones)")
         .message("zones are immutable: pods and volumes are already placed in them; create a new cluster to change them")
         .field_path(".zones"),
+    validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)")
+        .message("bootstrap is immutable: it says how the cluster's data started; to restore again, create a new cluster with bootstrap.fromBackup")
+        .field_path(".bootstrap"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseClusterSpec {
@@ -107,6 +110,12 @@ pub struct DatabaseClusterSpec {
     /// Scheduled backups (a CronJob running `tessera backup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+
+    /// Where the cluster's data comes from when it is created (default:
+    /// empty). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("bootstrap is immutable: it says how the cluster's data started; to restore again, create a new cluster with bootstrap.fromBackup"))]
+    pub bootstrap: Option<BootstrapSpec>,
 
     /// When and how a shard's primary is replaced.
     #[serde(default)]
@@ -250,11 +259,19 @@ pub struct BackupSpec {
     pub schedule: String,
 
     /// How long backups are kept: a number and a unit, `h` (hours), `d`
-    /// (days) or `w` (weeks), e.g. `30d`.
-    #[serde(default = "default_backup_retention")]
+    /// (days) or `w` (weeks), e.g. `30d`. Default: `7d` when `keep` is not
+    /// set either (with only `keep`, backups are kept by count alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]*(h|d|w)$')").message("backup.retention must be a number and a unit h, d or w, e.g. 30d"))]
     #[schemars(length(max = 16))]
-    pub retention: String,
+    pub retention: Option<String>,
+
+    /// How many backups are kept (the newest). With `retention` too, a
+    /// backup is pruned when either rule says so; the newest complete
+    /// backup is always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("backup.keep must be between 1 and 10000 (the newest backup is always kept)"))]
+    pub keep: Option<i32>,
 
     /// Where backups go (default: a PersistentVolumeClaim in this namespace).
     #[serde(default)]
@@ -268,8 +285,19 @@ pub struct BackupSpec {
 fn default_backup_schedule() -> String {
     "0 * * * *".into()
 }
-fn default_backup_retention() -> String {
-    "7d".into()
+/// Age retention when neither `retention` nor `keep` is set.
+pub const DEFAULT_BACKUP_RETENTION: &str = "7d";
+
+impl BackupSpec {
+    /// The `--max-age` the backup job prunes with: `retention`, or the
+    /// default when no rule is set at all.
+    pub fn max_age(&self) -> Option<&str> {
+        match (&self.retention, self.keep) {
+            (Some(r), _) => Some(r),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_BACKUP_RETENTION),
+        }
+    }
 }
 
 /// Exactly one of `volume` and `s3`; neither means a default volume.
@@ -321,6 +349,73 @@ pub struct S3Target {
     /// Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: String,
+}
+
+/// How a new cluster's data starts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Restore every shard from a backup (taken by `spec.backup` of this or
+    /// another cluster) before the nodes start; optionally to a point in
+    /// time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// A backup to restore: where the backups are, whose they are, which one,
+/// and to what time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// The cluster the backups were taken from (backups are kept under its
+    /// name; with the same name, the cluster is restoring its own backups).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("bootstrap.fromBackup.cluster must be the source DatabaseCluster's name (lowercase letters, digits and '-')"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: String,
+
+    /// Where the backups are: the same kind of place as `spec.backup.target`.
+    pub source: BackupSource,
+
+    /// A backup ID as `tessera backup list` prints it, or `latest` (the
+    /// newest backup plus the log archived since).
+    #[serde(default = "default_backup_id")]
+    #[x_kube(validation = Rule::new("self == 'latest' || self.matches('^[0-9]{8}T[0-9]{9}Z$')").message("bootstrap.fromBackup.backupId must be latest or a backup ID as `tessera backup list` prints it, e.g. 20260102T030405123Z"))]
+    #[schemars(length(max = 32))]
+    pub backup_id: String,
+
+    /// Restore to this time (RFC 3339, e.g. `2026-01-02T03:04:05Z`): every
+    /// write before it, none after. Default: the backup's own cut (with
+    /// `latest`: the last archived point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$')").message("bootstrap.fromBackup.targetTime must be an RFC 3339 time with a zone, e.g. 2026-01-02T03:04:05Z or 2026-01-02T05:04:05.250+02:00"))]
+    #[schemars(length(max = 40))]
+    pub target_time: Option<String>,
+}
+
+fn default_backup_id() -> String {
+    "latest".into()
+}
+
+/// Exactly one of `volume` (an existing backup PVC) and `s3`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.volume) != has(self.s3)").message("bootstrap.fromBackup.source takes exactly one of volume ({claimName: <source>-backup}, an existing backup PersistentVolumeClaim in this namespace) and s3 (bucket, endpoint, region, prefix, credentialsSecret)"))]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<BackupSourceVolume>,
+    /// As in `spec.backup.target.s3`; the default prefix is
+    /// `<namespace>/<fromBackup.cluster>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSourceVolume {
+    /// An existing PersistentVolumeClaim in this namespace holding backups
+    /// (`<cluster>-backup` for a cluster whose `spec.backup` used a volume).
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -386,7 +481,9 @@ pub struct DatabaseClusterStatus {
     pub ready: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Progressing`, `Degraded`, `FailoverBlocked`.
+    /// `Ready`, `Progressing`, `Degraded`, `FailoverBlocked`,
+    /// `LastBackupSucceeded` (with `spec.backup`), `Restored` (with
+    /// `bootstrap.fromBackup`).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Version of the topology pushed to the nodes (0: not bootstrapped).
@@ -394,6 +491,83 @@ pub struct DatabaseClusterStatus {
     pub epoch: u64,
     #[serde(default)]
     pub shards: Vec<ShardStatus>,
+    /// Results of the backup jobs (with `spec.backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+    /// The restore this cluster started from (with `bootstrap.fromBackup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// What the backup jobs reported (their JSON summary, read from each
+/// finished Job pod's termination message).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The most recent finished backup job, successful or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<BackupRef>,
+    /// The earliest time a restore can target (RFC 3339): the oldest kept
+    /// backup's snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    /// The latest time a restore can target when the last backup finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recoverability_point: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRun {
+    /// The Job that ran it.
+    pub job: String,
+    /// Backup ID (absent when the job failed before taking one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub succeeded: bool,
+    /// RFC 3339 time the Job finished (`lastSuccessfulBackup.time` is the
+    /// backup's own finish time).
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Why it failed, or what retention pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRef {
+    pub id: String,
+    /// RFC 3339 time it finished.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// Progress of `bootstrap.fromBackup`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// `Planning`, `Restoring`, `Restored` or `Failed`.
+    pub phase: String,
+    /// The backup chosen by the plan (pinned: every node restores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The point in time every shard is restored to (RFC 3339, ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<String>,
+    /// Slot ranges of the backup's shards, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_slots: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
@@ -534,7 +708,13 @@ mod tests {
             "shardingKey is immutable",
             "zones are immutable",
             "backup.schedule must be a cron expression",
+            "backup.keep must be between 1 and 10000",
+            "bootstrap is immutable",
+            "bootstrap.fromBackup.source takes exactly one of volume",
+            "bootstrap.fromBackup.targetTime must be an RFC 3339 time",
+            "bootstrap.fromBackup.backupId must be latest",
             "default: 1Gi",
+            "default: latest",
         ] {
             assert!(y.contains(needle), "CRD lacks {needle:?}");
         }
@@ -548,5 +728,30 @@ mod tests {
         assert_eq!(s.consistency.level, ConsistencyLevel::Eventual);
         assert_eq!(s.storage.size, "1Gi");
         assert_eq!(s.failover.detection_seconds, 2);
+        assert!(s.bootstrap.is_none());
+    }
+
+    #[test]
+    fn retention_by_count_and_or_age() {
+        let b = |j: &str| -> BackupSpec { serde_json::from_str(j).expect("backup spec") };
+        assert_eq!(b("{}").max_age(), Some("7d"));
+        assert_eq!(b(r#"{"keep":3}"#).max_age(), None);
+        assert_eq!(b(r#"{"keep":3,"retention":"2w"}"#).max_age(), Some("2w"));
+        assert_eq!(b(r#"{"retention":"12h"}"#).max_age(), Some("12h"));
+    }
+
+    #[test]
+    fn from_backup_defaults_to_latest() {
+        let s: DatabaseClusterSpec = serde_json::from_str(
+            r#"{"bootstrap":{"fromBackup":{"cluster":"users","source":{"volume":{"claimName":"users-backup"}}}}}"#,
+        )
+        .expect("spec");
+        let fb = s.bootstrap.and_then(|b| b.from_backup).expect("fromBackup");
+        assert_eq!(fb.backup_id, "latest");
+        assert!(fb.target_time.is_none());
+        assert_eq!(
+            fb.source.volume.map(|v| v.claim_name).as_deref(),
+            Some("users-backup")
+        );
     }
 }

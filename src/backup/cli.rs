@@ -123,6 +123,21 @@ pub enum BackupCommand {
         #[command(flatten)]
         retention: RetentionArgs,
     },
+    /// Choose the backup and the exact time a restore brings back, and
+    /// print them (JSON); the operator pins every node's restore to it.
+    Plan {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// A backup ID or `latest`.
+        #[arg(long, env = "TESSERA_RESTORE_BACKUP", default_value = "latest")]
+        backup: String,
+        /// Restore to this time (RFC 3339).
+        #[arg(long, env = "TESSERA_RESTORE_TARGET_TIME")]
+        target_time: Option<String>,
+        /// Also write the JSON here (a Job's terminationMessagePath).
+        #[arg(long, env = "TESSERA_TERMINATION_LOG")]
+        termination_log: Option<PathBuf>,
+    },
     /// Restore one shard into a node's (empty) data directory.
     Restore {
         #[command(flatten)]
@@ -143,7 +158,37 @@ pub enum BackupCommand {
         /// Only print the plan.
         #[arg(long)]
         dry_run: bool,
+        /// Also write the JSON result (or the error) here (a Job's
+        /// terminationMessagePath).
+        #[arg(long, env = "TESSERA_TERMINATION_LOG")]
+        termination_log: Option<PathBuf>,
     },
+}
+
+/// Exit status for errors that retrying cannot fix (a corrupt or
+/// incomplete backup, a refused plan): Jobs fail at once on it
+/// (`podFailurePolicy`) instead of retrying.
+pub const EXIT_PERMANENT: i32 = 3;
+
+fn permanent(e: &anyhow::Error) -> bool {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<super::BackupError>())
+        .is_some_and(super::BackupError::is_permanent)
+}
+
+/// `{"error": …, "permanent": …}`, cut to fit a termination message.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut doc = run::JobSummary::failed(&format!("{e:#}"));
+    let text = doc.error.take().unwrap_or_default();
+    serde_json::json!({ "error": text, "permanent": permanent(e) }).to_string()
+}
+
+fn write_termination_log(path: &Option<PathBuf>, text: &str) {
+    if let Some(p) = path {
+        if let Err(e) = std::fs::write(p, text) {
+            tracing::warn!(path = %p.display(), error = %e, "failed to write the termination log");
+        }
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -157,7 +202,14 @@ pub fn run(a: BackupArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("failed to start the runtime")?;
-    rt.block_on(run_async(a.command))
+    match rt.block_on(run_async(a.command)) {
+        Ok(()) => Ok(()),
+        Err(e) if permanent(&e) => {
+            eprintln!("Error: {e:#}");
+            std::process::exit(EXIT_PERMANENT);
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn run_async(c: BackupCommand) -> Result<()> {
@@ -168,15 +220,17 @@ async fn run_async(c: BackupCommand) -> Result<()> {
             retention,
             termination_log,
         } => {
-            let t = target.open()?;
-            let res = run::run(&t, &target.cluster, &nodes, &retention.retention()?).await;
-            let summary = match &res {
-                Ok(r) => serde_json::to_string(r)?,
-                Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
-            };
-            if let Some(p) = termination_log {
-                let _ = std::fs::write(&p, &summary);
+            let res = async {
+                let t = target.open()?;
+                let r = run::run(&t, &target.cluster, &nodes, &retention.retention()?).await?;
+                anyhow::Ok(r)
             }
+            .await;
+            let summary = match &res {
+                Ok(r) => r.summary().to_termination_message(),
+                Err(e) => run::JobSummary::failed(&format!("{e:#}")).to_termination_message(),
+            };
+            write_termination_log(&termination_log, &summary);
             let r = res.context("the backup failed")?;
             print_json(&r)?;
         }
@@ -246,6 +300,30 @@ async fn run_async(c: BackupCommand) -> Result<()> {
             let pruned = manage::prune(&t, &target.cluster, &retention.retention()?).await?;
             print_json(&pruned)?;
         }
+        BackupCommand::Plan {
+            target,
+            backup,
+            target_time,
+            termination_log,
+        } => {
+            let res = async {
+                let t = target.open()?;
+                let time = target_time.as_deref().map(super::parse_time).transpose()?;
+                let plan = restore::plan(&t, &target.cluster, Some(&backup), time).await?;
+                anyhow::Ok(plan.summary())
+            }
+            .await;
+            match res {
+                Ok(p) => {
+                    write_termination_log(&termination_log, &serde_json::to_string(&p)?);
+                    print_json(&p)?;
+                }
+                Err(e) => {
+                    write_termination_log(&termination_log, &error_message(&e));
+                    return Err(e.context("no restore plan"));
+                }
+            }
+        }
         BackupCommand::Restore {
             target,
             backup,
@@ -253,23 +331,34 @@ async fn run_async(c: BackupCommand) -> Result<()> {
             shard,
             data_dir,
             dry_run,
+            termination_log,
         } => {
-            let t = target.open()?;
-            let time = target_time.as_deref().map(super::parse_time).transpose()?;
-            let plan = restore::plan(&t, &target.cluster, Some(&backup), time).await?;
-            let s = restore::shard(&plan, shard.as_deref())?;
-            if dry_run {
-                print_json(&serde_json::json!({
-                    "backup": plan.manifest.id,
-                    "shard": s.name,
-                    "targetTime": super::fmt_ms(plan.target_ms),
-                }))?;
-                return Ok(());
+            let res = async {
+                let t = target.open()?;
+                let time = target_time.as_deref().map(super::parse_time).transpose()?;
+                let plan = restore::plan(&t, &target.cluster, Some(&backup), time).await?;
+                let s = restore::shard(&plan, shard.as_deref())?;
+                if dry_run {
+                    return anyhow::Ok(serde_json::json!({
+                        "backup": plan.manifest.id,
+                        "shard": s.name,
+                        "targetTime": super::fmt_ms(plan.target_ms),
+                    }));
+                }
+                let r = restore::restore_shard(&t, &plan, s, &data_dir).await?;
+                Ok(serde_json::to_value(&r)?)
             }
-            let r = restore::restore_shard(&t, &plan, s, &data_dir)
-                .await
-                .context("the restore failed")?;
-            print_json(&r)?;
+            .await;
+            match res {
+                Ok(v) => {
+                    write_termination_log(&termination_log, &v.to_string());
+                    print_json(&v)?;
+                }
+                Err(e) => {
+                    write_termination_log(&termination_log, &error_message(&e));
+                    return Err(e.context("the restore failed"));
+                }
+            }
         }
     }
     Ok(())

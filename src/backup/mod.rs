@@ -89,6 +89,23 @@ pub enum BackupError {
     Plan(String),
 }
 
+impl BackupError {
+    /// True when running the same command again cannot help (a corrupt or
+    /// incomplete backup, a refused plan): a Job should fail at once
+    /// instead of retrying (`tessera backup` exits with 3 for these).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::ParseTarget { .. }
+                | Self::Checksum { .. }
+                | Self::Incomplete { .. }
+                | Self::NotFound(_)
+                | Self::Plan(_)
+                | Self::Decode { .. }
+        )
+    }
+}
+
 /// One file of a backup, with its checksum.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -22,6 +22,66 @@ pub struct Plan {
     pub target_ms: u64,
 }
 
+/// What `tessera backup plan` reports (and the operator pins): the backup
+/// and the exact time every node of every shard restores to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// True when the error cannot go away by retrying.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub permanent: bool,
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default)]
+    pub backup_id: String,
+    /// RFC 3339 with milliseconds: passing it back loses nothing.
+    #[serde(default)]
+    pub target_time: String,
+    #[serde(default)]
+    pub target_ms: u64,
+    /// Number of shards in the backup.
+    #[serde(default)]
+    pub shards: usize,
+    /// Each shard's slot ranges (`0-5460`, comma-separated when several),
+    /// in slot order; empty when the list would not fit in a termination
+    /// message.
+    #[serde(default)]
+    pub slots: Vec<String>,
+}
+
+impl Plan {
+    pub fn summary(&self) -> PlanSummary {
+        let slots: Vec<String> = self
+            .manifest
+            .shards
+            .iter()
+            .map(|s| {
+                s.slots
+                    .iter()
+                    .map(|(a, b)| format!("{a}-{b}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        let mut p = PlanSummary {
+            error: None,
+            permanent: false,
+            cluster: self.manifest.cluster.clone(),
+            backup_id: self.manifest.id.clone(),
+            target_time: fmt_ms(self.target_ms),
+            target_ms: self.target_ms,
+            shards: self.manifest.shards.len(),
+            slots,
+        };
+        if serde_json::to_string(&p).map_or(0, |s| s.len()) > super::run::TERMINATION_MESSAGE_MAX {
+            p.slots.clear();
+        }
+        p
+    }
+}
+
 /// Chooses the backup and the target time.
 /// - `backup` None or "latest", no time: the newest backup plus all the
 ///   log archived since, cut at the shards' earliest archive point.

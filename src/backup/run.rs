@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::node::{NodeClient, NodeStatus};
@@ -108,7 +108,131 @@ pub struct RunReport {
     pub bytes: u64,
     pub consistent_at: String,
     pub shards: usize,
+    /// What retention deleted: `backup <id>` and `segment <key>` entries.
     pub pruned: Vec<String>,
+    /// Complete backups kept after retention.
+    pub backups: Option<usize>,
+    /// The recoverability window after this run (None: listing failed).
+    pub first_recoverability_point: Option<String>,
+    pub last_recoverability_point: Option<String>,
+}
+
+/// Kubernetes keeps at most 4096 bytes of a termination message.
+pub const TERMINATION_MESSAGE_MAX: usize = 4096;
+
+/// What a backup Job leaves in its termination message (and the operator
+/// reads back into `status.backup`): a run's summary, or its error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
+    /// IDs of the backups retention deleted (possibly cut short: see
+    /// `pruned_backups_count`).
+    #[serde(default)]
+    pub pruned_backups: Vec<String>,
+    #[serde(default)]
+    pub pruned_backups_count: usize,
+    /// Log segments retention deleted (counted, not listed).
+    #[serde(default)]
+    pub pruned_segments: usize,
+    /// Complete backups kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recoverability_point: Option<String>,
+}
+
+impl JobSummary {
+    /// A failed run; the message is cut to fit a termination message.
+    pub fn failed(error: &str) -> JobSummary {
+        let mut e = error.to_string();
+        let max = TERMINATION_MESSAGE_MAX - 64;
+        if e.len() > max {
+            let mut cut = max;
+            while !e.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            e.truncate(cut);
+            e.push('…');
+        }
+        JobSummary {
+            error: Some(e),
+            ..Default::default()
+        }
+    }
+
+    /// JSON that fits in [`TERMINATION_MESSAGE_MAX`]: the list of pruned
+    /// backups is halved until it does.
+    pub fn to_termination_message(&self) -> String {
+        let mut s = self.clone();
+        loop {
+            let doc = serde_json::to_string(&s).unwrap_or_else(|_| "{}".into());
+            if doc.len() <= TERMINATION_MESSAGE_MAX {
+                return doc;
+            }
+            if !s.pruned_backups.is_empty() {
+                let keep = s.pruned_backups.len() / 2;
+                s.pruned_backups.truncate(keep);
+            } else if let Some(e) = s.error.as_mut().filter(|e| e.len() > 64) {
+                // Escaping can make the JSON longer than the text.
+                let mut cut = e.len() / 2;
+                while !e.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                e.truncate(cut);
+                e.push('…');
+            } else {
+                return doc;
+            }
+        }
+    }
+}
+
+impl RunReport {
+    pub fn summary(&self) -> JobSummary {
+        let pruned_backups: Vec<String> = self
+            .pruned
+            .iter()
+            .filter_map(|p| p.strip_prefix("backup ").map(String::from))
+            .collect();
+        JobSummary {
+            error: None,
+            id: Some(self.id.clone()),
+            started_at: Some(self.started_at.clone()),
+            finished_at: Some(self.finished_at.clone()),
+            duration_ms: Some(self.duration_ms),
+            bytes: Some(self.bytes),
+            consistent_at: Some(self.consistent_at.clone()),
+            shards: Some(self.shards),
+            pruned_backups_count: pruned_backups.len(),
+            pruned_backups,
+            pruned_segments: self
+                .pruned
+                .iter()
+                .filter(|p| p.starts_with("segment "))
+                .count(),
+            backups: self.backups,
+            first_recoverability_point: self.first_recoverability_point.clone(),
+            last_recoverability_point: self.last_recoverability_point.clone(),
+        }
+    }
 }
 
 /// Takes a backup: first every shard's snapshot (in parallel), then every
@@ -183,6 +307,13 @@ pub async fn run(
     } else {
         Vec::new()
     };
+    let listing = match super::manage::list(target, cluster).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(cluster, error = %e, "listing the backups after the run failed; the recoverability window is not reported");
+            None
+        }
+    };
     Ok(RunReport {
         id,
         cluster: cluster.to_string(),
@@ -194,6 +325,13 @@ pub async fn run(
         consistent_at: super::fmt_ms(consistent_at_ms),
         shards: manifest.shards.len(),
         pruned,
+        backups: listing
+            .as_ref()
+            .map(|l| l.backups.iter().filter(|b| b.complete).count()),
+        first_recoverability_point: listing
+            .as_ref()
+            .and_then(|l| l.first_recoverability_point.clone()),
+        last_recoverability_point: listing.and_then(|l| l.last_recoverability_point),
     })
 }
 
@@ -352,4 +490,67 @@ async fn archive_shard(
         .await?;
     info!(shard = %shard.name, segments = new.len(), last_lsn = last, captured_at = %super::fmt_ms(point.captured_at_ms), "log archived");
     Ok((point, new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(pruned: Vec<String>) -> RunReport {
+        RunReport {
+            id: "20260102T030405123Z".into(),
+            cluster: "users".into(),
+            target: "file:///backup".into(),
+            started_at: "2026-01-02T03:04:05.123Z".into(),
+            finished_at: "2026-01-02T03:04:07.000Z".into(),
+            duration_ms: 1877,
+            bytes: 123_456,
+            consistent_at: "2026-01-02T03:04:06.900Z".into(),
+            shards: 2,
+            pruned,
+            backups: Some(2),
+            first_recoverability_point: Some("2026-01-01T03:04:06.000Z".into()),
+            last_recoverability_point: Some("2026-01-02T03:04:06.900Z".into()),
+        }
+    }
+
+    #[test]
+    fn summary_counts_segments_and_lists_backups() {
+        let r = report(vec![
+            "backup 20260101T000000000Z".into(),
+            "segment users/wal/s0/1-2.wal".into(),
+            "segment users/wal/s1/1-9.wal".into(),
+        ]);
+        let s: JobSummary =
+            serde_json::from_str(&r.summary().to_termination_message()).expect("round trip");
+        assert_eq!(s.id.as_deref(), Some("20260102T030405123Z"));
+        assert_eq!(s.pruned_backups, vec!["20260101T000000000Z".to_string()]);
+        assert_eq!(s.pruned_segments, 2);
+        assert_eq!(s.bytes, Some(123_456));
+        assert!(s.error.is_none());
+    }
+
+    #[test]
+    fn termination_message_always_fits() {
+        let mut pruned: Vec<String> = (0..500)
+            .map(|i| format!("backup 2026010{}T00000{i:04}Z", i % 9))
+            .collect();
+        pruned.extend((0..5000).map(|i| format!("segment users/wal/s0/{i}-{i}.wal")));
+        let msg = report(pruned).summary().to_termination_message();
+        assert!(msg.len() <= TERMINATION_MESSAGE_MAX, "{} bytes", msg.len());
+        let s: JobSummary = serde_json::from_str(&msg).expect("still JSON");
+        assert_eq!(s.pruned_backups_count, 500);
+        assert_eq!(s.pruned_segments, 5000);
+        assert!(!s.pruned_backups.is_empty() && s.pruned_backups.len() < 500);
+        for text in ["é".repeat(5000), "\"".repeat(5000)] {
+            let long = JobSummary::failed(&text).to_termination_message();
+            assert!(
+                long.len() <= TERMINATION_MESSAGE_MAX,
+                "{} bytes",
+                long.len()
+            );
+            let s: JobSummary = serde_json::from_str(&long).expect("still JSON");
+            assert!(s.error.is_some_and(|e| e.ends_with('…')));
+        }
+    }
 }

@@ -8,24 +8,27 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
     StatefulSetUpdateStrategy,
 };
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::batch::v1::{
+    CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec, PodFailurePolicy,
+    PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity,
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::validate::ValidatedCluster;
-use crate::api::VolumeDeletePolicy;
+use crate::api::{S3Target, VolumeDeletePolicy};
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
@@ -38,6 +41,8 @@ pub const LABEL_ROLE: &str = "tessera.dev/role";
 /// `true` once a node is in the pushed topology; the client Service selects
 /// on it so clients never land on a node that does not know the cluster yet.
 pub const LABEL_MEMBER: &str = "tessera.dev/member";
+/// On restore Jobs and their pods: `plan`, or `<shard>-<ordinal>`.
+pub const LABEL_RESTORE: &str = "tessera.dev/restore";
 
 pub const REDIS_PORT: i32 = 6379;
 pub const ADMIN_PORT: i32 = 9121;
@@ -397,6 +402,25 @@ fn node_container(c: &ValidatedCluster) -> Container {
     }
 }
 
+/// A node's data volume: the StatefulSet's claim template, and the claims
+/// created ahead of it for a restore.
+fn claim_spec(c: &ValidatedCluster, shard: u32) -> PersistentVolumeClaimSpec {
+    let claim_size = c
+        .claim_sizes
+        .get(shard as usize)
+        .cloned()
+        .unwrap_or_else(|| c.spec.storage.size.clone());
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name: c.spec.storage.storage_class_name.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some([("storage".to_string(), Quantity(claim_size))].into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub fn build_statefulset(c: &ValidatedCluster, shard: u32) -> StatefulSet {
     let name = c.shard_name(shard);
     let pod_labels = shard_labels(c, shard);
@@ -431,26 +455,13 @@ pub fn build_statefulset(c: &ValidatedCluster, shard: u32) -> StatefulSet {
             ..Default::default()
         });
     }
-    let claim_size = c
-        .claim_sizes
-        .get(shard as usize)
-        .cloned()
-        .unwrap_or_else(|| c.spec.storage.size.clone());
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),
             labels: Some(shard_selector(&c.name, shard)),
             ..Default::default()
         },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: c.spec.storage.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some([("storage".to_string(), Quantity(claim_size))].into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        spec: Some(claim_spec(c, shard)),
         ..Default::default()
     };
     StatefulSet {
@@ -522,8 +533,12 @@ pub fn build_backup_pvc(c: &ValidatedCluster) -> Option<PersistentVolumeClaim> {
     };
     let mut l = labels(c);
     l.insert(LABEL_COMPONENT.into(), "backup".into());
+    // No owner reference: backups outlive the cluster (deleting a cluster
+    // and restoring it from its backups is the point). Delete it by hand.
+    let mut m = meta(c, backup_name(&c.name), l);
+    m.owner_references = None;
     Some(PersistentVolumeClaim {
-        metadata: meta(c, backup_name(&c.name), l),
+        metadata: m,
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: class,
@@ -537,7 +552,129 @@ pub fn build_backup_pvc(c: &ValidatedCluster) -> Option<PersistentVolumeClaim> {
     })
 }
 
-/// The backup CronJob; what `tessera backup` does is the backup issue's.
+/// How a container reaches a backup target: `--target` and S3 flags,
+/// credentials from the Secret, or the claim mounted at `/backup`.
+#[derive(Debug, Default)]
+struct TargetAccess {
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+}
+
+const BACKUP_MOUNT: &str = "/backup";
+
+fn s3_access(s3: &S3Target, default_prefix: String) -> TargetAccess {
+    let mut args = Vec::new();
+    if let Some(r) = &s3.region {
+        args.extend(["--s3-region".into(), r.clone()]);
+    }
+    if let Some(e) = &s3.endpoint {
+        args.extend(["--s3-endpoint".into(), e.clone()]);
+    }
+    let prefix = s3.prefix.clone().unwrap_or(default_prefix);
+    args.extend([
+        "--target".into(),
+        format!("s3://{}/{}", s3.bucket, prefix.trim_matches('/')),
+    ]);
+    let env = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        .into_iter()
+        .map(|key| EnvVar {
+            name: key.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: s3.credentials_secret.clone(),
+                    key: key.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    TargetAccess {
+        args,
+        env,
+        ..Default::default()
+    }
+}
+
+fn volume_access(claim: String, read_only: bool) -> TargetAccess {
+    TargetAccess {
+        args: vec!["--target".into(), BACKUP_MOUNT.into()],
+        env: vec![],
+        volumes: vec![Volume {
+            name: "backup".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: Some(read_only),
+            }),
+            ..Default::default()
+        }],
+        mounts: vec![VolumeMount {
+            name: "backup".into(),
+            mount_path: BACKUP_MOUNT.into(),
+            read_only: Some(read_only),
+            ..Default::default()
+        }],
+    }
+}
+
+fn tmp_volume() -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        },
+    )
+}
+
+/// A `tessera backup …` container: the node container's image and
+/// security settings, no ports or probes.
+fn tool_container(
+    c: &ValidatedCluster,
+    name: &str,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
+    let mut container = node_container(c);
+    container.name = name.into();
+    container.args = Some(args);
+    container.env = Some(env);
+    container.ports = None;
+    container.readiness_probe = None;
+    container.liveness_probe = None;
+    container.startup_probe = None;
+    container.volume_mounts = Some(mounts);
+    // The JSON summary the operator reads back (`--termination-log`).
+    container.termination_message_path = Some("/dev/termination-log".into());
+    container.termination_message_policy = Some("File".into());
+    container
+}
+
+fn tool_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The backup CronJob: `tessera backup run` against every node, retention,
+/// and the JSON summary in the termination message.
 pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
     let b = c.spec.backup.as_ref()?;
     let mut l = labels(c);
@@ -556,81 +693,30 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
         "run".into(),
         "--cluster".into(),
         c.name.clone(),
-        "--max-age".into(),
-        b.retention.clone(),
+    ];
+    if let Some(age) = b.max_age() {
+        args.extend(["--max-age".into(), age.to_string()]);
+    }
+    if let Some(keep) = b.keep {
+        args.extend(["--keep".into(), keep.to_string()]);
+    }
+    args.extend([
         "--nodes".into(),
         nodes.join(","),
         "--termination-log".into(),
         "/dev/termination-log".into(),
-    ];
-    let mut env = vec![];
-    let mut volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..Default::default()
-    }];
-    match &b.target.s3 {
-        Some(s3) => {
-            if let Some(r) = &s3.region {
-                args.extend(["--s3-region".into(), r.clone()]);
-            }
-            if let Some(e) = &s3.endpoint {
-                args.extend(["--s3-endpoint".into(), e.clone()]);
-            }
-            let prefix = s3
-                .prefix
-                .clone()
-                .unwrap_or_else(|| format!("{}/{}/", c.namespace, c.name));
-            args.extend([
-                "--target".into(),
-                format!("s3://{}/{}", s3.bucket, prefix.trim_matches('/')),
-            ]);
-            for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
-                env.push(EnvVar {
-                    name: key.into(),
-                    value_from: Some(EnvVarSource {
-                        secret_key_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
-                            name: s3.credentials_secret.clone(),
-                            key: key.into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
-            }
-        }
-        None => {
-            args.extend(["--target".into(), "/backup".into()]);
-            volumes.push(Volume {
-                name: "backup".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: backup_name(&c.name),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-            mounts.push(VolumeMount {
-                name: "backup".into(),
-                mount_path: "/backup".into(),
-                ..Default::default()
-            });
-        }
-    }
-    let mut container = node_container(c);
-    container.name = "backup".into();
-    container.args = Some(args);
-    container.env = Some(env);
-    container.ports = None;
-    container.readiness_probe = None;
-    container.liveness_probe = None;
-    container.startup_probe = None;
-    container.volume_mounts = Some(mounts);
+    ]);
+    let access = match &b.target.s3 {
+        Some(s3) => s3_access(s3, format!("{}/{}/", c.namespace, c.name)),
+        None => volume_access(backup_name(&c.name), false),
+    };
+    args.extend(access.args);
+    let (tmp, tmp_mount) = tmp_volume();
+    let mut volumes = vec![tmp];
+    volumes.extend(access.volumes);
+    let mut mounts = vec![tmp_mount];
+    mounts.extend(access.mounts);
+    let container = tool_container(c, "backup", args, access.env, mounts);
     Some(CronJob {
         metadata: meta(c, backup_name(&c.name), l.clone()),
         spec: Some(CronJobSpec {
@@ -640,12 +726,15 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
             successful_jobs_history_limit: Some(3),
             failed_jobs_history_limit: Some(3),
             job_template: JobTemplateSpec {
+                // `kubectl create job --from=cronjob/…` copies these labels
+                // too: the operator finds every backup Job by them.
                 metadata: Some(ObjectMeta {
                     labels: Some(l.clone()),
                     ..Default::default()
                 }),
                 spec: Some(JobSpec {
                     backoff_limit: Some(2),
+                    pod_failure_policy: Some(fail_on_permanent_errors("backup")),
                     template: PodTemplateSpec {
                         metadata: Some(ObjectMeta {
                             labels: Some(l),
@@ -656,17 +745,8 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
                             containers: vec![container],
                             volumes: Some(volumes),
                             enable_service_links: Some(false),
-                            security_context: Some(PodSecurityContext {
-                                run_as_non_root: Some(true),
-                                run_as_user: Some(RUN_AS),
-                                run_as_group: Some(RUN_AS),
-                                fs_group: Some(RUN_AS),
-                                seccomp_profile: Some(SeccompProfile {
-                                    type_: "RuntimeDefault".into(),
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            }),
+                            automount_service_account_token: Some(false),
+                            security_context: Some(tool_pod_security()),
                             ..Default::default()
                         }),
                     },
@@ -677,6 +757,195 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
         }),
         ..Default::default()
     })
+}
+
+/// Exit status 3 (`tessera backup`: a corrupt or incomplete backup, a
+/// refused plan) fails the Job at once; anything else is retried.
+fn fail_on_permanent_errors(container: &str) -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![PodFailurePolicyRule {
+            action: "FailJob".into(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some(container.into()),
+                operator: "In".into(),
+                values: vec![crate::backup::cli::EXIT_PERMANENT],
+            }),
+            ..Default::default()
+        }],
+    }
+}
+
+pub fn restore_plan_job_name(cluster: &str) -> String {
+    format!("{cluster}-restore-plan")
+}
+
+pub fn restore_job_name(cluster: &str, shard: u32, ordinal: u32) -> String {
+    format!("{cluster}-restore-{shard}-{ordinal}")
+}
+
+/// `data-<statefulset>-<ordinal>`: the claim a StatefulSet pod uses (and
+/// adopts when it already exists).
+pub fn data_claim_name(cluster: &str, shard: u32, ordinal: u32) -> String {
+    format!(
+        "data-{}-{ordinal}",
+        super::validate::shard_name(cluster, shard)
+    )
+}
+
+/// The restore source of `bootstrap.fromBackup`, as a container sees it
+/// (a backup claim is mounted read-only).
+fn restore_access(c: &ValidatedCluster) -> Option<(Vec<String>, TargetAccess)> {
+    let fb = c.spec.bootstrap.as_ref()?.from_backup.as_ref()?;
+    let access = match (&fb.source.s3, &fb.source.volume) {
+        (Some(s3), _) => s3_access(s3, format!("{}/{}/", c.namespace, fb.cluster)),
+        (None, Some(v)) => volume_access(v.claim_name.clone(), true),
+        (None, None) => return None,
+    };
+    Some((vec!["--cluster".into(), fb.cluster.clone()], access))
+}
+
+fn restore_labels(c: &ValidatedCluster, what: String) -> BTreeMap<String, String> {
+    let mut l = labels(c);
+    l.insert(LABEL_COMPONENT.into(), "restore".into());
+    l.insert(LABEL_RESTORE.into(), what);
+    l
+}
+
+fn restore_job(
+    c: &ValidatedCluster,
+    name: String,
+    what: String,
+    args: Vec<String>,
+    access: TargetAccess,
+    data: Option<String>,
+) -> Job {
+    let l = restore_labels(c, what);
+    let (tmp, tmp_mount) = tmp_volume();
+    let mut volumes = vec![tmp];
+    volumes.extend(access.volumes);
+    let mut mounts = vec![tmp_mount];
+    mounts.extend(access.mounts);
+    if let Some(claim) = data {
+        volumes.push(Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim,
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            ..Default::default()
+        });
+    }
+    let container = tool_container(c, "restore", args, access.env, mounts);
+    Job {
+        metadata: meta(c, name, l.clone()),
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            pod_failure_policy: Some(fail_on_permanent_errors("restore")),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(l),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    enable_service_links: Some(false),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(tool_pod_security()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Job that chooses what a `bootstrap.fromBackup` restore brings back
+/// (`tessera backup plan`): one backup and one time for every node.
+pub fn build_restore_plan_job(c: &ValidatedCluster) -> Option<Job> {
+    let fb = c.spec.bootstrap.as_ref()?.from_backup.as_ref()?;
+    let (mut args, access) = restore_access(c)?;
+    args.splice(0..0, ["backup".to_string(), "plan".to_string()]);
+    args.extend(access.args.iter().cloned());
+    args.extend(["--backup".into(), fb.backup_id.clone()]);
+    if let Some(t) = &fb.target_time {
+        args.extend(["--target-time".into(), t.clone()]);
+    }
+    args.extend(["--termination-log".into(), "/dev/termination-log".into()]);
+    Some(restore_job(
+        c,
+        restore_plan_job_name(&c.name),
+        "plan".into(),
+        args,
+        access,
+        None,
+    ))
+}
+
+/// The Job that restores shard `shard` into node `ordinal`'s volume, pinned
+/// to the plan's backup and time (every node of every shard restores the
+/// same point).
+pub fn build_restore_job(
+    c: &ValidatedCluster,
+    shard: u32,
+    ordinal: u32,
+    backup_id: &str,
+    target_time: &str,
+) -> Option<Job> {
+    let (mut args, access) = restore_access(c)?;
+    args.splice(0..0, ["backup".to_string(), "restore".to_string()]);
+    args.extend(access.args.iter().cloned());
+    args.extend([
+        "--backup".into(),
+        backup_id.to_string(),
+        "--target-time".into(),
+        target_time.to_string(),
+        "--shard".into(),
+        shard.to_string(),
+        "--data-dir".into(),
+        "/data".into(),
+        "--termination-log".into(),
+        "/dev/termination-log".into(),
+    ]);
+    Some(restore_job(
+        c,
+        restore_job_name(&c.name, shard, ordinal),
+        format!("{shard}-{ordinal}"),
+        args,
+        access,
+        Some(data_claim_name(&c.name, shard, ordinal)),
+    ))
+}
+
+/// A node's data claim, created before its StatefulSet so a restore Job can
+/// fill it; the StatefulSet adopts it by name. It goes with the cluster
+/// under `storage.deletePolicy: Delete` (owner reference) and stays under
+/// `Retain`.
+pub fn build_data_pvc(c: &ValidatedCluster, shard: u32, ordinal: u32) -> PersistentVolumeClaim {
+    let mut m = meta(
+        c,
+        data_claim_name(&c.name, shard, ordinal),
+        shard_selector(&c.name, shard),
+    );
+    m.owner_references = match c.spec.storage.delete_policy {
+        VolumeDeletePolicy::Delete => Some(vec![OwnerReference {
+            controller: Some(false),
+            ..c.owner_reference()
+        }]),
+        VolumeDeletePolicy::Retain => None,
+    };
+    PersistentVolumeClaim {
+        metadata: m,
+        spec: Some(claim_spec(c, shard)),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -875,8 +1144,157 @@ mod tests {
             .join(" ");
         assert!(args.contains("--s3-region us-west-2"), "{args}");
         assert!(args.contains("backup run --cluster"), "{args}");
-        assert!(args.contains("--target s3://b/"), "{args}");
+        assert!(args.contains("--target s3://b/prod/users"), "{args}");
         assert!(args.contains("--nodes "), "{args}");
+        assert!(
+            args.contains("--termination-log /dev/termination-log"),
+            "{args}"
+        );
+        assert!(args.contains("--max-age 7d"), "{args}");
+        // The backup volume outlives the cluster.
+        assert!(build_backup_pvc(&c)
+            .expect("pvc")
+            .metadata
+            .owner_references
+            .is_none());
+    }
+
+    fn job_args(j: &Job) -> (String, PodSpec) {
+        let pod = j
+            .spec
+            .clone()
+            .expect("job spec")
+            .template
+            .spec
+            .expect("pod spec");
+        (pod.containers[0].args.clone().expect("args").join(" "), pod)
+    }
+
+    #[test]
+    fn retention_by_count_or_age_reaches_the_job() {
+        let arg = |json: &str| {
+            let cj = build_backup_cronjob(&cluster(json)).expect("cronjob");
+            let job = Job {
+                spec: cj.spec.expect("spec").job_template.spec,
+                ..Default::default()
+            };
+            job_args(&job).0
+        };
+        let a = arg(r#"{"backup":{"keep":3}}"#);
+        assert!(a.contains("--keep 3") && !a.contains("--max-age"), "{a}");
+        let a = arg(r#"{"backup":{"keep":3,"retention":"2w"}}"#);
+        assert!(a.contains("--keep 3") && a.contains("--max-age 2w"), "{a}");
+    }
+
+    #[test]
+    fn restore_jobs_from_a_volume_and_from_s3() {
+        let c = cluster(
+            r#"{"shards":2,"replicas":2,"storage":{"size":"2Gi"},"bootstrap":{"fromBackup":{"cluster":"old","backupId":"latest","targetTime":"2026-01-02T03:04:05Z","source":{"volume":{"claimName":"old-backup"}}}}}"#,
+        );
+        let plan = build_restore_plan_job(&c).expect("plan job");
+        assert_eq!(plan.metadata.name.as_deref(), Some("users-restore-plan"));
+        let (args, pod) = job_args(&plan);
+        assert_eq!(
+            args,
+            "backup plan --cluster old --target /backup --backup latest --target-time 2026-01-02T03:04:05Z --termination-log /dev/termination-log"
+        );
+        let vol = pod
+            .volumes
+            .clone()
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "backup")
+            .expect("backup volume");
+        let claim = vol.persistent_volume_claim.expect("claim");
+        assert_eq!(
+            (claim.claim_name.as_str(), claim.read_only),
+            ("old-backup", Some(true))
+        );
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let labels = plan.metadata.labels.clone().expect("labels");
+        assert_eq!(labels[LABEL_CLUSTER], "users");
+        assert!(
+            !labels.contains_key(LABEL_SHARD),
+            "restore pods are not nodes"
+        );
+        let rule = &plan
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_failure_policy.clone())
+            .expect("policy")
+            .rules[0];
+        assert_eq!(rule.action, "FailJob");
+        assert_eq!(
+            rule.on_exit_codes.as_ref().map(|e| e.values.clone()),
+            Some(vec![3])
+        );
+
+        let job = build_restore_job(&c, 1, 1, "20260102T030405123Z", "2026-01-02T03:04:05.000Z")
+            .expect("restore job");
+        assert_eq!(job.metadata.name.as_deref(), Some("users-restore-1-1"));
+        let (args, pod) = job_args(&job);
+        assert!(args.starts_with("backup restore --cluster old --target /backup --backup 20260102T030405123Z --target-time 2026-01-02T03:04:05.000Z --shard 1 --data-dir /data"), "{args}");
+        let data = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "data")
+            .expect("data volume");
+        assert_eq!(
+            data.persistent_volume_claim
+                .map(|c| c.claim_name)
+                .as_deref(),
+            Some("data-users-shard-1-1")
+        );
+        let ctr = &pod.containers[0];
+        assert_eq!(
+            ctr.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(
+            ctr.security_context.as_ref().and_then(|s| s.run_as_user),
+            Some(RUN_AS)
+        );
+
+        let pvc = build_data_pvc(&c, 1, 1);
+        assert_eq!(pvc.metadata.name.as_deref(), Some("data-users-shard-1-1"));
+        let owner = &pvc.metadata.owner_references.clone().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("DatabaseCluster", Some(false))
+        );
+        assert_eq!(
+            pvc.spec
+                .and_then(|s| s.resources)
+                .and_then(|r| r.requests)
+                .map(|r| r["storage"].0.clone())
+                .as_deref(),
+            Some("2Gi")
+        );
+        let kept = cluster(
+            r#"{"storage":{"deletePolicy":"Retain"},"bootstrap":{"fromBackup":{"cluster":"old","source":{"volume":{"claimName":"b"}}}}}"#,
+        );
+        assert!(build_data_pvc(&kept, 0, 0)
+            .metadata
+            .owner_references
+            .is_none());
+
+        let s3 = cluster(
+            r#"{"bootstrap":{"fromBackup":{"cluster":"old","source":{"s3":{"bucket":"bk","endpoint":"http://198.18.0.1:7070","credentialsSecret":"creds"}}}}}"#,
+        );
+        let (args, pod) = job_args(&build_restore_plan_job(&s3).expect("plan"));
+        assert!(
+            args.contains("--s3-endpoint http://198.18.0.1:7070 --target s3://bk/prod/old"),
+            "{args}"
+        );
+        let env = pod.containers[0].env.clone().expect("env");
+        assert!(env.iter().any(|e| e.name == "AWS_SECRET_ACCESS_KEY"
+            && e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|r| r.name.as_str())
+                == Some("creds")));
+        assert!(build_restore_plan_job(&cluster("{}")).is_none());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Operator metrics (Prometheus text) and the small HTTP server that serves
 //! `/metrics`, `/healthz` and `/readyz`. Labels are bounded: error
-//! categories are a fixed enum, never a cluster name or a message.
+//! categories are a fixed enum, never a message. The backup metrics are the
+//! one per-cluster family (`namespace`, `cluster` labels: one series set per
+//! DatabaseCluster with `spec.backup`, removed when it is deleted).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,6 +63,20 @@ pub struct Metrics {
     topology_pushes: AtomicU64,
     pub leader: AtomicBool,
     pub ready: AtomicBool,
+    /// Per cluster (namespace, name).
+    backups: Mutex<BTreeMap<(String, String), ClusterBackups>>,
+}
+
+/// One cluster's backup figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterBackups {
+    /// Of the last successful backup (None: none seen).
+    pub last_success_seconds: Option<f64>,
+    pub last_size_bytes: Option<u64>,
+    pub last_duration_seconds: Option<f64>,
+    /// Backup Jobs seen finishing by this operator process.
+    pub succeeded: u64,
+    pub failed: u64,
 }
 
 impl Metrics {
@@ -84,6 +101,103 @@ impl Metrics {
 
     pub fn topology_pushed(&self) {
         self.topology_pushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the gauges from a cluster's recorded status (also right after
+    /// an operator restart, when the counters start over).
+    pub fn backup_status(&self, namespace: &str, cluster: &str, st: &crate::api::BackupStatus) {
+        let Ok(mut m) = self.backups.lock() else {
+            return;
+        };
+        let e = m
+            .entry((namespace.to_string(), cluster.to_string()))
+            .or_default();
+        if let Some(ok) = &st.last_successful_backup {
+            e.last_success_seconds = ok
+                .time
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_millisecond() as f64 / 1000.0);
+            e.last_size_bytes = ok.size_bytes;
+            e.last_duration_seconds = ok.duration_ms.map(|d| d as f64 / 1000.0);
+        }
+    }
+
+    /// Counts a backup Job that finished.
+    pub fn backup_finished(&self, namespace: &str, cluster: &str, succeeded: bool) {
+        let Ok(mut m) = self.backups.lock() else {
+            return;
+        };
+        let e = m
+            .entry((namespace.to_string(), cluster.to_string()))
+            .or_default();
+        if succeeded {
+            e.succeeded += 1;
+        } else {
+            e.failed += 1;
+        }
+    }
+
+    /// Drops a deleted cluster's series.
+    pub fn forget_cluster(&self, namespace: &str, cluster: &str) {
+        if let Ok(mut m) = self.backups.lock() {
+            m.remove(&(namespace.to_string(), cluster.to_string()));
+        }
+    }
+
+    pub fn cluster_backups(&self, namespace: &str, cluster: &str) -> Option<ClusterBackups> {
+        self.backups
+            .lock()
+            .ok()?
+            .get(&(namespace.to_string(), cluster.to_string()))
+            .cloned()
+    }
+
+    fn render_backups(&self, o: &mut String) {
+        let Ok(m) = self.backups.lock() else {
+            return;
+        };
+        let families: [(&str, &str, &str); 4] = [
+            (
+                "tessera_backup_last_success_timestamp_seconds",
+                "gauge",
+                "When the last successful backup finished (Unix time).",
+            ),
+            (
+                "tessera_backup_last_size_bytes",
+                "gauge",
+                "Bytes the last successful backup copied (snapshots and new log segments).",
+            ),
+            (
+                "tessera_backup_last_duration_seconds",
+                "gauge",
+                "How long the last successful backup took.",
+            ),
+            (
+                "tessera_backups_total",
+                "counter",
+                "Backup jobs seen finishing, by result.",
+            ),
+        ];
+        for (name, kind, help) in families {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((ns, cluster), b) in m.iter() {
+                let l = format!("namespace=\"{ns}\",cluster=\"{cluster}\"");
+                let v = match name {
+                    "tessera_backup_last_success_timestamp_seconds" => b.last_success_seconds,
+                    "tessera_backup_last_size_bytes" => b.last_size_bytes.map(|v| v as f64),
+                    "tessera_backup_last_duration_seconds" => b.last_duration_seconds,
+                    _ => {
+                        let _ = writeln!(o, "{name}{{{l},result=\"succeeded\"}} {}", b.succeeded);
+                        let _ = writeln!(o, "{name}{{{l},result=\"failed\"}} {}", b.failed);
+                        continue;
+                    }
+                };
+                if let Some(v) = v {
+                    let _ = writeln!(o, "{name}{{{l}}} {v}");
+                }
+            }
+        }
     }
 
     pub fn render(&self) -> String {
@@ -135,6 +249,7 @@ impl Metrics {
         let _ = writeln!(o, "# HELP tessera_operator_topology_pushes_total Topology documents pushed to nodes.\n# TYPE tessera_operator_topology_pushes_total counter\ntessera_operator_topology_pushes_total {}", r(&self.topology_pushes));
         let _ = writeln!(o, "# HELP tessera_operator_leader 1 while this replica holds the lease.\n# TYPE tessera_operator_leader gauge\ntessera_operator_leader {}", self.leader.load(Ordering::Relaxed) as u8);
         let _ = writeln!(o, "# HELP tessera_operator_resident_memory_bytes Resident set size.\n# TYPE tessera_operator_resident_memory_bytes gauge\ntessera_operator_resident_memory_bytes {}", crate::node::alloc::rss_bytes());
+        self.render_backups(&mut o);
         o
     }
 }
@@ -202,5 +317,51 @@ mod tests {
         assert!(t.contains("tessera_operator_reconcile_duration_seconds_bucket{le=\"0.005\"} 1"));
         assert!(t.contains("tessera_operator_reconcile_duration_seconds_bucket{le=\"0.05\"} 2"));
         assert!(t.contains("tessera_operator_reconcile_duration_seconds_count 2"));
+    }
+
+    #[test]
+    fn backup_metrics_per_cluster() {
+        let m = Metrics::default();
+        let st = crate::api::BackupStatus {
+            last_successful_backup: Some(crate::api::BackupRef {
+                id: "20260102T030405123Z".into(),
+                time: "2026-01-02T03:04:07.500Z".into(),
+                size_bytes: Some(4096),
+                duration_ms: Some(1500),
+            }),
+            ..Default::default()
+        };
+        m.backup_status("prod", "users", &st);
+        m.backup_finished("prod", "users", true);
+        m.backup_finished("prod", "users", false);
+        m.backup_finished("prod", "users", false);
+        let t = m.render();
+        let l = "namespace=\"prod\",cluster=\"users\"";
+        assert!(
+            t.contains(&format!(
+                "tessera_backup_last_success_timestamp_seconds{{{l}}} 1767323047.5"
+            )),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("tessera_backup_last_size_bytes{{{l}}} 4096")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("tessera_backup_last_duration_seconds{{{l}}} 1.5")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!(
+                "tessera_backups_total{{{l},result=\"succeeded\"}} 1"
+            )),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("tessera_backups_total{{{l},result=\"failed\"}} 2")),
+            "{t}"
+        );
+        m.forget_cluster("prod", "users");
+        assert!(!m.render().contains("cluster=\"users\""));
     }
 }

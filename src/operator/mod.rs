@@ -6,11 +6,14 @@
 //! replica holding the Lease reconciles.
 
 pub mod apply;
+pub mod backups;
 pub mod build;
 pub mod failover;
+pub mod jobs;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod restore;
 pub mod rollout;
 pub mod status;
 pub mod switchover;
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -212,6 +215,20 @@ pub async fn run(config: Config) -> Result<(), Error> {
             managed.clone(),
         )
         .owns(Api::<CronJob>::all(client.clone()), managed.clone())
+        // Backup Jobs belong to the CronJob (restore Jobs to the cluster):
+        // map every labelled Job to its cluster, so a finished backup is
+        // read into the status at once.
+        .watches(
+            Api::<Job>::all(client.clone()),
+            managed.clone(),
+            |job: Job| {
+                let cluster = job.labels().get(LABEL_CLUSTER).cloned();
+                let ns = job.namespace();
+                cluster
+                    .zip(ns)
+                    .map(|(c, ns)| ObjectRef::<DatabaseCluster>::new(&c).within(&ns))
+            },
+        )
         // Pods are the StatefulSets' children; a restart (new IP) must
         // trigger a topology push promptly, so watch them directly.
         .watches(Api::<Pod>::all(client.clone()), managed, |pod: Pod| {
@@ -308,6 +325,8 @@ fn error_policy(dbc: Arc<DatabaseCluster>, err: &Error, ctx: Arc<Context>) -> Ac
 }
 
 async fn cleanup(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics
+        .forget_cluster(&dbc.namespace().unwrap_or_default(), &dbc.name_any());
     let policy = dbc.spec.storage.delete_policy.as_str();
     ctx.event(
         &dbc,
@@ -475,6 +494,22 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
         return Ok(action);
     }
 
+    // A cluster bootstrapping from a backup: nothing runs until every node's
+    // volume holds the restored data.
+    let mut restored_now: Option<restore::Outcome> = None;
+    if let Some(o) = restore::decide(
+        &v,
+        prev.epoch > 0,
+        prev.restore.as_ref(),
+        &observed.jobs,
+        &observed.job_pods,
+    ) {
+        if o.next != restore::Next::Proceed {
+            return restore_step(&ctx, &dbc, &v, &observed, &prev, o).await;
+        }
+        restored_now = Some(o);
+    }
+
     // Build and apply.
     apply_children(&ctx, &dbc, &v, &observed).await?;
 
@@ -484,6 +519,15 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
         conditions: prev.conditions.clone(),
         ..prev.clone()
     };
+    // Backup results (finished backup Jobs) not recorded yet.
+    let (backup_status, new_backups) = backups::fold(
+        prev.backup.as_ref(),
+        backups::finished(&observed.jobs, &observed.job_pods),
+    );
+    next.backup = backup_status;
+    if let Some(o) = &restored_now {
+        next.restore = Some(o.status.clone());
+    }
     let mut pushes_pending = 0usize;
     let mut topology_changed = false;
     let mut bootstrap = false;
@@ -597,11 +641,28 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
         }
         None => conds.push(Cond::new(DEGRADED, false, "AsExpected", "")),
     }
+    conds.extend(backups::condition(next.backup.as_ref()));
+    if let Some(o) = &restored_now {
+        conds.push(o.cond.clone());
+    }
     let next = with_conditions(&prev, next, generation, &conds);
 
     // Record first (the status is the topology authority), then push.
     if status_differs(&prev, &next) {
         write_status(&ctx, &dbc, &next, topology_changed).await?;
+    }
+    report_backups(&ctx, &dbc, &new_backups, next.backup.as_ref()).await;
+    if let Some(o) = &restored_now {
+        ctx.event(
+            &dbc,
+            EventType::Normal,
+            "Restored",
+            "Restore",
+            o.cond.message.clone(),
+        )
+        .await;
+        tracing::info!(cluster = %name, namespace = %ns, message = %o.cond.message, "restored from a backup");
+        cleanup_restore_jobs(&ctx, &v).await;
     }
     if let Decision::Plan(p) = &decision {
         if topology_changed {
@@ -655,6 +716,165 @@ async fn reconcile_apply(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result
     } else {
         Action::requeue(Duration::from_secs(3))
     })
+}
+
+/// One step of a restore (`bootstrap.fromBackup`, see `restore.rs`):
+/// create what the step needs, record the status, wait.
+async fn restore_step(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    v: &ValidatedCluster,
+    observed: &observe::Observed,
+    prev: &DatabaseClusterStatus,
+    o: restore::Outcome,
+) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let ns = &v.namespace;
+    let exists = |name: &str| {
+        observed
+            .jobs
+            .iter()
+            .any(|j| j.metadata.name.as_deref() == Some(name))
+    };
+    // Jobs are created once (their pod template is immutable).
+    match &o.next {
+        restore::Next::Plan => {
+            if !exists(&build::restore_plan_job_name(&v.name)) {
+                if let Some(job) = build::build_restore_plan_job(v) {
+                    apply::apply(client, ns, &job).await?;
+                }
+            }
+        }
+        restore::Next::Restore {
+            backup_id,
+            target_time,
+        } => {
+            for shard in 0..v.shards {
+                for ordinal in 0..v.replicas {
+                    if exists(&build::restore_job_name(&v.name, shard, ordinal)) {
+                        continue;
+                    }
+                    apply::apply(client, ns, &build::build_data_pvc(v, shard, ordinal)).await?;
+                    if let Some(job) =
+                        build::build_restore_job(v, shard, ordinal, backup_id, target_time)
+                    {
+                        apply::apply(client, ns, &job).await?;
+                    }
+                }
+            }
+        }
+        restore::Next::Stop | restore::Next::Proceed => {}
+    }
+    let desired = v.shards * v.replicas;
+    let (phase, reason) = if o.failed {
+        ("Degraded", o.cond.reason.clone())
+    } else {
+        ("Restoring", o.cond.reason.clone())
+    };
+    let message = o.cond.message.clone();
+    let next = DatabaseClusterStatus {
+        phase: Some(phase.into()),
+        reason: Some(reason.clone()),
+        message: Some(message.clone()),
+        ready: Some(format!("0/{desired}")),
+        restore: Some(o.status.clone()),
+        ..prev.clone()
+    };
+    let conds = [
+        Cond::new(READY, false, reason.clone(), message.clone()),
+        Cond::new(PROGRESSING, !o.failed, reason.clone(), message.clone()),
+        if o.failed {
+            Cond::new(DEGRADED, true, reason.clone(), message.clone())
+        } else {
+            Cond::new(DEGRADED, false, "AsExpected", "")
+        },
+        o.cond.clone(),
+    ];
+    let next = with_conditions(prev, next, dbc.metadata.generation.unwrap_or(0), &conds);
+    if status_differs(prev, &next) {
+        let was = prev
+            .conditions
+            .iter()
+            .find(|c| c.type_ == restore::RESTORED)
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        if o.failed && was != Some(("False".into(), reason.clone())) {
+            ctx.event(dbc, EventType::Warning, &reason, "Restore", message.clone())
+                .await;
+            tracing::warn!(cluster = %v.name, namespace = %ns, reason = %reason, message = %message, "restore failed");
+        }
+        write_status(ctx, dbc, &next, false).await?;
+    }
+    Ok(if o.failed {
+        // Only a change helps (a deleted Job, an edited spec): both wake us.
+        Action::requeue(Duration::from_secs(60))
+    } else {
+        Action::requeue(Duration::from_secs(3))
+    })
+}
+
+/// The restore Jobs did their work (the status records it); their pods
+/// would only clutter the namespace.
+async fn cleanup_restore_jobs(ctx: &Context, v: &ValidatedCluster) {
+    let mut names = vec![build::restore_plan_job_name(&v.name)];
+    for shard in 0..v.shards {
+        for ordinal in 0..v.replicas {
+            names.push(build::restore_job_name(&v.name, shard, ordinal));
+        }
+    }
+    for n in names {
+        if let Err(e) = apply::delete_if_exists::<Job>(&ctx.client, &v.namespace, &n).await {
+            tracing::warn!(job = %n, error = %e, "failed to delete a finished restore job");
+        }
+    }
+}
+
+/// Events, logs and metrics for backup Jobs that finished since the last
+/// reconcile.
+async fn report_backups(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    new: &[backups::Finished],
+    st: Option<&crate::api::BackupStatus>,
+) {
+    let ns = dbc.namespace().unwrap_or_default();
+    let name = dbc.name_any();
+    for f in new {
+        ctx.metrics.backup_finished(&ns, &name, f.succeeded);
+        let s = &f.summary;
+        if f.succeeded {
+            let note = format!(
+                "backup {} finished: {} bytes, {} shard(s) in {} ms, consistent at {} (job {})",
+                s.id.as_deref().unwrap_or("?"),
+                s.bytes.unwrap_or(0),
+                s.shards.unwrap_or(0),
+                s.duration_ms.unwrap_or(0),
+                s.consistent_at.as_deref().unwrap_or("?"),
+                f.job
+            );
+            tracing::info!(cluster = %name, namespace = %ns, job = %f.job, id = ?s.id, bytes = ?s.bytes, "backup succeeded");
+            ctx.event(dbc, EventType::Normal, "BackupSucceeded", "Backup", note)
+                .await;
+            if let Some(p) = backups::pruned_note(s) {
+                tracing::info!(cluster = %name, namespace = %ns, job = %f.job, pruned = %p, "retention pruned");
+                ctx.event(dbc, EventType::Normal, "BackupsPruned", "Retention", p)
+                    .await;
+            }
+        } else {
+            let why = s.error.clone().unwrap_or_else(|| "failed".into());
+            tracing::warn!(cluster = %name, namespace = %ns, job = %f.job, error = %why, "backup failed");
+            ctx.event(
+                dbc,
+                EventType::Warning,
+                "BackupFailed",
+                "Backup",
+                format!("backup job {} failed: {why}", f.job),
+            )
+            .await;
+        }
+    }
+    if let Some(st) = st {
+        ctx.metrics.backup_status(&ns, &name, st);
+    }
 }
 
 async fn apply_children(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::Client;
@@ -17,6 +18,11 @@ use crate::client::NodeClient;
 pub struct Observed {
     pub statefulsets: Vec<StatefulSet>,
     pub nodes: Vec<ObservedNode>,
+    /// The cluster's Jobs (backups, restores), by the cluster label.
+    pub jobs: Vec<Job>,
+    /// Pods of those Jobs (cluster label, no shard label): their
+    /// termination messages carry the jobs' JSON results.
+    pub job_pods: Vec<Pod>,
 }
 
 impl Observed {
@@ -62,9 +68,16 @@ pub async fn observe(
     let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={cluster}"));
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let (statefulsets, pods) = futures::try_join!(sts.list(&lp), pods.list(&lp))?;
-    let candidates: Vec<(Pod, u32, u32)> = pods
-        .items
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let (statefulsets, pods, jobs) =
+        futures::try_join!(sts.list(&lp), pods.list(&lp), jobs.list(&lp))?;
+    let (node_pods, job_pods): (Vec<Pod>, Vec<Pod>) = pods.items.into_iter().partition(|p| {
+        p.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(LABEL_SHARD))
+    });
+    let candidates: Vec<(Pod, u32, u32)> = node_pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
@@ -103,6 +116,8 @@ pub async fn observe(
     Ok(Observed {
         statefulsets: statefulsets.items,
         nodes,
+        jobs: jobs.items,
+        job_pods,
     })
 }
 

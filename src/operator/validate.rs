@@ -148,6 +148,22 @@ pub fn validate(
             )
         })?;
     }
+    if let Some(fb) = spec.bootstrap.as_ref().and_then(|b| b.from_backup.as_ref()) {
+        if fb.source.volume.is_some() == fb.source.s3.is_some() {
+            return Err(invalid(
+                "InvalidRestoreSource",
+                "bootstrap.fromBackup.source takes exactly one of volume (an existing backup PersistentVolumeClaim) and s3",
+            ));
+        }
+        if let Some(t) = &fb.target_time {
+            crate::backup::parse_time(t).map_err(|e| {
+                invalid(
+                    "InvalidRestoreTargetTime",
+                    format!("bootstrap.fromBackup.targetTime: {e}"),
+                )
+            })?;
+        }
+    }
     if let Some(a) = &spec.auth {
         if a.secret_name.is_empty() {
             return Err(invalid(
@@ -435,7 +451,8 @@ mod tests {
         let mut s = spec();
         s.backup = Some(BackupSpec {
             schedule: "0 99 * * *".into(),
-            retention: "30d".into(),
+            retention: Some("30d".into()),
+            keep: None,
             target: Default::default(),
             suspend: false,
         });
