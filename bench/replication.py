@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Replication benchmark: throughput and latency of acknowledged writes.
 
-One load generator for every row, so the numbers compare: worker processes,
-each driving several raw-socket connections that pipeline P writes per round
-trip. For Tessera a write is `SET` (the node itself waits for the shard's
+One load generator for every row, so the numbers compare: `tessera loadgen`
+(src/cli/loadgen.rs, one thread pinned to core 1; the servers share core 0)
+driving 50 connections that pipeline P writes per round trip. For Tessera a write is `SET` (the node itself waits for the shard's
 acknowledgement rule before replying). For the Redis reference each write is
 `SET` followed by `WAIT 1 0` (Redis' only way to wait for a replica), and the
 pair counts as one write. Latency is per round trip (a batch of P writes).
@@ -14,7 +14,6 @@ All nodes use fsync everysec. Appends a section to docs/benchmarks.md whose
 last line is `RESULT key=value ...`.
 """
 import json
-import multiprocessing as mp
 import os
 import shutil
 import socket
@@ -27,9 +26,9 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "tessera")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
-PROCS = int(os.environ.get("BENCH_PROCS", "2"))
-CONNS = int(os.environ.get("BENCH_CONNS", "8"))
-VALUE = b"x" * 64
+CONNS = int(os.environ.get("BENCH_CONNS", "50"))
+# Servers on core 0, the load generator on core 1 (as bench/node.py does).
+SERVER_CORE, CLIENT_CORE = "0", "1"
 
 
 def free_port():
@@ -59,57 +58,16 @@ def cmd(*args):
     return out
 
 
-def worker(port, pipeline, with_wait, seconds, seed, q):
-    conns = []
-    for _ in range(CONNS):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conns.append(s)
-    n = 0
-    errors = 0
-    lats = []
-    i = 0
-    end = time.time() + seconds
-    while time.time() < end:
-        starts = []
-        for s in conns:
-            batch = b""
-            for _ in range(pipeline):
-                batch += cmd(b"SET", b"k:%d:%d" % (seed, i % 100000), VALUE)
-                if with_wait:
-                    batch += cmd(b"WAIT", 1, 0)
-                i += 1
-            starts.append(time.perf_counter())
-            s.sendall(batch)
-        want = pipeline * (2 if with_wait else 1)
-        for s, t0 in zip(conns, starts):
-            buf = b""
-            while buf.count(b"\r\n") < want:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise RuntimeError("connection closed")
-                buf += chunk
-            errors += buf.count(b"\r\n-") + (1 if buf.startswith(b"-") else 0)
-            lats.append(time.perf_counter() - t0)
-            n += pipeline
-    q.put((n, errors, lats))
-
-
 def load(port, pipeline, with_wait):
-    q = mp.Queue()
-    ps = [mp.Process(target=worker, args=(port, pipeline, with_wait, SECONDS, k, q)) for k in range(PROCS)]
-    t0 = time.time()
-    for p in ps:
-        p.start()
-    res = [q.get() for _ in ps]
-    for p in ps:
-        p.join()
-    elapsed = time.time() - t0
-    n = sum(r[0] for r in res)
-    errors = sum(r[1] for r in res)
-    lats = sorted(x for r in res for x in r[2])
-    pct = lambda p: lats[min(len(lats) - 1, int(p * len(lats)))] * 1000 if lats else 0
-    return {"ops": n / min(elapsed, SECONDS + 0.5), "p50": pct(0.50), "p99": pct(0.99), "errors": errors}
+    """One row: `tessera loadgen` (Rust, one thread) on core 1."""
+    args = ["taskset", "-c", CLIENT_CORE, BIN, "loadgen", "--addr", f"127.0.0.1:{port}", "--conns", str(CONNS),
+            "-P", str(pipeline), "--seconds", str(SECONDS)]
+    if with_wait:
+        args += ["--wait-replicas", "1"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    return {"ops": r["ops"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"],
+            "first_error": r.get("first_error")}
 
 
 def http(port, path, body):
@@ -123,7 +81,7 @@ class Tessera:
     def __init__(self, idx, consistency, tmp):
         self.id = "%040x" % (0xbe0000 + idx)
         self.port, self.admin = free_port(), free_port()
-        self.proc = subprocess.Popen([BIN, "node", "--bind", "127.0.0.1", "--port", str(self.port),
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CORE, BIN, "node", "--bind", "127.0.0.1", "--port", str(self.port),
                                       "--admin-port", str(self.admin), "--data-dir", os.path.join(tmp, f"n{idx}"),
                                       "--node-id", self.id, "--consistency", consistency, "--replicas", "2",
                                       "--fsync", "everysec"],
@@ -158,7 +116,7 @@ def redis_pair(tmp):
     for port, extra in ((p1, []), (p2, ["--replicaof", "127.0.0.1", str(p1)])):
         d = os.path.join(tmp, f"redis{port}")
         os.makedirs(d)
-        procs.append(subprocess.Popen([rs, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+        procs.append(subprocess.Popen(["taskset", "-c", SERVER_CORE, rs, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
                                        "--appendonly", "yes", "--appendfsync", "everysec"] + extra,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(port)
@@ -194,7 +152,7 @@ def main():
                 for p in (1, 16):
                     r = load(nodes[0].port, p, False)
                     rows.append((name, p, r))
-                    print(f"{name:28} -P {p:2}: {r['ops']:10.0f} ops/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  errors {r['errors']}", flush=True)
+                    print(f"{name:28} -P {p:2}: {r['ops']:10.0f} ops/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  errors {r['errors']} {r['first_error'] or ''}", flush=True)
             finally:
                 for n in nodes:
                     n.stop()
@@ -203,7 +161,7 @@ def main():
             for p in (1, 16):
                 r = load(port, p, True)
                 rows.append(("redis 7 + 1 replica, WAIT 1 0", p, r))
-                print(f"{'redis + WAIT 1 0':28} -P {p:2}: {r['ops']:10.0f} ops/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  errors {r['errors']}", flush=True)
+                print(f"{'redis + WAIT 1 0':28} -P {p:2}: {r['ops']:10.0f} ops/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  errors {r['errors']} {r['first_error'] or ''}", flush=True)
         finally:
             for pr in procs:
                 pr.kill()
@@ -218,7 +176,7 @@ def main():
     q_vs_un = q16 / un16 if un16 else 0
     q_vs_redis = q16 / red16 if red16 else 0
     lines = ["", "## Replication (make bench-replication)", "",
-             f"Same load generator for every row (bench/replication.py): {PROCS} processes x {CONNS} connections, "
+             f"Same load generator for every row (`tessera loadgen`, one thread on core 1, servers on core 0): {CONNS} connections, "
              f"{SECONDS:.0f} s per row, 64-byte values, fsync everysec everywhere, 127.0.0.1. A Tessera write is `SET` "
              "(the node waits for the shard's rule before replying); a Redis write is `SET` + `WAIT 1 0`. "
              "Latency is per round trip of a batch of P writes.", "",

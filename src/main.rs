@@ -33,6 +33,9 @@ enum Command {
     Backup(tessera::backup::cli::BackupArgs),
     /// Planned change of a shard's primary, with no acknowledged write lost.
     Switchover(tessera::cli::switchover::SwitchoverArgs),
+    /// Write-load generator of the benchmarks (`bench/replication.py`).
+    #[command(hide = true)]
+    Loadgen(tessera::cli::loadgen::LoadgenArgs),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +170,7 @@ fn main() -> Result<()> {
         Command::Crd => print!("{}", tessera::api::crd_yaml()?),
         Command::Status(a) => tessera::cli::run_status(a)?,
         Command::Switchover(a) => tessera::cli::switchover::run(a)?,
+        Command::Loadgen(a) => tessera::cli::loadgen::run(a)?,
         Command::Backup(a) => {
             init_tracing(a.log_json);
             tessera::backup::cli::run(a)?;

@@ -1,5 +1,7 @@
-//! Operator-facing subcommands: `tessera operator` and `tessera status`.
+//! Operator-facing subcommands (`tessera operator`, `tessera status`,
+//! `tessera switchover`) and the benchmarks' load generator.
 
+pub mod loadgen;
 pub mod switchover;
 
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -299,7 +299,7 @@ async fn connection_loop(
             // No per-read shutdown select: registering a watch waiter on
             // every read costs throughput; at shutdown the runtime drops
             // every connection task instead.
-            let n = sock.read_buf(&mut inbuf).await?;
+            let n = read_some(sock, &mut inbuf).await?;
             if n == 0 {
                 return Ok(());
             }
@@ -469,5 +469,54 @@ fn run_command(
     if let Some(i) = ran {
         let c = &node.stats.calls[i];
         c.set(c.get() + 1);
+    }
+}
+
+/// Reads what the socket holds into `buf` (0: the peer closed).
+///
+/// A read that leaves part of the buffer unfilled has drained the socket, so
+/// it clears the readiness at once: the next call then parks until epoll
+/// reports new data instead of first spending a `read` that returns EAGAIN.
+/// With one request per round trip (`-P 1`) that is one syscall in three.
+/// Clearing is safe: the socket is edge-triggered, and data arriving after
+/// the read raises a new edge that the driver sees at its next poll (on this
+/// single thread, nothing polls it between the read and the clear).
+async fn read_some(sock: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    let fd = sock.as_raw_fd();
+    loop {
+        sock.readable().await?;
+        let mut got = None;
+        let res = sock.try_io(tokio::io::Interest::READABLE, || {
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: `spare` is writable memory of `spare.len()` bytes owned
+            // by `buf`; read(2) writes at most that many.
+            let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = n as usize;
+            got = Some(n);
+            if n > 0 && n < spare.len() {
+                // Drained: tell tokio so (this is not an error to the caller).
+                Err(std::io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match (got, res) {
+            (Some(n), _) => {
+                // SAFETY: read(2) initialized the first `n` spare bytes.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(n);
+            }
+            (None, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            (None, Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            (None, Err(e)) => return Err(e),
+            (None, Ok(())) => continue,
+        }
     }
 }
