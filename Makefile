@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover generate up down bench-node bench-replication bench-backup bench-failover fuzz clean
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup generate up down bench-node bench-replication bench-backup bench-failover fuzz clean
 
 all: build
 
@@ -42,10 +42,10 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # End-to-end on a real local Kubernetes: bring the cluster up (building what
-# is missing), run the smoke test, the operator suite and the failover suite,
+# is missing), run the smoke test, the operator, failover and backup suites,
 # and always bring the cluster down again. Each suite ends with
 # `N passed, M failed`; the target fails if any suite failed.
-E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover
+E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup
 e2e:
 	@status=0; \
 	$(MAKE) --no-print-directory cluster-up || status=$$?; \
@@ -64,6 +64,11 @@ e2e-operator:
 
 e2e-failover:
 	scripts/e2e-failover.sh
+
+# Backups to a PVC and to S3 (versitygw on the pod network's host address),
+# restore latest and to a point in time, a corrupted backup, retention.
+e2e-backup:
+	scripts/e2e-backup.sh
 
 generate:
 	scripts/generate.sh
