@@ -834,3 +834,123 @@ fn strong_register_histories_are_linearizable_under_kills() {
         check(events).unwrap_or_else(|e| panic!("{key}: {e}: {events:#?}"));
     }
 }
+
+/// Copies a directory tree (a node's data directory, taken while the node
+/// is stopped).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for e in std::fs::read_dir(from).expect("read the directory") {
+        let e = e.expect("a directory entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("a file type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+/// Waits until `replica` has applied everything `primary` logged.
+fn wait_caught_up(replica: &TestNode, primary: &TestNode, timeout: Duration) -> u64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (r, p) = (status(replica), status(primary));
+        let lsn = p["lsn"].as_u64().unwrap_or(0);
+        if r["lsn"].as_u64() == Some(lsn) && r["replication"]["linkUp"] == true {
+            return lsn;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not catch up: replica {r:#} primary lsn {lsn}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn set_keys(node: &TestNode, range: std::ops::Range<usize>) {
+    let mut c = conn(node);
+    for i in range {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(format!("v{i}"))
+            .query(&mut c)
+            .expect("SET on the primary");
+    }
+}
+
+/// The data-loss scenario seen in Kubernetes: a primary is replaced by a
+/// node started from an older copy of its data directory, at the same
+/// epoch. Its replica, whose log is ahead, must be refused and keep every
+/// acknowledged write instead of being resynced down to the stale copy.
+#[test]
+fn a_replica_ahead_of_its_new_primary_is_refused_and_keeps_all_its_data() {
+    const N: usize = 200;
+    let mut p = start(0, "eventual", &[]);
+    let r = start(1, "eventual", &[]);
+    promote(&p, 1);
+    follow(&r, 1, addr_of(0, p.port));
+    set_keys(&p, 0..N / 2);
+    let half_lsn = wait_caught_up(&r, &p, Duration::from_secs(20));
+    // Stop the primary part way and keep a copy of its directory.
+    p.kill9();
+    let stale = tempfile::tempdir().expect("tempdir");
+    copy_dir(&p.dir.join("data"), &stale.path().join("data"));
+    // The primary comes back on its own directory and writes the rest.
+    p.restart();
+    set_keys(&p, N / 2..N);
+    let full_lsn = wait_caught_up(&r, &p, Duration::from_secs(20));
+    assert!(full_lsn > half_lsn);
+    p.kill9();
+
+    // A node on the stale copy, same identity and epoch, made primary.
+    let stale_p = restart_in(0, "eventual", stale.path(), 0, 0);
+    promote(&stale_p, 1);
+    assert_eq!(status(&stale_p)["lsn"].as_u64(), Some(half_lsn));
+    follow(&r, 1, addr_of(0, stale_p.port));
+
+    // The replica reports the refusal and keeps its log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = status(&r);
+        if st["replication"]["followError"]
+            .as_str()
+            .is_some_and(|e| e.contains("AHEAD"))
+        {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never reported the refusal: {st:#}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(st["replication"]["linkState"], "refusedAhead", "{st:#}");
+    assert_eq!(st["replication"]["linkUp"], false, "{st:#}");
+    let (_, metrics) = common::http_get(r.admin_port, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("tessera_replication_refused_ahead 1"),
+        "the refusal shows in the metrics"
+    );
+    // Several retries later: still everything, no snapshot taken or streamed.
+    thread::sleep(Duration::from_millis(1500));
+    let st = status(&r);
+    assert_eq!(st["lsn"].as_u64(), Some(full_lsn), "{st:#}");
+    assert_eq!(st["replication"]["fullResyncs"], 0, "{st:#}");
+    assert_eq!(st["replication"]["resyncing"], false, "{st:#}");
+    assert!(st["replication"]["fork"].is_null(), "{st:#}");
+    assert!(
+        status(&stale_p)["lastSnapshot"].is_null(),
+        "the stale primary took a snapshot for a resync"
+    );
+    let mut rc = conn(&r);
+    redis::cmd("READONLY")
+        .query::<()>(&mut rc)
+        .expect("READONLY");
+    for i in 0..N {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("key:{i}"))
+            .query(&mut rc)
+            .expect("a READONLY read on the replica");
+        assert_eq!(v, Some(format!("v{i}")), "key:{i} was lost");
+    }
+}

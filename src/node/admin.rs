@@ -405,6 +405,13 @@ pub fn render_metrics(node: &Node) -> String {
             );
             gauge(
                 &mut out,
+                "tessera_replication_refused_ahead",
+                "1 while the primary refuses this replica because the replica's log is ahead of its own (the replica keeps its data; promote the node with the most data).",
+                "gauge",
+                u8::from(repl.link_state == super::replication::LinkState::RefusedAhead),
+            );
+            gauge(
+                &mut out,
                 "tessera_replication_staleness_milliseconds",
                 "Time since this replica last had everything its primary had.",
                 "gauge",

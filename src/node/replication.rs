@@ -78,6 +78,13 @@ pub enum ReplError {
     },
     #[error("the primary {addr} refused replication: {reply}")]
     Refused { addr: String, reply: String },
+    #[error(
+        "the primary {addr} is behind this replica ({reply}); keeping every local record \
+         and retrying: the node with the most data should be promoted instead"
+    )]
+    Ahead { addr: String, reply: String },
+    #[error("a newer follow call replaced this replication link")]
+    Superseded,
     #[error("protocol error on the replication link to {addr}: {reason}")]
     Protocol { addr: String, reason: String },
     #[error("full resync from {addr} failed: {reason}")]
@@ -201,15 +208,48 @@ pub struct ReplicaLink {
     pub conn: u64,
 }
 
-/// The replica side's view of its link.
+/// Where a replica's link to its primary stands (`linkState` in the status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LinkState {
+    /// Not following a primary.
+    #[default]
+    Idle,
+    /// Connecting or in the handshake (including a full resync's transfer).
+    Connecting,
+    /// Streaming from the primary.
+    Up,
+    /// The link failed; retrying with backoff.
+    Down,
+    /// The primary's log ends before this replica's: it refuses the replica,
+    /// which keeps all its data and retries with backoff.
+    RefusedAhead,
+}
+
+/// The replica side's view of its link. Written only by the follow loop of
+/// the current generation ([`Repl::set_link`]) and by role changes.
 #[derive(Debug, Default)]
 pub struct Follower {
+    pub link_state: LinkState,
+    /// Why the primary refuses to feed this replica (a refusal that retrying
+    /// alone will not fix), until a handshake succeeds.
+    pub follow_error: Option<String>,
     pub link_up: bool,
     pub primary_last_lsn: u64,
     pub caught_up_at: Option<Instant>,
     pub last_error: Option<String>,
     pub full_resyncs: u64,
     pub partial_resyncs: u64,
+}
+
+/// A full resync whose snapshot is loaded but whose local snapshot is not
+/// yet taken: how to go on applying records after a reconnect.
+#[derive(Debug, Clone)]
+pub struct PendingResync {
+    /// Per-slot LSNs the loaded snapshot reflects.
+    pub watermarks: Vec<u64>,
+    /// Records up to here are needed before the state is complete.
+    pub end_lsn: u64,
 }
 
 pub struct Repl {
@@ -222,6 +262,10 @@ pub struct Repl {
     /// Bumped on every role change: tasks of an older generation stop.
     pub gen: Cell<u64>,
     pub follower: RefCell<Follower>,
+    /// Set while the keyspace is a loaded snapshot still short of its end
+    /// LSN or of a local snapshot (`resyncing`); lives with the keyspace,
+    /// not with one link, so a reconnect resumes the resync correctly.
+    pub resync: RefCell<Option<PendingResync>>,
     pub ack_latency: Histogram,
     started: Instant,
     next_conn: Cell<u64>,
@@ -237,6 +281,7 @@ impl Repl {
             acked: Notify::new(),
             gen: Cell::new(0),
             follower: RefCell::new(Follower::default()),
+            resync: RefCell::new(None),
             ack_latency: Histogram::default(),
             started: Instant::now(),
             next_conn: Cell::new(1),
@@ -384,8 +429,24 @@ impl Repl {
         self.st.borrow().primary.clone()
     }
 
-    fn set_link(&self, f: impl FnOnce(&mut Follower)) {
+    /// Updates the link state on behalf of the follow loop of generation
+    /// `gen`; a loop that a newer role change superseded changes nothing.
+    fn set_link(&self, gen: u64, f: impl FnOnce(&mut Follower)) -> bool {
+        if self.gen.get() != gen {
+            return false;
+        }
         f(&mut self.follower.borrow_mut());
+        true
+    }
+
+    /// `Err(Superseded)` once a role change replaced generation `gen`: the
+    /// follow loop checks this after every wait, before touching any state.
+    fn current(&self, gen: u64) -> Result<(), ReplError> {
+        if self.gen.get() == gen {
+            Ok(())
+        } else {
+            Err(ReplError::Superseded)
+        }
     }
 }
 
@@ -428,6 +489,12 @@ pub fn promote(node: &Rc<Node>, epoch: u64, replicas: Option<usize>) -> Result<(
     node.repl.persist()?;
     node.repl.gen.set(node.repl.gen.get() + 1);
     node.repl.replicas.borrow_mut().clear();
+    {
+        let mut f = node.repl.follower.borrow_mut();
+        f.link_up = false;
+        f.link_state = LinkState::Idle;
+        f.follow_error = None;
+    }
     node.store.borrow_mut().mode = ExpireMode::Active;
     node.role.set(Role::Primary);
     info!(epoch, lsn = node.wal.last_lsn(), "promoted to primary");
@@ -484,9 +551,16 @@ pub fn fence(node: &Rc<Node>, epoch: u64) -> Result<(), ReplError> {
 
 /// Stops serving writes and stops every replication task.
 fn demote(node: &Rc<Node>) {
+    // Tasks of older generations stop and may no longer write any state.
     node.repl.gen.set(node.repl.gen.get() + 1);
     node.repl.replicas.borrow_mut().clear();
-    node.repl.set_link(|f| f.link_up = false);
+    {
+        let mut f = node.repl.follower.borrow_mut();
+        f.link_up = false;
+        f.link_state = LinkState::Idle;
+        f.follow_error = None;
+        f.primary_last_lsn = 0;
+    }
     node.store.borrow_mut().mode = ExpireMode::Passive;
     node.role.set(Role::Replica);
     // Waiters re-check the role and fail.
@@ -496,6 +570,8 @@ fn demote(node: &Rc<Node>) {
 fn start_following(node: &Rc<Node>) {
     demote(node);
     let gen = node.repl.gen.get();
+    node.repl
+        .set_link(gen, |f| f.link_state = LinkState::Connecting);
     tokio::task::spawn_local(follow_loop(node.clone(), gen));
 }
 
@@ -621,6 +697,7 @@ async fn discard_local_state(node: &Rc<Node>) -> Result<(), String> {
         st.resyncing = true;
     }
     node.repl.persist().map_err(|e| e.to_string())?;
+    *node.repl.resync.borrow_mut() = None;
     let dir = node.cfg.data_dir.join("snapshots");
     if let Ok(rd) = std::fs::read_dir(&dir) {
         for e in rd.flatten() {
@@ -713,6 +790,22 @@ pub async fn serve_replica(
     let history = node.repl.st.borrow().history.clone();
     let fork = fork_point(&history, data_epoch).filter(|&f| last > f);
     let my_last = node.wal.last_lsn();
+    if fork.is_none() && last > my_last {
+        // The replica holds records this primary never had and nothing
+        // proves them divergent: they may be acknowledged writes (this
+        // node may run on an old copy of a data directory). A resync would
+        // destroy them, so refuse; the operator promotes the node with the
+        // most data instead.
+        warn!(replica = %replica_id, peer = %peer, replica_lsn = last, lsn = my_last, data_epoch, "a replica's log is ahead of this primary's: refusing it");
+        sock.write_all(
+            format!(
+                "-AHEAD replica log ends at {last}, past this primary's {my_last}: it must not follow this primary\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+        return Ok(());
+    }
     let first = node.wal.first_retained_lsn();
     let retained = last == my_last || (first > 0 && first <= last + 1);
     let partial = fork.is_none() && last <= my_last && retained;
@@ -749,7 +842,12 @@ pub async fn serve_replica(
             }
         };
         out.extend_from_slice(
-            format!("+FULLRESYNC {} {}\r\n", info.start_lsn, fork.unwrap_or(0)).as_bytes(),
+            format!(
+                "+FULLRESYNC {} {} {my_last}\r\n",
+                info.start_lsn,
+                fork.unwrap_or(0)
+            )
+            .as_bytes(),
         );
         encode_frame(
             &mut out,
@@ -1031,13 +1129,38 @@ async fn follow_loop(node: Rc<Node>, gen: u64) {
         }
         let started = Instant::now();
         let res = follow_once(&node, gen).await;
-        node.repl.set_link(|f| f.link_up = false);
+        // A superseded loop stops here without touching the link state.
         if node.repl.gen.get() != gen {
             return;
         }
-        if let Err(e) = res {
-            warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "replication link down");
-            node.repl.set_link(|f| f.last_error = Some(e.to_string()));
+        match res {
+            Ok(()) => {
+                node.repl.set_link(gen, |f| {
+                    f.link_up = false;
+                    f.link_state = LinkState::Down;
+                });
+            }
+            Err(ReplError::Ahead { addr, reply }) => {
+                let e = ReplError::Ahead {
+                    addr,
+                    reply: reply.clone(),
+                };
+                warn!(error = %e, lsn = node.wal.last_lsn(), retry_in_ms = backoff.as_millis() as u64, "the primary refused this replica: its log is ahead of the primary's");
+                node.repl.set_link(gen, |f| {
+                    f.link_up = false;
+                    f.link_state = LinkState::RefusedAhead;
+                    f.follow_error = Some(reply);
+                    f.last_error = Some(e.to_string());
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "replication link down");
+                node.repl.set_link(gen, |f| {
+                    f.link_up = false;
+                    f.link_state = LinkState::Down;
+                    f.last_error = Some(e.to_string());
+                });
+            }
         }
         if started.elapsed() > Duration::from_secs(5) {
             backoff = Duration::from_millis(100);
@@ -1197,6 +1320,7 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
             addr: addr.clone(),
             source,
         })?;
+    node.repl.current(gen)?;
     let _ = sock.set_nodelay(true);
     let (mut rd, mut wr) = sock.into_split();
     let (epoch, data_epoch) = {
@@ -1226,22 +1350,59 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
         }
     }
     let line = read_line(&mut rd, &mut buf).await.map_err(link_err)?;
+    node.repl.current(gen)?;
+    // Nothing may have been appended while waiting (only this loop writes
+    // a replica's log), but the decisions below rest on it.
+    if node.wal.last_lsn() != last {
+        return Err(proto(format!(
+            "the local log moved from {last} to {} during the handshake",
+            node.wal.last_lsn()
+        )));
+    }
     let words: Vec<&str> = line.split_whitespace().collect();
     let mut applier = Applier::new(node);
     // After a full resync: snapshot locally once caught up past this LSN.
     let mut snapshot_after: Option<u64> = None;
     match words.first().copied() {
         Some("+CONTINUE") => {
-            node.repl.set_link(|f| f.partial_resyncs += 1);
+            take_history(node, gen, &mut rd, &mut buf, &addr).await?;
+            if node.repl.st.borrow().resyncing {
+                // A full resync of this process was cut short: go on with
+                // its watermarks (records its snapshot already reflects are
+                // skipped), or, when nothing was loaded, from the empty
+                // state the log rebuilds; snapshot locally once complete.
+                let pending = node.repl.resync.borrow().clone();
+                let end = pending.as_ref().map_or(0, |p| p.end_lsn);
+                applier.watermarks = pending.map(|p| p.watermarks);
+                snapshot_after = Some(end);
+                info!(primary = %addr, from_lsn = last, end_lsn = end, "resuming an interrupted full resync");
+            }
+            node.repl.set_link(gen, |f| f.partial_resyncs += 1);
             info!(primary = %addr, from_lsn = last, "partial resync");
-            take_history(node, &mut rd, &mut buf, &addr).await?;
         }
         Some("+FULLRESYNC") => {
-            let start: u64 = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0);
-            let fork: u64 = words.get(2).and_then(|w| w.parse().ok()).unwrap_or(0);
-            take_history(node, &mut rd, &mut buf, &addr).await?;
-            if fork > 0 {
-                let dropped = last.saturating_sub(fork);
+            let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
+            let start = num(1).unwrap_or(0);
+            let fork = num(2).unwrap_or(0);
+            // Local data is dropped only when the fork point proves that
+            // the records past it were never on this primary, or when this
+            // log is behind the primary's (the primary no longer has the
+            // records after it). A primary behind this log would make it
+            // lose records that may be acknowledged writes: refuse.
+            let diverged = fork > 0 && fork < last;
+            if let Some(primary_last) = num(3) {
+                if !diverged && last > primary_last {
+                    return Err(ReplError::Ahead {
+                        addr,
+                        reply: format!(
+                            "the primary offered a full resync but its log ends at {primary_last}, before this replica's {last}"
+                        ),
+                    });
+                }
+            }
+            take_history(node, gen, &mut rd, &mut buf, &addr).await?;
+            if diverged {
+                let dropped = last - fork;
                 warn!(fork_lsn = fork, dropped_records = dropped, local_lsn = last, primary = %addr, "this node's log diverged from the primary's: dropping the records past the fork point");
                 node.repl.st.borrow_mut().fork = Some(ForkInfo {
                     fork_lsn: fork,
@@ -1249,16 +1410,24 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
                     at_ms: super::now_ms(),
                 });
             }
-            let (wm, end) = full_resync(node, &mut rd, &mut buf, &addr, start).await?;
+            let (wm, end) = full_resync(node, gen, &mut rd, &mut buf, &addr, start).await?;
             applier.watermarks = Some(wm);
             snapshot_after = Some(end);
-            node.repl.set_link(|f| f.full_resyncs += 1);
+            node.repl.set_link(gen, |f| f.full_resyncs += 1);
+        }
+        Some("-AHEAD") => {
+            return Err(ReplError::Ahead {
+                addr,
+                reply: line.trim_start_matches('-').to_string(),
+            })
         }
         _ => return Err(ReplError::Refused { addr, reply: line }),
     }
-    node.repl.set_link(|f| {
+    node.repl.set_link(gen, |f| {
         f.link_up = true;
+        f.link_state = LinkState::Up;
         f.last_error = None;
+        f.follow_error = None;
     });
 
     // Acknowledgements go out from their own task so that reading records
@@ -1383,13 +1552,13 @@ async fn follow_stream(
                 let primary_last = node.repl.follower.borrow().primary_last_lsn;
                 if last.lsn >= primary_last {
                     node.repl
-                        .set_link(|f| f.caught_up_at = Some(Instant::now()));
+                        .set_link(gen, |f| f.caught_up_at = Some(Instant::now()));
                 }
                 if let Some(end) = *snapshot_after {
                     if last.lsn >= end {
                         applier.watermarks = None;
                         *snapshot_after = None;
-                        finish_resync(node).await;
+                        finish_resync(node, gen).await;
                     }
                 }
             }
@@ -1405,7 +1574,7 @@ async fn follow_stream(
                 }
                 echo.set(sent_ms);
                 let mine = node.wal.last_lsn();
-                node.repl.set_link(|f| {
+                node.repl.set_link(gen, |f| {
                     f.primary_last_lsn = primary_last;
                     if mine >= primary_last {
                         f.caught_up_at = Some(Instant::now());
@@ -1415,7 +1584,7 @@ async fn follow_stream(
                     if mine >= end {
                         applier.watermarks = None;
                         *snapshot_after = None;
-                        finish_resync(node).await;
+                        finish_resync(node, gen).await;
                     }
                 }
                 wake.notify_one();
@@ -1431,6 +1600,7 @@ async fn follow_stream(
 
 async fn take_history(
     node: &Node,
+    gen: u64,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     buf: &mut Vec<u8>,
     addr: &str,
@@ -1441,6 +1611,7 @@ async fn take_history(
             addr: addr.to_string(),
             source,
         })?;
+    node.repl.current(gen)?;
     if kind != frame::HISTORY {
         return Err(ReplError::Protocol {
             addr: addr.to_string(),
@@ -1465,6 +1636,7 @@ async fn take_history(
 /// start LSN. Returns the per-slot watermarks and the end LSN.
 async fn full_resync(
     node: &Rc<Node>,
+    gen: u64,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     buf: &mut Vec<u8>,
     addr: &str,
@@ -1474,7 +1646,8 @@ async fn full_resync(
         addr: addr.to_string(),
         reason,
     };
-    discard_local_state(node).await.map_err(&fail)?;
+    // The whole snapshot is received before anything local is discarded:
+    // a transfer cut short leaves this node with all its data.
     let tmp = node.cfg.data_dir.join("resync.tsnap");
     let mut file = tokio::fs::File::create(&tmp)
         .await
@@ -1501,6 +1674,9 @@ async fn full_resync(
     }
     file.flush().await.map_err(|e| fail(e.to_string()))?;
     drop(file);
+    node.repl.current(gen)?;
+    discard_local_state(node).await.map_err(&fail)?;
+    node.repl.current(gen)?;
     let path = tmp.clone();
     let (store, loaded) = tokio::task::spawn_blocking(move || {
         let mut store = Store::new();
@@ -1510,6 +1686,9 @@ async fn full_resync(
     .await
     .map_err(|e| fail(e.to_string()))?;
     let _ = std::fs::remove_file(&tmp);
+    // Superseded while loading: the state stays discarded and marked
+    // `resyncing`, so the current loop (or a restart) starts over.
+    node.repl.current(gen)?;
     let loaded = loaded.map_err(|e| fail(e.to_string()))?;
     if loaded.info.start_lsn != start {
         return Err(fail(format!(
@@ -1521,15 +1700,35 @@ async fn full_resync(
     store.mode = ExpireMode::Passive;
     *node.store.borrow_mut() = store;
     node.wal.reset(start).map_err(|e| fail(e.to_string()))?;
+    *node.repl.resync.borrow_mut() = Some(PendingResync {
+        watermarks: loaded.watermarks.clone(),
+        end_lsn: loaded.info.end_lsn,
+    });
     info!(primary = %addr, bytes, keys = loaded.info.keys, start_lsn = start, end_lsn = loaded.info.end_lsn, "snapshot received and loaded");
     Ok((loaded.watermarks, loaded.info.end_lsn))
 }
 
 /// Once a resynced replica has the records its snapshot needed, a local
 /// snapshot makes its state restartable; until then a restart starts over.
-async fn finish_resync(node: &Rc<Node>) {
-    match super::server::run_snapshot(node).await {
+async fn finish_resync(node: &Rc<Node>, gen: u64) {
+    let res = loop {
+        match super::server::run_snapshot(node).await {
+            // Another snapshot is running (it may predate the resync).
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            res => break res,
+        }
+        if node.repl.gen.get() != gen {
+            return;
+        }
+    };
+    if node.repl.gen.get() != gen {
+        // A newer follow call may have begun its own resync: its mark stays
+        // (the current loop finishes, or a restart starts over).
+        return;
+    }
+    match res {
         Ok(Some(_)) => {
+            *node.repl.resync.borrow_mut() = None;
             node.repl.st.borrow_mut().resyncing = false;
             if let Err(e) = node.repl.persist() {
                 warn!(error = %e, "failed to record the end of the full resync");
@@ -1538,6 +1737,7 @@ async fn finish_resync(node: &Rc<Node>) {
         }
         Ok(None) => {}
         Err(e) => {
+            *node.repl.resync.borrow_mut() = None;
             warn!(error = %e, "snapshot after the full resync failed; a restart will resync again")
         }
     }
@@ -1580,7 +1780,10 @@ pub struct ReplicationStatus {
     pub history: Vec<(u64, u64)>,
     pub replicas: Vec<ReplicaStatus>,
     pub primary: Option<NodeAddr>,
+    pub link_state: LinkState,
     pub link_up: bool,
+    /// Why the primary refuses to feed this replica (e.g. `AHEAD …`).
+    pub follow_error: Option<String>,
     pub lag_ms: Option<u64>,
     pub primary_last_lsn: u64,
     pub full_resyncs: u64,
@@ -1625,7 +1828,9 @@ pub fn status(node: &Node) -> ReplicationStatus {
         history: st.history.clone(),
         replicas,
         primary: st.primary.clone(),
+        link_state: f.link_state,
         link_up: f.link_up,
+        follow_error: f.follow_error.clone(),
         lag_ms: (!is_primary).then(|| {
             f.caught_up_at
                 .map(|t| t.elapsed().as_millis() as u64)
