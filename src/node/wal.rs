@@ -72,7 +72,7 @@ pub fn marker_time(rec: &Record) -> Option<u64> {
 
 /// Wall-clock ms from the coarse clock (a few ns per call; ~4 ms steps):
 /// called on every logged write.
-fn coarse_now_ms() -> u64 {
+pub(crate) fn coarse_now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
