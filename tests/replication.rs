@@ -954,3 +954,103 @@ fn a_replica_ahead_of_its_new_primary_is_refused_and_keeps_all_its_data() {
         assert_eq!(v, Some(format!("v{i}")), "key:{i} was lost");
     }
 }
+
+/// A re-follow must retire the previous follow loop: an answer that reaches
+/// the old loop after the node follows someone else changes nothing (link
+/// state, epoch history, counters). The old primary is a fake the test
+/// controls, so the old loop is certainly waiting for its handshake reply
+/// when the node re-follows.
+#[test]
+fn a_superseded_follow_loop_does_not_overwrite_the_new_link_state() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake primary");
+    let fake_port = fake.local_addr().expect("fake address").port();
+    let (got_hello, hello_rx) = mpsc::channel::<()>();
+    let (answer, answer_rx) = mpsc::channel::<()>();
+    let fake_thread = thread::spawn(move || {
+        let (mut s, _) = fake.accept().expect("the replica connects");
+        // TREPLICATE is a 6-element array: 13 CRLFs.
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while req.windows(2).filter(|w| w == b"\r\n").count() < 13 {
+            let n = s.read(&mut buf).expect("read the handshake");
+            assert!(n > 0, "the replica hung up before its handshake");
+            req.extend_from_slice(&buf[..n]);
+        }
+        assert!(String::from_utf8_lossy(&req).contains("TREPLICATE"));
+        got_hello.send(()).expect("the test waits");
+        answer_rx.recv().expect("the test says when");
+        // A partial resync with a bogus epoch history, then a heartbeat.
+        let history = b"[[1,0],[9,999]]";
+        let mut out = b"+CONTINUE 0 1\r\n".to_vec();
+        out.push(b'Y');
+        out.extend_from_slice(&(history.len() as u32).to_le_bytes());
+        out.extend_from_slice(history);
+        out.push(b'H');
+        out.extend_from_slice(&24u32.to_le_bytes());
+        for v in [1u64, 0, 0] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        let _ = s.write_all(&out);
+        // Whatever the old loop does, it gets a second to do it.
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = s.read(&mut buf);
+    });
+
+    let b = start(0, "eventual", &[]);
+    promote(&b, 2);
+    let r = start(1, "eventual", &[]);
+    follow(
+        &r,
+        1,
+        json!({"id": format!("{:040x}", 0xfa4e), "host": "127.0.0.1", "port": fake_port}),
+    );
+    hello_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the first follow loop sends its handshake");
+    // The operator moves the replica to the real primary at a newer epoch.
+    follow(&r, 2, addr_of(0, b.port));
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut conn(&b))
+        .expect("SET");
+    let linked = |st: &Value| {
+        st["replication"]["linkUp"] == true
+            && st["replication"]["linkState"] == "up"
+            && st["lsn"] == status(&b)["lsn"]
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let st = status(&r);
+        if linked(&st) {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never linked to the new primary: {st:#}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    // Now the old primary answers the superseded loop.
+    answer.send(()).expect("the fake primary waits");
+    fake_thread.join().expect("the fake primary");
+    thread::sleep(Duration::from_millis(300));
+    let st = status(&r);
+    assert!(
+        linked(&st),
+        "the old loop changed the new link's state: {st:#}"
+    );
+    assert_eq!(st["replication"]["primary"]["port"], b.port, "{st:#}");
+    assert_eq!(
+        st["replication"]["history"], before["replication"]["history"],
+        "the old loop installed its primary's epoch history: {st:#}"
+    );
+    assert_eq!(
+        st["replication"]["partialResyncs"], before["replication"]["partialResyncs"],
+        "{st:#}"
+    );
+    assert!(st["replication"]["lastError"].is_null(), "{st:#}");
+    assert_eq!(st["fencingEpoch"], 2, "{st:#}");
+}
