@@ -292,6 +292,30 @@ fn check_keys(cluster: &str, present: &[&str], absent: &[&str]) -> R {
     ))
 }
 
+/// Restored replicas hold the same point as their primary: they resume
+/// with a partial resync, never a full one.
+fn replicas_resumed(cluster: &str) -> R {
+    let st = dbc(cluster)?["status"].clone();
+    let mut n = 0;
+    for (ip, role) in members(&st) {
+        if role != "replica" {
+            continue;
+        }
+        let body = http_get(&format!("{ip}:9121"), "/v1/status")?;
+        let doc = body.split_once("\r\n\r\n").map_or("", |b| b.1);
+        let v: Value = serde_json::from_str(doc).map_err(|e| format!("{ip} status: {e}"))?;
+        let r = &v["replication"];
+        if r["fullResyncs"] != 0 || r["partialResyncs"].as_u64().unwrap_or(0) < 1 {
+            return Err(format!(
+                "replica {ip}: fullResyncs {}, partialResyncs {}",
+                r["fullResyncs"], r["partialResyncs"]
+            ));
+        }
+        n += 1;
+    }
+    Ok(format!("{n} replica(s) resumed with a partial resync"))
+}
+
 fn dbsize(ip: &str) -> R<usize> {
     let client = redis::Client::open(format!("redis://{ip}:6379/")).map_err(|e| e.to_string())?;
     let mut c = client
@@ -598,6 +622,7 @@ fn flow(t: Target, tally: &Mutex<Tally>) {
             return Err(format!("Restored: {c}"));
         }
         let keys = check_keys(&latest, &["a", "b", "c"], &[])?;
+        let resumed = replicas_resumed(&latest)?;
         // bootstrap is immutable.
         let refused = kubectl(&[
             "patch",
@@ -614,7 +639,7 @@ fn flow(t: Target, tally: &Mutex<Tally>) {
             other => return Err(format!("changing bootstrap: {other:?}")),
         }
         ok = true;
-        Ok(format!("Ready in {:.0}s; {keys}; restored to {}", took.as_secs_f64(), r["targetTime"]))
+        Ok(format!("Ready in {:.0}s; {keys}; {resumed}; restored to {}", took.as_secs_f64(), r["targetTime"]))
     });
     f.need(ok);
 
