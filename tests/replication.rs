@@ -1054,3 +1054,94 @@ fn a_superseded_follow_loop_does_not_overwrite_the_new_link_state() {
     assert!(st["replication"]["lastError"].is_null(), "{st:#}");
     assert_eq!(st["fencingEpoch"], 2, "{st:#}");
 }
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .expect("the clock is after 1970")
+}
+
+/// A read that finds a key expired logs a DEL, but its reply (nil) does not
+/// depend on that DEL's durability: it must not wait for the replicas, nor
+/// fail with NOQUORUM on a primary that lost its lease.
+#[test]
+fn quorum_read_of_an_expired_key_answers_nil_without_the_lease() {
+    const KEYS: u64 = 25;
+    let Isolated { nodes, proxies } = isolated_setup("quorum", &[]);
+    let mut c = conn(&nodes[0]);
+    // Deadlines 40 ms apart, well after the lease will have run out.
+    let base = unix_ms() + 1500;
+    for i in 0..KEYS {
+        let _: () = redis::cmd("SET")
+            .arg(format!("ttl:{i}"))
+            .arg("v")
+            .arg("PXAT")
+            .arg(base + 40 * i)
+            .query(&mut c)
+            .expect("SET PXAT with the replicas");
+    }
+    wait_replicas(&nodes[0], 2, Duration::from_secs(20));
+    for p in &proxies {
+        p.stall();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&nodes[0])["replication"]["leaseHeld"] != false {
+        assert!(Instant::now() < deadline, "the lease never ran out");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(unix_ms() < base, "the setup took too long");
+    let lsn_before = status(&nodes[0])["lsn"].as_u64().unwrap_or(0);
+    // Active expiry (every 100 ms) may delete a key before its read; each
+    // read comes just after its key's deadline, and DBSIZE around it in
+    // the same batch tells whether this read found the key and expired it.
+    let mut lazily_expired = 0;
+    for i in 0..KEYS {
+        let at = base + 40 * i + 3;
+        thread::sleep(Duration::from_millis(at.saturating_sub(unix_ms())));
+        let started = Instant::now();
+        let (before, v, after): (i64, Option<String>, i64) = redis::pipe()
+            .cmd("DBSIZE")
+            .cmd("GET")
+            .arg(format!("ttl:{i}"))
+            .cmd("DBSIZE")
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("read {i} of an expired key failed: {}", etext(&e)));
+        assert_eq!(v, None, "ttl:{i} is past its deadline");
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "the read waited for the acknowledgement rule ({:?})",
+            started.elapsed()
+        );
+        if before == after + 1 {
+            lazily_expired += 1;
+        }
+    }
+    eprintln!("{lazily_expired} of {KEYS} reads expired their key themselves");
+    assert!(
+        lazily_expired > 0,
+        "no read found its key still there: the test proved nothing"
+    );
+    assert!(
+        status(&nodes[0])["lsn"].as_u64().unwrap_or(0) >= lsn_before + KEYS,
+        "every expiry is logged"
+    );
+    // The lease really is gone: a write is refused.
+    let err = redis::cmd("SET")
+        .arg("other")
+        .arg("1")
+        .query::<()>(&mut c)
+        .expect_err("no lease, no write");
+    assert!(etext(&err).contains("NOQUORUM"), "{err}");
+    // Healed, the replicas receive the logged DELs.
+    for p in &proxies {
+        p.restore();
+    }
+    wait_replicas(&nodes[0], 2, Duration::from_secs(20));
+    let mut r = conn(&nodes[1]);
+    redis::cmd("READONLY")
+        .query::<()>(&mut r)
+        .expect("READONLY");
+    let n: i64 = redis::cmd("DBSIZE").query(&mut r).expect("DBSIZE");
+    assert_eq!(n, 0, "the replica got every DEL");
+}

@@ -148,8 +148,13 @@ pub struct ConnState {
 /// Where a command's effects go: the records it appended to the log.
 #[derive(Default)]
 pub struct Effects {
-    /// Highest LSN this batch appended; the reply waits for it.
+    /// Highest LSN this batch's replies depend on; the reply waits for it
+    /// (the local log, then the shard's acknowledgement rule).
     pub last_lsn: u64,
+    /// Highest LSN of the expiry DELs this batch appended: logged (and so
+    /// replicated) but not waited for, since a reply that found a key
+    /// expired does not depend on the DEL's durability.
+    pub expired_lsn: u64,
     /// TREPLICATE: the connection becomes a replication stream.
     pub replicate: Option<Vec<Vec<u8>>>,
     /// WAIT numreplicas timeout-ms: answered after the batch's writes.
@@ -226,7 +231,10 @@ impl<'a> Ctx<'a> {
         }
         for (slot, key) in expired {
             let lsn = self.node.wal.append(slot, &[b"DEL", &key]);
-            self.effects.last_lsn = self.effects.last_lsn.max(lsn);
+            // Not `last_lsn`: a read must not wait for (or fail on) the
+            // acknowledgement rule because it found a key expired. A write
+            // in the same command logs after these DELs and covers them.
+            self.effects.expired_lsn = self.effects.expired_lsn.max(lsn);
         }
     }
 }
