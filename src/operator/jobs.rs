@@ -127,6 +127,47 @@ pub fn state(job: &Job, pods: &[Pod], container: &str) -> JobState {
     }
 }
 
+/// Why a Job's newest pod is not running yet, when it says so: it cannot be
+/// scheduled (e.g. a backup claim that does not exist) or its container
+/// cannot be created (e.g. a missing Secret).
+pub fn stuck(job: &Job, pods: &[Pod]) -> Option<String> {
+    let pod = *pods_of(job, pods).first()?;
+    let st = pod.status.as_ref()?;
+    if st.phase.as_deref() != Some("Pending") {
+        return None;
+    }
+    let unschedulable = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unschedulable {
+        return Some(format!(
+            "pod {} cannot be scheduled: {}",
+            pod.metadata.name.as_deref().unwrap_or("?"),
+            c.message.as_deref().unwrap_or("no reason given")
+        ));
+    }
+    st.container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| {
+            !matches!(
+                w.reason.as_deref(),
+                None | Some("ContainerCreating") | Some("PodInitializing")
+            )
+        })
+        .map(|w| {
+            format!(
+                "pod {}: {}: {}",
+                pod.metadata.name.as_deref().unwrap_or("?"),
+                w.reason.as_deref().unwrap_or_default(),
+                w.message.as_deref().unwrap_or_default()
+            )
+        })
+}
+
 /// The `error` of a `{"error": …}` termination message; the text itself
 /// when it is not one.
 pub fn error_text(message: &str) -> String {
@@ -239,5 +280,47 @@ pub mod tests {
             s => panic!("{s:?}"),
         }
         assert_eq!(error_text("plain words\n"), "plain words");
+    }
+
+    #[test]
+    fn stuck_pods_say_why() {
+        use k8s_openapi::api::core::v1::{ContainerStateWaiting, PodCondition};
+        let mut p = pod("j", "restore", 10, 0, "");
+        let st = p.status.as_mut().expect("status");
+        st.phase = Some("Pending".into());
+        st.container_statuses = None;
+        st.conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            message: Some(r#"persistentvolumeclaim "old-backup" not found"#.into()),
+            ..Default::default()
+        }]);
+        let j = job("j", None);
+        let why = stuck(&j, std::slice::from_ref(&p)).expect("stuck");
+        assert!(
+            why.contains(r#"persistentvolumeclaim "old-backup" not found"#),
+            "{why}"
+        );
+        let st = p.status.as_mut().expect("status");
+        st.conditions = None;
+        st.container_statuses = Some(vec![ContainerStatus {
+            name: "restore".into(),
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CreateContainerConfigError".into()),
+                    message: Some(r#"secret "s3-creds" not found"#.into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let why = stuck(&j, std::slice::from_ref(&p)).expect("stuck");
+        assert!(
+            why.contains("CreateContainerConfigError") && why.contains("s3-creds"),
+            "{why}"
+        );
+        let st = p.status.as_mut().expect("status");
+        st.container_statuses = None;
+        assert!(stuck(&j, std::slice::from_ref(&p)).is_none());
     }
 }

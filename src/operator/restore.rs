@@ -91,13 +91,17 @@ pub fn decide(
     });
     let Some((backup_id, target_time, shard_slots)) = pinned else {
         // Planning.
-        let state =
-            find(&build::restore_plan_job_name(&v.name)).map(|j| jobs::state(j, pods, CONTAINER));
+        let plan_job = find(&build::restore_plan_job_name(&v.name));
+        let state = plan_job.map(|j| jobs::state(j, pods, CONTAINER));
+        let stuck = plan_job
+            .and_then(|j| jobs::stuck(j, pods))
+            .map(|w| format!("; waiting: {w}"))
+            .unwrap_or_default();
         return Some(match state {
             None | Some(JobState::Running { failed_attempt: None }) => waiting(
                 PHASE_PLANNING,
                 "PlanningRestore",
-                format!("choosing the backup and the time to restore from {source}"),
+                format!("choosing the backup and the time to restore from {source}{stuck}"),
                 Next::Plan,
             ),
             Some(JobState::Running {
@@ -235,6 +239,7 @@ fn check_and_restore(
     let mut done = 0;
     let mut total = 0;
     let mut retrying: Option<String> = None;
+    let mut stuck: Option<String> = None;
     for shard in 0..v.shards {
         for ordinal in 0..v.replicas {
             total += 1;
@@ -263,7 +268,11 @@ fn check_and_restore(
                 } => {
                     retrying.get_or_insert_with(|| format!("{name}: {}", jobs::error_text(&m)));
                 }
-                JobState::Running { .. } => {}
+                JobState::Running { .. } => {
+                    if stuck.is_none() {
+                        stuck = jobs::stuck(job, pods);
+                    }
+                }
             }
         }
     }
@@ -284,6 +293,9 @@ fn check_and_restore(
     let mut message = format!("restoring {what}: {done}/{total} node volume(s) done");
     if let Some(r) = retrying {
         message.push_str(&format!("; an attempt failed and is retried ({r})"));
+    }
+    if let Some(w) = stuck {
+        message.push_str(&format!("; waiting: {w}"));
     }
     Outcome {
         status: RestoreStatus {
