@@ -135,9 +135,8 @@ pub fn fold(
     finished: Vec<Finished>,
 ) -> (Option<BackupStatus>, Vec<Finished>) {
     let last = prev.and_then(|p| p.last_backup.as_ref());
-    let recorded_at = |r: &BackupRun| -> Timestamp {
-        r.time.parse().unwrap_or(Timestamp::UNIX_EPOCH)
-    };
+    let recorded_at =
+        |r: &BackupRun| -> Timestamp { r.time.parse().unwrap_or(Timestamp::UNIX_EPOCH) };
     let new: Vec<Finished> = finished
         .into_iter()
         .filter(|f| match last {
