@@ -1145,3 +1145,81 @@ fn quorum_read_of_an_expired_key_answers_nil_without_the_lease() {
     let n: i64 = redis::cmd("DBSIZE").query(&mut r).expect("DBSIZE");
     assert_eq!(n, 0, "the replica got every DEL");
 }
+
+/// A replica whose records after some LSN come from a newer epoch than its
+/// primary's records there (the primary is a stale node promoted by
+/// mistake, e.g. by its LSN alone) is refused, not merged: no partial
+/// resync may splice the primary's older records after the replica's.
+#[test]
+fn a_replica_with_records_of_a_newer_epoch_than_its_primary_is_refused() {
+    let mut p = start(0, "eventual", &[]);
+    let r = start(1, "eventual", &[]);
+    promote(&p, 1);
+    follow(&r, 1, addr_of(0, p.port));
+    set_keys(&p, 0..50);
+    let common = wait_caught_up(&r, &p, Duration::from_secs(20));
+    // The primary dies; the replica is promoted at epoch 2 and writes.
+    p.kill9();
+    promote(&r, 2);
+    let mut rc = conn(&r);
+    for i in 0..20 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("new:{i}"))
+            .arg(i)
+            .query(&mut rc)
+            .expect("SET on the epoch-2 primary");
+    }
+    let r_lsn = status(&r)["lsn"].as_u64().unwrap_or(0);
+    // The old primary comes back alone (still primary at epoch 1) and
+    // writes more than the replica has.
+    p.restart();
+    let mut pc = conn(&p);
+    for i in 0..40 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("stale:{i}"))
+            .arg(i)
+            .query(&mut pc)
+            .expect("SET on the stale primary");
+    }
+    assert!(status(&p)["lsn"].as_u64().unwrap_or(0) > r_lsn);
+    // The mistake: the stale node is promoted at epoch 3, the other follows.
+    promote(&p, 3);
+    follow(&r, 3, addr_of(0, p.port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = status(&r);
+        if st["replication"]["linkState"] == "refusedAhead" {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica was not refused: {st:#}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let err = st["replication"]["followError"].as_str().unwrap_or("");
+    assert!(
+        err.contains(&format!("after LSN {common}")) && err.contains("epoch 2"),
+        "{st:#}"
+    );
+    thread::sleep(Duration::from_millis(500));
+    let st = status(&r);
+    assert_eq!(st["lsn"].as_u64(), Some(r_lsn), "{st:#}");
+    assert_eq!(st["replication"]["fullResyncs"], 0, "{st:#}");
+    let mut rc = conn(&r);
+    redis::cmd("READONLY")
+        .query::<()>(&mut rc)
+        .expect("READONLY");
+    for i in 0..20 {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(format!("new:{i}"))
+            .query(&mut rc)
+            .expect("GET");
+        assert_eq!(v, Some(i.to_string()), "new:{i} was lost");
+    }
+    let v: Option<String> = redis::cmd("GET")
+        .arg("stale:39")
+        .query(&mut rc)
+        .expect("GET");
+    assert_eq!(v, None, "the stale primary's records were spliced in");
+}

@@ -88,6 +88,15 @@ pub enum ReplError {
     Ahead { addr: String, reply: String },
     #[error("a newer follow call replaced this replication link")]
     Superseded,
+    #[error(
+        "this node's log diverged from the primary {addr}'s after LSN {fork}: \
+         dropped {dropped} records and the local state, resyncing"
+    )]
+    Diverged {
+        addr: String,
+        fork: u64,
+        dropped: u64,
+    },
     #[error("protocol error on the replication link to {addr}: {reason}")]
     Protocol { addr: String, reason: String },
     #[error("full resync from {addr} failed: {reason}")]
@@ -1375,61 +1384,9 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
         )));
     }
     let words: Vec<&str> = line.split_whitespace().collect();
-    let mut applier = Applier::new(node);
-    // After a full resync: snapshot locally once caught up past this LSN.
-    let mut snapshot_after: Option<u64> = None;
-    match words.first().copied() {
-        Some("+CONTINUE") => {
-            take_history(node, gen, &mut rd, &mut buf, &addr).await?;
-            if node.repl.st.borrow().resyncing {
-                // A full resync of this process was cut short: go on with
-                // its watermarks (records its snapshot already reflects are
-                // skipped), or, when nothing was loaded, from the empty
-                // state the log rebuilds; snapshot locally once complete.
-                let pending = node.repl.resync.borrow().clone();
-                let end = pending.as_ref().map_or(0, |p| p.end_lsn);
-                applier.watermarks = pending.map(|p| p.watermarks);
-                snapshot_after = Some(end);
-                info!(primary = %addr, from_lsn = last, end_lsn = end, "resuming an interrupted full resync");
-            }
-            node.repl.set_link(gen, |f| f.partial_resyncs += 1);
-            info!(primary = %addr, from_lsn = last, "partial resync");
-        }
-        Some("+FULLRESYNC") => {
-            let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
-            let start = num(1).unwrap_or(0);
-            let fork = num(2).unwrap_or(0);
-            // Local data is dropped only when the fork point proves that
-            // the records past it were never on this primary, or when this
-            // log is behind the primary's (the primary no longer has the
-            // records after it). A primary behind this log would make it
-            // lose records that may be acknowledged writes: refuse.
-            let diverged = fork > 0 && fork < last;
-            if let Some(primary_last) = num(3) {
-                if !diverged && last > primary_last {
-                    return Err(ReplError::Ahead {
-                        addr,
-                        reply: format!(
-                            "the primary offered a full resync but its log ends at {primary_last}, before this replica's {last}"
-                        ),
-                    });
-                }
-            }
-            take_history(node, gen, &mut rd, &mut buf, &addr).await?;
-            if diverged {
-                let dropped = last - fork;
-                warn!(fork_lsn = fork, dropped_records = dropped, local_lsn = last, primary = %addr, "this node's log diverged from the primary's: dropping the records past the fork point");
-                node.repl.st.borrow_mut().fork = Some(ForkInfo {
-                    fork_lsn: fork,
-                    dropped_records: dropped,
-                    at_ms: super::now_ms(),
-                });
-            }
-            let (wm, end) = full_resync(node, gen, &mut rd, &mut buf, &addr, start).await?;
-            applier.watermarks = Some(wm);
-            snapshot_after = Some(end);
-            node.repl.set_link(gen, |f| f.full_resyncs += 1);
-        }
+    let full = match words.first().copied() {
+        Some("+CONTINUE") => false,
+        Some("+FULLRESYNC") => true,
         Some("-AHEAD") => {
             return Err(ReplError::Ahead {
                 addr,
@@ -1437,6 +1394,106 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
             })
         }
         _ => return Err(ReplError::Refused { addr, reply: line }),
+    };
+    let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
+    // FULLRESYNC <start> <fork> <primary-last>
+    let (start, primary_fork) = (num(1).unwrap_or(0), num(2).unwrap_or(0));
+    let theirs = read_history(node, gen, &mut rd, &mut buf, &addr).await?;
+    // Local records are dropped only when a fork point proves that the
+    // records past it were never on this primary, or when this log is
+    // behind the primary's (the primary no longer has the records after
+    // it). A primary behind this log would make it lose records that may be
+    // acknowledged writes: refuse. The epoch histories tell where the two
+    // logs part (the primary judges by this node's data epoch alone, which
+    // misses a log that ends in an epoch the primary never had).
+    let mine = node.repl.st.borrow().history.clone();
+    let split = common_prefix(&mine, &theirs).filter(|&l| l < last);
+    if let Some(l) = split {
+        let (my_epoch, their_epoch) = (epoch_at(&mine, l + 1), epoch_at(&theirs, l + 1));
+        if my_epoch > their_epoch {
+            // This node's records after `l` come from a newer primary than
+            // the primary's own there: the primary is the stale one.
+            return Err(ReplError::Ahead {
+                addr,
+                reply: format!(
+                    "this replica's records after LSN {l} are of epoch {my_epoch}, newer than the primary's there (epoch {their_epoch}): it must not follow this primary"
+                ),
+            });
+        }
+    } else if full && !(primary_fork > 0 && primary_fork < last) {
+        if let Some(primary_last) = num(3) {
+            if last > primary_last {
+                return Err(ReplError::Ahead {
+                    addr,
+                    reply: format!(
+                        "the primary offered a full resync but its log ends at {primary_last}, before this replica's {last}"
+                    ),
+                });
+            }
+        }
+    }
+    let mut applier = Applier::new(node);
+    // After a full resync: snapshot locally once caught up past this LSN.
+    let mut snapshot_after: Option<u64> = None;
+    if !full {
+        if let Some(fork) = split {
+            // The primary offered to continue a log that diverged from its
+            // own: drop this node's state (its records past the fork were
+            // never on the primary) and resync from scratch.
+            let dropped = last - fork;
+            warn!(fork_lsn = fork, dropped_records = dropped, local_lsn = last, primary = %addr, "this node's log diverged from the primary's (epoch histories): dropping the records past the fork point and resyncing");
+            node.repl.st.borrow_mut().fork = Some(ForkInfo {
+                fork_lsn: fork,
+                dropped_records: dropped,
+                at_ms: super::now_ms(),
+            });
+            discard_local_state(node)
+                .await
+                .map_err(|reason| ReplError::Resync {
+                    addr: addr.clone(),
+                    reason,
+                })?;
+            return Err(ReplError::Diverged {
+                addr,
+                fork,
+                dropped,
+            });
+        }
+        install_history(node, theirs)?;
+        if node.repl.st.borrow().resyncing {
+            // A full resync of this process was cut short: go on with
+            // its watermarks (records its snapshot already reflects are
+            // skipped), or, when nothing was loaded, from the empty
+            // state the log rebuilds; snapshot locally once complete.
+            let pending = node.repl.resync.borrow().clone();
+            let end = pending.as_ref().map_or(0, |p| p.end_lsn);
+            applier.watermarks = pending.map(|p| p.watermarks);
+            snapshot_after = Some(end);
+            info!(primary = %addr, from_lsn = last, end_lsn = end, "resuming an interrupted full resync");
+        }
+        node.repl.set_link(gen, |f| f.partial_resyncs += 1);
+        info!(primary = %addr, from_lsn = last, "partial resync");
+    } else {
+        let fork = match (primary_fork > 0 && primary_fork < last, split) {
+            (true, Some(l)) => Some(primary_fork.min(l)),
+            (true, None) => Some(primary_fork),
+            (false, l) => l,
+        };
+        let fork = fork.map(|f| ForkInfo {
+            fork_lsn: f,
+            dropped_records: last - f,
+            at_ms: super::now_ms(),
+        });
+        let resync = Resync {
+            start,
+            history: theirs,
+            fork,
+            local_lsn: last,
+        };
+        let (wm, end) = full_resync(node, gen, &mut rd, &mut buf, &addr, resync).await?;
+        applier.watermarks = Some(wm);
+        snapshot_after = Some(end);
+        node.repl.set_link(gen, |f| f.full_resyncs += 1);
     }
     node.repl.set_link(gen, |f| {
         f.link_up = true;
@@ -1613,13 +1670,13 @@ async fn follow_stream(
     }
 }
 
-async fn take_history(
+async fn read_history(
     node: &Node,
     gen: u64,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     buf: &mut Vec<u8>,
     addr: &str,
-) -> Result<(), ReplError> {
+) -> Result<Vec<(u64, u64)>, ReplError> {
     let (kind, payload) = read_frame(rd, buf)
         .await
         .map_err(|source| ReplError::Link {
@@ -1633,11 +1690,16 @@ async fn take_history(
             reason: format!("expected the epoch history, got frame type {kind}"),
         });
     }
-    let history: Vec<(u64, u64)> =
-        serde_json::from_slice(&payload).map_err(|e| ReplError::Protocol {
-            addr: addr.to_string(),
-            reason: format!("bad epoch history: {e}"),
-        })?;
+    serde_json::from_slice(&payload).map_err(|e| ReplError::Protocol {
+        addr: addr.to_string(),
+        reason: format!("bad epoch history: {e}"),
+    })
+}
+
+/// Takes the primary's epoch history as this node's. Only once the local
+/// log is a prefix of the primary's (partial resync) or empty (full resync,
+/// after the discard): the history describes the log it goes with.
+fn install_history(node: &Node, history: Vec<(u64, u64)>) -> Result<(), ReplError> {
     {
         let mut st = node.repl.st.borrow_mut();
         st.data_epoch = st.epoch;
@@ -1645,6 +1707,40 @@ async fn take_history(
     }
     // Persisted before any record of this primary enters the log.
     node.repl.persist()
+}
+
+/// The epoch of the record at `lsn` in a log described by `history`
+/// (0 before the first entry).
+fn epoch_at(history: &[(u64, u64)], lsn: u64) -> u64 {
+    history
+        .iter()
+        .rev()
+        .find(|&&(_, start)| start < lsn)
+        .map_or(0, |&(e, _)| e)
+}
+
+/// The last LSN up to which logs described by these two epoch histories
+/// hold records of the same epochs (so the same records: one epoch has one
+/// primary); None when they never differ.
+fn common_prefix(a: &[(u64, u64)], b: &[(u64, u64)]) -> Option<u64> {
+    let mut bounds: Vec<u64> = a.iter().chain(b).map(|&(_, start)| start).collect();
+    bounds.push(0);
+    bounds.sort_unstable();
+    bounds.dedup();
+    bounds
+        .into_iter()
+        .find(|&at| epoch_at(a, at + 1) != epoch_at(b, at + 1))
+}
+
+/// What a full resync replaces the local state with.
+struct Resync {
+    /// The snapshot's start LSN (the log continues after it).
+    start: u64,
+    /// The primary's epoch history, installed once the local state is gone.
+    history: Vec<(u64, u64)>,
+    /// Where this node's log left the primary's, if it did.
+    fork: Option<ForkInfo>,
+    local_lsn: u64,
 }
 
 /// Receives a snapshot, loads it, and sets the log to continue after its
@@ -1655,8 +1751,9 @@ async fn full_resync(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     buf: &mut Vec<u8>,
     addr: &str,
-    start: u64,
+    resync: Resync,
 ) -> Result<(Vec<u64>, u64), ReplError> {
+    let start = resync.start;
     let fail = |reason: String| ReplError::Resync {
         addr: addr.to_string(),
         reason,
@@ -1680,9 +1777,17 @@ async fn full_resync(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    if let Some(fork) = &resync.fork {
+        warn!(fork_lsn = fork.fork_lsn, dropped_records = fork.dropped_records, local_lsn = resync.local_lsn, primary = %addr, "this node's log diverged from the primary's: dropping the records past the fork point");
+        node.repl.st.borrow_mut().fork = Some(fork.clone());
+    }
     if let Err(e) = discard_local_state(node).await {
         let _ = std::fs::remove_file(&tmp);
         return Err(fail(e));
+    }
+    if let Err(e) = install_history(node, resync.history) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
     let path = tmp.clone();
     let loading = tokio::task::spawn_blocking(move || {
@@ -1891,5 +1996,45 @@ pub fn status(node: &Node) -> ReplicationStatus {
         last_error: f.last_error.clone(),
         resyncing: st.resyncing,
         fork: st.fork.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{common_prefix, epoch_at};
+
+    #[test]
+    fn epoch_at_reads_the_entry_a_record_falls_under() {
+        let h = [(1, 0), (2, 50), (4, 120)];
+        assert_eq!(epoch_at(&h, 1), 1);
+        assert_eq!(epoch_at(&h, 50), 1);
+        assert_eq!(epoch_at(&h, 51), 2);
+        assert_eq!(epoch_at(&h, 121), 4);
+        assert_eq!(epoch_at(&[], 7), 0);
+        // Promoted twice without writing in between: the later epoch.
+        assert_eq!(epoch_at(&[(1, 0), (2, 10), (3, 10)], 11), 3);
+    }
+
+    #[test]
+    fn common_prefix_is_where_the_epochs_of_two_logs_part() {
+        // An old primary rejoining: its epoch-1 suffix after 51.
+        assert_eq!(common_prefix(&[(1, 0)], &[(1, 0), (2, 51)]), Some(51));
+        // The same lineage, one history longer.
+        assert_eq!(
+            common_prefix(&[(1, 0), (2, 50)], &[(1, 0), (2, 50), (4, 120)]),
+            Some(120)
+        );
+        assert_eq!(common_prefix(&[(1, 0), (2, 50)], &[(1, 0), (2, 50)]), None);
+        // No history (a node that never followed) against a shard's.
+        assert_eq!(common_prefix(&[], &[(1, 0)]), Some(0));
+        assert_eq!(common_prefix(&[], &[(5, 80)]), Some(80));
+        // A replica whose log ends in epoch 3, which the primary never had.
+        let mine = [(1, 0), (2, 50), (3, 100)];
+        let theirs = [(1, 0), (2, 50), (4, 200)];
+        assert_eq!(common_prefix(&mine, &theirs), Some(100));
+        assert_eq!(epoch_at(&mine, 101), 3);
+        assert_eq!(epoch_at(&theirs, 101), 2);
+        // Symmetric.
+        assert_eq!(common_prefix(&theirs, &mine), Some(100));
     }
 }
