@@ -19,6 +19,118 @@ const SINGLE_PUT_MAX: usize = 16 * 1024 * 1024;
 /// Part size of multipart uploads (S3 needs ≥ 5 MiB).
 const PART_BYTES: usize = 16 * 1024 * 1024;
 
+/// Bytes handed to the hashing thread per message: small stream chunks are
+/// batched so the channel is not the cost.
+const HASH_BATCH: usize = 1 << 20;
+/// Buffers of a local copy (one being filled, the rest being hashed).
+const COPY_BUF: usize = 4 << 20;
+const COPY_BUFS: usize = 4;
+
+enum Piece {
+    /// A local copy's buffer (its first `n` bytes); given back once hashed.
+    Buf(Vec<u8>, usize),
+    /// Stream chunks.
+    Chunks(Vec<Bytes>),
+}
+
+/// SHA-256 computed on its own thread: the caller keeps receiving, reading
+/// and writing while earlier bytes are hashed (hashing was half of a
+/// restore's time on one core).
+struct HashThread {
+    tx: Option<tokio::sync::mpsc::Sender<Piece>>,
+    /// Hashed `Piece::Buf` buffers, for reuse.
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    handle: Option<std::thread::JoinHandle<Sha256>>,
+    batch: Vec<Bytes>,
+    batch_len: usize,
+}
+
+impl HashThread {
+    fn new(in_flight: usize) -> HashThread {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(in_flight);
+        let (back_tx, back) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                while let Some(p) = rx.blocking_recv() {
+                    match p {
+                        Piece::Buf(b, n) => {
+                            h.update(&b[..n]);
+                            let _ = back_tx.send(b);
+                        }
+                        Piece::Chunks(cs) => cs.iter().for_each(|c| h.update(c)),
+                    }
+                }
+                h
+            })
+            .ok();
+        HashThread {
+            tx: Some(tx),
+            back,
+            handle,
+            batch: Vec::new(),
+            batch_len: 0,
+        }
+    }
+
+    /// From a blocking context (never from a runtime worker).
+    fn send_buf(&self, buf: Vec<u8>, n: usize) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.blocking_send(Piece::Buf(buf, n));
+        }
+    }
+
+    async fn update(&mut self, c: Bytes) {
+        self.batch_len += c.len();
+        self.batch.push(c);
+        if self.batch_len >= HASH_BATCH {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        self.batch_len = 0;
+        let cs = std::mem::take(&mut self.batch);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Piece::Chunks(cs)).await;
+        }
+    }
+
+    /// The hex digest of everything sent. The join waits only for the
+    /// last pieces in flight.
+    fn finish(mut self) -> Result<String, std::io::Error> {
+        let rest = std::mem::take(&mut self.batch);
+        if let Some(tx) = self.tx.take() {
+            if !rest.is_empty() {
+                // The channel has room or the hasher is draining it; the
+                // thread never blocks on us, so this cannot deadlock.
+                let mut p = Piece::Chunks(rest);
+                loop {
+                    match tx.try_send(p) {
+                        Ok(()) => break,
+                        Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => {
+                            p = back;
+                            std::thread::yield_now();
+                        }
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+            }
+        }
+        let h = self
+            .handle
+            .take()
+            .ok_or_else(|| std::io::Error::other("the hashing thread did not start"))?
+            .join()
+            .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
+        Ok(hex(&h.finalize()))
+    }
+}
+
 /// S3 settings besides the bucket and prefix (from flags or the
 /// environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`).
 #[derive(Debug, Clone, Default)]
@@ -131,7 +243,11 @@ impl Target {
             source,
         };
         let mut stream = stream;
-        let mut hasher = Sha256::new();
+        let mut hasher = HashThread::new(8);
+        let hash_err = |source: std::io::Error| BackupError::LocalRead {
+            path: PathBuf::from(key),
+            source,
+        };
         let mut bytes = 0u64;
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_len = 0usize;
@@ -144,12 +260,13 @@ impl Target {
             match stream.next().await {
                 Some(chunk) => {
                     let c = chunk.map_err(read_err)?;
-                    hasher.update(&c);
+                    hasher.update(c.clone()).await;
                     bytes += c.len() as u64;
                     head_len += c.len();
                     head.push(c);
                 }
                 None => {
+                    hasher.flush().await;
                     self.store
                         .put(&path, PutPayload::from_iter(head))
                         .await
@@ -157,7 +274,7 @@ impl Target {
                     return Ok(FileEntry {
                         key: key.to_string(),
                         bytes,
-                        sha256: hex(&hasher.finalize()),
+                        sha256: hasher.finish().map_err(hash_err)?,
                     });
                 }
             }
@@ -170,7 +287,7 @@ impl Target {
         let res: Result<(), BackupError> = async {
             while let Some(chunk) = stream.next().await {
                 let c = chunk.map_err(read_err)?;
-                hasher.update(&c);
+                hasher.update(c.clone()).await;
                 bytes += c.len() as u64;
                 w.wait_for_capacity(4).await.map_err(put_err)?;
                 w.put(c);
@@ -182,11 +299,12 @@ impl Target {
             let _ = w.abort().await;
             return Err(e);
         }
+        hasher.flush().await;
         w.finish().await.map_err(put_err)?;
         Ok(FileEntry {
             key: key.to_string(),
             bytes,
-            sha256: hex(&hasher.finalize()),
+            sha256: hasher.finish().map_err(hash_err)?,
         })
     }
 
@@ -388,7 +506,7 @@ impl Target {
 /// Reads `src` in 4 MiB blocks through SHA-256, writing them to `dst` (then
 /// fsynced) when given; returns the size and the checksum.
 fn copy_hashing(src: &Path, dst: Option<&Path>) -> Result<(u64, String), BackupError> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut f = match std::fs::File::open(src) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -413,18 +531,30 @@ fn copy_hashing(src: &Path, dst: Option<&Path>) -> Result<(u64, String), BackupE
         ),
         None => None,
     };
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
+    // This thread reads and writes; the hashing thread hashes the buffers
+    // behind it and hands them back.
+    let hasher = HashThread::new(COPY_BUFS - 1);
+    let mut fresh = COPY_BUFS;
     let mut bytes = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|source| BackupError::LocalRead {
+        let mut buf = match hasher.back.try_recv() {
+            Ok(b) => b,
+            Err(_) if fresh > 0 => {
+                fresh -= 1;
+                vec![0u8; COPY_BUF]
+            }
+            Err(_) => hasher.back.recv().map_err(|_| BackupError::LocalRead {
+                path: src.to_path_buf(),
+                source: std::io::Error::other("the hashing thread stopped"),
+            })?,
+        };
+        let n = read_full(&mut f, &mut buf).map_err(|source| BackupError::LocalRead {
             path: src.to_path_buf(),
             source,
         })?;
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
         bytes += n as u64;
         if let (Some(o), Some(p)) = (out.as_mut(), dst) {
             o.write_all(&buf[..n])
@@ -433,6 +563,7 @@ fn copy_hashing(src: &Path, dst: Option<&Path>) -> Result<(u64, String), BackupE
                     source,
                 })?;
         }
+        hasher.send_buf(buf, n);
     }
     if let (Some(o), Some(p)) = (out.as_mut(), dst) {
         o.sync_all().map_err(|source| BackupError::LocalWrite {
@@ -440,7 +571,26 @@ fn copy_hashing(src: &Path, dst: Option<&Path>) -> Result<(u64, String), BackupE
             source,
         })?;
     }
-    Ok((bytes, hex(&hasher.finalize())))
+    let digest = hasher.finish().map_err(|source| BackupError::LocalRead {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    Ok((bytes, digest))
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// A local file's path joined under a directory, for restores.
