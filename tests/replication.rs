@@ -474,6 +474,13 @@ fn isolated_primary(mode: &str) {
             st["replication"]["fork"]["droppedRecords"].as_u64(),
             Some(old_lsn - fork_lsn)
         );
+        // Its whole log is still on disk: it cuts it at the fork and
+        // continues from there, no snapshot transfer.
+        assert_eq!(
+            st["replication"]["fork"]["resolvedBy"], "truncate",
+            "{st:#}"
+        );
+        assert_eq!(st["replication"]["fullResyncs"], 0, "{st:#}");
     }
     let mut c1 = conn(&nodes[1]);
     for i in 0..20 {
@@ -1222,4 +1229,134 @@ fn a_replica_with_records_of_a_newer_epoch_than_its_primary_is_refused() {
         .query(&mut rc)
         .expect("GET");
     assert_eq!(v, None, "the stale primary's records were spliced in");
+}
+
+fn set_prefixed(node: &TestNode, prefix: &str, n: usize, value: &str) {
+    let mut c = conn(node);
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}:{i}"))
+            .arg(format!("{value}{i}"))
+            .query(&mut c)
+            .expect("SET");
+    }
+}
+
+/// A rejoining primary whose log diverged cuts it at the fork point and
+/// continues with a partial resync, rebuilding its keyspace from a local
+/// snapshot below the fork (the one above it reflects divergent records and
+/// goes) plus its own log; a restart then recovers the rewritten state.
+#[test]
+fn a_rejoining_primary_cuts_its_log_at_the_fork_from_a_snapshot_below_it() {
+    // Small segments, so snapshots truncate the log (no replay from LSN 1);
+    // for the nodes of this test only.
+    struct SmallSegments;
+    impl Drop for SmallSegments {
+        fn drop(&mut self) {
+            std::env::remove_var("TESSERA_WAL_SEGMENT_BYTES");
+        }
+    }
+    std::env::set_var("TESSERA_WAL_SEGMENT_BYTES", "65536");
+    let _small = SmallSegments;
+    let mut p = start(0, "eventual", &[]);
+    let r = start(1, "eventual", &[]);
+    promote(&p, 1);
+    let proxy = Proxy::start(p.port);
+    follow(&r, 1, addr_of(0, proxy.port));
+    let pad = "x".repeat(200);
+    set_prefixed(&p, "a", 600, &pad);
+    let (s, b) = http(p.admin_port, "POST", "/v1/snapshot", "").expect("snapshot");
+    assert_eq!(s, 200, "{b}");
+    set_prefixed(&p, "b", 300, &pad);
+    wait_caught_up(&r, &p, Duration::from_secs(20));
+    // Cut off, the primary goes on alone and snapshots past the fork.
+    proxy.stall();
+    set_prefixed(&p, "alone", 300, &pad);
+    let (s, b) = http(p.admin_port, "POST", "/v1/snapshot", "").expect("snapshot");
+    assert_eq!(s, 200, "{b}");
+    let p_lsn = status(&p)["lsn"].as_u64().unwrap_or(0);
+    // The replica takes over at epoch 2 and writes.
+    assert_eq!(fence(&r, 2), 200);
+    promote(&r, 2);
+    set_prefixed(&r, "new", 50, "n");
+    let fork = status(&r)["replication"]["history"][1][1]
+        .as_u64()
+        .expect("the promotion is in the history");
+    assert!(fork < p_lsn);
+    // The old primary rejoins.
+    follow(&p, 2, addr_of(1, r.port));
+    let target = status(&r)["lsn"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = status(&p);
+        if st["lsn"].as_u64() == Some(target) && st["replication"]["linkUp"] == true {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old primary did not catch up: {st:#}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let f = &st["replication"]["fork"];
+    assert_eq!(f["resolvedBy"], "truncate", "{st:#}");
+    assert_eq!(f["forkLsn"].as_u64(), Some(fork), "{st:#}");
+    assert_eq!(f["droppedRecords"].as_u64(), Some(p_lsn - fork), "{st:#}");
+    assert_eq!(st["replication"]["fullResyncs"], 0, "{st:#}");
+    assert!(
+        st["lastSnapshot"]["endLsn"]
+            .as_u64()
+            .is_some_and(|e| e <= fork),
+        "rebuilt from the snapshot below the fork: {st:#}"
+    );
+    for e in std::fs::read_dir(p.dir.join("data").join("snapshots")).expect("snapshots") {
+        let name = e.expect("entry").file_name().to_string_lossy().to_string();
+        let end: Option<u64> = name
+            .strip_prefix("snapshot-")
+            .and_then(|n| n.strip_suffix(".tsnap"))
+            .and_then(|n| n.parse().ok());
+        assert!(
+            end.is_none_or(|e| e <= fork),
+            "a snapshot past the fork survived: {name}"
+        );
+    }
+    let check = |node: &TestNode| {
+        let mut c = conn(node);
+        redis::cmd("READONLY")
+            .query::<()>(&mut c)
+            .expect("READONLY");
+        let n: i64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+        assert_eq!(n, 950, "a, b and new keys, no alone keys");
+        for (k, v) in [
+            ("a:0", format!("{pad}0")),
+            ("a:599", format!("{pad}599")),
+            ("b:299", format!("{pad}299")),
+            ("new:49", "n49".to_string()),
+        ] {
+            let got: Option<String> = redis::cmd("GET").arg(k).query(&mut c).expect("GET");
+            assert_eq!(got.as_deref(), Some(v.as_str()), "{k}");
+        }
+        let alone: Option<String> = redis::cmd("GET").arg("alone:0").query(&mut c).expect("GET");
+        assert_eq!(alone, None, "a record past the fork survived");
+    };
+    check(&p);
+    // The rewritten log and the snapshot below the fork recover the same
+    // state, and the link resumes from it.
+    p.restart();
+    set_prefixed(&r, "new", 50, "n");
+    let target = status(&r)["lsn"].as_u64().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(&p);
+        if st["lsn"].as_u64() == Some(target) && st["replication"]["linkUp"] == true {
+            assert_eq!(st["replication"]["fullResyncs"], 0, "{st:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node did not catch up: {st:#}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    check(&p);
 }

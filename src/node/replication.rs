@@ -1,10 +1,13 @@
 //! Replication: one primary and N replicas per shard, log-shipped.
 //!
 //! The replica opens a connection to its primary's RESP port and sends
-//! `TREPLICATE <shard> <epoch> <node-id> <last-lsn> <data-epoch>`. The
-//! primary answers `+CONTINUE <lsn> <epoch>` (partial resync: it still has
-//! every record after the replica's last one) or `+FULLRESYNC <lsn> <fork>`
-//! followed by a snapshot stream. Then the connection carries frames from the
+//! `TREPLICATE <shard> <epoch> <node-id> <last-lsn> <data-epoch>
+//! [<truncate-floor>]`. The primary answers `+CONTINUE <lsn> <epoch>`
+//! (partial resync: it still has every record after the replica's last
+//! one), `+TRUNCATE <fork> <epoch>` (the replica cuts its diverged log at the
+//! fork, then continues), `+FULLRESYNC <lsn> <fork> <last>` followed by a
+//! snapshot stream, or `-AHEAD …` (the replica's log is past the primary's:
+//! it keeps its data and is not fed). Then the connection carries frames from the
 //! primary (`[type u8][len u32 LE][payload]`, see [`frame`]) and
 //! `TACK <acked-lsn> <echo-ms>` lines from the replica.
 //!
@@ -204,6 +207,10 @@ pub struct ForkInfo {
     pub fork_lsn: u64,
     pub dropped_records: u64,
     pub at_ms: u64,
+    /// "truncate" (the log cut at the fork, then a partial resync) or
+    /// "fullResync" (state discarded, snapshot streamed).
+    #[serde(default)]
+    pub resolved_by: String,
 }
 
 /// A replica as its primary sees it.
@@ -831,6 +838,14 @@ pub async fn serve_replica(
     let first = node.wal.first_retained_lsn();
     let retained = last == my_last || (first > 0 && first <= last + 1);
     let partial = fork.is_none() && last <= my_last && retained;
+    // A diverged replica that can rebuild its state at any LSN from `floor`
+    // on (a local snapshot at or below it, and its log after that) cuts its
+    // log at the fork and continues from there when this primary still has
+    // every record after the fork.
+    let floor = num(6);
+    let truncate_at = fork.filter(|&f| {
+        floor.is_some_and(|fl| fl <= f) && (f == my_last || (first > 0 && first <= f + 1))
+    });
 
     let gen = node.repl.gen.get();
     let conn_id = node.repl.next_conn.get();
@@ -848,6 +863,17 @@ pub async fn serve_replica(
         out.clear();
         next = last;
         info!(replica = %replica_id, peer = %peer, from_lsn = last, "partial resync");
+    } else if let Some(f) = truncate_at {
+        out.extend_from_slice(format!("+TRUNCATE {f} {my_epoch}\r\n").as_bytes());
+        encode_frame(
+            &mut out,
+            frame::HISTORY,
+            &serde_json::to_vec(&history).unwrap_or_default(),
+        );
+        sock.write_all(&out).await?;
+        out.clear();
+        next = f;
+        info!(replica = %replica_id, peer = %peer, replica_lsn = last, fork_lsn = f, "the replica cuts its log at the fork point; partial resync from there");
     } else {
         info!(replica = %replica_id, peer = %peer, replica_lsn = last, fork = ?fork, "full resync");
         let info = loop {
@@ -898,7 +924,11 @@ pub async fn serve_replica(
         replica_id.clone(),
         ReplicaLink {
             addr: peer.clone(),
-            acked_lsn: if partial { last } else { 0 },
+            acked_lsn: if partial {
+                last
+            } else {
+                truncate_at.unwrap_or(0)
+            },
             connected: true,
             lease_from_ms: 0,
             caught_up_at: Instant::now(),
@@ -1145,17 +1175,27 @@ pub async fn wait_command(node: &Node, want: usize, timeout_ms: u64) -> i64 {
 
 async fn follow_loop(node: Rc<Node>, gen: u64) {
     let mut backoff = Duration::from_millis(100);
+    // Offer to cut the log at a fork point (TREPLICATE's optional last
+    // argument) until a primary that predates it refuses the argument.
+    let mut offer_truncation = true;
     loop {
         if node.repl.gen.get() != gen {
             return;
         }
         let started = Instant::now();
-        let res = follow_once(&node, gen).await;
+        let res = follow_once(&node, gen, offer_truncation).await;
         // A superseded loop stops here without touching the link state.
         if node.repl.gen.get() != gen {
             return;
         }
         match res {
+            Err(ReplError::Refused { reply, .. })
+                if offer_truncation && reply.contains("wrong number of arguments") =>
+            {
+                info!("the primary does not take a truncation floor; asking without it");
+                offer_truncation = false;
+                continue;
+            }
             Ok(()) => {
                 node.repl.set_link(gen, |f| {
                     f.link_up = false;
@@ -1321,7 +1361,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
+async fn follow_once(node: &Rc<Node>, gen: u64, offer_truncation: bool) -> Result<(), ReplError> {
     let Some(primary) = node.repl.primary_addr() else {
         return Ok(());
     };
@@ -1357,14 +1397,22 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
     if let Some(pw) = &node.cfg.password {
         hello.extend_from_slice(&resp_command(&["AUTH", pw]));
     }
-    hello.extend_from_slice(&resp_command(&[
-        "TREPLICATE",
-        &shard,
-        &epoch.to_string(),
-        &node.id,
-        &last.to_string(),
-        &data_epoch.to_string(),
-    ]));
+    let floor = if offer_truncation {
+        truncation_floor(node)
+    } else {
+        None
+    };
+    let mut treplicate = vec![
+        "TREPLICATE".to_string(),
+        shard,
+        epoch.to_string(),
+        node.id.clone(),
+        last.to_string(),
+        data_epoch.to_string(),
+    ];
+    treplicate.extend(floor.map(|f| f.to_string()));
+    let treplicate: Vec<&str> = treplicate.iter().map(String::as_str).collect();
+    hello.extend_from_slice(&resp_command(&treplicate));
     wr.write_all(&hello).await.map_err(link_err)?;
     let mut buf = Vec::new();
     if node.cfg.password.is_some() {
@@ -1384,9 +1432,24 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
         )));
     }
     let words: Vec<&str> = line.split_whitespace().collect();
+    let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
+    let mut truncate_at = None;
     let full = match words.first().copied() {
         Some("+CONTINUE") => false,
         Some("+FULLRESYNC") => true,
+        Some("+TRUNCATE") => {
+            // TRUNCATE <fork> <epoch>: cut the log after <fork>, then the
+            // stream continues from there.
+            match (num(1), floor) {
+                (Some(f), Some(fl)) if fl <= f && f < last => truncate_at = Some(f),
+                _ => {
+                    return Err(proto(format!(
+                        "unexpected truncation offer {line:?} (log ends at {last}, floor {floor:?})"
+                    )))
+                }
+            }
+            false
+        }
         Some("-AHEAD") => {
             return Err(ReplError::Ahead {
                 addr,
@@ -1395,7 +1458,6 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
         }
         _ => return Err(ReplError::Refused { addr, reply: line }),
     };
-    let num = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
     // FULLRESYNC <start> <fork> <primary-last>
     let (start, primary_fork) = (num(1).unwrap_or(0), num(2).unwrap_or(0));
     let theirs = read_history(node, gen, &mut rd, &mut buf, &addr).await?;
@@ -1436,7 +1498,9 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
     // After a full resync: snapshot locally once caught up past this LSN.
     let mut snapshot_after: Option<u64> = None;
     if !full {
-        if let Some(fork) = split {
+        // (A truncation at or before the histories' split point drops every
+        // divergent record already.)
+        if let Some(fork) = split.filter(|&l| truncate_at.is_none_or(|f| l < f)) {
             // The primary offered to continue a log that diverged from its
             // own: drop this node's state (its records past the fork were
             // never on the primary) and resync from scratch.
@@ -1446,6 +1510,7 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
                 fork_lsn: fork,
                 dropped_records: dropped,
                 at_ms: super::now_ms(),
+                resolved_by: "fullResync".into(),
             });
             discard_local_state(node)
                 .await
@@ -1459,8 +1524,14 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
                 dropped,
             });
         }
-        install_history(node, theirs)?;
-        if node.repl.st.borrow().resyncing {
+        if let Some(fork) = truncate_at {
+            rejoin_by_truncation(node, gen, fork, last, theirs, &addr).await?;
+        } else {
+            install_history(node, theirs)?;
+        }
+        if truncate_at.is_some() {
+            // The log and keyspace now end at the fork: a plain partial resync.
+        } else if node.repl.st.borrow().resyncing {
             // A full resync of this process was cut short: go on with
             // its watermarks (records its snapshot already reflects are
             // skipped), or, when nothing was loaded, from the empty
@@ -1483,6 +1554,7 @@ async fn follow_once(node: &Rc<Node>, gen: u64) -> Result<(), ReplError> {
             fork_lsn: f,
             dropped_records: last - f,
             at_ms: super::now_ms(),
+            resolved_by: "fullResync".into(),
         });
         let resync = Resync {
             start,
@@ -1730,6 +1802,181 @@ fn common_prefix(a: &[(u64, u64)], b: &[(u64, u64)]) -> Option<u64> {
     bounds
         .into_iter()
         .find(|&at| epoch_at(a, at + 1) != epoch_at(b, at + 1))
+}
+
+/// A state this node can rebuild without its primary: a local snapshot (or
+/// the empty keyspace) plus its own log after the snapshot's start.
+struct Base {
+    start: u64,
+    end: u64,
+    snapshot: Option<PathBuf>,
+}
+
+/// The bases whose records the local log still holds, oldest first.
+fn rebuild_bases(node: &Node) -> Vec<Base> {
+    let first = node.wal.first_retained_lsn();
+    let reaches = |start: u64| first > 0 && first <= start + 1;
+    let mut bases = Vec::new();
+    if reaches(0) {
+        bases.push(Base {
+            start: 0,
+            end: 0,
+            snapshot: None,
+        });
+    }
+    for (start, end, path) in super::snapshot::list_bounds(&node.cfg.data_dir.join("snapshots")) {
+        if reaches(start) && end <= node.wal.last_lsn() {
+            bases.push(Base {
+                start,
+                end,
+                snapshot: Some(path),
+            });
+        }
+    }
+    bases
+}
+
+/// The lowest LSN this node could cut its log back to (rebuilding its
+/// keyspace from a base and its own log), offered in the handshake.
+fn truncation_floor(node: &Node) -> Option<u64> {
+    if node.wal.last_lsn() == 0 || node.repl.st.borrow().resyncing {
+        return None;
+    }
+    rebuild_bases(node).iter().map(|b| b.end).min()
+}
+
+/// A rejoining node whose log diverged after `fork` cuts it there instead of
+/// a full resync: rebuilds its keyspace from the newest local base at or
+/// below the fork plus its own records up to the fork, rewrites its log to
+/// end at the fork, and records the fork. Marked `resyncing` throughout, so
+/// a crash in between discards the state at restart (as for a full resync).
+async fn rejoin_by_truncation(
+    node: &Rc<Node>,
+    gen: u64,
+    fork: u64,
+    local_last: u64,
+    history: Vec<(u64, u64)>,
+    addr: &str,
+) -> Result<(), ReplError> {
+    let fail = |reason: String| ReplError::Resync {
+        addr: addr.to_string(),
+        reason: format!("cutting the log at the fork point {fork}: {reason}"),
+    };
+    let base = rebuild_bases(node)
+        .into_iter()
+        .filter(|b| b.end <= fork)
+        .max_by_key(|b| b.end)
+        .ok_or_else(|| fail("no local snapshot at or below it any more".into()))?;
+    // Load the base off the loop; nothing local changes yet.
+    let (store, loaded) = match &base.snapshot {
+        Some(path) => {
+            let path = path.clone();
+            let (store, loaded) = tokio::task::spawn_blocking(move || {
+                let mut store = Store::new();
+                let loaded = super::snapshot::load_file(&path, &mut store);
+                (store, loaded)
+            })
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+            let loaded = loaded.map_err(|e| fail(e.to_string()))?;
+            (store, Some(loaded))
+        }
+        None => (Store::new(), None),
+    };
+    // The old log's outstanding fsyncs finish before it is rewritten.
+    node.wal
+        .sync_through(node.wal.last_lsn())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    node.repl.current(gen)?;
+    if node.wal.last_lsn() != local_last {
+        return Err(fail("the local log moved".into()));
+    }
+    node.repl.st.borrow_mut().resyncing = true;
+    if let Err(e) = node.repl.persist() {
+        node.repl.st.borrow_mut().resyncing = false;
+        return Err(e);
+    }
+    // From here to the log rewrite nothing awaits: no other task sees a
+    // half-rebuilt keyspace or log.
+    match rebuild_at(node, &base, fork, store, loaded) {
+        Ok(()) => {}
+        Err(reason) => {
+            // The keyspace may be half rebuilt: start over from nothing.
+            warn!(error = %reason, "cutting the log at the fork point failed; discarding the local state");
+            discard_local_state(node).await.map_err(&fail)?;
+            return Err(fail(reason));
+        }
+    }
+    let dropped = local_last - fork;
+    warn!(fork_lsn = fork, dropped_records = dropped, local_lsn = local_last, primary = %addr, base_end_lsn = base.end, "this node's log diverged from the primary's: cut at the fork point, continuing from there");
+    node.repl.st.borrow_mut().fork = Some(ForkInfo {
+        fork_lsn: fork,
+        dropped_records: dropped,
+        at_ms: super::now_ms(),
+        resolved_by: "truncate".into(),
+    });
+    // The rewritten log is durable before the mark goes.
+    node.wal
+        .sync_through(fork)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    // Superseded meanwhile: the mark stays, and the next partial resync
+    // (which resumes with a complete keyspace) or a restart clears it.
+    node.repl.current(gen)?;
+    node.repl.st.borrow_mut().resyncing = false;
+    install_history(node, history)
+}
+
+/// The synchronous part of [`rejoin_by_truncation`]: snapshots past the
+/// fork go, the keyspace becomes the base plus the records up to the fork,
+/// and the log is rewritten to end at the fork.
+fn rebuild_at(
+    node: &Rc<Node>,
+    base: &Base,
+    fork: u64,
+    store: Store,
+    loaded: Option<super::snapshot::Loaded>,
+) -> Result<(), String> {
+    let snapshots = node.cfg.data_dir.join("snapshots");
+    for (_, end, path) in super::snapshot::list_bounds(&snapshots) {
+        if end > fork {
+            // It reflects records that were never on the primary.
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let mut store = store;
+    store.mode = ExpireMode::Passive;
+    *node.store.borrow_mut() = store;
+    let mut applier = Applier::new(node);
+    applier.watermarks = loaded.as_ref().map(|l| l.watermarks.clone());
+    let mut encoded = Vec::new();
+    let mut expect = base.start + 1;
+    for rec in node.wal.read_from(base.start).map_err(|e| e.to_string())? {
+        let rec = rec.map_err(|e| e.to_string())?;
+        if rec.lsn > fork {
+            break;
+        }
+        if rec.lsn != expect {
+            return Err(format!("record {expect} is missing from the local log"));
+        }
+        expect += 1;
+        applier.apply(node, &rec);
+        let args: Vec<&[u8]> = rec.args.iter().map(|a| a.as_slice()).collect();
+        wal::encode_record(&mut encoded, rec.lsn, rec.slot, &args);
+    }
+    if expect != fork + 1 {
+        return Err(format!(
+            "the local log ends at {} before the fork point",
+            expect - 1
+        ));
+    }
+    node.wal.reset(base.start).map_err(|e| e.to_string())?;
+    if fork > base.start {
+        node.wal.append_encoded(base.start + 1, fork, &encoded)?;
+    }
+    *node.last_snapshot.borrow_mut() = loaded.map(|l| l.info);
+    Ok(())
 }
 
 /// What a full resync replaces the local state with.

@@ -453,6 +453,23 @@ fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(v)
 }
 
+/// Snapshot files in `dir` as (start LSN, end LSN, path), oldest first, from
+/// their footers alone (no CRC check; unreadable ones are left out): what a
+/// rejoining replica can rebuild its state from when it truncates its log.
+pub fn list_bounds(dir: &Path) -> Vec<(u64, u64, PathBuf)> {
+    let Ok(snaps) = list_snapshots(dir) else {
+        return Vec::new();
+    };
+    snaps
+        .into_iter()
+        .filter_map(|(_, path)| {
+            read_footer(&path)
+                .ok()
+                .map(|f| (f.start_lsn, f.end_lsn, path))
+        })
+        .collect()
+}
+
 /// The footer alone (no CRC check of the file): for retention decisions.
 fn read_footer(path: &Path) -> Result<Footer, SnapshotError> {
     use std::io::{Seek, SeekFrom};

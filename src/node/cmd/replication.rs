@@ -10,7 +10,7 @@ use super::{Args, CommandSpec, Ctx};
 pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "treplicate",
-        arity: 6,
+        arity: -6,
         flags: ADMIN,
         first_key: 0,
         last_key: 0,
@@ -28,7 +28,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
 ];
 
-/// `TREPLICATE <shard> <epoch> <replica-node-id> <last-lsn> <data-epoch>`.
+/// `TREPLICATE <shard> <epoch> <replica-node-id> <last-lsn> <data-epoch>
+/// [<truncate-floor>]`.
 fn treplicate(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     ctx.effects.replicate = Some(args.iter().map(|a| a.to_vec()).collect());
 }
