@@ -712,8 +712,33 @@ pub async fn start(node: &Rc<Node>) -> Result<(), ReplError> {
     Ok(())
 }
 
+/// Keeps snapshots from starting while held (released when dropped).
+struct SnapshotsHeld<'a>(&'a Node);
+
+impl Drop for SnapshotsHeld<'_> {
+    fn drop(&mut self) {
+        self.0.snapshot_running.set(false);
+    }
+}
+
+/// Waits until no snapshot is being written, then keeps new ones from
+/// starting: a snapshot reads the keyspace and the log across awaits, so
+/// neither may be replaced under it.
+async fn hold_snapshots(node: &Node) -> SnapshotsHeld<'_> {
+    while node.snapshot_running.replace(true) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    SnapshotsHeld(node)
+}
+
 /// Empties the keyspace, the log and the snapshots (full resync).
 async fn discard_local_state(node: &Rc<Node>) -> Result<(), String> {
+    let held = hold_snapshots(node).await;
+    discard_held(node, &held).await
+}
+
+/// [`discard_local_state`] for a caller that already holds snapshots off.
+async fn discard_held(node: &Rc<Node>, _held: &SnapshotsHeld<'_>) -> Result<(), String> {
     // Outstanding fsyncs of the old log must finish before it is discarded,
     // or the durable LSN could move past the reset point afterwards.
     let last = node.wal.last_lsn();
@@ -1883,6 +1908,7 @@ async fn rejoin_by_truncation(
         }
         None => (Store::new(), None),
     };
+    let held = hold_snapshots(node).await;
     // The old log's outstanding fsyncs finish before it is rewritten.
     node.wal
         .sync_through(node.wal.last_lsn())
@@ -1899,7 +1925,9 @@ async fn rejoin_by_truncation(
     }
     // From here to the log rewrite nothing awaits: no other task sees a
     // half-rebuilt keyspace or log.
-    match rebuild_at(node, &base, fork, store, loaded) {
+    let rebuilt = rebuild_at(node, &base, fork, store, loaded);
+    drop(held);
+    match rebuilt {
         Ok(()) => {}
         Err(reason) => {
             // The keyspace may be half rebuilt: start over from nothing.
@@ -2028,7 +2056,9 @@ async fn full_resync(
         warn!(fork_lsn = fork.fork_lsn, dropped_records = fork.dropped_records, local_lsn = resync.local_lsn, primary = %addr, "this node's log diverged from the primary's: dropping the records past the fork point");
         node.repl.st.borrow_mut().fork = Some(fork.clone());
     }
-    if let Err(e) = discard_local_state(node).await {
+    // Snapshots stay off until the received one is the keyspace.
+    let held = hold_snapshots(node).await;
+    if let Err(e) = discard_held(node, &held).await {
         let _ = std::fs::remove_file(&tmp);
         return Err(fail(e));
     }
