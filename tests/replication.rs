@@ -1248,6 +1248,18 @@ fn set_prefixed(node: &TestNode, prefix: &str, n: usize, value: &str) {
 /// goes) plus its own log; a restart then recovers the rewritten state.
 #[test]
 fn a_rejoining_primary_cuts_its_log_at_the_fork_from_a_snapshot_below_it() {
+    rejoin_after_a_fork(true);
+}
+
+/// The same without a snapshot below the fork (both snapshots were taken
+/// after it and the log was truncated behind them): a full resync, with the
+/// fork recorded.
+#[test]
+fn a_rejoining_primary_without_a_snapshot_below_the_fork_resyncs_in_full() {
+    rejoin_after_a_fork(false);
+}
+
+fn rejoin_after_a_fork(snapshot_below_fork: bool) {
     // Small segments, so snapshots truncate the log (no replay from LSN 1);
     // for the nodes of this test only.
     struct SmallSegments;
@@ -1264,16 +1276,26 @@ fn a_rejoining_primary_cuts_its_log_at_the_fork_from_a_snapshot_below_it() {
     let proxy = Proxy::start(p.port);
     follow(&r, 1, addr_of(0, proxy.port));
     let pad = "x".repeat(200);
+    let snapshot = |n: &TestNode| {
+        let (s, b) = http(n.admin_port, "POST", "/v1/snapshot", "").expect("snapshot");
+        assert_eq!(s, 200, "{b}");
+    };
     set_prefixed(&p, "a", 600, &pad);
-    let (s, b) = http(p.admin_port, "POST", "/v1/snapshot", "").expect("snapshot");
-    assert_eq!(s, 200, "{b}");
+    if snapshot_below_fork {
+        snapshot(&p);
+    }
     set_prefixed(&p, "b", 300, &pad);
     wait_caught_up(&r, &p, Duration::from_secs(20));
     // Cut off, the primary goes on alone and snapshots past the fork.
     proxy.stall();
     set_prefixed(&p, "alone", 300, &pad);
-    let (s, b) = http(p.admin_port, "POST", "/v1/snapshot", "").expect("snapshot");
-    assert_eq!(s, 200, "{b}");
+    snapshot(&p);
+    if !snapshot_below_fork {
+        // A second snapshot past the fork: the log is truncated behind the
+        // first one, so no base at or below the fork remains.
+        set_prefixed(&p, "alone", 10, &pad);
+        snapshot(&p);
+    }
     let p_lsn = status(&p)["lsn"].as_u64().unwrap_or(0);
     // The replica takes over at epoch 2 and writes.
     assert_eq!(fence(&r, 2), 200);
@@ -1299,24 +1321,35 @@ fn a_rejoining_primary_cuts_its_log_at_the_fork_from_a_snapshot_below_it() {
         thread::sleep(Duration::from_millis(20));
     };
     let f = &st["replication"]["fork"];
-    assert_eq!(f["resolvedBy"], "truncate", "{st:#}");
     assert_eq!(f["forkLsn"].as_u64(), Some(fork), "{st:#}");
     assert_eq!(f["droppedRecords"].as_u64(), Some(p_lsn - fork), "{st:#}");
-    assert_eq!(st["replication"]["fullResyncs"], 0, "{st:#}");
-    assert!(
-        st["lastSnapshot"]["endLsn"]
-            .as_u64()
-            .is_some_and(|e| e <= fork),
-        "rebuilt from the snapshot below the fork: {st:#}"
-    );
+    if snapshot_below_fork {
+        assert_eq!(f["resolvedBy"], "truncate", "{st:#}");
+        assert_eq!(st["replication"]["fullResyncs"], 0, "{st:#}");
+        assert!(
+            st["lastSnapshot"]["endLsn"]
+                .as_u64()
+                .is_some_and(|e| e <= fork),
+            "rebuilt from the snapshot below the fork: {st:#}"
+        );
+    } else {
+        assert_eq!(f["resolvedBy"], "fullResync", "{st:#}");
+        assert_eq!(st["replication"]["fullResyncs"], 1, "{st:#}");
+        let done = Instant::now() + Duration::from_secs(20);
+        while status(&p)["replication"]["resyncing"] == true {
+            assert!(Instant::now() < done, "the resync never completed");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
     for e in std::fs::read_dir(p.dir.join("data").join("snapshots")).expect("snapshots") {
         let name = e.expect("entry").file_name().to_string_lossy().to_string();
         let end: Option<u64> = name
             .strip_prefix("snapshot-")
             .and_then(|n| n.strip_suffix(".tsnap"))
             .and_then(|n| n.parse().ok());
+        // (After a full resync: only snapshots of the primary's state.)
         assert!(
-            end.is_none_or(|e| e <= fork),
+            !snapshot_below_fork || end.is_none_or(|e| e <= fork),
             "a snapshot past the fork survived: {name}"
         );
     }
