@@ -105,6 +105,31 @@ pub struct ReplicationInfo {
     /// A full resync is under way: the node's data is a partial copy.
     #[serde(default)]
     pub resyncing: bool,
+    /// The epoch of the record at `lsn` (absent from nodes that predate it:
+    /// see [`NodeInfo::last_record_epoch`]).
+    #[serde(default)]
+    pub last_record_epoch: Option<u64>,
+    /// The node's epoch history: `(epoch, LSN after which its records start)`.
+    #[serde(default)]
+    pub history: Vec<(u64, u64)>,
+    /// On a replica: `idle`, `connecting`, `up`, `down` or `refusedAhead`.
+    #[serde(default)]
+    pub link_state: String,
+    /// Why the primary refuses to feed this replica (e.g. `AHEAD …`).
+    #[serde(default)]
+    pub follow_error: Option<String>,
+}
+
+impl NodeInfo {
+    /// The epoch of the node's last record. A node that predates
+    /// `lastRecordEpoch` gets it from its epoch history by the node's own
+    /// rule (every replicating node reports one), so mixed versions during
+    /// a rolling update still compare alike; no history at all gives 0.
+    pub fn last_record_epoch(&self) -> u64 {
+        self.replication.last_record_epoch.unwrap_or_else(|| {
+            crate::node::replication::epoch_at(&self.replication.history, self.lsn)
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -1808,7 +1808,7 @@ fn install_history(node: &Node, history: Vec<(u64, u64)>) -> Result<(), ReplErro
 
 /// The epoch of the record at `lsn` in a log described by `history`
 /// (0 before the first entry).
-fn epoch_at(history: &[(u64, u64)], lsn: u64) -> u64 {
+pub(crate) fn epoch_at(history: &[(u64, u64)], lsn: u64) -> u64 {
     history
         .iter()
         .rev()
@@ -2207,7 +2207,14 @@ pub struct ReplicationStatus {
     pub replicas_expected: usize,
     pub lease_ms: u64,
     pub lease_held: bool,
+    /// The epoch of the primary whose history this log follows (it can be
+    /// newer than the last record: a replica installs its primary's history
+    /// before the records reach it).
     pub data_epoch: u64,
+    /// The epoch of the record at `lsn` (0 before the first): with `lsn`,
+    /// the order in which logs are more up to date (a newer epoch first,
+    /// then the longer log), which the operator promotes by.
+    pub last_record_epoch: u64,
     pub history: Vec<(u64, u64)>,
     pub replicas: Vec<ReplicaStatus>,
     pub primary: Option<NodeAddr>,
@@ -2256,6 +2263,7 @@ pub fn status(node: &Node) -> ReplicationStatus {
         lease_ms: cfg.lease_ms,
         lease_held: is_primary && (k == 0 || repl.lease_holders() >= k),
         data_epoch: st.data_epoch,
+        last_record_epoch: epoch_at(&st.history, last),
         history: st.history.clone(),
         replicas,
         primary: st.primary.clone(),

@@ -9,8 +9,9 @@
 //! 1. fence the old primary at the new epoch: it demotes at once, so writes
 //!    pause (clients get `-READONLY`/`-MOVED` and retry) and its log ends at
 //!    a known LSN `L`; no lease wait is needed, it acknowledges nothing more;
-//! 2. read the replicas' LSNs (frozen now: nothing feeds them) and pick the
-//!    target: the requested pod, or the replica with the highest LSN;
+//! 2. read where the replicas' logs end (frozen now: nothing feeds them) and
+//!    pick the target: the requested pod, or the replica whose log is the
+//!    most up to date ([`LogEnd`]: the epoch of its last record, then LSN);
 //! 3. check the target holds every acknowledged write ([`safe_target`]);
 //! 4. promote it, push the topology (the others, the old primary included,
 //!    follow it), move the role labels; writes resume.
@@ -28,7 +29,7 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::failover::plan::{self, AckRule};
+use super::failover::plan::{self, AckRule, LogEnd};
 use super::failover::{
     self, failover_client, KIND_FAILOVER, KIND_SWITCHOVER, PHASE_FENCING, PHASE_PROMOTING,
 };
@@ -76,43 +77,51 @@ pub fn parse_request(value: &str, shards: &[ShardStatus]) -> Result<Request, Str
     Ok(Request { shard: index, to })
 }
 
-/// Whether promoting a replica at `target_lsn` keeps every acknowledged
-/// write, once the old primary's log ended at `old_lsn` and the replicas'
-/// highest LSN is `max_replica_lsn`.
+/// Whether promoting a replica whose log ends at `target` keeps every
+/// acknowledged write, once the old primary's log ended at `old` and the
+/// most up-to-date replica log ends at `max_replica` (logs compared as
+/// [`LogEnd`]s: the epoch of the last record, then the LSN).
 ///
 /// - `k = n` (`strong`, or `quorum` whose rule names every replica): every
 ///   acknowledged write is on every replica; records past the target are
 ///   unacknowledged (their clients got an error when the primary demoted).
 /// - `1 ≤ k < n`: an acknowledged write is on `k ≥ 1` replicas, so on the
-///   replica with the highest LSN: the target must be at least there.
+///   most up-to-date replica: the target must be at least there.
 /// - `eventual`: the primary acknowledged everything in its log: the target
 ///   must have all of it.
 pub fn safe_target(
     level: ConsistencyLevel,
     rule: AckRule,
-    old_lsn: u64,
-    target_lsn: u64,
-    max_replica_lsn: u64,
+    old: LogEnd,
+    target: LogEnd,
+    max_replica: LogEnd,
 ) -> Result<(), String> {
     let need = if level == ConsistencyLevel::Eventual || rule.k == 0 {
-        old_lsn
+        old
     } else if rule.k >= rule.n {
-        0
+        LogEnd::default()
     } else {
-        max_replica_lsn
+        max_replica
     };
-    if target_lsn >= need {
+    if target >= need {
         Ok(())
+    } else if target.epoch == need.epoch {
+        Err(format!(
+            "the target is at LSN {}, {} record(s) short of LSN {} that may hold acknowledged writes",
+            target.lsn,
+            need.lsn - target.lsn,
+            need.lsn
+        ))
     } else {
         Err(format!(
-            "the target is at LSN {target_lsn}, {} record(s) short of LSN {need} that may hold acknowledged writes",
-            need - target_lsn
+            "the target's log ends at {target}, before a log ending at {need} that may hold acknowledged writes"
         ))
     }
 }
 
-/// The requested pod, or the ready replica with the highest LSN.
-pub fn pick_target(requested: Option<&str>, replicas: &[(String, u64, bool)]) -> Option<String> {
+/// The requested pod, or the ready replica whose log is the most up to
+/// date (ties: the lowest pod name).
+pub fn pick_target(requested: Option<&str>, replicas: &[(String, LogEnd, bool)]) -> Option<String> {
     if let Some(r) = requested {
         return replicas
             .iter()
@@ -122,7 +131,7 @@ pub fn pick_target(requested: Option<&str>, replicas: &[(String, u64, bool)]) ->
     replicas
         .iter()
         .filter(|(_, _, ok)| *ok)
-        .max_by_key(|(p, lsn, _)| (*lsn, std::cmp::Reverse(p.clone())))
+        .max_by_key(|(p, end, _)| (*end, std::cmp::Reverse(p.clone())))
         .map(|(p, _, _)| p.clone())
 }
 
@@ -269,8 +278,8 @@ pub async fn step(
             return as_failover(ctx, &dbc, i, state, "the old primary has no address").await;
         }
     };
-    let old_lsn = match fenced {
-        Ok(info) => info.lsn,
+    let old = match fenced {
+        Ok(info) => failover::log_end(&info),
         Err(e) if e.is_stale_epoch() => {
             return failover::restart(ctx, &dbc, i, shard, state, by_pod).await;
         }
@@ -299,12 +308,17 @@ pub async fn step(
         }
     }))
     .await;
-    let seen: Vec<(String, u64, bool)> = replicas
+    let seen: Vec<(String, LogEnd, bool)> = replicas
         .iter()
         .zip(answers)
-        .filter_map(|(n, a)| a.map(|i| (n.pod.clone(), i.lsn, i.ready && !i.replication.resyncing)))
+        .filter_map(|(n, a)| {
+            a.map(|i| {
+                let ok = i.ready && !i.replication.resyncing;
+                (n.pod.clone(), failover::log_end(&i), ok)
+            })
+        })
         .collect();
-    let max_lsn = seen.iter().map(|(_, l, _)| *l).max().unwrap_or(0);
+    let max_end = seen.iter().map(|s| s.1).max().unwrap_or_default();
     let rule = AckRule::new(
         v.spec.consistency.level,
         v.spec.consistency.quorum_percentage,
@@ -314,8 +328,11 @@ pub async fn step(
     let verdict = match &target {
         None => Err("no ready replica answered".to_string()),
         Some(t) => {
-            let lsn = seen.iter().find(|(p, _, _)| p == t).map_or(0, |s| s.1);
-            safe_target(v.spec.consistency.level, rule, old_lsn, lsn, max_lsn)
+            let end = seen
+                .iter()
+                .find(|(p, _, _)| p == t)
+                .map_or(LogEnd::default(), |s| s.1);
+            safe_target(v.spec.consistency.level, rule, old, end, max_end)
         }
     };
     match (target, verdict) {
@@ -325,7 +342,7 @@ pub async fn step(
                 to: Some(t.clone()),
                 ..state.clone()
             };
-            tracing::info!(cluster = %name, shard = %shard.name, target = %t, old_lsn, epoch = state.epoch, "switchover: promoting");
+            tracing::info!(cluster = %name, shard = %shard.name, target = %t, old_lsn = old.lsn, old_last_record_epoch = old.epoch, epoch = state.epoch, "switchover: promoting");
             let dbc = failover::write_state(ctx, &dbc, i, Some(next.clone())).await?;
             promote_and_finish(ctx, dbc, v, i, shard, &next, observed, by_pod).await
         }
@@ -427,32 +444,59 @@ mod tests {
         assert!(parse_request("nope", &s).is_err());
     }
 
+    fn at(epoch: u64, lsn: u64) -> LogEnd {
+        LogEnd { epoch, lsn }
+    }
+
     #[test]
     fn target_safety() {
+        let e = |lsn| at(3, lsn);
         // 3 nodes quorum: k = n = 2, any replica holds every acknowledged write.
         let all = AckRule::new(Quorum, None, 2);
-        assert!(safe_target(Quorum, all, 100, 99, 99).is_ok());
+        assert!(safe_target(Quorum, all, e(100), e(99), e(99)).is_ok());
         // n = 4, k = 3: the target must be the most advanced replica.
         let most = AckRule::new(Quorum, None, 4);
-        assert!(safe_target(Quorum, most, 100, 98, 99).is_err());
-        assert!(safe_target(Quorum, most, 100, 99, 99).is_ok());
+        assert!(safe_target(Quorum, most, e(100), e(98), e(99)).is_err());
+        assert!(safe_target(Quorum, most, e(100), e(99), e(99)).is_ok());
         // Eventual: everything in the old primary's log was acknowledged.
         let ev = AckRule::new(Eventual, None, 2);
-        assert!(safe_target(Eventual, ev, 100, 99, 99)
+        assert!(safe_target(Eventual, ev, e(100), e(99), e(99))
             .unwrap_err()
             .contains("1 record(s) short"));
-        assert!(safe_target(Eventual, ev, 100, 100, 100).is_ok());
+        assert!(safe_target(Eventual, ev, e(100), e(100), e(100)).is_ok());
+    }
+
+    #[test]
+    fn target_safety_compares_the_epoch_of_the_last_record_first() {
+        let most = AckRule::new(Quorum, None, 4);
+        // The most up-to-date replica ends in epoch 3 at LSN 90; a target
+        // with a longer log of epoch 2 lacks its epoch-3 records.
+        let err = safe_target(Quorum, most, at(3, 95), at(2, 150), at(3, 90)).unwrap_err();
+        assert!(
+            err.contains("LSN 150 (epoch 2)") && err.contains("LSN 90 (epoch 3)"),
+            "{err}"
+        );
+        assert!(safe_target(Quorum, most, at(3, 95), at(3, 90), at(3, 90)).is_ok());
+        let ev = AckRule::new(Eventual, None, 2);
+        assert!(safe_target(Eventual, ev, at(3, 95), at(2, 200), at(2, 200)).is_err());
     }
 
     #[test]
     fn targets() {
         let r = vec![
-            ("a".to_string(), 5, true),
-            ("b".to_string(), 9, true),
-            ("c".to_string(), 12, false),
+            ("a".to_string(), at(1, 5), true),
+            ("b".to_string(), at(1, 9), true),
+            ("c".to_string(), at(1, 12), false),
         ];
         assert_eq!(pick_target(None, &r).as_deref(), Some("b"));
         assert_eq!(pick_target(Some("a"), &r).as_deref(), Some("a"));
         assert_eq!(pick_target(Some("c"), &r), None);
+        // A newer epoch beats a longer log of an older one; ties: lowest name.
+        let r = vec![
+            ("a".to_string(), at(1, 50), true),
+            ("b".to_string(), at(2, 9), true),
+            ("c".to_string(), at(2, 9), true),
+        ];
+        assert_eq!(pick_target(None, &r).as_deref(), Some("b"));
     }
 }

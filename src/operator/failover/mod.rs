@@ -37,7 +37,7 @@ use crate::api::{
     DatabaseCluster, DatabaseClusterStatus, FailoverState, LastFailover, NodeStatus, ShardStatus,
 };
 use crate::client::NodeInfo;
-use plan::{AckRule, Candidate, Choice, PrimaryView};
+use plan::{AckRule, Candidate, Choice, LogEnd, PrimaryView};
 
 pub const FAILOVER_BLOCKED: &str = "FailoverBlocked";
 pub const PHASE_FENCING: &str = "Fencing";
@@ -93,6 +93,15 @@ fn node_status(n: &ObservedNode, info: &NodeInfo) -> Option<NodeStatus> {
     })
 }
 
+/// Where a node's log ends, in the order logs are compared by
+/// ([`LogEnd`]: the epoch of its last record, then its LSN).
+pub(crate) fn log_end(i: &NodeInfo) -> LogEnd {
+    LogEnd {
+        epoch: i.last_record_epoch(),
+        lsn: i.lsn,
+    }
+}
+
 /// What the operator sees of a shard's primary (input of the detector).
 pub fn primary_view(
     shard: &ShardStatus,
@@ -124,12 +133,14 @@ pub fn primary_view(
             .replicas
             .iter()
             .filter_map(|r| by_pod.get(r.pod.as_str()).and_then(|n| n.info.as_ref()))
-            .map(|r| r.lsn)
+            .map(log_end)
             .max()
-            .unwrap_or(0);
+            .unwrap_or_default();
         // Only a recently restarted primary: a live one is observed a few
-        // milliseconds before its replicas and may look briefly behind.
-        view.behind = i.uptime_seconds < 60 && replica_max > i.lsn;
+        // milliseconds before its replicas and may look briefly behind. A
+        // replica with a longer log of an older epoch (a former primary not
+        // yet cut at its fork) does not make it behind.
+        view.behind = i.uptime_seconds < 60 && replica_max > log_end(i);
         // A primary whose lease was never seen held (just bootstrapped or
         // promoted, replicas still connecting) is not "cut off".
         let key = lease_key(&v.namespace, &v.name, shard);
@@ -170,6 +181,7 @@ pub async fn reconcile(
     }
     let by_pod: BTreeMap<&str, &ObservedNode> =
         observed.iter().map(|n| (n.pod.as_str(), n)).collect();
+    report_refused_ahead(ctx, dbc, observed).await;
     // A failover in progress goes first, one shard per reconcile.
     if let Some(i) = prev.shards.iter().position(|s| s.failover.is_some()) {
         return drive(ctx, dbc.clone(), v, i, observed, &by_pod)
@@ -262,6 +274,63 @@ pub async fn reconcile(
     Ok(requeue.map(Action::requeue))
 }
 
+/// Members last seen refused by their primary as ahead of it
+/// (`ns/cluster/pod`): the Event goes out once per refusal, not per reconcile.
+static REFUSED_AHEAD: LazyLock<Mutex<std::collections::HashSet<String>>> =
+    LazyLock::new(|| Mutex::new(std::collections::HashSet::new()));
+
+/// A Warning Event `ReplicaRefusedAhead` when a member starts reporting
+/// `linkState: refusedAhead`: its primary's log ends before its own (or in
+/// an older epoch), so it does not replicate, keeps its data and retries.
+async fn report_refused_ahead(ctx: &Context, dbc: &DatabaseCluster, observed: &[ObservedNode]) {
+    let prefix = format!(
+        "{}/{}/",
+        dbc.namespace().unwrap_or_default(),
+        dbc.name_any()
+    );
+    let fresh = {
+        let mut seen = REFUSED_AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+        newly_refused(&mut seen, &prefix, observed)
+    };
+    for (n, why) in fresh {
+        tracing::warn!(cluster = %dbc.name_any(), pod = %n.pod, epoch = n.info.as_ref().map_or(0, |i| i.last_record_epoch()), lsn = n.info.as_ref().map_or(0, |i| i.lsn), reason = %why, "a member's primary refuses it: its log is ahead of the primary's");
+        ctx.event(
+            dbc,
+            EventType::Warning,
+            "ReplicaRefusedAhead",
+            "Replication",
+            format!(
+                "{}: its primary refuses it because its log is ahead of the primary's; it keeps its data and does not replicate until the primary is replaced by the most up-to-date member ({why})",
+                n.pod
+            ),
+        )
+        .await;
+    }
+}
+
+/// The members that report `refusedAhead` and were not seen doing so (with
+/// their `followError`); `seen` forgets a member once it answers otherwise
+/// (an unreachable member stays as it was).
+fn newly_refused<'a>(
+    seen: &mut std::collections::HashSet<String>,
+    prefix: &str,
+    observed: &'a [ObservedNode],
+) -> Vec<(&'a ObservedNode, String)> {
+    observed
+        .iter()
+        .filter_map(|n| {
+            let i = n.info.as_ref()?;
+            let key = format!("{prefix}{}", n.pod);
+            if i.replication.link_state != "refusedAhead" {
+                seen.remove(&key);
+                return None;
+            }
+            let why = i.replication.follow_error.clone().unwrap_or_default();
+            seen.insert(key).then_some((n, why))
+        })
+        .collect()
+}
+
 /// Confirms a primary is behind a replica with ordered reads: the replicas
 /// first, then the primary (a primary's LSN only grows, so reading it last
 /// rules out the skew of concurrent status calls under write load).
@@ -276,9 +345,9 @@ async fn confirm_behind(shard: &ShardStatus, by_pod: &BTreeMap<&str, &ObservedNo
         .await
         .into_iter()
         .filter_map(|r| r.ok())
-        .map(|i| i.lsn)
+        .map(|i| log_end(&i))
         .max()
-        .unwrap_or(0);
+        .unwrap_or_default();
     let Some(addr) = shard
         .primary
         .as_ref()
@@ -287,7 +356,7 @@ async fn confirm_behind(shard: &ShardStatus, by_pod: &BTreeMap<&str, &ObservedNo
     else {
         return false;
     };
-    fast.status(addr).await.is_ok_and(|i| i.lsn < max)
+    fast.status(addr).await.is_ok_and(|i| log_end(&i) < max)
 }
 
 /// Above the recorded shard epoch and any fencing epoch a member reports.
@@ -483,6 +552,7 @@ pub(crate) async fn fence_and_choose(
                 candidates.push(Candidate {
                     pod: n.pod.clone(),
                     lsn: info.lsn,
+                    last_record_epoch: info.last_record_epoch(),
                     old_primary: old,
                     resyncing: info.replication.resyncing,
                 });
@@ -875,5 +945,89 @@ pub async fn monitor(client: kube::Client) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ReplicationInfo;
+
+    fn node(pod: &str, info: Option<NodeInfo>) -> ObservedNode {
+        ObservedNode {
+            pod: pod.into(),
+            shard: 0,
+            ordinal: 0,
+            ip: None,
+            pod_ready: true,
+            info,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn info(link_state: &str, lsn: u64, history: Vec<(u64, u64)>) -> NodeInfo {
+        NodeInfo {
+            lsn,
+            replication: ReplicationInfo {
+                link_state: link_state.into(),
+                follow_error: Some("AHEAD replica log ends at 9, past this primary's 7".into()),
+                history,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_refused_member_is_reported_once_per_refusal() {
+        let mut seen = std::collections::HashSet::new();
+        let refused = [
+            node("c-0", Some(info("up", 7, vec![]))),
+            node("c-1", Some(info("refusedAhead", 9, vec![]))),
+        ];
+        let got = newly_refused(&mut seen, "ns/c/", &refused);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.pod, "c-1");
+        assert!(got[0].1.starts_with("AHEAD"));
+        // Still refused: no second report; unreachable: nothing forgotten.
+        assert!(newly_refused(&mut seen, "ns/c/", &refused).is_empty());
+        assert!(newly_refused(&mut seen, "ns/c/", &[node("c-1", None)]).is_empty());
+        assert!(newly_refused(&mut seen, "ns/c/", &refused).is_empty());
+        // Linked again, then refused again: reported again.
+        newly_refused(
+            &mut seen,
+            "ns/c/",
+            &[node("c-1", Some(info("up", 9, vec![])))],
+        );
+        assert_eq!(newly_refused(&mut seen, "ns/c/", &refused).len(), 1);
+        // Another cluster's pod of the same name is its own member.
+        assert_eq!(newly_refused(&mut seen, "ns/d/", &refused).len(), 1);
+    }
+
+    #[test]
+    fn the_last_record_epoch_comes_from_the_history_of_a_node_without_the_field() {
+        // Promoted at epoch 3 after LSN 100: records up to 100 are epoch 2.
+        let history = vec![(1, 0), (2, 40), (3, 100)];
+        let mut i = info("up", 100, history.clone());
+        assert_eq!(log_end(&i), LogEnd { epoch: 2, lsn: 100 });
+        i.lsn = 101;
+        assert_eq!(log_end(&i), LogEnd { epoch: 3, lsn: 101 });
+        // The node's own field wins when present.
+        i.replication.last_record_epoch = Some(7);
+        assert_eq!(log_end(&i), LogEnd { epoch: 7, lsn: 101 });
+        // Neither: 0.
+        assert_eq!(log_end(&info("up", 5, vec![])).epoch, 0);
+        // Parsed from a status document of either kind.
+        let doc = |extra: &str| {
+            format!(
+                r#"{{"nodeId":"n","role":"replica","lsn":120,"replication":{{"history":[[1,0],[2,110]],"linkState":"refusedAhead"{extra}}}}}"#
+            )
+        };
+        let old: NodeInfo = serde_json::from_str(&doc("")).expect("an old status parses");
+        assert_eq!(log_end(&old), LogEnd { epoch: 2, lsn: 120 });
+        assert_eq!(old.replication.link_state, "refusedAhead");
+        let new: NodeInfo =
+            serde_json::from_str(&doc(r#","lastRecordEpoch":2"#)).expect("a new status parses");
+        assert_eq!(new.replication.last_record_epoch, Some(2));
     }
 }

@@ -11,10 +11,10 @@
 //! `ceil(quorumPercentage × n / 100)` clamped to `1..=n`, default
 //! `floor(n/2) + 1`). So every acknowledged write is on some set `A` of `k`
 //! replicas. Fence a set `F` of reachable replicas with `|F| ≥ n − k + 1`:
-//! `|A| + |F| ≥ n + 1 > n`, so `A ∩ F ≠ ∅`. Replica logs are prefixes of the
-//! primary's log (ordered by LSN within an epoch), so the member of `F` with
-//! the highest LSN holds every record any member of `F` holds — in
-//! particular every acknowledged write. Fenced replicas stop acknowledging,
+//! `|A| + |F| ≥ n + 1 > n`, so `A ∩ F ≠ ∅`. The member of `F` whose log is
+//! the most up to date ([`LogEnd`]: the epoch of its last record, then its
+//! LSN) holds every acknowledged write some member of `F` holds — so every
+//! acknowledged write. Fenced replicas stop acknowledging,
 //! and at most `k − 1` replicas are left unfenced, so the old primary can
 //! never again collect `k` acknowledgements: nothing it acknowledges later
 //! can be missing from the new primary.
@@ -27,6 +27,22 @@
 //!
 //! When the old primary itself answers (it was unready, or lost its lease),
 //! it holds every acknowledged write; the rule holds trivially.
+//!
+//! ## Which log is the most up to date
+//!
+//! The Raft order: the log whose last record is of the newer epoch, then the
+//! longer one. Within one epoch the logs are prefixes of that epoch's
+//! primary's log, so the longer holds the shorter. A log that ends in epoch
+//! `E` is a prefix of `E`'s primary's log past the point where that primary
+//! was promoted, and that primary held every write acknowledged before
+//! (its own promotion obeyed this rule), so it holds every write
+//! acknowledged in an older epoch, however long an older-epoch log is: the
+//! records an older log has past `E`'s start were never acknowledged (an old
+//! primary's suffix). By LSN alone, a former primary's unacknowledged suffix
+//! could outrank the newer history and truncate its acknowledged writes.
+//! The epoch is the last *record*'s, not the node's `dataEpoch`: a replica
+//! takes its primary's history before the records reach it, so its
+//! `dataEpoch` can be newer than what its log holds.
 
 use std::fmt;
 
@@ -60,7 +76,22 @@ impl AckRule {
     }
 }
 
-/// A member that answered the fence call (its LSN is frozen from then on).
+/// Where a log ends, ordered by how up to date it is: the epoch of its last
+/// record first, then its LSN (the derived order: fields in this order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogEnd {
+    /// The epoch of the record at `lsn` (`lastRecordEpoch` in the status).
+    pub epoch: u64,
+    pub lsn: u64,
+}
+
+impl fmt::Display for LogEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LSN {} (epoch {})", self.lsn, self.epoch)
+    }
+}
+
+/// A member that answered the fence call (its log is frozen from then on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub pod: String,
@@ -68,10 +99,21 @@ pub struct Candidate {
     /// `everysec` a replica acknowledges written-but-not-fsynced records, so
     /// `durableLsn` can lag what was acknowledged.
     pub lsn: u64,
+    /// The epoch of its last record (`NodeInfo::last_record_epoch`).
+    pub last_record_epoch: u64,
     /// The primary being replaced (it answered after all).
     pub old_primary: bool,
     /// In the middle of a full resync: a partial copy, never promoted.
     pub resyncing: bool,
+}
+
+impl Candidate {
+    pub fn end(&self) -> LogEnd {
+        LogEnd {
+            epoch: self.last_record_epoch,
+            lsn: self.lsn,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,8 +166,9 @@ pub enum Choice {
 
 /// Picks whom to promote among the members that answered the fence call.
 ///
-/// Replicas come first: when enough of them answered, the one with the
-/// highest LSN holds every acknowledged write, and the primary that failed
+/// Replicas come first: when enough of them answered, the one with the most
+/// up-to-date log ([`LogEnd`]) holds every acknowledged write (ties: the
+/// lowest pod name), and the primary that failed
 /// (hung, cut off, flapping) is not handed its role back. Only when the
 /// replicas alone do not satisfy the rule is an answering old primary
 /// promoted again (it holds every acknowledged write itself).
@@ -137,7 +180,7 @@ pub fn choose(
 ) -> Choice {
     let usable: Vec<&Candidate> = candidates.iter().filter(|c| !c.resyncing).collect();
     let best_of = |it: &mut dyn Iterator<Item = &&Candidate>| {
-        it.max_by_key(|c| (c.lsn, std::cmp::Reverse(c.pod.clone())))
+        it.max_by_key(|c| (c.end(), std::cmp::Reverse(c.pod.clone())))
             .map(|c| (c.pod.clone(), c.lsn))
     };
     let best_replica = best_of(&mut usable.iter().filter(|c| !c.old_primary));
@@ -183,7 +226,8 @@ pub struct PrimaryView {
     pub is_primary: bool,
     /// `quorum`/`strong`: it holds its lease.
     pub lease_held: bool,
-    /// It restarted recently and a replica has records it lacks: it came
+    /// It restarted recently and a replica's log is more up to date
+    /// ([`LogEnd`]): it came
     /// back without part of what it acknowledged (its log tail was not on
     /// disk, or a force-deleted pod's old process kept writing while the
     /// new one recovered). Letting replicas reconnect would have them
@@ -239,13 +283,116 @@ mod tests {
     use super::*;
     use ConsistencyLevel::*;
 
+    /// A replica whose log ends in epoch 1 (the same for all: LSN decides).
     fn c(pod: &str, lsn: u64) -> Candidate {
+        ce(pod, 1, lsn)
+    }
+
+    /// A replica whose last record is of `epoch`.
+    fn ce(pod: &str, epoch: u64, lsn: u64) -> Candidate {
         Candidate {
             pod: pod.into(),
             lsn,
+            last_record_epoch: epoch,
             old_primary: false,
             resyncing: false,
         }
+    }
+
+    fn promoted(choice: &Choice) -> (&str, u64, bool) {
+        match choice {
+            Choice::Promote {
+                pod,
+                lsn,
+                data_loss_possible,
+            } => (pod.as_str(), *lsn, *data_loss_possible),
+            other => panic!("expected a promotion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_newer_epoch_beats_a_longer_log_of_an_older_epoch() {
+        // p-1's log ends in epoch 3 at LSN 120; p-2 is a former primary
+        // whose epoch-2 suffix runs to LSN 150 (never acknowledged: epoch 3
+        // started at a lower LSN). By LSN alone p-2 would win and the
+        // epoch-3 writes p-1 holds would be truncated on rejoin.
+        let rule = AckRule::new(Quorum, None, 2);
+        for cands in [
+            [ce("p-1", 3, 120), ce("p-2", 2, 150)],
+            [ce("p-2", 2, 150), ce("p-1", 3, 120)],
+        ] {
+            assert_eq!(
+                promoted(&choose(&cands, rule, Quorum, false)),
+                ("p-1", 120, false)
+            );
+        }
+        // The same order where the rule does not hold and loss is accepted.
+        let ev = AckRule::new(Eventual, None, 3);
+        let cands = [ce("p-1", 4, 7), ce("p-2", 3, 900), ce("p-3", 4, 6)];
+        assert_eq!(
+            promoted(&choose(&cands, ev, Eventual, false)),
+            ("p-1", 7, true)
+        );
+        let few = AckRule::new(Quorum, Some(50), 4);
+        assert_eq!(
+            promoted(&choose(&cands[..2], few, Quorum, true)),
+            ("p-1", 7, true)
+        );
+        // Too few replicas: an answering old primary is promoted whatever
+        // the replicas' epochs (it holds every acknowledged write).
+        let mut old = ce("p-0", 2, 500);
+        old.old_primary = true;
+        assert_eq!(
+            promoted(&choose(&[old, ce("p-1", 3, 1)], few, Quorum, false)),
+            ("p-0", 500, false)
+        );
+    }
+
+    #[test]
+    fn within_an_epoch_the_higher_lsn_then_the_lowest_pod_name_wins() {
+        let rule = AckRule::new(Quorum, None, 3);
+        let cands = [ce("p-3", 5, 40), ce("p-1", 5, 40), ce("p-2", 5, 39)];
+        assert_eq!(
+            promoted(&choose(&cands, rule, Quorum, false)),
+            ("p-1", 40, false)
+        );
+        assert!(
+            LogEnd { epoch: 5, lsn: 1 }
+                > LogEnd {
+                    epoch: 4,
+                    lsn: 1_000
+                }
+                && LogEnd { epoch: 5, lsn: 41 } > LogEnd { epoch: 5, lsn: 40 }
+        );
+    }
+
+    #[test]
+    fn the_epoch_does_not_change_how_many_replicas_are_needed() {
+        // n = 4, k = 2: 3 needed whatever the epochs; an older-epoch replica
+        // counts (it is fenced: it acknowledges nothing more) but does not win.
+        let rule = AckRule::new(Quorum, Some(50), 4);
+        let two = [ce("p-1", 9, 5), ce("p-2", 9, 6)];
+        assert!(matches!(
+            choose(&two, rule, Quorum, false),
+            Choice::Blocked(Blocked::TooFewReplicas {
+                reachable: 2,
+                needed: 3,
+                ..
+            })
+        ));
+        let three = [ce("p-1", 9, 5), ce("p-2", 9, 6), ce("p-3", 8, 60)];
+        assert_eq!(
+            promoted(&choose(&three, rule, Quorum, false)),
+            ("p-2", 6, false)
+        );
+        // A resyncing replica of a newer epoch neither counts nor wins.
+        let mut r = ce("p-4", 10, 100);
+        r.resyncing = true;
+        let with_resync = [r, ce("p-1", 9, 5), ce("p-2", 9, 6)];
+        assert!(matches!(
+            choose(&with_resync, rule, Quorum, false),
+            Choice::Blocked(Blocked::TooFewReplicas { reachable: 2, .. })
+        ));
     }
 
     #[test]
