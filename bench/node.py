@@ -4,8 +4,8 @@
 Rows: persistence off, log everysec vs appendfsync everysec, log always vs
 appendfsync always; each at -P 1 and -P 16 with
 `redis-benchmark -t set,get -r 1000000 -d 64 -c 50`. Servers are pinned to
-core 0, the client to core 1; runs are interleaved A B B A A B and the median
-of 3 is reported. Then memory per key: RSS growth after loading 1M keys.
+core 0, the client to core 1; runs are interleaved A B B A A B B A ... and the median
+of the runs (5 each by default) is reported. Then memory per key: RSS growth after loading 1M keys.
 
 Prints a markdown table and ends with one line `RESULT key=value ...`.
 Traffic stays on 127.0.0.1.
@@ -143,14 +143,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=int(os.environ.get("BENCH_REQUESTS", "300000")))
     ap.add_argument("--keys", type=int, default=1_000_000)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
     if os.cpu_count() < 2:
         print("needs 2 cores (server and client pinned apart)", file=sys.stderr)
         return 2
 
     modes = [("off", "persistence off"), ("everysec", "log everysec / AOF everysec"), ("always", "log always / AOF always")]
-    order = ["tessera", "redis", "redis", "tessera", "tessera", "redis"][: 2 * args.reps]
+    # Interleaved A B B A A B B A ...: each server runs `reps` times.
+    order = [("tessera", "redis")[(i + 1) // 2 % 2] for i in range(2 * args.reps)]
     table = []
     result = {}
     for mode, label in modes:

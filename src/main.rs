@@ -70,7 +70,8 @@ struct NodeArgs {
     /// Most simultaneous client connections.
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
-    /// Take a snapshot after this many bytes of log since the last one.
+    /// Take a snapshot after this many bytes of log since the last one, or
+    /// after as many as the last snapshot holds when that is more.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     snapshot_log_bytes: u64,
     /// Node ID (40 hex characters); by default generated once and kept in the data directory.

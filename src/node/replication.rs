@@ -1264,6 +1264,9 @@ struct Applier {
     effects: Effects,
     buf: Vec<u8>,
     ranges: Vec<std::ops::Range<usize>>,
+    /// A received frame's records, decoded in place (reused per frame).
+    views: Vec<wal::RecordView>,
+    view_ranges: Vec<std::ops::Range<usize>>,
     /// After a full resync: per-slot LSNs the loaded snapshot reflects.
     watermarks: Option<Vec<u64>>,
 }
@@ -1278,18 +1281,45 @@ impl Applier {
             effects: Effects::default(),
             buf: Vec::new(),
             ranges: Vec::new(),
+            views: Vec::new(),
+            view_ranges: Vec::new(),
             watermarks: None,
         }
     }
 
+    /// Applies a decoded record (copies its arguments into one buffer).
     fn apply(&mut self, node: &Node, rec: &wal::Record) {
-        if rec.slot == wal::MARKER_SLOT {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut ranges = std::mem::take(&mut self.ranges);
+        buf.clear();
+        ranges.clear();
+        for a in &rec.args {
+            let start = buf.len();
+            buf.extend_from_slice(a);
+            ranges.push(start..buf.len());
+        }
+        self.apply_args(node, rec.lsn, rec.slot, &buf, &ranges);
+        self.buf = buf;
+        self.ranges = ranges;
+    }
+
+    /// Applies a record whose arguments are `ranges` into `buf` (for a
+    /// received frame: the frame itself, no copy).
+    fn apply_args(
+        &mut self,
+        node: &Node,
+        lsn: u64,
+        slot: u16,
+        buf: &[u8],
+        ranges: &[std::ops::Range<usize>],
+    ) {
+        if slot == wal::MARKER_SLOT {
             // A time marker (for point-in-time restores), not a command.
             return;
         }
         let wm = &self.watermarks;
-        let applies = |slot: u16| wm.as_ref().is_none_or(|w| rec.lsn > w[slot as usize]);
-        if rec.slot == GLOBAL_SLOT {
+        let applies = |slot: u16| wm.as_ref().is_none_or(|w| lsn > w[slot as usize]);
+        if slot == GLOBAL_SLOT {
             let mut store = node.store.borrow_mut();
             for slot in 0..SLOTS as u16 {
                 if applies(slot) {
@@ -1298,20 +1328,10 @@ impl Applier {
             }
             return;
         }
-        if !applies(rec.slot) {
+        if !applies(slot) {
             return;
         }
-        self.buf.clear();
-        self.ranges.clear();
-        for a in &rec.args {
-            let start = self.buf.len();
-            self.buf.extend_from_slice(a);
-            self.ranges.push(start..self.buf.len());
-        }
-        let args = Args {
-            buf: &self.buf,
-            ranges: &self.ranges,
-        };
+        let args = Args { buf, ranges };
         let mut store = node.store.borrow_mut();
         // Per record: the coarse clock (a replica never expires by clock; the
         // logged DELs decide), a precise read here cost ~10% of a replica.
@@ -1706,25 +1726,35 @@ async fn follow_stream(
         }
         match kind {
             frame::RECORDS => {
-                let recs = wal::decode_records(&payload).map_err(StreamErr::Proto)?;
-                let (Some(first), Some(last)) = (recs.first(), recs.last()) else {
+                // Decoded in place and applied from the frame: a replica
+                // copies each record once, into its own log.
+                let mut views = std::mem::take(&mut applier.views);
+                let mut ranges = std::mem::take(&mut applier.view_ranges);
+                views.clear();
+                ranges.clear();
+                wal::decode_records_in_place(&payload, &mut views, &mut ranges)
+                    .map_err(StreamErr::Proto)?;
+                let (Some(first), Some(last)) = (views.first(), views.last()) else {
                     continue;
                 };
+                let (first, last) = (first.lsn, last.lsn);
                 node.wal
-                    .append_encoded(first.lsn, last.lsn, &payload)
+                    .append_encoded(first, last, &payload)
                     .map_err(StreamErr::Proto)?;
-                for rec in &recs {
-                    applier.apply(node, rec);
+                for v in &views {
+                    applier.apply_args(node, v.lsn, v.slot, &payload, &ranges[v.args.clone()]);
                 }
-                received.set(last.lsn);
+                applier.views = views;
+                applier.view_ranges = ranges;
+                received.set(last);
                 wake.notify_one();
                 let primary_last = node.repl.follower.borrow().primary_last_lsn;
-                if last.lsn >= primary_last {
+                if last >= primary_last {
                     node.repl
                         .set_link(gen, |f| f.caught_up_at = Some(Instant::now()));
                 }
                 if let Some(end) = *snapshot_after {
-                    if last.lsn >= end {
+                    if last >= end {
                         applier.watermarks = None;
                         *snapshot_after = None;
                         finish_resync(node, gen).await;

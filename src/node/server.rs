@@ -233,7 +233,14 @@ async fn snapshot_loop(node: Rc<Node>) {
     loop {
         tick.tick().await;
         let written = node.wal.stats().bytes_written;
-        if written.saturating_sub(bytes_at_last) < node.cfg.snapshot_log_bytes {
+        // As Redis' auto-aof-rewrite-percentage 100: a snapshot costs time
+        // in proportion to the dataset, so wait for at least as much log as
+        // the last snapshot's size (never less than --snapshot-log-bytes).
+        // The cost per write then stays constant as the dataset grows, and
+        // replay at startup stays bounded by the snapshot's size.
+        let last_size = node.last_snapshot.borrow().as_ref().map_or(0, |s| s.bytes);
+        let threshold = node.cfg.snapshot_log_bytes.max(last_size);
+        if written.saturating_sub(bytes_at_last) < threshold {
             continue;
         }
         bytes_at_last = written;

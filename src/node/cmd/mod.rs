@@ -241,7 +241,24 @@ impl<'a> Ctx<'a> {
 
 pub struct Commands {
     specs: Vec<&'static CommandSpec>,
-    by_name: HashMap<&'static str, usize>,
+    /// Names of up to 15 bytes, packed into an integer with their length:
+    /// every command has one, and an integer key needs no memcmp (the
+    /// replica looks up every record it applies).
+    by_packed: HashMap<u128, usize>,
+    by_name: HashMap<&'static [u8], usize>,
+}
+
+/// `name` lowercased and packed with its length (None: longer than 15).
+fn pack_name(name: &[u8]) -> Option<u128> {
+    if name.len() > 15 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    for (d, s) in b.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    b[15] = name.len() as u8;
+    Some(u128::from_le_bytes(b))
 }
 
 impl Commands {
@@ -260,12 +277,28 @@ impl Commands {
             replication::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
-        let by_name = specs.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
-        Self { specs, by_name }
+        let by_name = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_bytes(), i))
+            .collect();
+        let by_packed = specs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| pack_name(s.name.as_bytes()).map(|k| (k, i)))
+            .collect();
+        Self {
+            specs,
+            by_packed,
+            by_name,
+        }
     }
 
     /// Index of a command by name, case-insensitively, without allocating.
     pub fn lookup(&self, name: &[u8]) -> Option<usize> {
+        if let Some(k) = pack_name(name) {
+            return self.by_packed.get(&k).copied();
+        }
         let mut lower = [0u8; 32];
         if name.len() > lower.len() {
             return None;
@@ -273,8 +306,7 @@ impl Commands {
         for (d, s) in lower.iter_mut().zip(name) {
             *d = s.to_ascii_lowercase();
         }
-        let name = std::str::from_utf8(&lower[..name.len()]).ok()?;
-        self.by_name.get(name).copied()
+        self.by_name.get(&lower[..name.len()]).copied()
     }
 
     pub fn spec(&self, i: usize) -> &'static CommandSpec {
@@ -402,4 +434,32 @@ macro_rules! try_reply {
 /// Is the command being replayed at a slot this node should not apply?
 pub fn owner_is_local(node: &Node, slot: u16) -> bool {
     matches!(node.slot_map.borrow().owner(slot), SlotOwner::Local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Commands;
+
+    #[test]
+    fn lookup_is_case_insensitive_and_exact_for_short_and_long_names() {
+        let c = Commands::new();
+        let set = c.lookup(b"set").expect("SET is a command");
+        assert_eq!(c.spec(set).name, "set");
+        assert_eq!(c.lookup(b"SET"), Some(set));
+        assert_eq!(c.lookup(b"sEt"), Some(set));
+        // The packed key carries the length: padding is not a match.
+        assert_eq!(c.lookup(b"set\0"), None);
+        assert_eq!(c.lookup(b"se"), None);
+        assert_eq!(c.lookup(b""), None);
+        // Longer than the packed form (16 bytes).
+        let long = c.lookup(b"ZREVRANGEBYSCORE").expect("a 16-byte name");
+        assert_eq!(c.spec(long).name, "zrevrangebyscore");
+        assert_eq!(c.lookup(b"zrevrangebyscorex"), None);
+        assert_eq!(c.lookup(&[b'a'; 40]), None);
+        for (i, s) in c.all().iter().enumerate() {
+            assert_eq!(c.lookup(s.name.as_bytes()), Some(i), "{}", s.name);
+            let upper = s.name.to_ascii_uppercase();
+            assert_eq!(c.lookup(upper.as_bytes()), Some(i), "{}", s.name);
+        }
+    }
 }
