@@ -7,32 +7,13 @@
 #   TESSERA_E2E_ONLY=pvc|s3        one target only
 #   TESSERA_E2E_S3_PORT=17480      the S3 server's port on 198.18.0.1
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-root=$PWD
-export KUBECONFIG=${KUBECONFIG:-$root/e2e/.run/kubeconfig}
-export PATH="$root/e2e/.run/bin:$PATH"
-export KUBECTL=${KUBECTL:-$root/e2e/.run/bin/kubectl}
-ns=tessera-system
+source "$(dirname "${BASH_SOURCE[0]}")/e2e-lib.sh"
 start=$SECONDS
 
-if ! kubectl get nodes >/dev/null 2>&1; then
-  echo "the cluster is not reachable (KUBECONFIG=$KUBECONFIG); run make cluster-up" >&2
-  echo "0 passed, 1 failed"; exit 1
-fi
-if [[ $(id -u) != 0 ]]; then
-  echo "the backup tests read and corrupt backups on the volumes' host paths: run as root" >&2
-  echo "0 passed, 1 failed"; exit 1
-fi
+e2e_require_cluster
+e2e_require_root "the backup tests read and corrupt backups on the volumes' host paths"
 
-e2e/image.sh >&2 || { echo "FAIL image"; echo "0 passed, 1 failed"; exit 1; }
-image=$(cat e2e/.run/image)
-helm=$(scripts/find-helm.sh)
-kubectl apply --server-side --force-conflicts -f crds/databaseclusters.tessera.dev.yaml >&2
-"$helm" upgrade --install tessera charts/tessera --namespace "$ns" --create-namespace \
-  --set image.repository="${image%:*}" --set image.tag="${image##*:}" \
-  --set replicaCount=2 --set logLevel=info --wait --timeout 5m >&2 \
-  || { echo "FAIL helm install"; echo "0 passed, 1 failed"; exit 1; }
-kubectl rollout restart deployment/tessera -n "$ns" >&2 && kubectl rollout status deployment/tessera -n "$ns" --timeout=180s >&2
+e2e_install_operator
 
 # S3: versitygw on the bridge address (198.18.0.1, the node IP), which pods
 # reach directly; bucket "backups" is a directory of its posix backend.

@@ -5,19 +5,11 @@
 # runs tests/e2e_operator.rs. Ends with `N passed, M failed`.
 #   TESSERA_E2E_CLUSTERS=N   clusters for the scale measurement (default 50, 0 skips)
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-root=$PWD
-export KUBECONFIG=${KUBECONFIG:-$root/e2e/.run/kubeconfig}
-export PATH="$root/e2e/.run/bin:$PATH"
-export KUBECTL=${KUBECTL:-$root/e2e/.run/bin/kubectl}
-ns=tessera-system
+source "$(dirname "${BASH_SOURCE[0]}")/e2e-lib.sh"
 passed=0; failed=0
 result() { if [[ $1 == 0 ]]; then passed=$((passed+1)); echo "PASS $2"; else failed=$((failed+1)); echo "FAIL $2"; fi; }
 
-if ! kubectl get nodes >/dev/null 2>&1; then
-  echo "the cluster is not reachable (KUBECONFIG=$KUBECONFIG); run make cluster-up" >&2
-  echo "0 passed, 1 failed"; exit 1
-fi
+e2e_require_cluster
 
 e2e/image.sh >&2; rc=$?; result $rc "image built and imported"
 [[ $rc == 0 ]] || { echo "$passed passed, $failed failed"; exit 1; }
