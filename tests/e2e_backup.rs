@@ -1,7 +1,7 @@
 //! Backup and restore end-to-end on the local Kubernetes (run by
 //! `scripts/e2e-backup.sh`, which builds the image, installs the chart and
 //! starts a real S3 server — versitygw — on the pod network's host address;
-//! skipped unless `TESSERA_E2E=1`).
+//! `#[ignore]`d in plain `cargo test`; the script runs it with `--ignored`).
 //!
 //! For each target, a volume (PVC) and S3, in parallel:
 //! write batch A → on-demand backup (`kubectl create job --from=cronjob/…`):
@@ -29,7 +29,7 @@ const BATCH: usize = 300;
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{json, kubectl, kubectl_in, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, R};
 
 /// Where one flow keeps its backups.
 #[derive(Clone)]
@@ -830,20 +830,9 @@ fn invalid_manifests() -> R {
 #[test]
 #[ignore = "needs the local Kubernetes: make e2e-backup runs it (--ignored, TESSERA_E2E=1)"]
 fn backup_e2e() {
-    if std::env::var("TESSERA_E2E").as_deref() != Ok("1") {
-        println!("e2e_backup: skipped (scripts/e2e-backup.sh sets TESSERA_E2E=1)");
-        return;
-    }
+    require_e2e("scripts/e2e-backup.sh");
     let started = Instant::now();
-    let _ = kubectl(&[
-        "delete",
-        "namespace",
-        NS,
-        "--ignore-not-found",
-        "--wait=true",
-        "--timeout=180s",
-    ]);
-    kubectl(&["create", "namespace", NS]).expect("namespace");
+    ensure_namespace(NS).expect("namespace");
     kubectl(&[
         "create",
         "secret",

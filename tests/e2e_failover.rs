@@ -1,6 +1,6 @@
 //! Failover end-to-end on the local Kubernetes (run by
 //! `scripts/e2e-failover.sh`, which builds the image and installs the chart;
-//! skipped unless `TESSERA_E2E=1`).
+//! `#[ignore]`d in plain `cargo test`; the script runs it with `--ignored`).
 //!
 //! A writer goes through the `redis` crate's cluster client and records
 //! every acknowledged `SET` (unique key, unique value, time). Faults are
@@ -26,7 +26,7 @@ const OPERATOR_NS: &str = "tessera-system";
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{json, kubectl, kubectl_in, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, R};
 
 fn status_of(name: &str) -> R<Value> {
     Ok(json(&["get", "dbc", name, "-n", NS])?["status"].clone())
@@ -968,19 +968,8 @@ fn bench(rounds: usize) -> R<bool> {
 #[test]
 #[ignore = "needs the local Kubernetes: make e2e-failover runs it (--ignored, TESSERA_E2E=1)"]
 fn failover_e2e() {
-    if std::env::var("TESSERA_E2E").as_deref() != Ok("1") {
-        println!("e2e_failover: skipped (scripts/e2e-failover.sh sets TESSERA_E2E=1)");
-        return;
-    }
-    let _ = kubectl(&[
-        "delete",
-        "namespace",
-        NS,
-        "--ignore-not-found",
-        "--wait=true",
-        "--timeout=180s",
-    ]);
-    kubectl(&["create", "namespace", NS]).expect("namespace");
+    require_e2e("scripts/e2e-failover.sh");
+    ensure_namespace(NS).expect("namespace");
     if let Ok(n) = std::env::var("TESSERA_FAILOVER_BENCH") {
         let rounds = n.parse().unwrap_or(10);
         let ok = bench(rounds);

@@ -20,7 +20,7 @@ const KEYS: usize = 10_000;
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{json, kubectl, kubectl_in, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, wait_until, R};
 
 fn cluster_manifest(name: &str, ns: &str, shards: u32, replicas: u32, extra: &str) -> String {
     format!(
@@ -350,18 +350,6 @@ impl Run {
             }
         }
     }
-}
-
-fn ensure_namespace(ns: &str) -> R<()> {
-    let _ = kubectl(&[
-        "delete",
-        "namespace",
-        ns,
-        "--ignore-not-found",
-        "--wait=true",
-        "--timeout=180s",
-    ]);
-    kubectl(&["create", "namespace", ns]).map(|_| ())
 }
 
 fn invalid_manifests() -> R {

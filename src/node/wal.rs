@@ -326,35 +326,49 @@ fn check_frame(b: &[u8]) -> Result<usize, String> {
     Ok(PREFIX_LEN + len)
 }
 
-/// Decodes a record body whose CRC has been checked.
-fn decode_body(body: &[u8]) -> Result<Record, String> {
-    if body.len() < MIN_BODY {
+/// Parses the record body at `b[start..end]` (CRC already checked): its LSN
+/// and slot; the argument ranges (into `b`) are appended to `ranges`.
+fn parse_body(
+    b: &[u8],
+    start: usize,
+    end: usize,
+    ranges: &mut Vec<std::ops::Range<usize>>,
+) -> Result<(u64, u16), String> {
+    if end - start < MIN_BODY {
         return Err("record body too short".into());
     }
-    let lsn = u64_at(body, 0);
-    let slot = u16_at(body, 8);
-    let argc = u32_at(body, 10) as usize;
-    let mut at = MIN_BODY;
-    // Each argument takes at least 4 bytes: bounds the allocation.
-    if argc > (body.len() - at) / 4 {
+    let lsn = u64_at(b, start);
+    let slot = u16_at(b, start + 8);
+    let argc = u32_at(b, start + 10) as usize;
+    let mut at = start + MIN_BODY;
+    // Each argument takes at least 4 bytes: bounds the reservation.
+    if argc > (end - at) / 4 {
         return Err(format!("argument count {argc} exceeds the record"));
     }
-    let mut args = Vec::with_capacity(argc);
+    ranges.reserve(argc);
     for _ in 0..argc {
-        if body.len() < at + 4 {
+        if end - at < 4 {
             return Err("argument length truncated".into());
         }
-        let n = u32_at(body, at) as usize;
+        let n = u32_at(b, at) as usize;
         at += 4;
-        if body.len() - at < n {
+        if end - at < n {
             return Err("argument truncated".into());
         }
-        args.push(body[at..at + n].to_vec());
+        ranges.push(at..at + n);
         at += n;
     }
-    if at != body.len() {
-        return Err(format!("{} trailing bytes in record", body.len() - at));
+    if at != end {
+        return Err(format!("{} trailing bytes in record", end - at));
     }
+    Ok((lsn, slot))
+}
+
+/// Decodes a record body whose CRC has been checked.
+fn decode_body(body: &[u8]) -> Result<Record, String> {
+    let mut ranges = Vec::new();
+    let (lsn, slot) = parse_body(body, 0, body.len(), &mut ranges)?;
+    let args = ranges.into_iter().map(|r| body[r].to_vec()).collect();
     Ok(Record { lsn, slot, args })
 }
 
@@ -378,32 +392,9 @@ pub fn decode_records_in_place(
 ) -> Result<(), String> {
     let mut at = 0;
     while at < b.len() {
-        let total = check_frame(&b[at..])?;
-        let body = at + PREFIX_LEN;
-        let end = at + total;
-        let lsn = u64_at(b, body);
-        let slot = u16_at(b, body + 8);
-        let argc = u32_at(b, body + 10) as usize;
-        let mut p = body + MIN_BODY;
-        if argc > (end - p) / 4 {
-            return Err(format!("argument count {argc} exceeds the record"));
-        }
+        let end = at + check_frame(&b[at..])?;
         let first = ranges.len();
-        for _ in 0..argc {
-            if end < p + 4 {
-                return Err("argument length truncated".into());
-            }
-            let n = u32_at(b, p) as usize;
-            p += 4;
-            if end - p < n {
-                return Err("argument truncated".into());
-            }
-            ranges.push(p..p + n);
-            p += n;
-        }
-        if p != end {
-            return Err(format!("{} trailing bytes in record", end - p));
-        }
+        let (lsn, slot) = parse_body(b, at + PREFIX_LEN, end, ranges)?;
         views.push(RecordView {
             lsn,
             slot,
@@ -1226,29 +1217,14 @@ impl Wal {
         self.shared.failed.load(Ordering::SeqCst)
     }
 
-    /// Starts the flusher task (on the current LocalSet) and the sync thread.
+    /// Starts the flusher task (on the current LocalSet) and, except under
+    /// `always`, the sync thread.
     pub fn start(self: &Rc<Self>) {
         if !self.enabled || self.started.replace(true) {
             return;
         }
-        let (tx, rx) = mpsc::channel();
-        let shared = self.shared.clone();
-        let policy = self.policy;
-        let handle = std::thread::Builder::new()
-            .name("wal-sync".into())
-            .spawn(move || sync_thread(shared, rx, policy));
-        match handle {
-            Ok(h) => {
-                *self.sync_tx.borrow_mut() = Some(tx);
-                *self.sync_thread.borrow_mut() = Some(h);
-            }
-            Err(source) => {
-                self.shared.fail(&WalError::Sync {
-                    path: self.dir.clone(),
-                    source,
-                });
-                return;
-            }
+        if self.policy != FsyncPolicy::Always {
+            self.start_sync_thread();
         }
         let wal = self.clone();
         tokio::task::spawn_local(async move {
@@ -1262,21 +1238,40 @@ impl Wal {
         });
     }
 
+    /// `always` has no sync thread: the flusher fsyncs on the event loop, as
+    /// Redis does. Every client of the group waits for that fsync anyway,
+    /// and handing it to a thread and back cost two wake-ups per group (-P 1
+    /// SET at 0.7x Redis); requests that arrive meanwhile form the next
+    /// group. Under `everysec` and `no` the thread keeps fsyncs off the loop.
+    fn start_sync_thread(&self) {
+        let (tx, rx) = mpsc::channel();
+        let shared = self.shared.clone();
+        let policy = self.policy;
+        let handle = std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || sync_thread(shared, rx, policy));
+        match handle {
+            Ok(h) => {
+                *self.sync_tx.borrow_mut() = Some(tx);
+                *self.sync_thread.borrow_mut() = Some(h);
+            }
+            Err(source) => self.shared.fail(&WalError::Sync {
+                path: self.dir.clone(),
+                source,
+            }),
+        }
+    }
+
     fn send_sync(&self, seg: Arc<SegFile>, lsn: u64) {
-        // `always` fsyncs here, on the event loop, as Redis does: every
-        // client of the batch waits for this fsync anyway, and handing it to
-        // the sync thread and back cost two thread wake-ups per batch (-P 1
-        // SET at 0.7x Redis). Requests that arrive meanwhile form the next
-        // group. Segments are synced in order, so `durable` never passes an
-        // unsynced record.
-        let sent = self.policy != FsyncPolicy::Always
-            && self
-                .sync_tx
-                .borrow()
-                .as_ref()
-                .is_some_and(|tx| tx.send(SyncMsg::Sync(seg.clone(), lsn)).is_ok());
+        let sent = self
+            .sync_tx
+            .borrow()
+            .as_ref()
+            .is_some_and(|tx| tx.send(SyncMsg::Sync(seg.clone(), lsn)).is_ok());
         if !sent {
-            // No sync thread (not started, or it died failing): sync here.
+            // No sync thread (`always`, not started, or it died failing):
+            // sync here. Segments are synced in order, so `durable` never
+            // passes an unsynced record.
             match self.shared.sync(&seg) {
                 Ok(()) => {
                     self.shared.durable.fetch_max(lsn, Ordering::SeqCst);
@@ -1680,18 +1675,6 @@ pub fn skip_records_through(b: &[u8], lsn: u64) -> usize {
         at += PREFIX_LEN + len;
     }
     at.min(b.len())
-}
-
-/// Decodes every record of `b`, checking CRCs.
-pub fn decode_records(b: &[u8]) -> Result<Vec<Record>, String> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at < b.len() {
-        let (rec, used) = decode_record(&b[at..])?;
-        out.push(rec);
-        at += used;
-    }
-    Ok(out)
 }
 
 impl Drop for Wal {

@@ -46,6 +46,30 @@ pub fn kubectl(args: &[&str]) -> R {
     kubectl_in(args, None)
 }
 
+/// A fresh namespace: what an earlier run left in it is deleted first.
+pub fn ensure_namespace(ns: &str) -> R<()> {
+    let _ = kubectl(&[
+        "delete",
+        "namespace",
+        ns,
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=180s",
+    ]);
+    kubectl(&["create", "namespace", ns]).map(|_| ())
+}
+
+/// The Kubernetes suites run only from their scripts, which set
+/// TESSERA_E2E=1 once the cluster is up; run any other way (e.g. `cargo
+/// test -- --ignored`), a suite fails and says so instead of passing.
+pub fn require_e2e(script: &str) {
+    assert_eq!(
+        std::env::var("TESSERA_E2E").as_deref(),
+        Ok("1"),
+        "needs the local Kubernetes: run {script} (it sets TESSERA_E2E=1)"
+    );
+}
+
 pub fn json(args: &[&str]) -> R<Value> {
     let mut a = args.to_vec();
     a.extend(["-o", "json"]);

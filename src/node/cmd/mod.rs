@@ -245,6 +245,7 @@ pub struct Commands {
     /// every command has one, and an integer key needs no memcmp (the
     /// replica looks up every record it applies).
     by_packed: HashMap<u128, usize>,
+    /// The longer names.
     by_name: HashMap<&'static [u8], usize>,
 }
 
@@ -277,16 +278,13 @@ impl Commands {
             replication::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
-        let by_name = specs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_bytes(), i))
-            .collect();
-        let by_packed = specs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| pack_name(s.name.as_bytes()).map(|k| (k, i)))
-            .collect();
+        let (mut by_packed, mut by_name) = (HashMap::new(), HashMap::new());
+        for (i, s) in specs.iter().enumerate() {
+            match pack_name(s.name.as_bytes()) {
+                Some(k) => by_packed.insert(k, i),
+                None => by_name.insert(s.name.as_bytes(), i),
+            };
+        }
         Self {
             specs,
             by_packed,
