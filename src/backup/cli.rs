@@ -37,6 +37,19 @@ pub struct TargetArgs {
     pub s3_region: Option<String>,
 }
 
+/// Part size of new files' checksums (hidden: tests use small parts).
+#[derive(Args, Debug, Clone)]
+pub struct PartArgs {
+    #[arg(
+        long,
+        env = "TESSERA_BACKUP_PART_BYTES",
+        hide = true,
+        default_value_t = super::checksum::DEFAULT_PART_BYTES,
+        value_parser = clap::value_parser!(u64).range(super::checksum::MIN_PART_BYTES..)
+    )]
+    pub part_bytes: u64,
+}
+
 impl TargetArgs {
     fn open(&self) -> Result<Target> {
         Ok(Target::open(
@@ -84,6 +97,8 @@ pub enum BackupCommand {
         nodes: Vec<String>,
         #[command(flatten)]
         retention: RetentionArgs,
+        #[command(flatten)]
+        parts: PartArgs,
         /// Also write the JSON summary here (a Job's terminationMessagePath).
         #[arg(long, env = "TESSERA_TERMINATION_LOG")]
         termination_log: Option<PathBuf>,
@@ -99,6 +114,8 @@ pub enum BackupCommand {
             required = true
         )]
         nodes: Vec<String>,
+        #[command(flatten)]
+        parts: PartArgs,
     },
     /// List backups and the recoverability window.
     List {
@@ -218,10 +235,11 @@ async fn run_async(c: BackupCommand) -> Result<()> {
             target,
             nodes,
             retention,
+            parts,
             termination_log,
         } => {
             let res = async {
-                let t = target.open()?;
+                let t = target.open()?.with_part_bytes(parts.part_bytes);
                 let r = run::run(&t, &target.cluster, &nodes, &retention.retention()?).await?;
                 anyhow::Ok(r)
             }
@@ -234,8 +252,12 @@ async fn run_async(c: BackupCommand) -> Result<()> {
             let r = res.context("the backup failed")?;
             print_json(&r)?;
         }
-        BackupCommand::Archive { target, nodes } => {
-            let t = target.open()?;
+        BackupCommand::Archive {
+            target,
+            nodes,
+            parts,
+        } => {
+            let t = target.open()?.with_part_bytes(parts.part_bytes);
             let points = run::archive(&t, &target.cluster, &nodes)
                 .await
                 .context("archiving failed")?;

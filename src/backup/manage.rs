@@ -241,6 +241,15 @@ pub async fn verify(target: &Target, cluster: &str, id: &str) -> Result<VerifyRe
             }],
         });
     };
+    if let Err(e) = m.check_format() {
+        return Ok(VerifyReport {
+            id: id.to_string(),
+            ok: false,
+            files: 0,
+            bytes: 0,
+            problems: vec![e.to_string()],
+        });
+    }
     let mut problems = Vec::new();
     let mut files = 0;
     let mut bytes = 0;

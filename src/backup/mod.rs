@@ -12,7 +12,12 @@
 //! <cluster>/wal/<shard>/<first>-<last>.json      its size, SHA-256, LSN range
 //! <cluster>/wal/<shard>/archived.json            how far the shard's log is archived, and when
 //! ```
+//!
+//! Every file's entry ([`FileEntry`]) has its size and SHA-256; files over
+//! one part (64 MiB) also the SHA-256 of every part, and then `sha256` is a
+//! composite of those (see [`checksum`]).
 
+pub mod checksum;
 pub mod cli;
 pub mod manage;
 pub mod node;
@@ -24,8 +29,10 @@ use serde::{Deserialize, Serialize};
 
 pub use target::Target;
 
-/// Version of the manifest format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the manifest format. 2: files may carry part checksums
+/// (`partBytes`, `partSha256`, composite `sha256`); 1 never does. Readers
+/// accept every version up to this one.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -81,6 +88,27 @@ pub enum BackupError {
         actual: String,
         bytes: u64,
     },
+    #[error("checksum mismatch in {key}, part {part} of {parts} (bytes {start}..{end}): expected SHA-256 {expected}, got {actual}")]
+    PartChecksum {
+        key: String,
+        /// 1-based.
+        part: usize,
+        parts: usize,
+        start: u64,
+        end: u64,
+        expected: String,
+        actual: String,
+    },
+    #[error("size mismatch in {key}: expected {expected} bytes, got {actual}")]
+    Size {
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("invalid checksums for {key} in the backup's metadata: {reason}")]
+    Entry { key: String, reason: String },
+    #[error("backup {id} has manifest format {version}; this tessera reads formats up to {FORMAT_VERSION}: use a newer tessera")]
+    Format { id: String, version: u32 },
     #[error("backup {id} is incomplete: {reason}")]
     Incomplete { id: String, reason: String },
     #[error("no backup found: {0}")]
@@ -98,6 +126,10 @@ impl BackupError {
             self,
             Self::ParseTarget { .. }
                 | Self::Checksum { .. }
+                | Self::PartChecksum { .. }
+                | Self::Size { .. }
+                | Self::Entry { .. }
+                | Self::Format { .. }
                 | Self::Incomplete { .. }
                 | Self::NotFound(_)
                 | Self::Plan(_)
@@ -106,14 +138,23 @@ impl BackupError {
     }
 }
 
-/// One file of a backup, with its checksum.
+/// One file of a backup, with its checksums (format: [`checksum`],
+/// docs/backup.md "Checksums").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct FileEntry {
     /// Key relative to the target's root.
     pub key: String,
     pub bytes: u64,
+    /// One part: the hex SHA-256 of the file. Several: the composite
+    /// `hex(SHA-256(part digests concatenated))-<parts>`.
     pub sha256: String,
+    /// Size of every part but the (shorter) last; absent: one part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_bytes: Option<u64>,
+    /// Hex SHA-256 of every part, in order; absent: one part.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_sha256: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +231,18 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Refuses a manifest written by a newer tessera (it may hold checksums
+    /// this one does not know how to check).
+    pub fn check_format(&self) -> Result<(), BackupError> {
+        if self.format_version > FORMAT_VERSION {
+            return Err(BackupError::Format {
+                id: self.id.clone(),
+                version: self.format_version,
+            });
+        }
+        Ok(())
+    }
+
     /// The latest snapshot finish time: a point in time before it cannot be
     /// restored from this backup.
     pub fn snapshots_done_ms(&self) -> u64 {

@@ -115,6 +115,7 @@ pub async fn plan(
                 ))
             });
         };
+        m.check_format()?;
         let t = target_ms.unwrap_or(m.consistent_at_ms);
         if t < m.snapshots_done_ms() {
             return Err(BackupError::Plan(format!(
@@ -153,6 +154,7 @@ pub async fn plan(
             fmt_ms(all[0].snapshots_done_ms())
         )));
     };
+    m.check_format()?;
     Ok(Plan {
         manifest: m.clone(),
         target_ms: t,

@@ -12,55 +12,40 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{hex, BackupError, FileEntry};
+use super::checksum::{self, PartHasher};
+use super::{BackupError, FileEntry};
 
 /// Objects up to this size are written with one PUT; larger ones in parts.
 const SINGLE_PUT_MAX: usize = 16 * 1024 * 1024;
 /// Part size of multipart uploads (S3 needs ≥ 5 MiB).
 const PART_BYTES: usize = 16 * 1024 * 1024;
 
-/// Bytes handed to the hashing thread per message: small stream chunks are
-/// batched so the channel is not the cost.
-const HASH_BATCH: usize = 1 << 20;
-/// Buffers of a local copy (one being filled, the rest being hashed).
+/// Buffers of a local whole-file copy (one being filled, the rest being
+/// hashed).
 const COPY_BUF: usize = 4 << 20;
 const COPY_BUFS: usize = 4;
 
-enum Piece {
-    /// A local copy's buffer (its first `n` bytes); given back once hashed.
-    Buf(Vec<u8>, usize),
-    /// Stream chunks.
-    Chunks(Vec<Bytes>),
-}
-
-/// SHA-256 computed on its own thread: the caller keeps receiving, reading
-/// and writing while earlier bytes are hashed (hashing was half of a
-/// restore's time on one core).
+/// SHA-256 of a local whole-file copy on its own thread: the caller keeps
+/// reading and writing while earlier buffers are hashed and handed back.
+/// (Files with part checksums use [`checksum::copy_parts`] instead.)
 struct HashThread {
-    tx: Option<tokio::sync::mpsc::Sender<Piece>>,
-    /// Hashed `Piece::Buf` buffers, for reuse.
+    tx: Option<std::sync::mpsc::SyncSender<(Vec<u8>, usize)>>,
+    /// Hashed buffers, for reuse.
     back: std::sync::mpsc::Receiver<Vec<u8>>,
     handle: Option<std::thread::JoinHandle<Sha256>>,
-    batch: Vec<Bytes>,
-    batch_len: usize,
 }
 
 impl HashThread {
     fn new(in_flight: usize) -> HashThread {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(in_flight);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(in_flight);
         let (back_tx, back) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("sha256".into())
             .spawn(move || {
                 let mut h = Sha256::new();
-                while let Some(p) = rx.blocking_recv() {
-                    match p {
-                        Piece::Buf(b, n) => {
-                            h.update(&b[..n]);
-                            let _ = back_tx.send(b);
-                        }
-                        Piece::Chunks(cs) => cs.iter().for_each(|c| h.update(c)),
-                    }
+                while let Ok((b, n)) = rx.recv() {
+                    h.update(&b[..n]);
+                    let _ = back_tx.send(b);
                 }
                 h
             })
@@ -69,65 +54,27 @@ impl HashThread {
             tx: Some(tx),
             back,
             handle,
-            batch: Vec::new(),
-            batch_len: 0,
         }
     }
 
-    /// From a blocking context (never from a runtime worker).
+    /// Hashes the buffer's first `n` bytes (blocking when enough are in
+    /// flight).
     fn send_buf(&self, buf: Vec<u8>, n: usize) {
         if let Some(tx) = &self.tx {
-            let _ = tx.blocking_send(Piece::Buf(buf, n));
+            let _ = tx.send((buf, n));
         }
     }
 
-    async fn update(&mut self, c: Bytes) {
-        self.batch_len += c.len();
-        self.batch.push(c);
-        if self.batch_len >= HASH_BATCH {
-            self.flush().await;
-        }
-    }
-
-    async fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        self.batch_len = 0;
-        let cs = std::mem::take(&mut self.batch);
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Piece::Chunks(cs)).await;
-        }
-    }
-
-    /// The hex digest of everything sent. The join waits only for the
-    /// last pieces in flight.
-    fn finish(mut self) -> Result<String, std::io::Error> {
-        let rest = std::mem::take(&mut self.batch);
-        if let Some(tx) = self.tx.take() {
-            if !rest.is_empty() {
-                // The channel has room or the hasher is draining it; the
-                // thread never blocks on us, so this cannot deadlock.
-                let mut p = Piece::Chunks(rest);
-                loop {
-                    match tx.try_send(p) {
-                        Ok(()) => break,
-                        Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => {
-                            p = back;
-                            std::thread::yield_now();
-                        }
-                        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
-                    }
-                }
-            }
-        }
+    /// The digest of everything sent.
+    fn finish(mut self) -> Result<[u8; 32], std::io::Error> {
+        self.tx.take();
         let h = self
             .handle
             .take()
             .ok_or_else(|| std::io::Error::other("the hashing thread did not start"))?
             .join()
             .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
-        Ok(hex(&h.finalize()))
+        Ok(h.finalize().into())
     }
 }
 
@@ -148,6 +95,8 @@ pub struct Target {
     /// The directory of a filesystem target: reads bypass object_store's
     /// small-chunk stream (4 MiB reads on a blocking thread instead).
     local_root: Option<PathBuf>,
+    /// Part size of the checksums of files written ([`Target::put_stream`]).
+    part_bytes: u64,
 }
 
 impl std::fmt::Debug for Target {
@@ -196,6 +145,7 @@ impl Target {
             store: Arc::new(store),
             describe: format!("file://{}", dir.display()),
             local_root: Some(dir.to_path_buf()),
+            part_bytes: checksum::DEFAULT_PART_BYTES,
         })
     }
 
@@ -228,10 +178,19 @@ impl Target {
             store,
             describe,
             local_root: None,
+            part_bytes: checksum::DEFAULT_PART_BYTES,
         })
     }
 
-    /// Writes a stream to `key`, returning its size and SHA-256.
+    /// Files written from now on are checksummed in parts of this size (at
+    /// least [`checksum::MIN_PART_BYTES`]).
+    pub fn with_part_bytes(mut self, part_bytes: u64) -> Target {
+        self.part_bytes = part_bytes.max(checksum::MIN_PART_BYTES);
+        self
+    }
+
+    /// Writes a stream to `key`, returning its size and checksums (SHA-256
+    /// of every part, on threads of their own).
     pub async fn put_stream<S, E>(&self, key: &str, stream: S) -> Result<FileEntry, BackupError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -243,12 +202,11 @@ impl Target {
             source,
         };
         let mut stream = stream;
-        let mut hasher = HashThread::new(8);
         let hash_err = |source: std::io::Error| BackupError::LocalRead {
             path: PathBuf::from(key),
             source,
         };
-        let mut bytes = 0u64;
+        let mut hasher = PartHasher::new(self.part_bytes, checksum::workers()).map_err(hash_err)?;
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_len = 0usize;
         let read_err = |e: E| BackupError::NodeCall {
@@ -261,21 +219,16 @@ impl Target {
                 Some(chunk) => {
                     let c = chunk.map_err(read_err)?;
                     hasher.update(c.clone()).await;
-                    bytes += c.len() as u64;
                     head_len += c.len();
                     head.push(c);
                 }
                 None => {
-                    hasher.flush().await;
                     self.store
                         .put(&path, PutPayload::from_iter(head))
                         .await
                         .map_err(put_err)?;
-                    return Ok(FileEntry {
-                        key: key.to_string(),
-                        bytes,
-                        sha256: hasher.finish().map_err(hash_err)?,
-                    });
+                    let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
+                    return Ok(FileEntry::from_parts(key, bytes, self.part_bytes, &digests));
                 }
             }
         }
@@ -288,7 +241,6 @@ impl Target {
             while let Some(chunk) = stream.next().await {
                 let c = chunk.map_err(read_err)?;
                 hasher.update(c.clone()).await;
-                bytes += c.len() as u64;
                 w.wait_for_capacity(4).await.map_err(put_err)?;
                 w.put(c);
             }
@@ -299,13 +251,9 @@ impl Target {
             let _ = w.abort().await;
             return Err(e);
         }
-        hasher.flush().await;
         w.finish().await.map_err(put_err)?;
-        Ok(FileEntry {
-            key: key.to_string(),
-            bytes,
-            sha256: hasher.finish().map_err(hash_err)?,
-        })
+        let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
+        Ok(FileEntry::from_parts(key, bytes, self.part_bytes, &digests))
     }
 
     pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<(), BackupError> {
@@ -355,37 +303,56 @@ impl Target {
         }
     }
 
-    /// Streams an object through SHA-256, optionally into a local file,
-    /// and checks it against `want` (size and checksum).
+    /// Reads an object, optionally into a local file, and checks it against
+    /// `want`: size and SHA-256, of every part when it has part checksums
+    /// (hashed on several threads), else of the whole file. On a mismatch
+    /// the local file is removed and the error names the key (and the part).
     pub async fn fetch_checked(
         &self,
         want: &FileEntry,
         to: Option<&Path>,
     ) -> Result<(), BackupError> {
         let key = &want.key;
+        let parts = want.parts()?;
         if let Some(root) = &self.local_root {
             let src = root.join(key);
             let dst = to.map(Path::to_path_buf);
-            let (bytes, actual) =
-                tokio::task::spawn_blocking(move || copy_hashing(&src, dst.as_deref()))
-                    .await
-                    .map_err(|e| BackupError::LocalRead {
-                        path: root.join(key),
-                        source: std::io::Error::other(e),
-                    })??;
-            if actual != want.sha256 || bytes != want.bytes {
-                if let Some(p) = to {
-                    let _ = std::fs::remove_file(p);
+            let want = want.clone();
+            return tokio::task::spawn_blocking(move || match parts {
+                Some(p) => {
+                    checksum::copy_parts(&src, dst.as_deref(), &want, &p, checksum::workers())
                 }
-                return Err(BackupError::Checksum {
-                    key: key.clone(),
-                    expected: format!("{} ({} bytes)", want.sha256, want.bytes),
-                    actual,
-                    bytes,
-                });
-            }
-            return Ok(());
+                None => {
+                    let (bytes, digest) = copy_hashing(&src, dst.as_deref())?;
+                    let res = checksum::check(&want, None, bytes, &[digest]);
+                    if let (Err(_), Some(p)) = (&res, &dst) {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    res
+                }
+            })
+            .await
+            .map_err(|e| BackupError::LocalRead {
+                path: root.join(key),
+                source: std::io::Error::other(e),
+            })?;
         }
+        let res = self.stream_checked(want, parts.as_ref(), to).await;
+        if let (Err(_), Some(p)) = (&res, to) {
+            let _ = tokio::fs::remove_file(p).await;
+        }
+        res
+    }
+
+    /// [`Target::fetch_checked`] from an object store: one GET streamed
+    /// into the file, its parts hashed on threads as they arrive.
+    async fn stream_checked(
+        &self,
+        want: &FileEntry,
+        parts: Option<&checksum::Parts>,
+        to: Option<&Path>,
+    ) -> Result<(), BackupError> {
+        let key = &want.key;
         let get_err = |source| BackupError::Get {
             key: key.to_string(),
             source,
@@ -412,14 +379,20 @@ impl Target {
             )),
             None => None,
         };
+        let hash_err = |source| BackupError::LocalRead {
+            path: PathBuf::from(key),
+            source,
+        };
+        let (part_bytes, threads) = match parts {
+            Some(p) => (p.part_bytes, checksum::workers()),
+            // The whole object is one part.
+            None => (u64::MAX, 1),
+        };
+        let mut hasher = PartHasher::new(part_bytes, threads).map_err(hash_err)?;
         let mut stream = res.into_stream().map_err(get_err);
-        let mut hasher = Sha256::new();
-        let mut bytes = 0u64;
         while let Some(c) = stream.next().await {
             let c = c?;
-            bytes += c.len() as u64;
-            // Hash while the next chunk is read; the write is async.
-            hasher.update(&c);
+            hasher.update(c.clone()).await;
             if let Some((f, p)) = file.as_mut() {
                 f.write_all(&c)
                     .await
@@ -437,19 +410,8 @@ impl Target {
                     source,
                 })?;
         }
-        let actual = hex(&hasher.finalize());
-        if actual != want.sha256 || bytes != want.bytes {
-            if let Some(p) = to {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(BackupError::Checksum {
-                key: key.clone(),
-                expected: format!("{} ({} bytes)", want.sha256, want.bytes),
-                actual,
-                bytes,
-            });
-        }
-        Ok(())
+        let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
+        checksum::check(want, parts, bytes, &digests)
     }
 
     /// Every key under `prefix` (recursively), with sizes.
@@ -504,8 +466,8 @@ impl Target {
 }
 
 /// Reads `src` in 4 MiB blocks through SHA-256, writing them to `dst` (then
-/// fsynced) when given; returns the size and the checksum.
-fn copy_hashing(src: &Path, dst: Option<&Path>) -> Result<(u64, String), BackupError> {
+/// fsynced) when given; returns the size and the SHA-256.
+fn copy_hashing(src: &Path, dst: Option<&Path>) -> Result<(u64, [u8; 32]), BackupError> {
     use std::io::Write;
     let mut f = match std::fs::File::open(src) {
         Ok(f) => f,
