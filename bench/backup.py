@@ -12,11 +12,12 @@
    SHA-256 check, fsync, cut at the target time) vs `cp` of the backup's files
    + `sync`.
 Throughput = bytes / wall time. The last line is `RESULT key=value ...`.
+The binary: $TESSERA_BIN, default target/release/tessera.
 """
 import argparse, json, os, shutil, socket, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "tessera")
+BIN = os.environ.get("TESSERA_BIN") or os.path.join(ROOT, "target", "release", "tessera")
 
 
 def free_port():

@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{http, TestNode};
 use redis::Commands;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 fn small_segments() {
     // 64 KiB segments: every test spans several (set before any node starts;
@@ -173,15 +174,17 @@ fn restore_and_start(t: &Tgt, extra: &[&str]) -> (TestNode, tempfile::TempDir) {
     (n, dir)
 }
 
-fn roundtrip(t: &Tgt) {
+/// `extra`: more arguments of `run` and `archive`.
+fn roundtrip(t: &Tgt, extra: &[&str]) {
     small_segments();
     let src = TestNode::start(&[]);
     write_range(&src, "a", 0..3000);
-    let run = backup_ok(t, &["run", "--nodes", &addr(&src)]);
+    let a = addr(&src);
+    let run = backup_ok(t, &[&["run", "--nodes", &a][..], extra].concat());
     assert_eq!(run["shards"], 1, "{run}");
     // Written after the backup, archived by the next archive pass.
     write_range(&src, "b", 0..2000);
-    backup_ok(t, &["archive", "--nodes", &addr(&src)]);
+    backup_ok(t, &[&["archive", "--nodes", &a][..], extra].concat());
     let list = backup_ok(t, &["list", "--json"]);
     assert_eq!(
         list["backups"].as_array().map(|a| a.len()),
@@ -201,12 +204,173 @@ fn roundtrip(t: &Tgt) {
 
 #[test]
 fn pvc_backup_then_restore_latest_has_every_key() {
-    roundtrip(&dir_target());
+    roundtrip(&dir_target(), &[]);
 }
 
+/// With 64 KiB checksum parts, the snapshot and the segments that outgrow
+/// one part are checked part by part through S3's streamed GETs; a flipped
+/// byte is refused naming the part.
 #[test]
 fn s3_backup_then_restore_latest_has_every_key() {
-    roundtrip(&s3_target());
+    let t = s3_target();
+    roundtrip(&t, &["--part-bytes", "65536"]);
+    let m = manifest(&t);
+    let snap = &m["shards"][0]["snapshot"];
+    let parts = snap["partSha256"].as_array().map_or(0, Vec::len);
+    assert!(parts >= 3, "the snapshot has parts: {snap}");
+    assert_eq!(snap["partBytes"], 65536, "{snap}");
+    let key = snap["key"].as_str().expect("key");
+    let path = t.root.join(key);
+    let mid = flip_in_part(&path, parts / 2, 65536);
+    let out = backup(&t, &["verify"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let want = format!(
+        "checksum mismatch in {key}, part {} of {parts}",
+        parts / 2 + 1
+    );
+    assert!(!out.status.success() && report.contains(&want), "{report}");
+    flip(&path, mid);
+    backup_ok(&t, &["verify"]);
+}
+
+/// Flips one byte in the middle of part `part` (0-based) of a file;
+/// returns its offset.
+fn flip_in_part(path: &Path, part: usize, part_bytes: u64) -> u64 {
+    let at = part as u64 * part_bytes + part_bytes / 2;
+    flip(path, at);
+    at
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut b = std::fs::read(path).expect("read");
+    b[at as usize] ^= 0x40;
+    std::fs::write(path, &b).expect("write");
+}
+
+fn manifest_path(t: &Tgt) -> PathBuf {
+    find(&t.root, "manifest.json").pop().expect("a manifest")
+}
+
+fn manifest(t: &Tgt) -> Value {
+    serde_json::from_slice(&std::fs::read(manifest_path(t)).expect("read")).expect("json")
+}
+
+/// A snapshot of several 1 MiB checksum parts: backup, verify, restore;
+/// a byte flipped in the middle part is refused by verify and restore,
+/// naming the file and the part, with nothing restored; the same backup
+/// described the old way (no parts: a whole-file SHA-256, format 1) still
+/// verifies and restores, and is still checked.
+#[test]
+fn multi_part_snapshot_is_checked_part_by_part() {
+    small_segments();
+    let t = dir_target();
+    let src = TestNode::start(&[]);
+    let mut c = src.conn();
+    let mut p = redis::pipe();
+    for i in 0..3000 {
+        p.set(format!("big{i}"), format!("{i}:{}", "v".repeat(1000)))
+            .ignore();
+    }
+    let _: () = p.query(&mut c).expect("writes succeed");
+    let run = backup_ok(
+        &t,
+        &["run", "--nodes", &addr(&src), "--part-bytes", "1048576"],
+    );
+    assert_eq!(run["shards"], 1, "{run}");
+    drop(src);
+    let m = manifest(&t);
+    assert_eq!(m["formatVersion"], 2, "{m}");
+    let snap = m["shards"][0]["snapshot"].clone();
+    let bytes = snap["bytes"].as_u64().expect("bytes");
+    let parts: Vec<String> = snap["partSha256"]
+        .as_array()
+        .expect("part checksums")
+        .iter()
+        .map(|v| v.as_str().expect("hex").to_string())
+        .collect();
+    assert_eq!(snap["partBytes"], 1048576, "{snap}");
+    assert_eq!(parts.len() as u64, bytes.div_ceil(1 << 20), "{snap}");
+    assert!(parts.len() >= 3, "{bytes} bytes: at least 3 parts");
+    assert!(
+        snap["sha256"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("-{}", parts.len()))),
+        "composite: {snap}"
+    );
+    let key = snap["key"].as_str().expect("key").to_string();
+    let snap_path = t.root.join(&key);
+    // The part checksums are those of the bytes on the target.
+    let data = std::fs::read(&snap_path).expect("read");
+    for (i, chunk) in data.chunks(1 << 20).enumerate() {
+        let d: [u8; 32] = sha2::Sha256::digest(chunk).into();
+        assert_eq!(hex(&d), parts[i], "part {i}");
+    }
+    assert_eq!(backup_ok(&t, &["verify"])["ok"], true);
+    let (n, _d) = restore_and_start(&t, &[]);
+    let mut c = n.conn();
+    let size: usize = redis::cmd("DBSIZE").query(&mut c).expect("dbsize");
+    assert_eq!(size, 3000);
+    let v: String = c.get("big2999").expect("get");
+    assert_eq!(v, format!("2999:{}", "v".repeat(1000)));
+    drop(n);
+
+    // One byte flipped in the middle part.
+    let middle = parts.len() / 2;
+    let at = flip_in_part(&snap_path, middle, 1 << 20);
+    let named = format!(
+        "checksum mismatch in {key}, part {} of {}",
+        middle + 1,
+        parts.len()
+    );
+    let out = backup(&t, &["verify"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && report.contains(&named), "{report}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join("data");
+    let data_s = data_dir.display().to_string();
+    let out = backup(&t, &["restore", "--data-dir", &data_s]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&named), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        !data_dir.join("snapshots").exists() && !data_dir.join("wal").exists(),
+        "nothing half-restored"
+    );
+    assert!(
+        std::fs::read_dir(data_dir.join(".restore/snapshots"))
+            .map_or(true, |mut d| d.next().is_none()),
+        "the refused copy is removed"
+    );
+    flip(&snap_path, at);
+
+    // The old manifest form: no part fields, the whole file's SHA-256.
+    let mut old = manifest(&t);
+    old["formatVersion"] = json!(1);
+    let e = old["shards"][0]["snapshot"]
+        .as_object_mut()
+        .expect("snapshot entry");
+    e.remove("partBytes");
+    e.remove("partSha256");
+    e.insert("sha256".into(), json!(hex(&sha2::Sha256::digest(&data))));
+    std::fs::write(manifest_path(&t), old.to_string()).expect("write manifest");
+    assert_eq!(backup_ok(&t, &["verify"])["ok"], true);
+    let (n, _d) = restore_and_start(&t, &[]);
+    let mut c = n.conn();
+    let size: usize = redis::cmd("DBSIZE").query(&mut c).expect("dbsize");
+    assert_eq!(size, 3000);
+    drop(n);
+    flip(&snap_path, at);
+    let out = backup(&t, &["verify"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success()
+            && report.contains(&format!("checksum mismatch in {key}: expected SHA-256")),
+        "{report}"
+    );
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[test]
