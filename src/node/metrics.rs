@@ -19,12 +19,17 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe(&self, secs: f64) {
+        self.observe_n(secs, 1);
+    }
+
+    /// Records `n` observations of `secs` each (a batch's average).
+    pub fn observe_n(&self, secs: f64, n: u64) {
         let i = LATENCY_BUCKETS
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.counts[i].set(self.counts[i].get() + 1);
-        self.sum.set(self.sum.get() + secs);
+        self.counts[i].set(self.counts[i].get() + n);
+        self.sum.set(self.sum.get() + secs * n as f64);
     }
 
     pub fn count(&self) -> u64 {

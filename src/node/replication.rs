@@ -25,6 +25,7 @@ use std::rc::Rc;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -288,6 +289,8 @@ pub struct Repl {
     pub ack_latency: Histogram,
     started: Instant,
     next_conn: Cell<u64>,
+    /// The clock of the batch of commands being run (see `set_batch_clock`).
+    batch_clock: Cell<Option<Instant>>,
 }
 
 impl Repl {
@@ -303,13 +306,23 @@ impl Repl {
             resync: RefCell::new(None),
             ack_latency: Histogram::default(),
             started: Instant::now(),
+            batch_clock: Cell::new(None),
             next_conn: Cell::new(1),
         }
     }
 
-    /// Milliseconds on this node's monotonic clock.
+    /// Milliseconds on this node's monotonic clock (the batch's clock while
+    /// a connection runs a batch of commands).
     pub fn mono_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+        let now = self.batch_clock.get().unwrap_or_else(Instant::now);
+        now.duration_since(self.started).as_millis() as u64
+    }
+
+    /// Sets the time a batch of commands runs at (None: read the clock).
+    /// Set only around synchronous work: a batch runs in microseconds, so
+    /// its lease checks see the time to well within the lease's margins.
+    pub fn set_batch_clock(&self, at: Option<Instant>) {
+        self.batch_clock.set(at);
     }
 
     pub fn epoch(&self) -> u64 {
@@ -1344,6 +1357,7 @@ impl Applier {
             &mut self.effects,
         );
         ctx.replaying = true;
+        ctx.logged_slot = Some(slot);
         cmd::dispatch(&mut ctx, &args);
         self.out.buf.clear();
     }
@@ -1351,12 +1365,12 @@ impl Applier {
 
 async fn read_line(
     rd: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
 ) -> std::io::Result<String> {
     loop {
         if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
             let line = String::from_utf8_lossy(&buf[..pos]).trim_end().to_string();
-            buf.drain(..=pos);
+            buf.advance(pos + 1);
             return Ok(line);
         }
         if buf.len() > 64 * 1024 {
@@ -1372,11 +1386,12 @@ async fn read_line(
 }
 
 /// Reads one frame: (type, payload). Cancel-safe: partial input stays in
-/// `buf`.
+/// `buf`. The payload is split off the buffer without copying, and the
+/// frames behind it stay where they are (no shift of the rest per frame).
 async fn read_frame(
     rd: &mut (impl AsyncReadExt + Unpin),
-    buf: &mut Vec<u8>,
-) -> std::io::Result<(u8, Vec<u8>)> {
+    buf: &mut BytesMut,
+) -> std::io::Result<(u8, Bytes)> {
     loop {
         if buf.len() >= 5 {
             let len = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -1385,9 +1400,9 @@ async fn read_frame(
             }
             if buf.len() >= 5 + len {
                 let kind = buf[0];
-                let payload = buf[5..5 + len].to_vec();
-                buf.drain(..5 + len);
-                return Ok((kind, payload));
+                let mut frame = buf.split_to(5 + len);
+                frame.advance(5);
+                return Ok((kind, frame.freeze()));
             }
         }
         buf.reserve(64 * 1024);
@@ -1459,7 +1474,7 @@ async fn follow_once(node: &Rc<Node>, gen: u64, offer_truncation: bool) -> Resul
     let treplicate: Vec<&str> = treplicate.iter().map(String::as_str).collect();
     hello.extend_from_slice(&resp_command(&treplicate));
     wr.write_all(&hello).await.map_err(link_err)?;
-    let mut buf = Vec::new();
+    let mut buf = BytesMut::new();
     if node.cfg.password.is_some() {
         let line = read_line(&mut rd, &mut buf).await.map_err(link_err)?;
         if !line.starts_with('+') {
@@ -1700,7 +1715,7 @@ async fn follow_stream(
     node: &Rc<Node>,
     gen: u64,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     addr: &str,
     applier: &mut Applier,
     received: &Cell<u64>,
@@ -1801,7 +1816,7 @@ async fn read_history(
     node: &Node,
     gen: u64,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     addr: &str,
 ) -> Result<Vec<(u64, u64)>, ReplError> {
     let (kind, payload) = read_frame(rd, buf)
@@ -2054,7 +2069,7 @@ async fn full_resync(
     node: &Rc<Node>,
     gen: u64,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     addr: &str,
     resync: Resync,
 ) -> Result<(Vec<u64>, u64), ReplError> {
@@ -2132,7 +2147,7 @@ async fn receive_snapshot(
     node: &Node,
     gen: u64,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     addr: &str,
     tmp: &Path,
 ) -> Result<u64, ReplError> {

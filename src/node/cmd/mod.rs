@@ -171,6 +171,10 @@ pub struct Ctx<'a> {
     pub slot: Option<u16>,
     /// True while replaying the log: nothing is logged again.
     pub replaying: bool,
+    /// When replaying: the slot the log recorded for this command. The
+    /// primary hashed the keys already (and the record's CRC covers the
+    /// slot), so dispatch does not hash them again.
+    pub logged_slot: Option<u16>,
     propagated: bool,
 }
 
@@ -190,6 +194,7 @@ impl<'a> Ctx<'a> {
             effects,
             slot: None,
             replaying: false,
+            logged_slot: None,
             propagated: false,
         }
     }
@@ -243,10 +248,43 @@ pub struct Commands {
     specs: Vec<&'static CommandSpec>,
     /// Names of up to 15 bytes, packed into an integer with their length:
     /// every command has one, and an integer key needs no memcmp (the
-    /// replica looks up every record it applies).
-    by_packed: HashMap<u128, usize>,
+    /// replica looks up every record it applies). Hashed by one multiply:
+    /// the keys are fixed command names, not attacker-chosen.
+    by_packed: HashMap<u128, usize, PackedHash>,
     /// The longer names.
     by_name: HashMap<&'static [u8], usize>,
+}
+
+/// Hashes a packed name: fold the halves, multiply, keep the high bits.
+#[derive(Default, Clone, Copy)]
+struct PackedHash;
+
+impl std::hash::BuildHasher for PackedHash {
+    type Hasher = PackedHasher;
+    fn build_hasher(&self) -> PackedHasher {
+        PackedHasher(0)
+    }
+}
+
+struct PackedHasher(u64);
+
+impl std::hash::Hasher for PackedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys reach this table; a generic fallback keeps it
+        // correct for anything else.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        let folded = (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
+        let h = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // The table indexes by the low bits: mix the high ones in.
+        self.0 = h ^ (h >> 29);
+    }
 }
 
 /// `name` lowercased and packed with its length (None: longer than 15).
@@ -278,7 +316,7 @@ impl Commands {
             replication::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
-        let (mut by_packed, mut by_name) = (HashMap::new(), HashMap::new());
+        let (mut by_packed, mut by_name) = (HashMap::with_hasher(PackedHash), HashMap::new());
         for (i, s) in specs.iter().enumerate() {
             match pack_name(s.name.as_bytes()) {
                 Some(k) => by_packed.insert(k, i),
@@ -378,8 +416,10 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
 
     // All keys must share one slot, and this node must serve it.
     ctx.slot = None;
-    let mut slot = None;
-    for pos in key_positions(spec, args.len()) {
+    let logged = ctx.logged_slot.take();
+    let mut slot = logged.filter(|_| ctx.replaying && spec.first_key > 0);
+    let hash_keys = slot.is_none();
+    for pos in key_positions(spec, args.len()).filter(|_| hash_keys) {
         let s = key_slot(args.get(pos));
         match slot {
             None => slot = Some(s),
