@@ -37,7 +37,7 @@ pub const MIN_PART_BYTES: u64 = 64 << 10;
 /// batched so the channel is not the cost.
 const HASH_BATCH: usize = 1 << 20;
 /// Messages queued per hashing thread.
-const HASH_QUEUE: usize = 16;
+const HASH_QUEUE: usize = 8;
 /// Read/hash/write unit of a local parallel copy: fits the L2 cache, so
 /// the bytes read are still cached when hashed and written.
 const COPY_CHUNK: usize = 1 << 20;
@@ -227,6 +227,9 @@ fn part_mismatch(want: &FileEntry, parts: &Parts, i: usize, got: &[u8; 32]) -> B
     }
 }
 
+/// A part's index and its SHA-256.
+type IndexedDigest = (usize, [u8; 32]);
+
 /// One message to a hashing thread: bytes of the part it is hashing, and
 /// whether that part ends with them.
 struct Piece {
@@ -242,7 +245,7 @@ struct Piece {
 pub struct PartHasher {
     part_bytes: u64,
     txs: Vec<tokio::sync::mpsc::Sender<Piece>>,
-    results: Vec<tokio::sync::oneshot::Receiver<Vec<(usize, [u8; 32])>>>,
+    results: Vec<tokio::sync::oneshot::Receiver<Vec<IndexedDigest>>>,
     part: usize,
     in_part: u64,
     total: u64,
@@ -471,6 +474,9 @@ fn copy_parts_inner(
                     if got != parts.digests[i] {
                         return fail(i, part_mismatch(want, parts, i, &got));
                     }
+                    if let Some((o, _)) = &out {
+                        start_writeback(o, start, end - start);
+                    }
                 }
             });
         }
@@ -485,6 +491,23 @@ fn copy_parts_inner(
         })?;
     }
     Ok(())
+}
+
+/// Starts writing a written part to disk now, without waiting: the final
+/// `fsync` then finds most of the file already written instead of writing
+/// all of it after the copy (the disk works while later parts are hashed).
+fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; the call only queues writeback (a
+    // failure shows in the fsync that follows).
+    unsafe {
+        libc::sync_file_range(
+            f.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 /// Each worker reads its parts front to back: let the kernel read ahead.
