@@ -291,6 +291,8 @@ pub struct Repl {
     next_conn: Cell<u64>,
     /// The clock of the batch of commands being run (see `set_batch_clock`).
     batch_clock: Cell<Option<Instant>>,
+    /// Connections waiting for the acknowledgement rule: (LSN, task).
+    ack_waiters: RefCell<Vec<(u64, std::task::Waker)>>,
 }
 
 impl Repl {
@@ -307,6 +309,7 @@ impl Repl {
             ack_latency: Histogram::default(),
             started: Instant::now(),
             batch_clock: Cell::new(None),
+            ack_waiters: RefCell::new(Vec::new()),
             next_conn: Cell::new(1),
         }
     }
@@ -399,6 +402,73 @@ impl Repl {
             }
         };
         (k.min(n), n)
+    }
+
+    /// The highest LSN the acknowledgement rule holds for: the k-th highest
+    /// acknowledged LSN among the replicas (0 when fewer than k).
+    fn rule_lsn(&self, k: usize) -> u64 {
+        if k == 0 {
+            return u64::MAX;
+        }
+        let mut acked: Vec<u64> = self
+            .replicas
+            .borrow()
+            .values()
+            .map(|r| r.acked_lsn)
+            .collect();
+        if acked.len() < k {
+            return 0;
+        }
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        acked[k - 1]
+    }
+
+    /// After an acknowledgement: wakes the connections whose writes the
+    /// rule now covers, and only those (waking every waiting connection on
+    /// every acknowledgement cost a primary more than the writes did), and
+    /// the `WAIT` commands.
+    fn acks_progressed(&self, node: &Node) {
+        let (k, _) = self.required(node);
+        let covered = self.rule_lsn(k);
+        let mut waiters = self.ack_waiters.borrow_mut();
+        let mut i = 0;
+        while i < waiters.len() {
+            if waiters[i].0 <= covered {
+                waiters.swap_remove(i).1.wake();
+            } else {
+                i += 1;
+            }
+        }
+        drop(waiters);
+        self.acked.notify_waiters();
+    }
+
+    /// Wakes every connection waiting for acknowledgements (the role
+    /// changed: they re-check and fail).
+    fn wake_all_ack_waiters(&self) {
+        for (_, w) in self.ack_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+        self.acked.notify_waiters();
+    }
+
+    /// Resolves once the acknowledgement rule covers `lsn` or this node is
+    /// no longer the primary (the caller re-checks which).
+    fn rule_covers<'a>(
+        &'a self,
+        node: &'a Node,
+        lsn: u64,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            let (k, _) = self.required(node);
+            if node.role.get() != Role::Primary || self.rule_lsn(k) >= lsn {
+                return std::task::Poll::Ready(());
+            }
+            self.ack_waiters
+                .borrow_mut()
+                .push((lsn, cx.waker().clone()));
+            std::task::Poll::Pending
+        })
     }
 
     fn count_acked(&self, lsn: u64) -> usize {
@@ -596,7 +666,7 @@ fn demote(node: &Rc<Node>) {
     node.store.borrow_mut().mode = ExpireMode::Passive;
     node.role.set(Role::Replica);
     // Waiters re-check the role and fail.
-    node.repl.acked.notify_waiters();
+    node.repl.wake_all_ack_waiters();
 }
 
 fn start_following(node: &Rc<Node>) {
@@ -1111,7 +1181,7 @@ fn handle_acks(
                     }
                 }
                 drop(reps);
-                node.repl.acked.notify_waiters();
+                node.repl.acks_progressed(node);
             }
             (Some(c), Some(epoch), _) if c.eq_ignore_ascii_case("TFENCED") => {
                 let epoch = epoch.parse::<u64>().unwrap_or(0);
@@ -1149,9 +1219,6 @@ pub async fn wait_rule(node: &Node, lsn: u64) -> Result<(), String> {
     let timeout = node.repl.cfg.borrow().ack_timeout_ms;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout);
     loop {
-        let notified = node.repl.acked.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         if node.role.get() != Role::Primary {
             return Err(
                 "READONLY this node stopped being the primary before the write was acknowledged"
@@ -1167,7 +1234,7 @@ pub async fn wait_rule(node: &Node, lsn: u64) -> Result<(), String> {
             return Err(e);
         }
         tokio::select! {
-            _ = &mut notified => {}
+            _ = node.repl.rule_covers(node, lsn) => {}
             _ = tokio::time::sleep_until(deadline) => {
                 let got = node.repl.count_acked(lsn);
                 if got >= k {
