@@ -14,12 +14,18 @@ use super::cmd::{self, Args, ConnState, Ctx, Effects};
 use super::metrics::Stats;
 use super::resp::{parse_request, Parsed, ReplyBuf};
 use super::store::{ExpireMode, Store};
-use super::wal::{Wal, GLOBAL_SLOT};
+use super::wal::{FsyncPolicy, Wal, GLOBAL_SLOT};
 use super::{admin, load_node_id, now_ms, snapshot, Node, NodeConfig, NodeError};
 
 /// A client whose unparsed input grows past this is disconnected (Redis'
 /// client-query-buffer-limit).
 const MAX_QUERY_BUFFER: usize = 1024 * 1024 * 1024;
+
+/// A primary with replicas writes and streams its pending records once this
+/// much has gathered, without waiting for the end of the event-loop round
+/// (see `replication::push_to_replicas`). In `always` the flusher's fsync
+/// per write decides the batching instead.
+const EARLY_PUSH_BYTES: usize = 16 * 1024;
 
 /// Addresses a started node listens on.
 #[derive(Debug, Clone, Copy)]
@@ -383,6 +389,13 @@ async fn connection_loop(
             }
         }
         if effects.last_lsn > 0 {
+            if node.wal.pending_bytes() >= EARLY_PUSH_BYTES
+                && node.wal.policy() != FsyncPolicy::Always
+                && node.repl.streaming()
+            {
+                node.wal.flush_now();
+                super::replication::push_to_replicas(node);
+            }
             if let Err(e) = node.wal.wait(effects.last_lsn).await {
                 // Never acknowledge what the log did not take: drop the
                 // replies of this batch and the connection.

@@ -1353,6 +1353,19 @@ impl Wal {
     }
 
     /// Writes the pending batch to the active segment (the flusher's work).
+    /// Bytes appended but not yet written to the segment file.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.borrow().len()
+    }
+
+    /// Writes the pending records now instead of waiting for the flusher
+    /// task (a primary streaming to replicas: see `push_to_replicas`).
+    pub fn flush_now(&self) {
+        if self.enabled && self.started.get() {
+            self.flush_pending();
+        }
+    }
+
     fn flush_pending(&self) {
         let first = self.pending_first.replace(0);
         if first == 0 || self.shared.failed.load(Ordering::SeqCst) {
