@@ -5,7 +5,9 @@ Rows: persistence off, log everysec vs appendfsync everysec, log always vs
 appendfsync always; each at -P 1 and -P 16 with
 `redis-benchmark -t set,get -r 1000000 -d 64 -c 50`. Servers are pinned to
 core 0, the client to core 1; runs are interleaved A B B A A B B A ... and the median
-of the runs (5 each by default) is reported. Then memory per key: RSS growth after loading 1M keys.
+of the runs (5 each by default) is reported, with each server's CPU time per
+request (SET and GET run as two redis-benchmark invocations so that each has
+its own CPU reading). Then memory per key: RSS growth after loading 1M keys.
 
 Prints a markdown table and ends with one line `RESULT key=value ...`.
 Traffic stays on 127.0.0.1.
@@ -90,22 +92,37 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def bench(port, pipeline, n):
-    cmd = ["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", "set,get", "-r", "1000000",
-           "-d", "64", "-c", "50", "-n", str(n), "-P", str(pipeline), "--csv"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr)
+def cpu_ticks(pid):
+    """utime + stime of a process (all its threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def bench(port, pipeline, n, pid):
+    """SET then GET (as `-t set,get` runs them), each with the server's CPU
+    time per request: at -P 1 the single-threaded client saturates its core
+    first, so ops/s measures redis-benchmark as much as the server, while the
+    server's CPU per request is its own cost."""
     rows = {}
-    for r in csv.DictReader(io.StringIO(out.stdout)):
-        rows[r["test"]] = (float(r["rps"]), float(r["p50_latency_ms"]), float(r["p99_latency_ms"]))
+    for test in ("set", "get"):
+        cmd = ["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", test, "-r", "1000000",
+               "-d", "64", "-c", "50", "-n", str(n), "-P", str(pipeline), "--csv"]
+        before = cpu_ticks(pid)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        used = cpu_ticks(pid) - before
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        for r in csv.DictReader(io.StringIO(out.stdout)):
+            us = used / os.sysconf("SC_CLK_TCK") / n * 1e6
+            rows[r["test"]] = (float(r["rps"]), float(r["p50_latency_ms"]), float(r["p99_latency_ms"]), us)
     return rows
 
 
 def run_once(kind, mode, pipeline, n):
     s = Server(kind, mode)
     try:
-        return bench(s.port, pipeline, n)
+        return bench(s.port, pipeline, n, s.proc.pid)
     finally:
         s.stop()
 
@@ -165,10 +182,12 @@ def main():
                     rps = statistics.median(r[test][0] for r in runs[kind])
                     p50 = statistics.median(r[test][1] for r in runs[kind])
                     p99 = statistics.median(r[test][2] for r in runs[kind])
-                    med[kind] = (rps, p50, p99)
+                    cpu = statistics.median(r[test][3] for r in runs[kind])
+                    med[kind] = (rps, p50, p99, cpu)
                 ratio = med["tessera"][0] / med["redis"][0]
                 table.append((label, p, test, med["tessera"], med["redis"], ratio))
                 result[f"{mode}_P{p}_{test.lower()}_ratio"] = f"{ratio:.2f}"
+                result[f"{mode}_P{p}_{test.lower()}_cpu_ratio"] = f"{med['redis'][3] / max(med['tessera'][3], 1e-9):.2f}"
                 print(f"  {label} -P {p} {test}: tessera {med['tessera'][0]:.0f}/s redis {med['redis'][0]:.0f}/s ratio {ratio:.2f}", file=sys.stderr, flush=True)
 
     mem = {k: memory_per_key(k, args.keys) for k in ("tessera", "redis")}
@@ -177,10 +196,12 @@ def main():
     print()
     print(f"redis-benchmark -t set,get -r 1000000 -d 64 -c 50 -n {args.requests}; server on core 0, client on core 1; median of {args.reps}")
     print()
-    print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio | tessera CPU µs/req | redis CPU µs/req | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, p, test, t, r, ratio in table:
-        print(f"| {label} | {p} | {test} | {t[0]:.0f} | {t[1]:.3f} | {t[2]:.3f} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {ratio:.2f} |")
+        print(f"| {label} | {p} | {test} | {t[0]:.0f} | {t[1]:.3f} | {t[2]:.3f} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {ratio:.2f} | {t[3]:.2f} | {r[3]:.2f} | {r[3] / max(t[3], 1e-9):.2f} |")
+    print()
+    print("CPU ratio = redis CPU per request / tessera CPU per request (server process, all threads; > 1: Tessera spends less).")
     print()
     print(f"| memory per key ({args.keys} keys, 64-byte values) | tessera {mem['tessera']:.0f} B | redis {mem['redis']:.0f} B | ratio {mem_ratio:.2f} |")
     print()

@@ -75,7 +75,10 @@ def load_once(port, pipeline, with_wait):
             "-P", str(pipeline), "--seconds", str(SECONDS)]
     if with_wait:
         args += ["--wait-replicas", "1"]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    run = subprocess.run(args, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({run.returncode}): {run.stderr.strip()}")
+    out = run.stdout
     r = json.loads(out.strip().splitlines()[-1])
     return {"ops": r["ops"], "p50": r["p50_ms"], "p99": r["p99_ms"], "errors": r["errors"],
             "first_error": r.get("first_error")}
