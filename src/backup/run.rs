@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures::future::join_all;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -18,6 +19,9 @@ use super::{
 /// A replica this many records behind its primary (or more) is not "caught
 /// up": the snapshot is taken from the primary instead.
 const CAUGHT_UP_RECORDS: u64 = 10_000;
+
+/// Log segments of a shard copied at the same time.
+const SEGMENTS_IN_FLIGHT: usize = 2;
 
 /// One shard's nodes, as found.
 #[derive(Debug, Clone)]
@@ -424,47 +428,49 @@ async fn archive_shard(
                 "the primary's log no longer holds records that were never archived: no point-in-time restore across this gap");
         }
     }
-    let mut new = Vec::new();
-    for seg in &list.segments {
-        if seg.last_lsn < seg.first_lsn {
-            continue;
-        }
-        let covered = existing
-            .iter()
-            .any(|&(f, l)| f == seg.first_lsn && l >= seg.last_lsn);
-        if covered {
-            continue;
-        }
-        let key = segment_key(cluster, &shard.name, seg.first_lsn, seg.last_lsn);
-        let stream = client
-            .stream(&format!(
-                "/v1/wal/segments/{}?bytes={}",
-                seg.name, seg.bytes
-            ))
-            .await?;
-        let file = target.put_stream(&key, stream).await?;
-        let entry = SegmentEntry {
-            file,
-            first_lsn: seg.first_lsn,
-            last_lsn: seg.last_lsn,
-            closed: seg.closed,
-            node_id: list.node_id.clone(),
-            shard_epoch: list.shard_epoch,
-            archived_at_ms: now_ms(),
-        };
-        target
-            .put_json(&key.replace(".wal", ".json"), &entry)
-            .await?;
-        // A prefix archived earlier is superseded by the longer copy.
-        for &(f, l) in &existing {
-            if f == seg.first_lsn && l < seg.last_lsn {
-                let old = segment_key(cluster, &shard.name, f, l);
-                target.delete(&old).await?;
-                target.delete(&old.replace(".wal", ".json")).await?;
+    let todo = list.segments.iter().filter(|seg| {
+        seg.last_lsn >= seg.first_lsn
+            && !existing
+                .iter()
+                .any(|&(f, l)| f == seg.first_lsn && l >= seg.last_lsn)
+    });
+    // Two segments at a time: each is one stream hashed on one thread (a
+    // segment is about one checksum part), so two use both cores.
+    let new: Vec<SegmentEntry> = futures::stream::iter(todo)
+        .map(|seg| async {
+            let key = segment_key(cluster, &shard.name, seg.first_lsn, seg.last_lsn);
+            let stream = client
+                .stream(&format!(
+                    "/v1/wal/segments/{}?bytes={}",
+                    seg.name, seg.bytes
+                ))
+                .await?;
+            let file = target.put_stream(&key, stream).await?;
+            let entry = SegmentEntry {
+                file,
+                first_lsn: seg.first_lsn,
+                last_lsn: seg.last_lsn,
+                closed: seg.closed,
+                node_id: list.node_id.clone(),
+                shard_epoch: list.shard_epoch,
+                archived_at_ms: now_ms(),
+            };
+            target
+                .put_json(&key.replace(".wal", ".json"), &entry)
+                .await?;
+            // A prefix archived earlier is superseded by the longer copy.
+            for &(f, l) in &existing {
+                if f == seg.first_lsn && l < seg.last_lsn {
+                    let old = segment_key(cluster, &shard.name, f, l);
+                    target.delete(&old).await?;
+                    target.delete(&old.replace(".wal", ".json")).await?;
+                }
             }
-        }
-        new.push(entry);
-    }
+            Ok::<_, BackupError>(entry)
+        })
+        .buffered(SEGMENTS_IN_FLIGHT)
+        .try_collect()
+        .await?;
     let last = list
         .segments
         .iter()
