@@ -387,8 +387,18 @@ fn point_in_time_restore_brings_back_exactly_the_first_batch() {
     std::thread::sleep(Duration::from_millis(600));
     write_range(&src, "two", 0..2000);
     backup_ok(&t, &["archive", "--nodes", &addr(&src)]);
-    // Another backup after both batches: the restore must pick the older one.
-    backup_ok(&t, &["run", "--nodes", &addr(&src)]);
+    // Another backup after both batches, with a snapshot of its own (not
+    // the first backup's, reused): the restore must pick the older one.
+    backup_ok(
+        &t,
+        &[
+            "run",
+            "--nodes",
+            &addr(&src),
+            "--reuse-snapshot-within",
+            "0",
+        ],
+    );
     let (n, _d) = restore_and_start(&t, &["--target-time", &between]);
     assert_eq!(count(&n, "base", 0..500), 500);
     assert_eq!(count(&n, "one", 0..2000), 2000);
@@ -433,6 +443,112 @@ fn point_in_time_restore_brings_back_exactly_the_first_batch() {
         err.contains("before the first recoverability point"),
         "{err}"
     );
+}
+
+/// The node's snapshot files, sorted.
+fn snapshot_files(n: &TestNode) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(n.dir.join("data").join("snapshots"))
+        .expect("the node has a snapshots directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tsnap"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn last_snapshot(n: &TestNode) -> Value {
+    let (code, body) = common::http_get(n.admin_port, "/v1/status").expect("status");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("status JSON");
+    v["lastSnapshot"].clone()
+}
+
+#[test]
+fn backup_reuses_the_nodes_recent_snapshot_and_zero_forces_a_fresh_one() {
+    small_segments();
+    let t = dir_target();
+    let src = TestNode::start(&[]);
+    write_range(&src, "a", 0..3000);
+    // The node's own snapshot, then writes only the log has.
+    let (code, body) = http(src.admin_port, "POST", "/v1/snapshot", "").expect("snapshot");
+    assert_eq!(code, 200, "{body}");
+    let own: Value = serde_json::from_str(&body).expect("snapshot JSON");
+    write_range(&src, "b", 0..2000);
+    let files_before = snapshot_files(&src);
+    let status_before = last_snapshot(&src);
+    assert_eq!(status_before["finishedAtMs"], own["finishedAtMs"]);
+
+    backup_ok(&t, &["run", "--nodes", &addr(&src)]);
+    let m = manifest(&t);
+    let snap = &m["shards"][0]["snapshot"];
+    let own_name = Path::new(own["path"].as_str().expect("path"))
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        snap["key"].as_str().is_some_and(|k| k.ends_with(&own_name)),
+        "the backup copied {} instead of the node's {own_name}",
+        snap["key"]
+    );
+    assert_eq!(snap["startLsn"], own["startLsn"], "{snap}");
+    assert_eq!(snap["endLsn"], own["endLsn"], "{snap}");
+    assert_eq!(snap["finishedAtMs"], own["finishedAtMs"], "{snap}");
+    assert_eq!(snap["bytes"], own["bytes"], "{snap}");
+    assert_eq!(
+        snapshot_files(&src),
+        files_before,
+        "the node wrote no new snapshot"
+    );
+    assert_eq!(last_snapshot(&src)["finishedAtMs"], own["finishedAtMs"]);
+    let v = backup_ok(&t, &["verify"]);
+    assert_eq!(v["ok"], true, "{v}");
+    // The reused snapshot plus the log after it: every key.
+    let (n, _d) = restore_and_start(&t, &[]);
+    assert_eq!(count(&n, "a", 0..3000), 3000);
+    assert_eq!(count(&n, "b", 0..2000), 2000);
+    drop(n);
+
+    // 0: a fresh snapshot, after the "b" writes.
+    std::thread::sleep(Duration::from_millis(5));
+    backup_ok(
+        &t,
+        &[
+            "run",
+            "--nodes",
+            &addr(&src),
+            "--reuse-snapshot-within",
+            "0",
+        ],
+    );
+    let list = backup_ok(&t, &["list", "--json"]);
+    let newest = list["backups"][1]["id"]
+        .as_str()
+        .expect("two backups")
+        .to_string();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(
+            t.root
+                .join("db/backups")
+                .join(&newest)
+                .join("manifest.json"),
+        )
+        .expect("the second manifest"),
+    )
+    .expect("manifest JSON");
+    let fresh = &m["shards"][0]["snapshot"];
+    assert!(
+        fresh["endLsn"].as_u64() > own["endLsn"].as_u64(),
+        "a fresh snapshot covers the later writes: {fresh}"
+    );
+    assert!(
+        fresh["finishedAtMs"].as_u64() > own["finishedAtMs"].as_u64(),
+        "{fresh}"
+    );
+    let after = last_snapshot(&src);
+    assert_eq!(after["endLsn"], fresh["endLsn"], "{after}");
+    assert_ne!(snapshot_files(&src), files_before);
 }
 
 fn find(root: &Path, suffix: &str) -> Vec<PathBuf> {

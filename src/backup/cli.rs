@@ -81,6 +81,15 @@ impl RetentionArgs {
     }
 }
 
+/// `--reuse-snapshot-within`: an age like `--max-age` (`10m`), or `0`;
+/// in milliseconds.
+fn parse_reuse_within(s: &str) -> Result<u64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    manage::parse_age(s).map_err(|e| e.to_string())
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BackupCommand {
     /// Take a backup: every shard's snapshot plus the archived log.
@@ -99,6 +108,16 @@ pub enum BackupCommand {
         retention: RetentionArgs,
         #[command(flatten)]
         parts: PartArgs,
+        /// Reuse a node's newest snapshot if it finished less than this long
+        /// ago (s, m, h, d, w, e.g. 10m) instead of taking a new one; 0
+        /// always takes a fresh snapshot.
+        #[arg(
+            long,
+            env = "TESSERA_BACKUP_REUSE_SNAPSHOT_WITHIN",
+            default_value = "10m",
+            value_parser = parse_reuse_within
+        )]
+        reuse_snapshot_within: u64,
         /// Also write the JSON summary here (a Job's terminationMessagePath).
         #[arg(long, env = "TESSERA_TERMINATION_LOG")]
         termination_log: Option<PathBuf>,
@@ -236,11 +255,19 @@ async fn run_async(c: BackupCommand) -> Result<()> {
             nodes,
             retention,
             parts,
+            reuse_snapshot_within,
             termination_log,
         } => {
             let res = async {
                 let t = target.open()?.with_part_bytes(parts.part_bytes);
-                let r = run::run(&t, &target.cluster, &nodes, &retention.retention()?).await?;
+                let r = run::run(
+                    &t,
+                    &target.cluster,
+                    &nodes,
+                    &retention.retention()?,
+                    reuse_snapshot_within,
+                )
+                .await?;
                 anyhow::Ok(r)
             }
             .await;

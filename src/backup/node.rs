@@ -51,6 +51,9 @@ pub struct SegmentList {
     pub shard: String,
     pub shard_epoch: u64,
     pub captured_at_ms: u64,
+    /// The node keeps every record above this LSN (None: no backup yet).
+    #[serde(default)]
+    pub archive_hold: Option<u64>,
     pub segments: Vec<Segment>,
 }
 
@@ -125,9 +128,17 @@ impl NodeClient {
         self.get_json("/v1/status").await
     }
 
-    /// Takes a snapshot now; waits for a running one to finish first.
-    pub async fn snapshot(&self) -> Result<SnapshotDone, BackupError> {
-        let path = "/v1/snapshot";
+    /// Takes a snapshot now (waiting for a running one to finish first),
+    /// or, with `reuse_within_ms` > 0, gets the node's newest snapshot if
+    /// it finished less than that long ago (the node checks it is still on
+    /// disk with its log after it).
+    pub async fn snapshot(&self, reuse_within_ms: u64) -> Result<SnapshotDone, BackupError> {
+        let path = if reuse_within_ms > 0 {
+            format!("/v1/snapshot?reuse_within_ms={reuse_within_ms}")
+        } else {
+            "/v1/snapshot".to_string()
+        };
+        let path = path.as_str();
         for _ in 0..600 {
             let r = self
                 .http

@@ -248,6 +248,7 @@ pub async fn run(
     cluster: &str,
     addrs: &[String],
     retention: &super::manage::Retention,
+    reuse_snapshot_within_ms: u64,
 ) -> Result<RunReport, BackupError> {
     let started = Instant::now();
     let started_at_ms = now_ms();
@@ -258,7 +259,7 @@ pub async fn run(
     let snaps = join_all(
         shards
             .iter()
-            .map(|s| snapshot_shard(target, cluster, &id, s)),
+            .map(|s| snapshot_shard(target, cluster, &id, s, reuse_snapshot_within_ms)),
     )
     .await;
     let mut snapshots = Vec::new();
@@ -360,9 +361,20 @@ async fn snapshot_shard(
     cluster: &str,
     id: &str,
     shard: &ShardNodes,
+    reuse_within_ms: u64,
 ) -> Result<(NodeStatus, SnapshotEntry), BackupError> {
     let (client, status) = shard.snapshot_source();
-    let done = client.snapshot().await?;
+    let asked_ms = now_ms();
+    let mut done = client.snapshot(reuse_within_ms).await?;
+    // Finished before we asked (by our clock): the node's newest snapshot,
+    // reused. Then the log after its start must still be had, or the
+    // backup could not be restored past it.
+    let mut reused = done.finished_at_ms < asked_ms;
+    if reuse_within_ms > 0 && !log_after_is_kept(target, cluster, shard, done.start_lsn).await? {
+        warn!(shard = %shard.name, start_lsn = done.start_lsn, "the log after the node's newest snapshot is neither on the primary nor archived: taking a fresh snapshot");
+        done = client.snapshot(0).await?;
+        reused = false;
+    }
     let name = std::path::Path::new(&done.path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -384,7 +396,9 @@ async fn snapshot_shard(
             ),
         });
     }
-    info!(shard = %shard.name, node = %status.node_id, role = %status.role, key = %key, bytes = file.bytes, end_lsn = done.end_lsn, "snapshot copied");
+    info!(shard = %shard.name, node = %status.node_id, role = %status.role, key = %key, bytes = file.bytes,
+        start_lsn = done.start_lsn, end_lsn = done.end_lsn, reused, age_ms = asked_ms.saturating_sub(done.finished_at_ms),
+        "snapshot copied");
     Ok((
         status.clone(),
         SnapshotEntry {
@@ -395,6 +409,58 @@ async fn snapshot_shard(
             finished_at_ms: done.finished_at_ms,
         },
     ))
+}
+
+/// Whether the shard's log after `start_lsn` (a reused snapshot's start)
+/// can still be archived. First the primary's archive hold is lowered to
+/// `start_lsn` if it is above or unset, so from then on the primary keeps
+/// every record after it whatever its own snapshots allow (this run's
+/// archive pass moves the hold forward again). Then: true if the primary's
+/// log reaches back to `start_lsn + 1`, or the target already has every
+/// record from there up to where the primary's log begins.
+async fn log_after_is_kept(
+    target: &Target,
+    cluster: &str,
+    shard: &ShardNodes,
+    start_lsn: u64,
+) -> Result<bool, BackupError> {
+    let (primary, pstatus) = &shard.primary;
+    let list = primary.segments().await?;
+    if list.archive_hold.is_none_or(|h| h > start_lsn) {
+        primary.archived(start_lsn).await?;
+    }
+    // Listed again: the primary may have truncated before the hold moved.
+    let list = primary.segments().await?;
+    let first = list
+        .segments
+        .iter()
+        .map(|s| s.first_lsn)
+        .min()
+        .unwrap_or(pstatus.lsn + 1);
+    if first <= start_lsn + 1 {
+        return Ok(true);
+    }
+    let archived: Vec<(u64, u64)> = target
+        .list(&wal_prefix(cluster, &shard.name))
+        .await?
+        .iter()
+        .filter_map(|(k, _)| parse_segment_key(k))
+        .collect();
+    Ok(covered_until(&archived, start_lsn + 1) >= first)
+}
+
+/// The first LSN from `from` on that none of the `(first, last)` ranges
+/// holds, following them while they chain.
+pub fn covered_until(ranges: &[(u64, u64)], from: u64) -> u64 {
+    let mut next = from;
+    while let Some(&(_, last)) = ranges
+        .iter()
+        .filter(|&&(f, l)| f <= next && l >= next)
+        .max_by_key(|r| r.1)
+    {
+        next = last + 1;
+    }
+    next
 }
 
 /// Parses `<first>-<last>.wal`.
@@ -518,6 +584,17 @@ mod tests {
             first_recoverability_point: Some("2026-01-01T03:04:06.000Z".into()),
             last_recoverability_point: Some("2026-01-02T03:04:06.900Z".into()),
         }
+    }
+
+    #[test]
+    fn covered_until_follows_chained_segments_and_stops_at_a_gap() {
+        let segs = [(1, 10), (11, 20), (21, 25), (30, 40)];
+        assert_eq!(covered_until(&segs, 5), 26);
+        assert_eq!(covered_until(&segs, 26), 26);
+        assert_eq!(covered_until(&segs, 30), 41);
+        // A longer copy of a segment's prefix wins over the shorter one.
+        assert_eq!(covered_until(&[(1, 5), (1, 12), (13, 13)], 1), 14);
+        assert_eq!(covered_until(&[], 7), 7);
     }
 
     #[test]

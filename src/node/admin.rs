@@ -177,15 +177,48 @@ async fn route(node: &Rc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
-        (&Method::POST, "/v1/snapshot") => match super::server::run_snapshot(node).await {
-            Ok(Some(info)) => json(StatusCode::OK, &SnapshotStatus::from(&info)),
-            Ok(None) => error(StatusCode::CONFLICT, "a snapshot is already running"),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        },
+        (&Method::POST, "/v1/snapshot") => {
+            let within = match query_param(&req, "reuse_within_ms").map(str::parse::<u64>) {
+                None => None,
+                Some(Ok(ms)) => Some(ms),
+                Some(Err(e)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid reuse_within_ms (milliseconds): {e}"),
+                    )
+                }
+            };
+            if let Some(info) = within.and_then(|ms| reusable_snapshot(node, ms)) {
+                tracing::info!(path = %info.path.display(), end_lsn = info.end_lsn, age_ms = now_ms().saturating_sub(info.finished_at_ms), "snapshot requested: the newest one reused");
+                return json(StatusCode::OK, &SnapshotStatus::from(&info));
+            }
+            take_snapshot(node).await
+        }
         _ => error(
             StatusCode::NOT_FOUND,
             format!("no route for {} {}", req.method(), req.uri().path()),
         ),
+    }
+}
+
+/// The node's newest snapshot, if it finished less than `within_ms` ago,
+/// is still on disk at the size it was written, and the log after its start
+/// LSN is still here (this node truncates only through the older of its two
+/// newest snapshots' start, and never above a backup's archive hold).
+fn reusable_snapshot(node: &Node, within_ms: u64) -> Option<super::snapshot::SnapshotInfo> {
+    let info = node.last_snapshot.borrow().clone()?;
+    let fresh = now_ms().saturating_sub(info.finished_at_ms) < within_ms;
+    let on_disk = std::fs::metadata(&info.path).is_ok_and(|m| m.len() == info.bytes);
+    let first = node.wal.first_retained_lsn();
+    let log_kept = first == 0 || first <= info.start_lsn + 1;
+    (fresh && on_disk && log_kept).then_some(info)
+}
+
+async fn take_snapshot(node: &Rc<Node>) -> Response<Full<Bytes>> {
+    match super::server::run_snapshot(node).await {
+        Ok(Some(info)) => json(StatusCode::OK, &SnapshotStatus::from(&info)),
+        Ok(None) => error(StatusCode::CONFLICT, "a snapshot is already running"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
