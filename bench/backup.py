@@ -3,9 +3,13 @@
 
 1. A release `tessera node` is loaded with ~1 GB (1M keys x 1000-byte values
    by default) through `redis-cli --pipe`.
-2. backup: `tessera backup run` to a directory target (a PVC stand-in):
-   a fresh snapshot streamed over the admin port plus every log segment,
-   SHA-256 of every byte, then `sync`.
+   The node snapshots on its own as the log grows (default
+   --snapshot-log-bytes), as a production node does.
+2. backup: `tessera backup run` (defaults: it reuses the node's newest
+   snapshot, taken during loading, since it is < 10 min old) to a directory
+   target (a PVC stand-in): that snapshot streamed over the admin port plus
+   every log segment, SHA-256 of every byte, then `sync`. Which snapshot the
+   backup used is printed (stderr) and in RESULT (`snapshot_reused`).
    raw:    `cp` of the same files (the node's newest snapshot + its log
    segments) to a directory on the same disk, then `sync`.
 3. restore: `tessera backup restore` into an empty data directory (download,
@@ -14,7 +18,7 @@
 Throughput = bytes / wall time. The last line is `RESULT key=value ...`.
 The binary: $TESSERA_BIN, default target/release/tessera.
 """
-import argparse, json, os, resource, shutil, socket, subprocess, sys, tempfile, time
+import argparse, json, os, resource, shutil, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("TESSERA_BIN") or os.path.join(ROOT, "target", "release", "tessera")
@@ -37,6 +41,11 @@ def wait_port(port, timeout=60):
         except OSError:
             time.sleep(0.05)
     sys.exit(f"port {port} never opened")
+
+
+def status(admin):
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/v1/status", timeout=10) as r:
+        return json.load(r)
 
 
 def du(paths):
@@ -101,9 +110,7 @@ def main():
         port, admin = free_port(), free_port()
         node = subprocess.Popen(
             [BIN, "node", "--bind", "127.0.0.1", "--port", str(port), "--admin-port", str(admin),
-             "--data-dir", data, "--fsync", "everysec",
-             # No automatic snapshots while loading: the backup takes its own.
-             "--snapshot-log-bytes", str(1 << 50)],
+             "--data-dir", data, "--fsync", "everysec"],
             stderr=subprocess.DEVNULL)
         wait_port(port)
         proto = os.path.join(work, "load.resp")
@@ -120,6 +127,22 @@ def main():
         os.remove(proto)
         print(f"loaded {a.keys} keys x {a.value_bytes} B in {load_s:.1f}s", file=sys.stderr)
 
+        # A snapshot the loading triggered may still be running: wait until
+        # the node's newest snapshot stays the same for 5 s.
+        newest, since, end = None, time.time(), time.time() + 120
+        while time.time() < end:
+            cur = status(admin).get("lastSnapshot")
+            if cur != newest:
+                newest, since = cur, time.time()
+            elif time.time() - since >= 5:
+                break
+            time.sleep(0.5)
+        if newest is None:
+            sys.exit("the node took no snapshot while loading")
+        print(f"node's newest snapshot: {os.path.basename(newest['path'])} "
+              f"LSN {newest['startLsn']}..{newest['endLsn']} {newest['bytes'] / 1e6:.0f} MB",
+              file=sys.stderr)
+
         target = os.path.join(work, "target")
         out = {}
 
@@ -130,6 +153,15 @@ def main():
 
         backup_s = timed(run_backup, "backup", [node.pid])
         backup_bytes = out["bytes"]
+        with open(os.path.join(target, "bench", "backups", out["id"], "manifest.json")) as f:
+            used = json.load(f)["shards"][0]["snapshot"]
+        after = status(admin).get("lastSnapshot")
+        reused = (os.path.basename(used["key"]) == os.path.basename(newest["path"])
+                  and used["startLsn"] == newest["startLsn"] and used["endLsn"] == newest["endLsn"]
+                  and after == newest)
+        how = "the node's newest, reused (no new snapshot)" if reused else "a fresh one"
+        print(f"backup used snapshot {os.path.basename(used['key'])} "
+              f"LSN {used['startLsn']}..{used['endLsn']}: {how}", file=sys.stderr)
         # The raw copy: the very files the backup read on the node.
         snaps = sorted(os.listdir(os.path.join(data, "snapshots")))
         src = [os.path.join(data, "snapshots", snaps[-1])] + [
@@ -181,7 +213,7 @@ def main():
               " ".join(f"{k}={v:.2f}" for k, v in OTHERS.items()), file=sys.stderr)
         print(f"RESULT dataset_mb={backup_bytes / mb:.0f} backup_mbps={bk:.0f} raw_copy_mbps={rc:.0f} "
               f"backup_ratio={bk / rc:.2f} restore_mbps={rs:.0f} raw_restore_mbps={rr:.0f} "
-              f"restore_ratio={rs / rr:.2f}")
+              f"restore_ratio={rs / rr:.2f} snapshot_reused={int(reused)}")
     finally:
         if node:
             node.kill()
