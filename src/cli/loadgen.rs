@@ -193,6 +193,7 @@ pub fn run(a: LoadgenArgs) -> Result<()> {
         "ops": writes as f64 / elapsed.as_secs_f64(),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
+        "max_ms": lat.last().map_or(0.0, |&us| us as f64 / 1000.0),
         "errors": errors,
         "first_error": first_error,
     });
