@@ -482,6 +482,35 @@ fn zero_loss(o: Outcome) -> R {
     Ok(describe(&o))
 }
 
+/// The cluster's last few Events as `reason: message` (for failure reports).
+fn recent_events(cluster: &str) -> String {
+    let v = match json(&[
+        "get",
+        "events",
+        "-n",
+        NS,
+        "--field-selector",
+        &format!("involvedObject.name={cluster}"),
+    ]) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .rev()
+        .take(6)
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["reason"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 fn events(cluster: &str, reason: &str) -> R<usize> {
     let v = json(&[
         "get",
@@ -694,8 +723,11 @@ fn switchover(cluster: &str, nodes: u32, shard: usize) -> R {
     let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() {
         return Err(format!(
-            "tessera switchover failed: {said} {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "tessera switchover failed: {said} {}; the cluster's events: {}; lastFailover: {}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            recent_events(cluster),
+            status_of(cluster)
+                .map_or_else(|e| e, |st| st["shards"][shard]["lastFailover"].to_string())
         ));
     }
     wait_until("whole again", Duration::from_secs(180), || {
