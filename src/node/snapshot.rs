@@ -425,7 +425,7 @@ fn retain(dir: &Path, wal: &Wal) -> Result<(), Box<dyn std::error::Error>> {
     }
     let keep_from = snaps.len() - 2;
     for (_, path) in &snaps[..keep_from] {
-        std::fs::remove_file(path)?;
+        super::unlink_in_background(path.clone());
         info!(path = %path.display(), "old snapshot removed");
     }
     let older = &snaps[keep_from].1;

@@ -1443,10 +1443,7 @@ impl Wal {
             removable += 1;
         }
         for s in segs.iter().take(removable) {
-            std::fs::remove_file(&s.path).map_err(|source| WalError::Remove {
-                path: s.path.clone(),
-                source,
-            })?;
+            super::unlink_in_background(s.path.clone());
         }
         segs.drain(..removable);
         if removable > 0 {
