@@ -5,8 +5,8 @@
    by default) through `redis-cli --pipe`.
    The node snapshots on its own as the log grows (default
    --snapshot-log-bytes), as a production node does.
-2. backup: `tessera backup run` (defaults: it reuses the node's newest
-   snapshot, taken during loading, since it is < 10 min old) to a directory
+2. backup: `tessera backup run` (defaults: a fresh snapshot; the node's own
+   snapshots taken during loading are not reused unless asked) to a directory
    target (a PVC stand-in): that snapshot streamed over the admin port plus
    every log segment, SHA-256 of every byte, then `sync`. Which snapshot the
    backup used is printed (stderr) and in RESULT (`snapshot_reused`).

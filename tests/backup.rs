@@ -479,7 +479,16 @@ fn backup_reuses_the_nodes_recent_snapshot_and_zero_forces_a_fresh_one() {
     let status_before = last_snapshot(&src);
     assert_eq!(status_before["finishedAtMs"], own["finishedAtMs"]);
 
-    backup_ok(&t, &["run", "--nodes", &addr(&src)]);
+    backup_ok(
+        &t,
+        &[
+            "run",
+            "--nodes",
+            &addr(&src),
+            "--reuse-snapshot-within",
+            "10m",
+        ],
+    );
     let m = manifest(&t);
     let snap = &m["shards"][0]["snapshot"];
     let own_name = Path::new(own["path"].as_str().expect("path"))

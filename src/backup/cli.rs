@@ -109,12 +109,14 @@ pub enum BackupCommand {
         #[command(flatten)]
         parts: PartArgs,
         /// Reuse a node's newest snapshot if it finished less than this long
-        /// ago (s, m, h, d, w, e.g. 10m) instead of taking a new one; 0
-        /// always takes a fresh snapshot.
+        /// ago (s, m, h, d, w, e.g. 10m) instead of taking a new one; 0 (the
+        /// default) always takes a fresh snapshot, so that each backup's
+        /// snapshot is its own point (point-in-time restores pick the newest
+        /// backup at or before the target).
         #[arg(
             long,
             env = "TESSERA_BACKUP_REUSE_SNAPSHOT_WITHIN",
-            default_value = "10m",
+            default_value = "0",
             value_parser = parse_reuse_within
         )]
         reuse_snapshot_within: u64,
