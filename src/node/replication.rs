@@ -1465,7 +1465,9 @@ async fn follow_loop(node: Rc<Node>, gen: u64) {
 }
 
 /// A received record applied to the keyspace, as recovery applies it.
-struct Applier {
+/// Applies logged records to the keyspace: a replica's received frames, and
+/// recovery's log replay (with the loaded snapshot's watermarks).
+pub(crate) struct Applier {
     conn: cmd::ConnState,
     out: ReplyBuf,
     effects: Effects,
@@ -1479,7 +1481,7 @@ struct Applier {
 }
 
 impl Applier {
-    fn new(node: &Node) -> Self {
+    pub(crate) fn new(node: &Node) -> Self {
         let mut conn = node.new_conn("replication".into());
         conn.authenticated = true;
         Self {
@@ -1495,7 +1497,16 @@ impl Applier {
     }
 
     /// Applies a decoded record (copies its arguments into one buffer).
-    fn apply(&mut self, node: &Node, rec: &wal::Record) {
+    /// Recovery: records at or below a slot's watermark are already in the
+    /// loaded snapshot.
+    pub(crate) fn with_watermarks(node: &Node, watermarks: Option<Vec<u64>>) -> Self {
+        Self {
+            watermarks,
+            ..Self::new(node)
+        }
+    }
+
+    pub(crate) fn apply(&mut self, node: &Node, rec: &wal::Record) {
         let mut buf = std::mem::take(&mut self.buf);
         let mut ranges = std::mem::take(&mut self.ranges);
         buf.clear();

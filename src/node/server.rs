@@ -14,7 +14,7 @@ use super::cmd::{self, Args, ConnState, Ctx, Effects};
 use super::metrics::Stats;
 use super::resp::{parse_request, Parsed, ReplyBuf};
 use super::store::{ExpireMode, Store};
-use super::wal::{FsyncPolicy, Wal, GLOBAL_SLOT};
+use super::wal::{FsyncPolicy, Wal};
 use super::{admin, load_node_id, now_ms, snapshot, Node, NodeConfig, NodeError};
 
 /// A client whose unparsed input grows past this is disconnected (Redis'
@@ -149,55 +149,18 @@ async fn recover(node: &Rc<Node>) -> Result<(), NodeError> {
         Some(l) => {
             info!(path = %l.info.path.display(), start_lsn = l.info.start_lsn, end_lsn = l.info.end_lsn, keys = l.info.keys, "snapshot loaded");
             node.wal.ensure_after(l.info.end_lsn);
-            (l.info.start_lsn, Some(&l.watermarks))
+            (l.info.start_lsn, Some(l.watermarks.clone()))
         }
         None => (0, None),
     };
     *node.last_snapshot.borrow_mut() = loaded.as_ref().map(|l| l.info.clone());
 
     node.store.borrow_mut().mode = ExpireMode::Passive;
-    let mut conn = node.new_conn("replay".into());
-    conn.authenticated = true;
-    let mut out = ReplyBuf::new();
-    let mut effects = Effects::default();
+    // The same applier a replica uses for what it receives.
+    let mut applier = super::replication::Applier::with_watermarks(node, watermarks);
     let mut replayed = 0u64;
-    let mut buf = Vec::new();
-    let mut ranges = Vec::new();
     for rec in node.wal.read_from(after)? {
-        let rec = rec?;
-        if rec.slot == super::wal::MARKER_SLOT {
-            // A time marker (for point-in-time restores), not a command.
-            continue;
-        }
-        let applies = |slot: u16| watermarks.is_none_or(|w| rec.lsn > w[slot as usize]);
-        if rec.slot == GLOBAL_SLOT {
-            // FLUSHALL: clear exactly the slots the snapshot had not yet seen
-            // it in.
-            let mut store = node.store.borrow_mut();
-            for slot in 0..super::slots::SLOTS as u16 {
-                if applies(slot) {
-                    store.flush_slot(slot);
-                }
-            }
-        } else if applies(rec.slot) {
-            buf.clear();
-            ranges.clear();
-            for a in &rec.args {
-                let start = buf.len();
-                buf.extend_from_slice(a);
-                ranges.push(start..buf.len());
-            }
-            let args = Args {
-                buf: &buf,
-                ranges: &ranges,
-            };
-            let mut store = node.store.borrow_mut();
-            let mut ctx = Ctx::new(node, &mut store, &mut out, &mut conn, &mut effects);
-            ctx.replaying = true;
-            ctx.logged_slot = Some(rec.slot);
-            cmd::dispatch(&mut ctx, &args);
-            out.buf.clear();
-        }
+        applier.apply(node, &rec?);
         replayed += 1;
         if replayed % 10_000 == 0 {
             tokio::task::yield_now().await;
