@@ -6,16 +6,20 @@
    The node snapshots on its own as the log grows (default
    --snapshot-log-bytes), as a production node does.
 2. backup: `tessera backup run` (defaults: a fresh snapshot; the node's own
-   snapshots taken during loading are not reused unless asked) to a directory
-   target (a PVC stand-in): that snapshot streamed over the admin port plus
-   every log segment, SHA-256 of every byte, then `sync`. Which snapshot the
-   backup used is printed (stderr) and in RESULT (`snapshot_reused`).
-   raw:    `cp` of the same files (the node's newest snapshot + its log
-   segments) to a directory on the same disk, then `sync`.
+   snapshots taken during loading are not reused unless asked) to a fresh
+   directory target (a PVC stand-in): that snapshot streamed over the admin
+   port plus the log after it (the log before a first backup's snapshot
+   serves no restore and is not copied), SHA-256 of every byte, then `sync`.
+   Which snapshot the backup used is printed (stderr) and in RESULT
+   (`snapshot_reused`).
+   raw:    `cp` of the files that backup wrote to another directory on the
+   same disk, then `sync`.
 3. restore: `tessera backup restore` into an empty data directory (download,
    SHA-256 check, fsync, cut at the target time) vs `cp` of the backup's files
    + `sync`.
-Throughput = bytes / wall time. The last line is `RESULT key=value ...`.
+Each step runs --reps times (default 3), backups and raw copies interleaved;
+throughput = bytes / wall time, medians reported. The last line is
+`RESULT key=value ...`.
 The binary: $TESSERA_BIN, default target/release/tessera.
 """
 import argparse, json, os, resource, shutil, socket, subprocess, sys, tempfile, time, urllib.request
@@ -86,14 +90,18 @@ def own_cpu_s(pids):
 # shared with builds makes the parallel SHA-256 of a restore (and the
 # backup's node + hashing) slower while the single-stream cp barely notices.
 OTHERS = {}
+# Seconds of each timed step spent in the final `sync` (writeback).
+SYNC_S = {}
 
 
 def timed(fn, name, pids=()):
     b0, o0 = busy_cpu_s(), own_cpu_s(pids)
     t = time.time()
     fn()
+    t_sync = time.time()
     subprocess.run(["sync"], check=True)
     took = time.time() - t
+    SYNC_S.setdefault(name, []).append(time.time() - t_sync)
     OTHERS[name] = max(0.0, (busy_cpu_s() - b0) - (own_cpu_s(pids) - o0))
     return took
 
@@ -102,6 +110,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--value-bytes", type=int, default=1000)
+    ap.add_argument("--reps", type=int, default=3, help="runs of each step (medians reported)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="tessera-bench-backup-", dir=os.environ.get("BENCH_DIR"))
     node = None
@@ -143,18 +152,46 @@ def main():
               f"LSN {newest['startLsn']}..{newest['endLsn']} {newest['bytes'] / 1e6:.0f} MB",
               file=sys.stderr)
 
-        target = os.path.join(work, "target")
         out = {}
 
-        def run_backup():
+        def run_backup(target):
             r = subprocess.run([BIN, "backup", "run", "--target", target, "--cluster", "bench",
                                 "--nodes", f"127.0.0.1:{admin}"], check=True, capture_output=True)
+            out.clear()
             out.update(json.loads(r.stdout))
 
-        backup_s = timed(run_backup, "backup", [node.pid])
-        backup_bytes = out["bytes"]
-        with open(os.path.join(target, "bench", "backups", out["id"], "manifest.json")) as f:
-            used = json.load(f)["shards"][0]["snapshot"]
+        def data_files(root):
+            """The snapshot and log files under a backup target or data dir."""
+            found = []
+            for d, _, fs in os.walk(root):
+                found += [os.path.join(d, f) for f in fs if f.endswith((".tsnap", ".wal"))]
+            return sorted(found)
+
+        def raw_copy(files, name):
+            dst = os.path.join(work, "raw")
+            os.makedirs(dst)
+            took = timed(lambda: [shutil.copy(p, os.path.join(dst, str(i)))
+                                  for i, p in enumerate(files)], name, [node.pid] if node else [])
+            shutil.rmtree(dst)
+            return took
+
+        # Each backup goes to a fresh target, so every run does the same
+        # work (a first backup: a fresh snapshot and the log after it); each
+        # is followed by a raw copy of the very files it wrote.
+        backups, raws = [], []
+        target = os.path.join(work, "target0")
+        for i in range(a.reps):
+            t_i = os.path.join(work, f"target{i}")
+            backups.append((timed(lambda: run_backup(t_i), "backup", [node.pid]), out["bytes"]))
+            if i == 0:
+                first = dict(out)
+            files = data_files(t_i)
+            raws.append((raw_copy(files, "raw"), du(files)))
+            if i > 0:
+                shutil.rmtree(t_i)
+        with open(os.path.join(target, "bench", "backups", first["id"], "manifest.json")) as f:
+            m = json.load(f)["shards"][0]
+        used = m["snapshot"]
         after = status(admin).get("lastSnapshot")
         reused = (os.path.basename(used["key"]) == os.path.basename(newest["path"])
                   and used["startLsn"] == newest["startLsn"] and used["endLsn"] == newest["endLsn"]
@@ -163,57 +200,56 @@ def main():
                           for k in ("path", "startLsn", "endLsn", "finishedAtMs")))
         how = "the node's newest, reused (no new snapshot)" if reused else "a fresh one"
         print(f"backup used snapshot {os.path.basename(used['key'])} "
-              f"LSN {used['startLsn']}..{used['endLsn']}: {how}", file=sys.stderr)
-        # The raw copy: the very files the backup read on the node.
-        snaps = sorted(os.listdir(os.path.join(data, "snapshots")))
-        src = [os.path.join(data, "snapshots", snaps[-1])] + [
-            os.path.join(data, "wal", f) for f in sorted(os.listdir(os.path.join(data, "wal")))
-            if f.endswith(".wal")]
-        raw_bytes = du(src)
-        raw_dir = os.path.join(work, "raw")
-        os.makedirs(raw_dir)
-        raw_s = timed(lambda: [shutil.copy(p, raw_dir) for p in src], "raw", [node.pid])
-        shutil.rmtree(raw_dir)
+              f"LSN {used['startLsn']}..{used['endLsn']}: {how}; log segments copied: "
+              f"{len(m['segments'])} ({sum(s['file']['bytes'] for s in m['segments']) / 1e6:.0f} MB); "
+              f"the node's log on disk: {du([os.path.join(data, 'wal')]) / 1e6:.0f} MB", file=sys.stderr)
         node.terminate()
         node.wait()
         node = None
 
-        restore_dir = os.path.join(work, "restored")
-
-        def run_restore():
-            subprocess.run([BIN, "backup", "restore", "--target", target, "--cluster", "bench",
-                            "--data-dir", restore_dir], check=True, capture_output=True)
-
-        restore_s = timed(run_restore, "restore")
-        restore_bytes = du([os.path.join(restore_dir, "snapshots"), os.path.join(restore_dir, "wal")])
-        raw2 = os.path.join(work, "raw2")
-        os.makedirs(raw2)
-        # The same bytes the restore wrote (snapshot + the log after it).
-        files = []
-        for sub in ("snapshots", "wal"):
-            d = os.path.join(restore_dir, sub)
-            files += [os.path.join(d, f) for f in sorted(os.listdir(d))]
-        raw_restore_bytes = du(files)
-        raw_restore_s = timed(lambda: [shutil.copy(p, raw2) for p in files], "raw_restore")
+        restores, raw_restores = [], []
+        for i in range(a.reps):
+            restore_dir = os.path.join(work, "restored")
+            restores.append((timed(lambda: subprocess.run(
+                [BIN, "backup", "restore", "--target", target, "--cluster", "bench",
+                 "--data-dir", restore_dir], check=True, capture_output=True), "restore"),
+                du([os.path.join(restore_dir, "snapshots"), os.path.join(restore_dir, "wal")])))
+            # The same bytes the restore wrote (snapshot + the log after it).
+            files = data_files(restore_dir)
+            raw_restores.append((raw_copy(files, "raw_restore"), du(files)))
+            shutil.rmtree(restore_dir)
 
         mb = 1024 * 1024
+
+        def mbps(runs):
+            return [b / mb / s for s, b in runs]
+
+        def median(xs):
+            return sorted(xs)[len(xs) // 2]
+
         rows = [
-            ("backup run (snapshot + log, SHA-256)", backup_bytes, backup_s),
-            ("raw copy of the same files", raw_bytes, raw_s),
-            ("restore (download, SHA-256, fsync)", restore_bytes, restore_s),
-            ("raw copy of the restored files", raw_restore_bytes, raw_restore_s),
+            ("backup run (fresh snapshot + log after it, SHA-256)", backups),
+            ("raw copy of the same files", raws),
+            ("restore (download, SHA-256, fsync)", restores),
+            ("raw copy of the restored files", raw_restores),
         ]
-        print("| operation | MB | seconds | MB/s |")
-        print("|---|---:|---:|---:|")
-        for name, b, s in rows:
-            print(f"| {name} | {b / mb:.0f} | {s:.2f} | {b / mb / s:.0f} |")
-        bk = backup_bytes / mb / backup_s
-        rc = raw_bytes / mb / raw_s
-        rs = restore_bytes / mb / restore_s
-        rr = raw_restore_bytes / mb / raw_restore_s
-        print("CPU seconds used by other processes during each step: " +
+        print(f"| operation | MB | seconds (median of {a.reps}) | MB/s (median) | MB/s (each run) |")
+        print("|---|---:|---:|---:|---|")
+        for name, runs in rows:
+            print(f"| {name} | {runs[0][1] / mb:.0f} | {median([s for s, _ in runs]):.2f} | "
+                  f"{median(mbps(runs)):.0f} | {' '.join(f'{x:.0f}' for x in mbps(runs))} |")
+        bk, rc = median(mbps(backups)), median(mbps(raws))
+        rs, rr = median(mbps(restores)), median(mbps(raw_restores))
+        # Each run's ratio against the raw copy right after it, too.
+        per_run = " ".join(f"{x / y:.2f}" for x, y in zip(mbps(backups), mbps(raws)))
+        print(f"backup/raw per run: {per_run}; restore/raw per run: " +
+              " ".join(f"{x / y:.2f}" for x, y in zip(mbps(restores), mbps(raw_restores))),
+              file=sys.stderr)
+        print("seconds in the final sync of each run: " + " ".join(
+            f"{k}=" + ",".join(f"{x:.2f}" for x in v) for k, v in SYNC_S.items()), file=sys.stderr)
+        print("CPU seconds used by other processes during the last run of each step: " +
               " ".join(f"{k}={v:.2f}" for k, v in OTHERS.items()), file=sys.stderr)
-        print(f"RESULT dataset_mb={backup_bytes / mb:.0f} backup_mbps={bk:.0f} raw_copy_mbps={rc:.0f} "
+        print(f"RESULT dataset_mb={backups[0][1] / mb:.0f} backup_mbps={bk:.0f} raw_copy_mbps={rc:.0f} "
               f"backup_ratio={bk / rc:.2f} restore_mbps={rs:.0f} raw_restore_mbps={rr:.0f} "
               f"restore_ratio={rs / rr:.2f} snapshot_reused={int(reused)}")
     finally:

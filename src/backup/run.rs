@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::node::{NodeClient, NodeStatus};
+use super::node::{NodeClient, NodeStatus, SegmentList};
 use super::SegmentEntry;
 use super::{
     archive_point_key, backup_prefix, manifest_key, now_ms, segment_key, wal_prefix, ArchivePoint,
@@ -256,21 +256,63 @@ pub async fn run(
     let shards = discover(addrs).await?;
     info!(cluster, id = %id, shards = shards.len(), target = %target.describe, "backup started");
 
-    let snaps = join_all(
+    let needed = log_needed_from(target, cluster).await?;
+    // Before the snapshot is taken its start is not known, only that it
+    // will be at or past the source's LSN now.
+    let early_from: Vec<u64> = shards
+        .iter()
+        .map(|s| {
+            let lower = s.snapshot_source().1.lsn + 1;
+            needed.get(&s.name).map_or(lower, |&n| n.min(lower))
+        })
+        .collect();
+    let snapshots_taken = join_all(
         shards
             .iter()
             .map(|s| snapshot_shard(target, cluster, &id, s, reuse_snapshot_within_ms)),
-    )
-    .await;
+    );
+    // The closed log is copied while the snapshots are encoded and streamed.
+    // With reuse the snapshot step lowers the archive hold and checks what
+    // the target has, so then the copy waits for it as before.
+    let (snaps, early) = if reuse_snapshot_within_ms == 0 {
+        futures::join!(
+            snapshots_taken,
+            join_all(
+                shards
+                    .iter()
+                    .zip(&early_from)
+                    .map(|(s, &from)| copy_closed_segments(target, cluster, s, from))
+            )
+        )
+    } else {
+        (snapshots_taken.await, Vec::new())
+    };
     let mut snapshots = Vec::new();
     for s in snaps {
         snapshots.push(s?);
     }
-    let archives = join_all(shards.iter().map(|s| archive_shard(target, cluster, s))).await;
+    let mut early_segments = Vec::new();
+    for e in early {
+        early_segments.push(e?);
+    }
+    early_segments.resize_with(shards.len(), Vec::new);
+    let archives = join_all(shards.iter().zip(&snapshots).map(|(s, (_, snap))| {
+        let this = snap.start_lsn + 1;
+        let from = needed.get(&s.name).map_or(this, |&n| n.min(this));
+        archive_shard(target, cluster, s, from)
+    }))
+    .await;
     let mut out = Vec::new();
     let mut bytes = 0;
-    for ((shard, snap), arch) in shards.iter().zip(snapshots).zip(archives) {
-        let (point, segments) = arch?;
+    for (((shard, snap), arch), early) in shards
+        .iter()
+        .zip(snapshots)
+        .zip(archives)
+        .zip(early_segments)
+    {
+        let (point, later) = arch?;
+        let mut segments = early;
+        segments.extend(later);
         let (source, snapshot) = snap;
         bytes += snapshot.file.bytes + segments.iter().map(|s| s.file.bytes).sum::<u64>();
         out.push(ShardBackup {
@@ -340,6 +382,25 @@ pub async fn run(
     })
 }
 
+/// Per shard, the first LSN a restore can still replay: one past the oldest
+/// snapshot among the complete backups. A record at or below every kept
+/// snapshot serves no restore (restores start from a snapshot), so it is
+/// not copied, just as retention prunes it. Shards with no backup yet are
+/// absent.
+async fn log_needed_from(
+    target: &Target,
+    cluster: &str,
+) -> Result<BTreeMap<String, u64>, BackupError> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for m in super::manage::complete(target, cluster).await? {
+        for s in &m.shards {
+            let e = out.entry(s.name.clone()).or_insert(u64::MAX);
+            *e = (*e).min(s.snapshot.start_lsn + 1);
+        }
+    }
+    Ok(out)
+}
+
 /// Archives every shard's log (no snapshot): run more often than backups
 /// to shorten what a restore can lose.
 pub async fn archive(
@@ -348,7 +409,12 @@ pub async fn archive(
     addrs: &[String],
 ) -> Result<Vec<ArchivePoint>, BackupError> {
     let shards = discover(addrs).await?;
-    let res = join_all(shards.iter().map(|s| archive_shard(target, cluster, s))).await;
+    let needed = log_needed_from(target, cluster).await?;
+    let res = join_all(shards.iter().map(|s| {
+        let from = needed.get(&s.name).copied().unwrap_or(0);
+        archive_shard(target, cluster, s, from)
+    }))
+    .await;
     let mut out = Vec::new();
     for r in res {
         out.push(r?.0);
@@ -473,13 +539,19 @@ pub fn parse_segment_key(key: &str) -> Option<(u64, u64)> {
 /// Copies the primary's log segments the target does not have yet (closed
 /// segments, and the written prefix of the active one), moves the nodes'
 /// archive hold, and records the shard's archive point.
-async fn archive_shard(
+/// Copies the primary's segments that the target does not hold yet (all of
+/// them, or only the closed ones), skipping those that end before
+/// `needed_from`. Returns what it copied and the highest LSN the target
+/// held before.
+async fn copy_segments(
     target: &Target,
     cluster: &str,
     shard: &ShardNodes,
-) -> Result<(ArchivePoint, Vec<SegmentEntry>), BackupError> {
+    list: &SegmentList,
+    closed_only: bool,
+    needed_from: u64,
+) -> Result<(Vec<SegmentEntry>, u64), BackupError> {
     let (client, _) = &shard.primary;
-    let list = client.segments().await?;
     let prefix = wal_prefix(cluster, &shard.name);
     let existing: Vec<(u64, u64)> = target
         .list(&prefix)
@@ -489,13 +561,15 @@ async fn archive_shard(
         .collect();
     let have_last = existing.iter().map(|e| e.1).max().unwrap_or(0);
     if let Some(first) = list.segments.first() {
-        if have_last > 0 && first.first_lsn > have_last + 1 {
+        if !closed_only && have_last > 0 && first.first_lsn > (have_last + 1).max(needed_from) {
             warn!(shard = %shard.name, missing_from = have_last + 1, missing_to = first.first_lsn - 1,
                 "the primary's log no longer holds records that were never archived: no point-in-time restore across this gap");
         }
     }
     let todo = list.segments.iter().filter(|seg| {
         seg.last_lsn >= seg.first_lsn
+            && (seg.closed || !closed_only)
+            && seg.last_lsn >= needed_from
             && !existing
                 .iter()
                 .any(|&(f, l)| f == seg.first_lsn && l >= seg.last_lsn)
@@ -537,6 +611,35 @@ async fn archive_shard(
         .buffered(SEGMENTS_IN_FLIGHT)
         .try_collect()
         .await?;
+    Ok((new, have_last))
+}
+
+/// Copies the closed segments only: no archive point, no hold moved. A
+/// backup runs it while the node encodes its snapshot, so the log copy
+/// overlaps the snapshot instead of following it; the archive pass after
+/// the snapshot then finds these already there.
+async fn copy_closed_segments(
+    target: &Target,
+    cluster: &str,
+    shard: &ShardNodes,
+    needed_from: u64,
+) -> Result<Vec<SegmentEntry>, BackupError> {
+    let list = shard.primary.0.segments().await?;
+    Ok(
+        copy_segments(target, cluster, shard, &list, true, needed_from)
+            .await?
+            .0,
+    )
+}
+
+async fn archive_shard(
+    target: &Target,
+    cluster: &str,
+    shard: &ShardNodes,
+    needed_from: u64,
+) -> Result<(ArchivePoint, Vec<SegmentEntry>), BackupError> {
+    let list = shard.primary.0.segments().await?;
+    let (new, have_last) = copy_segments(target, cluster, shard, &list, false, needed_from).await?;
     let last = list
         .segments
         .iter()

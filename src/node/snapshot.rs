@@ -298,10 +298,24 @@ fn writer(
                         .map_err(|e| write_err(&tmp)(e.into_error()))?;
                     f.sync_all().map_err(write_err(&tmp))?;
                     drop(f);
+                    // A snapshot at an unchanged LSN replaces a file of the
+                    // same name. Renaming over it frees its blocks inside
+                    // rename (about 1 s per GB on ext4) unless the file is
+                    // still open: holding it makes the rename instant, and
+                    // the last close, on another thread, frees it.
+                    let replaced = File::open(&path).ok();
                     std::fs::rename(&tmp, &path).map_err(write_err(&path))?;
                     File::open(&dir)
                         .and_then(|d| d.sync_all())
                         .map_err(write_err(&dir))?;
+                    if let Some(old) = replaced {
+                        let closer = std::thread::Builder::new()
+                            .name("snapshot-release".into())
+                            .spawn(move || drop(old));
+                        if let Err(e) = closer {
+                            tracing::debug!(error = %e, "no thread to release the replaced snapshot: closed here");
+                        }
+                    }
                     return Ok((path, bytes));
                 }
             }
