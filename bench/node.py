@@ -65,6 +65,8 @@ class Server:
                 cmd.append("--no-persistence")
             else:
                 cmd += ["--fsync", mode]
+            # Extra node flags for A/B runs, e.g. BENCH_TESSERA_ARGS="--idle-spin-us 0".
+            cmd += os.environ.get("BENCH_TESSERA_ARGS", "").split()
         else:
             cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir,
                    "--save", "", "--daemonize", "no", "--protected-mode", "no", "--logfile", ""]

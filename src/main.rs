@@ -74,6 +74,11 @@ struct NodeArgs {
     /// after as many as the last snapshot holds when that is more.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     snapshot_log_bytes: u64,
+    /// Busy-poll this many microseconds after the last client read before
+    /// sleeping: saves request/reply clients a wakeup per command, at the
+    /// cost of up to this much CPU per quiet gap (0: off; docs/node.md).
+    #[arg(long, default_value_t = 50)]
+    idle_spin_us: u64,
     /// Node ID (40 hex characters); by default generated once and kept in the data directory.
     #[arg(long)]
     node_id: Option<String>,
@@ -150,6 +155,7 @@ fn main() -> Result<()> {
                 password,
                 max_clients: a.max_clients,
                 snapshot_log_bytes: a.snapshot_log_bytes,
+                idle_spin_us: a.idle_spin_us,
                 node_id: a.node_id,
                 repl: node::replication::ReplConfig {
                     consistency: a.consistency,

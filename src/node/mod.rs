@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod alloc;
 pub mod cmd;
+pub mod idle_spin;
 pub mod info;
 pub mod metrics;
 pub mod replication;
@@ -100,6 +101,9 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     /// Consistency mode, quorum, lease, staleness (see docs/replication.md).
     pub repl: replication::ReplConfig,
+    /// Busy-poll this long after the last client read before sleeping
+    /// (0: never; see `idle_spin`).
+    pub idle_spin_us: u64,
 }
 
 impl NodeConfig {
@@ -118,6 +122,7 @@ impl NodeConfig {
             snapshot_log_bytes: 64 * 1024 * 1024,
             node_id: None,
             repl: replication::ReplConfig::default(),
+            idle_spin_us: 0,
         }
     }
 }
@@ -159,6 +164,18 @@ pub struct Node {
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// Replication state: epoch, role details, replicas, the link.
     pub repl: replication::Repl,
+    pub idle_spin: Option<Rc<idle_spin::IdleSpin>>,
+}
+
+impl Node {
+    /// Whether a reply waits for another thread or process: an fsync under
+    /// `--fsync always`, or replicas' acknowledgements.
+    pub fn waits_on_others(&self) -> bool {
+        (self.cfg.persistence
+            && self.cfg.fsync == FsyncPolicy::Always
+            && self.wal.durable_lsn() < self.wal.last_lsn())
+            || self.repl.has_ack_waiters()
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -187,6 +204,7 @@ impl Node {
         );
         Self {
             repl,
+            idle_spin: idle_spin::IdleSpin::new(cfg.idle_spin_us),
             port: Cell::new(cfg.port),
             admin_port: Cell::new(cfg.admin_port),
             cfg,

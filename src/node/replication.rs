@@ -525,6 +525,11 @@ impl Repl {
         self.acked.notify_waiters();
     }
 
+    /// Whether a connection waits for replicas' acknowledgements.
+    pub fn has_ack_waiters(&self) -> bool {
+        !self.ack_waiters.borrow().is_empty()
+    }
+
     /// Whether any replica is being streamed to.
     pub fn streaming(&self) -> bool {
         !self.push_links.borrow().is_empty()

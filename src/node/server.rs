@@ -97,6 +97,10 @@ pub async fn serve(
     );
 
     tokio::task::spawn_local(expire_loop(node.clone()));
+    if let Some(spin) = &node.idle_spin {
+        let n = node.clone();
+        tokio::task::spawn_local(spin.clone().run(move || n.waits_on_others()));
+    }
     if node.cfg.persistence {
         tokio::task::spawn_local(snapshot_loop(node.clone()));
     }
@@ -279,6 +283,9 @@ async fn connection_loop(
             let n = read_some(sock, &mut inbuf).await?;
             if n == 0 {
                 return Ok(());
+            }
+            if let Some(spin) = &node.idle_spin {
+                spin.touch();
             }
             n
         };
