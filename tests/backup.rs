@@ -445,6 +445,72 @@ fn point_in_time_restore_brings_back_exactly_the_first_batch() {
     );
 }
 
+/// (first, last) LSN of every archived log segment in the target.
+fn archived_segments(t: &Tgt) -> Vec<(u64, u64)> {
+    find(&t.root, ".wal")
+        .iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            let (a, b) = name.strip_suffix(".wal")?.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_backup_skips_the_log_before_its_snapshot_and_later_ones_keep_the_chain() {
+    small_segments();
+    let t = dir_target();
+    let src = TestNode::start(&[]);
+    write_range(&src, "a", 0..3000);
+    let run = backup_ok(&t, &["run", "--nodes", &addr(&src)]);
+    let id = run["id"].as_str().expect("backup id").to_string();
+    let m = manifest(&t);
+    let start = m["shards"][0]["snapshot"]["startLsn"]
+        .as_u64()
+        .expect("snapshot startLsn");
+    // The node still has log from before that snapshot (what the old code
+    // copied): otherwise this test would prove nothing.
+    let (code, body) = common::http_get(src.admin_port, "/v1/wal/segments").expect("segments");
+    assert_eq!(code, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).expect("segments JSON");
+    let old_on_node = listed["segments"]
+        .as_array()
+        .expect("segments")
+        .iter()
+        .filter(|s| s["lastLsn"].as_u64().is_some_and(|l| l <= start))
+        .count();
+    assert!(old_on_node > 0, "the node kept no log before {start}: {listed}");
+    let archived = archived_segments(&t);
+    assert!(
+        archived.iter().all(|&(_, last)| last > start),
+        "a first backup copied log that ends at or before its snapshot ({start}): {archived:?}"
+    );
+    // The log after the snapshot is copied by later runs, and restoring
+    // the first backup to the latest point replays it.
+    write_range(&src, "b", 0..2000);
+    backup_ok(&t, &["archive", "--nodes", &addr(&src)]);
+    let archived = archived_segments(&t);
+    assert!(
+        archived.iter().any(|&(first, _)| first <= start + 1),
+        "the log right after the snapshot ({}) is archived: {archived:?}",
+        start + 1
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let after_b = jiff::Timestamp::now().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    backup_ok(&t, &["run", "--nodes", &addr(&src)]);
+    assert!(
+        archived_segments(&t).iter().all(|&(_, last)| last > start),
+        "later runs do not copy the log before the oldest backup either"
+    );
+    drop(src);
+    // The first backup's snapshot plus the archived log, up to after "b".
+    let (n, _d) = restore_and_start(&t, &["--backup", &id, "--target-time", &after_b]);
+    assert_eq!(count(&n, "a", 0..3000), 3000);
+    assert_eq!(count(&n, "b", 0..2000), 2000);
+}
+
 /// The node's snapshot files, sorted.
 fn snapshot_files(n: &TestNode) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(n.dir.join("data").join("snapshots"))
