@@ -480,10 +480,7 @@ fn a_first_backup_skips_the_log_before_its_snapshot_and_later_ones_keep_the_chai
         .iter()
         .filter(|s| s["lastLsn"].as_u64().is_some_and(|l| l <= start))
         .count();
-    assert!(
-        old_on_node > 0,
-        "the node kept no log before {start}: {listed}"
-    );
+    assert!(old_on_node > 0, "the node kept no log before {start}: {listed}");
     let archived = archived_segments(&t);
     assert!(
         archived.iter().all(|&(_, last)| last > start),
@@ -512,38 +509,6 @@ fn a_first_backup_skips_the_log_before_its_snapshot_and_later_ones_keep_the_chai
     let (n, _d) = restore_and_start(&t, &["--backup", &id, "--target-time", &after_b]);
     assert_eq!(count(&n, "a", 0..3000), 3000);
     assert_eq!(count(&n, "b", 0..2000), 2000);
-}
-
-#[test]
-fn a_fresh_snapshot_is_streamed_while_written_and_equals_the_nodes_file() {
-    small_segments();
-    let t = dir_target();
-    let src = TestNode::start(&[]);
-    write_range(&src, "a", 0..3000);
-    backup_ok(&t, &["run", "--nodes", &addr(&src)]);
-    let m = manifest(&t);
-    let snap = &m["shards"][0]["snapshot"];
-    let key = snap["key"].as_str().expect("snapshot key");
-    assert!(
-        key.ends_with("/snapshot.tsnap"),
-        "streamed while written (the object is named before its end LSN is known): {key}"
-    );
-    let own = last_snapshot(&src);
-    assert_eq!(snap["startLsn"], own["startLsn"], "{snap} vs {own}");
-    assert_eq!(snap["endLsn"], own["endLsn"], "{snap} vs {own}");
-    assert_eq!(snap["keys"], 3000, "{snap}");
-    let copied = std::fs::read(find(&t.root, "snapshot.tsnap").pop().expect("the object"))
-        .expect("read the object");
-    let on_node = std::fs::read(own["path"].as_str().expect("path")).expect("read the node's file");
-    assert!(
-        copied == on_node,
-        "the streamed bytes are the node's file ({} vs {} bytes)",
-        copied.len(),
-        on_node.len()
-    );
-    drop(src);
-    let (n, _d) = restore_and_start(&t, &[]);
-    assert_eq!(count(&n, "a", 0..3000), 3000);
 }
 
 /// The node's snapshot files, sorted.

@@ -158,33 +158,6 @@ impl NodeClient {
         Err(self.err(path, "a snapshot kept running for 2 minutes"))
     }
 
-    /// Starts a fresh snapshot on the node and streams the file while the
-    /// node writes it (`POST /v1/backup/snapshot`). None when the node
-    /// cannot now (another snapshot runs) or at all (an older node without
-    /// the route): then take one with [`Self::snapshot`] and copy it after.
-    pub async fn stream_fresh_snapshot(
-        &self,
-    ) -> Result<Option<impl Stream<Item = Result<Bytes, reqwest::Error>> + Unpin>, BackupError>
-    {
-        let path = "/v1/backup/snapshot";
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .send()
-            .await
-            .map_err(|e| self.err(path, e))?;
-        if matches!(
-            r.status(),
-            reqwest::StatusCode::CONFLICT
-                | reqwest::StatusCode::NOT_FOUND
-                | reqwest::StatusCode::METHOD_NOT_ALLOWED
-        ) {
-            return Ok(None);
-        }
-        let r = self.check(path, r).await?;
-        Ok(Some(Box::pin(r.bytes_stream())))
-    }
-
     pub async fn segments(&self) -> Result<SegmentList, BackupError> {
         self.get_json("/v1/wal/segments").await
     }

@@ -269,9 +269,13 @@ pub async fn restore_shard(
     std::fs::create_dir_all(&wal_dir).map_err(lw(&wal_dir))?;
 
     let snap = &shard.snapshot;
-    // Named for recovery by its end LSN, whatever the object's key (a
-    // streamed snapshot's key cannot carry it: it is known at the end).
-    let snap_name = crate::node::snapshot::file_name(snap.end_lsn);
+    let snap_name = snap
+        .file
+        .key
+        .rsplit('/')
+        .next()
+        .unwrap_or("snapshot.tsnap")
+        .to_string();
     target
         .fetch_checked(&snap.file, Some(&snap_dir.join(&snap_name)))
         .await?;

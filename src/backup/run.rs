@@ -429,15 +429,6 @@ async fn snapshot_shard(
     shard: &ShardNodes,
     reuse_within_ms: u64,
 ) -> Result<(NodeStatus, SnapshotEntry), BackupError> {
-    if reuse_within_ms == 0 {
-        match stream_snapshot(target, cluster, id, shard).await {
-            Ok(Some(done)) => return Ok(done),
-            Ok(None) => {}
-            Err(e) => {
-                warn!(shard = %shard.name, error = %e, "streaming a fresh snapshot failed: taking one and copying it after");
-            }
-        }
-    }
     let (client, status) = shard.snapshot_source();
     let asked_ms = now_ms();
     let mut done = client.snapshot(reuse_within_ms).await?;
@@ -484,56 +475,6 @@ async fn snapshot_shard(
             finished_at_ms: done.finished_at_ms,
         },
     ))
-}
-
-/// A fresh snapshot copied while the node writes it: hashed and uploaded as
-/// the bytes come, its LSNs read from the footer (the file's last bytes).
-/// None when the node cannot stream one now.
-async fn stream_snapshot(
-    target: &Target,
-    cluster: &str,
-    id: &str,
-    shard: &ShardNodes,
-) -> Result<Option<(NodeStatus, SnapshotEntry)>, BackupError> {
-    use crate::node::snapshot::{parse_footer, FOOTER_BYTES};
-    let (client, status) = shard.snapshot_source();
-    let Some(stream) = client.stream_fresh_snapshot().await? else {
-        return Ok(None);
-    };
-    // The end LSN that names snapshot files is known only at the end: the
-    // object gets a fixed name, and a restore names the file it writes.
-    let key = format!(
-        "{}/{}/snapshot.tsnap",
-        backup_prefix(cluster, id),
-        shard.name
-    );
-    let tail = std::cell::RefCell::new(Vec::<u8>::with_capacity(2 * FOOTER_BYTES));
-    let tracked = stream.map(|chunk| {
-        if let Ok(b) = &chunk {
-            let mut t = tail.borrow_mut();
-            t.extend_from_slice(&b[b.len().saturating_sub(FOOTER_BYTES)..]);
-            let extra = t.len().saturating_sub(FOOTER_BYTES);
-            t.drain(..extra);
-        }
-        chunk
-    });
-    let file = target.put_stream(&key, tracked).await?;
-    let footer = parse_footer(&tail.into_inner()).map_err(|reason| BackupError::Decode {
-        what: format!("the footer of the snapshot streamed from {}", client.base),
-        reason,
-    })?;
-    info!(shard = %shard.name, node = %status.node_id, role = %status.role, key = %key, bytes = file.bytes,
-        start_lsn = footer.start_lsn, end_lsn = footer.end_lsn, "snapshot streamed while written");
-    Ok(Some((
-        status.clone(),
-        SnapshotEntry {
-            file,
-            start_lsn: footer.start_lsn,
-            end_lsn: footer.end_lsn,
-            keys: footer.keys,
-            finished_at_ms: footer.finished_ms,
-        },
-    )))
 }
 
 /// Whether the shard's log after `start_lsn` (a reused snapshot's start)

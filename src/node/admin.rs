@@ -51,9 +51,6 @@ async fn route_any(node: &Rc<Node>, req: Request<Incoming>) -> Response<AnyBody>
     {
         return backup_file(node, req).await;
     }
-    if req.method() == Method::POST && path == "/v1/backup/snapshot" {
-        return stream_fresh_snapshot(node);
-    }
     route(node, req)
         .await
         .map(|b| b.map_err(|never| match never {}).boxed())
@@ -683,91 +680,6 @@ fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
         let (k, v) = kv.split_once('=')?;
         (k == key).then_some(v)
     })
-}
-
-/// `POST /v1/backup/snapshot`: takes a fresh snapshot and streams its file
-/// while it is being written, so a backup copies and hashes it while the
-/// node encodes it rather than after. The body ends once the file is
-/// fsynced and in place, and breaks off if the snapshot fails; the LSNs and
-/// key count are in the file's footer (its last bytes). 409 while another
-/// snapshot runs. The snapshot itself is a task of its own: a client that
-/// goes away does not cut it short.
-fn stream_fresh_snapshot(node: &Rc<Node>) -> Response<AnyBody> {
-    let boxed = |r: Response<Full<Bytes>>| r.map(|b| b.map_err(|never| match never {}).boxed());
-    if !node.cfg.persistence {
-        return boxed(error(
-            StatusCode::CONFLICT,
-            "the node runs without persistence",
-        ));
-    }
-    if node.snapshot_running.get() {
-        return boxed(error(StatusCode::CONFLICT, "a snapshot is already running"));
-    }
-    let progress = std::sync::Arc::new(super::snapshot::Progress::default());
-    let (n, p) = (node.clone(), progress.clone());
-    tokio::task::spawn_local(async move {
-        match super::server::run_snapshot_followed(&n, Some(p.clone())).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::warn!("a streamed snapshot lost the race to another snapshot");
-                p.finish(false);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the streamed snapshot failed");
-                p.finish(false);
-            }
-        }
-    });
-    let stream = futures::stream::unfold(Some((progress, 0u64)), |st| async move {
-        let (p, offset) = st?;
-        use super::snapshot::Readable;
-        let step = loop {
-            // Registered before the check: a change in between still wakes.
-            let changed = p.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            match p.readable(offset) {
-                Readable::Waiting => changed.await,
-                other => break other,
-            }
-        };
-        match step {
-            Readable::Upto(file, written) => {
-                // Up to 4 MiB per read, on the blocking pool.
-                let len = (written - offset).min(4 << 20) as usize;
-                let read = tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    let mut buf = vec![0u8; len];
-                    file.read_exact_at(&mut buf, offset).map(|()| buf)
-                })
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r);
-                Some(match read {
-                    Ok(buf) => (Ok(Bytes::from(buf)), Some((p, offset + len as u64))),
-                    Err(e) => (Err(e), None),
-                })
-            }
-            Readable::Done(_) | Readable::Waiting => None,
-            Readable::Failed => Some((
-                Err(std::io::Error::other("the snapshot failed on the node")),
-                None,
-            )),
-        }
-    });
-    let body = http_body_util::StreamBody::new(futures::StreamExt::map(stream, |r| {
-        r.map(hyper::body::Frame::data)
-    }));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/octet-stream")
-        .body(BodyExt::boxed(body))
-        .unwrap_or_else(|e| {
-            boxed(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("failed to build the response: {e}"),
-            ))
-        })
 }
 
 /// Streams a snapshot (`/v1/backup/snapshot?name=<file>`, default the

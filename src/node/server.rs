@@ -228,18 +228,10 @@ async fn snapshot_loop(node: Rc<Node>) {
 pub async fn run_snapshot(
     node: &Rc<Node>,
 ) -> Result<Option<snapshot::SnapshotInfo>, snapshot::SnapshotError> {
-    run_snapshot_followed(node, None).await
-}
-
-/// [`run_snapshot`], with `progress` following the file as it is written.
-pub async fn run_snapshot_followed(
-    node: &Rc<Node>,
-    progress: Option<std::sync::Arc<snapshot::Progress>>,
-) -> Result<Option<snapshot::SnapshotInfo>, snapshot::SnapshotError> {
     if node.snapshot_running.replace(true) {
         return Ok(None);
     }
-    let res = snapshot::take(node, progress).await;
+    let res = snapshot::take(node).await;
     node.snapshot_running.set(false);
     let info = res?;
     info!(path = %info.path.display(), keys = info.keys, bytes = info.bytes, duration_ms = info.duration_ms, "snapshot written");

@@ -20,7 +20,6 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
 use hashbrown::{HashMap, HashSet};
@@ -267,112 +266,19 @@ enum Msg {
     Finish { footer: Footer, path: PathBuf },
 }
 
-/// A snapshot's bytes as the writer thread writes them, for a backup that
-/// streams the file while the node still encodes it (`POST
-/// /v1/backup/snapshot`) instead of waiting for it and reading it after.
-#[derive(Default)]
-pub struct Progress {
-    /// The `.tmp` file (read with `pread`; the writer's offset is its own).
-    file: std::sync::Mutex<Option<std::sync::Arc<File>>>,
-    /// Bytes written to the file so far (readable by then).
-    written: AtomicU64,
-    /// RUNNING, DONE (fsynced and renamed) or FAILED.
-    state: AtomicU8,
-    pub changed: tokio::sync::Notify,
-}
-
-const RUNNING: u8 = 0;
-const DONE: u8 = 1;
-const FAILED: u8 = 2;
-
-/// Where a streamed snapshot stands.
-pub enum Readable {
-    /// Bytes up to this offset can be read from this file.
-    Upto(std::sync::Arc<File>, u64),
-    /// Nothing new yet.
-    Waiting,
-    /// Finished: every byte is readable and the file is in place.
-    Done(u64),
-    Failed,
-}
-
-impl Progress {
-    fn opened(&self, f: File) {
-        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(f));
-    }
-    fn advance(&self, bytes: u64) {
-        self.written.store(bytes, Ordering::Release);
-        self.changed.notify_waiters();
-    }
-    /// Marks the end (idempotent: the first call wins).
-    pub fn finish(&self, ok: bool) {
-        let _ = self.state.compare_exchange(
-            RUNNING,
-            if ok { DONE } else { FAILED },
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        self.changed.notify_waiters();
-    }
-    /// What a reader at `offset` can do now.
-    pub fn readable(&self, offset: u64) -> Readable {
-        // The state first: DONE is set after the last byte was counted.
-        let state = self.state.load(Ordering::Acquire);
-        let written = self.written.load(Ordering::Acquire);
-        if state == FAILED {
-            return Readable::Failed;
-        }
-        if offset < written {
-            if let Some(f) = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                return Readable::Upto(f, written);
-            }
-        }
-        if state == DONE {
-            Readable::Done(written)
-        } else {
-            Readable::Waiting
-        }
-    }
-}
-
 /// The writer thread: writes chunks to `tmp`, then the footer, fsyncs,
 /// renames and fsyncs the directory. On any failure the `.tmp` is removed.
 fn writer(
     tmp: PathBuf,
     dir: PathBuf,
-    rx: tokio::sync::mpsc::Receiver<Msg>,
-    progress: Option<std::sync::Arc<Progress>>,
-) -> Result<(PathBuf, u64), SnapshotError> {
-    let res = write_file(&tmp, &dir, rx, progress.as_deref());
-    if let Some(p) = &progress {
-        p.finish(res.is_ok());
-    }
-    res
-}
-
-fn write_file(
-    tmp: &Path,
-    dir: &Path,
     mut rx: tokio::sync::mpsc::Receiver<Msg>,
-    progress: Option<&Progress>,
 ) -> Result<(PathBuf, u64), SnapshotError> {
-    let (tmp, dir) = (tmp.to_path_buf(), dir.to_path_buf());
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SnapshotError::Write { path, source }
     };
     let res = (|| {
-        // Readable too: a streaming backup reads it through a clone.
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(write_err(&tmp))?;
-        if let Some(p) = progress {
-            p.opened(f.try_clone().map_err(write_err(&tmp))?);
-        }
+        let f = File::create(&tmp).map_err(write_err(&tmp))?;
         let mut w = BufWriter::with_capacity(CHUNK_BYTES, f);
         let mut crc = 0u32;
         let mut bytes = 0u64;
@@ -382,11 +288,6 @@ fn write_file(
                     crc = crc32c::crc32c_append(crc, &b);
                     w.write_all(&b).map_err(write_err(&tmp))?;
                     bytes += b.len() as u64;
-                    if let Some(p) = progress {
-                        // Readable only once in the file, not the buffer.
-                        w.flush().map_err(write_err(&tmp))?;
-                        p.advance(bytes);
-                    }
                 }
                 Msg::Finish { footer, path } => {
                     let b = encode_footer(&footer, crc);
@@ -395,9 +296,6 @@ fn write_file(
                     let f = w
                         .into_inner()
                         .map_err(|e| write_err(&tmp)(e.into_error()))?;
-                    if let Some(p) = progress {
-                        p.advance(bytes);
-                    }
                     f.sync_all().map_err(write_err(&tmp))?;
                     drop(f);
                     // A snapshot at an unchanged LSN replaces a file of the
@@ -433,12 +331,8 @@ fn write_file(
     res
 }
 
-/// Takes a snapshot while the node keeps serving; `progress` follows the
-/// file as it is written (a streaming backup).
-pub async fn take(
-    node: &Rc<Node>,
-    progress: Option<std::sync::Arc<Progress>>,
-) -> Result<SnapshotInfo, SnapshotError> {
+/// Takes a snapshot while the node keeps serving.
+pub async fn take(node: &Rc<Node>) -> Result<SnapshotInfo, SnapshotError> {
     let started = Instant::now();
     let dir = node.cfg.data_dir.join("snapshots");
     let write_err = |path: &Path| {
@@ -464,7 +358,7 @@ pub async fn take(
     std::thread::Builder::new()
         .name("snapshot-writer".into())
         .spawn(move || {
-            let _ = done_tx.send(writer(tmp2, dir2, rx, progress));
+            let _ = done_tx.send(writer(tmp2, dir2, rx));
         })
         .map_err(write_err(&tmp))?;
 
@@ -615,36 +509,6 @@ fn read_footer(path: &Path) -> Result<Footer, SnapshotError> {
         offset: at,
         reason,
     })
-}
-
-/// What a snapshot's last [`FOOTER_LEN`] bytes say: a backup that
-/// streamed the file reads its LSNs and key count from there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FooterInfo {
-    pub start_lsn: u64,
-    pub end_lsn: u64,
-    pub keys: u64,
-    pub finished_ms: u64,
-}
-
-/// Bytes in a snapshot's footer.
-pub const FOOTER_BYTES: usize = FOOTER_LEN;
-
-/// Decodes a snapshot's footer (its last [`FOOTER_BYTES`] bytes).
-pub fn parse_footer(b: &[u8]) -> Result<FooterInfo, String> {
-    let f = decode_footer(b)?;
-    Ok(FooterInfo {
-        start_lsn: f.start_lsn,
-        end_lsn: f.end_lsn,
-        keys: f.keys,
-        finished_ms: f.finished_ms,
-    })
-}
-
-/// The file name of the snapshot that ends at `end_lsn` (what recovery
-/// looks for; a restore names the file it writes this way).
-pub fn file_name(end_lsn: u64) -> String {
-    snapshot_name(end_lsn)
 }
 
 fn decode_footer(b: &[u8]) -> Result<Footer, String> {
