@@ -480,7 +480,10 @@ fn a_first_backup_skips_the_log_before_its_snapshot_and_later_ones_keep_the_chai
         .iter()
         .filter(|s| s["lastLsn"].as_u64().is_some_and(|l| l <= start))
         .count();
-    assert!(old_on_node > 0, "the node kept no log before {start}: {listed}");
+    assert!(
+        old_on_node > 0,
+        "the node kept no log before {start}: {listed}"
+    );
     let archived = archived_segments(&t);
     assert!(
         archived.iter().all(|&(_, last)| last > start),

@@ -257,45 +257,16 @@ pub async fn run(
     info!(cluster, id = %id, shards = shards.len(), target = %target.describe, "backup started");
 
     let needed = log_needed_from(target, cluster).await?;
-    // Before the snapshot is taken its start is not known, only that it
-    // will be at or past the source's LSN now.
-    let early_from: Vec<u64> = shards
-        .iter()
-        .map(|s| {
-            let lower = s.snapshot_source().1.lsn + 1;
-            needed.get(&s.name).map_or(lower, |&n| n.min(lower))
-        })
-        .collect();
-    let snapshots_taken = join_all(
+    let snaps = join_all(
         shards
             .iter()
             .map(|s| snapshot_shard(target, cluster, &id, s, reuse_snapshot_within_ms)),
-    );
-    // The closed log is copied while the snapshots are encoded and streamed.
-    // With reuse the snapshot step lowers the archive hold and checks what
-    // the target has, so then the copy waits for it as before.
-    let (snaps, early) = if reuse_snapshot_within_ms == 0 {
-        futures::join!(
-            snapshots_taken,
-            join_all(
-                shards
-                    .iter()
-                    .zip(&early_from)
-                    .map(|(s, &from)| copy_closed_segments(target, cluster, s, from))
-            )
-        )
-    } else {
-        (snapshots_taken.await, Vec::new())
-    };
+    )
+    .await;
     let mut snapshots = Vec::new();
     for s in snaps {
         snapshots.push(s?);
     }
-    let mut early_segments = Vec::new();
-    for e in early {
-        early_segments.push(e?);
-    }
-    early_segments.resize_with(shards.len(), Vec::new);
     let archives = join_all(shards.iter().zip(&snapshots).map(|(s, (_, snap))| {
         let this = snap.start_lsn + 1;
         let from = needed.get(&s.name).map_or(this, |&n| n.min(this));
@@ -304,15 +275,8 @@ pub async fn run(
     .await;
     let mut out = Vec::new();
     let mut bytes = 0;
-    for (((shard, snap), arch), early) in shards
-        .iter()
-        .zip(snapshots)
-        .zip(archives)
-        .zip(early_segments)
-    {
-        let (point, later) = arch?;
-        let mut segments = early;
-        segments.extend(later);
+    for ((shard, snap), arch) in shards.iter().zip(snapshots).zip(archives) {
+        let (point, segments) = arch?;
         let (source, snapshot) = snap;
         bytes += snapshot.file.bytes + segments.iter().map(|s| s.file.bytes).sum::<u64>();
         out.push(ShardBackup {
@@ -539,16 +503,14 @@ pub fn parse_segment_key(key: &str) -> Option<(u64, u64)> {
 /// Copies the primary's log segments the target does not have yet (closed
 /// segments, and the written prefix of the active one), moves the nodes'
 /// archive hold, and records the shard's archive point.
-/// Copies the primary's segments that the target does not hold yet (all of
-/// them, or only the closed ones), skipping those that end before
-/// `needed_from`. Returns what it copied and the highest LSN the target
+/// Copies the primary's segments that the target does not hold yet,
+/// skipping those that end before `needed_from`. Returns what it copied and the highest LSN the target
 /// held before.
 async fn copy_segments(
     target: &Target,
     cluster: &str,
     shard: &ShardNodes,
     list: &SegmentList,
-    closed_only: bool,
     needed_from: u64,
 ) -> Result<(Vec<SegmentEntry>, u64), BackupError> {
     let (client, _) = &shard.primary;
@@ -561,14 +523,13 @@ async fn copy_segments(
         .collect();
     let have_last = existing.iter().map(|e| e.1).max().unwrap_or(0);
     if let Some(first) = list.segments.first() {
-        if !closed_only && have_last > 0 && first.first_lsn > (have_last + 1).max(needed_from) {
+        if have_last > 0 && first.first_lsn > (have_last + 1).max(needed_from) {
             warn!(shard = %shard.name, missing_from = have_last + 1, missing_to = first.first_lsn - 1,
                 "the primary's log no longer holds records that were never archived: no point-in-time restore across this gap");
         }
     }
     let todo = list.segments.iter().filter(|seg| {
         seg.last_lsn >= seg.first_lsn
-            && (seg.closed || !closed_only)
             && seg.last_lsn >= needed_from
             && !existing
                 .iter()
@@ -614,24 +575,6 @@ async fn copy_segments(
     Ok((new, have_last))
 }
 
-/// Copies the closed segments only: no archive point, no hold moved. A
-/// backup runs it while the node encodes its snapshot, so the log copy
-/// overlaps the snapshot instead of following it; the archive pass after
-/// the snapshot then finds these already there.
-async fn copy_closed_segments(
-    target: &Target,
-    cluster: &str,
-    shard: &ShardNodes,
-    needed_from: u64,
-) -> Result<Vec<SegmentEntry>, BackupError> {
-    let list = shard.primary.0.segments().await?;
-    Ok(
-        copy_segments(target, cluster, shard, &list, true, needed_from)
-            .await?
-            .0,
-    )
-}
-
 async fn archive_shard(
     target: &Target,
     cluster: &str,
@@ -639,7 +582,7 @@ async fn archive_shard(
     needed_from: u64,
 ) -> Result<(ArchivePoint, Vec<SegmentEntry>), BackupError> {
     let list = shard.primary.0.segments().await?;
-    let (new, have_last) = copy_segments(target, cluster, shard, &list, false, needed_from).await?;
+    let (new, have_last) = copy_segments(target, cluster, shard, &list, needed_from).await?;
     let last = list
         .segments
         .iter()
