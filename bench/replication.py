@@ -99,7 +99,9 @@ class Tessera:
                                       "--admin-port", str(self.admin), "--data-dir", os.path.join(tmp, f"n{idx}"),
                                       "--node-id", self.id, "--consistency", consistency, "--replicas", "2",
                                       "--fsync", "everysec"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(tmp, f"n{idx}.log"), "wb"))
+        self.log = os.path.join(tmp, f"n{idx}.log")
         wait_port(self.port)
         wait_port(self.admin)
 
@@ -161,10 +163,22 @@ def main():
         configs = [("tessera unreplicated", "eventual", 1), ("tessera RF=3 eventual", "eventual", 3),
                    ("tessera RF=3 quorum", "quorum", 3), ("tessera RF=3 strong", "strong", 3)]
         for name, mode, rf in configs:
-            nodes = tessera_cluster(mode, os.path.join(tmp, name.replace(" ", "_")), rf)
+            d = os.path.join(tmp, name.replace(" ", "_"))
+            os.makedirs(d)
+            nodes = tessera_cluster(mode, d, rf)
             try:
                 for p in (1, 16):
-                    r = load(nodes[0].port, p, False)
+                    try:
+                        r = load(nodes[0].port, p, False)
+                    except Exception:
+                        # What the nodes said (warnings and errors) before the failure.
+                        for n in nodes:
+                            with open(n.log, "rb") as f:
+                                lines = [l for l in f.read().decode(errors="replace").splitlines()
+                                         if "WARN" in l or "ERROR" in l or "panick" in l]
+                            print(f"--- {n.log} (warnings/errors, last 20):", *lines[-20:], sep="\n",
+                                  file=sys.stderr)
+                        raise
                     rows.append((name, p, r))
                     print(f"{name:28} -P {p:2}: {r['ops']:10.0f} ops/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  errors {r['errors']} {r['first_error'] or ''}", flush=True)
             finally:
