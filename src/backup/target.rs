@@ -227,6 +227,7 @@ impl Target {
                         .put(&path, PutPayload::from_iter(head))
                         .await
                         .map_err(put_err)?;
+                    self.make_durable(key).await?;
                     let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
                     return Ok(FileEntry::from_parts(key, bytes, self.part_bytes, &digests));
                 }
@@ -252,6 +253,7 @@ impl Target {
             return Err(e);
         }
         w.finish().await.map_err(put_err)?;
+        self.make_durable(key).await?;
         let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
         Ok(FileEntry::from_parts(key, bytes, self.part_bytes, &digests))
     }
@@ -264,7 +266,44 @@ impl Target {
                 key: key.to_string(),
                 source,
             })?;
-        Ok(())
+        self.make_durable(key).await
+    }
+
+    /// A directory target: fsyncs the file just written and each directory
+    /// from its own up to the target's root (a backup's directories are new).
+    /// The object store's local backend only renames its staging file into
+    /// place, so without this a "complete" backup (its manifest written
+    /// last) could lose its files, or have only the manifest, after a crash
+    /// of the machine holding the volume. A PUT to S3 is durable when it
+    /// returns.
+    async fn make_durable(&self, key: &str) -> Result<(), BackupError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let (path, top) = (root.join(key), root.clone());
+        tokio::task::spawn_blocking(move || {
+            let sync = |p: &Path| {
+                std::fs::File::open(p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|source| BackupError::LocalWrite {
+                        path: p.to_path_buf(),
+                        source,
+                    })
+            };
+            sync(&path)?;
+            for dir in path.ancestors().skip(1) {
+                sync(dir)?;
+                if dir == top {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| BackupError::LocalWrite {
+            path: root.join(key),
+            source: std::io::Error::other(e),
+        })?
     }
 
     pub async fn put_json<T: serde::Serialize>(&self, key: &str, v: &T) -> Result<(), BackupError> {
