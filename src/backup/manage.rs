@@ -288,6 +288,20 @@ pub async fn verify(target: &Target, cluster: &str, id: &str) -> Result<VerifyRe
     })
 }
 
+/// Per shard, the first LSN a restore from these backups can replay: one
+/// past the oldest of their snapshots. Restores start from a snapshot, so
+/// the log before that serves nothing. Shards without a backup are absent.
+pub fn log_needed_from<'a>(backups: impl Iterator<Item = &'a Manifest>) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for m in backups {
+        for s in &m.shards {
+            let e = out.entry(s.name.clone()).or_insert(u64::MAX);
+            *e = (*e).min(s.snapshot.start_lsn + 1);
+        }
+    }
+    out
+}
+
 /// Applies retention: deletes pruned backups, incomplete ones older than
 /// the newest complete one, and archived segments no kept backup needs.
 /// Returns what it deleted (backup IDs and segment keys).
@@ -336,15 +350,7 @@ pub async fn prune(
         info!(cluster, backup = %id, "retention: backup pruned");
         pruned.push(format!("backup {id}"));
     }
-    // The log before the oldest kept snapshot of a shard serves nothing.
-    let mut need_from: BTreeMap<String, u64> = BTreeMap::new();
-    for m in &kept {
-        for s in &m.shards {
-            let e = need_from.entry(s.name.clone()).or_insert(u64::MAX);
-            *e = (*e).min(s.snapshot.start_lsn + 1);
-        }
-    }
-    for (shard, from) in need_from {
+    for (shard, from) in log_needed_from(kept.iter().copied()) {
         for (key, _) in target.list(&wal_prefix(cluster, &shard)).await? {
             let Some((_, last)) = parse_segment_key(&key) else {
                 continue;

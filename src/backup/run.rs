@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::node::{NodeClient, NodeStatus, SegmentList};
+use super::node::{NodeClient, NodeStatus};
 use super::SegmentEntry;
 use super::{
     archive_point_key, backup_prefix, manifest_key, now_ms, segment_key, wal_prefix, ArchivePoint,
@@ -346,23 +346,15 @@ pub async fn run(
     })
 }
 
-/// Per shard, the first LSN a restore can still replay: one past the oldest
-/// snapshot among the complete backups. A record at or below every kept
-/// snapshot serves no restore (restores start from a snapshot), so it is
-/// not copied, just as retention prunes it. Shards with no backup yet are
-/// absent.
+/// [`super::manage::log_needed_from`] over the complete backups: log
+/// before that serves no restore, so it is not copied (retention prunes
+/// it by the same rule).
 async fn log_needed_from(
     target: &Target,
     cluster: &str,
 ) -> Result<BTreeMap<String, u64>, BackupError> {
-    let mut out: BTreeMap<String, u64> = BTreeMap::new();
-    for m in super::manage::complete(target, cluster).await? {
-        for s in &m.shards {
-            let e = out.entry(s.name.clone()).or_insert(u64::MAX);
-            *e = (*e).min(s.snapshot.start_lsn + 1);
-        }
-    }
-    Ok(out)
+    let complete = super::manage::complete(target, cluster).await?;
+    Ok(super::manage::log_needed_from(complete.iter()))
 }
 
 /// Archives every shard's log (no snapshot): run more often than backups
@@ -501,19 +493,17 @@ pub fn parse_segment_key(key: &str) -> Option<(u64, u64)> {
 }
 
 /// Copies the primary's log segments the target does not have yet (closed
-/// segments, and the written prefix of the active one), moves the nodes'
-/// archive hold, and records the shard's archive point.
-/// Copies the primary's segments that the target does not hold yet,
-/// skipping those that end before `needed_from`. Returns what it copied and the highest LSN the target
-/// held before.
-async fn copy_segments(
+/// segments, and the written prefix of the active one) except those that
+/// end before `needed_from`, moves the nodes' archive hold, and records the
+/// shard's archive point.
+async fn archive_shard(
     target: &Target,
     cluster: &str,
     shard: &ShardNodes,
-    list: &SegmentList,
     needed_from: u64,
-) -> Result<(Vec<SegmentEntry>, u64), BackupError> {
+) -> Result<(ArchivePoint, Vec<SegmentEntry>), BackupError> {
     let (client, _) = &shard.primary;
+    let list = client.segments().await?;
     let prefix = wal_prefix(cluster, &shard.name);
     let existing: Vec<(u64, u64)> = target
         .list(&prefix)
@@ -572,17 +562,6 @@ async fn copy_segments(
         .buffered(SEGMENTS_IN_FLIGHT)
         .try_collect()
         .await?;
-    Ok((new, have_last))
-}
-
-async fn archive_shard(
-    target: &Target,
-    cluster: &str,
-    shard: &ShardNodes,
-    needed_from: u64,
-) -> Result<(ArchivePoint, Vec<SegmentEntry>), BackupError> {
-    let list = shard.primary.0.segments().await?;
-    let (new, have_last) = copy_segments(target, cluster, shard, &list, needed_from).await?;
     let last = list
         .segments
         .iter()

@@ -167,6 +167,13 @@ pub struct Node {
     pub idle_spin: Option<Rc<idle_spin::IdleSpin>>,
 }
 
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 impl Node {
     /// Whether a reply waits for another thread or process: an fsync under
     /// `--fsync always`, or replicas' acknowledgements.
@@ -176,16 +183,7 @@ impl Node {
             && self.wal.durable_lsn() < self.wal.last_lsn())
             || self.repl.has_ack_waiters()
     }
-}
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl Node {
     pub fn new(cfg: NodeConfig, id: String, wal: Rc<Wal>, store: Store) -> Self {
         let me = NodeAddr {
             id: id.clone(),
