@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod idle_spin;
 pub mod info;
 pub mod metrics;
+pub mod release;
 pub mod replication;
 pub mod resp;
 pub mod server;
@@ -428,44 +429,4 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         .map_err(NodeError::Runtime)?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, server::serve(cfg, None))
-}
-
-/// Unlinks a file on a background thread. Freeing a large file's blocks
-/// took ext4 80-370 ms per old log segment or snapshot, and on the event
-/// loop that stalled every client and the replication stream for as long
-/// (up to seconds when a snapshot's cleanup removed several files); Redis
-/// likewise closes its old AOF in a background thread. A file still present
-/// after a crash is harmless: its records are older than the newest
-/// snapshot, exactly as when the crash comes before the removal.
-pub(crate) fn unlink_in_background(path: PathBuf) {
-    use std::sync::{mpsc, Mutex, OnceLock};
-    static TX: OnceLock<Mutex<Option<mpsc::Sender<PathBuf>>>> = OnceLock::new();
-    let tx = TX.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<PathBuf>();
-        let spawned = std::thread::Builder::new()
-            .name("unlink".into())
-            .spawn(move || {
-                for p in rx {
-                    match std::fs::remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => tracing::warn!(path = %p.display(), error = %e, "failed to remove an old file"),
-                    }
-                }
-            });
-        Mutex::new(spawned.ok().map(|_| tx))
-    });
-    let sent = tx
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map(|tx| tx.send(path.clone()));
-    if !matches!(sent, Some(Ok(()))) {
-        // No thread: remove it here.
-        if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "failed to remove an old file");
-            }
-        }
-    }
 }

@@ -302,19 +302,14 @@ fn writer(
                     // same name. Renaming over it frees its blocks inside
                     // rename (about 1 s per GB on ext4) unless the file is
                     // still open: holding it makes the rename instant, and
-                    // the last close, on another thread, frees it.
-                    let replaced = File::open(&path).ok();
+                    // the release thread frees it in slices.
+                    let replaced = std::fs::OpenOptions::new().write(true).open(&path).ok();
                     std::fs::rename(&tmp, &path).map_err(write_err(&path))?;
                     File::open(&dir)
                         .and_then(|d| d.sync_all())
                         .map_err(write_err(&dir))?;
                     if let Some(old) = replaced {
-                        let closer = std::thread::Builder::new()
-                            .name("snapshot-release".into())
-                            .spawn(move || drop(old));
-                        if let Err(e) = closer {
-                            tracing::debug!(error = %e, "no thread to release the replaced snapshot: closed here");
-                        }
+                        crate::node::release::release_open(old, path.clone());
                     }
                     return Ok((path, bytes));
                 }
@@ -439,7 +434,7 @@ fn retain(dir: &Path, wal: &Wal) -> Result<(), Box<dyn std::error::Error>> {
     }
     let keep_from = snaps.len() - 2;
     for (_, path) in &snaps[..keep_from] {
-        super::unlink_in_background(path.clone());
+        super::release::unlink(path.clone());
         info!(path = %path.display(), "old snapshot removed");
     }
     let older = &snaps[keep_from].1;

@@ -1443,7 +1443,7 @@ impl Wal {
             removable += 1;
         }
         for s in segs.iter().take(removable) {
-            super::unlink_in_background(s.path.clone());
+            super::release::unlink(s.path.clone());
         }
         segs.drain(..removable);
         if removable > 0 {
