@@ -18,6 +18,10 @@
    SHA-256 check, fsync, cut at the target time) vs `cp` of the backup's files
    + `sync`.
 Each step runs --reps times (default 3), backups and raw copies interleaved;
+before each timed step the disk settles (`sync`, then no discard for 0.5 s:
+files removed before — by the bench, or a replaced snapshot the node frees in
+slices — are discarded, on a disk mounted with `discard`, before the clock
+starts); the disk's discard time during each step is printed;
 throughput = bytes / wall time, medians reported. The last line is
 `RESULT key=value ...`.
 The binary: $TESSERA_BIN, default target/release/tessera.
@@ -92,9 +96,52 @@ def own_cpu_s(pids):
 OTHERS = {}
 # Seconds of each timed step spent in the final `sync` (writeback).
 SYNC_S = {}
+# Milliseconds the disk spent discarding during each timed step.
+DISCARD_MS = {}
+DISK = None
+
+
+def disk_of(path):
+    """The /proc/diskstats name of the block device holding `path`."""
+    st = os.stat(path)
+    try:
+        name = os.path.basename(os.path.realpath(
+            f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"))
+    except OSError:
+        return None
+    return name
+
+
+def discard_ms():
+    if DISK is None:
+        return 0
+    with open("/proc/diskstats") as f:
+        for line in f:
+            v = line.split()
+            if v[2] == DISK and len(v) >= 18:
+                return int(v[17])
+    return 0
+
+
+def settle():
+    """Before a timed step: files the previous one removed are freed and, on
+    a disk mounted with `discard`, discarded now, not inside the next step's
+    timing. `sync` commits the journal, which issues the discards; a node
+    frees a replaced snapshot in paced slices for a few seconds, so wait
+    until the disk has discarded nothing for 0.5 s (at most 30 s)."""
+    subprocess.run(["sync"], check=True)
+    last, quiet_since, end = discard_ms(), time.time(), time.time() + 30
+    while time.time() < end and time.time() - quiet_since < 0.5:
+        time.sleep(0.1)
+        subprocess.run(["sync"], check=True)
+        now = discard_ms()
+        if now != last:
+            last, quiet_since = now, time.time()
 
 
 def timed(fn, name, pids=()):
+    settle()
+    d0 = discard_ms()
     b0, o0 = busy_cpu_s(), own_cpu_s(pids)
     t = time.time()
     fn()
@@ -102,6 +149,7 @@ def timed(fn, name, pids=()):
     subprocess.run(["sync"], check=True)
     took = time.time() - t
     SYNC_S.setdefault(name, []).append(time.time() - t_sync)
+    DISCARD_MS.setdefault(name, []).append(discard_ms() - d0)
     OTHERS[name] = max(0.0, (busy_cpu_s() - b0) - (own_cpu_s(pids) - o0))
     return took
 
@@ -113,6 +161,8 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="runs of each step (medians reported)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="tessera-bench-backup-", dir=os.environ.get("BENCH_DIR"))
+    global DISK
+    DISK = disk_of(work)
     node = None
     try:
         data = os.path.join(work, "node")
@@ -247,6 +297,8 @@ def main():
               file=sys.stderr)
         print("seconds in the final sync of each run: " + " ".join(
             f"{k}=" + ",".join(f"{x:.2f}" for x in v) for k, v in SYNC_S.items()), file=sys.stderr)
+        print("ms the disk spent discarding during each run: " + " ".join(
+            f"{k}=" + ",".join(str(x) for x in v) for k, v in DISCARD_MS.items()), file=sys.stderr)
         print("CPU seconds used by other processes during the last run of each step: " +
               " ".join(f"{k}={v:.2f}" for k, v in OTHERS.items()), file=sys.stderr)
         print(f"RESULT dataset_mb={backups[0][1] / mb:.0f} backup_mbps={bk:.0f} raw_copy_mbps={rc:.0f} "

@@ -19,6 +19,7 @@
 
 pub mod checksum;
 pub mod cli;
+pub mod direct;
 pub mod manage;
 pub mod node;
 pub mod restore;

@@ -95,6 +95,8 @@ pub struct Target {
     /// The directory of a filesystem target: reads bypass object_store's
     /// small-chunk stream (4 MiB reads on a blocking thread instead).
     local_root: Option<PathBuf>,
+    /// The same directory through object_store, for its key → path mapping.
+    local_fs: Option<Arc<object_store::local::LocalFileSystem>>,
     /// Part size of the checksums of files written ([`Target::put_stream`]).
     part_bytes: u64,
 }
@@ -141,8 +143,10 @@ impl Target {
             })?
             // Empty directories left by deleted backups are noise.
             .with_automatic_cleanup(true);
+        let store = Arc::new(store);
         Ok(Target {
-            store: Arc::new(store),
+            local_fs: Some(store.clone()),
+            store,
             describe: format!("file://{}", dir.display()),
             local_root: Some(dir.to_path_buf()),
             part_bytes: checksum::DEFAULT_PART_BYTES,
@@ -178,6 +182,7 @@ impl Target {
             store,
             describe,
             local_root: None,
+            local_fs: None,
             part_bytes: checksum::DEFAULT_PART_BYTES,
         })
     }
@@ -207,6 +212,19 @@ impl Target {
             source,
         };
         let mut hasher = PartHasher::new(self.part_bytes, checksum::workers()).map_err(hash_err)?;
+        if let Some(fs) = &self.local_fs {
+            let dest = fs
+                .path_to_filesystem(&path)
+                .map_err(|source| BackupError::Put {
+                    key: key.to_string(),
+                    source,
+                })?;
+            super::direct::write_stream(&dest, stream, &mut hasher).await?;
+            // The file is fsynced; its new directories are not yet.
+            self.make_durable(key).await?;
+            let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
+            return Ok(FileEntry::from_parts(key, bytes, self.part_bytes, &digests));
+        }
         let mut head: Vec<Bytes> = Vec::new();
         let mut head_len = 0usize;
         let read_err = |e: E| BackupError::NodeCall {
