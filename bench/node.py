@@ -9,6 +9,14 @@ of the runs (5 each by default) is reported, with each server's CPU time per
 request (SET and GET run as two redis-benchmark invocations so that each has
 its own CPU reading). Then memory per key: RSS growth after loading 1M keys.
 
+The ratio column is the ratio of the two medians. On this VM the rate of
+one server moves by up to 2x between consecutive -P 1 runs (the VM's
+scheduling, not the server), so each row also gets a paired ratio: the
+median over the runs of tessera run i / redis run i, which sit next to each
+other in the A B B A order (T R R T T R ...: pairs (1,2), (4,3), (5,6), ...),
+so drift slower than a pair cancels. `targets_met` judges the ratio of
+medians, `targets_met_paired` the paired ratios; both are printed.
+
 Prints a markdown table and ends with one line `RESULT key=value ...`.
 Traffic stays on 127.0.0.1.
 """
@@ -187,10 +195,13 @@ def main():
                     cpu = statistics.median(r[test][3] for r in runs[kind])
                     med[kind] = (rps, p50, p99, cpu)
                 ratio = med["tessera"][0] / med["redis"][0]
-                table.append((label, p, test, med["tessera"], med["redis"], ratio))
+                paired = statistics.median(
+                    t[test][0] / r[test][0] for t, r in zip(runs["tessera"], runs["redis"]))
+                table.append((label, p, test, med["tessera"], med["redis"], ratio, paired))
                 result[f"{mode}_P{p}_{test.lower()}_ratio"] = f"{ratio:.2f}"
+                result[f"{mode}_P{p}_{test.lower()}_paired_ratio"] = f"{paired:.2f}"
                 result[f"{mode}_P{p}_{test.lower()}_cpu_ratio"] = f"{med['redis'][3] / max(med['tessera'][3], 1e-9):.2f}"
-                print(f"  {label} -P {p} {test}: tessera {med['tessera'][0]:.0f}/s redis {med['redis'][0]:.0f}/s ratio {ratio:.2f}", file=sys.stderr, flush=True)
+                print(f"  {label} -P {p} {test}: tessera {med['tessera'][0]:.0f}/s redis {med['redis'][0]:.0f}/s ratio {ratio:.2f} paired {paired:.2f}", file=sys.stderr, flush=True)
 
     mem = {k: memory_per_key(k, args.keys) for k in ("tessera", "redis")}
     mem_ratio = mem["tessera"] / mem["redis"]
@@ -198,20 +209,23 @@ def main():
     print()
     print(f"redis-benchmark -t set,get -r 1000000 -d 64 -c 50 -n {args.requests}; server on core 0, client on core 1; median of {args.reps}")
     print()
-    print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio | tessera CPU µs/req | redis CPU µs/req | CPU ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, p, test, t, r, ratio in table:
-        print(f"| {label} | {p} | {test} | {t[0]:.0f} | {t[1]:.3f} | {t[2]:.3f} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {ratio:.2f} | {t[3]:.2f} | {r[3]:.2f} | {r[3] / max(t[3], 1e-9):.2f} |")
+    print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio | paired ratio | tessera CPU µs/req | redis CPU µs/req | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, p, test, t, r, ratio, paired in table:
+        print(f"| {label} | {p} | {test} | {t[0]:.0f} | {t[1]:.3f} | {t[2]:.3f} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {ratio:.2f} | {paired:.2f} | {t[3]:.2f} | {r[3]:.2f} | {r[3] / max(t[3], 1e-9):.2f} |")
     print()
     print("CPU ratio = redis CPU per request / tessera CPU per request (server process, all threads; > 1: Tessera spends less).")
     print()
     print(f"| memory per key ({args.keys} keys, 64-byte values) | tessera {mem['tessera']:.0f} B | redis {mem['redis']:.0f} B | ratio {mem_ratio:.2f} |")
     print()
-    ok_fast = all(ratio >= 1.0 for label, p, test, t, r, ratio in table if "always" not in label)
-    ok_always = all(ratio >= 0.9 for label, p, test, t, r, ratio in table if "always" in label)
-    ok_mem = mem_ratio <= 1.5
+    def met(col):
+        """Targets: >= 1.0 with persistence off and everysec, >= 0.9 with
+        always, memory per key <= 1.5x; `col` picks the ratio judged."""
+        return all(row[col] >= (0.9 if "always" in row[0] else 1.0) for row in table) \
+            and mem_ratio <= 1.5
     result["mem_ratio"] = f"{mem_ratio:.2f}"
-    result["targets_met"] = str(ok_fast and ok_always and ok_mem).lower()
+    result["targets_met"] = str(met(5)).lower()
+    result["targets_met_paired"] = str(met(6)).lower()
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
     return 0
 
