@@ -5,7 +5,7 @@ Rows: persistence off, log everysec vs appendfsync everysec, log always vs
 appendfsync always; each at -P 1 and -P 16 with
 `redis-benchmark -t set,get -r 1000000 -d 64 -c 50`. Servers are pinned to
 core 0, the client to core 1; runs are interleaved A B B A A B B A ... and the median
-of the runs (5 each by default) is reported, with each server's CPU time per
+of the runs (11 each by default) is reported, with each server's CPU time per
 request (SET and GET run as two redis-benchmark invocations so that each has
 its own CPU reading). Then memory per key: RSS growth after loading 1M keys.
 
@@ -170,7 +170,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=int(os.environ.get("BENCH_REQUESTS", "300000")))
     ap.add_argument("--keys", type=int, default=1_000_000)
-    ap.add_argument("--reps", type=int, default=5)
+    # 11, not 3 or 5: one server's -P 1 rate moves by up to 2x between
+    # back-to-back runs on this VM (docs/benchmarks.md, session 5).
+    ap.add_argument("--reps", type=int, default=11)
     args = ap.parse_args()
     if os.cpu_count() < 2:
         print("needs 2 cores (server and client pinned apart)", file=sys.stderr)
@@ -202,6 +204,9 @@ def main():
                 result[f"{mode}_P{p}_{test.lower()}_paired_ratio"] = f"{paired:.2f}"
                 result[f"{mode}_P{p}_{test.lower()}_cpu_ratio"] = f"{med['redis'][3] / max(med['tessera'][3], 1e-9):.2f}"
                 print(f"  {label} -P {p} {test}: tessera {med['tessera'][0]:.0f}/s redis {med['redis'][0]:.0f}/s ratio {ratio:.2f} paired {paired:.2f}", file=sys.stderr, flush=True)
+                for kind in ("tessera", "redis"):
+                    print(f"    {kind} runs (k/s): " + " ".join(f"{r[test][0] / 1000:.0f}" for r in runs[kind]),
+                          file=sys.stderr, flush=True)
 
     mem = {k: memory_per_key(k, args.keys) for k in ("tessera", "redis")}
     mem_ratio = mem["tessera"] / mem["redis"]
