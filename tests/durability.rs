@@ -184,10 +184,12 @@ fn kill9_under_load_loses_no_acknowledged_write_fsync_always() {
 }
 
 /// The offsets of the records of a segment file.
+/// Offsets of a segment's records; they end at the end of the file or
+/// where only zeros follow (a preallocated segment's unwritten part).
 fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     let mut at = 24; // segment header
     let mut v = Vec::new();
-    while at < bytes.len() {
+    while at < bytes.len() && !bytes[at..].iter().all(|&b| b == 0) {
         let (_, n) = tessera::node::wal::decode_record(&bytes[at..]).expect("a valid record");
         v.push(at);
         at += n;
@@ -225,11 +227,19 @@ fn torn_tail_is_truncated_and_earlier_records_survive() {
     let mut expected = set_many(&node, "t", 200, 10);
     node.kill9();
 
-    // Garbage after the last record (a write cut short, then junk).
+    // Garbage after the last record (a write cut short, then junk), in the
+    // segment's preallocated part if it has one, else appended.
     let last = files(&wal_dir(&node.dir), ".wal").pop().expect("a segment");
     let mut bytes = std::fs::read(&last).expect("read the segment");
-    let len_before = bytes.len();
-    bytes.extend(std::iter::repeat_n(0x5Au8, 1).chain((0..99).map(|i| (i * 37 % 251) as u8)));
+    let offsets = record_offsets(&bytes);
+    let last_at = *offsets.last().expect("records");
+    let (_, n) = tessera::node::wal::decode_record(&bytes[last_at..]).expect("the last record");
+    let len_before = last_at + n;
+    let garbage: Vec<u8> = std::iter::repeat_n(0x5Au8, 1)
+        .chain((0..99).map(|i| (i * 37 % 251) as u8))
+        .collect();
+    bytes.resize(bytes.len().max(len_before + garbage.len()), 0);
+    bytes[len_before..len_before + garbage.len()].copy_from_slice(&garbage);
     std::fs::write(&last, &bytes).expect("write garbage");
     let (status, stderr) =
         TestNode::try_start_in(&node.dir, &["--fsync", "always"], Duration::from_secs(5));
