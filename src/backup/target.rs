@@ -1,6 +1,8 @@
 //! Where backups go: a directory (a mounted PersistentVolumeClaim) or an
 //! S3-compatible bucket, both through the `object_store` crate so the rest of
-//! the backup code is one code path.
+//! the backup code is one code path — except that a directory target's
+//! streamed files (snapshots, log segments) are written by
+//! [`super::direct`], with direct I/O.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -195,7 +197,8 @@ impl Target {
     }
 
     /// Writes a stream to `key`, returning its size and checksums (SHA-256
-    /// of every part, on threads of their own).
+    /// of every part, on threads of their own). On a directory target the
+    /// file is durable (with its directories) when this returns.
     pub async fn put_stream<S, E>(&self, key: &str, stream: S) -> Result<FileEntry, BackupError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
