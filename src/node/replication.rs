@@ -1035,7 +1035,10 @@ pub async fn serve_replica(
         .await?;
         return Ok(());
     }
-    let first = node.wal.first_retained_lsn();
+    // Records appended but not yet flushed count: before a primary's first
+    // flush it has no segment, and a fresh replica must not get a full
+    // resync for that (seen as a flaky full resync at LSN 0 in tests).
+    let first = node.wal.first_sendable_lsn();
     let retained = last == my_last || (first > 0 && first <= last + 1);
     let partial = fork.is_none() && last <= my_last && retained;
     // A diverged replica that can rebuild its state at any LSN from `floor`

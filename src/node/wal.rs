@@ -1691,6 +1691,16 @@ impl Wal {
             .unwrap_or(0)
     }
 
+    /// LSN of the oldest record a primary can still send a replica: on disk,
+    /// or, before the first segment exists, appended and waiting for the
+    /// flusher (which feeds the ring the sender reads). 0: none.
+    pub fn first_sendable_lsn(&self) -> u64 {
+        match self.first_retained_lsn() {
+            0 => self.pending_first.get(),
+            first => first,
+        }
+    }
+
     /// Appends records received from a primary, already encoded, keeping
     /// their LSNs. `first` must follow the last LSN: a replica's log is a
     /// copy of its primary's, gaps included never.
@@ -1864,6 +1874,22 @@ mod tests {
         assert_eq!(rest.len(), 60);
         wal.truncate_through(u64::MAX).expect("truncate");
         assert_eq!(wal.stats().segments, 1, "the active segment always remains");
+    }
+
+    #[test]
+    fn records_waiting_for_the_first_flush_are_sendable() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        run(async {
+            let wal = Wal::open_with(tmp.path(), FsyncPolicy::EverySec, 1 << 20).expect("open");
+            wal.start();
+            assert_eq!((wal.first_retained_lsn(), wal.first_sendable_lsn()), (0, 0));
+            // No await until the flush: the flusher task cannot run between.
+            let l = wal.append(1, &[b"SET", b"a", b"1"]);
+            assert_eq!(wal.first_retained_lsn(), 0, "no segment before the flush");
+            assert_eq!(wal.first_sendable_lsn(), l);
+            wal.flush_now();
+            assert_eq!((wal.first_retained_lsn(), wal.first_sendable_lsn()), (l, l));
+        });
     }
 
     /// Copies the log directory as a crash would leave it (the `Wal` is

@@ -94,7 +94,12 @@ impl TestNode {
                     .expect("temp paths are UTF-8"),
             ])
             .args(&self.extra)
-            .env("RUST_LOG", "warn")
+            // TESSERA_TEST_NODE_LOG=info shows the nodes' decisions (e.g.
+            // which resync a replica got) when chasing a flaky test.
+            .env(
+                "RUST_LOG",
+                std::env::var("TESSERA_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
