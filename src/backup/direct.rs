@@ -180,6 +180,14 @@ fn write_blocks(
     Ok((file, direct))
 }
 
+/// A blocking task of the write that panicked or was cancelled.
+fn join_err(path: &Path, e: tokio::task::JoinError) -> BackupError {
+    BackupError::LocalWrite {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    }
+}
+
 /// Writes `stream` to `dest` (replacing it), hashing every byte with
 /// `hasher`; `dest` is complete and fsynced when this returns Ok. The
 /// directories are the caller's to fsync. Returns the byte count.
@@ -195,10 +203,7 @@ where
     let d = dest.to_path_buf();
     let (file, staging, direct) = tokio::task::spawn_blocking(move || create_staging(&d))
         .await
-        .map_err(|e| BackupError::LocalWrite {
-            path: dest.to_path_buf(),
-            source: std::io::Error::other(e),
-        })??;
+        .map_err(|e| join_err(dest, e))??;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer = tokio::task::spawn_blocking(move || write_blocks(file, direct, rx));
     let pool: Pool = Arc::default();
@@ -240,10 +245,7 @@ where
     }
     .await;
     drop(tx);
-    let written = writer.await.map_err(|e| BackupError::LocalWrite {
-        path: staging.clone(),
-        source: std::io::Error::other(e),
-    });
+    let written = writer.await.map_err(|e| join_err(&staging, e));
     let result = match (filled, written) {
         (Err(e), _) => Err(e),
         (Ok(_), Err(e)) => Err(e),
@@ -267,10 +269,7 @@ where
                 Ok(total)
             })
             .await
-            .map_err(|e| BackupError::LocalWrite {
-                path: staging.clone(),
-                source: std::io::Error::other(e),
-            })?
+            .map_err(|e| join_err(&staging, e))?
         }
     };
     if result.is_err() {

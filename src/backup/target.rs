@@ -224,7 +224,7 @@ impl Target {
                 })?;
             super::direct::write_stream(&dest, stream, &mut hasher).await?;
             // The file is fsynced; its new directories are not yet.
-            self.make_durable(key).await?;
+            self.make_durable(key, false).await?;
             let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
             return Ok(FileEntry::from_parts(key, bytes, self.part_bytes, &digests));
         }
@@ -248,7 +248,7 @@ impl Target {
                         .put(&path, PutPayload::from_iter(head))
                         .await
                         .map_err(put_err)?;
-                    self.make_durable(key).await?;
+                    self.make_durable(key, true).await?;
                     let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
                     return Ok(FileEntry::from_parts(key, bytes, self.part_bytes, &digests));
                 }
@@ -274,7 +274,7 @@ impl Target {
             return Err(e);
         }
         w.finish().await.map_err(put_err)?;
-        self.make_durable(key).await?;
+        self.make_durable(key, true).await?;
         let (bytes, digests) = hasher.finish().await.map_err(hash_err)?;
         Ok(FileEntry::from_parts(key, bytes, self.part_bytes, &digests))
     }
@@ -287,17 +287,18 @@ impl Target {
                 key: key.to_string(),
                 source,
             })?;
-        self.make_durable(key).await
+        self.make_durable(key, true).await
     }
 
-    /// A directory target: fsyncs the file just written and each directory
-    /// from its own up to the target's root (a backup's directories are new).
+    /// A directory target: fsyncs the file just written (unless `file` is
+    /// false: it was fsynced already) and each directory from its own up to
+    /// the target's root (a backup's directories are new).
     /// The object store's local backend only renames its staging file into
     /// place, so without this a "complete" backup (its manifest written
     /// last) could lose its files, or have only the manifest, after a crash
     /// of the machine holding the volume. A PUT to S3 is durable when it
     /// returns.
-    async fn make_durable(&self, key: &str) -> Result<(), BackupError> {
+    async fn make_durable(&self, key: &str, file: bool) -> Result<(), BackupError> {
         let Some(root) = &self.local_root else {
             return Ok(());
         };
@@ -311,7 +312,9 @@ impl Target {
                         source,
                     })
             };
-            sync(&path)?;
+            if file {
+                sync(&path)?;
+            }
             for dir in path.ancestors().skip(1) {
                 sync(dir)?;
                 if dir == top {

@@ -185,6 +185,22 @@ mod tests {
     }
 
     #[test]
+    fn each_step_cuts_one_slice_off_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("old.tsnap");
+        let f = File::create(&p).expect("create");
+        f.set_len(2 * SLICE + 5).expect("size");
+        let mut d = start(Job::Path(p.clone())).expect("draining");
+        assert!(!p.exists(), "unlinked before any slice");
+        let mut lens = vec![d.file.metadata().expect("stat").len()];
+        while step(&mut d) {
+            lens.push(d.file.metadata().expect("stat").len());
+        }
+        lens.push(d.file.metadata().expect("stat").len());
+        assert_eq!(lens, vec![2 * SLICE + 5, SLICE + 5, 5, 0]);
+    }
+
+    #[test]
     fn a_file_replaced_by_a_rename_is_freed_through_its_handle() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("s.tsnap");

@@ -1022,7 +1022,9 @@ impl Wal {
             if scan.unwritten_tail && !is_last {
                 info!(path = %path.display(), offset = scan.valid_len, "cutting the unwritten preallocated tail of a closed log segment (a crash came before its cut)");
             }
-            if scan.torn.is_some() || scan.unwritten_tail {
+            // The last segment keeps its unwritten tail: it is still
+            // preallocated, and new records go after its valid ones.
+            if scan.torn.is_some() || (scan.unwritten_tail && !is_last) {
                 if let Some((offset, reason)) = &scan.torn {
                     warn!(path = %path.display(), offset, reason = %reason, "truncating a torn tail of the log (a write cut short by a crash)");
                 }
@@ -1070,7 +1072,8 @@ impl Wal {
                 .open(&path)
                 .map_err(open_err(&path))?;
             file.seek(SeekFrom::Start(size)).map_err(open_err(&path))?;
-            if size < segment_bytes {
+            let on_disk = file.metadata().map_err(open_err(&path))?.len();
+            if on_disk < segment_bytes {
                 preallocate(&file, segment_bytes);
             }
             let seg = Arc::new(SegFile {
@@ -1967,6 +1970,25 @@ mod tests {
         let wal = Wal::open_with(crashed.path(), FsyncPolicy::No, SEG).expect("reopen");
         assert_eq!(wal.last_lsn(), N as u64);
         assert_eq!(all(&wal, 0).len(), N);
+        assert_eq!(
+            file_len(&active),
+            SEG,
+            "the last segment stays preallocated"
+        );
+        // New records go right after the valid ones, not after the zeros.
+        run(async {
+            wal.start();
+            let l = wal.append(7, &[b"SET", b"k", b"after"]);
+            wal.wait(l).await.expect("acked");
+        });
+        drop(wal);
+        let wal = Wal::open_with(crashed.path(), FsyncPolicy::No, SEG).expect("reopen");
+        let recs = all(&wal, 0);
+        assert_eq!(recs.len(), N + 1);
+        assert_eq!(
+            recs.last().map(|r| r.args[2].as_slice()),
+            Some(&b"after"[..])
+        );
     }
 
     #[test]
