@@ -3,19 +3,21 @@
 
 Rows: persistence off, log everysec vs appendfsync everysec, log always vs
 appendfsync always; each at -P 1 and -P 16 with
-`redis-benchmark -t set,get -r 1000000 -d 64 -c 50`. Servers are pinned to
-core 0, the client to core 1; runs are interleaved A B B A A B B A ... and the median
-of the runs (11 each by default) is reported, with each server's CPU time per
-request (SET and GET run as two redis-benchmark invocations so that each has
-its own CPU reading). Then memory per key: RSS growth after loading 1M keys.
+`redis-benchmark -t set|get -r 1000000 -d 64 -c 50`. Servers are pinned to
+core 0, the client to core 1. Each row runs in blocks: both servers are
+started fresh, then SET runs as A B B A and GET as A B B A (A alternating
+between blocks), and the median of each server's runs (12 by default) is
+reported, with its CPU time per request. Then memory per key: RSS growth
+after loading 1M keys.
 
 The ratio column is the ratio of the two medians. On this VM the rate of
-one server moves by up to 2x between consecutive -P 1 runs (the VM's
-scheduling, not the server), so each row also gets a paired ratio: the
-median over the runs of tessera run i / redis run i, which sit next to each
-other in the A B B A order (T R R T T R ...: pairs (1,2), (4,3), (5,6), ...),
-so drift slower than a pair cancels. `targets_met` judges the ratio of
-medians, `targets_met_paired` the paired ratios; both are printed.
+one server moves by up to 2x between runs a few seconds apart (the VM's
+scheduling, the same for both servers), and the medians of two such
+bimodal samples can land on different modes. So each row also gets a
+paired ratio: the median over i of tessera run i / redis run i, two runs
+that follow each other directly (A B | B A), so drift slower than a pair
+cancels. `targets_met` judges the ratio of medians, `targets_met_paired`
+the paired ratios; both are printed.
 
 Prints a markdown table and ends with one line `RESULT key=value ...`.
 Traffic stays on 127.0.0.1.
@@ -109,32 +111,47 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-def bench(port, pipeline, n, pid):
-    """SET then GET (as `-t set,get` runs them), each with the server's CPU
+def bench_one(port, test, pipeline, n, pid):
+    """One redis-benchmark run of `test` (set or get) with the server's CPU
     time per request: at -P 1 the single-threaded client saturates its core
     first, so ops/s measures redis-benchmark as much as the server, while the
-    server's CPU per request is its own cost."""
-    rows = {}
-    for test in ("set", "get"):
-        cmd = ["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", test, "-r", "1000000",
-               "-d", "64", "-c", "50", "-n", str(n), "-P", str(pipeline), "--csv"]
-        before = cpu_ticks(pid)
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        used = cpu_ticks(pid) - before
-        if out.returncode != 0:
-            raise RuntimeError(out.stderr)
-        for r in csv.DictReader(io.StringIO(out.stdout)):
-            us = used / os.sysconf("SC_CLK_TCK") / n * 1e6
-            rows[r["test"]] = (float(r["rps"]), float(r["p50_latency_ms"]), float(r["p99_latency_ms"]), us)
-    return rows
+    server's CPU per request is its own cost (with Tessera's idle spin it
+    includes the spinning)."""
+    cmd = ["taskset", "-c", "1", "redis-benchmark", "-p", str(port), "-t", test, "-r", "1000000",
+           "-d", "64", "-c", "50", "-n", str(n), "-P", str(pipeline), "--csv"]
+    before = cpu_ticks(pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    used = cpu_ticks(pid) - before
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    for r in csv.DictReader(io.StringIO(out.stdout)):
+        us = used / os.sysconf("SC_CLK_TCK") / n * 1e6
+        return (float(r["rps"]), float(r["p50_latency_ms"]), float(r["p99_latency_ms"]), us)
+    raise RuntimeError(f"no CSV row from redis-benchmark: {out.stdout!r}")
 
 
-def run_once(kind, mode, pipeline, n):
-    s = Server(kind, mode)
-    try:
-        return bench(s.port, pipeline, n, s.proc.pid)
-    finally:
-        s.stop()
+def run_row(mode, pipeline, n, blocks):
+    """`blocks` blocks; each starts both servers fresh (both on core 0, the
+    idle one asleep), then runs SET as A B B A and GET as A B B A, A
+    alternating between blocks. A server's runs in a block follow each
+    other within a second or two of the other's, so each run has a partner
+    run of the other server next to it, measured in the same state of the
+    VM (see the module doc)."""
+    runs = {k: {"SET": [], "GET": []} for k in ("tessera", "redis")}
+    for b in range(blocks):
+        servers = {}
+        try:
+            for kind in ("tessera", "redis"):
+                servers[kind] = Server(kind, mode)
+            a, b_ = ("tessera", "redis") if b % 2 == 0 else ("redis", "tessera")
+            for test in ("set", "get"):
+                for kind in (a, b_, b_, a):
+                    s = servers[kind]
+                    runs[kind][test.upper()].append(bench_one(s.port, test, pipeline, n, s.proc.pid))
+        finally:
+            for s in servers.values():
+                s.stop()
+    return runs
 
 
 def load_keys(port, count):
@@ -170,49 +187,55 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=int(os.environ.get("BENCH_REQUESTS", "300000")))
     ap.add_argument("--keys", type=int, default=1_000_000)
-    # 11, not 3 or 5: one server's -P 1 rate moves by up to 2x between
-    # back-to-back runs on this VM (docs/benchmarks.md, session 5).
-    ap.add_argument("--reps", type=int, default=11)
+    # -P 16 runs get more requests so that they last about as long as the
+    # -P 1 ones (~1 s); 300000 took 0.15 s, too short to settle.
+    ap.add_argument("--requests-p16", type=int, default=int(os.environ.get("BENCH_REQUESTS_P16", "1200000")))
+    # Runs per server, row and test (even: two per block). 12, not 3 or 5:
+    # one server's -P 1 rate moves by up to 2x between back-to-back runs on
+    # this VM (docs/benchmarks.md, session 5).
+    ap.add_argument("--reps", type=int, default=12)
     args = ap.parse_args()
+    if args.reps < 2 or args.reps % 2:
+        print("--reps must be even (two runs per server per block)", file=sys.stderr)
+        return 2
     if os.cpu_count() < 2:
         print("needs 2 cores (server and client pinned apart)", file=sys.stderr)
         return 2
 
     modes = [("off", "persistence off"), ("everysec", "log everysec / AOF everysec"), ("always", "log always / AOF always")]
-    # Interleaved A B B A A B B A ...: each server runs `reps` times.
-    order = [("tessera", "redis")[(i + 1) // 2 % 2] for i in range(2 * args.reps)]
     table = []
     result = {}
     for mode, label in modes:
         for p in (1, 16):
-            runs = {"tessera": [], "redis": []}
-            for kind in order:
-                runs[kind].append(run_once(kind, mode, p, args.requests))
+            n = args.requests if p == 1 else args.requests_p16
+            runs = run_row(mode, p, n, args.reps // 2)
             for test in ("SET", "GET"):
                 med = {}
                 for kind in ("tessera", "redis"):
-                    rps = statistics.median(r[test][0] for r in runs[kind])
-                    p50 = statistics.median(r[test][1] for r in runs[kind])
-                    p99 = statistics.median(r[test][2] for r in runs[kind])
-                    cpu = statistics.median(r[test][3] for r in runs[kind])
+                    rps = statistics.median(r[0] for r in runs[kind][test])
+                    p50 = statistics.median(r[1] for r in runs[kind][test])
+                    p99 = statistics.median(r[2] for r in runs[kind][test])
+                    cpu = statistics.median(r[3] for r in runs[kind][test])
                     med[kind] = (rps, p50, p99, cpu)
                 ratio = med["tessera"][0] / med["redis"][0]
                 paired = statistics.median(
-                    t[test][0] / r[test][0] for t, r in zip(runs["tessera"], runs["redis"]))
+                    t[0] / r[0] for t, r in zip(runs["tessera"][test], runs["redis"][test]))
                 table.append((label, p, test, med["tessera"], med["redis"], ratio, paired))
                 result[f"{mode}_P{p}_{test.lower()}_ratio"] = f"{ratio:.2f}"
                 result[f"{mode}_P{p}_{test.lower()}_paired_ratio"] = f"{paired:.2f}"
                 result[f"{mode}_P{p}_{test.lower()}_cpu_ratio"] = f"{med['redis'][3] / max(med['tessera'][3], 1e-9):.2f}"
                 print(f"  {label} -P {p} {test}: tessera {med['tessera'][0]:.0f}/s redis {med['redis'][0]:.0f}/s ratio {ratio:.2f} paired {paired:.2f}", file=sys.stderr, flush=True)
                 for kind in ("tessera", "redis"):
-                    print(f"    {kind} runs (k/s): " + " ".join(f"{r[test][0] / 1000:.0f}" for r in runs[kind]),
+                    print(f"    {kind} runs (k/s): " + " ".join(f"{r[0] / 1000:.0f}" for r in runs[kind][test]),
                           file=sys.stderr, flush=True)
 
     mem = {k: memory_per_key(k, args.keys) for k in ("tessera", "redis")}
     mem_ratio = mem["tessera"] / mem["redis"]
 
     print()
-    print(f"redis-benchmark -t set,get -r 1000000 -d 64 -c 50 -n {args.requests}; server on core 0, client on core 1; median of {args.reps}")
+    print(f"redis-benchmark -t set / -t get -r 1000000 -d 64 -c 50, -n {args.requests} at -P 1 and {args.requests_p16} at -P 16; "
+          f"servers on core 0, client on core 1; median of {args.reps} runs per server, in blocks of A B B A "
+          f"(both servers fresh per block)")
     print()
     print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio | paired ratio | tessera CPU µs/req | redis CPU µs/req | CPU ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
