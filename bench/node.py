@@ -130,14 +130,46 @@ def bench_one(port, test, pipeline, n, pid):
     raise RuntimeError(f"no CSV row from redis-benchmark: {out.stdout!r}")
 
 
-def run_row(mode, pipeline, n, blocks):
+class Probe:
+    """bench/coreprobe.c, built here with gcc: the round trip of a cache line
+    between the server's core and the client's, taken around every pair of
+    runs. None when gcc is missing (the bench runs without it)."""
+
+    def __init__(self, ms):
+        self.ms, self.bin, self.dir = ms, None, tempfile.mkdtemp(prefix="bench-probe-")
+        exe = os.path.join(self.dir, "coreprobe")
+        built = subprocess.run(["gcc", "-O2", "-pthread", "-o", exe, os.path.join(ROOT, "bench", "coreprobe.c")],
+                               capture_output=True, text=True) if shutil.which("gcc") else None
+        if built is not None and built.returncode == 0:
+            self.bin = exe
+        else:
+            print("no gcc: runs are not labelled with the cross-core round trip", file=sys.stderr)
+        self.all = []
+
+    def take(self):
+        if not self.bin:
+            return None
+        out = subprocess.run([self.bin, "0", "1", str(self.ms)], capture_output=True, text=True, timeout=30)
+        ns = float(out.stdout) if out.returncode == 0 else None
+        if ns is not None:
+            self.all.append(ns)
+        return ns
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_row(mode, pipeline, n, blocks, probe):
     """`blocks` blocks; each starts both servers fresh (both on core 0, the
     idle one asleep), then runs SET as A B B A and GET as A B B A, A
     alternating between blocks. A server's runs in a block follow each
     other within a second or two of the other's, so each run has a partner
     run of the other server next to it, measured in the same state of the
-    VM (see the module doc)."""
+    VM (see the module doc). The cross-core probe runs before, between and
+    after each test's two pairs; a pair's state is the probes on its two
+    sides, listed in the order of the pairs."""
     runs = {k: {"SET": [], "GET": []} for k in ("tessera", "redis")}
+    states = {"SET": [], "GET": []}
     for b in range(blocks):
         servers = {}
         try:
@@ -145,13 +177,29 @@ def run_row(mode, pipeline, n, blocks):
                 servers[kind] = Server(kind, mode)
             a, b_ = ("tessera", "redis") if b % 2 == 0 else ("redis", "tessera")
             for test in ("set", "get"):
-                for kind in (a, b_, b_, a):
+                around = [probe.take()]
+                for i, kind in enumerate((a, b_, b_, a)):
                     s = servers[kind]
                     runs[kind][test.upper()].append(bench_one(s.port, test, pipeline, n, s.proc.pid))
+                    if i % 2:
+                        around.append(probe.take())
+                states[test.upper()] += [(around[0], around[1]), (around[1], around[2])]
         finally:
             for s in servers.values():
                 s.stop()
-    return runs
+    return runs, states
+
+
+def paired_by_state(pairs, states, split):
+    """Paired ratios of the pairs whose probes on both sides were below
+    `split` ns (near) and of those with both at or above it (far), each as
+    (median, count); a pair with one probe on each side counts in neither."""
+    out = {}
+    for name, keep in (("near", lambda ns: ns < split), ("far", lambda ns: ns >= split)):
+        rs = [t / r for (t, r), (x, y) in zip(pairs, states)
+              if x is not None and y is not None and keep(x) and keep(y)]
+        out[name] = (statistics.median(rs) if rs else None, len(rs))
+    return out
 
 
 def load_keys(port, count):
@@ -194,6 +242,9 @@ def main():
     # one server's -P 1 rate moves by up to 2x between back-to-back runs on
     # this VM (docs/benchmarks.md, session 5).
     ap.add_argument("--reps", type=int, default=12)
+    # This VM's cross-core round trip is ~130-180 ns or ~470-510 ns.
+    ap.add_argument("--probe-split-ns", type=float, default=300)
+    ap.add_argument("--probe-ms", type=int, default=300)
     args = ap.parse_args()
     if args.reps < 2 or args.reps % 2:
         print("--reps must be even (two runs per server per block)", file=sys.stderr)
@@ -202,13 +253,14 @@ def main():
         print("needs 2 cores (server and client pinned apart)", file=sys.stderr)
         return 2
 
+    probe = Probe(args.probe_ms)
     modes = [("off", "persistence off"), ("everysec", "log everysec / AOF everysec"), ("always", "log always / AOF always")]
     table = []
     result = {}
     for mode, label in modes:
         for p in (1, 16):
             n = args.requests if p == 1 else args.requests_p16
-            runs = run_row(mode, p, n, args.reps // 2)
+            runs, states = run_row(mode, p, n, args.reps // 2, probe)
             for test in ("SET", "GET"):
                 med = {}
                 for kind in ("tessera", "redis"):
@@ -218,16 +270,22 @@ def main():
                     cpu = statistics.median(r[3] for r in runs[kind][test])
                     med[kind] = (rps, p50, p99, cpu)
                 ratio = med["tessera"][0] / med["redis"][0]
-                paired = statistics.median(
-                    t[0] / r[0] for t, r in zip(runs["tessera"][test], runs["redis"][test]))
-                table.append((label, p, test, med["tessera"], med["redis"], ratio, paired))
+                pairs = [(t[0], r[0]) for t, r in zip(runs["tessera"][test], runs["redis"][test])]
+                paired = statistics.median(t / r for t, r in pairs)
+                by_state = paired_by_state(pairs, states[test], args.probe_split_ns)
+                table.append((label, p, test, med["tessera"], med["redis"], ratio, paired, by_state))
                 result[f"{mode}_P{p}_{test.lower()}_ratio"] = f"{ratio:.2f}"
                 result[f"{mode}_P{p}_{test.lower()}_paired_ratio"] = f"{paired:.2f}"
                 result[f"{mode}_P{p}_{test.lower()}_cpu_ratio"] = f"{med['redis'][3] / max(med['tessera'][3], 1e-9):.2f}"
+                for st, (m, cnt) in by_state.items():
+                    result[f"{mode}_P{p}_{test.lower()}_paired_{st}"] = "na" if m is None else f"{m:.2f}"
+                    result[f"{mode}_P{p}_{test.lower()}_pairs_{st}"] = str(cnt)
                 print(f"  {label} -P {p} {test}: tessera {med['tessera'][0]:.0f}/s redis {med['redis'][0]:.0f}/s ratio {ratio:.2f} paired {paired:.2f}", file=sys.stderr, flush=True)
                 for kind in ("tessera", "redis"):
                     print(f"    {kind} runs (k/s): " + " ".join(f"{r[0] / 1000:.0f}" for r in runs[kind][test]),
                           file=sys.stderr, flush=True)
+                print("    cross-core ns around each pair: " + " ".join(
+                    "-" if x is None else f"{x:.0f}/{y:.0f}" for x, y in states[test]), file=sys.stderr, flush=True)
 
     mem = {k: memory_per_key(k, args.keys) for k in ("tessera", "redis")}
     mem_ratio = mem["tessera"] / mem["redis"]
@@ -237,11 +295,26 @@ def main():
           f"servers on core 0, client on core 1; median of {args.reps} runs per server, in blocks of A B B A "
           f"(both servers fresh per block)")
     print()
-    print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio | paired ratio | tessera CPU µs/req | redis CPU µs/req | CPU ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, p, test, t, r, ratio, paired in table:
-        print(f"| {label} | {p} | {test} | {t[0]:.0f} | {t[1]:.3f} | {t[2]:.3f} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {ratio:.2f} | {paired:.2f} | {t[3]:.2f} | {r[3]:.2f} | {r[3] / max(t[3], 1e-9):.2f} |")
+    print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio | paired ratio "
+          "| paired, cores near (pairs) | paired, cores far (pairs) | tessera CPU µs/req | redis CPU µs/req | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def state_cell(v):
+        m, cnt = v
+        return f"– ({cnt})" if m is None else f"{m:.2f} ({cnt})"
+    for label, p, test, t, r, ratio, paired, st in table:
+        print(f"| {label} | {p} | {test} | {t[0]:.0f} | {t[1]:.3f} | {t[2]:.3f} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} "
+              f"| {ratio:.2f} | {paired:.2f} | {state_cell(st['near'])} | {state_cell(st['far'])} "
+              f"| {t[3]:.2f} | {r[3]:.2f} | {r[3] / max(t[3], 1e-9):.2f} |")
     print()
+    if probe.all:
+        ns = sorted(probe.all)
+        near = sum(1 for x in ns if x < args.probe_split_ns)
+        print(f"Cross-core round trip (bench/coreprobe.c, {len(ns)} probes of {args.probe_ms} ms): min {ns[0]:.0f} ns, "
+              f"median {statistics.median(ns):.0f} ns, max {ns[-1]:.0f} ns; {near} below {args.probe_split_ns:.0f} ns (near). "
+              "A pair counts as near or far when the probes on both its sides agree.")
+        print()
+    probe.close()
     print("CPU ratio = redis CPU per request / tessera CPU per request (server process, all threads; > 1: Tessera spends less).")
     print()
     print(f"| memory per key ({args.keys} keys, 64-byte values) | tessera {mem['tessera']:.0f} B | redis {mem['redis']:.0f} B | ratio {mem_ratio:.2f} |")
