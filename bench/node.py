@@ -19,6 +19,12 @@ that follow each other directly (A B | B A), so drift slower than a pair
 cancels. `targets_met` judges the ratio of medians, `targets_met_paired`
 the paired ratios; both are printed.
 
+What moves the rates is the cost of handing a cache line between the two
+cores, which the host changes as it places the vCPUs: bench/coreprobe.c
+measures it (the round trip of one line between core 0 and core 1), and
+the bench runs it before, between and after each test's pairs in a block,
+prints the figures per row on stderr and a summary under the table.
+
 Prints a markdown table and ends with one line `RESULT key=value ...`.
 Traffic stays on 127.0.0.1.
 """
@@ -166,8 +172,8 @@ def run_row(mode, pipeline, n, blocks, probe):
     other within a second or two of the other's, so each run has a partner
     run of the other server next to it, measured in the same state of the
     VM (see the module doc). The cross-core probe runs before, between and
-    after each test's two pairs; a pair's state is the probes on its two
-    sides, listed in the order of the pairs."""
+    after each test's two pairs; `states` lists the probes on the two sides
+    of each pair, in the order of the pairs."""
     runs = {k: {"SET": [], "GET": []} for k in ("tessera", "redis")}
     states = {"SET": [], "GET": []}
     for b in range(blocks):
@@ -188,18 +194,6 @@ def run_row(mode, pipeline, n, blocks, probe):
             for s in servers.values():
                 s.stop()
     return runs, states
-
-
-def paired_by_state(pairs, states, split):
-    """Paired ratios of the pairs whose probes on both sides were below
-    `split` ns (near) and of those with both at or above it (far), each as
-    (median, count); a pair with one probe on each side counts in neither."""
-    out = {}
-    for name, keep in (("near", lambda ns: ns < split), ("far", lambda ns: ns >= split)):
-        rs = [t / r for (t, r), (x, y) in zip(pairs, states)
-              if x is not None and y is not None and keep(x) and keep(y)]
-        out[name] = (statistics.median(rs) if rs else None, len(rs))
-    return out
 
 
 def load_keys(port, count):
@@ -242,8 +236,8 @@ def main():
     # one server's -P 1 rate moves by up to 2x between back-to-back runs on
     # this VM (docs/benchmarks.md, session 5).
     ap.add_argument("--reps", type=int, default=12)
-    # This VM's cross-core round trip is ~130-180 ns or ~470-510 ns.
-    ap.add_argument("--probe-split-ns", type=float, default=300)
+    # This VM's cross-core round trip is ~80-180 ns or ~400-740 ns.
+    ap.add_argument("--probe-far-ns", type=float, default=300)
     ap.add_argument("--probe-ms", type=int, default=300)
     args = ap.parse_args()
     if args.reps < 2 or args.reps % 2:
@@ -272,14 +266,10 @@ def main():
                 ratio = med["tessera"][0] / med["redis"][0]
                 pairs = [(t[0], r[0]) for t, r in zip(runs["tessera"][test], runs["redis"][test])]
                 paired = statistics.median(t / r for t, r in pairs)
-                by_state = paired_by_state(pairs, states[test], args.probe_split_ns)
-                table.append((label, p, test, med["tessera"], med["redis"], ratio, paired, by_state))
+                table.append((label, p, test, med["tessera"], med["redis"], ratio, paired))
                 result[f"{mode}_P{p}_{test.lower()}_ratio"] = f"{ratio:.2f}"
                 result[f"{mode}_P{p}_{test.lower()}_paired_ratio"] = f"{paired:.2f}"
                 result[f"{mode}_P{p}_{test.lower()}_cpu_ratio"] = f"{med['redis'][3] / max(med['tessera'][3], 1e-9):.2f}"
-                for st, (m, cnt) in by_state.items():
-                    result[f"{mode}_P{p}_{test.lower()}_paired_{st}"] = "na" if m is None else f"{m:.2f}"
-                    result[f"{mode}_P{p}_{test.lower()}_pairs_{st}"] = str(cnt)
                 print(f"  {label} -P {p} {test}: tessera {med['tessera'][0]:.0f}/s redis {med['redis'][0]:.0f}/s ratio {ratio:.2f} paired {paired:.2f}", file=sys.stderr, flush=True)
                 for kind in ("tessera", "redis"):
                     print(f"    {kind} runs (k/s): " + " ".join(f"{r[0] / 1000:.0f}" for r in runs[kind][test]),
@@ -296,23 +286,19 @@ def main():
           f"(both servers fresh per block)")
     print()
     print("| persistence | -P | test | tessera ops/s | p50 ms | p99 ms | redis ops/s | p50 ms | p99 ms | ratio | paired ratio "
-          "| paired, cores near (pairs) | paired, cores far (pairs) | tessera CPU µs/req | redis CPU µs/req | CPU ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-
-    def state_cell(v):
-        m, cnt = v
-        return f"– ({cnt})" if m is None else f"{m:.2f} ({cnt})"
-    for label, p, test, t, r, ratio, paired, st in table:
+          "| tessera CPU µs/req | redis CPU µs/req | CPU ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, p, test, t, r, ratio, paired in table:
         print(f"| {label} | {p} | {test} | {t[0]:.0f} | {t[1]:.3f} | {t[2]:.3f} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} "
-              f"| {ratio:.2f} | {paired:.2f} | {state_cell(st['near'])} | {state_cell(st['far'])} "
-              f"| {t[3]:.2f} | {r[3]:.2f} | {r[3] / max(t[3], 1e-9):.2f} |")
+              f"| {ratio:.2f} | {paired:.2f} | {t[3]:.2f} | {r[3]:.2f} | {r[3] / max(t[3], 1e-9):.2f} |")
     print()
     if probe.all:
         ns = sorted(probe.all)
-        near = sum(1 for x in ns if x < args.probe_split_ns)
-        print(f"Cross-core round trip (bench/coreprobe.c, {len(ns)} probes of {args.probe_ms} ms): min {ns[0]:.0f} ns, "
-              f"median {statistics.median(ns):.0f} ns, max {ns[-1]:.0f} ns; {near} below {args.probe_split_ns:.0f} ns (near). "
-              "A pair counts as near or far when the probes on both its sides agree.")
+        far = sum(1 for x in ns if x >= args.probe_far_ns)
+        print(f"Cross-core round trip (bench/coreprobe.c, {len(ns)} probes of {args.probe_ms} ms between runs): "
+              f"min {ns[0]:.0f} ns, median {statistics.median(ns):.0f} ns, max {ns[-1]:.0f} ns; "
+              f"{far} probes at or above {args.probe_far_ns:.0f} ns. Each run's rate and the probes around "
+              "its pair are on stderr.")
         print()
     probe.close()
     print("CPU ratio = redis CPU per request / tessera CPU per request (server process, all threads; > 1: Tessera spends less).")
