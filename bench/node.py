@@ -139,7 +139,8 @@ def bench_one(port, test, pipeline, n, pid):
 class Probe:
     """bench/coreprobe.c, built here with gcc: the round trip of a cache line
     between the server's core and the client's, taken around every pair of
-    runs. None when gcc is missing (the bench runs without it)."""
+    runs. `take` gives None when it could not be built (no gcc): the bench
+    runs without it."""
 
     def __init__(self, ms):
         self.ms, self.bin, self.dir = ms, None, tempfile.mkdtemp(prefix="bench-probe-")
@@ -149,7 +150,8 @@ class Probe:
         if built is not None and built.returncode == 0:
             self.bin = exe
         else:
-            print("no gcc: runs are not labelled with the cross-core round trip", file=sys.stderr)
+            why = "no gcc" if built is None else built.stderr.strip()
+            print(f"bench/coreprobe.c not built ({why}): no cross-core round trips", file=sys.stderr)
         self.all = []
 
     def take(self):
@@ -176,15 +178,15 @@ def run_row(mode, pipeline, n, blocks, probe):
     of each pair, in the order of the pairs."""
     runs = {k: {"SET": [], "GET": []} for k in ("tessera", "redis")}
     states = {"SET": [], "GET": []}
-    for b in range(blocks):
+    for block in range(blocks):
         servers = {}
         try:
             for kind in ("tessera", "redis"):
                 servers[kind] = Server(kind, mode)
-            a, b_ = ("tessera", "redis") if b % 2 == 0 else ("redis", "tessera")
+            first, second = ("tessera", "redis") if block % 2 == 0 else ("redis", "tessera")
             for test in ("set", "get"):
                 around = [probe.take()]
-                for i, kind in enumerate((a, b_, b_, a)):
+                for i, kind in enumerate((first, second, second, first)):
                     s = servers[kind]
                     runs[kind][test.upper()].append(bench_one(s.port, test, pipeline, n, s.proc.pid))
                     if i % 2:
