@@ -169,12 +169,16 @@ mod tests {
         }
     }
 
+    /// A file of `len` bytes (a sparse one: only its size matters here).
+    fn sized_file(p: &std::path::Path, len: u64) {
+        File::create(p).expect("create").set_len(len).expect("size");
+    }
+
     #[test]
     fn an_unlinked_file_loses_its_name_at_once_and_its_blocks_in_slices() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("old.wal");
-        let f = File::create(&p).expect("create");
-        f.set_len(3 * SLICE + 5).expect("size");
+        sized_file(&p, 3 * SLICE + 5);
         // A second handle sees the blocks go: the name is gone before.
         let watch = File::open(&p).expect("open");
         unlink(p.clone());
@@ -188,8 +192,7 @@ mod tests {
     fn each_step_cuts_one_slice_off_the_end() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("old.tsnap");
-        let f = File::create(&p).expect("create");
-        f.set_len(2 * SLICE + 5).expect("size");
+        sized_file(&p, 2 * SLICE + 5);
         let mut d = start(Job::Path(p.clone())).expect("draining");
         assert!(!p.exists(), "unlinked before any slice");
         let mut lens = vec![d.file.metadata().expect("stat").len()];
