@@ -525,22 +525,30 @@ fn main() {
         wait_until("2 operator pods", Duration::from_secs(120), || {
             Ok(operator_pods()?.len() == 2)
         })?;
-        let holder = wait_until("a lease holder", Duration::from_secs(60), || {
-            Ok(!lease_holder()?.is_empty())
-        })
-        .and_then(|_| leader_pod())?;
-        let mut leaders = 0;
-        for (pod, ip) in operator_pods()? {
-            let m = http_get(&format!("{ip}:8080"), "/metrics")?;
-            if metric(&m, "tessera_operator_leader") == Some(1.0) {
-                leaders += 1;
-                if pod != holder {
-                    return Err(format!("{pod} acts as leader but {holder} holds the lease"));
+        // Right after an install or upgrade the lease can still name a pod
+        // that has gone, or the new holder has not yet published its
+        // metric: wait for one pod that both holds the lease and says it
+        // leads. Two pods saying they lead at once fails at once.
+        let (mut holder, mut leading) = (String::new(), Vec::<String>::new());
+        let waited = wait_until(
+            "one operator pod that holds the lease and acts as leader",
+            Duration::from_secs(90),
+            || {
+                holder = leader_pod()?;
+                leading.clear();
+                for (pod, ip) in operator_pods()? {
+                    let m = http_get(&format!("{ip}:8080"), "/metrics")?;
+                    if metric(&m, "tessera_operator_leader") == Some(1.0) {
+                        leading.push(pod);
+                    }
                 }
-            }
-        }
-        if leaders != 1 {
-            return Err(format!("{leaders} replicas act as leader"));
+                Ok(leading.len() > 1 || (leading.len() == 1 && leading[0] == holder))
+            },
+        );
+        let seen = format!("(lease holder {holder:?}, acting as leader {leading:?})");
+        waited.map_err(|e| format!("{e} {seen}"))?;
+        if leading.len() > 1 {
+            return Err(format!("more than one replica acts as leader {seen}"));
         }
         Ok(format!("leader {holder}"))
     });
