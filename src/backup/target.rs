@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::checksum::{self, PartHasher};
 use super::{BackupError, FileEntry};
+use crate::node::release;
 
 /// Objects up to this size are written with one PUT; larger ones in parts.
 const SINGLE_PUT_MAX: usize = 16 * 1024 * 1024;
@@ -517,14 +518,38 @@ impl Target {
         Ok(out)
     }
 
+    /// Deletes `key`; a missing key is no error. On a directory target a
+    /// file larger than one release slice is held open across the unlink
+    /// and then given back in paced slices (`node::release`): on a disk
+    /// mounted with `discard`, a pruned 1 GB snapshot freed at once stalls
+    /// every other request on the disk (the nodes' log fsyncs when they
+    /// share it) for about a second.
     pub async fn delete(&self, key: &str) -> Result<(), BackupError> {
+        let held = self.local_root.as_ref().and_then(|root| {
+            let path = root.join(key);
+            // Not openable for writing (or gone): deleted the plain way.
+            let file = std::fs::OpenOptions::new().write(true).open(&path).ok()?;
+            let big = file.metadata().is_ok_and(|m| m.len() > release::SLICE);
+            big.then_some((file, path))
+        });
         match self.store.delete(&ObjPath::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(source) => Err(BackupError::Delete {
-                key: key.to_string(),
-                source,
-            }),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => {
+                return Err(BackupError::Delete {
+                    key: key.to_string(),
+                    source,
+                })
+            }
         }
+        if let Some((file, path)) = held {
+            let freed = tokio::task::spawn_blocking(move || release::free_paced(file, &path)).await;
+            // Only a panic on the blocking pool gets here; the file's
+            // name is gone either way and its blocks go with the handle.
+            if let Err(e) = freed {
+                tracing::warn!(key, error = %e, "freeing a deleted file in slices failed");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -621,4 +646,49 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// A local file's path joined under a directory, for restores.
 pub fn local(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deleting_a_large_file_frees_its_blocks_before_returning_and_cleans_its_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Target::dir(dir.path()).expect("target");
+        let key = "c/backups/b1/c-shard-0/snapshot-1.tsnap";
+        let path = dir.path().join(key);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        // Sparse: only the size matters to the slicing.
+        let size = 2 * release::SLICE + 7;
+        std::fs::File::create(&path)
+            .expect("create")
+            .set_len(size)
+            .expect("size");
+        let watch = std::fs::File::open(&path).expect("watch");
+        t.delete(key).await.expect("delete");
+        assert!(!path.exists(), "the name is gone");
+        // A plain unlink would leave the blocks to the last handle (this
+        // one, still at full size); the paced free has cut them all.
+        assert_eq!(watch.metadata().expect("stat").len(), 0);
+        assert!(
+            !dir.path().join("c/backups/b1").exists(),
+            "empty directories are cleaned up as before"
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_small_or_missing_file_is_a_plain_delete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = Target::dir(dir.path()).expect("target");
+        let key = "c/wal/shard-0/0-9.json";
+        let path = dir.path().join(key);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, b"{}").expect("write");
+        let watch = std::fs::File::open(&path).expect("watch");
+        t.delete(key).await.expect("delete");
+        assert!(!path.exists());
+        assert_eq!(watch.metadata().expect("stat").len(), 2, "not cut");
+        t.delete(key).await.expect("a missing key is no error");
+    }
 }

@@ -89,6 +89,32 @@ pub fn release_open(file: File, path: PathBuf) {
     }
 }
 
+/// Frees a file that no longer has a name, through its handle, here and
+/// now, in the same paced slices as the release thread. For a process that
+/// exits soon after (a backup run's retention), where a job queued on the
+/// thread would be cut short by the exit and the rest freed at once.
+pub fn free_paced(file: File, path: &std::path::Path) {
+    let left = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut d = Draining {
+        file,
+        left,
+        path: path.to_path_buf(),
+    };
+    loop {
+        let t = Instant::now();
+        if !step(&mut d) {
+            return;
+        }
+        pause_after(t);
+    }
+}
+
+/// The pause after a slice: as long as the slice took, at most
+/// [`MAX_PAUSE`], so the device stays free at least half of the time.
+fn pause_after(slice_started: Instant) {
+    std::thread::sleep(slice_started.elapsed().min(MAX_PAUSE));
+}
+
 fn start(job: Job) -> Option<Draining> {
     let (file, path) = match job {
         Job::Open(f, p) => (f, p),
@@ -153,7 +179,7 @@ fn worker(rx: mpsc::Receiver<Job>) {
         if !step(d) {
             draining.pop_front();
         }
-        std::thread::sleep(t.elapsed().min(MAX_PAUSE));
+        pause_after(t);
     }
 }
 
@@ -224,6 +250,23 @@ mod tests {
             b"new",
             "the new file is untouched"
         );
+    }
+
+    #[test]
+    fn free_paced_cuts_an_unlinked_file_to_nothing_before_it_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("old.tsnap");
+        sized_file(&p, 2 * SLICE + 5);
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .expect("hold");
+        let watch = File::open(&p).expect("watch");
+        std::fs::remove_file(&p).expect("unlink");
+        // Unlinked, the blocks stay as long as a handle is open.
+        assert_eq!(watch.metadata().expect("stat").len(), 2 * SLICE + 5);
+        free_paced(held, &p);
+        assert_eq!(watch.metadata().expect("stat").len(), 0);
     }
 
     #[test]
