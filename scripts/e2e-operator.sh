@@ -26,7 +26,7 @@ rc=$?; result $rc "helm install (2 operator replicas, $image)"
 kubectl rollout restart deployment/tessera -n "$ns" >&2 && kubectl rollout status deployment/tessera -n "$ns" --timeout=180s >&2
 "$helm" lint charts/tessera >&2; result $? "helm lint"
 
-TESSERA_REQUIRE_HELM=1 HELM=$helm cargo test --quiet --locked --test operator_crd >&2; result $? "CRD, chart and install.yaml in sync"
+TESSERA_REQUIRE_HELM=1 HELM=$helm cargo test --quiet --locked --test operator_crd --test monitoring >&2; result $? "CRD, chart, install.yaml and monitoring files in sync"
 
 out=$(mktemp)
 TESSERA_E2E=1 cargo test --quiet --locked --test e2e_operator 2>&1 | tee "$out"

@@ -505,6 +505,92 @@ fn pvcs(ns: &str, name: &str) -> R<usize> {
     Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
+/// The chart's PodMonitor (rendered by helm) against the running pods: its
+/// selector picks exactly the cluster's `nodes` node pods, each has the
+/// named port, carries the labels it relabels from, and serves /metrics
+/// there.
+fn podmonitor_targets(cluster: &str, nodes: usize) -> R {
+    let helm = Command::new("scripts/find-helm.sh")
+        .output()
+        .map_err(|e| format!("find-helm: {e}"))?;
+    let helm = String::from_utf8_lossy(&helm.stdout).trim().to_string();
+    let out = Command::new(&helm)
+        .args(["template", "t", "charts/tessera"])
+        .args(["--set", "metrics.podMonitor.enabled=true"])
+        .output()
+        .map_err(|e| format!("helm template: {e}"))?;
+    let pm: Value = serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
+        .find(|d: &Value| d["kind"] == "PodMonitor")
+        .ok_or("helm rendered no PodMonitor")?;
+    let selector = pm["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .ok_or("no matchLabels")?
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let endpoint = &pm["spec"]["podMetricsEndpoints"][0];
+    let port_name = endpoint["port"].as_str().ok_or("no port")?;
+    let path = endpoint["path"].as_str().ok_or("no path")?;
+    let pods = json(&[
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        &format!("{selector},tessera.dev/cluster={cluster}"),
+    ])?;
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    if pods.len() != nodes {
+        return Err(format!(
+            "{selector} selects {} pods, want {nodes}",
+            pods.len()
+        ));
+    }
+    let mut roles = BTreeMap::new();
+    for p in &pods {
+        let pod = p["metadata"]["name"].as_str().unwrap_or_default();
+        let labels = &p["metadata"]["labels"];
+        for l in [
+            "tessera.dev/cluster",
+            "tessera.dev/shard",
+            "tessera.dev/role",
+        ] {
+            if labels[l].as_str().is_none_or(str::is_empty) {
+                return Err(format!("{pod} has no {l} label to relabel from"));
+            }
+        }
+        *roles
+            .entry(
+                labels["tessera.dev/role"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+            .or_insert(0) += 1;
+        let port = p["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+            .find(|cp| cp["name"] == port_name)
+            .and_then(|cp| cp["containerPort"].as_u64())
+            .ok_or(format!("{pod} has no container port named {port_name}"))?;
+        let ip = p["status"]["podIP"].as_str().unwrap_or_default();
+        let m = http_get(&format!("{ip}:{port}"), path)?;
+        if metric(&m, "tessera_ready") != Some(1.0) {
+            return Err(format!(
+                "{pod}: {path} on {port_name} has no tessera_ready 1"
+            ));
+        }
+    }
+    Ok(format!(
+        "{} pods by {selector}, roles {roles:?}, {path} on port {port_name}",
+        pods.len()
+    ))
+}
+
 fn main() {
     if std::env::var("TESSERA_E2E").as_deref() != Ok("1") {
         println!("e2e_operator: skipped (needs the local cluster: scripts/e2e-operator.sh sets TESSERA_E2E=1)");
@@ -609,6 +695,10 @@ fn main() {
             took.as_secs_f64()
         ))
     });
+    run.step(
+        "the chart's PodMonitor finds every node and its metrics",
+        |_| podmonitor_targets(name, 9),
+    );
     run.step("CEL transition rules refuse changes", |_| {
         transition_rules(name)
     });
