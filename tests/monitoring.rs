@@ -2,8 +2,9 @@
 //! really exports: every query parses with Prometheus' own parser
 //! (scripts/promql-check.sh), every metric it reads is exported by a running
 //! primary, a running replica or the operator, and every metric they export
-//! is on the dashboard or in a rule. The chart renders the monitoring
-//! objects from those very files.
+//! is on the dashboard or in a rule. Every alert fires, in Prometheus'
+//! engine, on the series it describes and stays quiet on others. The chart
+//! renders the monitoring objects from those very files.
 
 mod common;
 
@@ -141,6 +142,23 @@ fn alerts_and_dashboard_parse_and_read_exactly_the_exported_metrics() {
     assert!(
         unread.is_empty(),
         "exported metrics no panel or rule reads (add them to charts/tessera/files/grafana-dashboard.json): {unread:?}"
+    );
+}
+
+/// scripts/promql-check/alerts_test.go: each alert, evaluated by
+/// Prometheus' engine over series that must make it fire (honouring its
+/// `for:`) and series that must not; an alert without a case fails.
+#[test]
+fn every_alert_fires_on_its_case_and_only_then() {
+    let out = Command::new(root().join("scripts/promql-check.sh"))
+        .arg("test")
+        .output()
+        .expect("scripts/promql-check.sh runs");
+    assert!(
+        out.status.success(),
+        "the alert evaluation failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -33,7 +33,7 @@ var grafanaVars = strings.NewReplacer(
 )
 
 type panel struct {
-	Title   string  `json:"title"`
+	Title   string `json:"title"`
 	Targets []struct {
 		Expr string `json:"expr"`
 	} `json:"targets"`
