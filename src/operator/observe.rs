@@ -1,5 +1,6 @@
 //! Reads what is running: the cluster's StatefulSets and pods, and every
-//! node's own view from its admin port (concurrently, each call bounded).
+//! node's own view from its admin port (concurrently, each call bounded;
+//! the replicas before the primaries).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
-use super::build::{LABEL_CLUSTER, LABEL_SHARD};
+use super::build::{LABEL_CLUSTER, LABEL_ROLE, LABEL_SHARD};
 use super::topology::{admin_addr, ObservedNode};
 use crate::client::NodeClient;
 
@@ -86,7 +87,20 @@ pub async fn observe(
             Some((p, shard, ord))
         })
         .collect();
-    let infos = join_all(candidates.iter().map(|(p, _, _)| {
+    // Replicas first, then the pods labelled primary: a live primary's log
+    // then ends at or after every replica's as observed. Observed all at
+    // once, a primary under writes that answered a few milliseconds before
+    // its replicas could look behind them, like a restarted primary that
+    // lost its tail (the planner's RestartedBehind), and a switchover was
+    // refused for it.
+    let is_primary = |p: &Pod| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_ROLE))
+            .is_some_and(|r| r == "primary")
+    };
+    let status = |p: &Pod| {
         let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
         async move {
             let addr = admin_addr(ip.as_deref()?)?;
@@ -98,8 +112,34 @@ pub async fn observe(
                 }
             }
         }
-    }))
-    .await;
+    };
+    let mut others = join_all(
+        candidates
+            .iter()
+            .filter(|(p, _, _)| !is_primary(p))
+            .map(|(p, _, _)| status(p)),
+    )
+    .await
+    .into_iter();
+    let mut primaries = join_all(
+        candidates
+            .iter()
+            .filter(|(p, _, _)| is_primary(p))
+            .map(|(p, _, _)| status(p)),
+    )
+    .await
+    .into_iter();
+    let infos: Vec<_> = candidates
+        .iter()
+        .map(|(p, _, _)| {
+            let next = if is_primary(p) {
+                primaries.next()
+            } else {
+                others.next()
+            };
+            next.flatten()
+        })
+        .collect();
     let nodes = candidates
         .into_iter()
         .zip(infos)

@@ -192,12 +192,13 @@ pub async fn start_requested(
     if shard.replicas.is_empty() {
         return refuse(ctx, &dbc, &value, format!("{} has no replica", shard.name)).await;
     }
-    let healthy = failover::primary_view(shard, by_pod, v)
-        .map(|view| plan::primary_failure(&view))
-        .is_some_and(|f| f.is_none());
-    if !healthy {
+    let failure = match failover::primary_view(shard, by_pod, v) {
+        Some(view) => plan::primary_failure(&view),
+        None => Some("NoPrimary"),
+    };
+    if let Some(reason) = failure {
         let why = format!(
-            "the primary of {} is not healthy; failover handles it",
+            "the primary of {} is not healthy ({reason}); failover handles it",
             shard.name
         );
         return refuse(ctx, &dbc, &value, why).await;
