@@ -16,8 +16,7 @@ BIN=${1:-target/release/tessera} N=${2:-400000}
 PORT=${STALL_PORT:-7511} ADMIN=$((PORT + 1))
 D=$(mktemp -d /var/tmp/tessera-prune-stall.XXXXXX)
 T=$D/target
-dev=$(basename "$(realpath "/sys/dev/block/$(mountpoint -d "$(df --output=target "$D" | tail -1)")")")
-disc_ms() { awk -v d="$dev" '$3 == d {print $(3+15)}' /proc/diskstats; }
+source "$(dirname "${BASH_SOURCE[0]}")/stall-lib.sh"
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # Until the disk has discarded nothing for 1 s (at most 30 s).
 settle() {
@@ -29,18 +28,8 @@ settle() {
     [ "$quiet" -ge 5 ] && return
   done
 }
-"$BIN" node --bind 127.0.0.1 --port "$PORT" --admin-port "$ADMIN" --data-dir "$D/data" --fsync always 2>"$D/node.log" &
-NP=$!
-trap 'kill $NP 2>/dev/null; wait $NP 2>/dev/null; rm -rf "$D"' EXIT
-for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-python3 -c '
-import sys
-v = b"v" * 1000
-w = sys.stdout.buffer
-for i in range(1000000):
-    k = b"key:%010d" % i
-    w.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v))
-' | redis-cli -p "$PORT" --pipe >/dev/null
+stall_node "$BIN" "$PORT" "$ADMIN" "$D"
+stall_load "$PORT"
 backup() { "$BIN" backup run --target "$T" --cluster bench --nodes "127.0.0.1:$ADMIN" >/dev/null 2>"$D/backup.log"; }
 backup
 round() {

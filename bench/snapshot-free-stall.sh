@@ -10,20 +10,9 @@ set -euo pipefail
 BIN=${1:-target/release/tessera}
 PORT=${STALL_PORT:-7501} ADMIN=$((PORT + 1))
 D=$(mktemp -d /var/tmp/tessera-stall.XXXXXX)
-dev=$(basename "$(realpath "/sys/dev/block/$(mountpoint -d "$(df --output=target "$D" | tail -1)")")")
-disc_ms() { awk -v d="$dev" '$3 == d {print $(3+15)}' /proc/diskstats; }
-"$BIN" node --bind 127.0.0.1 --port "$PORT" --admin-port "$ADMIN" --data-dir "$D/data" --fsync always 2>"$D/node.log" &
-NP=$!
-trap 'kill $NP 2>/dev/null; wait $NP 2>/dev/null; rm -rf "$D"' EXIT
-for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-python3 -c '
-import sys
-v = b"v" * 1000
-w = sys.stdout.buffer
-for i in range(1000000):
-    k = b"key:%010d" % i
-    w.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v))
-' | redis-cli -p "$PORT" --pipe >/dev/null
+source "$(dirname "${BASH_SOURCE[0]}")/stall-lib.sh"
+stall_node "$BIN" "$PORT" "$ADMIN" "$D"
+stall_load "$PORT"
 curl -s -XPOST "127.0.0.1:$ADMIN/v1/snapshot" >/dev/null; sync; sleep 8; sync
 d1=$(disc_ms)
 redis-benchmark -p "$PORT" -t set -n 1200000 -c 10 -d 64 -r 1000000 > "$D/bench.txt" 2>&1 &

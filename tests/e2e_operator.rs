@@ -18,6 +18,8 @@ const NS: &str = "tessera-e2e-op";
 const OPERATOR_NS: &str = "tessera-system";
 const KEYS: usize = 10_000;
 
+#[path = "common/chart.rs"]
+mod chart;
 #[path = "common/k8s.rs"]
 mod k8s;
 use k8s::{ensure_namespace, json, kubectl, kubectl_in, wait_until, R};
@@ -510,18 +512,10 @@ fn pvcs(ns: &str, name: &str) -> R<usize> {
 /// named port, carries the labels it relabels from, and serves /metrics
 /// there.
 fn podmonitor_targets(cluster: &str, nodes: usize) -> R {
-    let helm = Command::new("scripts/find-helm.sh")
-        .output()
-        .map_err(|e| format!("find-helm: {e}"))?;
-    let helm = String::from_utf8_lossy(&helm.stdout).trim().to_string();
-    let out = Command::new(&helm)
-        .args(["template", "t", "charts/tessera"])
-        .args(["--set", "metrics.podMonitor.enabled=true"])
-        .output()
-        .map_err(|e| format!("helm template: {e}"))?;
-    let pm: Value = serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
-        .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-        .find(|d: &Value| d["kind"] == "PodMonitor")
+    let helm = chart::helm().ok_or("no helm binary")?;
+    let pm = chart::render(&helm, NS, &["metrics.podMonitor.enabled=true"])?
+        .into_iter()
+        .find(|d| d["kind"] == "PodMonitor")
         .ok_or("helm rendered no PodMonitor")?;
     let selector = pm["spec"]["selector"]["matchLabels"]
         .as_object()

@@ -6,6 +6,8 @@
 //! engine, on the series it describes and stays quiet on others. The chart
 //! renders the monitoring objects from those very files.
 
+#[path = "common/chart.rs"]
+mod chart;
 mod common;
 
 use std::collections::BTreeSet;
@@ -164,36 +166,21 @@ fn every_alert_fires_on_its_case_and_only_then() {
 
 #[test]
 fn the_chart_renders_the_monitoring_objects_from_its_files() {
-    let helm = Command::new(root().join("scripts/find-helm.sh")).output();
-    let helm = match helm {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => {
-            if std::env::var_os("TESSERA_REQUIRE_HELM").is_some() {
-                panic!("helm is required (TESSERA_REQUIRE_HELM) but was not found");
-            }
-            println!("skipped: no helm binary (make cluster-up builds one)");
-            return;
-        }
+    let Some(helm) = chart::helm() else {
+        println!("skipped: no helm binary (make cluster-up builds one)");
+        return;
     };
-    let out = Command::new(&helm)
-        .args(["template", "t", "charts/tessera", "--namespace", "mon"])
-        .args(["--set", "metrics.podMonitor.enabled=true"])
-        .args(["--set", "metrics.prometheusRule.enabled=true"])
-        .args(["--set", "metrics.serviceMonitor.enabled=true"])
-        .args(["--set", "grafanaDashboard.enabled=true"])
-        .current_dir(root())
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let docs: Vec<serde_json::Value> =
-        serde_yaml::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
-            .filter_map(|d| serde::Deserialize::deserialize(d).ok())
-            .filter(|d: &serde_json::Value| !d.is_null())
-            .collect();
+    let docs = chart::render(
+        &helm,
+        "mon",
+        &[
+            "metrics.podMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+            "metrics.serviceMonitor.enabled=true",
+            "grafanaDashboard.enabled=true",
+        ],
+    )
+    .expect("the chart renders");
     let kind = |k: &str| {
         docs.iter()
             .find(|d| d["kind"] == k)

@@ -2,6 +2,9 @@
 //! chart must be what `tessera crd` prints, and `manifests/install.yaml`
 //! what the chart renders. Fix drift with `scripts/generate.sh`.
 
+#[path = "common/chart.rs"]
+mod chart;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -29,16 +32,9 @@ fn crd_files_match_the_rust_types() {
 
 #[test]
 fn install_yaml_matches_the_chart() {
-    let helm = Command::new(root().join("scripts/find-helm.sh")).output();
-    let helm = match helm {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => {
-            if std::env::var_os("TESSERA_REQUIRE_HELM").is_some() {
-                panic!("helm is required (TESSERA_REQUIRE_HELM) but was not found");
-            }
-            println!("skipped: no helm binary (make cluster-up builds one); manifests/install.yaml not checked");
-            return;
-        }
+    let Some(helm) = chart::helm() else {
+        println!("skipped: no helm binary (make cluster-up builds one); manifests/install.yaml not checked");
+        return;
     };
     let out = Command::new(root().join("scripts/render-install.sh"))
         .arg(&helm)
