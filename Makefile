@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup generate up down bench-node bench-replication bench-backup bench-failover fuzz clean
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup generate up down bench-node bench-replication bench-backup bench-failover fuzz clean cold-check
 
 all: build
 
@@ -77,6 +77,11 @@ up: cluster-up image
 	@scripts/up.sh
 
 down: cluster-down
+
+# The cold path of `make up` (COLD_TEST=1: and of CI's `make test`) from a
+# fresh clone with every cache empty, timed per step. See e2e/README.md.
+cold-check:
+	scripts/cold-check.sh
 
 bench-node: deps
 	bench/node.sh

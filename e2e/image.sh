@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build the Tessera image from the repository's Dockerfile with buildah, with
-# no registry: the base images are the locally debootstrapped Debian images,
-# and the build stage uses the host's Rust toolchain and cargo caches.
+# no registry and no network: the base images are the locally debootstrapped
+# Debian images, and the build stage compiles offline with the host's Rust
+# toolchain and the crates the host fetched from Cargo.lock.
 # The result is saved as an OCI archive, imported into the e2e cluster's
-# containerd (if it is running), and its reference written to e2e/.run/image.
+# containerd (if it is running), and its reference written to e2e/.run/image;
+# the binary inside it is linked as e2e/.run/bin/tessera.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$E2E_DIR/build.sh"   # helpers only (main runs when executed directly)
@@ -24,21 +26,31 @@ ar=$(image_archive "$ref")
 if [[ ! -s $ar ]]; then
   ensure_in_storage "$BASE_IMAGE"
   ensure_in_storage "$BUILDER_IMAGE"
-  rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+  # The build is hermetic from the lockfile: the host fetches every locked
+  # crate into its cargo home (with the host's trust settings and proxy), and
+  # the build stage compiles offline from that mount. Nothing inside the
+  # container talks to the network, so its own CA bundle never matters.
   cargo_home=${CARGO_HOME:-$HOME/.cargo}
-  [[ -d $rustup_home && -d $cargo_home ]] || die "no Rust toolchain at $rustup_home / $cargo_home"
-  log "building $ref with buildah (log: $LOGS/build/tessera-image.log) ..."
+  toolchain=$(rustc --print sysroot 2>/dev/null) || die "no Rust toolchain on the host (rustc not found)"
+  [[ -x $toolchain/bin/cargo ]] || die "no cargo in the toolchain at $toolchain"
+  log "fetching the locked crates on the host ..."
   start=$SECONDS
-  # chroot isolation: no nested user namespaces or cgroups needed; the build
-  # shares the host network (crates.io) like the host's own cargo would.
+  (cd "$REPO_ROOT" && cargo fetch --locked) >"$LOGS/build/cargo-fetch.log" 2>&1 \
+    || { tail -20 "$LOGS/build/cargo-fetch.log" >&2; die "cargo fetch failed; see $LOGS/build/cargo-fetch.log"; }
+  log "fetched in $((SECONDS - start))s; building $ref with buildah, offline (log: $LOGS/build/tessera-image.log) ..."
+  start=$SECONDS
+  # chroot isolation: no nested user namespaces or cgroups needed. The
+  # toolchain is mounted by itself (not through rustup's proxies), so the
+  # cargo home only has to hold the fetched registry.
   "${BUILDAH[@]}" bud --isolation chroot --pull-never --layers=false \
       --build-arg "RUST_IMAGE=$BUILDER_IMAGE" --build-arg "RUNTIME_IMAGE=$BASE_IMAGE" \
-      -v "$rustup_home:/usr/local/rustup:ro" -v "$cargo_home:/usr/local/cargo" \
+      --build-arg CARGO_NET_OFFLINE=true \
+      -v "$toolchain:/usr/local/rust:ro" -v "$cargo_home:/usr/local/cargo" \
       -v "$CACHE/cargo-target:/build/target" \
       -f "$REPO_ROOT/Dockerfile" -t "$ref" "$REPO_ROOT" >"$LOGS/build/tessera-image.log" 2>&1 \
     || { tail -30 "$LOGS/build/tessera-image.log" >&2; die "image build failed; see $LOGS/build/tessera-image.log"; }
   # Keep one Tessera archive: cluster-up imports every archive in the cache.
-  rm -f "$IMAGES_DIR"/tessera-dev-*.tar
+  rm -f "$IMAGES_DIR"/tessera-dev-*.tar "$IMAGES_DIR"/tessera-dev-*.bin
   save_image "$ref"
   # ... and one in buildah's storage, so the cache does not grow per commit.
   for old in $("${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}' 2>/dev/null | grep '^localhost/tessera:dev-' || true); do
@@ -46,6 +58,21 @@ if [[ ! -s $ar ]]; then
   done
   log "built $ref in $((SECONDS - start))s"
 fi
+
+# The image's own binary, for host-side commands (`make up` runs
+# `tessera status` with it), so Tessera is compiled once, not again on the host.
+bin_out="${ar%.tar}.bin"
+if [[ ! -x $bin_out ]]; then
+  ensure_in_storage "$ref"
+  c=$("${BUILDAH[@]}" from --pull-never "$ref")
+  mnt=$("${BUILDAH[@]}" mount "$c")
+  install -m 0755 "$mnt/usr/local/bin/tessera" "$bin_out.tmp"
+  "${BUILDAH[@]}" umount "$c" >/dev/null
+  "${BUILDAH[@]}" rm "$c" >/dev/null
+  mv "$bin_out.tmp" "$bin_out"
+fi
+mkdir -p "$BIN"
+ln -sfn "$bin_out" "$BIN/tessera"
 
 echo "$ref" >"$RUN/image"
 if [[ -S $CONTAINERD_SOCK ]] && kctr version >/dev/null 2>&1; then

@@ -27,9 +27,13 @@ fi
 echo ">> Ready after $((SECONDS - start))s"
 kubectl get dbc -A
 echo
-cargo build --quiet --locked
-"${CARGO_TARGET_DIR:-target}/debug/tessera" status -n default demo
+# The binary from the image build (e2e/image.sh links it), so a cold
+# `make up` compiles Tessera once.
+tessera=$root/e2e/.run/bin/tessera
+[[ -x $tessera ]] || { echo "no $tessera; run make image" >&2; exit 1; }
+status=$("$tessera" status -n default demo)
+echo "$status"
 echo
 echo "From this host (pod IPs are routed here), with a cluster-aware client, e.g.:"
-"${CARGO_TARGET_DIR:-target}/debug/tessera" status -n default demo | sed -n 's/^connect: //p'
+sed -n 's/^connect: //p' <<<"$status"
 echo "make down stops everything."
