@@ -236,7 +236,7 @@ def main():
     ap.add_argument("--requests-p16", type=int, default=int(os.environ.get("BENCH_REQUESTS_P16", "1200000")))
     # Runs per server, row and test (even: two per block). 12, not 3 or 5:
     # one server's -P 1 rate moves by up to 2x between back-to-back runs on
-    # this VM (docs/benchmarks.md, session 5).
+    # this VM (docs/benchmarks.md, "Noise").
     ap.add_argument("--reps", type=int, default=12)
     # This VM's cross-core round trip is ~80-180 ns or ~400-740 ns.
     ap.add_argument("--probe-far-ns", type=float, default=300)
