@@ -2,17 +2,17 @@
 """Replication benchmark: throughput and latency of acknowledged writes.
 
 One load generator for every row, so the numbers compare: `tessera loadgen`
-(src/cli/loadgen.rs, one thread pinned to core 1; the servers share core 0)
-driving 50 connections that pipeline P writes per round trip; median of 3
-runs per row. Servers and generator share the machine's two cores unpinned. For Tessera a write is `SET` (the node itself waits for the shard's
-acknowledgement rule before replying). For the Redis reference each write is
+(src/cli/loadgen.rs, one thread) driving 50 connections that pipeline P
+writes per round trip; median of 3 runs per row. Servers and generator share
+the machine's two cores unpinned. For Tessera a write is `SET` (the node
+itself waits for the shard's acknowledgement rule before replying). For the Redis reference each write is
 `SET` followed by `WAIT 1 0` (Redis' only way to wait for a replica), and the
 pair counts as one write. Latency is per round trip (a batch of P writes).
 
 Rows: tessera unreplicated; tessera RF=3 (1 primary + 2 replicas) in
 eventual, quorum, strong; redis-server 1 primary + 1 replica with WAIT 1 0.
-All nodes use fsync everysec. Appends a section to docs/benchmarks.md whose
-last line is `RESULT key=value ...`.
+All nodes use fsync everysec. Prints a markdown table whose last line is
+`RESULT key=value ...` (docs/benchmarks.md keeps the current one).
 """
 import json
 import os
@@ -203,8 +203,7 @@ def main():
     red16 = get("redis", 16)["ops"]
     q_vs_un = q16 / un16 if un16 else 0
     q_vs_redis = q16 / red16 if red16 else 0
-    lines = ["", "## Replication (make bench-replication)", "",
-             f"Same load generator for every row (`tessera loadgen`, one thread; servers and generator unpinned on the 2 cores): {CONNS} connections, median of {REPS} runs, "
+    lines = ["", f"Same load generator for every row (`tessera loadgen`, one thread; servers and generator unpinned on the 2 cores): {CONNS} connections, median of {REPS} runs, "
              f"{SECONDS:.0f} s per row, 64-byte values, fsync everysec everywhere, 127.0.0.1. A Tessera write is `SET` "
              "(the node waits for the shard's rule before replying); a Redis write is `SET` + `WAIT 1 0`. "
              "Latency is per round trip of a batch of P writes.", "",
@@ -219,9 +218,7 @@ def main():
               f"unreplicated_p16={un16:.0f} quorum_p16={q16:.0f} redis_wait_p16={red16:.0f} "
               f"eventual_p16={get('tessera RF=3 eventual', 16)['ops']:.0f} strong_p16={get('tessera RF=3 strong', 16)['ops']:.0f}")
     lines.append(result)
-    with open(os.path.join(ROOT, "docs", "benchmarks.md"), "a") as f:
-        f.write("\n".join(lines) + "\n")
-    print(result)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
