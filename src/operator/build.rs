@@ -327,7 +327,8 @@ fn node_container(c: &ValidatedCluster) -> Container {
             ..Default::default()
         },
     ];
-    // The acknowledgement rule (DESIGN.md §2): the node enforces it.
+    // The acknowledgement rule (spec.consistency, docs/api.md): the node
+    // enforces it; the operator only passes it on.
     let cons = &c.spec.consistency;
     args.extend(["--consistency".to_string(), cons.level.as_str().to_string()]);
     if let Some(p) = cons.quorum_percentage {
