@@ -49,10 +49,7 @@ pub async fn write_status(
         1
     };
     for attempt in 0..attempts {
-        let mut body = json!({ "status": status });
-        if pre != Precondition::None {
-            body["metadata"] = json!({ "resourceVersion": version });
-        }
+        let body = patch_body(status, pre, version.as_deref());
         match api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
             .await
@@ -73,4 +70,39 @@ pub async fn write_status(
         }
     }
     Err(Error::Other("status write retries exhausted".into()))
+}
+
+/// The merge patch: the whole status, and the version it was decided on
+/// unless last writer wins.
+fn patch_body(
+    status: &DatabaseClusterStatus,
+    pre: Precondition,
+    version: Option<&str>,
+) -> serde_json::Value {
+    let mut body = json!({ "status": status });
+    if pre != Precondition::None {
+        body["metadata"] = json!({ "resourceVersion": version });
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_precondition_is_the_version_the_status_was_read_at() {
+        let st = DatabaseClusterStatus {
+            epoch: 4,
+            ..Default::default()
+        };
+        let free = patch_body(&st, Precondition::None, Some("17"));
+        assert!(free.get("metadata").is_none());
+        assert_eq!(free["status"]["epoch"], 4);
+        for pre in [Precondition::Version, Precondition::StatusUnchanged] {
+            let b = patch_body(&st, pre, Some("17"));
+            assert_eq!(b["metadata"]["resourceVersion"], "17");
+            assert_eq!(b["status"], free["status"]);
+        }
+    }
 }
