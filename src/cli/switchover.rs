@@ -9,7 +9,7 @@ use kube::api::Api;
 use kube::Client;
 
 use crate::api::DatabaseCluster;
-use crate::operator::switchover::{parse_request, request, SWITCHOVER_ANNOTATION};
+use crate::operator::operations::switchover::{parse_request, request, SWITCHOVER_ANNOTATION};
 
 #[derive(clap::Args, Debug)]
 pub struct SwitchoverArgs {

@@ -10,10 +10,14 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+
 use super::build::LABEL_COMPONENT;
+use super::context::Context;
 use super::jobs::{self, JobState};
 use super::status::Cond;
-use crate::api::{BackupRef, BackupRun, BackupStatus};
+use crate::api::{BackupRef, BackupRun, BackupStatus, DatabaseCluster};
 use crate::backup::run::JobSummary;
 
 pub const LAST_BACKUP_SUCCEEDED: &str = "LastBackupSucceeded";
@@ -199,6 +203,55 @@ pub fn condition(st: Option<&BackupStatus>) -> Option<Cond> {
             ),
         )
     })
+}
+
+/// Events, logs and metrics for backup Jobs that finished since the last
+/// reconcile.
+pub async fn report(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    new: &[Finished],
+    st: Option<&BackupStatus>,
+) {
+    let ns = dbc.namespace().unwrap_or_default();
+    let name = dbc.name_any();
+    for f in new {
+        ctx.metrics.backup_finished(&ns, &name, f.succeeded);
+        let s = &f.summary;
+        if f.succeeded {
+            let note = format!(
+                "backup {} finished: {} bytes, {} shard(s) in {} ms, consistent at {} (job {})",
+                s.id.as_deref().unwrap_or("?"),
+                s.bytes.unwrap_or(0),
+                s.shards.unwrap_or(0),
+                s.duration_ms.unwrap_or(0),
+                s.consistent_at.as_deref().unwrap_or("?"),
+                f.job
+            );
+            tracing::info!(cluster = %name, namespace = %ns, job = %f.job, id = ?s.id, bytes = ?s.bytes, "backup succeeded");
+            ctx.event(dbc, EventType::Normal, "BackupSucceeded", "Backup", note)
+                .await;
+            if let Some(p) = pruned_note(s) {
+                tracing::info!(cluster = %name, namespace = %ns, job = %f.job, pruned = %p, "retention pruned");
+                ctx.event(dbc, EventType::Normal, "BackupsPruned", "Retention", p)
+                    .await;
+            }
+        } else {
+            let why = s.error.clone().unwrap_or_else(|| "failed".into());
+            tracing::warn!(cluster = %name, namespace = %ns, job = %f.job, error = %why, "backup failed");
+            ctx.event(
+                dbc,
+                EventType::Warning,
+                "BackupFailed",
+                "Backup",
+                format!("backup job {} failed: {why}", f.job),
+            )
+            .await;
+        }
+    }
+    if let Some(st) = st {
+        ctx.metrics.backup_status(&ns, &name, st);
+    }
 }
 
 #[cfg(test)]

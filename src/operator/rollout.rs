@@ -1,10 +1,23 @@
 //! Changes that the StatefulSets' `OnDelete` strategy leaves to the
 //! operator: restarting pods on an outdated template (replicas first, the
-//! primary last, one at a time) and growing volumes. Decisions are pure.
+//! primary last, one at a time) and growing volumes. Decisions are pure
+//! ([`next_restart`], [`grows`]); [`roll_and_grow`] performs them.
 
 use std::collections::BTreeMap;
 
-use super::topology::ObservedNode;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::build::{LABEL_CLUSTER, LABEL_SHARD};
+use super::context::{Context, Error};
+use super::observe::Observed;
+use super::operations::switchover;
+use super::topology::{self, ObservedNode};
+use super::validate::ValidatedCluster;
+use crate::api::{DatabaseCluster, ShardStatus};
 
 const REVISION_LABEL: &str = "controller-revision-hash";
 
@@ -56,6 +69,140 @@ pub fn next_restart<'a>(
     let mut candidates: Vec<&ObservedNode> = nodes.iter().filter(outdated).collect();
     candidates.sort_by_key(|n| (roles(&n.pod) == Some("primary"), n.shard, n.ordinal));
     candidates.into_iter().next()
+}
+
+/// With everything Ready: restart one outdated pod (StatefulSets use
+/// `OnDelete`), and grow volumes the spec made larger.
+pub async fn roll_and_grow(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    v: &ValidatedCluster,
+    observed: &Observed,
+    shards: &[ShardStatus],
+) -> Result<bool, Error> {
+    let ns = &v.namespace;
+    let revisions: std::collections::BTreeMap<u32, String> = observed
+        .statefulsets
+        .iter()
+        .filter_map(|s| {
+            let shard = s.metadata.labels.as_ref()?.get(LABEL_SHARD)?.parse().ok()?;
+            let st = s.status.as_ref()?;
+            // The controller has not caught up with the last apply yet.
+            if st.observed_generation != s.metadata.generation {
+                return None;
+            }
+            Some((shard, st.update_revision.clone()?))
+        })
+        .collect();
+    if let Some(n) = next_restart(&observed.nodes, &revisions, |p| {
+        topology::role_of(shards, p)
+    }) {
+        // Replicas restart only once every replica has caught up (within
+        // 2 s of its primary by the heartbeats, not resyncing), one at a time.
+        let lagging = observed.nodes.iter().any(|m| {
+            topology::role_of(shards, &m.pod) == Some("replica")
+                && m.info.as_ref().is_none_or(|i| {
+                    i.replication.resyncing || i.replication.lag_ms.is_none_or(|l| l > 2000)
+                })
+        });
+        if lagging {
+            return Ok(true);
+        }
+        // A primary is never restarted while it leads: a switchover hands
+        // its role to an (already updated) replica first, and the next
+        // reconcile restarts it as a replica.
+        if topology::role_of(shards, &n.pod) == Some("primary") && v.replicas > 1 {
+            switchover::request(&ctx.client, ns, &v.name, &n.shard.to_string()).await?;
+            ctx.event(
+                dbc,
+                EventType::Normal,
+                "RollingSwitchover",
+                "Switchover",
+                format!(
+                    "{} is outdated and primary: switching over before restarting it",
+                    n.pod
+                ),
+            )
+            .await;
+            return Ok(false);
+        }
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+        pods.delete(&n.pod, &Default::default()).await?;
+        ctx.event(
+            dbc,
+            EventType::Normal,
+            "RollingRestart",
+            "RestartNode",
+            format!("restarted {} to apply its StatefulSet's new template (replicas first, the primary last)", n.pod),
+        )
+        .await;
+        return Ok(false);
+    }
+    grow_volumes(ctx, dbc, v).await?;
+    Ok(false)
+}
+
+/// Grows the data volumes the spec made larger (once per claim; a class
+/// that cannot expand is reported once).
+async fn grow_volumes(
+    ctx: &Context,
+    dbc: &DatabaseCluster,
+    v: &ValidatedCluster,
+) -> Result<(), Error> {
+    let ns = &v.namespace;
+    let want = &v.spec.storage.size;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let lp = kube::api::ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", v.name));
+    for pvc in pvcs.list(&lp).await?.items {
+        let name = pvc.name_any();
+        if !name.starts_with("data-") {
+            continue;
+        }
+        let have = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_default();
+        if !grows(&have, want) {
+            continue;
+        }
+        let patch = json!({ "spec": { "resources": { "requests": { "storage": want } } } });
+        match pvcs
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                ctx.event(
+                    dbc,
+                    EventType::Normal,
+                    "VolumeExpanded",
+                    "ExpandVolume",
+                    format!("{name}: {have} → {want}"),
+                )
+                .await
+            }
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => {
+                ctx.event(
+                    dbc,
+                    EventType::Warning,
+                    "VolumeNotExpandable",
+                    "ExpandVolume",
+                    format!(
+                        "{name} stays {have}: {} (use a StorageClass with allowVolumeExpansion)",
+                        s.message
+                    ),
+                )
+                .await;
+                // Do not retry every minute: the class will not change.
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::api::DatabaseClusterStatus;
+
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
@@ -81,6 +83,30 @@ pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     x.sort();
     y.sort();
     x == y
+}
+
+/// `next` with `conds` merged into `prev`'s conditions and the generation
+/// recorded as observed.
+pub fn with_conditions(
+    prev: &DatabaseClusterStatus,
+    mut next: DatabaseClusterStatus,
+    generation: i64,
+    conds: &[Cond],
+    now: Time,
+) -> DatabaseClusterStatus {
+    next.conditions = merge_conditions(&prev.conditions, conds, generation, now);
+    next.observed_generation = Some(generation);
+    next
+}
+
+/// True when writing `b` over `a` would change anything but the
+/// conditions' transition times (an idle cluster writes nothing).
+pub fn status_differs(a: &DatabaseClusterStatus, b: &DatabaseClusterStatus) -> bool {
+    let strip = |s: &DatabaseClusterStatus| DatabaseClusterStatus {
+        conditions: vec![],
+        ..s.clone()
+    };
+    strip(a) != strip(b) || !same_conditions(&a.conditions, &b.conditions)
 }
 
 #[cfg(test)]

@@ -101,7 +101,48 @@ pub fn validate(
         .clone()
         .ok_or(ValidationError::Incomplete("uid"))?;
     let spec = dbc.spec.clone();
+    check_spec(&name, &spec)?;
+    let image = spec
+        .image
+        .clone()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| default_image.to_string());
+    if image.is_empty() {
+        return Err(invalid(
+            "NoImage",
+            "no image: set spec.image, or TESSERA_DEFAULT_IMAGE on the operator",
+        ));
+    }
 
+    let mut refusals = Vec::new();
+    let shards = kept_shards(&spec, existing, &mut refusals);
+    let replicas = kept_replicas(dbc, &spec, &mut refusals);
+    let claim_sizes = (0..shards)
+        .map(|i| {
+            existing
+                .claim_sizes
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| spec.storage.size.clone())
+        })
+        .collect();
+
+    Ok(ValidatedCluster {
+        generation: dbc.metadata.generation.unwrap_or(0),
+        replicas,
+        name,
+        namespace,
+        uid,
+        spec,
+        shards,
+        image,
+        claim_sizes,
+        refusals,
+    })
+}
+
+/// The checks CEL cannot express (or an older apiserver skipped).
+fn check_spec(name: &str, spec: &DatabaseClusterSpec) -> Result<(), ValidationError> {
     if name.len() > MAX_NAME_LEN {
         return Err(invalid(
             "NameTooLong",
@@ -172,21 +213,18 @@ pub fn validate(
             ));
         }
     }
-    let image = spec
-        .image
-        .clone()
-        .filter(|i| !i.is_empty())
-        .unwrap_or_else(|| default_image.to_string());
-    if image.is_empty() {
-        return Err(invalid(
-            "NoImage",
-            "no image: set spec.image, or TESSERA_DEFAULT_IMAGE on the operator",
-        ));
-    }
+    Ok(())
+}
 
-    let mut refusals = Vec::new();
+/// The shard count: a change after bootstrap is refused (resharding is not
+/// supported yet) and the bootstrapped count kept.
+fn kept_shards(
+    spec: &DatabaseClusterSpec,
+    existing: &Existing,
+    refusals: &mut Vec<Refusal>,
+) -> u32 {
     let wanted = spec.shards as u32;
-    let shards = if existing.bootstrapped_shards > 0 && existing.bootstrapped_shards != wanted {
+    if existing.bootstrapped_shards > 0 && existing.bootstrapped_shards != wanted {
         refusals.push(Refusal {
             reason: "ShardCountChangeUnsupported",
             message: format!(
@@ -197,7 +235,15 @@ pub fn validate(
         existing.bootstrapped_shards
     } else {
         wanted
-    };
+    }
+}
+
+/// Nodes per shard: the spec's, unless scaling down would remove a primary.
+fn kept_replicas(
+    dbc: &DatabaseCluster,
+    spec: &DatabaseClusterSpec,
+    refusals: &mut Vec<Refusal>,
+) -> u32 {
     // Scaling down removes the highest ordinals; a primary there (moved by
     // a failover or switchover) must not go with them. Keep enough nodes
     // for every primary and say why.
@@ -228,28 +274,7 @@ pub fn validate(
             ),
         });
     }
-    let claim_sizes = (0..shards)
-        .map(|i| {
-            existing
-                .claim_sizes
-                .get(&i)
-                .cloned()
-                .unwrap_or_else(|| spec.storage.size.clone())
-        })
-        .collect();
-
-    Ok(ValidatedCluster {
-        generation: dbc.metadata.generation.unwrap_or(0),
-        replicas,
-        name,
-        namespace,
-        uid,
-        spec,
-        shards,
-        image,
-        claim_sizes,
-        refusals,
-    })
+    replicas
 }
 
 impl ValidatedCluster {

@@ -22,21 +22,56 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
-use super::build;
-use super::jobs::{self, JobState};
-use super::status::Cond;
-use super::topology::{format_range, slot_ranges};
-use super::validate::ValidatedCluster;
 use crate::api::RestoreStatus;
 use crate::backup::restore::PlanSummary;
+use crate::operator::build;
+use crate::operator::jobs::{self, JobState};
+use crate::operator::status::Cond;
+use crate::operator::topology::{format_range, slot_ranges};
+use crate::operator::validate::ValidatedCluster;
 
+pub mod execute;
+
+/// Condition type of the restore.
 pub const RESTORED: &str = "Restored";
 const CONTAINER: &str = "restore";
 
-pub const PHASE_PLANNING: &str = "Planning";
-pub const PHASE_RESTORING: &str = "Restoring";
-pub const PHASE_RESTORED: &str = "Restored";
-pub const PHASE_FAILED: &str = "Failed";
+/// `status.restore.phase`, as written on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Planning,
+    Restoring,
+    Restored,
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [
+        Phase::Planning,
+        Phase::Restoring,
+        Phase::Restored,
+        Phase::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Planning => "Planning",
+            Phase::Restoring => "Restoring",
+            Phase::Restored => "Restored",
+            Phase::Failed => "Failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl PartialEq<Phase> for String {
+    fn eq(&self, p: &Phase) -> bool {
+        self == p.as_str()
+    }
+}
 
 /// What the restore needs next.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +109,7 @@ pub fn decide(
     pods: &[Pod],
 ) -> Option<Outcome> {
     let fb = v.spec.bootstrap.as_ref()?.from_backup.as_ref()?;
-    if bootstrapped || prev.is_some_and(|p| p.phase == PHASE_RESTORED) {
+    if bootstrapped || prev.is_some_and(|p| Phase::parse(&p.phase) == Some(Phase::Restored)) {
         return None;
     }
     let find = |name: &str| {
@@ -99,7 +134,7 @@ pub fn decide(
             .unwrap_or_default();
         return Some(match state {
             None | Some(JobState::Running { failed_attempt: None }) => waiting(
-                PHASE_PLANNING,
+                Phase::Planning,
                 "PlanningRestore",
                 format!("choosing the backup and the time to restore from {source}{stuck}"),
                 Next::Plan,
@@ -107,14 +142,14 @@ pub fn decide(
             Some(JobState::Running {
                 failed_attempt: Some(m),
             }) => waiting(
-                PHASE_PLANNING,
+                Phase::Planning,
                 "PlanningRestore",
                 format!("planning the restore failed and is retried: {}", jobs::error_text(&m)),
                 Next::Plan,
             ),
             Some(JobState::Failed { message, .. }) => failed(
                 RestoreStatus {
-                    phase: PHASE_FAILED.into(),
+                    phase: Phase::Failed.as_str().into(),
                     ..Default::default()
                 },
                 "RestoreFailed",
@@ -128,7 +163,7 @@ pub fn decide(
                 match serde_json::from_str::<PlanSummary>(&message) {
                     Ok(p) if p.error.is_none() && !p.backup_id.is_empty() => {
                         let status = RestoreStatus {
-                            phase: PHASE_RESTORING.into(),
+                            phase: Phase::Restoring.as_str().into(),
                             backup_id: Some(p.backup_id.clone()),
                             target_time: Some(p.target_time.clone()),
                             shard_slots: if p.slots.is_empty() {
@@ -144,7 +179,7 @@ pub fn decide(
                     }
                     _ => failed(
                         RestoreStatus {
-                            phase: PHASE_FAILED.into(),
+                            phase: Phase::Failed.as_str().into(),
                             ..Default::default()
                         },
                         "RestoreFailed",
@@ -157,7 +192,7 @@ pub fn decide(
         });
     };
     let status = RestoreStatus {
-        phase: PHASE_RESTORING.into(),
+        phase: Phase::Restoring.as_str().into(),
         backup_id: Some(backup_id),
         target_time: Some(target_time),
         shard_slots,
@@ -166,10 +201,10 @@ pub fn decide(
     Some(check_and_restore(v, status, pods, jobs))
 }
 
-fn waiting(phase: &str, reason: &str, message: String, next: Next) -> Outcome {
+fn waiting(phase: Phase, reason: &str, message: String, next: Next) -> Outcome {
     Outcome {
         status: RestoreStatus {
-            phase: phase.into(),
+            phase: phase.as_str().into(),
             message: Some(message.clone()),
             ..Default::default()
         },
@@ -180,7 +215,7 @@ fn waiting(phase: &str, reason: &str, message: String, next: Next) -> Outcome {
 }
 
 fn failed(mut status: RestoreStatus, reason: &str, message: String) -> Outcome {
-    status.phase = PHASE_FAILED.into();
+    status.phase = Phase::Failed.as_str().into();
     status.message = Some(message.clone());
     Outcome {
         status,
@@ -281,7 +316,7 @@ fn check_and_restore(
         let message = format!("restored {what} into {total} node volume(s)");
         return Outcome {
             status: RestoreStatus {
-                phase: PHASE_RESTORED.into(),
+                phase: Phase::Restored.as_str().into(),
                 message: Some(message.clone()),
                 ..status
             },
@@ -337,7 +372,7 @@ mod tests {
         // Nothing yet: plan.
         let o = decide(&c, false, None, &[], &[]).expect("a restore");
         assert_eq!(o.next, Next::Plan);
-        assert_eq!(o.status.phase, PHASE_PLANNING);
+        assert_eq!(o.status.phase, Phase::Planning);
         assert!(!o.cond.status && !o.failed);
         // The plan Job succeeded: pinned, restoring.
         let plan_job = job("new-restore-plan", Some(("Complete", 10)));
@@ -381,7 +416,7 @@ mod tests {
         let o = decide(&c, false, Some(&recorded), &jobs, &pods).expect("a restore");
         assert_eq!(o.next, Next::Proceed);
         assert!(o.cond.status);
-        assert_eq!(o.status.phase, PHASE_RESTORED);
+        assert_eq!(o.status.phase, Phase::Restored);
         // Recorded as restored (or bootstrapped): nothing more to do.
         assert!(decide(&c, false, Some(&o.status), &jobs, &pods).is_none());
         assert!(decide(&c, true, None, &[], &[]).is_none());
@@ -391,7 +426,7 @@ mod tests {
     fn a_failed_restore_job_is_a_condition_with_its_message() {
         let c = cluster(2, 1);
         let recorded = RestoreStatus {
-            phase: PHASE_RESTORING.into(),
+            phase: Phase::Restoring.as_str().into(),
             backup_id: Some("20260102T030405123Z".into()),
             target_time: Some("2026-01-02T03:04:06.900Z".into()),
             shard_slots: vec!["0-8191".into(), "8192-16383".into()],
@@ -416,7 +451,7 @@ mod tests {
             "{}",
             o.cond.message
         );
-        assert_eq!(o.status.phase, PHASE_FAILED);
+        assert_eq!(o.status.phase, Phase::Failed);
         // The pinned plan stays recorded.
         assert_eq!(o.status.backup_id.as_deref(), Some("20260102T030405123Z"));
     }
@@ -464,5 +499,86 @@ mod tests {
             "{}",
             o.cond.message
         );
+    }
+
+    /// A restarted operator has only `status.restore` and the Jobs: in
+    /// every phase it resumes the restore where it stood (never plans
+    /// again once a backup is pinned, never restores twice once restored).
+    #[test]
+    fn an_operator_restarted_in_every_phase_resumes_correctly() {
+        let c = cluster(2, 1);
+        let reread = |st: RestoreStatus| -> RestoreStatus {
+            let json = serde_json::to_string(&st).expect("serializes");
+            serde_json::from_str(&json).expect("parses")
+        };
+        let pinned = |phase: Phase| RestoreStatus {
+            phase: phase.as_str().into(),
+            backup_id: Some("20260102T030405123Z".into()),
+            target_time: Some("2026-01-02T03:04:06.900Z".into()),
+            shard_slots: vec!["0-8191".into(), "8192-16383".into()],
+            message: None,
+        };
+        let restore_next = Next::Restore {
+            backup_id: "20260102T030405123Z".into(),
+            target_time: "2026-01-02T03:04:06.900Z".into(),
+        };
+        // Planning: the plan Job (created or not yet) is waited for.
+        let planning = reread(RestoreStatus {
+            phase: Phase::Planning.as_str().into(),
+            message: Some("choosing".into()),
+            ..Default::default()
+        });
+        for jobs in [vec![], vec![job("new-restore-plan", None)]] {
+            let o = decide(&c, false, Some(&planning), &jobs, &[]).expect("a restore");
+            assert_eq!((o.next, o.status.phase.as_str()), (Next::Plan, "Planning"));
+        }
+        // Restoring: the pinned plan is kept, even with the plan Job gone
+        // and no restore Job created yet.
+        let o = decide(&c, false, Some(&reread(pinned(Phase::Restoring))), &[], &[])
+            .expect("a restore");
+        assert_eq!(o.next, restore_next);
+        assert_eq!(o.status.backup_id.as_deref(), Some("20260102T030405123Z"));
+        // Restored: nothing more (the StatefulSets are created as usual).
+        assert!(decide(&c, false, Some(&reread(pinned(Phase::Restored))), &[], &[]).is_none());
+        // Failed (a restore Job failed): still failed, nothing created.
+        let jobs = vec![
+            job("new-restore-0-0", Some(("Complete", 20))),
+            job("new-restore-1-0", Some(("Failed", 21))),
+        ];
+        let pods = vec![pod(
+            "new-restore-1-0",
+            "restore",
+            18,
+            3,
+            r#"{"error":"x","permanent":true}"#,
+        )];
+        let o = decide(
+            &c,
+            false,
+            Some(&reread(pinned(Phase::Failed))),
+            &jobs,
+            &pods,
+        )
+        .expect("a restore");
+        assert!(o.failed);
+        assert_eq!((o.next, o.status.phase.as_str()), (Next::Stop, "Failed"));
+        // Failed planning (nothing pinned): still failed while the Job is.
+        let failed_plan = reread(RestoreStatus {
+            phase: Phase::Failed.as_str().into(),
+            ..Default::default()
+        });
+        let jobs = vec![job("new-restore-plan", Some(("Failed", 10)))];
+        let pods = vec![pod(
+            "new-restore-plan",
+            "restore",
+            5,
+            3,
+            r#"{"error":"no backup","permanent":true}"#,
+        )];
+        let o = decide(&c, false, Some(&failed_plan), &jobs, &pods).expect("a restore");
+        assert_eq!(o.next, Next::Stop);
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+        }
     }
 }

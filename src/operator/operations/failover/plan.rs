@@ -47,6 +47,7 @@
 use std::fmt;
 
 use crate::api::ConsistencyLevel;
+use crate::client::NodeInfo;
 
 /// Replicas per shard (`n`) and acknowledgements a write needs (`k`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +277,15 @@ pub fn primary_failure(v: &PrimaryView) -> Option<&'static str> {
 /// them, the margin covers the fence calls' own latency).
 pub fn lease_wait_ms(lease_ms: u64) -> u64 {
     lease_ms + lease_ms / 10 + 50
+}
+
+/// Where a node's log ends, in the order logs are compared by
+/// ([`LogEnd`]: the epoch of its last record, then its LSN).
+pub fn log_end(i: &NodeInfo) -> LogEnd {
+    LogEnd {
+        epoch: i.last_record_epoch(),
+        lsn: i.lsn,
+    }
 }
 
 #[cfg(test)]

@@ -29,14 +29,13 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::failover::plan::{self, AckRule, LogEnd};
-use super::failover::{
-    self, failover_client, KIND_FAILOVER, KIND_SWITCHOVER, PHASE_FENCING, PHASE_PROMOTING,
-};
-use super::topology::ObservedNode;
-use super::validate::ValidatedCluster;
-use super::{Context, Error};
+use super::failover::plan::{self, log_end, AckRule, LogEnd};
+use super::failover::primary_view;
+use super::shard::{self, admin, failover_client, Kind, Phase, ShardOp};
 use crate::api::{ConsistencyLevel, DatabaseCluster, FailoverState, ShardStatus};
+use crate::operator::context::{Context, Error};
+use crate::operator::topology::ObservedNode;
+use crate::operator::validate::ValidatedCluster;
 
 pub const SWITCHOVER_ANNOTATION: &str = "tessera.dev/switchover";
 
@@ -192,7 +191,7 @@ pub async fn start_requested(
     if shard.replicas.is_empty() {
         return refuse(ctx, &dbc, &value, format!("{} has no replica", shard.name)).await;
     }
-    let failure = match failover::primary_view(shard, by_pod, v) {
+    let failure = match primary_view(&ctx.detector, shard, by_pod, v) {
         Some(view) => plan::primary_failure(&view),
         None => Some("NoPrimary"),
     };
@@ -209,9 +208,9 @@ pub async fn start_requested(
         .map(|p| p.pod.clone())
         .unwrap_or_default();
     let state = FailoverState {
-        phase: PHASE_FENCING.into(),
-        kind: KIND_SWITCHOVER.into(),
-        epoch: failover::next_epoch(shard, by_pod),
+        phase: Phase::Fencing.as_str().into(),
+        kind: Kind::Switchover.as_str().into(),
+        epoch: shard::next_epoch(shard, by_pod),
         from: from.clone(),
         to: req.to.clone(),
         started_at: k8s_openapi::jiff::Timestamp::now().to_string(),
@@ -235,10 +234,16 @@ pub async fn start_requested(
     )
     .await;
     let shard = shard.clone();
-    let dbc = failover::write_state(ctx, &dbc, req.shard, Some(state.clone())).await?;
-    step(ctx, dbc, v, req.shard, &shard, &state, observed, by_pod)
-        .await
-        .map(Some)
+    let dbc = shard::write_state(ctx, &dbc, req.shard, Some(state.clone())).await?;
+    let op = ShardOp {
+        ctx,
+        v,
+        i: req.shard,
+        shard,
+        observed,
+        by_pod,
+    };
+    fence_old_primary(&op, dbc, &state).await.map(Some)
 }
 
 async fn refuse(
@@ -259,71 +264,39 @@ async fn refuse(
     Ok(Some(Action::requeue(Duration::from_millis(100))))
 }
 
-/// The `Fencing` step of a switchover.
-#[allow(clippy::too_many_arguments)]
-pub async fn step(
-    ctx: &Context,
+/// The `Fencing` step of a switchover: fence the old primary alone, read
+/// where the replicas' logs end, pick and check the target, promote.
+pub async fn fence_old_primary(
+    op: &ShardOp<'_>,
     dbc: DatabaseCluster,
-    v: &ValidatedCluster,
-    i: usize,
-    shard: &ShardStatus,
     state: &FailoverState,
-    observed: &[ObservedNode],
-    by_pod: &BTreeMap<&str, &ObservedNode>,
 ) -> Result<Action, Error> {
     let name = dbc.name_any();
-    let old = by_pod.get(state.from.as_str()).copied();
-    let fenced = match old.and_then(failover::admin) {
+    let fenced = match op.node(&state.from).and_then(admin) {
         Some(addr) => failover_client().fence(addr, state.epoch).await,
         None => {
-            return as_failover(ctx, &dbc, i, state, "the old primary has no address").await;
+            return as_failover(op, &dbc, state, "the old primary has no address").await;
         }
     };
     let old = match fenced {
-        Ok(info) => failover::log_end(&info),
+        Ok(info) => log_end(&info),
         Err(e) if e.is_stale_epoch() => {
-            return failover::restart(ctx, &dbc, i, shard, state, by_pod).await;
+            return shard::restart(op, &dbc, state).await;
         }
         Err(e) => {
-            return as_failover(
-                ctx,
-                &dbc,
-                i,
-                state,
-                &format!("the old primary did not answer: {e}"),
-            )
-            .await;
+            let why = format!("the old primary did not answer: {e}");
+            return as_failover(op, &dbc, state, &why).await;
         }
     };
     // Records already on the wire reach the replicas; nothing new follows.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let replicas: Vec<&ObservedNode> = shard
-        .replicas
-        .iter()
-        .filter_map(|r| by_pod.get(r.pod.as_str()).copied())
-        .collect();
-    let answers = futures::future::join_all(replicas.iter().map(|n| async move {
-        match failover::admin(n) {
-            Some(a) => failover_client().status(a).await.ok(),
-            None => None,
-        }
-    }))
-    .await;
-    let seen: Vec<(String, LogEnd, bool)> = replicas
-        .iter()
-        .zip(answers)
-        .filter_map(|(n, a)| {
-            a.map(|i| {
-                let ok = i.ready && !i.replication.resyncing;
-                (n.pod.clone(), failover::log_end(&i), ok)
-            })
-        })
-        .collect();
+    let seen = replica_ends(op).await;
     let max_end = seen.iter().map(|s| s.1).max().unwrap_or_default();
+    let spec = &op.v.spec;
     let rule = AckRule::new(
-        v.spec.consistency.level,
-        v.spec.consistency.quorum_percentage,
-        shard.replicas.len(),
+        spec.consistency.level,
+        spec.consistency.quorum_percentage,
+        op.shard.replicas.len(),
     );
     let target = pick_target(state.to.as_deref(), &seen);
     let verdict = match &target {
@@ -333,78 +306,75 @@ pub async fn step(
                 .iter()
                 .find(|(p, _, _)| p == t)
                 .map_or(LogEnd::default(), |s| s.1);
-            safe_target(v.spec.consistency.level, rule, old, end, max_end)
+            safe_target(spec.consistency.level, rule, old, end, max_end)
         }
     };
-    match (target, verdict) {
+    let next = match (target, verdict) {
         (Some(t), Ok(())) => {
-            let next = FailoverState {
-                phase: PHASE_PROMOTING.into(),
-                to: Some(t.clone()),
+            tracing::info!(cluster = %name, shard = %op.shard.name, target = %t, old_lsn = old.lsn, old_last_record_epoch = old.epoch, epoch = state.epoch, "switchover: promoting");
+            FailoverState {
+                phase: Phase::Promoting.as_str().into(),
+                to: Some(t),
                 ..state.clone()
-            };
-            tracing::info!(cluster = %name, shard = %shard.name, target = %t, old_lsn = old.lsn, old_last_record_epoch = old.epoch, epoch = state.epoch, "switchover: promoting");
-            let dbc = failover::write_state(ctx, &dbc, i, Some(next.clone())).await?;
-            promote_and_finish(ctx, dbc, v, i, shard, &next, observed, by_pod).await
+            }
         }
         (_, verdict) => {
             let why = verdict.err().unwrap_or_else(|| "no target".into());
-            tracing::warn!(cluster = %name, shard = %shard.name, reason = %why, "switchover not safe; the old primary stays");
-            let next = FailoverState {
-                phase: PHASE_PROMOTING.into(),
+            tracing::warn!(cluster = %name, shard = %op.shard.name, reason = %why, "switchover not safe; the old primary stays");
+            FailoverState {
+                phase: Phase::Promoting.as_str().into(),
                 to: Some(state.from.clone()),
                 reason: Some(why),
                 ..state.clone()
-            };
-            let dbc = failover::write_state(ctx, &dbc, i, Some(next.clone())).await?;
-            promote_and_finish(ctx, dbc, v, i, shard, &next, observed, by_pod).await
+            }
         }
-    }
+    };
+    let dbc = shard::write_state(op.ctx, &dbc, op.i, Some(next.clone())).await?;
+    shard::promote(op, dbc, &next, false).await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn promote_and_finish(
-    ctx: &Context,
-    dbc: DatabaseCluster,
-    v: &ValidatedCluster,
-    i: usize,
-    shard: &ShardStatus,
-    state: &FailoverState,
-    observed: &[ObservedNode],
-    by_pod: &BTreeMap<&str, &ObservedNode>,
-) -> Result<Action, Error> {
-    let target = state.to.clone().unwrap_or_default();
-    let n = by_pod.get(target.as_str()).copied();
-    let Some(addr) = n.and_then(failover::admin) else {
-        return failover::restart(ctx, &dbc, i, shard, state, by_pod).await;
-    };
-    match failover_client()
-        .promote(addr, state.epoch, shard.replicas.len().max(1))
-        .await
-    {
-        Ok(info) => failover::finish(ctx, dbc, v, i, state, n, &info, observed, false).await,
-        Err(e) => {
-            tracing::warn!(cluster = %dbc.name_any(), target = %target, error = %e, "switchover promotion failed");
-            failover::restart(ctx, &dbc, i, shard, state, by_pod).await
+/// Where each answering replica's log ends, and whether it may be
+/// promoted (ready, not resyncing).
+async fn replica_ends(op: &ShardOp<'_>) -> Vec<(String, LogEnd, bool)> {
+    let replicas: Vec<&ObservedNode> = op
+        .shard
+        .replicas
+        .iter()
+        .filter_map(|r| op.node(&r.pod))
+        .collect();
+    let answers = futures::future::join_all(replicas.iter().map(|n| async move {
+        match admin(n) {
+            Some(a) => failover_client().status(a).await.ok(),
+            None => None,
         }
-    }
+    }))
+    .await;
+    replicas
+        .iter()
+        .zip(answers)
+        .filter_map(|(n, a)| {
+            a.map(|i| {
+                let ok = i.ready && !i.replication.resyncing;
+                (n.pod.clone(), log_end(&i), ok)
+            })
+        })
+        .collect()
 }
 
 /// The old primary is gone: continue as a failover (fence everyone, wait
 /// out the lease, apply the safety rule).
 async fn as_failover(
-    ctx: &Context,
+    op: &ShardOp<'_>,
     dbc: &DatabaseCluster,
-    i: usize,
     state: &FailoverState,
     why: &str,
 ) -> Result<Action, Error> {
     let next = FailoverState {
-        kind: KIND_FAILOVER.into(),
+        kind: Kind::Failover.as_str().into(),
         reason: Some(format!("switchover became a failover: {why}")),
         ..state.clone()
     };
-    failover::write_state(ctx, dbc, i, Some(next)).await?;
+    shard::write_state(op.ctx, dbc, op.i, Some(next)).await?;
     Ok(Action::requeue(Duration::from_millis(100)))
 }
 

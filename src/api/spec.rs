@@ -1,0 +1,452 @@
+//! What the user asks for: `DatabaseCluster.spec`.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::status::DatabaseClusterStatus;
+
+/// A sharded, replicated, Redis-protocol key-value cluster.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tessera.dev",
+    version = "v1alpha1",
+    kind = "DatabaseCluster",
+    plural = "databaseclusters",
+    singular = "databasecluster",
+    shortname = "dbc",
+    category = "tessera",
+    namespaced,
+    status = "DatabaseClusterStatus",
+    derive = "PartialEq",
+    doc = "A sharded, replicated, Redis-protocol key-value cluster run by the Tessera operator.",
+    printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(
+        name = "Consistency",
+        type_ = "string",
+        json_path = ".spec.consistency.level"
+    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("self.consistency.level == 'eventual' || self.replicas >= 2")
+        .message("consistency.level quorum and strong need replicas >= 2 (a primary plus at least one replica); set replicas to 2 or more, or use consistency.level: eventual")
+        .field_path(".replicas"),
+    validation = Rule::new("has(self.shardingKey) == has(oldSelf.shardingKey)")
+        .message("shardingKey is immutable: keys already written are placed by it; create a new cluster to change it")
+        .field_path(".shardingKey"),
+    validation = Rule::new("has(self.zones) == has(oldSelf.zones)")
+        .message("zones are immutable: pods and volumes are already placed in them; create a new cluster to change them")
+        .field_path(".zones"),
+    validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)")
+        .message("bootstrap is immutable: it says how the cluster's data started; to restore again, create a new cluster with bootstrap.fromBackup")
+        .field_path(".bootstrap"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseClusterSpec {
+    /// Number of shards; the 16384 hash slots are split evenly between them.
+    /// Changing it after creation is refused (with a condition) until
+    /// resharding exists.
+    #[serde(default = "default_shards")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 16384").message("shards must be between 1 and 16384 (one hash slot per shard at most)"))]
+    pub shards: i32,
+
+    /// Copies of each shard, the primary included: the replication factor.
+    /// Scaling it up or down keeps every shard's primary in place.
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = Rule::new("self >= 1").message("replicas must be at least 1 (the primary); use 2 or more for redundancy"))]
+    pub replicas: i32,
+
+    /// When a write is acknowledged, and where reads may go.
+    #[serde(default)]
+    pub consistency: ConsistencySpec,
+
+    /// The application field whose value goes in the `{hash tag}` of every
+    /// key (e.g. `user_id` → `user:{12345}:profile`), so all of one entity's
+    /// keys share a hash slot and a shard. Documentation for clients and
+    /// tools; the nodes hash whatever is inside the braces. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("shardingKey is immutable: keys already written are placed by it; create a new cluster to change it"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_.-]*$')").message("shardingKey must be a field name: letters, digits, '_', '.', '-', starting with a letter or '_'"))]
+    #[schemars(length(max = 63))]
+    pub sharding_key: Option<String>,
+
+    /// Persistent volume per node.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// CPU and memory for each node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Availability zones (values of `topology.kubernetes.io/zone`) to spread
+    /// each shard's pods over, evenly. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("zones are immutable: pods and volumes are already placed in them; create a new cluster to change them"))]
+    #[x_kube(validation = Rule::new("self.all(z, self.exists_one(y, y == z))").message("zones must not repeat a zone"))]
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 63)))]
+    pub zones: Option<Vec<String>>,
+
+    /// Scheduled backups (a CronJob running `tessera backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// Where the cluster's data comes from when it is created (default:
+    /// empty). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("bootstrap is immutable: it says how the cluster's data started; to restore again, create a new cluster with bootstrap.fromBackup"))]
+    pub bootstrap: Option<BootstrapSpec>,
+
+    /// When and how a shard's primary is replaced.
+    #[serde(default)]
+    pub failover: FailoverSpec,
+
+    /// Container image for the nodes (default: the operator's own
+    /// `TESSERA_DEFAULT_IMAGE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Password clients must `AUTH` with, from a Secret in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// Stop changing the cluster's children (status is still reported).
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_shards() -> i32 {
+    3
+}
+fn default_replicas() -> i32 {
+    3
+}
+
+/// Acknowledgement rule for writes (see docs/api.md).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyLevel {
+    /// Acknowledged once in the primary's log; replicas follow asynchronously.
+    #[default]
+    Eventual,
+    /// Also durable on a quorum of replicas; the rest follow asynchronously.
+    Quorum,
+    /// Durable on every replica; reads from the primary only.
+    Strong,
+}
+
+impl ConsistencyLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eventual => "eventual",
+            Self::Quorum => "quorum",
+            Self::Strong => "strong",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistencySpec {
+    /// `eventual` (async), `quorum` (semi-sync) or `strong` (sync).
+    #[serde(default)]
+    pub level: ConsistencyLevel,
+
+    /// For `quorum`: percentage of a shard's replicas that must have a write
+    /// durably before it is acknowledged (rounded up). Default: a majority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("consistency.quorumPercentage must be between 1 and 100"))]
+    pub quorum_percentage: Option<i32>,
+
+    /// Most a replica may lag (a duration such as `500ms`, `5s`, `1m`) and
+    /// still serve `READONLY` reads; a staler replica redirects to the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m)$')").message("consistency.maxStaleness must be a duration like 500ms, 5s or 1m"))]
+    #[schemars(length(max = 32))]
+    pub max_staleness: Option<String>,
+}
+
+/// What happens to the volumes when the cluster is deleted.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum VolumeDeletePolicy {
+    /// Volumes are deleted with the cluster.
+    #[default]
+    Delete,
+    /// Volumes are kept; a new cluster of the same name reuses them.
+    Retain,
+}
+
+impl VolumeDeletePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "Delete",
+            Self::Retain => "Retain",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Volume size per node (a quantity such as `1Gi`). May grow, never shrink.
+    #[serde(default = "default_storage_size")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("storage.size must be a quantity such as 512Mi or 10Gi"))]
+    #[x_kube(validation = Rule::new("!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) >= 0").message(Message::Expression("'storage.size may only grow (volumes cannot shrink): it is ' + oldSelf + ', so set it to ' + oldSelf + ' or more'".into())))]
+    #[schemars(length(max = 32))]
+    pub size: String,
+
+    /// StorageClass of the volumes (default: the cluster's default class).
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage.storageClassName is immutable: existing volumes keep their class"))]
+    #[schemars(length(max = 253))]
+    pub storage_class_name: Option<String>,
+
+    /// `Delete` (default) removes the volumes with the cluster; `Retain` keeps
+    /// them. Volumes of replicas removed by scaling down are always kept so
+    /// scaling back up reuses them.
+    #[serde(default)]
+    pub delete_policy: VolumeDeletePolicy,
+}
+
+fn default_storage_size() -> String {
+    "1Gi".into()
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            delete_policy: VolumeDeletePolicy::Delete,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Cron schedule (5 fields: minute hour day-of-month month day-of-week)
+    /// or a macro (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`).
+    #[serde(default = "default_backup_schedule")]
+    #[x_kube(validation = Rule::new("self.matches('^(@(yearly|annually|monthly|weekly|daily|hourly)|[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4})$')").message("backup.schedule must be a cron expression with 5 fields (minute hour day-of-month month day-of-week), e.g. '0 */6 * * *', or one of @hourly, @daily, @weekly, @monthly, @yearly"))]
+    #[schemars(length(max = 128))]
+    pub schedule: String,
+
+    /// How long backups are kept: a number and a unit, `h` (hours), `d`
+    /// (days) or `w` (weeks), e.g. `30d`. Default: `7d` when `keep` is not
+    /// set either (with only `keep`, backups are kept by count alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[1-9][0-9]*(h|d|w)$')").message("backup.retention must be a number and a unit h, d or w, e.g. 30d"))]
+    #[schemars(length(max = 16))]
+    pub retention: Option<String>,
+
+    /// How many backups are kept (the newest). With `retention` too, a
+    /// backup is pruned when either rule says so; the newest complete
+    /// backup is always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("backup.keep must be between 1 and 10000 (the newest backup is always kept)"))]
+    pub keep: Option<i32>,
+
+    /// Where backups go (default: a PersistentVolumeClaim in this namespace).
+    #[serde(default)]
+    pub target: BackupTarget,
+
+    /// Stop scheduling backups without deleting the CronJob.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_backup_schedule() -> String {
+    "0 * * * *".into()
+}
+/// Age retention when neither `retention` nor `keep` is set.
+pub const DEFAULT_BACKUP_RETENTION: &str = "7d";
+
+impl BackupSpec {
+    /// The `--max-age` the backup job prunes with: `retention`, or the
+    /// default when no rule is set at all.
+    pub fn max_age(&self) -> Option<&str> {
+        match (&self.retention, self.keep) {
+            (Some(r), _) => Some(r),
+            (None, Some(_)) => None,
+            (None, None) => Some(DEFAULT_BACKUP_RETENTION),
+        }
+    }
+}
+
+/// Exactly one of `volume` and `s3`; neither means a default volume.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new("!(has(self.volume) && has(self.s3))").message("backup.target takes one of volume and s3, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct BackupTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<BackupVolume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupVolume {
+    /// Size of the backup volume.
+    #[serde(default = "default_backup_volume_size")]
+    #[x_kube(validation = Rule::new("isQuantity(self)").message("backup.target.volume.size must be a quantity such as 10Gi"))]
+    #[schemars(length(max = 32))]
+    pub size: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_backup_volume_size() -> String {
+    "10Gi".into()
+}
+
+/// An S3-compatible bucket. A `region` other than the cluster's is how
+/// backups are kept cross-region.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// Endpoint URL for S3-compatible stores other than AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub endpoint: Option<String>,
+    /// Key prefix inside the bucket (default: `<namespace>/<cluster>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub prefix: Option<String>,
+    /// Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+}
+
+/// How a new cluster's data starts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Restore every shard from a backup (taken by `spec.backup` of this or
+    /// another cluster) before the nodes start; optionally to a point in
+    /// time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+}
+
+/// A backup to restore: where the backups are, whose they are, which one,
+/// and to what time.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// The cluster the backups were taken from (backups are kept under its
+    /// name; with the same name, the cluster is restoring its own backups).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("bootstrap.fromBackup.cluster must be the source DatabaseCluster's name (lowercase letters, digits and '-')"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: String,
+
+    /// Where the backups are: the same kind of place as `spec.backup.target`.
+    pub source: BackupSource,
+
+    /// A backup ID as `tessera backup list` prints it, or `latest` (the
+    /// newest backup plus the log archived since).
+    #[serde(default = "default_backup_id")]
+    #[x_kube(validation = Rule::new("self == 'latest' || self.matches('^[0-9]{8}T[0-9]{9}Z$')").message("bootstrap.fromBackup.backupId must be latest or a backup ID as `tessera backup list` prints it, e.g. 20260102T030405123Z"))]
+    #[schemars(length(max = 32))]
+    pub backup_id: String,
+
+    /// Restore to this time (RFC 3339, e.g. `2026-01-02T03:04:05Z`): every
+    /// write before it, none after. Default: the backup's own cut (with
+    /// `latest`: the last archived point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$')").message("bootstrap.fromBackup.targetTime must be an RFC 3339 time with a zone, e.g. 2026-01-02T03:04:05Z or 2026-01-02T05:04:05.250+02:00"))]
+    #[schemars(length(max = 40))]
+    pub target_time: Option<String>,
+}
+
+fn default_backup_id() -> String {
+    "latest".into()
+}
+
+/// Exactly one of `volume` (an existing backup PVC) and `s3`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.volume) != has(self.s3)").message("bootstrap.fromBackup.source takes exactly one of volume ({claimName: <source>-backup}, an existing backup PersistentVolumeClaim in this namespace) and s3 (bucket, endpoint, region, prefix, credentialsSecret)"))]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<BackupSourceVolume>,
+    /// As in `spec.backup.target.s3`; the default prefix is
+    /// `<namespace>/<fromBackup.cluster>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSourceVolume {
+    /// An existing PersistentVolumeClaim in this namespace holding backups
+    /// (`<cluster>-backup` for a cluster whose `spec.backup` used a volume).
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// Seconds a primary must be unhealthy (unreachable, not ready, or
+    /// without its lease while all its replicas are up) before it is
+    /// replaced.
+    #[serde(default = "default_detection_seconds")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3600").message("failover.detectionSeconds must be between 1 and 3600"))]
+    pub detection_seconds: i32,
+    /// Promote even when too few replicas are reachable to be sure no
+    /// acknowledged write is lost (availability over durability).
+    #[serde(default)]
+    pub allow_data_loss: bool,
+}
+
+/// Two seconds: with the default 2 s lease, detection + fence + 1.1 × lease
+/// + promotion keeps time-to-writable within 5 s (docs/failover.md).
+fn default_detection_seconds() -> i32 {
+    2
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        Self {
+            detection_seconds: default_detection_seconds(),
+            allow_data_loss: false,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret in the cluster's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key in the Secret holding the password.
+    #[serde(default = "default_auth_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_auth_key() -> String {
+    "password".into()
+}

@@ -1,0 +1,195 @@
+//! What the operator records: `DatabaseCluster.status`, the topology
+//! authority and the home of every operation's state (a restarted operator
+//! resumes from it).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state, written by the operator only (the topology authority).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseClusterStatus {
+    /// `Creating`, `Bootstrapping`, `Ready`, `Scaling`, `Degraded` or `Paused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Machine-readable reason for the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Ready nodes out of desired nodes, e.g. `9/9`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded`, `FailoverBlocked`,
+    /// `LastBackupSucceeded` (with `spec.backup`), `Restored` (with
+    /// `bootstrap.fromBackup`).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Version of the topology pushed to the nodes (0: not bootstrapped).
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub shards: Vec<ShardStatus>,
+    /// Results of the backup jobs (with `spec.backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+    /// The restore this cluster started from (with `bootstrap.fromBackup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// What the backup jobs reported (their JSON summary, read from each
+/// finished Job pod's termination message).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The most recent finished backup job, successful or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<BackupRef>,
+    /// The earliest time a restore can target (RFC 3339): the oldest kept
+    /// backup's snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    /// The latest time a restore can target when the last backup finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recoverability_point: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRun {
+    /// The Job that ran it.
+    pub job: String,
+    /// Backup ID (absent when the job failed before taking one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub succeeded: bool,
+    /// RFC 3339 time the Job finished (`lastSuccessfulBackup.time` is the
+    /// backup's own finish time).
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Why it failed, or what retention pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRef {
+    pub id: String,
+    /// RFC 3339 time it finished.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// Progress of `bootstrap.fromBackup`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// `Planning`, `Restoring`, `Restored` or `Failed`.
+    pub phase: String,
+    /// The backup chosen by the plan (pinned: every node restores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The point in time every shard is restored to (RFC 3339, ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<String>,
+    /// Slot ranges of the backup's shards, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_slots: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// Shard name, `<cluster>-<index>` (also its StatefulSet's name).
+    pub name: String,
+    /// Inclusive hash slot ranges, e.g. `0-5460`.
+    pub slots: Vec<String>,
+    /// Fencing token of the shard; grows whenever its primary changes.
+    pub epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<NodeStatus>,
+    #[serde(default)]
+    pub replicas: Vec<NodeStatus>,
+    /// A failover or switchover in progress (the state machine the operator
+    /// resumes after a restart); absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverState>,
+    /// The last completed failover or switchover of this shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<LastFailover>,
+}
+
+/// One step of the failover state machine (see docs/failover.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverState {
+    /// `Fencing` (the new epoch is chosen, members are being fenced),
+    /// `Promoting` (the target is chosen) or `Blocked` (the safety rule does
+    /// not hold; the shard stays fenced until enough replicas return).
+    pub phase: String,
+    /// `Failover` (the primary failed) or `Switchover` (requested).
+    pub kind: String,
+    /// The shard's new fencing token.
+    pub epoch: u64,
+    /// Pod of the primary being replaced.
+    pub from: String,
+    /// Pod chosen for promotion (`Promoting`), or the requested target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// RFC 3339 time the failover started.
+    pub started_at: String,
+    /// Why the primary is being replaced, or why the failover is blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A completed failover or switchover.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastFailover {
+    /// `Failover` or `Switchover`.
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+    /// RFC 3339.
+    pub started_at: String,
+    /// From the start (detection for a failover) to the topology push.
+    pub duration_ms: u64,
+    /// True when the safety rule did not hold (eventual consistency, or
+    /// `allowDataLoss`): writes the old primary acknowledged after the
+    /// promoted replica's position may be gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data_loss_possible: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Pod name.
+    pub pod: String,
+    /// Node ID (40 hex characters).
+    pub node_id: String,
+    /// Pod IP the topology announces.
+    pub ip: String,
+    #[serde(default)]
+    pub ready: bool,
+    /// Last log sequence number the node reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<u64>,
+}

@@ -1,0 +1,265 @@
+//! The status a reconcile records once the children are applied: the
+//! topology decided, the phase, `ready`, the conditions. Pure: everything
+//! comes from the previous status and what was observed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::backups;
+use super::operations::restore;
+use super::status::{with_conditions, Cond, DEGRADED, PROGRESSING, READY};
+use super::topology::{self, Decision, ObservedNode};
+use super::validate::ValidatedCluster;
+use crate::api::{BackupStatus, DatabaseClusterStatus};
+
+/// What [`summarize`] decided.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The status to record.
+    pub next: DatabaseClusterStatus,
+    /// Bootstrapped, every desired node ready, none extra, every push done.
+    pub all_ready: bool,
+    /// The phase message (the `Ready` Event's note).
+    pub message: String,
+    /// The topology epoch moves: record with the version precondition.
+    pub topology_changed: bool,
+}
+
+/// Phase, reason and message of a cluster.
+fn phase(
+    v: &ValidatedCluster,
+    nodes: &[ObservedNode],
+    decision: &Decision,
+    epoch: u64,
+    pushes_pending: usize,
+) -> (&'static str, &'static str, String) {
+    let desired = (v.shards * v.replicas) as usize;
+    let ready = ready_nodes(v, nodes);
+    let extra = nodes.iter().filter(|n| n.ordinal >= v.replicas).count();
+    let bootstrapped = epoch > 0;
+    let all_ready = bootstrapped && ready == desired && extra == 0 && pushes_pending == 0;
+    if !bootstrapped {
+        return match decision {
+            Decision::Wait {
+                waiting_for,
+                desired,
+            } => (
+                "Creating",
+                "WaitingForNodes",
+                format!(
+                    "{} of {desired} nodes are up; the topology is assigned once all are",
+                    desired - waiting_for
+                ),
+            ),
+            Decision::Plan(_) => (
+                "Bootstrapping",
+                "AssigningSlots",
+                "assigning slots and primaries".to_string(),
+            ),
+        };
+    }
+    if all_ready {
+        return (
+            "Ready",
+            "AllNodesReady",
+            format!("{ready}/{desired} nodes ready, topology epoch {epoch}"),
+        );
+    }
+    let present = nodes.iter().filter(|n| n.ordinal < v.replicas).count();
+    if extra > 0 || ready < desired && present < desired {
+        (
+            "Scaling",
+            "ScalingReplicas",
+            format!("{ready}/{desired} nodes ready"),
+        )
+    } else if pushes_pending > 0 {
+        (
+            "Updating",
+            "PushingTopology",
+            format!("topology epoch {epoch} reaching {pushes_pending} node(s)"),
+        )
+    } else {
+        (
+            "Degraded",
+            "NodesNotReady",
+            format!("{ready}/{desired} nodes ready"),
+        )
+    }
+}
+
+fn ready_nodes(v: &ValidatedCluster, nodes: &[ObservedNode]) -> usize {
+    nodes
+        .iter()
+        .filter(|n| n.shard < v.shards && n.ordinal < v.replicas && n.pod_ready)
+        .count()
+}
+
+/// What a reconcile that applied the children knows.
+pub struct Inputs<'a> {
+    pub prev: &'a DatabaseClusterStatus,
+    pub v: &'a ValidatedCluster,
+    pub nodes: &'a [ObservedNode],
+    pub decision: &'a Decision,
+    /// `status.backup` with the finished backup Jobs folded in.
+    pub backup: Option<BackupStatus>,
+    /// A restore that completed in this reconcile.
+    pub restored: Option<&'a restore::Outcome>,
+    pub generation: i64,
+}
+
+/// The status to record after a reconcile that applied the children.
+pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
+    let Inputs {
+        prev,
+        v,
+        nodes,
+        decision,
+        backup,
+        restored,
+        generation,
+    } = inputs;
+    let mut next = prev.clone();
+    next.backup = backup;
+    if let Some(o) = restored {
+        next.restore = Some(o.status.clone());
+    }
+    let mut pushes_pending = 0usize;
+    let mut topology_changed = false;
+    if let Decision::Plan(p) = decision {
+        topology_changed = p.epoch != prev.epoch;
+        next.epoch = p.epoch;
+        next.shards = p.shards.clone();
+        pushes_pending = nodes
+            .iter()
+            .filter(|n| topology::role_of(&p.shards, &n.pod).is_some())
+            .filter(|n| n.info.as_ref().is_none_or(|i| i.epoch != p.epoch))
+            .count();
+    }
+    let desired = (v.shards * v.replicas) as usize;
+    let ready = ready_nodes(v, nodes);
+    next.ready = Some(format!("{ready}/{desired}"));
+    let (phase, reason, message) = phase(v, nodes, decision, next.epoch, pushes_pending);
+    let all_ready = phase == "Ready";
+    // A refused change leaves the cluster serving but not as specified.
+    let (phase, reason, message) = match (phase, v.refusals.first()) {
+        ("Ready", Some(r)) => ("Degraded", r.reason, r.message.clone()),
+        (p, _) => (p, reason, message),
+    };
+    next.phase = Some(phase.into());
+    next.reason = Some(reason.into());
+    next.message = Some(message.clone());
+    let mut conds = vec![
+        Cond::new(READY, all_ready, reason, message.clone()),
+        Cond::new(
+            PROGRESSING,
+            !all_ready && phase != "Degraded",
+            reason,
+            message.clone(),
+        ),
+    ];
+    match v.refusals.first() {
+        Some(r) => conds.push(Cond::new(DEGRADED, true, r.reason, r.message.clone())),
+        None if phase == "Degraded" => {
+            conds.push(Cond::new(DEGRADED, true, reason, message.clone()))
+        }
+        None => conds.push(Cond::new(DEGRADED, false, "AsExpected", "")),
+    }
+    conds.extend(backups::condition(next.backup.as_ref()));
+    if let Some(o) = restored {
+        conds.push(o.cond.clone());
+    }
+    Summary {
+        next: with_conditions(prev, next, generation, &conds, now),
+        all_ready,
+        message,
+        topology_changed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::{DatabaseCluster, DatabaseClusterSpec};
+    use crate::operator::validate::{validate, Existing};
+
+    fn cluster() -> ValidatedCluster {
+        let spec: DatabaseClusterSpec =
+            serde_json::from_str(r#"{"shards":1,"replicas":2}"#).expect("spec");
+        let mut d = DatabaseCluster::new("c", spec);
+        d.metadata.namespace = Some("ns".into());
+        d.metadata.uid = Some("u-1".into());
+        validate(&d, "tessera:test", &Existing::default()).expect("valid")
+    }
+
+    fn node(ordinal: u32, ready: bool) -> ObservedNode {
+        ObservedNode {
+            pod: format!("c-shard-0-{ordinal}"),
+            shard: 0,
+            ordinal,
+            ip: None,
+            pod_ready: ready,
+            info: None,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn run(epoch: u64, nodes: &[ObservedNode], decision: &Decision) -> Summary {
+        let prev = DatabaseClusterStatus {
+            epoch,
+            ..Default::default()
+        };
+        let v = cluster();
+        let inputs = Inputs {
+            prev: &prev,
+            v: &v,
+            nodes,
+            decision,
+            backup: None,
+            restored: None,
+            generation: 2,
+        };
+        summarize(inputs, crate::operator::context::now())
+    }
+
+    fn cond<'a>(s: &'a Summary, type_: &str) -> (&'a str, &'a str) {
+        s.next
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.as_str(), c.reason.as_str()))
+            .unwrap_or(("", ""))
+    }
+
+    #[test]
+    fn phases_from_what_was_observed() {
+        let wait = Decision::Wait {
+            waiting_for: 1,
+            desired: 2,
+        };
+        let s = run(0, &[node(0, true)], &wait);
+        assert_eq!(s.next.phase.as_deref(), Some("Creating"));
+        assert_eq!(s.next.ready.as_deref(), Some("1/2"));
+        assert_eq!(
+            s.message,
+            "1 of 2 nodes are up; the topology is assigned once all are"
+        );
+        assert_eq!(cond(&s, READY), ("False", "WaitingForNodes"));
+        assert_eq!(cond(&s, PROGRESSING), ("True", "WaitingForNodes"));
+
+        let s = run(3, &[node(0, true), node(1, true)], &wait);
+        assert!(s.all_ready);
+        assert_eq!(s.next.phase.as_deref(), Some("Ready"));
+        assert_eq!(s.message, "2/2 nodes ready, topology epoch 3");
+        assert_eq!(cond(&s, DEGRADED), ("False", "AsExpected"));
+        assert_eq!(s.next.observed_generation, Some(2));
+
+        let s = run(3, &[node(0, true), node(1, false)], &wait);
+        assert_eq!(s.next.phase.as_deref(), Some("Degraded"));
+        assert_eq!(cond(&s, DEGRADED), ("True", "NodesNotReady"));
+        assert_eq!(cond(&s, PROGRESSING), ("False", "NodesNotReady"));
+
+        let s = run(3, &[node(0, true), node(1, true), node(2, true)], &wait);
+        assert_eq!(s.next.phase.as_deref(), Some("Scaling"));
+    }
+}
