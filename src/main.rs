@@ -79,6 +79,18 @@ struct NodeArgs {
     /// cost of up to this much CPU per quiet gap (0: off; docs/node.md).
     #[arg(long, default_value_t = 50)]
     idle_spin_us: u64,
+    /// Close a client whose unparsed input exceeds this many bytes (Redis'
+    /// client-query-buffer-limit).
+    #[arg(long, default_value_t = node::ClientLimits::DEFAULT_QUERY_BUFFER)]
+    client_query_buffer_limit: usize,
+    /// Close a client whose pending replies exceed this many bytes (Redis'
+    /// client-output-buffer-limit for normal clients, hard limit).
+    #[arg(long, default_value_t = node::ClientLimits::DEFAULT_OUTPUT_BUFFER)]
+    client_output_buffer_limit: usize,
+    /// A command whose reply would exceed this many bytes answers an error
+    /// instead.
+    #[arg(long, default_value_t = node::ClientLimits::DEFAULT_MAX_REPLY)]
+    max_reply_bytes: usize,
     /// Node ID (40 hex characters); by default generated once and kept in the data directory.
     #[arg(long)]
     node_id: Option<String>,
@@ -156,6 +168,11 @@ fn main() -> Result<()> {
                 max_clients: a.max_clients,
                 snapshot_log_bytes: a.snapshot_log_bytes,
                 idle_spin_us: a.idle_spin_us,
+                limits: node::ClientLimits {
+                    query_buffer: a.client_query_buffer_limit,
+                    output_buffer: a.client_output_buffer_limit,
+                    max_reply: a.max_reply_bytes,
+                },
                 node_id: a.node_id,
                 repl: node::replication::ReplConfig {
                     consistency: a.consistency,

@@ -105,6 +105,44 @@ pub struct NodeConfig {
     /// Busy-poll this long after the last client read before sleeping
     /// (0: never; see `idle_spin`).
     pub idle_spin_us: u64,
+    /// What one client may make the node hold.
+    pub limits: ClientLimits,
+}
+
+/// Per-client resource bounds (docs/node.md, "Resource bounds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Unparsed input a client may have buffered (Redis'
+    /// client-query-buffer-limit); past it the client is closed.
+    pub query_buffer: usize,
+    /// Replies pending for one client (Redis' client-output-buffer-limit
+    /// for normal clients, hard limit); past it the client is closed.
+    pub output_buffer: usize,
+    /// The reply one command may build; past it the command answers an
+    /// error instead.
+    pub max_reply: usize,
+}
+
+impl ClientLimits {
+    /// Redis' client-query-buffer-limit default.
+    pub const DEFAULT_QUERY_BUFFER: usize = 1024 * 1024 * 1024;
+    /// Redis sets no output limit for normal clients; one that never reads
+    /// could then hold any amount. 1 GiB: room for replies of the largest
+    /// values (512 MiB bulks) while bounding what one client costs.
+    pub const DEFAULT_OUTPUT_BUFFER: usize = 1024 * 1024 * 1024;
+    /// Twice the largest bulk string: one command may return the largest
+    /// value with room to spare, but not the whole keyspace.
+    pub const DEFAULT_MAX_REPLY: usize = 1024 * 1024 * 1024;
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            query_buffer: Self::DEFAULT_QUERY_BUFFER,
+            output_buffer: Self::DEFAULT_OUTPUT_BUFFER,
+            max_reply: Self::DEFAULT_MAX_REPLY,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -124,6 +162,7 @@ impl NodeConfig {
             node_id: None,
             repl: replication::ReplConfig::default(),
             idle_spin_us: 0,
+            limits: ClientLimits::default(),
         }
     }
 }
