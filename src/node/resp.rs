@@ -70,7 +70,8 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 fn parse_int(digits: &[u8]) -> Option<i64> {
-    if digits.is_empty() || digits.len() > 19 {
+    // 20 bytes: a sign and 19 digits (i64::MIN is a valid reply integer).
+    if digits.is_empty() || digits.len() > 20 {
         return None;
     }
     let (neg, digits) = match digits[0] {
@@ -80,14 +81,21 @@ fn parse_int(digits: &[u8]) -> Option<i64> {
     if digits.is_empty() {
         return None;
     }
+    // Accumulated with the final sign, so i64::MIN does not overflow.
     let mut v: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+        let d = (d - b'0') as i64;
+        v = v.checked_mul(10)?;
+        v = if neg {
+            v.checked_sub(d)?
+        } else {
+            v.checked_add(d)?
+        };
     }
-    Some(if neg { -v } else { v })
+    Some(v)
 }
 
 /// Parses one request (multibulk or inline) at the start of `buf`, storing the
@@ -669,6 +677,17 @@ mod tests {
             parse_request_as(b"*11\r\n", &mut args, true).unwrap(),
             Parsed::Incomplete
         );
+    }
+
+    #[test]
+    fn reply_integers_span_i64() {
+        for n in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            let text = format!(":{n}\r\n");
+            let (f, _) = Frame::parse(text.as_bytes()).unwrap().unwrap();
+            assert_eq!(f, Frame::Integer(n));
+        }
+        assert!(Frame::parse(b":9223372036854775808\r\n").is_err());
+        assert!(Frame::parse(b":-9223372036854775809\r\n").is_err());
     }
 
     #[test]
