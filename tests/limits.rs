@@ -71,6 +71,19 @@ impl Raw {
     }
 }
 
+/// A field of `INFO stats`.
+fn stat(c: &mut Raw, field: &str) -> String {
+    let info = match c.cmd(&["INFO", "stats"]) {
+        Frame::Bulk(b) => String::from_utf8(b).expect("UTF-8 INFO"),
+        other => panic!("INFO answers a bulk string, got {other:?}"),
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("{field} in INFO stats"))
+        .trim()
+        .to_string()
+}
+
 fn err_text(f: Frame) -> String {
     match f {
         Frame::Error(e) => e,
@@ -235,6 +248,7 @@ fn a_reply_over_max_reply_bytes_is_an_error_and_the_connection_goes_on() {
         other => panic!("expected 1000 members, got {other:?}"),
     }
     assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    assert_eq!(stat(&mut c, "replies_over_max_reply_bytes"), "1");
     assert!(n.alive());
 }
 
@@ -256,6 +270,10 @@ fn a_client_over_its_output_buffer_limit_is_closed() {
     assert!(c.closed(), "the client is closed");
     let mut fresh = Raw::connect(&n);
     assert_eq!(fresh.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    assert_eq!(
+        stat(&mut fresh, "client_output_buffer_limit_disconnections"),
+        "1"
+    );
 }
 
 #[test]

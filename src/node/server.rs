@@ -372,6 +372,7 @@ async fn connection_loop(
                     limit = node.cfg.limits.query_buffer,
                     "closing a client over the query buffer limit"
                 );
+                Stats::add(&node.stats.query_buffer_disconnections, 1);
                 out.error("ERR Protocol error: client query buffer limit exceeded");
                 close = true;
             }
@@ -469,6 +470,7 @@ impl ReplyBound {
         let command = String::from_utf8_lossy(args.get(0)).to_ascii_lowercase();
         if self.command_end <= self.output {
             out.buf.truncate(self.reply_at);
+            Stats::add(&node.stats.replies_over_limit, 1);
             warn!(
                 client_id = conn.id,
                 addr = %conn.addr,
@@ -490,6 +492,7 @@ impl ReplyBound {
             limit = self.output,
             "closing a client over its output buffer limit"
         );
+        Stats::add(&node.stats.output_buffer_disconnections, 1);
         out.buf.clear();
         false
     }
