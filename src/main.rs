@@ -61,9 +61,10 @@ struct NodeArgs {
     /// Memory only: no log, no snapshots (a cache, or benchmarks).
     #[arg(long)]
     no_persistence: bool,
-    /// Refuse writes with -OOM above this many bytes (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    maxmemory: u64,
+    /// Refuse writes with -OOM above this many bytes (0: no limit; by
+    /// default three quarters of the cgroup's memory limit, none without one).
+    #[arg(long)]
+    maxmemory: Option<u64>,
     /// File holding the password clients must AUTH with.
     #[arg(long)]
     requirepass_file: Option<PathBuf>,
@@ -163,7 +164,16 @@ fn main() -> Result<()> {
                 data_dir: a.data_dir,
                 persistence: !a.no_persistence,
                 fsync: a.fsync,
-                maxmemory: a.maxmemory,
+                maxmemory: a.maxmemory.unwrap_or_else(|| {
+                    let derived = node::alloc::default_maxmemory();
+                    if derived > 0 {
+                        tracing::info!(
+                            maxmemory = derived,
+                            "maxmemory derived from the cgroup memory limit"
+                        );
+                    }
+                    derived
+                }),
                 password,
                 max_clients: a.max_clients,
                 snapshot_log_bytes: a.snapshot_log_bytes,
