@@ -292,3 +292,33 @@ fn append_refuses_to_grow_a_string_past_the_bulk_limit() {
     );
     assert_eq!(c.cmd(&["STRLEN", "k"]), Frame::Integer(part.len() as i64));
 }
+
+#[test]
+fn redis_cli_gets_redis_errors_for_out_of_range_counts_and_oversized_requests() {
+    let (n, _dir) = secured_node();
+    let cli = common::redis_tool("redis-cli");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&cli)
+            .args(["-h", "127.0.0.1", "-p", &n.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let auth = ["--no-auth-warning", "-a", PASSWORD];
+    assert_eq!(run(&[&auth[..], &["SADD", "s", "a"]].concat()), "1");
+    assert_eq!(
+        run(&[&auth[..], &["SRANDMEMBER", "s", "-9223372036854775808"]].concat()),
+        "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807"
+    );
+    // Without the password, 11 arguments are refused at the header.
+    let many: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    let mut args = vec!["SADD", "s"];
+    args.extend(many.iter().map(String::as_str));
+    let out = run(&args);
+    assert!(
+        out.contains("unauthenticated multibulk length"),
+        "redis-cli printed {out:?}"
+    );
+    assert_eq!(run(&[&auth[..], &["PING"]].concat()), "PONG");
+}

@@ -300,8 +300,17 @@ impl ReplyBuf {
             .is_some_and(|end| end <= self.limit);
         if !fits {
             self.overflowed = true;
+            return false;
         }
-        fits
+        let end = self.buf.len() + payload + FRAMING;
+        if end > self.buf.capacity() {
+            // Doubling, but never past the limit: a bounded reply must not
+            // reserve up to twice its bound.
+            let target = self.buf.capacity().saturating_mul(2).max(end);
+            let target = target.min(self.limit).max(end);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        true
     }
 
     fn line(&mut self, prefix: u8, n: i64) {
@@ -734,6 +743,16 @@ mod tests {
         }
         assert!(r.full());
         assert!(r.buf.len() <= 100, "{} bytes", r.buf.len());
+        assert!(
+            r.buf.capacity() <= 16 * 1024,
+            "no reservation past the first"
+        );
+        let mut big = ReplyBuf::new();
+        big.limit = 1_000_000;
+        while !big.full() {
+            big.bulk(&[b'x'; 1000]);
+        }
+        assert!(big.buf.capacity() <= 1_000_000, "{}", big.buf.capacity());
         assert!(written > 0 && written < 10, "{written} elements fit");
         // Once overflowed, nothing more is appended, even what would fit.
         let len = r.buf.len();
