@@ -322,3 +322,58 @@ fn redis_cli_gets_redis_errors_for_out_of_range_counts_and_oversized_requests() 
     );
     assert_eq!(run(&[&auth[..], &["PING"]].concat()), "PONG");
 }
+
+#[test]
+fn keys_answers_every_live_match_and_stops_at_the_reply_limit() {
+    let n = TestNode::start(&["--no-persistence", "--max-reply-bytes", "65536"]);
+    let mut c = Raw::connect(&n);
+    let mut mset = vec!["MSET".to_string()];
+    for i in 0..100 {
+        mset.push(format!("{{t}}k{i}"));
+        mset.push("v".into());
+    }
+    let refs: Vec<&str> = mset.iter().map(String::as_str).collect();
+    assert_eq!(c.cmd(&refs), Frame::Simple("OK".into()));
+    assert_eq!(c.cmd(&["SET", "other", "v"]), Frame::Simple("OK".into()));
+    assert_eq!(
+        c.cmd(&["SET", "{t}gone", "v", "PX", "1"]),
+        Frame::Simple("OK".into())
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    match c.cmd(&["KEYS", "{t}k*"]) {
+        Frame::Array(keys) => {
+            let mut keys: Vec<String> = keys
+                .into_iter()
+                .map(|k| match k {
+                    Frame::Bulk(b) => String::from_utf8(b).expect("UTF-8 keys"),
+                    other => panic!("a key, got {other:?}"),
+                })
+                .collect();
+            keys.sort();
+            let mut want: Vec<String> = (0..100).map(|i| format!("{{t}}k{i}")).collect();
+            want.sort();
+            assert_eq!(keys, want);
+        }
+        other => panic!("KEYS answers an array, got {other:?}"),
+    }
+    match c.cmd(&["KEYS", "*"]) {
+        Frame::Array(keys) => assert_eq!(keys.len(), 101, "the expired key is not listed"),
+        other => panic!("KEYS answers an array, got {other:?}"),
+    }
+    // 2000 keys of 40 bytes do not fit in 64 KiB.
+    let big: Vec<String> = (0..2000).map(|i| format!("{{b}}{i:0>37}")).collect();
+    for chunk in big.chunks(500) {
+        let mut mset = vec!["MSET"];
+        for k in chunk {
+            mset.push(k);
+            mset.push("v");
+        }
+        assert_eq!(c.cmd(&mset), Frame::Simple("OK".into()));
+    }
+    let e = err_text(c.cmd(&["KEYS", "*"]));
+    assert_eq!(
+        e,
+        "ERR reply exceeds the limit of 65536 bytes (max-reply-bytes)"
+    );
+    assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
+}
