@@ -377,3 +377,25 @@ fn keys_answers_every_live_match_and_stops_at_the_reply_limit() {
     );
     assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
 }
+
+#[test]
+fn a_client_over_the_query_buffer_limit_is_closed() {
+    let n = TestNode::start(&["--no-persistence", "--client-query-buffer-limit", "1048576"]);
+    let mut c = Raw::connect(&n);
+    // A 10 MB argument is legal, but its first 2 MB already pass the limit.
+    c.s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10000000\r\n")
+        .expect("write");
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..32 {
+        if c.s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    assert!(c.closed(), "the client is closed");
+    let mut fresh = Raw::connect(&n);
+    assert_eq!(
+        stat(&mut fresh, "client_query_buffer_limit_disconnections"),
+        "1"
+    );
+    assert_eq!(fresh.cmd(&["EXISTS", "k"]), Frame::Integer(0));
+}

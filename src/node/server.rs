@@ -364,18 +364,7 @@ async fn connection_loop(
                 node.stats.command_latency.observe_n(per, commands);
             }
             inbuf.advance(consumed.min(inbuf.len()));
-            if !close && inbuf.len() > node.cfg.limits.query_buffer {
-                warn!(
-                    client_id = conn.id,
-                    addr = %conn.addr,
-                    bytes = inbuf.len(),
-                    limit = node.cfg.limits.query_buffer,
-                    "closing a client over the query buffer limit"
-                );
-                Stats::add(&node.stats.query_buffer_disconnections, 1);
-                out.error("ERR Protocol error: client query buffer limit exceeded");
-                close = true;
-            }
+            close = close || over_query_limit(node, conn, inbuf.len(), &mut out);
         }
         if effects.last_lsn > 0 {
             if node.wal.pending_bytes() >= EARLY_PUSH_BYTES
@@ -430,6 +419,25 @@ async fn connection_loop(
             inbuf.extend_from_slice(&rest);
         }
     }
+}
+
+/// Whether a client's unparsed input passed `--client-query-buffer-limit`;
+/// then it gets an error and is closed, as in Redis.
+fn over_query_limit(node: &Node, conn: &ConnState, pending: usize, out: &mut ReplyBuf) -> bool {
+    let limit = node.cfg.limits.query_buffer;
+    if pending <= limit {
+        return false;
+    }
+    warn!(
+        client_id = conn.id,
+        addr = %conn.addr,
+        bytes = pending,
+        limit,
+        "closing a client over the query buffer limit"
+    );
+    Stats::add(&node.stats.query_buffer_disconnections, 1);
+    out.error("ERR Protocol error: client query buffer limit exceeded");
+    true
 }
 
 /// Where one command's reply must stop: the per-command cap counted from
