@@ -81,17 +81,19 @@ struct NodeArgs {
     #[arg(long, default_value_t = 50)]
     idle_spin_us: u64,
     /// Close a client whose unparsed input exceeds this many bytes (Redis'
-    /// client-query-buffer-limit).
-    #[arg(long, default_value_t = node::ClientLimits::DEFAULT_QUERY_BUFFER)]
-    client_query_buffer_limit: usize,
+    /// client-query-buffer-limit). Default: 1 GiB, or an eighth of the
+    /// cgroup's memory limit when that is less (at least 16 MiB).
+    #[arg(long)]
+    client_query_buffer_limit: Option<usize>,
     /// Close a client whose pending replies exceed this many bytes (Redis'
-    /// client-output-buffer-limit for normal clients, hard limit).
-    #[arg(long, default_value_t = node::ClientLimits::DEFAULT_OUTPUT_BUFFER)]
-    client_output_buffer_limit: usize,
+    /// client-output-buffer-limit for normal clients, hard limit). Default
+    /// as --client-query-buffer-limit.
+    #[arg(long)]
+    client_output_buffer_limit: Option<usize>,
     /// A command whose reply would exceed this many bytes answers an error
-    /// instead.
-    #[arg(long, default_value_t = node::ClientLimits::DEFAULT_MAX_REPLY)]
-    max_reply_bytes: usize,
+    /// instead. Default as --client-query-buffer-limit.
+    #[arg(long)]
+    max_reply_bytes: Option<usize>,
     /// Node ID (40 hex characters); by default generated once and kept in the data directory.
     #[arg(long)]
     node_id: Option<String>,
@@ -178,10 +180,13 @@ fn main() -> Result<()> {
                 max_clients: a.max_clients,
                 snapshot_log_bytes: a.snapshot_log_bytes,
                 idle_spin_us: a.idle_spin_us,
-                limits: node::ClientLimits {
-                    query_buffer: a.client_query_buffer_limit,
-                    output_buffer: a.client_output_buffer_limit,
-                    max_reply: a.max_reply_bytes,
+                limits: {
+                    let d = node::ClientLimits::for_memory(node::alloc::cgroup_memory_limit());
+                    node::ClientLimits {
+                        query_buffer: a.client_query_buffer_limit.unwrap_or(d.query_buffer),
+                        output_buffer: a.client_output_buffer_limit.unwrap_or(d.output_buffer),
+                        max_reply: a.max_reply_bytes.unwrap_or(d.max_reply),
+                    }
                 },
                 node_id: a.node_id,
                 repl: node::replication::ReplConfig {
