@@ -281,30 +281,42 @@ enum Op {
 }
 
 /// The result of an operation over the sets at `keys` (missing = empty).
+/// Only the result is built: the sets are read in place, not copied.
 fn compute<'k>(
     ctx: &mut Ctx<'_>,
     keys: impl Iterator<Item = &'k [u8]>,
     op: Op,
 ) -> Result<Set, &'static str> {
     let slot = ctx.slot();
-    let mut sets: Vec<Option<Set>> = Vec::new();
-    for k in keys {
-        sets.push(read(ctx.store, slot, k)?.cloned());
+    let keys: Vec<&[u8]> = keys.collect();
+    // Expire lazily and check types first; then borrow every set at once.
+    for k in &keys {
+        read(ctx.store, slot, k)?;
     }
+    let store = &*ctx.store;
     let empty = Set::new();
-    let mut it = sets.iter().map(|s| s.as_ref().unwrap_or(&empty));
-    let first = it.next().cloned().unwrap_or_default();
+    let sets: Vec<&Set> = keys
+        .iter()
+        .map(|k| match store.peek(slot, k).map(|e| &e.value) {
+            Some(Value::Set(s)) => &**s,
+            _ => &empty,
+        })
+        .collect();
+    let Some((first, rest)) = sets.split_first() else {
+        return Ok(Set::new());
+    };
     Ok(match op {
-        Op::Inter => it.fold(first, |acc, s| {
-            acc.into_iter().filter(|m| s.contains(m)).collect()
-        }),
-        Op::Union => it.fold(first, |mut acc, s| {
-            acc.extend(s.iter().cloned());
-            acc
-        }),
-        Op::Diff => it.fold(first, |acc, s| {
-            acc.into_iter().filter(|m| !s.contains(m)).collect()
-        }),
+        Op::Inter => first
+            .iter()
+            .filter(|m| rest.iter().all(|s| s.contains(*m)))
+            .cloned()
+            .collect(),
+        Op::Union => sets.iter().flat_map(|s| s.iter()).cloned().collect(),
+        Op::Diff => first
+            .iter()
+            .filter(|m| !rest.iter().any(|s| s.contains(*m)))
+            .cloned()
+            .collect(),
     })
 }
 
