@@ -61,9 +61,10 @@ struct NodeArgs {
     /// Memory only: no log, no snapshots (a cache, or benchmarks).
     #[arg(long)]
     no_persistence: bool,
-    /// Refuse writes with -OOM above this many bytes (0: no limit).
-    #[arg(long, default_value_t = 0)]
-    maxmemory: u64,
+    /// Refuse writes with -OOM above this many bytes (0: no limit; by
+    /// default three quarters of the cgroup's memory limit, none without one).
+    #[arg(long)]
+    maxmemory: Option<u64>,
     /// File holding the password clients must AUTH with.
     #[arg(long)]
     requirepass_file: Option<PathBuf>,
@@ -79,6 +80,20 @@ struct NodeArgs {
     /// cost of up to this much CPU per quiet gap (0: off; docs/node.md).
     #[arg(long, default_value_t = 50)]
     idle_spin_us: u64,
+    /// Close a client whose unparsed input exceeds this many bytes (Redis'
+    /// client-query-buffer-limit). Default: 1 GiB, or an eighth of the
+    /// cgroup's memory limit when that is less (at least 16 MiB).
+    #[arg(long)]
+    client_query_buffer_limit: Option<usize>,
+    /// Close a client whose pending replies exceed this many bytes (Redis'
+    /// client-output-buffer-limit for normal clients, hard limit). Default
+    /// as --client-query-buffer-limit.
+    #[arg(long)]
+    client_output_buffer_limit: Option<usize>,
+    /// A command whose reply would exceed this many bytes answers an error
+    /// instead. Default as --client-query-buffer-limit.
+    #[arg(long)]
+    max_reply_bytes: Option<usize>,
     /// Node ID (40 hex characters); by default generated once and kept in the data directory.
     #[arg(long)]
     node_id: Option<String>,
@@ -151,11 +166,28 @@ fn main() -> Result<()> {
                 data_dir: a.data_dir,
                 persistence: !a.no_persistence,
                 fsync: a.fsync,
-                maxmemory: a.maxmemory,
+                maxmemory: a.maxmemory.unwrap_or_else(|| {
+                    let derived = node::alloc::default_maxmemory();
+                    if derived > 0 {
+                        tracing::info!(
+                            maxmemory = derived,
+                            "maxmemory derived from the cgroup memory limit"
+                        );
+                    }
+                    derived
+                }),
                 password,
                 max_clients: a.max_clients,
                 snapshot_log_bytes: a.snapshot_log_bytes,
                 idle_spin_us: a.idle_spin_us,
+                limits: {
+                    let d = node::ClientLimits::for_memory(node::alloc::cgroup_memory_limit());
+                    node::ClientLimits {
+                        query_buffer: a.client_query_buffer_limit.unwrap_or(d.query_buffer),
+                        output_buffer: a.client_output_buffer_limit.unwrap_or(d.output_buffer),
+                        max_reply: a.max_reply_bytes.unwrap_or(d.max_reply),
+                    }
+                },
                 node_id: a.node_id,
                 repl: node::replication::ReplConfig {
                     consistency: a.consistency,

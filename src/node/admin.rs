@@ -484,6 +484,21 @@ pub fn render_metrics(node: &Node) -> String {
     );
     gauge(
         &mut out,
+        "tessera_client_buffer_limit_disconnections_total",
+        "Clients closed over their query or output buffer limit.",
+        "counter",
+        node.stats.query_buffer_disconnections.get()
+            + node.stats.output_buffer_disconnections.get(),
+    );
+    gauge(
+        &mut out,
+        "tessera_replies_over_limit_total",
+        "Commands whose reply passed --max-reply-bytes and answered an error instead.",
+        "counter",
+        node.stats.replies_over_limit.get(),
+    );
+    gauge(
+        &mut out,
         "tessera_used_memory_bytes",
         "Bytes allocated by the node.",
         "gauge",

@@ -54,3 +54,39 @@ pub fn rss_bytes() -> u64 {
         .map(|pages| pages * 4096)
         .unwrap_or(0)
 }
+
+/// The memory limit of this process's cgroup (a pod's memory limit), if it
+/// has one: cgroup v2's `memory.max`, else v1's `memory.limit_in_bytes`.
+pub fn cgroup_memory_limit() -> Option<u64> {
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok();
+    let v1 = || std::fs::read_to_string("/sys/fs/cgroup/memory/memory.limit_in_bytes").ok();
+    v2.or_else(v1).and_then(|s| parse_cgroup_limit(&s))
+}
+
+/// `max` (v2) and v1's page-rounded i64::MAX mean no limit.
+fn parse_cgroup_limit(text: &str) -> Option<u64> {
+    let n: u64 = text.trim().parse().ok()?;
+    (n > 0 && n < 1 << 62).then_some(n)
+}
+
+/// The default `maxmemory`: three quarters of the cgroup's limit, so that
+/// writes are refused (-OOM) before the kernel kills the node; the rest is
+/// for what `maxmemory` does not refuse (client buffers, the replication
+/// ring, snapshots) and the allocator's overhead. 0 (no limit) without one.
+pub fn default_maxmemory() -> u64 {
+    cgroup_memory_limit().map_or(0, |limit| limit / 4 * 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cgroup_limit;
+
+    #[test]
+    fn cgroup_limits_parse_and_unlimited_is_none() {
+        assert_eq!(parse_cgroup_limit("1073741824\n"), Some(1 << 30));
+        assert_eq!(parse_cgroup_limit("max\n"), None);
+        assert_eq!(parse_cgroup_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_cgroup_limit("0\n"), None);
+        assert_eq!(parse_cgroup_limit(""), None);
+    }
+}

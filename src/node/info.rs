@@ -81,7 +81,7 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
         let st = &node.stats;
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nreplies_over_max_reply_bytes:{}\r\n\r\n",
             st.connections_received.get(),
             st.commands_processed.get(),
             st.net_input_bytes.get(),
@@ -91,6 +91,9 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
             st.keyspace_hits.get(),
             st.keyspace_misses.get(),
             st.error_replies.get(),
+            st.query_buffer_disconnections.get(),
+            st.output_buffer_disconnections.get(),
+            st.replies_over_limit.get(),
         );
     }
     if want("replication") {

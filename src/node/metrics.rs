@@ -64,6 +64,12 @@ pub struct Stats {
     pub commands_processed: Cell<u64>,
     pub net_input_bytes: Cell<u64>,
     pub net_output_bytes: Cell<u64>,
+    /// Clients closed over `--client-query-buffer-limit`.
+    pub query_buffer_disconnections: Cell<u64>,
+    /// Clients closed over their output buffer limit.
+    pub output_buffer_disconnections: Cell<u64>,
+    /// Commands whose reply passed `--max-reply-bytes`.
+    pub replies_over_limit: Cell<u64>,
 }
 
 impl Stats {
@@ -80,6 +86,9 @@ impl Stats {
             commands_processed: Cell::new(0),
             net_input_bytes: Cell::new(0),
             net_output_bytes: Cell::new(0),
+            query_buffer_disconnections: Cell::new(0),
+            output_buffer_disconnections: Cell::new(0),
+            replies_over_limit: Cell::new(0),
         }
     }
 

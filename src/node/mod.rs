@@ -105,6 +105,63 @@ pub struct NodeConfig {
     /// Busy-poll this long after the last client read before sleeping
     /// (0: never; see `idle_spin`).
     pub idle_spin_us: u64,
+    /// What one client may make the node hold.
+    pub limits: ClientLimits,
+}
+
+/// Per-client resource bounds (docs/node.md, "Resource bounds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Unparsed input a client may have buffered (Redis'
+    /// client-query-buffer-limit); past it the client is closed.
+    pub query_buffer: usize,
+    /// Replies pending for one client (Redis' client-output-buffer-limit
+    /// for normal clients, hard limit); past it the client is closed.
+    pub output_buffer: usize,
+    /// The reply one command may build; past it the command answers an
+    /// error instead.
+    pub max_reply: usize,
+}
+
+impl ClientLimits {
+    /// Redis' client-query-buffer-limit default.
+    pub const DEFAULT_QUERY_BUFFER: usize = 1024 * 1024 * 1024;
+    /// Redis sets no output limit for normal clients; one that never reads
+    /// could then hold any amount. 1 GiB: room for replies of the largest
+    /// values (512 MiB bulks) while bounding what one client costs.
+    pub const DEFAULT_OUTPUT_BUFFER: usize = 1024 * 1024 * 1024;
+    /// Twice the largest bulk string: one command may return the largest
+    /// value with room to spare, but not the whole keyspace.
+    pub const DEFAULT_MAX_REPLY: usize = 1024 * 1024 * 1024;
+}
+
+impl ClientLimits {
+    /// The defaults under a memory limit (a pod's): each bound at most an
+    /// eighth of it, so that one client or one request cannot take the
+    /// node past its limit, but never below 16 MiB. Without a limit (or a
+    /// large one), the fixed defaults.
+    pub fn for_memory(limit: Option<u64>) -> Self {
+        let Some(limit) = limit else {
+            return Self::default();
+        };
+        let eighth = usize::try_from(limit / 8).unwrap_or(usize::MAX);
+        let bound = |default: usize| eighth.clamp(16 * 1024 * 1024, default.max(16 * 1024 * 1024));
+        Self {
+            query_buffer: bound(Self::DEFAULT_QUERY_BUFFER),
+            output_buffer: bound(Self::DEFAULT_OUTPUT_BUFFER),
+            max_reply: bound(Self::DEFAULT_MAX_REPLY),
+        }
+    }
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            query_buffer: Self::DEFAULT_QUERY_BUFFER,
+            output_buffer: Self::DEFAULT_OUTPUT_BUFFER,
+            max_reply: Self::DEFAULT_MAX_REPLY,
+        }
+    }
 }
 
 impl NodeConfig {
@@ -124,6 +181,7 @@ impl NodeConfig {
             node_id: None,
             repl: replication::ReplConfig::default(),
             idle_spin_us: 0,
+            limits: ClientLimits::default(),
         }
     }
 }
@@ -429,4 +487,26 @@ pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
         .map_err(NodeError::Runtime)?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, server::serve(cfg, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientLimits;
+
+    #[test]
+    fn client_limits_scale_down_to_a_memory_limit_and_no_further() {
+        assert_eq!(ClientLimits::for_memory(None), ClientLimits::default());
+        // A 64 GiB pod keeps the fixed 1 GiB bounds.
+        assert_eq!(
+            ClientLimits::for_memory(Some(64 << 30)),
+            ClientLimits::default()
+        );
+        // A 2 GiB pod: an eighth each.
+        let two = ClientLimits::for_memory(Some(2 << 30));
+        assert_eq!(two.max_reply, 256 << 20);
+        assert_eq!(two.output_buffer, 256 << 20);
+        assert_eq!(two.query_buffer, 256 << 20);
+        // A tiny pod still allows 16 MiB.
+        assert_eq!(ClientLimits::for_memory(Some(64 << 20)).max_reply, 16 << 20);
+    }
 }

@@ -1389,8 +1389,10 @@ pub async fn wait_rule(node: &Node, lsn: u64) -> Result<(), String> {
 /// so far, waiting up to `timeout_ms` (0: forever) for `want` of them.
 pub async fn wait_command(node: &Node, want: usize, timeout_ms: u64) -> i64 {
     let lsn = node.wal.last_lsn();
-    let deadline =
-        (timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(timeout_ms));
+    // A deadline past what the clock can represent is no deadline.
+    let deadline = (timeout_ms > 0)
+        .then(|| tokio::time::Instant::now().checked_add(Duration::from_millis(timeout_ms)))
+        .flatten();
     loop {
         let notified = node.repl.acked.notified();
         tokio::pin!(notified);

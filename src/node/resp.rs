@@ -15,6 +15,11 @@ pub const MAX_INLINE: usize = 64 * 1024;
 pub const MAX_ARGS: usize = 1024 * 1024;
 /// Largest bulk string (Redis' default proto-max-bulk-len).
 pub const MAX_BULK: usize = 512 * 1024 * 1024;
+/// Before AUTH, at most this many arguments (Redis since CVE-2021-32675):
+/// a peer without the password cannot make the node buffer much.
+pub const UNAUTH_MAX_ARGS: usize = 10;
+/// Before AUTH, the largest bulk string (Redis: 16384).
+pub const UNAUTH_MAX_BULK: usize = 16 * 1024;
 
 /// What went wrong in a request and how far to skip to resynchronize.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +70,8 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 }
 
 fn parse_int(digits: &[u8]) -> Option<i64> {
-    if digits.is_empty() || digits.len() > 19 {
+    // 20 bytes: a sign and 19 digits (i64::MIN is a valid reply integer).
+    if digits.is_empty() || digits.len() > 20 {
         return None;
     }
     let (neg, digits) = match digits[0] {
@@ -75,31 +81,55 @@ fn parse_int(digits: &[u8]) -> Option<i64> {
     if digits.is_empty() {
         return None;
     }
+    // Accumulated with the final sign, so i64::MIN does not overflow.
     let mut v: i64 = 0;
     for &d in digits {
         if !d.is_ascii_digit() {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+        let d = (d - b'0') as i64;
+        v = v.checked_mul(10)?;
+        v = if neg {
+            v.checked_sub(d)?
+        } else {
+            v.checked_add(d)?
+        };
     }
-    Some(if neg { -v } else { v })
+    Some(v)
 }
 
 /// Parses one request (multibulk or inline) at the start of `buf`, storing the
-/// byte range of every argument in `args`.
+/// byte range of every argument in `args`, for an authenticated client.
 pub fn parse_request(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Parsed, ProtocolError> {
+    parse_request_as(buf, args, true)
+}
+
+/// [`parse_request`] for a client that has or has not authenticated: before
+/// AUTH, a multibulk of more than [`UNAUTH_MAX_ARGS`] arguments or a bulk of
+/// more than [`UNAUTH_MAX_BULK`] bytes closes the connection at its header,
+/// before any of its payload is buffered (Redis' messages and order: the
+/// absolute maximum first, then the pre-AUTH one).
+pub fn parse_request_as(
+    buf: &[u8],
+    args: &mut Vec<Range<usize>>,
+    authenticated: bool,
+) -> Result<Parsed, ProtocolError> {
     args.clear();
     if buf.is_empty() {
         return Ok(Parsed::Incomplete);
     }
     if buf[0] == b'*' {
-        parse_multibulk(buf, args)
+        parse_multibulk(buf, args, authenticated)
     } else {
         parse_inline(buf, args)
     }
 }
 
-fn parse_multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Parsed, ProtocolError> {
+fn parse_multibulk(
+    buf: &[u8],
+    args: &mut Vec<Range<usize>>,
+    authenticated: bool,
+) -> Result<Parsed, ProtocolError> {
     let Some(end) = find_crlf(buf, 1) else {
         if buf.len() > MAX_INLINE {
             return Err(ProtocolError::fatal("too big mbulk count string"));
@@ -111,6 +141,9 @@ fn parse_multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Parsed, P
         Some(_) => return Err(ProtocolError::fatal("invalid multibulk length")),
         None => return Err(ProtocolError::resync("invalid multibulk length", end + 2)),
     };
+    if !authenticated && count > UNAUTH_MAX_ARGS as i64 {
+        return Err(ProtocolError::fatal("unauthenticated multibulk length"));
+    }
     let mut pos = end + 2;
     if count <= 0 {
         return Ok(Parsed::Empty(pos));
@@ -139,6 +172,9 @@ fn parse_multibulk(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Parsed, P
             }
             _ => return Err(ProtocolError::resync("invalid bulk length", lend + 2)),
         };
+        if !authenticated && len > UNAUTH_MAX_BULK {
+            return Err(ProtocolError::fatal("unauthenticated bulk length"));
+        }
         let start = lend + 2;
         if buf.len() < start + len + 2 {
             return Ok(Parsed::Incomplete);
@@ -213,12 +249,27 @@ fn parse_inline(buf: &[u8], args: &mut Vec<Range<usize>>) -> Result<Parsed, Prot
 }
 
 /// Appends replies to a connection's output buffer, in RESP2 or RESP3.
+///
+/// The buffer is bounded: an append that would take it past `limit` is
+/// dropped and marks the buffer `overflowed`, so no command can build an
+/// unbounded reply; its caller discards the partial reply (see
+/// `server::connection_loop`), and loops that produce many elements stop
+/// early by checking [`ReplyBuf::full`].
 pub struct ReplyBuf {
     pub buf: Vec<u8>,
     pub resp3: bool,
     /// Error replies written so far (INFO's total_error_replies).
     pub errors: u64,
+    /// Most bytes `buf` may hold (set per command by the connection loop;
+    /// `usize::MAX`: no bound, for the log applier).
+    pub limit: usize,
+    /// An append was dropped for `limit`; everything after it is too.
+    pub overflowed: bool,
 }
+
+/// Framing bytes around one element at most: a type byte, an i64 and CRLF
+/// twice (a bulk's header and its terminator), or a verbatim's `txt:`.
+const FRAMING: usize = 32;
 
 impl ReplyBuf {
     pub fn new() -> Self {
@@ -226,20 +277,65 @@ impl ReplyBuf {
             buf: Vec::with_capacity(16 * 1024),
             resp3: false,
             errors: 0,
+            limit: usize::MAX,
+            overflowed: false,
         }
     }
 
+    /// Whether the reply being built has passed the limit: a command that
+    /// loops over many elements stops there, its reply is discarded anyway.
+    pub fn full(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Room for `payload` bytes plus framing, or mark the buffer overflowed.
+    fn room(&mut self, payload: usize) -> bool {
+        if self.overflowed {
+            return false;
+        }
+        let fits = self
+            .buf
+            .len()
+            .checked_add(payload.saturating_add(FRAMING))
+            .is_some_and(|end| end <= self.limit);
+        if !fits {
+            self.overflowed = true;
+            return false;
+        }
+        let end = self.buf.len() + payload + FRAMING;
+        if end > self.buf.capacity() {
+            // Doubling, but never past the limit: a bounded reply must not
+            // reserve up to twice its bound.
+            let target = self.buf.capacity().saturating_mul(2).max(end);
+            let target = target.min(self.limit).max(end);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
+        true
+    }
+
     fn line(&mut self, prefix: u8, n: i64) {
+        if !self.room(0) {
+            return;
+        }
         self.buf.push(prefix);
         let mut tmp = itoa_buf();
         self.buf.extend_from_slice(fmt_i64(&mut tmp, n));
         self.buf.extend_from_slice(b"\r\n");
     }
 
+    fn raw(&mut self, bytes: &[u8]) {
+        if self.room(bytes.len()) {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
     pub fn ok(&mut self) {
-        self.buf.extend_from_slice(b"+OK\r\n");
+        self.raw(b"+OK\r\n");
     }
     pub fn simple(&mut self, s: &str) {
+        if !self.room(s.len()) {
+            return;
+        }
         self.buf.push(b'+');
         self.buf.extend_from_slice(s.as_bytes());
         self.buf.extend_from_slice(b"\r\n");
@@ -247,6 +343,9 @@ impl ReplyBuf {
     /// An error reply; `msg` starts with its code (`ERR`, `WRONGTYPE`, …).
     pub fn error(&mut self, msg: &str) {
         self.errors += 1;
+        if !self.room(msg.len()) {
+            return;
+        }
         self.buf.push(b'-');
         // CR/LF would break the frame: errors are single lines.
         for &b in msg.as_bytes() {
@@ -259,6 +358,9 @@ impl ReplyBuf {
         self.line(b':', n);
     }
     pub fn bulk(&mut self, data: &[u8]) {
+        if !self.room(data.len()) {
+            return;
+        }
         self.line(b'$', data.len() as i64);
         self.buf.extend_from_slice(data);
         self.buf.extend_from_slice(b"\r\n");
@@ -272,17 +374,17 @@ impl ReplyBuf {
     /// The null reply: `$-1` in RESP2, `_` in RESP3.
     pub fn null(&mut self) {
         if self.resp3 {
-            self.buf.extend_from_slice(b"_\r\n");
+            self.raw(b"_\r\n");
         } else {
-            self.buf.extend_from_slice(b"$-1\r\n");
+            self.raw(b"$-1\r\n");
         }
     }
     /// A null array (`*-1` in RESP2), e.g. for a timed-out blocking pop.
     pub fn null_array(&mut self) {
         if self.resp3 {
-            self.buf.extend_from_slice(b"_\r\n");
+            self.raw(b"_\r\n");
         } else {
-            self.buf.extend_from_slice(b"*-1\r\n");
+            self.raw(b"*-1\r\n");
         }
     }
     pub fn array(&mut self, len: usize) {
@@ -308,6 +410,9 @@ impl ReplyBuf {
     pub fn double(&mut self, v: f64) {
         let s = fmt_double(v);
         if self.resp3 {
+            if !self.room(s.len()) {
+                return;
+            }
             self.buf.push(b',');
             self.buf.extend_from_slice(s.as_bytes());
             self.buf.extend_from_slice(b"\r\n");
@@ -318,6 +423,9 @@ impl ReplyBuf {
     /// A verbatim text (RESP3 `=txt:`), a bulk string in RESP2.
     pub fn verbatim(&mut self, text: &str) {
         if self.resp3 {
+            if !self.room(text.len()) {
+                return;
+            }
             self.line(b'=', text.len() as i64 + 4);
             self.buf.extend_from_slice(b"txt:");
             self.buf.extend_from_slice(text.as_bytes());
@@ -554,6 +662,44 @@ mod tests {
     }
 
     #[test]
+    fn unauthenticated_requests_are_limited_at_their_headers() {
+        let mut args = Vec::new();
+        let e = parse_request_as(b"*11\r\n", &mut args, false).unwrap_err();
+        assert_eq!(e.message, "unauthenticated multibulk length");
+        assert_eq!(e.skip, None);
+        let e = parse_request_as(b"*1\r\n$16385\r\n", &mut args, false).unwrap_err();
+        assert_eq!(e.message, "unauthenticated bulk length");
+        assert_eq!(e.skip, None);
+        // The absolute limit answers first, as in Redis.
+        let e = parse_request_as(b"*1\r\n$999999999999\r\n", &mut args, false).unwrap_err();
+        assert_eq!(e.message, "invalid bulk length");
+        // At the limits, and after AUTH, the same requests parse.
+        assert_eq!(
+            parse_request_as(b"*10\r\n", &mut args, false).unwrap(),
+            Parsed::Incomplete
+        );
+        assert_eq!(
+            parse_request_as(b"*1\r\n$16384\r\n", &mut args, false).unwrap(),
+            Parsed::Incomplete
+        );
+        assert_eq!(
+            parse_request_as(b"*11\r\n", &mut args, true).unwrap(),
+            Parsed::Incomplete
+        );
+    }
+
+    #[test]
+    fn reply_integers_span_i64() {
+        for n in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX] {
+            let text = format!(":{n}\r\n");
+            let (f, _) = Frame::parse(text.as_bytes()).unwrap().unwrap();
+            assert_eq!(f, Frame::Integer(n));
+        }
+        assert!(Frame::parse(b":9223372036854775808\r\n").is_err());
+        assert!(Frame::parse(b":-9223372036854775809\r\n").is_err());
+    }
+
+    #[test]
     fn reply_frames_round_trip() {
         let mut r = ReplyBuf::new();
         r.array(3);
@@ -580,6 +726,38 @@ mod tests {
             f,
             Frame::Map(vec![(Frame::Bulk(b"k".to_vec()), Frame::Double(1.5))])
         );
+    }
+
+    #[test]
+    fn replies_past_the_limit_are_dropped_and_marked() {
+        let mut r = ReplyBuf::new();
+        r.limit = 100;
+        r.array(1000);
+        let mut written = 0;
+        for _ in 0..1000 {
+            r.bulk(b"0123456789");
+            if r.full() {
+                break;
+            }
+            written += 1;
+        }
+        assert!(r.full());
+        assert!(r.buf.len() <= 100, "{} bytes", r.buf.len());
+        assert!(
+            r.buf.capacity() <= 16 * 1024,
+            "no reservation past the first"
+        );
+        let mut big = ReplyBuf::new();
+        big.limit = 1_000_000;
+        while !big.full() {
+            big.bulk(&[b'x'; 1000]);
+        }
+        assert!(big.buf.capacity() <= 1_000_000, "{}", big.buf.capacity());
+        assert!(written > 0 && written < 10, "{written} elements fit");
+        // Once overflowed, nothing more is appended, even what would fit.
+        let len = r.buf.len();
+        r.ok();
+        assert_eq!(r.buf.len(), len);
     }
 
     #[test]

@@ -12,14 +12,16 @@ use tracing::{error, info, warn};
 
 use super::cmd::{self, Args, ConnState, Ctx, Effects};
 use super::metrics::Stats;
-use super::resp::{parse_request, Parsed, ReplyBuf};
+use super::resp::{parse_request_as, Parsed, ReplyBuf};
 use super::store::{ExpireMode, Store};
 use super::wal::{FsyncPolicy, Wal};
 use super::{admin, load_node_id, now_ms, snapshot, Node, NodeConfig, NodeError};
 
-/// A client whose unparsed input grows past this is disconnected (Redis'
-/// client-query-buffer-limit).
-const MAX_QUERY_BUFFER: usize = 1024 * 1024 * 1024;
+/// Replies pending for a client that has not authenticated: Redis closes
+/// such a client once its reply list passes 1 KiB beyond the 16 KiB
+/// buffer (CVE-2025-21605), so a peer without the password that never
+/// reads cannot make the node hold its replies.
+const UNAUTH_OUTPUT_LIMIT: usize = 17 * 1024;
 
 /// A primary with replicas writes and streams its pending records once this
 /// much has gathered, without waiting for the end of the event-loop round
@@ -307,7 +309,7 @@ async fn connection_loop(
             let mut commands = 0u64;
             while consumed < inbuf.len() {
                 let pending = &inbuf[consumed..];
-                match parse_request(pending, &mut ranges) {
+                match parse_request_as(pending, &mut ranges, conn.authenticated) {
                     Ok(Parsed::Incomplete) => break,
                     Ok(Parsed::Empty(used)) => consumed += used,
                     Ok(Parsed::Command(used)) => {
@@ -317,9 +319,18 @@ async fn connection_loop(
                         };
                         out.resp3 = conn.resp3;
                         let (lsn_before, reply_at) = (effects.last_lsn, out.buf.len());
+                        let bound = ReplyBound::new(node, conn, reply_at);
+                        out.limit = bound.limit();
                         run_command(node, &mut store, &mut out, conn, &mut effects, &args);
+                        out.limit = usize::MAX;
                         commands += 1;
                         consumed += used;
+                        if out.overflowed && !bound.settle(node, conn, &mut out, &args) {
+                            // Nothing of this batch is sent: the client is closed.
+                            write_replies.clear();
+                            close = true;
+                            break;
+                        }
                         if effects.last_lsn != lsn_before {
                             write_replies.push(reply_at..out.buf.len());
                         }
@@ -353,10 +364,7 @@ async fn connection_loop(
                 node.stats.command_latency.observe_n(per, commands);
             }
             inbuf.advance(consumed.min(inbuf.len()));
-            if inbuf.len() > MAX_QUERY_BUFFER {
-                out.error("ERR Protocol error: client query buffer limit exceeded");
-                close = true;
-            }
+            close = close || over_query_limit(node, conn, inbuf.len(), &mut out);
         }
         if effects.last_lsn > 0 {
             if node.wal.pending_bytes() >= EARLY_PUSH_BYTES
@@ -410,6 +418,91 @@ async fn connection_loop(
             inbuf = BytesMut::with_capacity(16 * 1024);
             inbuf.extend_from_slice(&rest);
         }
+    }
+}
+
+/// Whether a client's unparsed input passed `--client-query-buffer-limit`;
+/// then it gets an error and is closed, as in Redis.
+fn over_query_limit(node: &Node, conn: &ConnState, pending: usize, out: &mut ReplyBuf) -> bool {
+    let limit = node.cfg.limits.query_buffer;
+    if pending <= limit {
+        return false;
+    }
+    warn!(
+        client_id = conn.id,
+        addr = %conn.addr,
+        bytes = pending,
+        limit,
+        "closing a client over the query buffer limit"
+    );
+    Stats::add(&node.stats.query_buffer_disconnections, 1);
+    out.error("ERR Protocol error: client query buffer limit exceeded");
+    true
+}
+
+/// Where one command's reply must stop: the per-command cap counted from
+/// where its reply starts, and the client's output buffer limit.
+struct ReplyBound {
+    reply_at: usize,
+    /// End of the per-command cap (`--max-reply-bytes`).
+    command_end: usize,
+    /// The client's output limit (`--client-output-buffer-limit`, or the
+    /// small one before AUTH).
+    output: usize,
+}
+
+impl ReplyBound {
+    fn new(node: &Node, conn: &ConnState, reply_at: usize) -> Self {
+        let limits = &node.cfg.limits;
+        Self {
+            reply_at,
+            command_end: reply_at.saturating_add(limits.max_reply),
+            output: if conn.authenticated {
+                limits.output_buffer
+            } else {
+                UNAUTH_OUTPUT_LIMIT
+            },
+        }
+    }
+
+    fn limit(&self) -> usize {
+        self.command_end.min(self.output)
+    }
+
+    /// After a command overflowed its bound: discard its partial reply.
+    /// A reply over the per-command cap becomes an error and the
+    /// connection goes on (true); a client over its output buffer limit is
+    /// closed, as Redis does, and its pending replies dropped (false).
+    fn settle(&self, node: &Node, conn: &ConnState, out: &mut ReplyBuf, args: &Args<'_>) -> bool {
+        out.overflowed = false;
+        let command = String::from_utf8_lossy(args.get(0)).to_ascii_lowercase();
+        if self.command_end <= self.output {
+            out.buf.truncate(self.reply_at);
+            Stats::add(&node.stats.replies_over_limit, 1);
+            warn!(
+                client_id = conn.id,
+                addr = %conn.addr,
+                command = %command,
+                limit = node.cfg.limits.max_reply,
+                "a reply exceeded the per-command limit"
+            );
+            out.error(&format!(
+                "ERR reply exceeds the limit of {} bytes (max-reply-bytes)",
+                node.cfg.limits.max_reply
+            ));
+            return true;
+        }
+        warn!(
+            client_id = conn.id,
+            addr = %conn.addr,
+            command = %command,
+            authenticated = conn.authenticated,
+            limit = self.output,
+            "closing a client over its output buffer limit"
+        );
+        Stats::add(&node.stats.output_buffer_disconnections, 1);
+        out.buf.clear();
+        false
     }
 }
 

@@ -347,6 +347,12 @@ impl Store {
         self.slots[slot as usize].map.get(key)
     }
 
+    /// The entry at `key` without expiring it: for a command that already
+    /// looked it up with [`Store::get`] and needs several entries at once.
+    pub fn peek(&self, slot: u16, key: &[u8]) -> Option<&Entry> {
+        self.slots[slot as usize].map.get(key)
+    }
+
     pub fn get_mut(&mut self, slot: u16, key: &[u8]) -> Option<&mut Entry> {
         self.expire_if_needed(slot, key);
         self.slots[slot as usize].map.get_mut(key)

@@ -40,6 +40,8 @@ pub struct TestNode {
     pub admin_port: u16,
     pub dir: PathBuf,
     pub extra: Vec<String>,
+    /// RLIMIT_AS for the node process, when its address space is capped.
+    pub as_limit: Option<u64>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -54,6 +56,25 @@ impl TestNode {
             admin_port: free_port(),
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            as_limit: None,
+            child: None,
+            _tmp: Some(tmp),
+        };
+        n.spawn();
+        n.wait_ready(Duration::from_secs(30));
+        n
+    }
+
+    /// Starts a node whose address space is capped at `bytes` (RLIMIT_AS):
+    /// an allocation past it fails, and the process aborts.
+    pub fn start_capped(extra: &[&str], bytes: u64) -> Self {
+        let tmp = tempfile::tempdir().expect("a temporary directory can be made");
+        let mut n = Self {
+            port: free_port(),
+            admin_port: free_port(),
+            dir: tmp.path().to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            as_limit: Some(bytes),
             child: None,
             _tmp: Some(tmp),
         };
@@ -69,6 +90,7 @@ impl TestNode {
             admin_port: free_port(),
             dir: dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            as_limit: None,
             child: None,
             _tmp: None,
         };
@@ -78,7 +100,25 @@ impl TestNode {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        if let Some(limit) = self.as_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches no memory
+            // of the parent; it runs in the child between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args([
                 "node",
                 "--bind",
@@ -196,6 +236,26 @@ impl TestNode {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether the node process is still running (not exited, not killed).
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The node's resident set size in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("the node runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("the node's /proc status is readable");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc status")
     }
 }
 

@@ -7,6 +7,7 @@ use super::flags::*;
 use super::server::glob_match;
 use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
 use crate::node::slots::{key_slot, SLOTS};
+use crate::node::store::{ExpireMode, Store};
 use crate::try_reply;
 
 #[rustfmt::skip]
@@ -277,16 +278,34 @@ fn scan(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
 }
 
+/// KEYS streams its reply from the keyspace: two passes (the count goes
+/// first) instead of a copy of every matching key, and the second stops
+/// once the reply passes its bound.
 fn keys(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let pattern = args.get(1);
-    let all = pattern == b"*";
-    let (_, keys) = ctx
-        .store
-        .scan(0, usize::MAX, |k, _| all || glob_match(pattern, k));
-    ctx.out.array(keys.len());
-    for k in &keys {
+    ctx.out.array(matching_keys(ctx.store, pattern).count());
+    for k in matching_keys(ctx.store, pattern) {
         ctx.out.bulk(k);
+        if ctx.out.full() {
+            break;
+        }
     }
+}
+
+/// Live keys matching a glob pattern, in slot order.
+fn matching_keys<'s>(store: &'s Store, pattern: &'s [u8]) -> impl Iterator<Item = &'s [u8]> + 's {
+    let now = store.now_ms;
+    let active = store.mode == ExpireMode::Active;
+    let all = pattern == b"*";
+    (0..SLOTS as u16).flat_map(move |slot| {
+        store
+            .slot_entries(slot)
+            .filter(move |(k, e)| {
+                let expired = active && e.expire_at() != 0 && e.expire_at() <= now;
+                !expired && (all || glob_match(pattern, k))
+            })
+            .map(|(k, _)| k)
+    })
 }
 
 fn randomkey(ctx: &mut Ctx<'_>, _args: &Args<'_>) {

@@ -206,6 +206,18 @@ fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             ("maxclients", cfg.max_clients.to_string()),
             ("port", ctx.node.port.get().to_string()),
             ("databases", "1".into()),
+            (
+                "proto-max-bulk-len",
+                crate::node::resp::MAX_BULK.to_string(),
+            ),
+            (
+                "client-query-buffer-limit",
+                cfg.limits.query_buffer.to_string(),
+            ),
+            (
+                "client-output-buffer-limit",
+                format!("normal {} 0 0", cfg.limits.output_buffer),
+            ),
             ("cluster-enabled", "yes".into()),
             ("dir", cfg.data_dir.display().to_string()),
             (

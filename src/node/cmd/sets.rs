@@ -195,13 +195,24 @@ fn spop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
 }
 
+/// SRANDMEMBER's count range (Redis: -LONG_MAX..=LONG_MAX, so that the
+/// count's magnitude is representable).
+const ERR_COUNT_RANGE: &str =
+    "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807";
+
 fn srandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if args.len() > 3 {
         ctx.out.error(super::ERR_SYNTAX);
         return;
     }
     let count = if args.len() == 3 {
-        Some(try_reply!(ctx, args.int(2)))
+        match try_reply!(ctx, args.int(2)) {
+            i64::MIN => {
+                ctx.out.error(ERR_COUNT_RANGE);
+                return;
+            }
+            n => Some(n),
+        }
     } else {
         None
     };
@@ -216,21 +227,26 @@ fn srandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             None => ctx.out.null(),
         },
         (Some(s), Some(n)) if n >= 0 => {
-            let chosen = s.iter().choose_multiple(&mut rng, n as usize);
+            // Never more than the set holds: the sample is sized by it.
+            let n = usize::try_from(n).unwrap_or(usize::MAX).min(s.len());
+            let chosen = s.iter().choose_multiple(&mut rng, n);
             ctx.out.array(chosen.len());
             for m in chosen {
                 ctx.out.bulk(m);
             }
         }
         (Some(s), Some(n)) => {
+            // Repeats allowed: the reply is as long as asked, so it is the
+            // reply limit that ends a huge count (the loop stops there).
             let all: Vec<&Bytes> = s.iter().collect();
-            let n = n.unsigned_abs() as usize;
+            let n = usize::try_from(n.unsigned_abs()).unwrap_or(usize::MAX);
             ctx.out.array(n);
             for _ in 0..n {
-                let m = all
-                    .choose(&mut rng)
-                    .expect("sets in the keyspace are never empty");
+                let Some(m) = all.choose(&mut rng) else { break };
                 ctx.out.bulk(m);
+                if ctx.out.full() {
+                    break;
+                }
             }
         }
     }
@@ -265,30 +281,42 @@ enum Op {
 }
 
 /// The result of an operation over the sets at `keys` (missing = empty).
+/// Only the result is built: the sets are read in place, not copied.
 fn compute<'k>(
     ctx: &mut Ctx<'_>,
     keys: impl Iterator<Item = &'k [u8]>,
     op: Op,
 ) -> Result<Set, &'static str> {
     let slot = ctx.slot();
-    let mut sets: Vec<Option<Set>> = Vec::new();
-    for k in keys {
-        sets.push(read(ctx.store, slot, k)?.cloned());
+    let keys: Vec<&[u8]> = keys.collect();
+    // Expire lazily and check types first; then borrow every set at once.
+    for k in &keys {
+        read(ctx.store, slot, k)?;
     }
+    let store = &*ctx.store;
     let empty = Set::new();
-    let mut it = sets.iter().map(|s| s.as_ref().unwrap_or(&empty));
-    let first = it.next().cloned().unwrap_or_default();
+    let sets: Vec<&Set> = keys
+        .iter()
+        .map(|k| match store.peek(slot, k).map(|e| &e.value) {
+            Some(Value::Set(s)) => &**s,
+            _ => &empty,
+        })
+        .collect();
+    let Some((first, rest)) = sets.split_first() else {
+        return Ok(Set::new());
+    };
     Ok(match op {
-        Op::Inter => it.fold(first, |acc, s| {
-            acc.into_iter().filter(|m| s.contains(m)).collect()
-        }),
-        Op::Union => it.fold(first, |mut acc, s| {
-            acc.extend(s.iter().cloned());
-            acc
-        }),
-        Op::Diff => it.fold(first, |acc, s| {
-            acc.into_iter().filter(|m| !s.contains(m)).collect()
-        }),
+        Op::Inter => first
+            .iter()
+            .filter(|m| rest.iter().all(|s| s.contains(*m)))
+            .cloned()
+            .collect(),
+        Op::Union => sets.iter().flat_map(|s| s.iter()).cloned().collect(),
+        Op::Diff => first
+            .iter()
+            .filter(|m| !rest.iter().any(|s| s.contains(*m)))
+            .cloned()
+            .collect(),
     })
 }
 

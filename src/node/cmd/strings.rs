@@ -447,6 +447,16 @@ fn append(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             args.get(2).len()
         }
         Some(e) => match &mut e.value {
+            // Redis' checkStringLength: no string grows past the largest
+            // bulk a client may send (the log replays what was accepted).
+            Value::Str(s)
+                if !ctx.replaying
+                    && s.len().saturating_add(args.get(2).len()) > crate::node::resp::MAX_BULK =>
+            {
+                ctx.out
+                    .error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+                return;
+            }
             Value::Str(s) => {
                 let mut v = std::mem::take(s).into_vec();
                 v.extend_from_slice(args.get(2));
