@@ -21,7 +21,6 @@ pub mod checksum;
 pub mod cli;
 pub mod direct;
 pub mod manage;
-pub mod node;
 pub mod restore;
 pub mod run;
 pub mod target;

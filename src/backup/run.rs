@@ -9,12 +9,12 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::node::{NodeClient, NodeStatus};
 use super::SegmentEntry;
 use super::{
     archive_point_key, backup_prefix, manifest_key, now_ms, segment_key, wal_prefix, ArchivePoint,
     BackupError, Manifest, ShardBackup, SnapshotEntry, Target, FORMAT_VERSION,
 };
+use crate::client::backup::{NodeClient, NodeStatus};
 
 /// A replica this many records behind its primary (or more) is not "caught
 /// up": the snapshot is taken from the primary instead.

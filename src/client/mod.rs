@@ -1,16 +1,19 @@
-//! A small client for a node's admin HTTP port: status and topology push.
+//! The client of a node's admin HTTP port, for the operator (status,
+//! topology push, role calls: [`NodeClient`]) and for backups (snapshots,
+//! log segments, the archive hold: [`backup::NodeClient`]).
 //!
-//! Plain HTTP/1.1 over one short-lived TCP connection per call: the operator
-//! makes a handful of calls per reconcile, so a pooled client buys nothing,
-//! and every call is bounded by a timeout so one dead pod cannot stall a
-//! reconcile.
+//! Both go over reqwest. The operator's calls use one short-lived
+//! connection each: the operator makes a handful of calls per reconcile, so
+//! a pooled client buys nothing, and every call is bounded by a timeout so
+//! one dead pod cannot stall a reconcile.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+pub mod backup;
 
 pub use crate::node::slots::{NodeAddr, ShardTopology, Topology};
 
@@ -224,30 +227,75 @@ impl NodeClient {
     }
 }
 
+/// The HTTP client every admin call goes through (reqwest, as the backup's
+/// calls in [`backup`] use): no connection is kept between calls (each call
+/// is its own connection, as the operator makes only a handful) and no proxy
+/// (nodes are reached directly).
+fn http() -> &'static reqwest::Client {
+    static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
+    HTTP.get_or_init(|| {
+        crate::backup::init_crypto();
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .no_proxy()
+            .build()
+            .expect("building the admin HTTP client")
+    })
+}
+
+/// The I/O error under a reqwest error (connection refused, reset…), or the
+/// error itself as one.
+fn io_error(e: reqwest::Error) -> std::io::Error {
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return std::io::Error::new(io.kind(), io.to_string());
+        }
+        source = s.source();
+    }
+    std::io::Error::other(e)
+}
+
 async fn exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<Vec<u8>, ClientError> {
-    let mut sock = TcpStream::connect(addr)
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| ClientError::Malformed { addr })?;
+    let body = body.unwrap_or_default().to_vec();
+    let mut r = http()
+        .request(method, format!("http://{addr}{path}"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
         .await
-        .map_err(|source| ClientError::Connect { addr, source })?;
-    let body = body.unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    let io = |source| ClientError::Io { addr, source };
-    sock.write_all(head.as_bytes()).await.map_err(io)?;
-    sock.write_all(body).await.map_err(io)?;
-    let mut buf = Vec::with_capacity(4096);
-    (&mut sock)
-        .take(MAX_RESPONSE as u64)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(io)?;
-    let (status, payload) = parse_response(&buf).ok_or(ClientError::Malformed { addr })?;
+        .map_err(|e| {
+            if e.is_connect() {
+                ClientError::Connect {
+                    addr,
+                    source: io_error(e),
+                }
+            } else {
+                ClientError::Io {
+                    addr,
+                    source: io_error(e),
+                }
+            }
+        })?;
+    let status = r.status().as_u16();
+    let mut payload = Vec::with_capacity(4096);
+    while let Some(chunk) = r.chunk().await.map_err(|e| ClientError::Io {
+        addr,
+        source: io_error(e),
+    })? {
+        let room = MAX_RESPONSE - payload.len();
+        payload.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if payload.len() >= MAX_RESPONSE {
+            break;
+        }
+    }
     if !(200..300).contains(&status) {
         return Err(ClientError::Status {
             addr,
@@ -258,50 +306,58 @@ async fn exchange(
     Ok(payload)
 }
 
-/// Splits an HTTP/1.1 response read to EOF into status and body, undoing
-/// chunked transfer encoding when the server used it.
-fn parse_response(buf: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let raw = &buf[end + 4..];
-    if !chunked {
-        return Some((status, raw.to_vec()));
-    }
-    let mut out = Vec::new();
-    let mut rest = raw;
-    loop {
-        let nl = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_str = std::str::from_utf8(&rest[..nl]).ok()?;
-        let size = usize::from_str_radix(size_str.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[nl + 2..];
-        if size == 0 {
-            return Some((status, out));
-        }
-        if rest.len() < size {
-            return None;
-        }
-        out.extend_from_slice(&rest[..size]);
-        rest = rest.get(size + 2..)?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn parses_plain_and_chunked_responses() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-        assert_eq!(parse_response(plain), Some((200, b"ok".to_vec())));
-        let chunked =
-            b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked), Some((409, b"abcde".to_vec())));
-        assert_eq!(parse_response(b"garbage"), None);
+    /// Answers one request on a local port with `response`.
+    async fn one_answer(response: &'static [u8]) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            sock.write_all(response).await.unwrap();
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn reads_plain_and_chunked_responses() {
+        let c = NodeClient::default();
+        let plain =
+            one_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        assert_eq!(
+            c.call(plain, "GET", "/v1/status", None).await.unwrap(),
+            b"ok"
+        );
+        let chunked = one_answer(
+            b"HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .await;
+        let err = c
+            .call(chunked, "PUT", "/v1/topology", Some(b"{}"))
+            .await
+            .unwrap_err();
+        assert!(err.is_stale_epoch());
+        assert_eq!(err.to_string(), format!("{chunked} answered 409: abcde"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = NodeClient::default().status(addr).await.unwrap_err();
+        assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("connecting to {addr}: ")),
+            "{err}"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! Talking to nodes' admin ports: status, snapshots, log segments, the
-//! archive hold.
+//! The backup's calls to nodes' admin ports: status, snapshots, log
+//! segments, the archive hold.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
 
-use super::BackupError;
+use crate::backup::BackupError;
 
 /// A node as `/v1/status` describes it (the fields the backup needs).
 #[derive(Debug, Clone, Deserialize)]
@@ -76,7 +76,7 @@ pub struct NodeClient {
 
 impl NodeClient {
     pub fn new(addr: &str) -> Result<Self, BackupError> {
-        super::init_crypto();
+        crate::backup::init_crypto();
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
         } else {
