@@ -17,6 +17,12 @@
 //! own last LSN and a promoted replica continues the same LSN sequence.
 //!
 //! Acknowledgement rules, epochs, leases and rejoin: see docs/replication.md.
+//!
+//! Here: the shared state ([`Repl`]), role changes, startup and status.
+//! `primary.rs`: serving replicas, acks and the quorum wait; `replica.rs`:
+//! following a primary and applying its stream (rejoin, full resync);
+//! `frame.rs`: the stream's wire format; `settings.rs`: consistency and ack
+//! settings.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

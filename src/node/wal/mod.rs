@@ -20,6 +20,12 @@
 //! serving on would answer with data that a restart would not have.
 //!
 //! See docs/storage-format.md for the formats and the recovery rules.
+//!
+//! Here: the shared types and the [`Wal`]'s state. `format.rs`: the segment
+//! and record format (documented there); `reader.rs`: validating segments and
+//! reading records back; `writer.rs`: opening, appending, flushing, syncing,
+//! rolling and truncating; `ring.rs`: what replicas are fed from, and a
+//! replica's appends and resets.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
