@@ -1,0 +1,600 @@
+//! The source's side: one task per outgoing migration streams the moving
+//! slots to the target's primary over a client connection (AUTH with this
+//! node's requirepass, then `TMIGRATE …`), throttled, then hands off.
+//!
+//! Consistency of the copy: slots are cloned one at a time, each in one
+//! step of the event loop, and from that step on every write to the slot
+//! is captured (with its LSN) by the write path. A slot's captured writes
+//! are sent only after the whole slot, so the target applies each slot's
+//! writes exactly once, in log order, on top of the state they followed.
+//!
+//! Write pause: writes to the moving slots (only) wait while the phase is
+//! `paused` or `handoff-ready`. The source resumes them on its own only
+//! when the target cannot commit: before a seal was sent, or after the
+//! target confirmed an abort. Otherwise it waits for the operator's
+//! topology (the flip) or its forced cancel — never both sides writable.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::{encode, format_ranges, Limits, MigrationError, Outgoing, Phase, SlotSet};
+use crate::node::resp::encode_command;
+use crate::node::slots::{NodeAddr, SlotOwner};
+use crate::node::store::{Key, SlotData};
+use crate::node::{now_ms, Node, Role};
+
+/// Bytes of commands per `TMIGRATE APPLY`.
+const BATCH_BYTES: usize = 128 * 1024;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the operator asks for (POST /v1/migrations on the source primary).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRequest {
+    pub id: String,
+    /// Inclusive ranges.
+    pub slots: Vec<(u16, u16)>,
+    /// The target shard's primary.
+    pub target: NodeAddr,
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<u64>,
+    #[serde(default)]
+    pub write_pause_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub handoff_max_lag_bytes: Option<u64>,
+}
+
+pub fn start(node: &Rc<Node>, req: StartRequest) -> Result<Rc<Outgoing>, MigrationError> {
+    if node.role.get() != Role::Primary {
+        return Err(MigrationError::NotPrimary("send a migration"));
+    }
+    let valid_id = !req.id.is_empty()
+        && req.id.len() <= 64
+        && req
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !valid_id {
+        return Err(MigrationError::BadRange(format!(
+            "id {:?} (1-64 of [A-Za-z0-9._-])",
+            req.id
+        )));
+    }
+    let slots = SlotSet::from_ranges(&req.slots)?;
+    {
+        let map = node.slot_map.borrow();
+        if let Some(slot) = slots.iter().find(|&s| map.owner(s) != SlotOwner::Local) {
+            return Err(MigrationError::NotOwned { slot });
+        }
+    }
+    for m in node.migrations.outgoing.borrow().iter() {
+        if m.id == req.id {
+            return Err(MigrationError::Exists(req.id));
+        }
+        if m.phase.get().is_final() {
+            continue;
+        }
+        if let Some(slot) = m.slots.overlaps(&slots) {
+            return Err(MigrationError::Busy {
+                slot,
+                id: m.id.clone(),
+            });
+        }
+    }
+    let mut limits = Limits::default();
+    if let Some(v) = req.max_bytes_per_sec {
+        limits.max_bytes_per_sec = v;
+    }
+    if let Some(v) = req.write_pause_timeout_ms {
+        limits.write_pause_timeout_ms = v.max(1);
+    }
+    if let Some(v) = req.handoff_max_lag_bytes {
+        limits.handoff_max_lag_bytes = v;
+    }
+    let m = Rc::new(Outgoing {
+        id: req.id,
+        ranges: req.slots,
+        slots,
+        target: req.target,
+        limits: std::cell::Cell::new(limits),
+        phase: std::cell::Cell::new(Phase::Connecting),
+        cloned: std::cell::RefCell::new(vec![false; crate::node::slots::SLOTS]),
+        captured: Default::default(),
+        captured_bytes: Default::default(),
+        last_captured_lsn: Default::default(),
+        keys_sent: Default::default(),
+        bytes_sent: Default::default(),
+        write_pause_ms: Default::default(),
+        pause_started: Default::default(),
+        last_error: Default::default(),
+        started_ms: now_ms(),
+        finished_ms: Default::default(),
+        cancel: Default::default(),
+        wake: Default::default(),
+    });
+    node.migrations.add_outgoing(m.clone());
+    tracing::info!(migration = %m.id, slots = %format_ranges(&m.ranges), target = %m.target.id, "slot migration started");
+    tokio::task::spawn_local(run(node.clone(), m.clone()));
+    Ok(m)
+}
+
+/// The client connection to the target's primary.
+struct Link {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+    addr: String,
+    line: String,
+}
+
+impl Link {
+    async fn open(node: &Node, target: &NodeAddr) -> Result<Self, MigrationError> {
+        let addr = format!("{}:{}", target.host, target.port);
+        let err = |reason: String| MigrationError::Link {
+            addr: addr.clone(),
+            reason,
+        };
+        let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| err("connect timed out".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let _ = sock.set_nodelay(true);
+        let (rd, wr) = sock.into_split();
+        let mut link = Self {
+            rd: BufReader::with_capacity(4096, rd),
+            wr,
+            addr: addr.clone(),
+            line: String::new(),
+        };
+        // The cluster shares one password: the link authenticates with it.
+        if let Some(pw) = node.cfg.password.clone() {
+            link.call(&[b"AUTH", pw.as_bytes()])
+                .await?
+                .map_err(|e| MigrationError::Refused(format!("AUTH: {e}")))?;
+        }
+        Ok(link)
+    }
+
+    /// Sends one command; Ok(Ok(line)) for `+…`, Ok(Err(msg)) for `-…`.
+    async fn call(&mut self, args: &[&[u8]]) -> Result<Result<String, String>, MigrationError> {
+        let mut buf = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+        encode_command(args, &mut buf);
+        let addr = self.addr.clone();
+        let io = |reason: String| MigrationError::Link {
+            addr: addr.clone(),
+            reason,
+        };
+        let fut = async {
+            self.wr.write_all(&buf).await?;
+            self.line.clear();
+            self.rd.read_line(&mut self.line).await
+        };
+        let n = tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .map_err(|_| io("no reply within 10 s".into()))?
+            .map_err(|e| io(e.to_string()))?;
+        if n == 0 {
+            return Err(io("connection closed".into()));
+        }
+        let line = self.line.trim_end();
+        match line.as_bytes().first() {
+            Some(b'+') => Ok(Ok(line[1..].to_string())),
+            Some(b'-') => Ok(Err(line[1..].to_string())),
+            _ => Err(io(format!("unexpected reply {line:?}"))),
+        }
+    }
+}
+
+/// Sends batches, paced by the (changeable) bytes/s limit.
+struct Sender {
+    link: Link,
+    seq: u64,
+    buf: Vec<u8>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Sender {
+    async fn pace(&mut self, m: &Outgoing, bytes: usize) {
+        loop {
+            let limit = m.limits.get().max_bytes_per_sec;
+            if limit == 0 {
+                return;
+            }
+            let now = Instant::now();
+            let burst = (limit as f64 / 10.0).max(BATCH_BYTES as f64);
+            self.tokens = (self.tokens
+                + now.duration_since(self.refilled).as_secs_f64() * limit as f64)
+                .min(burst);
+            self.refilled = now;
+            if self.tokens >= bytes as f64 || self.tokens >= burst {
+                self.tokens -= bytes as f64;
+                return;
+            }
+            // Short sleeps: a changed limit applies within one.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn flush(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.pace(m, self.buf.len()).await;
+        let seq = self.seq.to_string();
+        let payload = std::mem::take(&mut self.buf);
+        let reply = self
+            .link
+            .call(&[
+                b"TMIGRATE",
+                b"APPLY",
+                m.id.as_bytes(),
+                seq.as_bytes(),
+                &payload,
+            ])
+            .await?;
+        reply.map_err(MigrationError::Refused)?;
+        self.seq += 1;
+        m.bytes_sent.set(m.bytes_sent.get() + payload.len() as u64);
+        let t = &node.migrations.totals.bytes_out;
+        t.set(t.get() + payload.len() as u64);
+        self.buf = payload;
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn maybe_flush(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
+        if self.buf.len() >= BATCH_BYTES {
+            self.flush(node, m).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves the captured writes into the send buffer, in LSN order.
+fn drain_captured(m: &Outgoing, buf: &mut Vec<u8>) {
+    let mut q = m.captured.borrow_mut();
+    for c in q.drain(..) {
+        encode_command(&c.args, buf);
+    }
+    m.captured_bytes.set(0);
+}
+
+fn check_cancel(m: &Outgoing) -> Result<(), MigrationError> {
+    match m.cancel.get() {
+        Some(_) => Err(MigrationError::Aborted(
+            m.last_error
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "cancelled by the operator".into()),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn set_phase(node: &Node, m: &Outgoing, p: Phase) {
+    tracing::info!(migration = %m.id, phase = p.as_str(), "slot migration phase");
+    m.phase.set(p);
+    node.migrations.refresh();
+}
+
+/// Sends the cloned slots, then captured writes until the lag is small.
+async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), MigrationError> {
+    set_phase(node, m, Phase::Snapshot);
+    for slot in m.slots.iter() {
+        check_cancel(m)?;
+        if node.slot_map.borrow().owner(slot) != SlotOwner::Local {
+            return Err(MigrationError::Aborted(format!(
+                "slot {slot} left this shard before it was sent"
+            )));
+        }
+        // One step: the clone and the start of capture are atomic with
+        // respect to every write (one thread owns the keyspace).
+        let entries: Vec<(Key, crate::node::store::Entry)> = {
+            let store = node.store.borrow();
+            store
+                .slot_entries(slot)
+                .map(|(k, e)| (Key::from(k), e.clone()))
+                .collect()
+        };
+        m.mark_cloned(slot);
+        for (k, e) in &entries {
+            encode::entry_commands(k, e, &mut tx.buf);
+            m.keys_sent.set(m.keys_sent.get() + 1);
+            let t = &node.migrations.totals.keys_out;
+            t.set(t.get() + 1);
+            tx.maybe_flush(node, m).await?;
+        }
+        drop(entries);
+        // This slot's writes (and earlier slots') follow its data.
+        drain_captured(m, &mut tx.buf);
+        tx.maybe_flush(node, m).await?;
+        if m.captured_bytes.get() > m.limits.get().max_buffer_bytes {
+            return Err(MigrationError::Aborted(
+                "captured writes exceed the buffer limit: the target does not keep up".into(),
+            ));
+        }
+    }
+    tx.flush(node, m).await?;
+    set_phase(node, m, Phase::Streaming);
+    loop {
+        check_cancel(m)?;
+        let limits = m.limits.get();
+        if m.captured_bytes.get() > limits.max_buffer_bytes {
+            return Err(MigrationError::Aborted(
+                "captured writes exceed the buffer limit: the target does not keep up".into(),
+            ));
+        }
+        if m.captured_bytes.get() <= limits.handoff_max_lag_bytes {
+            return Ok(());
+        }
+        drain_captured(m, &mut tx.buf);
+        tx.flush(node, m).await?;
+    }
+}
+
+/// Ends the write pause, adding its length to the counters.
+fn end_pause(node: &Node, m: &Outgoing) {
+    if let Some(t) = m.pause_started.take() {
+        let ms = t.elapsed().as_millis() as u64;
+        m.write_pause_ms.set(m.write_pause_ms.get() + ms);
+        let tot = &node.migrations.totals.write_pause_ms;
+        tot.set(tot.get() + ms);
+    }
+}
+
+/// How a handoff attempt ended.
+enum Handoff {
+    /// The topology flipped the slots away.
+    Flipped,
+    /// The target dropped its staging (or never sealed): safe to resume.
+    Aborted(String),
+}
+
+fn flipped(node: &Node, m: &Outgoing) -> bool {
+    let map = node.slot_map.borrow();
+    m.slots.iter().any(|s| map.owner(s) != SlotOwner::Local)
+}
+
+/// Pause, seal, and wait for the operator's topology.
+async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
+    set_phase(node, m, Phase::Paused);
+    m.pause_started.set(Some(Instant::now()));
+    let deadline = Instant::now() + Duration::from_millis(m.limits.get().write_pause_timeout_ms);
+    let seal = async {
+        drain_captured(m, &mut tx.buf);
+        tx.flush(node, m).await?;
+        let seq = tx.seq.to_string();
+        tx.link
+            .call(&[b"TMIGRATE", b"SEAL", m.id.as_bytes(), seq.as_bytes()])
+            .await?
+            .map_err(MigrationError::Refused)
+    };
+    match tokio::time::timeout_at(deadline.into(), seal).await {
+        Ok(Ok(_)) => {
+            tracing::info!(migration = %m.id, pause_ms = m.pause_started.get().map_or(0, |t| t.elapsed().as_millis() as u64), "sealed at the target; waiting for the topology");
+            set_phase(node, m, Phase::HandoffReady);
+        }
+        Ok(Err(MigrationError::Refused(e))) => {
+            // The target answered: it did not seal (and aborts on its own
+            // when an apply failed).
+            return Handoff::Aborted(format!("the target refused the seal: {e}"));
+        }
+        Ok(Err(e)) => m.fail(format!("sealing: {e}")),
+        Err(_) => m.fail("the write pause timed out before the target sealed"),
+    }
+    // From here the target may have sealed: resume only on its word.
+    loop {
+        if flipped(node, m) {
+            return Handoff::Flipped;
+        }
+        let timed_out = Instant::now() >= deadline;
+        if timed_out || m.cancel.get().is_some() || m.last_error.borrow().is_some() {
+            match abort_at_target(node, m, tx).await {
+                Ok(()) => {
+                    let why = m.last_error.borrow().clone();
+                    return Handoff::Aborted(why.unwrap_or_else(|| {
+                        if timed_out {
+                            "the write pause exceeded its limit".into()
+                        } else {
+                            "cancelled by the operator".into()
+                        }
+                    }));
+                }
+                Err(e) if m.cancel.get() == Some(true) => {
+                    return Handoff::Aborted(format!(
+                        "forced cancel; the target did not confirm its abort: {e}"
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(migration = %m.id, error = %e, "the target did not confirm an abort: writes stay blocked until the topology or a forced cancel");
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), m.wake.notified()).await;
+    }
+}
+
+/// Asks the target to drop its staging; Ok once it confirmed.
+async fn abort_at_target(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(), String> {
+    let mut reply = tx
+        .link
+        .call(&[b"TMIGRATE", b"ABORT", m.id.as_bytes()])
+        .await;
+    if reply.is_err() {
+        // The link may be gone: one fresh connection.
+        match Link::open(node, &m.target).await {
+            Ok(l) => {
+                tx.link = l;
+                reply = tx
+                    .link
+                    .call(&[b"TMIGRATE", b"ABORT", m.id.as_bytes()])
+                    .await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    match reply {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// After the flip: waits until the target's commit is durable by its
+/// shard's rule (`TMIGRATE FINISH`), reconnecting as needed.
+async fn confirm_commit(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(), String> {
+    let mut waited = Instant::now();
+    loop {
+        let reply = tx
+            .link
+            .call(&[b"TMIGRATE", b"FINISH", m.id.as_bytes()])
+            .await;
+        match reply {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if e.starts_with("ABORTED") => return Err(e),
+            Ok(Err(e)) => {
+                if waited.elapsed() > Duration::from_secs(5) {
+                    tracing::warn!(migration = %m.id, reply = %e, "the target has not committed yet");
+                    waited = Instant::now();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(migration = %m.id, error = %e, "confirming the commit: reconnecting");
+                if let Ok(l) = Link::open(node, &m.target).await {
+                    tx.link = l;
+                }
+            }
+        }
+        if m.cancel.get() == Some(true) {
+            return Err("forced cancel while confirming the commit".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Frees the moved slots' data: each slot is detached in one cheap step
+/// and dropped on a thread of its own, one at a time with pauses, so
+/// neither the event loop nor the allocator stalls clients.
+async fn release(node: &Node, m: &Outgoing) {
+    let (send, recv) = std::sync::mpsc::channel::<SlotData>();
+    let spawned = std::thread::Builder::new()
+        .name("slot-release".into())
+        .spawn(move || {
+            for data in recv {
+                let t = Instant::now();
+                drop(data);
+                std::thread::sleep(t.elapsed().min(Duration::from_millis(50)));
+            }
+        });
+    let gone: Vec<u16> = {
+        let map = node.slot_map.borrow();
+        m.slots
+            .iter()
+            .filter(|&s| map.owner(s) != SlotOwner::Local)
+            .collect()
+    };
+    // Logged first, so this shard's replicas (and a recovery) free them too.
+    let ranges = format_ranges(&super::to_ranges(&gone));
+    node.wal.append(
+        crate::node::wal::MARKER_SLOT,
+        &[
+            super::RECORD,
+            b"RELEASE",
+            m.id.as_bytes(),
+            ranges.as_bytes(),
+        ],
+    );
+    let mut freed = 0usize;
+    for slot in gone {
+        let data = node.store.borrow_mut().take_slot(slot);
+        freed += data.len();
+        if spawned.is_ok() {
+            let _ = send.send(data);
+        }
+        tokio::task::yield_now().await;
+    }
+    tracing::info!(migration = %m.id, keys = freed, "moved slots freed");
+}
+
+async fn run(node: Rc<Node>, m: Rc<Outgoing>) {
+    let result = drive(&node, &m).await;
+    end_pause(&node, &m);
+    m.finished_ms.set(now_ms());
+    match result {
+        Ok(()) => {
+            let t = &node.migrations.totals.done;
+            t.set(t.get() + 1);
+            set_phase(&node, &m, Phase::Done);
+            tracing::info!(migration = %m.id, keys = m.keys_sent.get(), bytes = m.bytes_sent.get(), write_pause_ms = m.write_pause_ms.get(), "slot migration done");
+        }
+        Err(e) => {
+            if m.last_error.borrow().is_none() {
+                m.fail(e.to_string());
+            }
+            let t = &node.migrations.totals.aborted;
+            t.set(t.get() + 1);
+            set_phase(&node, &m, Phase::Aborted);
+        }
+    }
+    m.captured.borrow_mut().clear();
+    m.captured_bytes.set(0);
+}
+
+async fn drive(node: &Rc<Node>, m: &Outgoing) -> Result<(), MigrationError> {
+    let link = Link::open(node, &m.target).await?;
+    let mut tx = Sender {
+        link,
+        seq: 0,
+        buf: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+        tokens: 0.0,
+        refilled: Instant::now(),
+    };
+    let ranges = format_ranges(&m.ranges);
+    tx.link
+        .call(&[
+            b"TMIGRATE",
+            b"START",
+            m.id.as_bytes(),
+            node.id.as_bytes(),
+            ranges.as_bytes(),
+        ])
+        .await?
+        .map_err(MigrationError::Refused)?;
+    if let Err(e) = copy(node, m, &mut tx).await {
+        // Nothing sealed: the target cannot commit; tell it to drop.
+        if let Err(a) = abort_at_target(node, m, &mut tx).await {
+            tracing::warn!(migration = %m.id, error = %a, "the target did not confirm the abort (it drops an idle import by itself)");
+        }
+        return Err(e);
+    }
+    match handoff(node, m, &mut tx).await {
+        Handoff::Aborted(why) => Err(MigrationError::Aborted(why)),
+        Handoff::Flipped => {
+            // Writes now answer MOVED (the topology): the pause is over.
+            end_pause(node, m);
+            set_phase(node, m, Phase::Finishing);
+            confirm_commit(node, m, &mut tx)
+                .await
+                .map_err(|e| MigrationError::Aborted(format!("{e}; the data stays here")))?;
+            set_phase(node, m, Phase::Releasing);
+            release(node, m).await;
+            Ok(())
+        }
+    }
+}
+
+/// Cancel from the operator; `force` resumes writes even when the target
+/// cannot confirm it dropped the staging (the operator then guarantees it
+/// will not flip the slots).
+pub fn cancel(m: &Outgoing, force: bool) {
+    if m.last_error.borrow().is_none() {
+        *m.last_error.borrow_mut() = Some("cancelled by the operator".into());
+    }
+    m.cancel.set(Some(force));
+    m.wake.notify_one();
+}
