@@ -52,10 +52,17 @@ struct Cluster {
     _pw: tempfile::TempDir,
 }
 
-fn start_node(i: usize, pw: &std::path::Path, consistency: &str, replicas: &str) -> TestNode {
-    TestNode::start(&[
+fn start_node(
+    i: usize,
+    pw: &std::path::Path,
+    consistency: &str,
+    replicas: &str,
+    extra: &[&str],
+) -> TestNode {
+    let id = node_id(i);
+    let mut args = vec![
         "--node-id",
-        &node_id(i),
+        &id,
         "--consistency",
         consistency,
         "--replicas",
@@ -64,7 +71,9 @@ fn start_node(i: usize, pw: &std::path::Path, consistency: &str, replicas: &str)
         pw.to_str().expect("UTF-8 path"),
         "--lease-ms",
         "1500",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    TestNode::start(&args)
 }
 
 fn addr(c: &Cluster, i: usize) -> Value {
@@ -75,14 +84,37 @@ impl Cluster {
     /// Nodes 0,1: shard a (primary 0); nodes 2,3: shard b (primary 2).
     /// `per_shard` 1 starts only the primaries (nodes 0 and 1 = a and b).
     fn start(with_replicas: bool) -> Self {
+        Self::start_with(with_replicas, &[])
+    }
+
+    /// `target_extra`: more flags for the second shard's primary.
+    fn start_with(with_replicas: bool, target_extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pw = dir.path().join("pw");
         std::fs::write(&pw, PW).expect("write the password file");
         let nodes = if with_replicas {
-            (0..4).map(|i| start_node(i, &pw, "quorum", "1")).collect()
+            (0..4)
+                .map(|i| {
+                    start_node(
+                        i,
+                        &pw,
+                        "quorum",
+                        "1",
+                        if i == 2 { target_extra } else { &[] },
+                    )
+                })
+                .collect()
         } else {
             (0..2)
-                .map(|i| start_node(i, &pw, "eventual", "0"))
+                .map(|i| {
+                    start_node(
+                        i,
+                        &pw,
+                        "eventual",
+                        "0",
+                        if i == 1 { target_extra } else { &[] },
+                    )
+                })
                 .collect()
         };
         Self { nodes, _pw: dir }
@@ -754,4 +786,60 @@ fn cancel_and_a_pause_past_its_limit_abort_and_the_source_keeps_everything() {
         .arg(2)
         .query::<String>(&mut a);
     assert!(e.is_err());
+}
+
+#[test]
+fn a_target_that_cannot_apply_fails_the_migration_and_never_acknowledges_it() {
+    // The target's maxmemory (8 MB) is far below what moves (~30 MB).
+    let c = Cluster::start_with(false, &["--maxmemory", "8000000"]);
+    c.push(&c.topology(1, &[(0, 8191)], &[(8192, 16383)]));
+    let mut a = conn(&c.nodes[0]);
+    let big = "x".repeat(100_000);
+    let mut p = redis::pipe();
+    for i in 0..300 {
+        p.cmd("SET")
+            .arg(key_in(&format!("big{i}:"), 0, 99))
+            .arg(&big)
+            .ignore();
+    }
+    let _: () = p.query(&mut a).expect("preload");
+    let before = digest(&c.nodes[0], 0, 99);
+    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
+    let (s, b) = post(
+        &c.nodes[0],
+        "/v1/migrations",
+        json!({"id": "oom", "slots": [[0, 99]], "target": target}),
+    );
+    assert_eq!(s, 201, "{b}");
+    let m = wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "oom",
+        &["aborted"],
+        Duration::from_secs(20),
+    );
+    let err = m["lastError"].as_str().unwrap_or("");
+    assert!(
+        err.contains("OOM"),
+        "the source names the target's failure: {m:#}"
+    );
+    let imp = mig(&c.nodes[1], "incoming", "oom");
+    assert_eq!(imp["phase"], "aborted", "{imp:#}");
+    assert_eq!(imp["stagedKeys"], 0);
+    assert_eq!(
+        digest(&c.nodes[0], 0, 99),
+        before,
+        "the source keeps everything"
+    );
+    let n: i64 = redis::cmd("DBSIZE")
+        .query(&mut conn(&c.nodes[1]))
+        .expect("DBSIZE");
+    assert_eq!(n, 0);
+    // The source serves the range as before.
+    let k = key_in("after:", 0, 99);
+    let _: () = redis::cmd("SET")
+        .arg(&k)
+        .arg(1)
+        .query(&mut a)
+        .expect("the source still owns the range");
 }

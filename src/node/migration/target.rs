@@ -264,7 +264,14 @@ fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String>
         return Err(format!("ERR migration {id} aborted: {why}"));
     }
     imp.last_activity = Instant::now();
-    match apply_payload(node, imp, payload) {
+    let max = node.cfg.maxmemory;
+    let res = if max > 0 && crate::node::alloc::allocated() as u64 > max {
+        // Staging counts against maxmemory like any write (target OOM).
+        Err(format!("OOM used memory exceeds maxmemory ({max} bytes)"))
+    } else {
+        apply_payload(node, imp, payload)
+    };
+    match res {
         Ok(n) => {
             imp.next_seq += 1;
             imp.commands += n;
