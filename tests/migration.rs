@@ -843,3 +843,119 @@ fn a_target_that_cannot_apply_fails_the_migration_and_never_acknowledges_it() {
         .query(&mut a)
         .expect("the source still owns the range");
 }
+
+#[test]
+fn a_source_restarted_after_the_target_committed_keeps_the_slots_write_blocked_until_the_flip() {
+    let mut c = Cluster::start(false);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    preload(&c.nodes[0], 0, 99, "r");
+    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
+    let (s, b) = post(
+        &c.nodes[0],
+        "/v1/migrations",
+        json!({"id": "crash", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
+    );
+    assert_eq!(s, 201, "{b}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "crash",
+        &["handoff-ready"],
+        Duration::from_secs(20),
+    );
+    let frozen = digest(&c.nodes[0], 0, 99);
+    // The flip reaches the target (it commits), then the source dies
+    // before it hears of it.
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    let st = c.push_to(&[1], &t2);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    assert_eq!(digest(&c.nodes[1], 0, 99), frozen);
+    c.nodes[0].restart();
+    // A stale topology says the source still owns the range.
+    let st = c.push_to(&[0], &t1);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    let m = mig(&c.nodes[0], "outgoing", "crash");
+    assert_eq!(m["phase"], "handoff-ready", "the pause survived: {m:#}");
+    // A write to the range waits: the target owns it already.
+    let port = c.nodes[0].port;
+    let key = key_in("blocked:", 0, 99);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let c = redis::Client::open(format!("redis://:{PW}@127.0.0.1:{port}/")).expect("url");
+        let mut c = c.get_connection().expect("connect");
+        let r: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(1).query(&mut c);
+        let _ = tx.send(r.map_err(|e| format!("{e}")));
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "a write to a handed-over slot ran on the restarted source"
+    );
+    assert_eq!(
+        mig(&c.nodes[0], "outgoing", "crash")["phase"],
+        "handoff-ready"
+    );
+    // The flip reaches the source: the write answers MOVED, the recovered
+    // migration confirms the commit and frees the slots.
+    let st = c.push_to(&[0], &t2);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    let r = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the blocked write finished");
+    let e = r.expect_err("the blocked write is redirected");
+    assert!(e.contains("MOVED") || e.contains("Moved"), "{e}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "crash",
+        &["done"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(digest(&c.nodes[0], 0, 99), "0".repeat(64));
+    assert_eq!(digest(&c.nodes[1], 0, 99), frozen);
+}
+
+#[test]
+fn a_source_restarted_before_the_flip_aborts_at_the_target_and_resumes() {
+    let mut c = Cluster::start(false);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    preload(&c.nodes[0], 0, 99, "q");
+    let before = digest(&c.nodes[0], 0, 99);
+    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
+    let (s, b) = post(
+        &c.nodes[0],
+        "/v1/migrations",
+        json!({"id": "crash2", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
+    );
+    assert_eq!(s, 201, "{b}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "crash2",
+        &["handoff-ready"],
+        Duration::from_secs(20),
+    );
+    c.nodes[0].restart();
+    c.push(&t1);
+    // Its capture state is gone: the recovered source drops the target's
+    // staging (confirmed) and only then serves writes again.
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "crash2",
+        &["aborted"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(mig(&c.nodes[1], "incoming", "crash2")["phase"], "aborted");
+    assert_eq!(digest(&c.nodes[0], 0, 99), before);
+    let _: () = redis::cmd("SET")
+        .arg(key_in("resumed:", 0, 99))
+        .arg(1)
+        .query(&mut conn(&c.nodes[0]))
+        .expect("writes resumed");
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    for (s, b) in c.push_to(&[1, 0], &t2) {
+        assert_eq!(s, 422, "an aborted migration is not flipped: {b}");
+    }
+}

@@ -260,9 +260,47 @@ pub struct Outgoing {
     pub cancel: Cell<Option<bool>>,
     /// Topology pushed, cancel, limits changed, or a write captured.
     pub wake: Notify,
+    /// A PAUSE record is in the log (a RESUME must follow).
+    pub pause_logged: Cell<bool>,
+    /// Rebuilt from a PAUSE record (recovery, or a source replica).
+    pub recovered: bool,
 }
 
 impl Outgoing {
+    pub fn new(
+        id: String,
+        ranges: Vec<(u16, u16)>,
+        slots: SlotSet,
+        target: NodeAddr,
+        limits: Limits,
+        phase: Phase,
+        recovered: bool,
+    ) -> Self {
+        Self {
+            id,
+            ranges,
+            slots,
+            target,
+            limits: Cell::new(limits),
+            phase: Cell::new(phase),
+            cloned: RefCell::new(vec![false; SLOTS]),
+            captured: Default::default(),
+            captured_bytes: Default::default(),
+            last_captured_lsn: Default::default(),
+            keys_sent: Default::default(),
+            bytes_sent: Default::default(),
+            write_pause_ms: Default::default(),
+            pause_started: Default::default(),
+            last_error: Default::default(),
+            started_ms: super::now_ms(),
+            finished_ms: Default::default(),
+            cancel: Default::default(),
+            wake: Default::default(),
+            pause_logged: Default::default(),
+            recovered,
+        }
+    }
+
     pub fn is_cloned(&self, slot: u16) -> bool {
         self.cloned.borrow()[slot as usize]
     }

@@ -96,27 +96,15 @@ pub fn start(node: &Rc<Node>, req: StartRequest) -> Result<Rc<Outgoing>, Migrati
     if let Some(v) = req.handoff_max_lag_bytes {
         limits.handoff_max_lag_bytes = v;
     }
-    let m = Rc::new(Outgoing {
-        id: req.id,
-        ranges: req.slots,
+    let m = Rc::new(Outgoing::new(
+        req.id,
+        req.slots,
         slots,
-        target: req.target,
-        limits: std::cell::Cell::new(limits),
-        phase: std::cell::Cell::new(Phase::Connecting),
-        cloned: std::cell::RefCell::new(vec![false; crate::node::slots::SLOTS]),
-        captured: Default::default(),
-        captured_bytes: Default::default(),
-        last_captured_lsn: Default::default(),
-        keys_sent: Default::default(),
-        bytes_sent: Default::default(),
-        write_pause_ms: Default::default(),
-        pause_started: Default::default(),
-        last_error: Default::default(),
-        started_ms: now_ms(),
-        finished_ms: Default::default(),
-        cancel: Default::default(),
-        wake: Default::default(),
-    });
+        req.target,
+        limits,
+        Phase::Connecting,
+        false,
+    ));
     node.migrations.add_outgoing(m.clone());
     tracing::info!(migration = %m.id, slots = %format_ranges(&m.ranges), target = %m.target.id, "slot migration started");
     tokio::task::spawn_local(run(node.clone(), m.clone()));
@@ -368,6 +356,12 @@ async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
     let seal = async {
         drain_captured(m, &mut tx.buf);
         tx.flush(node, m).await?;
+        // The pause is logged, and durable by this shard's rule, before the
+        // target may seal: a restarted (or promoted) source keeps writes
+        // to the slots blocked until the target's fate is known.
+        log_pause(node, m)
+            .await
+            .map_err(|e| MigrationError::Aborted(format!("logging the pause: {e}")))?;
         let seq = tx.seq.to_string();
         tx.link
             .call(&[b"TMIGRATE", b"SEAL", m.id.as_bytes(), seq.as_bytes()])
@@ -387,7 +381,13 @@ async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
         Ok(Err(e)) => m.fail(format!("sealing: {e}")),
         Err(_) => m.fail("the write pause timed out before the target sealed"),
     }
-    // From here the target may have sealed: resume only on its word.
+    await_flip(node, m, tx, deadline).await
+}
+
+/// From a seal on, the target may commit: resume only on its word (or the
+/// operator's forced cancel); otherwise wait for the flip.
+async fn await_flip(node: &Node, m: &Outgoing, tx: &mut Sender, deadline: Instant) -> Handoff {
+    let mut warned = false;
     loop {
         if flipped(node, m) {
             return Handoff::Flipped;
@@ -411,7 +411,9 @@ async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
                     ));
                 }
                 Err(e) => {
-                    tracing::warn!(migration = %m.id, error = %e, "the target did not confirm an abort: writes stay blocked until the topology or a forced cancel");
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(migration = %m.id, error = %e, "the target did not confirm an abort: writes stay blocked until the topology or a forced cancel");
+                    }
                 }
             }
         }
@@ -543,6 +545,158 @@ async fn run(node: Rc<Node>, m: Rc<Outgoing>) {
     }
     m.captured.borrow_mut().clear();
     m.captured_bytes.set(0);
+    log_resume(&node, &m);
+}
+
+/// Logs the start of the write pause: `TMIGRATE PAUSE id target-id host
+/// port ranges`, waiting until it is durable by this shard's rule.
+async fn log_pause(node: &Node, m: &Outgoing) -> Result<(), String> {
+    let (port, ranges) = (m.target.port.to_string(), format_ranges(&m.ranges));
+    let lsn = node.wal.append(
+        crate::node::wal::MARKER_SLOT,
+        &[
+            super::RECORD,
+            b"PAUSE",
+            m.id.as_bytes(),
+            m.target.id.as_bytes(),
+            m.target.host.as_bytes(),
+            port.as_bytes(),
+            ranges.as_bytes(),
+        ],
+    );
+    m.pause_logged.set(true);
+    node.wal.wait(lsn).await.map_err(|e| e.to_string())?;
+    crate::node::replication::wait_rule(node, lsn).await
+}
+
+/// Logs the end of a logged pause (resumed, or the slots moved away).
+fn log_resume(node: &Node, m: &Outgoing) {
+    if m.pause_logged.replace(false) {
+        node.wal.append(
+            crate::node::wal::MARKER_SLOT,
+            &[super::RECORD, b"RESUME", m.id.as_bytes()],
+        );
+    }
+}
+
+/// A pause rebuilt from the log (`TMIGRATE PAUSE` without its `RESUME`):
+/// on a replica it waits; on a primary it settles the target's fate as the
+/// original task would have after its seal.
+pub fn recovered_pause(node: &Node, args: &[&[u8]]) -> Result<(), String> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let [_, _, id, tid, host, port, ranges] = args else {
+        return Err("malformed PAUSE record".into());
+    };
+    let ranges = super::parse_ranges(&text(ranges)).map_err(|e| e.to_string())?;
+    let slots = SlotSet::from_ranges(&ranges).map_err(|e| e.to_string())?;
+    let target = NodeAddr {
+        id: text(tid),
+        host: text(host),
+        port: text(port)
+            .parse()
+            .map_err(|_| "bad port in PAUSE".to_string())?,
+    };
+    let m = Rc::new(Outgoing::new(
+        text(id),
+        ranges,
+        slots,
+        target,
+        Limits::default(),
+        Phase::HandoffReady,
+        true,
+    ));
+    m.pause_logged.set(true);
+    m.pause_started.set(Some(Instant::now()));
+    node.migrations
+        .outgoing
+        .borrow_mut()
+        .retain(|o| o.id != m.id);
+    node.migrations.add_outgoing(m.clone());
+    tracing::warn!(migration = %m.id, "a logged write pause without its end: writes to its slots stay blocked until the target confirms an abort or the topology flips");
+    if let Some(node) = node.migrations.node() {
+        tokio::task::spawn_local(settle_recovered(node, m));
+    }
+    Ok(())
+}
+
+/// Ends a recovered pause from the log (RESUME, or RELEASE of its slots).
+pub fn end_recovered(node: &Node, id: &str, phase: Phase) {
+    for m in node.migrations.outgoing.borrow().iter() {
+        if m.id == id && m.recovered && !m.phase.get().is_final() {
+            m.pause_logged.set(false);
+            m.phase.set(phase);
+            m.wake.notify_one();
+        }
+    }
+    node.migrations.refresh();
+}
+
+async fn settle_recovered(node: Rc<Node>, m: Rc<Outgoing>) {
+    // Only a ready primary acts; the log may also end the pause first.
+    let link = loop {
+        if m.phase.get().is_final() {
+            return;
+        }
+        if node.role.get() == Role::Primary && node.ready.get() {
+            if flipped(&node, &m) {
+                break None;
+            }
+            match Link::open(&node, &m.target).await {
+                Ok(l) => break Some(l),
+                Err(e) => {
+                    tracing::warn!(migration = %m.id, error = %e, "recovered pause: the target is unreachable")
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), m.wake.notified()).await;
+    };
+    let link = match link {
+        Some(l) => l,
+        None => {
+            match Link::open(&node, &m.target).await {
+                Ok(l) => l,
+                Err(e) => {
+                    m.fail(format!("recovered after the flip; the target is unreachable: {e}; the data stays here"));
+                    m.phase.set(Phase::Aborted);
+                    node.migrations.refresh();
+                    return;
+                }
+            }
+        }
+    };
+    let mut tx = Sender {
+        link,
+        seq: 0,
+        buf: Vec::new(),
+        tokens: 0.0,
+        refilled: Instant::now(),
+    };
+    let result = match await_flip(&node, &m, &mut tx, Instant::now()).await {
+        Handoff::Aborted(why) => Err(MigrationError::Aborted(why)),
+        Handoff::Flipped => finish_flip(&node, &m, &mut tx).await,
+    };
+    end_pause(&node, &m);
+    match result {
+        Ok(()) => set_phase(&node, &m, Phase::Done),
+        Err(e) => {
+            m.fail(e.to_string());
+            set_phase(&node, &m, Phase::Aborted);
+        }
+    }
+    log_resume(&node, &m);
+}
+
+/// After the flip: confirm the commit at the target, then free the data.
+async fn finish_flip(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(), MigrationError> {
+    // Writes now answer MOVED (the topology): the pause is over.
+    end_pause(node, m);
+    set_phase(node, m, Phase::Finishing);
+    confirm_commit(node, m, tx)
+        .await
+        .map_err(|e| MigrationError::Aborted(format!("{e}; the data stays here")))?;
+    set_phase(node, m, Phase::Releasing);
+    release(node, m).await;
+    Ok(())
 }
 
 async fn drive(node: &Rc<Node>, m: &Outgoing) -> Result<(), MigrationError> {
@@ -574,17 +728,7 @@ async fn drive(node: &Rc<Node>, m: &Outgoing) -> Result<(), MigrationError> {
     }
     match handoff(node, m, &mut tx).await {
         Handoff::Aborted(why) => Err(MigrationError::Aborted(why)),
-        Handoff::Flipped => {
-            // Writes now answer MOVED (the topology): the pause is over.
-            end_pause(node, m);
-            set_phase(node, m, Phase::Finishing);
-            confirm_commit(node, m, &mut tx)
-                .await
-                .map_err(|e| MigrationError::Aborted(format!("{e}; the data stays here")))?;
-            set_phase(node, m, Phase::Releasing);
-            release(node, m).await;
-            Ok(())
-        }
+        Handoff::Flipped => finish_flip(node, m, &mut tx).await,
     }
 }
 

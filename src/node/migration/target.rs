@@ -464,10 +464,17 @@ pub fn apply_record(node: &Node, lsn: u64, args: &[&[u8]]) {
             abort(node, &id, "aborted by the primary", false);
             Ok(())
         }
+        // The source's write pause (see source.rs).
+        b"PAUSE" => super::source::recovered_pause(node, args),
+        b"RESUME" => {
+            super::source::end_recovered(node, &id, Phase::Aborted);
+            Ok(())
+        }
         // The source primary freed slots that moved away.
         b"RELEASE" if args.len() == 4 => parse_ranges(&text(args[3]))
             .map_err(|e| e.to_string())
             .map(|ranges| {
+                super::source::end_recovered(node, &id, Phase::Done);
                 let mut store = node.store.borrow_mut();
                 for (a, b) in ranges {
                     for s in a..=b {
