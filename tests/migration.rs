@@ -713,6 +713,37 @@ fn cancel_and_a_pause_past_its_limit_abort_and_the_source_keeps_everything() {
         assert!(Instant::now() < deadline, "nothing staged");
         thread::sleep(Duration::from_millis(20));
     }
+    // The throttle holds, and a changed limit applies at once.
+    let rate = |secs: f64| {
+        let sent = || {
+            mig(&c.nodes[0], "outgoing", "slow")["bytesSent"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        let (b0, t0) = (sent(), Instant::now());
+        thread::sleep(Duration::from_secs_f64(secs));
+        (sent() - b0) as f64 / t0.elapsed().as_secs_f64()
+    };
+    let r1 = rate(1.0);
+    assert!(
+        (100_000.0..300_000.0).contains(&r1),
+        "200 kB/s limit, measured {r1:.0} B/s"
+    );
+    let (s, b) = http(
+        c.nodes[0].admin_port,
+        "PATCH",
+        "/v1/migrations/slow",
+        &json!({"maxBytesPerSec": 50_000}).to_string(),
+    )
+    .expect("patch");
+    assert_eq!(s, 200, "{b}");
+    thread::sleep(Duration::from_millis(300));
+    let r2 = rate(1.0);
+    assert!(
+        (10_000.0..150_000.0).contains(&r2),
+        "50 kB/s limit, measured {r2:.0} B/s"
+    );
+    eprintln!("throttle: {r1:.0} B/s at 200 kB/s, {r2:.0} B/s at 50 kB/s");
     let staged = mig(&c.nodes[1], "incoming", "slow");
     assert_eq!(staged["phase"], "importing");
     let (s, b) = post(&c.nodes[0], "/v1/migrations/slow/cancel", json!({}));

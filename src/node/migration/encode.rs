@@ -12,6 +12,7 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Appends commands to `out` in element chunks.
 struct Chunker<'a> {
     out: &'a mut Vec<u8>,
+    ends: &'a mut Vec<usize>,
     head: [&'a [u8]; 2],
     args: Vec<&'a [u8]>,
     bytes: usize,
@@ -20,9 +21,10 @@ struct Chunker<'a> {
 }
 
 impl<'a> Chunker<'a> {
-    fn new(out: &'a mut Vec<u8>, cmd: &'a [u8], key: &'a [u8]) -> Self {
+    fn new(out: &'a mut Vec<u8>, ends: &'a mut Vec<usize>, cmd: &'a [u8], key: &'a [u8]) -> Self {
         Self {
             out,
+            ends,
             head: [cmd, key],
             args: Vec::new(),
             bytes: 0,
@@ -46,6 +48,7 @@ impl<'a> Chunker<'a> {
         all.extend_from_slice(&self.head);
         all.append(&mut self.args);
         encode_command(&all, self.out);
+        self.ends.push(self.out.len());
         self.bytes = 0;
         self.elems = 0;
         self.commands += 1;
@@ -58,16 +61,18 @@ fn score_text(s: f64) -> String {
     format!("{s}")
 }
 
-/// Appends the commands that rebuild `key` to `out`; returns how many.
-pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>) -> usize {
+/// Appends the commands that rebuild `key` to `out`, and the offset where
+/// each ends to `ends` (a sender splits batches there); returns how many.
+pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> usize {
     let mut n = 0;
     match &e.value {
         Value::Str(s) => {
             encode_command(&[b"SET", key, &s[..]], out);
+            ends.push(out.len());
             n += 1;
         }
         Value::Hash(h) => {
-            let mut c = Chunker::new(out, b"HSET", key);
+            let mut c = Chunker::new(out, ends, b"HSET", key);
             for (f, v) in h.iter() {
                 c.push(&[f, v]);
             }
@@ -75,7 +80,7 @@ pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>) -> usize {
             n += c.commands;
         }
         Value::List(l) => {
-            let mut c = Chunker::new(out, b"RPUSH", key);
+            let mut c = Chunker::new(out, ends, b"RPUSH", key);
             for x in l.iter() {
                 c.push(&[x]);
             }
@@ -83,7 +88,7 @@ pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>) -> usize {
             n += c.commands;
         }
         Value::Set(s) => {
-            let mut c = Chunker::new(out, b"SADD", key);
+            let mut c = Chunker::new(out, ends, b"SADD", key);
             for m in s.iter() {
                 c.push(&[m]);
             }
@@ -92,7 +97,7 @@ pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>) -> usize {
         }
         Value::ZSet(z) => {
             let scores: Vec<String> = z.ordered.iter().map(|(s, _)| score_text(s.0)).collect();
-            let mut c = Chunker::new(out, b"ZADD", key);
+            let mut c = Chunker::new(out, ends, b"ZADD", key);
             for ((_, m), s) in z.ordered.iter().zip(&scores) {
                 c.push(&[s.as_bytes(), m]);
             }
@@ -107,6 +112,7 @@ pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>) -> usize {
                 let mut args: Vec<&[u8]> = vec![b"XADD", key, id.as_bytes()];
                 args.extend(fields.iter().map(|f| &f[..]));
                 encode_command(&args, out);
+                ends.push(out.len());
                 n += 1;
             }
         }
@@ -114,6 +120,7 @@ pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>) -> usize {
     if e.expire_at() != 0 && n > 0 {
         let at = e.expire_at().to_string();
         encode_command(&[b"PEXPIREAT", key, at.as_bytes()], out);
+        ends.push(out.len());
         n += 1;
     }
     n
@@ -155,10 +162,12 @@ mod tests {
         }
         st.set(3, b"s", Value::Set(Box::new(set)), 4_000_000_000_000);
         let (k, e) = st.slot_entries(3).next().expect("one key");
-        let mut buf = Vec::new();
-        let n = entry_commands(k, e, &mut buf);
+        let (mut buf, mut ends) = (Vec::new(), Vec::new());
+        let n = entry_commands(k, e, &mut buf, &mut ends);
         let cmds = commands(&buf);
         assert_eq!(n, cmds.len());
+        assert_eq!(ends.len(), n);
+        assert_eq!(ends.last().copied(), Some(buf.len()));
         assert_eq!(cmds.len(), 1000usize.div_ceil(CHUNK_ELEMS) + 1);
         assert!(cmds.iter().all(|c| c.len() <= 2 + CHUNK_ELEMS));
         assert_eq!(cmds.last().expect("expiry")[0], b"PEXPIREAT");

@@ -177,6 +177,15 @@ impl Link {
     }
 }
 
+/// Bytes per batch: a tenth of a second at the limit, 4 KiB to
+/// [`BATCH_BYTES`], so a low limit is still a steady stream.
+fn batch_bytes(m: &Outgoing) -> usize {
+    match m.limits.get().max_bytes_per_sec {
+        0 => BATCH_BYTES,
+        l => ((l / 10) as usize).clamp(4096, BATCH_BYTES),
+    }
+}
+
 /// Sends batches, paced by the (changeable) bytes/s limit.
 struct Sender {
     link: Link,
@@ -194,8 +203,10 @@ impl Sender {
                 return;
             }
             let now = Instant::now();
-            let burst = (limit as f64 / 10.0).max(BATCH_BYTES as f64);
-            self.tokens = (self.tokens
+            let burst = batch_bytes(m) as f64;
+            // A debt from a higher limit never delays a lowered one by
+            // more than one batch: a new limit applies within ~0.1 s.
+            self.tokens = (self.tokens.max(-burst)
                 + now.duration_since(self.refilled).as_secs_f64() * limit as f64)
                 .min(burst);
             self.refilled = now;
@@ -236,7 +247,7 @@ impl Sender {
     }
 
     async fn maybe_flush(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
-        if self.buf.len() >= BATCH_BYTES {
+        if self.buf.len() >= batch_bytes(m) {
             self.flush(node, m).await?;
         }
         Ok(())
@@ -290,12 +301,21 @@ async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), Migr
                 .collect()
         };
         m.mark_cloned(slot);
+        let (mut cmds, mut ends) = (Vec::new(), Vec::new());
         for (k, e) in &entries {
-            encode::entry_commands(k, e, &mut tx.buf);
+            cmds.clear();
+            ends.clear();
+            encode::entry_commands(k, e, &mut cmds, &mut ends);
+            // A big collection spans batches, split between its commands.
+            let mut at = 0;
+            for &end in &ends {
+                tx.buf.extend_from_slice(&cmds[at..end]);
+                at = end;
+                tx.maybe_flush(node, m).await?;
+            }
             m.keys_sent.set(m.keys_sent.get() + 1);
             let t = &node.migrations.totals.keys_out;
             t.set(t.get() + 1);
-            tx.maybe_flush(node, m).await?;
         }
         drop(entries);
         // This slot's writes (and earlier slots') follow its data.
@@ -421,6 +441,17 @@ async fn await_flip(node: &Node, m: &Outgoing, tx: &mut Sender, deadline: Instan
     }
 }
 
+/// The target shard's primary as the topology names it now (after a
+/// failover of the target shard the flip names its new primary), else the
+/// address the migration started with.
+fn target_now(node: &Node, m: &Outgoing) -> NodeAddr {
+    let map = node.slot_map.borrow();
+    match m.slots.iter().next().map(|s| map.owner(s)) {
+        Some(SlotOwner::Remote(i)) => map.topology.shards[i].primary.clone(),
+        _ => m.target.clone(),
+    }
+}
+
 /// Asks the target to drop its staging; Ok once it confirmed.
 async fn abort_at_target(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(), String> {
     let mut reply = tx
@@ -429,7 +460,7 @@ async fn abort_at_target(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(
         .await;
     if reply.is_err() {
         // The link may be gone: one fresh connection.
-        match Link::open(node, &m.target).await {
+        match Link::open(node, &target_now(node, m)).await {
             Ok(l) => {
                 tx.link = l;
                 reply = tx
@@ -467,7 +498,7 @@ async fn confirm_commit(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<()
             }
             Err(e) => {
                 tracing::warn!(migration = %m.id, error = %e, "confirming the commit: reconnecting");
-                if let Ok(l) = Link::open(node, &m.target).await {
+                if let Ok(l) = Link::open(node, &target_now(node, m)).await {
                     tx.link = l;
                 }
             }
@@ -653,7 +684,7 @@ async fn settle_recovered(node: Rc<Node>, m: Rc<Outgoing>) {
     let link = match link {
         Some(l) => l,
         None => {
-            match Link::open(&node, &m.target).await {
+            match Link::open(&node, &target_now(&node, &m)).await {
                 Ok(l) => l,
                 Err(e) => {
                     m.fail(format!("recovered after the flip; the target is unreachable: {e}; the data stays here"));
