@@ -422,8 +422,11 @@ impl Migrations {
     /// snapshot writes, so a snapshot (and the log truncation after it)
     /// taken while staging exists would lose the staged records from
     /// recovery. Snapshots resume once every import committed or aborted.
+    /// The same holds for a source's logged write pause: a snapshot above
+    /// its PAUSE record would let a restart forget the pause.
     pub fn defer_snapshots(&self) -> bool {
         self.incoming.borrow().iter().any(|m| m.holds_staging())
+            || self.outgoing.borrow().iter().any(|m| m.pause_logged.get())
     }
 
     pub fn add_outgoing(&self, m: Rc<Outgoing>) {
