@@ -990,3 +990,52 @@ fn a_source_restarted_before_the_flip_aborts_at_the_target_and_resumes() {
         assert_eq!(s, 422, "an aborted migration is not flipped: {b}");
     }
 }
+
+#[test]
+fn a_target_restarted_after_the_seal_rebuilds_its_staging_from_its_log_and_commits_on_the_flip() {
+    let mut c = Cluster::start(false);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    preload(&c.nodes[0], 0, 99, "t");
+    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
+    let (s, b) = post(
+        &c.nodes[0],
+        "/v1/migrations",
+        json!({"id": "tcrash", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
+    );
+    assert_eq!(s, 201, "{b}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "tcrash",
+        &["handoff-ready"],
+        Duration::from_secs(20),
+    );
+    let frozen = digest(&c.nodes[0], 0, 99);
+    let staged = mig(&c.nodes[1], "incoming", "tcrash")["stagedKeys"].clone();
+    c.nodes[1].restart();
+    c.push_to(&[1], &t1);
+    let imp = mig(&c.nodes[1], "incoming", "tcrash");
+    assert_eq!(imp["phase"], "sealed", "rebuilt from the log: {imp:#}");
+    assert_eq!(imp["stagedKeys"], staged);
+    let n: i64 = redis::cmd("DBSIZE")
+        .query(&mut conn(&c.nodes[1]))
+        .expect("DBSIZE");
+    assert_eq!(n, 0, "still invisible after the restart");
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    for (s, b) in c.push_to(&[1, 0], &t2) {
+        assert_eq!(s, 200, "{b}");
+    }
+    assert_eq!(digest(&c.nodes[1], 0, 99), frozen);
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "tcrash",
+        &["done"],
+        Duration::from_secs(20),
+    );
+    // The commit is in the target's log: a second restart keeps the data.
+    c.nodes[1].restart();
+    c.push_to(&[1], &t2);
+    assert_eq!(digest(&c.nodes[1], 0, 99), frozen);
+}
