@@ -1039,3 +1039,59 @@ fn a_target_restarted_after_the_seal_rebuilds_its_staging_from_its_log_and_commi
     c.push_to(&[1], &t2);
     assert_eq!(digest(&c.nodes[1], 0, 99), frozen);
 }
+
+#[test]
+fn a_target_failover_after_the_seal_commits_on_the_promoted_replica() {
+    let mut c = Cluster::start(true);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    for shard in 0..2 {
+        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
+    }
+    preload(&c.nodes[0], 0, 99, "f");
+    let target = json!({"id": node_id(2), "host": "127.0.0.1", "port": c.nodes[2].port});
+    let (s, b) = post(
+        &c.nodes[0],
+        "/v1/migrations",
+        json!({"id": "fo", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
+    );
+    assert_eq!(s, 201, "{b}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "fo",
+        &["handoff-ready"],
+        Duration::from_secs(30),
+    );
+    let frozen = digest(&c.nodes[0], 0, 99);
+    // The seal was durable by shard b's rule: its replica holds it.
+    assert_eq!(mig(&c.nodes[3], "incoming", "fo")["phase"], "sealed");
+    c.nodes[2].kill9();
+    // The operator fails shard b over to node 3 and flips the slots in the
+    // same topology.
+    let shard = |name: &str, slots: Value, p: usize, r: usize, epoch: u64| json!({"name": name, "slots": slots, "primary": addr(&c, p), "replicas": [addr(&c, r)], "epoch": epoch});
+    let t2 = json!({"epoch": 2, "shards": [
+        shard("a", json!([[100, 8191]]), 0, 1, 1),
+        shard("b", json!([[0, 99], [8192, 16383]]), 3, 2, 2),
+    ]});
+    for (s, b) in c.push_to(&[3, 0, 1], &t2) {
+        assert_eq!(s, 200, "{b}");
+    }
+    assert_eq!(mig(&c.nodes[3], "incoming", "fo")["phase"], "committed");
+    assert_eq!(digest(&c.nodes[3], 0, 99), frozen);
+    // The old target primary comes back as a replica of the new one.
+    c.nodes[2].restart();
+    let st = c.push_to(&[2], &t2);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    // The source confirms the commit with the new primary, then frees.
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "fo",
+        &["done"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(digest(&c.nodes[0], 0, 99), "0".repeat(64));
+    wait_replica_caught_up(&c.nodes[3], &c.nodes[2]);
+    assert_eq!(digest(&c.nodes[2], 0, 99), frozen);
+}
