@@ -393,11 +393,9 @@ async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
             tracing::info!(migration = %m.id, pause_ms = m.pause_started.get().map_or(0, |t| t.elapsed().as_millis() as u64), "sealed at the target; waiting for the topology");
             set_phase(node, m, Phase::HandoffReady);
         }
-        Ok(Err(MigrationError::Refused(e))) => {
-            // The target answered: it did not seal (and aborts on its own
-            // when an apply failed).
-            return Handoff::Aborted(format!("the target refused the seal: {e}"));
-        }
+        // Even a refused seal may have sealed (a reply replaced by the
+        // target's acknowledgement-rule error): resume only once the
+        // target confirms an abort.
         Ok(Err(e)) => m.fail(format!("sealing: {e}")),
         Err(_) => m.fail("the write pause timed out before the target sealed"),
     }
