@@ -280,6 +280,20 @@ fn preload(n: &TestNode, a: u16, b: u16, tag: &str) -> Vec<String> {
         .arg(3_600_000)
         .ignore();
     let _: () = p.query(&mut c).expect("preload");
+    // Many small keys too, so the copy spans many slots and batches.
+    let mut p = redis::pipe();
+    let mut n = 0;
+    for i in 0.. {
+        let k = format!("{tag}:small:{i}");
+        if (a..=b).contains(&key_slot(k.as_bytes())) {
+            p.cmd("SET").arg(k).arg(i).ignore();
+            n += 1;
+            if n == 20_000 {
+                break;
+            }
+        }
+    }
+    let _: () = p.query(&mut c).expect("preload small keys");
     vec![h, z, s, l, st]
 }
 
@@ -455,7 +469,7 @@ fn migrate(
             "id": id,
             "slots": [[range.0, range.1]],
             "target": {"id": node_id(if c.nodes.len() == 4 { to * 2 } else { to }), "host": "127.0.0.1", "port": dst.port},
-            "maxBytesPerSec": 50_000_000u64,
+            "maxBytesPerSec": 1_000_000u64,
             "writePauseTimeoutMs": 5_000,
         }),
     );
@@ -465,7 +479,7 @@ fn migrate(
         src.admin_port,
         "PATCH",
         &format!("/v1/migrations/{id}"),
-        &json!({"maxBytesPerSec": 100_000_000u64}).to_string(),
+        &json!({"maxBytesPerSec": 4_000_000u64}).to_string(),
     )
     .expect("patch");
     assert_eq!(s, 200, "patch: {b}");
@@ -506,6 +520,10 @@ fn migrate(
         );
     }
     let done = wait_phase(src, "outgoing", id, &["done"], Duration::from_secs(30));
+    assert!(
+        done["lastCapturedLsn"].as_u64().unwrap_or(0) > 0,
+        "writes during the copy were captured and streamed: {done:#}"
+    );
     assert_eq!(mig(dst, "incoming", id)["phase"], "committed");
     eprintln!(
         "{id}: keys {} bytes {} pause {} ms (probe's slowest write {slowest:?}), ready at {ready}",

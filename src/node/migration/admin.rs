@@ -287,13 +287,9 @@ pub async fn route(node: &Rc<Node>, req: Request<Body>) -> Response<Full<Bytes>>
                 Err(e) => error(StatusCode::CONFLICT, e),
             }
         }
-        _ => error(
+        (method, _, _) => error(
             StatusCode::NOT_FOUND,
-            format!("no route for {} {}", req_method_name(&path), path),
+            format!("no route for {method} {path}"),
         ),
     }
-}
-
-fn req_method_name(_path: &str) -> &'static str {
-    "this method on"
 }

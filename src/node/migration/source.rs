@@ -641,7 +641,12 @@ pub fn recovered_pause(node: &Node, args: &[&[u8]]) -> Result<(), String> {
         .borrow_mut()
         .retain(|o| o.id != m.id);
     node.migrations.add_outgoing(m.clone());
-    tracing::warn!(migration = %m.id, "a logged write pause without its end: writes to its slots stay blocked until the target confirms an abort or the topology flips");
+    if node.role.get() == Role::Replica {
+        // The normal case on a source's replica: its primary is pausing.
+        tracing::debug!(migration = %m.id, "the primary paused writes for a migration");
+    } else {
+        tracing::warn!(migration = %m.id, "a logged write pause without its end: writes to its slots stay blocked until the target confirms an abort or the topology flips");
+    }
     if let Some(node) = node.migrations.node() {
         tokio::task::spawn_local(settle_recovered(node, m));
     }
