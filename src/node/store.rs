@@ -530,6 +530,11 @@ impl Store {
             .collect()
     }
 
+    /// An entry as stored, expired or not, without touching it.
+    pub fn peek(&self, slot: u16, key: &[u8]) -> Option<&Entry> {
+        self.slots[slot as usize].map.get(key)
+    }
+
     /// Every entry of one slot, for snapshots.
     pub fn slot_entries(&self, slot: u16) -> impl Iterator<Item = (&[u8], &Entry)> {
         self.slots[slot as usize].map.iter().map(|(k, e)| (&**k, e))

@@ -61,69 +61,101 @@ fn score_text(s: f64) -> String {
     format!("{s}")
 }
 
+/// Elements of a value (a string is one).
+pub fn elements(e: &Entry) -> usize {
+    match &e.value {
+        Value::Str(_) => 1,
+        Value::Hash(h) => h.len(),
+        Value::List(l) => l.len(),
+        Value::Set(s) => s.len(),
+        Value::ZSet(z) => z.len(),
+        Value::Stream(st) => st.entries.len(),
+    }
+}
+
 /// Appends the commands that rebuild `key` to `out`, and the offset where
 /// each ends to `ends` (a sender splits batches there); returns how many.
 pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> usize {
-    let mut n = 0;
+    let before = ends.len();
+    entry_commands_part(key, e, 0, usize::MAX, out, ends);
+    ends.len() - before
+}
+
+/// Like [`entry_commands`] for elements `skip..skip + max` of the value
+/// only (in the value's iteration order, which holds while it is not
+/// modified); the expiry follows the last part. Returns the elements taken
+/// and whether the key is complete.
+pub fn entry_commands_part(
+    key: &[u8],
+    e: &Entry,
+    skip: usize,
+    max: usize,
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) -> (usize, bool) {
+    let total = elements(e);
+    let take = max.min(total.saturating_sub(skip));
     match &e.value {
         Value::Str(s) => {
-            encode_command(&[b"SET", key, &s[..]], out);
-            ends.push(out.len());
-            n += 1;
+            if take > 0 {
+                encode_command(&[b"SET", key, &s[..]], out);
+                ends.push(out.len());
+            }
         }
         Value::Hash(h) => {
             let mut c = Chunker::new(out, ends, b"HSET", key);
-            for (f, v) in h.iter() {
+            for (f, v) in h.iter().skip(skip).take(take) {
                 c.push(&[f, v]);
             }
             c.flush();
-            n += c.commands;
         }
         Value::List(l) => {
             let mut c = Chunker::new(out, ends, b"RPUSH", key);
-            for x in l.iter() {
+            for x in l.iter().skip(skip).take(take) {
                 c.push(&[x]);
             }
             c.flush();
-            n += c.commands;
         }
-        Value::Set(s) => {
+        Value::Set(st) => {
             let mut c = Chunker::new(out, ends, b"SADD", key);
-            for m in s.iter() {
+            for m in st.iter().skip(skip).take(take) {
                 c.push(&[m]);
             }
             c.flush();
-            n += c.commands;
         }
         Value::ZSet(z) => {
-            let scores: Vec<String> = z.ordered.iter().map(|(s, _)| score_text(s.0)).collect();
+            let part: Vec<(String, &[u8])> = z
+                .ordered
+                .iter()
+                .skip(skip)
+                .take(take)
+                .map(|(sc, m)| (score_text(sc.0), &m[..]))
+                .collect();
             let mut c = Chunker::new(out, ends, b"ZADD", key);
-            for ((_, m), s) in z.ordered.iter().zip(&scores) {
-                c.push(&[s.as_bytes(), m]);
+            for (sc, m) in &part {
+                c.push(&[sc.as_bytes(), m]);
             }
             c.flush();
-            n += c.commands;
         }
         Value::Stream(st) => {
             // One XADD per entry with its explicit ID, in ID order. A last
             // ID above the last entry (entries deleted) is not carried.
-            for (id, fields) in &st.entries {
+            for (id, fields) in st.entries.iter().skip(skip).take(take) {
                 let id = format!("{}-{}", id.ms, id.seq);
                 let mut args: Vec<&[u8]> = vec![b"XADD", key, id.as_bytes()];
                 args.extend(fields.iter().map(|f| &f[..]));
                 encode_command(&args, out);
                 ends.push(out.len());
-                n += 1;
             }
         }
     }
-    if e.expire_at() != 0 && n > 0 {
+    let done = skip + take >= total;
+    if done && e.expire_at() != 0 && total > 0 {
         let at = e.expire_at().to_string();
         encode_command(&[b"PEXPIREAT", key, at.as_bytes()], out);
         ends.push(out.len());
-        n += 1;
     }
-    n
+    (take, done)
 }
 
 #[cfg(test)]
@@ -171,6 +203,36 @@ mod tests {
         assert_eq!(cmds.len(), 1000usize.div_ceil(CHUNK_ELEMS) + 1);
         assert!(cmds.iter().all(|c| c.len() <= 2 + CHUNK_ELEMS));
         assert_eq!(cmds.last().expect("expiry")[0], b"PEXPIREAT");
+    }
+
+    #[test]
+    fn a_key_encoded_in_parts_equals_the_key_encoded_whole() {
+        let mut st = Store::new();
+        let mut z = crate::node::store::ZSet::default();
+        for i in 0..1000u32 {
+            z.insert(format!("m{i}").as_bytes(), i as f64 / 3.0);
+        }
+        st.set(9, b"z", Value::ZSet(Box::new(z)), 5_000_000_000_000);
+        let (k, e) = st.slot_entries(9).next().expect("one key");
+        let (mut whole, mut ends) = (Vec::new(), Vec::new());
+        entry_commands(k, e, &mut whole, &mut ends);
+        let mut parts = Vec::new();
+        let mut skip = 0;
+        loop {
+            let (n, done) = entry_commands_part(k, e, skip, 300, &mut parts, &mut ends);
+            skip += n;
+            if done {
+                break;
+            }
+        }
+        let flat = |b: &[u8]| -> Vec<Vec<u8>> {
+            commands(b)
+                .into_iter()
+                .flat_map(|c| c.into_iter().skip(2))
+                .collect()
+        };
+        assert_eq!(flat(&parts), flat(&whole));
+        assert_eq!(skip, 1000);
     }
 
     #[test]

@@ -262,6 +262,10 @@ pub struct Outgoing {
     pub wake: Notify,
     /// A PAUSE record is in the log (a RESUME must follow).
     pub pause_logged: Cell<bool>,
+    /// The slot being encoded: writes to it wait meanwhile (a short,
+    /// per-slot pause that keeps the copy consistent without one long
+    /// step of the event loop).
+    pub encoding: Cell<Option<u16>>,
     /// Rebuilt from a PAUSE record (recovery, or a source replica).
     pub recovered: bool,
 }
@@ -297,6 +301,7 @@ impl Outgoing {
             cancel: Default::default(),
             wake: Default::default(),
             pause_logged: Default::default(),
+            encoding: Default::default(),
             recovered,
         }
     }
@@ -372,7 +377,9 @@ impl Migrations {
         let out = self.outgoing.borrow();
         self.live_out
             .set(out.iter().any(|m| !m.phase.get().is_final()));
-        let blocking = out.iter().any(|m| m.blocks_writes());
+        let blocking = out
+            .iter()
+            .any(|m| m.blocks_writes() || m.encoding.get().is_some());
         if self.blocking.replace(blocking) && !blocking {
             self.unblocked.notify_waiters();
         }
@@ -381,11 +388,9 @@ impl Migrations {
     /// Whether a write to `slot` must wait (the source's write pause).
     pub fn write_blocked(&self, slot: u16) -> bool {
         self.blocking.get()
-            && self
-                .outgoing
-                .borrow()
-                .iter()
-                .any(|m| m.blocks_writes() && m.slots.contains(slot))
+            && self.outgoing.borrow().iter().any(|m| {
+                (m.blocks_writes() && m.slots.contains(slot)) || m.encoding.get() == Some(slot)
+            })
     }
 
     /// Called with every record the write path logs: writes to a slot that

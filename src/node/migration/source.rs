@@ -281,7 +281,71 @@ fn set_phase(node: &Node, m: &Outgoing, p: Phase) {
     node.migrations.refresh();
 }
 
-/// Sends the cloned slots, then captured writes until the lag is small.
+/// Event-loop time one encoding step may take.
+const STEP: Duration = Duration::from_millis(5);
+/// Elements of one key encoded per step at most.
+const STEP_ELEMS: usize = 4096;
+
+/// Encodes one slot as write commands while writes to that slot (only)
+/// wait, in steps of ~[`STEP`] between which the event loop serves
+/// everything else: nothing changes the slot meanwhile, so the copy is
+/// consistent, and no single step stalls the node (a big collection is
+/// encoded a few thousand elements at a time). Capture of the slot's writes
+/// starts as the writes resume. Returns the commands, where each ends, and
+/// the number of keys.
+async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usize>, u64) {
+    m.encoding.set(Some(slot));
+    node.migrations.refresh();
+    let keys: Vec<Key> = node
+        .store
+        .borrow()
+        .slot_entries(slot)
+        .map(|(k, _)| Key::from(k))
+        .collect();
+    let (mut out, mut ends) = (Vec::new(), Vec::new());
+    let (mut i, mut skip, mut done_keys) = (0, 0, 0u64);
+    let mut step = Instant::now();
+    while i < keys.len() {
+        {
+            let store = node.store.borrow();
+            match store.peek(slot, &keys[i]) {
+                // Expired (by a read or the expiry cycle) meanwhile: drop
+                // what was sent of it.
+                None => {
+                    if skip > 0 {
+                        encode_command(&[&b"DEL"[..], &keys[i]], &mut out);
+                        ends.push(out.len());
+                    }
+                    i += 1;
+                    skip = 0;
+                }
+                Some(e) => {
+                    let (n, done) = encode::entry_commands_part(
+                        &keys[i], e, skip, STEP_ELEMS, &mut out, &mut ends,
+                    );
+                    if done {
+                        i += 1;
+                        skip = 0;
+                        done_keys += 1;
+                    } else {
+                        skip += n;
+                    }
+                }
+            }
+        }
+        if step.elapsed() >= STEP {
+            tokio::task::yield_now().await;
+            step = Instant::now();
+        }
+    }
+    m.mark_cloned(slot);
+    m.encoding.set(None);
+    node.migrations.refresh();
+    (out, ends, done_keys)
+}
+
+/// Sends the slots (each encoded consistently), then captured writes until
+/// the lag is small.
 async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), MigrationError> {
     set_phase(node, m, Phase::Snapshot);
     for slot in m.slots.iter() {
@@ -291,33 +355,17 @@ async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), Migr
                 "slot {slot} left this shard before it was sent"
             )));
         }
-        // One step: the clone and the start of capture are atomic with
-        // respect to every write (one thread owns the keyspace).
-        let entries: Vec<(Key, crate::node::store::Entry)> = {
-            let store = node.store.borrow();
-            store
-                .slot_entries(slot)
-                .map(|(k, e)| (Key::from(k), e.clone()))
-                .collect()
-        };
-        m.mark_cloned(slot);
-        let (mut cmds, mut ends) = (Vec::new(), Vec::new());
-        for (k, e) in &entries {
-            cmds.clear();
-            ends.clear();
-            encode::entry_commands(k, e, &mut cmds, &mut ends);
-            // A big collection spans batches, split between its commands.
-            let mut at = 0;
-            for &end in &ends {
-                tx.buf.extend_from_slice(&cmds[at..end]);
-                at = end;
-                tx.maybe_flush(node, m).await?;
-            }
-            m.keys_sent.set(m.keys_sent.get() + 1);
-            let t = &node.migrations.totals.keys_out;
-            t.set(t.get() + 1);
+        let (cmds, ends, keys) = encode_slot(node, m, slot).await;
+        // A big collection spans batches, split between its commands.
+        let mut at = 0;
+        for &end in &ends {
+            tx.buf.extend_from_slice(&cmds[at..end]);
+            at = end;
+            tx.maybe_flush(node, m).await?;
         }
-        drop(entries);
+        m.keys_sent.set(m.keys_sent.get() + keys);
+        let t = &node.migrations.totals.keys_out;
+        t.set(t.get() + keys);
         // This slot's writes (and earlier slots') follow its data.
         drain_captured(m, &mut tx.buf);
         tx.maybe_flush(node, m).await?;
