@@ -3,10 +3,11 @@
 //! A migration moves a set of hash slots from this shard's primary (the
 //! *source*) to another shard's primary (the *target*):
 //!
-//! 1. the source clones the moving slots one at a time and streams their
-//!    keys as ordinary write commands, big collections in element chunks
-//!    ([`encode`]); from the moment a slot is cloned, every write to it is
-//!    captured with its LSN and streamed after the slot ([`source`]);
+//! 1. the source encodes the moving slots one at a time (writes to that
+//!    one slot wait meanwhile) as ordinary write commands, big collections
+//!    in element chunks ([`encode`]); from the moment a slot is encoded,
+//!    every write to it is captured with its LSN and streamed after the
+//!    slot ([`source`]);
 //! 2. the target applies what it receives to a *staging* keyspace of its
 //!    own, invisible to every read until the flip, and logs it so its
 //!    replicas and its recovery rebuild the same staging ([`target`]);
@@ -151,7 +152,7 @@ pub fn format_ranges(ranges: &[(u16, u16)]) -> String {
 pub enum Phase {
     /// Source: opening the authenticated link to the target.
     Connecting,
-    /// Source: sending the cloned slots (and the writes captured so far).
+    /// Source: sending the encoded slots (and the writes captured so far).
     Snapshot,
     /// Source: sending captured writes, waiting for the lag to be small.
     Streaming,
@@ -243,7 +244,7 @@ pub struct Outgoing {
     pub target: NodeAddr,
     pub limits: Cell<Limits>,
     pub phase: Cell<Phase>,
-    /// Slots cloned so far: writes to them are captured from then on.
+    /// Slots encoded so far: writes to them are captured from then on.
     cloned: RefCell<Vec<bool>>,
     pub captured: RefCell<std::collections::VecDeque<Captured>>,
     pub captured_bytes: Cell<u64>,

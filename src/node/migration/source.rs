@@ -2,11 +2,13 @@
 //! slots to the target's primary over a client connection (AUTH with this
 //! node's requirepass, then `TMIGRATE …`), throttled, then hands off.
 //!
-//! Consistency of the copy: slots are cloned one at a time, each in one
-//! step of the event loop, and from that step on every write to the slot
-//! is captured (with its LSN) by the write path. A slot's captured writes
-//! are sent only after the whole slot, so the target applies each slot's
-//! writes exactly once, in log order, on top of the state they followed.
+//! Consistency of the copy: slots are encoded one at a time while writes
+//! to that slot alone wait (in ~5 ms steps of the event loop, so nothing
+//! else waits), and from the moment the encoding ends every write to the
+//! slot is captured (with its LSN) by the write path. A slot's captured
+//! writes are sent only after the whole slot, so the target applies each
+//! slot's writes exactly once, in log order, on top of the state they
+//! followed.
 //!
 //! Write pause: writes to the moving slots (only) wait while the phase is
 //! `paused` or `handoff-ready`. The source resumes them on its own only
