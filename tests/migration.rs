@@ -570,8 +570,27 @@ fn slots_move_both_ways_under_load_with_every_acknowledged_write_kept_once() {
     );
     assert!(rec.pushes.len() > 100, "the load ran: {}", rec.pushes.len());
 
-    // Every acknowledged push readable exactly once from the owner; nothing
-    // attempted appears twice.
+    check_every_acknowledged_write_once(&c, &rec);
+    check_moved_data(&c, &loaded_a, &loaded_b);
+    check_status_surfaces(&c);
+}
+
+fn cluster_conn(c: &Cluster) -> redis::cluster::ClusterConnection {
+    let urls: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| format!("redis://:{PW}@127.0.0.1:{}/", n.port))
+        .collect();
+    redis::cluster::ClusterClientBuilder::new(urls)
+        .build()
+        .expect("cluster client")
+        .get_connection()
+        .expect("cluster connection")
+}
+
+/// Every acknowledged push readable exactly once from the owner; nothing
+/// attempted appears twice; acknowledged SETs readable.
+fn check_every_acknowledged_write_once(c: &Cluster, rec: &Record) {
     let client = redis::cluster::ClusterClientBuilder::new(
         c.nodes
             .iter()
@@ -614,6 +633,12 @@ fn slots_move_both_ways_under_load_with_every_acknowledged_write_kept_once() {
             .expect("GET");
         assert_eq!(v, Some(*i), "acknowledged SET k:{i} lost");
     }
+}
+
+/// Replicas hold the same moved data as their primaries; the sources (and
+/// their replicas) freed it; the preloaded collections arrived whole.
+fn check_moved_data(c: &Cluster, loaded_a: &[String], loaded_b: &[String]) {
+    let mut cc = cluster_conn(c);
     // Replicas hold the same moved data as their primaries; the sources
     // (and their replicas) freed it.
     wait_replica_caught_up(&c.nodes[2], &c.nodes[3]);
@@ -658,7 +683,10 @@ fn slots_move_both_ways_under_load_with_every_acknowledged_write_kept_once() {
         .query(&mut cc)
         .expect("ZCARD");
     assert_eq!(z, 20_000);
+}
 
+/// INFO, metrics and redis-cli show the migrations.
+fn check_status_surfaces(c: &Cluster) {
     // Status surfaces: INFO, metrics, redis-cli.
     let info: String = redis::cmd("INFO")
         .arg("cluster")
