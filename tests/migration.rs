@@ -1236,3 +1236,73 @@ fn a_big_collection_moves_in_slices_without_stalling_the_source() {
         Duration::from_secs(30),
     );
 }
+
+#[test]
+fn a_source_failover_during_the_pause_settles_with_the_target_before_writes_resume() {
+    let mut c = Cluster::start(true);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    for shard in 0..2 {
+        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
+    }
+    preload(&c.nodes[0], 0, 99, "p");
+    let before = digest(&c.nodes[0], 0, 99);
+    let target = json!({"id": node_id(2), "host": "127.0.0.1", "port": c.nodes[2].port});
+    let (s, b) = post(
+        &c.nodes[0],
+        "/v1/migrations",
+        json!({"id": "sfo", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
+    );
+    assert_eq!(s, 201, "{b}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "sfo",
+        &["handoff-ready"],
+        Duration::from_secs(30),
+    );
+    // The pause is durable on the source's replica too.
+    assert_eq!(
+        mig(&c.nodes[1], "outgoing", "sfo")["phase"],
+        "handoff-ready"
+    );
+    c.nodes[0].kill9();
+    let shard = |name: &str, slots: Value, p: usize, r: usize, epoch: u64| json!({"name": name, "slots": slots, "primary": addr(&c, p), "replicas": [addr(&c, r)], "epoch": epoch});
+    let t2 = json!({"epoch": 2, "shards": [
+        shard("a", json!([[0, 8191]]), 1, 0, 2),
+        shard("b", json!([[8192, 16383]]), 2, 3, 1),
+    ]});
+    for (s, b) in c.push_to(&[1, 2, 3], &t2) {
+        assert_eq!(s, 200, "{b}");
+    }
+    c.nodes[0].restart();
+    let st = c.push_to(&[0], &t2);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    // The promoted source settles: the target confirms the abort, then
+    // writes resume there; the target never served the range.
+    wait_phase(
+        &c.nodes[1],
+        "outgoing",
+        "sfo",
+        &["aborted"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(mig(&c.nodes[2], "incoming", "sfo")["phase"], "aborted");
+    assert_eq!(digest(&c.nodes[1], 0, 99), before);
+    // (In quorum mode once the old primary rejoined as its replica.)
+    let mut a = conn(&c.nodes[1]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(key_in("after-failover:", 0, 99))
+            .arg(1)
+            .query(&mut a);
+        match r {
+            Ok(()) => break,
+            Err(e) if e.to_string().contains("NOQUORUM") && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("writes did not resume on the new source primary: {e}"),
+        }
+    }
+}
