@@ -687,6 +687,24 @@ fn check_moved_data(c: &Cluster, loaded_a: &[String], loaded_b: &[String]) {
 
 /// INFO, metrics and redis-cli show the migrations.
 fn check_status_surfaces(c: &Cluster) {
+    let rows: Vec<HashMap<String, String>> = redis::cmd("CLUSTER")
+        .arg("GETSLOTMIGRATIONS")
+        .query(&mut conn(&c.nodes[2]))
+        .expect("GETSLOTMIGRATIONS");
+    let m1 = rows.iter().find(|r| r["name"] == "m1").expect("m1 listed");
+    assert_eq!(
+        (
+            m1["operation"].as_str(),
+            m1["state"].as_str(),
+            m1["slot_ranges"].as_str()
+        ),
+        ("IMPORT", "committed", "0-4095")
+    );
+    let m2 = rows.iter().find(|r| r["name"] == "m2").expect("m2 listed");
+    assert_eq!(
+        (m2["operation"].as_str(), m2["state"].as_str()),
+        ("EXPORT", "done")
+    );
     // Status surfaces: INFO, metrics, redis-cli.
     let info: String = redis::cmd("INFO")
         .arg("cluster")

@@ -576,6 +576,46 @@ pub fn info_fields(node: &Node, out: &mut String) {
     }
 }
 
+/// `CLUSTER GETSLOTMIGRATIONS` (Valkey's name): one map per migration this
+/// node sends (`EXPORT`) or receives (`IMPORT`), newest last.
+pub fn getslotmigrations(ctx: &mut super::cmd::Ctx<'_>) {
+    let mut rows: Vec<Vec<(&'static str, String)>> = Vec::new();
+    for m in ctx.node.migrations.outgoing.borrow().iter() {
+        rows.push(vec![
+            ("name", m.id.clone()),
+            ("operation", "EXPORT".into()),
+            ("slot_ranges", format_ranges(&m.ranges)),
+            ("node", m.target.id.clone()),
+            ("state", m.phase.get().as_str().into()),
+            ("message", m.last_error.borrow().clone().unwrap_or_default()),
+            ("keys_sent", m.keys_sent.get().to_string()),
+            ("bytes", m.bytes_sent.get().to_string()),
+            ("lag_bytes", m.captured_bytes.get().to_string()),
+            ("write_pause_ms", m.write_pause_ms.get().to_string()),
+        ]);
+    }
+    for m in ctx.node.migrations.incoming.borrow().iter() {
+        rows.push(vec![
+            ("name", m.id.clone()),
+            ("operation", "IMPORT".into()),
+            ("slot_ranges", format_ranges(&m.ranges)),
+            ("node", m.source.clone()),
+            ("state", m.phase.as_str().into()),
+            ("message", m.last_error.clone().unwrap_or_default()),
+            ("staged_keys", m.staged_keys().to_string()),
+            ("bytes", m.bytes_received.to_string()),
+        ]);
+    }
+    ctx.out.array(rows.len());
+    for row in rows {
+        ctx.out.map(row.len());
+        for (k, v) in row {
+            ctx.out.bulk(k.as_bytes());
+            ctx.out.bulk(v.as_bytes());
+        }
+    }
+}
+
 /// Prometheus lines (bounded labels: direction only).
 pub fn render_metrics(node: &Node, out: &mut String) {
     let t = &node.migrations.totals;
