@@ -1324,3 +1324,49 @@ fn a_source_failover_during_the_pause_settles_with_the_target_before_writes_resu
         }
     }
 }
+
+#[test]
+fn flushall_on_the_source_fails_the_migration() {
+    let c = Cluster::start(false);
+    c.push(&c.topology(1, &[(0, 8191)], &[(8192, 16383)]));
+    preload(&c.nodes[0], 0, 99, "x");
+    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
+    let (s, b) = post(
+        &c.nodes[0],
+        "/v1/migrations",
+        json!({"id": "flush", "slots": [[0, 99]], "target": target, "maxBytesPerSec": 100_000}),
+    );
+    assert_eq!(s, 201, "{b}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "flush",
+        &["snapshot"],
+        Duration::from_secs(10),
+    );
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut conn(&c.nodes[0]))
+        .expect("FLUSHALL");
+    let m = wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "flush",
+        &["aborted"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        m["lastError"].as_str().unwrap_or("").contains("flushed"),
+        "{m:#}"
+    );
+    wait_phase(
+        &c.nodes[1],
+        "incoming",
+        "flush",
+        &["aborted"],
+        Duration::from_secs(10),
+    );
+    let n: i64 = redis::cmd("DBSIZE")
+        .query(&mut conn(&c.nodes[1]))
+        .expect("DBSIZE");
+    assert_eq!(n, 0);
+}
