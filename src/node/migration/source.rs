@@ -119,6 +119,9 @@ struct Link {
     wr: OwnedWriteHalf,
     addr: String,
     line: String,
+    /// A call did not complete (timed out, or its future was dropped): a
+    /// late reply could be taken for the next call's, so the link is done.
+    broken: bool,
 }
 
 impl Link {
@@ -139,6 +142,7 @@ impl Link {
             wr,
             addr: addr.clone(),
             line: String::new(),
+            broken: false,
         };
         // The cluster shares one password: the link authenticates with it.
         if let Some(pw) = node.cfg.password.clone() {
@@ -158,6 +162,10 @@ impl Link {
             addr: addr.clone(),
             reason,
         };
+        if self.broken {
+            return Err(io("an earlier call did not complete".into()));
+        }
+        self.broken = true;
         let fut = async {
             self.wr.write_all(&buf).await?;
             self.line.clear();
@@ -171,11 +179,14 @@ impl Link {
             return Err(io("connection closed".into()));
         }
         let line = self.line.trim_end();
-        match line.as_bytes().first() {
-            Some(b'+') => Ok(Ok(line[1..].to_string())),
-            Some(b'-') => Ok(Err(line[1..].to_string())),
-            _ => Err(io(format!("unexpected reply {line:?}"))),
-        }
+        let reply = match line.as_bytes().first() {
+            Some(b'+') => Ok(line[1..].to_string()),
+            Some(b'-') => Err(line[1..].to_string()),
+            // Out of step with the target: the link is done.
+            _ => return Err(io(format!("unexpected reply {line:?}"))),
+        };
+        self.broken = false;
+        Ok(reply)
     }
 }
 
