@@ -934,6 +934,8 @@ async fn discard_held(node: &Rc<Node>, _held: &SnapshotsHeld<'_>) -> Result<(), 
         }
     }
     *node.last_snapshot.borrow_mut() = None;
+    // The primary's snapshot brings whatever its imports committed.
+    super::migration::target::discard_all(node);
     node.wal.reset(0).map_err(|e| e.to_string())?;
     let mut store = Store::new();
     store.mode = ExpireMode::Passive;
@@ -1542,7 +1544,12 @@ impl Applier {
         ranges: &[std::ops::Range<usize>],
     ) {
         if slot == wal::MARKER_SLOT {
-            // A time marker (for point-in-time restores), not a command.
+            // A time marker (for point-in-time restores), not a command; or
+            // a slot migration's record (staging lives outside the store).
+            if ranges.first().map(|r| &buf[r.clone()]) == Some(super::migration::RECORD) {
+                let args: Vec<&[u8]> = ranges.iter().map(|r| &buf[r.clone()]).collect();
+                super::migration::target::apply_record(node, lsn, &args);
+            }
             return;
         }
         let wm = &self.watermarks;

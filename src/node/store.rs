@@ -259,6 +259,19 @@ struct SlotDb {
     volatile: usize,
 }
 
+/// One slot's keys, moved out of a store whole (see [`Store::take_slot`]).
+/// Sendable: a freed slot is dropped on another thread.
+pub struct SlotData(SlotDb);
+
+impl SlotData {
+    pub fn len(&self) -> usize {
+        self.0.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.map.is_empty()
+    }
+}
+
 /// The WRONGTYPE error, as Redis words it.
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
@@ -493,6 +506,25 @@ impl Store {
         n
     }
 
+    /// Moves one slot's keys out (a moved slot freed elsewhere, or an
+    /// import's staging committed into the keyspace).
+    pub fn take_slot(&mut self, slot: u16) -> SlotData {
+        let db = std::mem::take(&mut self.slots[slot as usize]);
+        self.keys -= db.map.len();
+        self.volatile -= db.volatile;
+        SlotData(db)
+    }
+
+    /// Installs a slot's keys taken from another store, replacing (and
+    /// returning) whatever the slot held.
+    pub fn put_slot(&mut self, slot: u16, data: SlotData) -> SlotData {
+        let old = self.take_slot(slot);
+        self.keys += data.0.map.len();
+        self.volatile += data.0.volatile;
+        self.slots[slot as usize] = data.0;
+        old
+    }
+
     /// Up to `count` keys of a slot (expired ones included: this is
     /// administration, like Redis' GETKEYSINSLOT).
     pub fn keys_in_slot(&self, slot: u16, count: usize) -> Vec<&[u8]> {
@@ -502,6 +534,11 @@ impl Store {
             .take(count)
             .map(|k| &**k)
             .collect()
+    }
+
+    /// An entry as stored, expired or not, without touching it.
+    pub fn peek(&self, slot: u16, key: &[u8]) -> Option<&Entry> {
+        self.slots[slot as usize].map.get(key)
     }
 
     /// Every entry of one slot, for snapshots.
