@@ -360,8 +360,9 @@ impl Store {
         self.slots[slot as usize].map.get(key)
     }
 
-    /// The entry at `key` without expiring it: for a command that already
-    /// looked it up with [`Store::get`] and needs several entries at once.
+    /// The entry at `key` as stored, expired or not, without touching it:
+    /// for a command that already looked it up with [`Store::get`] and needs
+    /// several entries at once, or for a migration's copy.
     pub fn peek(&self, slot: u16, key: &[u8]) -> Option<&Entry> {
         self.slots[slot as usize].map.get(key)
     }
@@ -534,11 +535,6 @@ impl Store {
             .take(count)
             .map(|k| &**k)
             .collect()
-    }
-
-    /// An entry as stored, expired or not, without touching it.
-    pub fn peek(&self, slot: u16, key: &[u8]) -> Option<&Entry> {
-        self.slots[slot as usize].map.get(key)
     }
 
     /// Every entry of one slot, for snapshots.
