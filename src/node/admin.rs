@@ -86,6 +86,9 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response<Full<Bytes>> {
 }
 
 async fn route(node: &Rc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if super::migration::admin::handles(req.uri().path()) {
+        return super::migration::admin::route(node, req).await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => {
@@ -257,6 +260,7 @@ pub fn apply_topology(node: &Rc<Node>, topology: Topology) -> Result<(), Topolog
         });
     }
     let map = SlotMap::build(topology, &node.id)?;
+    super::migration::check_topology(node, &map).map_err(TopologyError::Migration)?;
     let shard_epoch = map.my_shard().epoch;
     let seen = node.repl.epoch();
     if shard_epoch < seen {
@@ -272,6 +276,7 @@ pub fn apply_topology(node: &Rc<Node>, topology: Topology) -> Result<(), Topolog
     if let Err(e) = super::replication::apply_topology_role(node, shard_epoch, &primary) {
         tracing::warn!(error = %e, "the topology's role change failed");
     }
+    super::migration::on_topology(node);
     Ok(())
 }
 

@@ -135,7 +135,9 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
         }
     }
     if want("cluster") {
-        let _ = write!(out, "# Cluster\r\ncluster_enabled:1\r\n\r\n");
+        let _ = write!(out, "# Cluster\r\ncluster_enabled:1\r\n");
+        super::migration::info_fields(node, &mut out);
+        out.push_str("\r\n");
     }
     if want("keyspace") {
         let _ = write!(out, "# Keyspace\r\n");

@@ -349,5 +349,6 @@ pub fn render_metrics(node: &Node) -> String {
         "gauge",
         node.ready.get() as u8,
     );
+    super::migration::render_metrics(node, &mut out);
     out
 }

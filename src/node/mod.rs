@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod idle_spin;
 pub mod info;
 pub mod metrics;
+pub mod migration;
 pub mod release;
 pub mod replication;
 pub mod resp;
@@ -224,6 +225,8 @@ pub struct Node {
     /// Replication state: epoch, role details, replicas, the link.
     pub repl: replication::Repl,
     pub idle_spin: Option<Rc<idle_spin::IdleSpin>>,
+    /// Slot migrations this node sends or receives.
+    pub migrations: migration::Migrations,
 }
 
 pub fn now_ms() -> u64 {
@@ -279,6 +282,7 @@ impl Node {
             last_snapshot: RefCell::new(None),
             snapshot_running: Cell::new(false),
             shutdown,
+            migrations: Default::default(),
         }
     }
 

@@ -71,6 +71,7 @@ pub async fn serve(
             source,
         })?;
     let node = Rc::new(Node::new(cfg, id, wal.clone(), Store::new()));
+    node.migrations.set_node(&node);
     let resp_local = listener.local_addr().map_err(NodeError::Runtime)?;
     let admin_local = admin_listener.local_addr().map_err(NodeError::Runtime)?;
     node.set_port(resp_local.port());
@@ -230,7 +231,7 @@ async fn snapshot_loop(node: Rc<Node>) {
 pub async fn run_snapshot(
     node: &Rc<Node>,
 ) -> Result<Option<snapshot::SnapshotInfo>, snapshot::SnapshotError> {
-    if node.snapshot_running.replace(true) {
+    if node.migrations.defer_snapshots() || node.snapshot_running.replace(true) {
         return Ok(None);
     }
     let res = snapshot::take(node).await;
@@ -323,6 +324,11 @@ async fn connection_loop(
                         out.limit = bound.limit();
                         run_command(node, &mut store, &mut out, conn, &mut effects, &args);
                         out.limit = usize::MAX;
+                        if effects.blocked {
+                            // Not consumed: parsed again after the pause.
+                            parse_first = true;
+                            break;
+                        }
                         commands += 1;
                         consumed += used;
                         if out.overflowed && !bound.settle(node, conn, &mut out, &args) {
@@ -408,6 +414,9 @@ async fn connection_loop(
         }
         if close {
             return Ok(());
+        }
+        if effects.blocked {
+            node.migrations.wait_unblocked().await;
         }
         if let Some(args) = effects.replicate.take() {
             let rest = inbuf.split().to_vec();

@@ -107,6 +107,8 @@ pub enum TopologyError {
     },
     #[error("this node ({id}) is not part of the topology")]
     NotAMember { id: String },
+    #[error("{0}")]
+    Migration(String),
 }
 
 /// Where a slot lives, from this node's point of view.

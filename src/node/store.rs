@@ -259,6 +259,19 @@ struct SlotDb {
     volatile: usize,
 }
 
+/// One slot's keys, moved out of a store whole (see [`Store::take_slot`]).
+/// Sendable: a freed slot is dropped on another thread.
+pub struct SlotData(SlotDb);
+
+impl SlotData {
+    pub fn len(&self) -> usize {
+        self.0.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.map.is_empty()
+    }
+}
+
 /// The WRONGTYPE error, as Redis words it.
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
@@ -347,8 +360,9 @@ impl Store {
         self.slots[slot as usize].map.get(key)
     }
 
-    /// The entry at `key` without expiring it: for a command that already
-    /// looked it up with [`Store::get`] and needs several entries at once.
+    /// The entry at `key` as stored, expired or not, without touching it:
+    /// for a command that already looked it up with [`Store::get`] and needs
+    /// several entries at once, or for a migration's copy.
     pub fn peek(&self, slot: u16, key: &[u8]) -> Option<&Entry> {
         self.slots[slot as usize].map.get(key)
     }
@@ -491,6 +505,25 @@ impl Store {
         self.volatile -= db.volatile;
         *db = SlotDb::default();
         n
+    }
+
+    /// Moves one slot's keys out (a moved slot freed elsewhere, or an
+    /// import's staging committed into the keyspace).
+    pub fn take_slot(&mut self, slot: u16) -> SlotData {
+        let db = std::mem::take(&mut self.slots[slot as usize]);
+        self.keys -= db.map.len();
+        self.volatile -= db.volatile;
+        SlotData(db)
+    }
+
+    /// Installs a slot's keys taken from another store, replacing (and
+    /// returning) whatever the slot held.
+    pub fn put_slot(&mut self, slot: u16, data: SlotData) -> SlotData {
+        let old = self.take_slot(slot);
+        self.keys += data.0.map.len();
+        self.volatile += data.0.volatile;
+        self.slots[slot as usize] = data.0;
+        old
     }
 
     /// Up to `count` keys of a slot (expired ones included: this is

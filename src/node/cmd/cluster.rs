@@ -64,6 +64,8 @@ fn cluster(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             let text = nodes_text(ctx);
             ctx.out.verbatim(&text);
         }
+        (b"slotdigest", 4) => crate::node::migration::digest::command(ctx, args),
+        (b"getslotmigrations", 2) => crate::node::migration::getslotmigrations(ctx),
         (b"slots", 2) => slots(ctx),
         (b"shards", 2) => shards(ctx),
         (b"replicas" | b"slaves", 3) => replicas(ctx, args.get(2)),

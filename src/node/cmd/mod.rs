@@ -159,6 +159,9 @@ pub struct Effects {
     pub replicate: Option<Vec<Vec<u8>>>,
     /// WAIT numreplicas timeout-ms: answered after the batch's writes.
     pub wait: Option<(usize, u64)>,
+    /// A write hit a slot whose migration blocks writes: it did not run, and
+    /// runs again once the pause ends (then MOVED, or served here).
+    pub blocked: bool,
 }
 
 pub struct Ctx<'a> {
@@ -221,6 +224,7 @@ impl<'a> Ctx<'a> {
         self.log_expired();
         let slot = self.slot.unwrap_or(super::wal::GLOBAL_SLOT);
         let lsn = self.node.wal.append(slot, args);
+        self.node.migrations.capture(slot, lsn, args);
         self.effects.last_lsn = self.effects.last_lsn.max(lsn);
         self.propagated = true;
     }
@@ -236,6 +240,7 @@ impl<'a> Ctx<'a> {
         }
         for (slot, key) in expired {
             let lsn = self.node.wal.append(slot, &[b"DEL", &key]);
+            self.node.migrations.capture(slot, lsn, &[b"DEL", &key]);
             // Not `last_lsn`: a read must not wait for (or fail on) the
             // acknowledgement rule because it found a key expired. A write
             // in the same command logs after these DELs and covers them.
@@ -305,7 +310,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 11] = [
+        let families: [&'static [CommandSpec]; 12] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
@@ -317,6 +322,7 @@ impl Commands {
             streams::COMMANDS,
             cluster::COMMANDS,
             replication::COMMANDS,
+            super::migration::target::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
         let (mut by_packed, mut by_name) = (HashMap::with_hasher(PackedHash), HashMap::new());
@@ -438,6 +444,10 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
         if !ctx.replaying {
             if let Some(err) = node.route(s, spec.is_write(), ctx.conn) {
                 ctx.out.error(&err);
+                return Some(idx);
+            }
+            if spec.is_write() && node.migrations.write_blocked(s) {
+                ctx.effects.blocked = true;
                 return Some(idx);
             }
         }

@@ -739,6 +739,8 @@ async fn discard_held(node: &Rc<Node>, _held: &SnapshotsHeld<'_>) -> Result<(), 
         }
     }
     *node.last_snapshot.borrow_mut() = None;
+    // The primary's snapshot brings whatever its imports committed.
+    super::migration::target::discard_all(node);
     node.wal.reset(0).map_err(|e| e.to_string())?;
     let mut store = Store::new();
     store.mode = ExpireMode::Passive;

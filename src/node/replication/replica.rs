@@ -151,7 +151,12 @@ impl Applier {
         ranges: &[std::ops::Range<usize>],
     ) {
         if slot == wal::MARKER_SLOT {
-            // A time marker (for point-in-time restores), not a command.
+            // A time marker (for point-in-time restores), not a command; or
+            // a slot migration's record (staging lives outside the store).
+            if ranges.first().map(|r| &buf[r.clone()]) == Some(crate::node::migration::RECORD) {
+                let args: Vec<&[u8]> = ranges.iter().map(|r| &buf[r.clone()]).collect();
+                crate::node::migration::target::apply_record(node, lsn, &args);
+            }
             return;
         }
         let wm = &self.watermarks;

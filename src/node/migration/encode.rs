@@ -1,0 +1,246 @@
+//! A key as the write commands that rebuild it, big collections split into
+//! commands of at most [`CHUNK_ELEMS`] elements / about [`CHUNK_BYTES`]
+//! bytes, so no single command (or log record at the target) holds a whole
+//! large collection (the MIGRATE/DUMP big-key failures of Redis Cluster).
+
+use crate::node::resp::encode_command;
+use crate::node::store::{Entry, Value};
+
+pub const CHUNK_ELEMS: usize = 256;
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Appends commands to `out` in element chunks.
+struct Chunker<'a> {
+    out: &'a mut Vec<u8>,
+    ends: &'a mut Vec<usize>,
+    head: [&'a [u8]; 2],
+    args: Vec<&'a [u8]>,
+    bytes: usize,
+    elems: usize,
+    commands: usize,
+}
+
+impl<'a> Chunker<'a> {
+    fn new(out: &'a mut Vec<u8>, ends: &'a mut Vec<usize>, cmd: &'a [u8], key: &'a [u8]) -> Self {
+        Self {
+            out,
+            ends,
+            head: [cmd, key],
+            args: Vec::new(),
+            bytes: 0,
+            elems: 0,
+            commands: 0,
+        }
+    }
+    fn push(&mut self, elem: &[&'a [u8]]) {
+        self.args.extend_from_slice(elem);
+        self.bytes += elem.iter().map(|e| e.len()).sum::<usize>();
+        self.elems += 1;
+        if self.elems >= CHUNK_ELEMS || self.bytes >= CHUNK_BYTES {
+            self.flush();
+        }
+    }
+    fn flush(&mut self) {
+        if self.args.is_empty() {
+            return;
+        }
+        let mut all: Vec<&[u8]> = Vec::with_capacity(2 + self.args.len());
+        all.extend_from_slice(&self.head);
+        all.append(&mut self.args);
+        encode_command(&all, self.out);
+        self.ends.push(self.out.len());
+        self.bytes = 0;
+        self.elems = 0;
+        self.commands += 1;
+    }
+}
+
+/// Formats a score so that parsing it gives the same f64 (Rust's shortest
+/// round-trip form; "inf"/"-inf" as Redis parses them).
+fn score_text(s: f64) -> String {
+    format!("{s}")
+}
+
+/// Elements of a value (a string is one).
+pub fn elements(e: &Entry) -> usize {
+    match &e.value {
+        Value::Str(_) => 1,
+        Value::Hash(h) => h.len(),
+        Value::List(l) => l.len(),
+        Value::Set(s) => s.len(),
+        Value::ZSet(z) => z.len(),
+        Value::Stream(st) => st.entries.len(),
+    }
+}
+
+/// Appends the commands that rebuild `key` to `out`, and the offset where
+/// each ends to `ends` (a sender splits batches there); returns how many.
+pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> usize {
+    let before = ends.len();
+    entry_commands_part(key, e, 0, usize::MAX, out, ends);
+    ends.len() - before
+}
+
+/// Like [`entry_commands`] for elements `skip..skip + max` of the value
+/// only (in the value's iteration order, which holds while it is not
+/// modified); the expiry follows the last part. Returns the elements taken
+/// and whether the key is complete.
+pub fn entry_commands_part(
+    key: &[u8],
+    e: &Entry,
+    skip: usize,
+    max: usize,
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) -> (usize, bool) {
+    let total = elements(e);
+    let take = max.min(total.saturating_sub(skip));
+    match &e.value {
+        Value::Str(s) => {
+            if take > 0 {
+                encode_command(&[b"SET", key, &s[..]], out);
+                ends.push(out.len());
+            }
+        }
+        Value::Hash(h) => {
+            let mut c = Chunker::new(out, ends, b"HSET", key);
+            for (f, v) in h.iter().skip(skip).take(take) {
+                c.push(&[f, v]);
+            }
+            c.flush();
+        }
+        Value::List(l) => {
+            let mut c = Chunker::new(out, ends, b"RPUSH", key);
+            for x in l.iter().skip(skip).take(take) {
+                c.push(&[x]);
+            }
+            c.flush();
+        }
+        Value::Set(st) => {
+            let mut c = Chunker::new(out, ends, b"SADD", key);
+            for m in st.iter().skip(skip).take(take) {
+                c.push(&[m]);
+            }
+            c.flush();
+        }
+        Value::ZSet(z) => {
+            let part: Vec<(String, &[u8])> = z
+                .ordered
+                .iter()
+                .skip(skip)
+                .take(take)
+                .map(|(sc, m)| (score_text(sc.0), &m[..]))
+                .collect();
+            let mut c = Chunker::new(out, ends, b"ZADD", key);
+            for (sc, m) in &part {
+                c.push(&[sc.as_bytes(), m]);
+            }
+            c.flush();
+        }
+        Value::Stream(st) => {
+            // One XADD per entry with its explicit ID, in ID order. A last
+            // ID above the last entry (entries deleted) is not carried.
+            for (id, fields) in st.entries.iter().skip(skip).take(take) {
+                let id = format!("{}-{}", id.ms, id.seq);
+                let mut args: Vec<&[u8]> = vec![b"XADD", key, id.as_bytes()];
+                args.extend(fields.iter().map(|f| &f[..]));
+                encode_command(&args, out);
+                ends.push(out.len());
+            }
+        }
+    }
+    let done = skip + take >= total;
+    if done && e.expire_at() != 0 && total > 0 {
+        let at = e.expire_at().to_string();
+        encode_command(&[b"PEXPIREAT", key, at.as_bytes()], out);
+        ends.push(out.len());
+    }
+    (take, done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::resp::{parse_request, Parsed};
+    use crate::node::store::Store;
+
+    fn commands(buf: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut ranges = Vec::new();
+        while at < buf.len() {
+            match parse_request(&buf[at..], &mut ranges).expect("valid RESP") {
+                Parsed::Command(used) => {
+                    out.push(
+                        ranges
+                            .iter()
+                            .map(|r| buf[at..][r.clone()].to_vec())
+                            .collect(),
+                    );
+                    at += used;
+                }
+                _ => panic!("incomplete"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_big_set_is_sent_in_element_chunks() {
+        let mut st = Store::new();
+        let mut set = hashbrown::HashSet::new();
+        for i in 0..1000u32 {
+            set.insert(format!("m{i}").into_bytes().into_boxed_slice());
+        }
+        st.set(3, b"s", Value::Set(Box::new(set)), 4_000_000_000_000);
+        let (k, e) = st.slot_entries(3).next().expect("one key");
+        let (mut buf, mut ends) = (Vec::new(), Vec::new());
+        let n = entry_commands(k, e, &mut buf, &mut ends);
+        let cmds = commands(&buf);
+        assert_eq!(n, cmds.len());
+        assert_eq!(ends.len(), n);
+        assert_eq!(ends.last().copied(), Some(buf.len()));
+        assert_eq!(cmds.len(), 1000usize.div_ceil(CHUNK_ELEMS) + 1);
+        assert!(cmds.iter().all(|c| c.len() <= 2 + CHUNK_ELEMS));
+        assert_eq!(cmds.last().expect("expiry")[0], b"PEXPIREAT");
+    }
+
+    #[test]
+    fn a_key_encoded_in_parts_equals_the_key_encoded_whole() {
+        let mut st = Store::new();
+        let mut z = crate::node::store::ZSet::default();
+        for i in 0..1000u32 {
+            z.insert(format!("m{i}").as_bytes(), i as f64 / 3.0);
+        }
+        st.set(9, b"z", Value::ZSet(Box::new(z)), 5_000_000_000_000);
+        let (k, e) = st.slot_entries(9).next().expect("one key");
+        let (mut whole, mut ends) = (Vec::new(), Vec::new());
+        entry_commands(k, e, &mut whole, &mut ends);
+        let mut parts = Vec::new();
+        let mut skip = 0;
+        loop {
+            let (n, done) = entry_commands_part(k, e, skip, 300, &mut parts, &mut ends);
+            skip += n;
+            if done {
+                break;
+            }
+        }
+        let flat = |b: &[u8]| -> Vec<Vec<u8>> {
+            commands(b)
+                .into_iter()
+                .flat_map(|c| c.into_iter().skip(2))
+                .collect()
+        };
+        assert_eq!(flat(&parts), flat(&whole));
+        assert_eq!(skip, 1000);
+    }
+
+    #[test]
+    fn scores_round_trip() {
+        for s in [0.1, -0.0, 1e300, f64::INFINITY, f64::NEG_INFINITY, 3.0] {
+            let t = score_text(s);
+            let back = crate::node::cmd::parse_f64(t.as_bytes()).expect("parses");
+            assert_eq!(back.to_bits(), s.to_bits(), "{t}");
+        }
+    }
+}

@@ -1,0 +1,839 @@
+//! The source's side: one task per outgoing migration streams the moving
+//! slots to the target's primary over a client connection (AUTH with this
+//! node's requirepass, then `TMIGRATE …`), throttled, then hands off.
+//!
+//! Consistency of the copy: slots are encoded one at a time while writes
+//! to that slot alone wait (in ~5 ms steps of the event loop, so nothing
+//! else waits), and from the moment the encoding ends every write to the
+//! slot is captured (with its LSN) by the write path. A slot's captured
+//! writes are sent only after the whole slot, so the target applies each
+//! slot's writes exactly once, in log order, on top of the state they
+//! followed.
+//!
+//! Write pause: writes to the moving slots (only) wait while the phase is
+//! `paused` or `handoff-ready`. The source resumes them on its own only
+//! when the target cannot commit: before a seal was sent, or after the
+//! target confirmed an abort. Otherwise it waits for the operator's
+//! topology (the flip) or its forced cancel — never both sides writable.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use super::{encode, format_ranges, Limits, MigrationError, Outgoing, Phase, SlotSet};
+use crate::node::resp::encode_command;
+use crate::node::slots::{NodeAddr, SlotOwner};
+use crate::node::store::{Key, SlotData};
+use crate::node::{now_ms, Node, Role};
+
+/// Bytes of commands per `TMIGRATE APPLY`.
+const BATCH_BYTES: usize = 128 * 1024;
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the operator asks for (POST /v1/migrations on the source primary).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartRequest {
+    pub id: String,
+    /// Inclusive ranges.
+    pub slots: Vec<(u16, u16)>,
+    /// The target shard's primary.
+    pub target: NodeAddr,
+    #[serde(default)]
+    pub max_bytes_per_sec: Option<u64>,
+    #[serde(default)]
+    pub write_pause_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub handoff_max_lag_bytes: Option<u64>,
+}
+
+pub fn start(node: &Rc<Node>, req: StartRequest) -> Result<Rc<Outgoing>, MigrationError> {
+    if node.role.get() != Role::Primary {
+        return Err(MigrationError::NotPrimary("send a migration"));
+    }
+    let valid_id = !req.id.is_empty()
+        && req.id.len() <= 64
+        && req
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !valid_id {
+        return Err(MigrationError::BadRange(format!(
+            "id {:?} (1-64 of [A-Za-z0-9._-])",
+            req.id
+        )));
+    }
+    let slots = SlotSet::from_ranges(&req.slots)?;
+    {
+        let map = node.slot_map.borrow();
+        if let Some(slot) = slots.iter().find(|&s| map.owner(s) != SlotOwner::Local) {
+            return Err(MigrationError::NotOwned { slot });
+        }
+    }
+    for m in node.migrations.outgoing.borrow().iter() {
+        if m.id == req.id {
+            return Err(MigrationError::Exists(req.id));
+        }
+        if m.phase.get().is_final() {
+            continue;
+        }
+        if let Some(slot) = m.slots.overlaps(&slots) {
+            return Err(MigrationError::Busy {
+                slot,
+                id: m.id.clone(),
+            });
+        }
+    }
+    let mut limits = Limits::default();
+    if let Some(v) = req.max_bytes_per_sec {
+        limits.max_bytes_per_sec = v;
+    }
+    if let Some(v) = req.write_pause_timeout_ms {
+        limits.write_pause_timeout_ms = v.max(1);
+    }
+    if let Some(v) = req.handoff_max_lag_bytes {
+        limits.handoff_max_lag_bytes = v;
+    }
+    let m = Rc::new(Outgoing::new(
+        req.id,
+        req.slots,
+        slots,
+        req.target,
+        limits,
+        Phase::Connecting,
+        false,
+    ));
+    node.migrations.add_outgoing(m.clone());
+    tracing::info!(migration = %m.id, slots = %format_ranges(&m.ranges), target = %m.target.id, "slot migration started");
+    tokio::task::spawn_local(run(node.clone(), m.clone()));
+    Ok(m)
+}
+
+/// The client connection to the target's primary.
+struct Link {
+    rd: BufReader<OwnedReadHalf>,
+    wr: OwnedWriteHalf,
+    addr: String,
+    line: String,
+    /// A call did not complete (timed out, or its future was dropped): a
+    /// late reply could be taken for the next call's, so the link is done.
+    broken: bool,
+}
+
+impl Link {
+    async fn open(node: &Node, target: &NodeAddr) -> Result<Self, MigrationError> {
+        let addr = format!("{}:{}", target.host, target.port);
+        let err = |reason: String| MigrationError::Link {
+            addr: addr.clone(),
+            reason,
+        };
+        let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| err("connect timed out".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let _ = sock.set_nodelay(true);
+        let (rd, wr) = sock.into_split();
+        let mut link = Self {
+            rd: BufReader::with_capacity(4096, rd),
+            wr,
+            addr: addr.clone(),
+            line: String::new(),
+            broken: false,
+        };
+        // The cluster shares one password: the link authenticates with it.
+        if let Some(pw) = node.cfg.password.clone() {
+            link.call(&[b"AUTH", pw.as_bytes()])
+                .await?
+                .map_err(|e| MigrationError::Refused(format!("AUTH: {e}")))?;
+        }
+        Ok(link)
+    }
+
+    /// Sends one command; Ok(Ok(line)) for `+…`, Ok(Err(msg)) for `-…`.
+    async fn call(&mut self, args: &[&[u8]]) -> Result<Result<String, String>, MigrationError> {
+        let mut buf = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+        encode_command(args, &mut buf);
+        let addr = self.addr.clone();
+        let io = |reason: String| MigrationError::Link {
+            addr: addr.clone(),
+            reason,
+        };
+        if self.broken {
+            return Err(io("an earlier call did not complete".into()));
+        }
+        self.broken = true;
+        let fut = async {
+            self.wr.write_all(&buf).await?;
+            self.line.clear();
+            self.rd.read_line(&mut self.line).await
+        };
+        let n = tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .map_err(|_| io("no reply within 10 s".into()))?
+            .map_err(|e| io(e.to_string()))?;
+        if n == 0 {
+            return Err(io("connection closed".into()));
+        }
+        let line = self.line.trim_end();
+        let reply = match line.as_bytes().first() {
+            Some(b'+') => Ok(line[1..].to_string()),
+            Some(b'-') => Err(line[1..].to_string()),
+            // Out of step with the target: the link is done.
+            _ => return Err(io(format!("unexpected reply {line:?}"))),
+        };
+        self.broken = false;
+        Ok(reply)
+    }
+}
+
+/// Bytes per batch: a tenth of a second at the limit, 4 KiB to
+/// [`BATCH_BYTES`], so a low limit is still a steady stream.
+fn batch_bytes(m: &Outgoing) -> usize {
+    match m.limits.get().max_bytes_per_sec {
+        0 => BATCH_BYTES,
+        l => ((l / 10) as usize).clamp(4096, BATCH_BYTES),
+    }
+}
+
+/// Sends batches, paced by the (changeable) bytes/s limit.
+struct Sender {
+    link: Link,
+    seq: u64,
+    buf: Vec<u8>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Sender {
+    async fn pace(&mut self, m: &Outgoing, bytes: usize) {
+        loop {
+            let limit = m.limits.get().max_bytes_per_sec;
+            if limit == 0 {
+                return;
+            }
+            let now = Instant::now();
+            let burst = batch_bytes(m) as f64;
+            // A debt from a higher limit never delays a lowered one by
+            // more than one batch: a new limit applies within ~0.1 s.
+            self.tokens = (self.tokens.max(-burst)
+                + now.duration_since(self.refilled).as_secs_f64() * limit as f64)
+                .min(burst);
+            self.refilled = now;
+            if self.tokens >= bytes as f64 || self.tokens >= burst {
+                self.tokens -= bytes as f64;
+                return;
+            }
+            // Short sleeps: a changed limit applies within one.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn flush(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.pace(m, self.buf.len()).await;
+        let seq = self.seq.to_string();
+        let payload = std::mem::take(&mut self.buf);
+        let reply = self
+            .link
+            .call(&[
+                b"TMIGRATE",
+                b"APPLY",
+                m.id.as_bytes(),
+                seq.as_bytes(),
+                &payload,
+            ])
+            .await?;
+        reply.map_err(MigrationError::Refused)?;
+        self.seq += 1;
+        m.bytes_sent.set(m.bytes_sent.get() + payload.len() as u64);
+        let t = &node.migrations.totals.bytes_out;
+        t.set(t.get() + payload.len() as u64);
+        self.buf = payload;
+        self.buf.clear();
+        Ok(())
+    }
+
+    async fn maybe_flush(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
+        if self.buf.len() >= batch_bytes(m) {
+            self.flush(node, m).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves the captured writes into the send buffer, in LSN order.
+fn drain_captured(m: &Outgoing, buf: &mut Vec<u8>) {
+    let mut q = m.captured.borrow_mut();
+    for c in q.drain(..) {
+        encode_command(&c.args, buf);
+    }
+    m.captured_bytes.set(0);
+}
+
+fn check_cancel(m: &Outgoing) -> Result<(), MigrationError> {
+    match m.cancel.get() {
+        Some(_) => Err(MigrationError::Aborted(
+            m.last_error
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "cancelled by the operator".into()),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn set_phase(node: &Node, m: &Outgoing, p: Phase) {
+    tracing::info!(migration = %m.id, phase = p.as_str(), "slot migration phase");
+    m.phase.set(p);
+    node.migrations.refresh();
+}
+
+/// Event-loop time one encoding step may take.
+const STEP: Duration = Duration::from_millis(5);
+/// Elements of one key encoded per step at most.
+const STEP_ELEMS: usize = 4096;
+
+/// Encodes one slot as write commands while writes to that slot (only)
+/// wait, in steps of ~[`STEP`] between which the event loop serves
+/// everything else: nothing changes the slot meanwhile, so the copy is
+/// consistent, and no single step stalls the node (a big collection is
+/// encoded a few thousand elements at a time). Capture of the slot's writes
+/// starts as the writes resume. Returns the commands, where each ends, and
+/// the number of keys.
+async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usize>, u64) {
+    m.encoding.set(Some(slot));
+    node.migrations.refresh();
+    let keys: Vec<Key> = node
+        .store
+        .borrow()
+        .slot_entries(slot)
+        .map(|(k, _)| Key::from(k))
+        .collect();
+    let (mut out, mut ends) = (Vec::new(), Vec::new());
+    let (mut i, mut skip, mut done_keys) = (0, 0, 0u64);
+    let mut step = Instant::now();
+    while i < keys.len() {
+        {
+            let store = node.store.borrow();
+            match store.peek(slot, &keys[i]) {
+                // Expired (by a read or the expiry cycle) meanwhile: drop
+                // what was sent of it.
+                None => {
+                    if skip > 0 {
+                        encode_command(&[&b"DEL"[..], &keys[i]], &mut out);
+                        ends.push(out.len());
+                    }
+                    i += 1;
+                    skip = 0;
+                }
+                Some(e) => {
+                    let (n, done) = encode::entry_commands_part(
+                        &keys[i], e, skip, STEP_ELEMS, &mut out, &mut ends,
+                    );
+                    if done {
+                        i += 1;
+                        skip = 0;
+                        done_keys += 1;
+                    } else {
+                        skip += n;
+                    }
+                }
+            }
+        }
+        if step.elapsed() >= STEP {
+            tokio::task::yield_now().await;
+            step = Instant::now();
+        }
+    }
+    m.mark_cloned(slot);
+    m.encoding.set(None);
+    node.migrations.refresh();
+    (out, ends, done_keys)
+}
+
+/// Sends the slots (each encoded consistently), then captured writes until
+/// the lag is small.
+async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), MigrationError> {
+    set_phase(node, m, Phase::Snapshot);
+    for slot in m.slots.iter() {
+        check_cancel(m)?;
+        if node.slot_map.borrow().owner(slot) != SlotOwner::Local {
+            return Err(MigrationError::Aborted(format!(
+                "slot {slot} left this shard before it was sent"
+            )));
+        }
+        let (cmds, ends, keys) = encode_slot(node, m, slot).await;
+        // A big collection spans batches, split between its commands.
+        let mut at = 0;
+        for &end in &ends {
+            tx.buf.extend_from_slice(&cmds[at..end]);
+            at = end;
+            tx.maybe_flush(node, m).await?;
+        }
+        m.keys_sent.set(m.keys_sent.get() + keys);
+        let t = &node.migrations.totals.keys_out;
+        t.set(t.get() + keys);
+        // This slot's writes (and earlier slots') follow its data.
+        drain_captured(m, &mut tx.buf);
+        tx.maybe_flush(node, m).await?;
+        if m.captured_bytes.get() > m.limits.get().max_buffer_bytes {
+            return Err(MigrationError::Aborted(
+                "captured writes exceed the buffer limit: the target does not keep up".into(),
+            ));
+        }
+    }
+    tx.flush(node, m).await?;
+    set_phase(node, m, Phase::Streaming);
+    loop {
+        check_cancel(m)?;
+        let limits = m.limits.get();
+        if m.captured_bytes.get() > limits.max_buffer_bytes {
+            return Err(MigrationError::Aborted(
+                "captured writes exceed the buffer limit: the target does not keep up".into(),
+            ));
+        }
+        if m.captured_bytes.get() <= limits.handoff_max_lag_bytes {
+            return Ok(());
+        }
+        drain_captured(m, &mut tx.buf);
+        tx.flush(node, m).await?;
+    }
+}
+
+/// Ends the write pause, adding its length to the counters.
+fn end_pause(node: &Node, m: &Outgoing) {
+    if let Some(t) = m.pause_started.take() {
+        let ms = t.elapsed().as_millis() as u64;
+        m.write_pause_ms.set(m.write_pause_ms.get() + ms);
+        let tot = &node.migrations.totals.write_pause_ms;
+        tot.set(tot.get() + ms);
+    }
+}
+
+/// How a handoff attempt ended.
+enum Handoff {
+    /// The topology flipped the slots away.
+    Flipped,
+    /// The target dropped its staging (or never sealed): safe to resume.
+    Aborted(String),
+}
+
+fn flipped(node: &Node, m: &Outgoing) -> bool {
+    let map = node.slot_map.borrow();
+    m.slots.iter().any(|s| map.owner(s) != SlotOwner::Local)
+}
+
+/// Pause, seal, and wait for the operator's topology.
+async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
+    set_phase(node, m, Phase::Paused);
+    m.pause_started.set(Some(Instant::now()));
+    let deadline = Instant::now() + Duration::from_millis(m.limits.get().write_pause_timeout_ms);
+    let seal = async {
+        drain_captured(m, &mut tx.buf);
+        tx.flush(node, m).await?;
+        // The pause is logged, and durable by this shard's rule, before the
+        // target may seal: a restarted (or promoted) source keeps writes
+        // to the slots blocked until the target's fate is known.
+        log_pause(node, m)
+            .await
+            .map_err(|e| MigrationError::Aborted(format!("logging the pause: {e}")))?;
+        let seq = tx.seq.to_string();
+        tx.link
+            .call(&[b"TMIGRATE", b"SEAL", m.id.as_bytes(), seq.as_bytes()])
+            .await?
+            .map_err(MigrationError::Refused)
+    };
+    match tokio::time::timeout_at(deadline.into(), seal).await {
+        Ok(Ok(_)) => {
+            tracing::info!(migration = %m.id, pause_ms = m.pause_started.get().map_or(0, |t| t.elapsed().as_millis() as u64), "sealed at the target; waiting for the topology");
+            set_phase(node, m, Phase::HandoffReady);
+        }
+        // Even a refused seal may have sealed (a reply replaced by the
+        // target's acknowledgement-rule error): resume only once the
+        // target confirms an abort.
+        Ok(Err(e)) => m.fail(format!("sealing: {e}")),
+        Err(_) => m.fail("the write pause timed out before the target sealed"),
+    }
+    await_flip(node, m, tx, deadline).await
+}
+
+/// From a seal on, the target may commit: resume only on its word (or the
+/// operator's forced cancel); otherwise wait for the flip.
+async fn await_flip(node: &Node, m: &Outgoing, tx: &mut Sender, deadline: Instant) -> Handoff {
+    let mut warned = false;
+    loop {
+        if flipped(node, m) {
+            return Handoff::Flipped;
+        }
+        let timed_out = Instant::now() >= deadline;
+        if timed_out || m.cancel.get().is_some() || m.last_error.borrow().is_some() {
+            match abort_at_target(node, m, tx).await {
+                Ok(()) => {
+                    let why = m.last_error.borrow().clone();
+                    return Handoff::Aborted(why.unwrap_or_else(|| {
+                        if timed_out {
+                            "the write pause exceeded its limit".into()
+                        } else {
+                            "cancelled by the operator".into()
+                        }
+                    }));
+                }
+                Err(e) if m.cancel.get() == Some(true) => {
+                    return Handoff::Aborted(format!(
+                        "forced cancel; the target did not confirm its abort: {e}"
+                    ));
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(migration = %m.id, error = %e, "the target did not confirm an abort: writes stay blocked until the topology or a forced cancel");
+                    }
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), m.wake.notified()).await;
+    }
+}
+
+/// The target shard's primary as the topology names it now (after a
+/// failover of the target shard the flip names its new primary), else the
+/// address the migration started with.
+fn target_now(node: &Node, m: &Outgoing) -> NodeAddr {
+    let map = node.slot_map.borrow();
+    match m.slots.iter().next().map(|s| map.owner(s)) {
+        Some(SlotOwner::Remote(i)) => map.topology.shards[i].primary.clone(),
+        _ => m.target.clone(),
+    }
+}
+
+/// Asks the target to drop its staging; Ok once it confirmed.
+async fn abort_at_target(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(), String> {
+    let mut reply = tx
+        .link
+        .call(&[b"TMIGRATE", b"ABORT", m.id.as_bytes()])
+        .await;
+    if reply.is_err() {
+        // The link may be gone: one fresh connection.
+        match Link::open(node, &target_now(node, m)).await {
+            Ok(l) => {
+                tx.link = l;
+                reply = tx
+                    .link
+                    .call(&[b"TMIGRATE", b"ABORT", m.id.as_bytes()])
+                    .await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    match reply {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// After the flip: waits until the target's commit is durable by its
+/// shard's rule (`TMIGRATE FINISH`), reconnecting as needed.
+async fn confirm_commit(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(), String> {
+    let mut waited = Instant::now();
+    loop {
+        let reply = tx
+            .link
+            .call(&[b"TMIGRATE", b"FINISH", m.id.as_bytes()])
+            .await;
+        match reply {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if e.starts_with("ABORTED") => return Err(e),
+            Ok(Err(e)) => {
+                if waited.elapsed() > Duration::from_secs(5) {
+                    tracing::warn!(migration = %m.id, reply = %e, "the target has not committed yet");
+                    waited = Instant::now();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(migration = %m.id, error = %e, "confirming the commit: reconnecting");
+                if let Ok(l) = Link::open(node, &target_now(node, m)).await {
+                    tx.link = l;
+                }
+            }
+        }
+        if m.cancel.get() == Some(true) {
+            return Err("forced cancel while confirming the commit".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Frees the moved slots' data: each slot is detached in one cheap step
+/// and dropped on a thread of its own, one at a time with pauses, so
+/// neither the event loop nor the allocator stalls clients.
+async fn release(node: &Node, m: &Outgoing) {
+    let (send, recv) = std::sync::mpsc::channel::<SlotData>();
+    let spawned = std::thread::Builder::new()
+        .name("slot-release".into())
+        .spawn(move || {
+            for data in recv {
+                let t = Instant::now();
+                drop(data);
+                std::thread::sleep(t.elapsed().min(Duration::from_millis(50)));
+            }
+        });
+    let gone: Vec<u16> = {
+        let map = node.slot_map.borrow();
+        m.slots
+            .iter()
+            .filter(|&s| map.owner(s) != SlotOwner::Local)
+            .collect()
+    };
+    // Logged first, so this shard's replicas (and a recovery) free them too.
+    let ranges = format_ranges(&super::to_ranges(&gone));
+    node.wal.append(
+        crate::node::wal::MARKER_SLOT,
+        &[
+            super::RECORD,
+            b"RELEASE",
+            m.id.as_bytes(),
+            ranges.as_bytes(),
+        ],
+    );
+    let mut freed = 0usize;
+    for slot in gone {
+        let data = node.store.borrow_mut().take_slot(slot);
+        freed += data.len();
+        if spawned.is_ok() {
+            let _ = send.send(data);
+        }
+        tokio::task::yield_now().await;
+    }
+    tracing::info!(migration = %m.id, keys = freed, "moved slots freed");
+}
+
+async fn run(node: Rc<Node>, m: Rc<Outgoing>) {
+    let result = drive(&node, &m).await;
+    end_pause(&node, &m);
+    m.finished_ms.set(now_ms());
+    match result {
+        Ok(()) => {
+            let t = &node.migrations.totals.done;
+            t.set(t.get() + 1);
+            set_phase(&node, &m, Phase::Done);
+            tracing::info!(migration = %m.id, keys = m.keys_sent.get(), bytes = m.bytes_sent.get(), write_pause_ms = m.write_pause_ms.get(), "slot migration done");
+        }
+        Err(e) => {
+            if m.last_error.borrow().is_none() {
+                m.fail(e.to_string());
+            }
+            let t = &node.migrations.totals.aborted;
+            t.set(t.get() + 1);
+            set_phase(&node, &m, Phase::Aborted);
+        }
+    }
+    m.captured.borrow_mut().clear();
+    m.captured_bytes.set(0);
+    log_resume(&node, &m);
+}
+
+/// Logs the start of the write pause: `TMIGRATE PAUSE id target-id host
+/// port ranges`, waiting until it is durable by this shard's rule.
+async fn log_pause(node: &Node, m: &Outgoing) -> Result<(), String> {
+    let (port, ranges) = (m.target.port.to_string(), format_ranges(&m.ranges));
+    let lsn = node.wal.append(
+        crate::node::wal::MARKER_SLOT,
+        &[
+            super::RECORD,
+            b"PAUSE",
+            m.id.as_bytes(),
+            m.target.id.as_bytes(),
+            m.target.host.as_bytes(),
+            port.as_bytes(),
+            ranges.as_bytes(),
+        ],
+    );
+    m.pause_logged.set(true);
+    node.wal.wait(lsn).await.map_err(|e| e.to_string())?;
+    crate::node::replication::wait_rule(node, lsn).await
+}
+
+/// Logs the end of a logged pause (resumed, or the slots moved away).
+fn log_resume(node: &Node, m: &Outgoing) {
+    if m.pause_logged.replace(false) {
+        node.wal.append(
+            crate::node::wal::MARKER_SLOT,
+            &[super::RECORD, b"RESUME", m.id.as_bytes()],
+        );
+    }
+}
+
+/// A pause rebuilt from the log (`TMIGRATE PAUSE` without its `RESUME`):
+/// on a replica it waits; on a primary it settles the target's fate as the
+/// original task would have after its seal.
+pub fn recovered_pause(node: &Node, args: &[&[u8]]) -> Result<(), String> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let [_, _, id, tid, host, port, ranges] = args else {
+        return Err("malformed PAUSE record".into());
+    };
+    let ranges = super::parse_ranges(&text(ranges)).map_err(|e| e.to_string())?;
+    let slots = SlotSet::from_ranges(&ranges).map_err(|e| e.to_string())?;
+    let target = NodeAddr {
+        id: text(tid),
+        host: text(host),
+        port: text(port)
+            .parse()
+            .map_err(|_| "bad port in PAUSE".to_string())?,
+    };
+    let m = Rc::new(Outgoing::new(
+        text(id),
+        ranges,
+        slots,
+        target,
+        Limits::default(),
+        Phase::HandoffReady,
+        true,
+    ));
+    m.pause_logged.set(true);
+    m.pause_started.set(Some(Instant::now()));
+    node.migrations
+        .outgoing
+        .borrow_mut()
+        .retain(|o| o.id != m.id);
+    node.migrations.add_outgoing(m.clone());
+    if node.role.get() == Role::Replica {
+        // The normal case on a source's replica: its primary is pausing.
+        tracing::debug!(migration = %m.id, "the primary paused writes for a migration");
+    } else {
+        tracing::warn!(migration = %m.id, "a logged write pause without its end: writes to its slots stay blocked until the target confirms an abort or the topology flips");
+    }
+    if let Some(node) = node.migrations.node() {
+        tokio::task::spawn_local(settle_recovered(node, m));
+    }
+    Ok(())
+}
+
+/// Ends a recovered pause from the log (RESUME, or RELEASE of its slots).
+pub fn end_recovered(node: &Node, id: &str, phase: Phase) {
+    for m in node.migrations.outgoing.borrow().iter() {
+        if m.id == id && m.recovered && !m.phase.get().is_final() {
+            m.pause_logged.set(false);
+            m.phase.set(phase);
+            m.wake.notify_one();
+        }
+    }
+    node.migrations.refresh();
+}
+
+async fn settle_recovered(node: Rc<Node>, m: Rc<Outgoing>) {
+    // Only a ready primary acts; the log may also end the pause first.
+    let link = loop {
+        if m.phase.get().is_final() {
+            return;
+        }
+        if node.role.get() == Role::Primary && node.ready.get() {
+            if flipped(&node, &m) {
+                break None;
+            }
+            match Link::open(&node, &m.target).await {
+                Ok(l) => break Some(l),
+                Err(e) => {
+                    tracing::warn!(migration = %m.id, error = %e, "recovered pause: the target is unreachable")
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), m.wake.notified()).await;
+    };
+    let link = match link {
+        Some(l) => l,
+        None => {
+            match Link::open(&node, &target_now(&node, &m)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    m.fail(format!("recovered after the flip; the target is unreachable: {e}; the data stays here"));
+                    m.phase.set(Phase::Aborted);
+                    node.migrations.refresh();
+                    return;
+                }
+            }
+        }
+    };
+    let mut tx = Sender {
+        link,
+        seq: 0,
+        buf: Vec::new(),
+        tokens: 0.0,
+        refilled: Instant::now(),
+    };
+    let result = match await_flip(&node, &m, &mut tx, Instant::now()).await {
+        Handoff::Aborted(why) => Err(MigrationError::Aborted(why)),
+        Handoff::Flipped => finish_flip(&node, &m, &mut tx).await,
+    };
+    end_pause(&node, &m);
+    match result {
+        Ok(()) => set_phase(&node, &m, Phase::Done),
+        Err(e) => {
+            m.fail(e.to_string());
+            set_phase(&node, &m, Phase::Aborted);
+        }
+    }
+    log_resume(&node, &m);
+}
+
+/// After the flip: confirm the commit at the target, then free the data.
+async fn finish_flip(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(), MigrationError> {
+    // Writes now answer MOVED (the topology): the pause is over.
+    end_pause(node, m);
+    set_phase(node, m, Phase::Finishing);
+    confirm_commit(node, m, tx)
+        .await
+        .map_err(|e| MigrationError::Aborted(format!("{e}; the data stays here")))?;
+    set_phase(node, m, Phase::Releasing);
+    release(node, m).await;
+    Ok(())
+}
+
+async fn drive(node: &Rc<Node>, m: &Outgoing) -> Result<(), MigrationError> {
+    let link = Link::open(node, &m.target).await?;
+    let mut tx = Sender {
+        link,
+        seq: 0,
+        buf: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+        tokens: 0.0,
+        refilled: Instant::now(),
+    };
+    let ranges = format_ranges(&m.ranges);
+    tx.link
+        .call(&[
+            b"TMIGRATE",
+            b"START",
+            m.id.as_bytes(),
+            node.id.as_bytes(),
+            ranges.as_bytes(),
+        ])
+        .await?
+        .map_err(MigrationError::Refused)?;
+    if let Err(e) = copy(node, m, &mut tx).await {
+        // Nothing sealed: the target cannot commit; tell it to drop.
+        if let Err(a) = abort_at_target(node, m, &mut tx).await {
+            tracing::warn!(migration = %m.id, error = %a, "the target did not confirm the abort (it drops an idle import by itself)");
+        }
+        return Err(e);
+    }
+    match handoff(node, m, &mut tx).await {
+        Handoff::Aborted(why) => Err(MigrationError::Aborted(why)),
+        Handoff::Flipped => finish_flip(node, m, &mut tx).await,
+    }
+}
+
+/// Cancel from the operator; `force` resumes writes even when the target
+/// cannot confirm it dropped the staging (the operator then guarantees it
+/// will not flip the slots).
+pub fn cancel(m: &Outgoing, force: bool) {
+    if m.last_error.borrow().is_none() {
+        *m.last_error.borrow_mut() = Some("cancelled by the operator".into());
+    }
+    m.cancel.set(Some(force));
+    m.wake.notify_one();
+}
