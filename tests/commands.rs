@@ -3,45 +3,31 @@
 //! and replay of every write command from the log after a SIGKILL.
 
 mod common;
+#[path = "common/raw.rs"]
+mod raw;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::TestNode;
-use tessera::node::resp::{encode_command, Frame};
+use raw::Raw;
+use tessera::node::resp::Frame;
 
-/// A raw RESP connection: replies exactly as the node sent them.
-struct Raw {
-    s: TcpStream,
-    buf: Vec<u8>,
+fn connect(node: &TestNode) -> Raw {
+    Raw::connect(node, Duration::from_secs(10))
 }
 
-impl Raw {
-    fn connect(node: &TestNode) -> Self {
-        let s = TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("set timeout");
-        Self { s, buf: Vec::new() }
-    }
+/// Typed replies, for commands that must give them.
+trait Replies {
+    fn int(&mut self, args: &[&str]) -> i64;
+    fn err(&mut self, args: &[&str]) -> String;
+    fn ok(&mut self, args: &[&str]);
+    /// An array of bulk strings (or nulls as "<nil>"), as text.
+    fn strs(&mut self, args: &[&str]) -> Vec<String>;
+    fn sorted(&mut self, args: &[&str]) -> Vec<String>;
+}
 
-    fn cmd(&mut self, args: &[&str]) -> Frame {
-        let mut out = Vec::new();
-        encode_command(args, &mut out);
-        self.s.write_all(&out).expect("write");
-        loop {
-            if let Some((f, used)) = Frame::parse(&self.buf).expect("a valid reply") {
-                self.buf.drain(..used);
-                return f;
-            }
-            let mut chunk = [0u8; 65536];
-            let n = self.s.read(&mut chunk).expect("read");
-            assert!(n > 0, "connection closed while waiting for {args:?}");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
+impl Replies for Raw {
     fn int(&mut self, args: &[&str]) -> i64 {
         match self.cmd(args) {
             Frame::Integer(n) => n,
@@ -60,7 +46,6 @@ impl Raw {
         assert_eq!(self.cmd(args), Frame::Simple("OK".into()), "{args:?}");
     }
 
-    /// An array of bulk strings (or nulls as "<nil>"), as text.
     fn strs(&mut self, args: &[&str]) -> Vec<String> {
         strs(self.cmd(args))
     }
@@ -105,7 +90,7 @@ fn node() -> TestNode {
 #[test]
 fn del_unlink_and_exists_count_keys_and_repeats() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     c.ok(&["SET", "{k}1", "a"]);
     c.ok(&["SET", "{k}2", "b"]);
     c.int(&["RPUSH", "{k}3", "x"]);
@@ -124,7 +109,7 @@ fn del_unlink_and_exists_count_keys_and_repeats() {
 #[test]
 fn expire_family_options_and_ttl_semantics() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.int(&["TTL", "nokey"]), -2);
     assert_eq!(c.int(&["PTTL", "nokey"]), -2);
     assert_eq!(c.int(&["EXPIRE", "nokey", "10"]), 0);
@@ -197,7 +182,7 @@ fn expire_family_options_and_ttl_semantics() {
 #[test]
 fn type_names_every_kind_and_none() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     c.ok(&["SET", "s", "v"]);
     c.int(&["HSET", "h", "f", "v"]);
     c.int(&["RPUSH", "l", "a"]);
@@ -220,7 +205,7 @@ fn type_names_every_kind_and_none() {
 #[test]
 fn scan_returns_every_key_exactly_once_with_match_and_type() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     for i in 0..1000 {
         c.ok(&["SET", &format!("user:{i}"), "v"]);
         if i % 4 == 0 {
@@ -288,7 +273,7 @@ fn scan_returns_every_key_exactly_once_with_match_and_type() {
 #[test]
 fn rename_requires_one_slot_and_keeps_the_ttl() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     c.ok(&["SET", "a", "1"]);
     assert_eq!(
         c.err(&["RENAME", "a", "b"]),
@@ -316,7 +301,7 @@ fn rename_requires_one_slot_and_keeps_the_ttl() {
 #[test]
 fn hash_commands_match_redis_replies() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.int(&["HSET", "h", "a", "1", "b", "2"]), 2);
     assert_eq!(c.int(&["HSET", "h", "a", "10", "c", "3"]), 1);
     c.ok(&["HMSET", "h", "d", "4"]);
@@ -382,7 +367,7 @@ fn hash_commands_match_redis_replies() {
 #[test]
 fn hgetall_is_a_map_in_resp3() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     c.int(&["HSET", "h", "f1", "v1", "f2", "v2"]);
     let Frame::Map(_) = c.cmd(&["HELLO", "3"]) else {
         panic!("HELLO 3 replies with a map")
@@ -416,7 +401,7 @@ fn hgetall_is_a_map_in_resp3() {
 #[test]
 fn list_commands_match_redis_replies() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.int(&["LPUSHX", "l", "a"]), 0);
     assert_eq!(c.int(&["EXISTS", "l"]), 0);
     assert_eq!(c.int(&["RPUSH", "l", "a", "b", "c"]), 3);
@@ -468,7 +453,7 @@ fn list_commands_match_redis_replies() {
 #[test]
 fn set_commands_match_redis_replies() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.int(&["SADD", "{s}a", "1", "2", "3", "2"]), 3);
     assert_eq!(c.int(&["SADD", "{s}a", "3", "4"]), 1);
     assert_eq!(c.int(&["SCARD", "{s}a"]), 4);
@@ -522,7 +507,7 @@ fn set_commands_match_redis_replies() {
 #[test]
 fn zset_commands_match_redis_replies() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.int(&["ZADD", "z", "1", "a", "2", "b", "3", "c"]), 3);
     assert_eq!(c.int(&["ZADD", "z", "1", "a", "5", "b"]), 0);
     assert_eq!(c.int(&["ZADD", "z", "CH", "6", "b", "4", "d"]), 2);
@@ -637,7 +622,7 @@ fn zset_commands_match_redis_replies() {
 #[test]
 fn stream_commands_match_redis_replies() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(
         c.cmd(&["XADD", "s", "NOMKSTREAM", "*", "f", "v"]),
         Frame::Null
@@ -705,7 +690,7 @@ fn stream_commands_match_redis_replies() {
 #[test]
 fn wrong_type_is_refused_by_every_family() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     c.ok(&["SET", "str", "v"]);
     c.int(&["HSET", "hash", "f", "v"]);
     for args in [
@@ -735,7 +720,7 @@ fn wrong_type_is_refused_by_every_family() {
 #[test]
 fn emptied_aggregates_are_deleted() {
     let n = node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     c.int(&["HSET", "h", "f", "v"]);
     c.int(&["HDEL", "h", "f"]);
     c.int(&["RPUSH", "l", "x"]);
@@ -789,7 +774,7 @@ fn dump(c: &mut Raw) -> BTreeMap<String, (String, Vec<String>, i64)> {
 #[test]
 fn replay_after_kill9_restores_every_write_command() {
     let mut n = TestNode::start(&["--fsync", "always"]);
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     // Strings and keys.
     c.ok(&["SET", "str", "v"]);
     c.ok(&["SET", "gone", "v"]);
@@ -879,7 +864,7 @@ fn replay_after_kill9_restores_every_write_command() {
 
     n.kill9();
     n.restart();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     let after = dump(&mut c);
     assert_eq!(before, after);
 }

@@ -5,15 +5,16 @@
 //! stay up.
 
 mod common;
+#[path = "common/raw.rs"]
+mod raw;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::TestNode;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tessera::node::resp::{encode_command, Frame};
+use raw::Raw;
+use tessera::node::resp::Frame;
 
 /// Address space of the node under test. It runs normally in well under
 /// this (mimalloc's reservations, the runtime's threads, the log); a reply
@@ -145,57 +146,31 @@ const TEMPLATES: &[&[&str]] = &[
     &["HELLO", "N"],
 ];
 
-/// A raw RESP connection that reports a close instead of panicking.
-struct Raw {
-    s: TcpStream,
-    buf: Vec<u8>,
+fn connect(node: &TestNode) -> Raw {
+    Raw::connect(node, Duration::from_secs(60))
 }
 
-impl Raw {
-    fn connect(node: &TestNode) -> Self {
-        let s = TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("set timeout");
-        Self { s, buf: Vec::new() }
-    }
-
-    fn call(&mut self, args: &[&str]) -> Result<Frame, String> {
-        let mut out = Vec::new();
-        encode_command(args, &mut out);
-        self.s
-            .write_all(&out)
-            .map_err(|e| format!("{args:?}: write failed: {e}"))?;
-        loop {
-            match Frame::parse(&self.buf) {
-                Ok(Some((f, used))) => {
-                    self.buf.drain(..used);
-                    return Ok(f);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(format!("{args:?}: invalid reply: {e}")),
-            }
-            let mut chunk = [0u8; 65536];
-            match self.s.read(&mut chunk) {
-                Ok(0) => return Err(format!("{args:?}: the connection closed")),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => return Err(format!("{args:?}: no reply: {e}")),
-            }
-        }
-    }
+/// One command's reply, or why none came, as text.
+fn call(c: &mut Raw, args: &[&str]) -> Result<Frame, String> {
+    c.call(args)
+        .map_err(|e| format!("{args:?}: no reply: {e:?}"))
 }
 
 /// (Re)creates one key of every type.
 fn seed(c: &mut Raw) -> Result<(), String> {
-    c.call(&[
-        "DEL",
-        "{x}str",
-        "{x}num",
-        "{x}list",
-        "{x}set",
-        "{x}hash",
-        "{x}zset",
-        "{x}stream",
-    ])?;
+    call(
+        c,
+        &[
+            "DEL",
+            "{x}str",
+            "{x}num",
+            "{x}list",
+            "{x}set",
+            "{x}hash",
+            "{x}zset",
+            "{x}stream",
+        ],
+    )?;
     for args in [
         &["SET", "{x}str", "hello"][..],
         &["SET", "{x}num", "10"],
@@ -206,7 +181,7 @@ fn seed(c: &mut Raw) -> Result<(), String> {
         &["XADD", "{x}stream", "1-1", "f", "v"],
         &["XADD", "{x}stream", "2-1", "f", "v"],
     ] {
-        if let Frame::Error(e) = c.call(args)? {
+        if let Frame::Error(e) = call(c, args)? {
             return Err(format!("seeding {args:?}: {e}"));
         }
     }
@@ -225,7 +200,7 @@ struct Spec {
 }
 
 fn specs(c: &mut Raw) -> Vec<Spec> {
-    let Ok(Frame::Array(entries)) = c.call(&["COMMAND"]) else {
+    let Ok(Frame::Array(entries)) = call(c, &["COMMAND"]) else {
         panic!("COMMAND answers an array");
     };
     entries
@@ -298,7 +273,7 @@ fn fill(template: &[&str], values: &[&str]) -> Vec<String> {
 /// changed them.
 fn run(c: &mut Raw, args: &[String], writes: bool) -> Result<(), String> {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    c.call(&refs)?;
+    call(c, &refs)?;
     if writes {
         seed(c)?;
     }
@@ -311,13 +286,13 @@ fn start() -> TestNode {
 
 fn assert_up(n: &mut TestNode, c: &mut Raw) {
     assert!(n.alive(), "the node died");
-    assert_eq!(c.call(&["PING"]), Ok(Frame::Simple("PONG".into())));
+    assert_eq!(call(c, &["PING"]), Ok(Frame::Simple("PONG".into())));
 }
 
 #[test]
 fn every_command_answers_extreme_integers_under_a_capped_address_space() {
     let mut n = start();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     seed(&mut c).expect("seed the fixtures");
     let specs = specs(&mut c);
     assert!(specs.len() > 80, "COMMAND lists every command");
@@ -362,7 +337,7 @@ fn every_command_answers_extreme_integers_under_a_capped_address_space() {
 #[test]
 fn random_mixes_of_extreme_arguments_never_stop_the_node() {
     let mut n = start();
-    let c = std::cell::RefCell::new(Raw::connect(&n));
+    let c = std::cell::RefCell::new(connect(&n));
     seed(&mut c.borrow_mut()).expect("seed the fixtures");
     let mut runner = TestRunner::new(Config {
         cases: 3000,

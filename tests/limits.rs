@@ -4,70 +4,30 @@
 //! integer arguments against a node whose address space is capped.
 
 mod common;
+#[path = "common/raw.rs"]
+mod raw;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
 use common::TestNode;
+use raw::{NoReply, Raw};
 use tessera::node::resp::{encode_command, Frame};
 
 const PASSWORD: &str = "s3cret-limits";
 
-/// A raw RESP connection: replies exactly as the node sent them.
-struct Raw {
-    s: TcpStream,
-    buf: Vec<u8>,
+fn connect(node: &TestNode) -> Raw {
+    Raw::connect(node, Duration::from_secs(60))
 }
 
-impl Raw {
-    fn connect(node: &TestNode) -> Self {
-        let s = TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("set timeout");
-        Self { s, buf: Vec::new() }
-    }
-
-    fn send(&mut self, args: &[&[u8]]) {
-        let mut out = Vec::new();
-        encode_command(args, &mut out);
-        self.s.write_all(&out).expect("write");
-    }
-
-    /// The next reply, or None when the node closed the connection (or
-    /// said nothing within the read timeout).
-    fn reply(&mut self) -> Option<Frame> {
-        loop {
-            if let Some((f, used)) = Frame::parse(&self.buf).expect("a valid reply") {
-                self.buf.drain(..used);
-                return Some(f);
-            }
-            let mut chunk = [0u8; 65536];
-            match self.s.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    fn cmd(&mut self, args: &[&str]) -> Frame {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        self.send(&args);
-        self.reply()
-            .unwrap_or_else(|| panic!("no reply to {args:?}: the connection closed"))
-    }
-
-    /// True once the node has closed the connection (EOF or reset).
-    fn closed(&mut self) -> bool {
-        let mut chunk = [0u8; 4096];
-        loop {
-            match self.s.read(&mut chunk) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
-                Err(_) => return false,
-            }
-        }
+/// The next reply, or None when the node closed the connection (or said
+/// nothing within the read timeout).
+fn reply(c: &mut Raw) -> Option<Frame> {
+    match c.next_reply() {
+        Ok(f) => Some(f),
+        Err(NoReply::Invalid(e)) => panic!("an invalid reply: {e}"),
+        Err(_) => None,
     }
 }
 
@@ -137,14 +97,14 @@ fn unauthenticated_huge_headers_get_an_error_and_the_connection_closes() {
             "unauthenticated bulk length",
         ),
     ] {
-        let mut c = Raw::connect(&n);
-        c.s.write_all(header).expect("write");
-        let e = err_text(c.reply().expect("an error before the close"));
+        let mut c = connect(&n);
+        c.write_all(header).expect("write");
+        let e = err_text(reply(&mut c).expect("an error before the close"));
         assert_eq!(e, format!("ERR Protocol error: {message}"), "{header:?}");
         assert!(c.closed(), "the connection closes after {header:?}");
     }
     // After AUTH, the same sizes are ordinary requests.
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.cmd(&["AUTH", PASSWORD]), Frame::Simple("OK".into()));
     let big = "v".repeat(100_000);
     assert_eq!(c.cmd(&["SET", "k", &big]), Frame::Simple("OK".into()));
@@ -180,7 +140,7 @@ fn unauthenticated_peers_cannot_grow_the_nodes_memory() {
         after < before + 32 * 1024,
         "RSS grew from {before} KiB to {after} KiB for unauthenticated input"
     );
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.cmd(&["AUTH", PASSWORD]), Frame::Simple("OK".into()));
     assert_eq!(c.cmd(&["PING"]), Frame::Simple("PONG".into()));
 }
@@ -188,34 +148,34 @@ fn unauthenticated_peers_cannot_grow_the_nodes_memory() {
 #[test]
 fn an_unauthenticated_client_that_never_reads_is_closed_at_a_small_output() {
     let (n, _dir) = secured_node();
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     // A small pipeline before AUTH gets its NOAUTH replies.
     let mut out = Vec::new();
     for _ in 0..3 {
         encode_command(&["GET", "k"], &mut out);
     }
-    c.s.write_all(&out).expect("write");
+    c.write_all(&out).expect("write");
     for _ in 0..3 {
-        assert!(err_text(c.reply().expect("a reply")).starts_with("NOAUTH"));
+        assert!(err_text(reply(&mut c).expect("a reply")).starts_with("NOAUTH"));
     }
     // 4000 at once would be ~130 KB of replies held for a peer without
     // the password: the node closes it instead (Redis: CVE-2025-21605).
     let inline = "GET k\r\n".repeat(4000);
-    c.s.write_all(inline.as_bytes()).expect("write");
+    c.write_all(inline.as_bytes()).expect("write");
     assert!(c.closed(), "the client is closed");
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.cmd(&["AUTH", PASSWORD]), Frame::Simple("OK".into()));
     // Authenticated, the same pipeline is answered in full.
-    c.s.write_all(inline.as_bytes()).expect("write");
+    c.write_all(inline.as_bytes()).expect("write");
     for _ in 0..4000 {
-        assert_eq!(c.reply(), Some(Frame::Null));
+        assert_eq!(reply(&mut c), Some(Frame::Null));
     }
 }
 
 #[test]
 fn srandmember_with_the_most_negative_count_is_out_of_range_and_the_node_lives() {
     let mut n = TestNode::start(&["--no-persistence"]);
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.cmd(&["SADD", "s", "a"]), Frame::Integer(1));
     let e = err_text(c.cmd(&["SRANDMEMBER", "s", "-9223372036854775808"]));
     assert_eq!(
@@ -234,7 +194,7 @@ fn srandmember_with_the_most_negative_count_is_out_of_range_and_the_node_lives()
 #[test]
 fn a_reply_over_max_reply_bytes_is_an_error_and_the_connection_goes_on() {
     let mut n = TestNode::start(&["--no-persistence", "--max-reply-bytes", "1048576"]);
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.cmd(&["SADD", "s", "a"]), Frame::Integer(1));
     // Repeats allowed: as long as asked, so only the cap ends it.
     let e = err_text(c.cmd(&["SRANDMEMBER", "s", "-9223372036854775807"]));
@@ -255,7 +215,7 @@ fn a_reply_over_max_reply_bytes_is_an_error_and_the_connection_goes_on() {
 #[test]
 fn a_client_over_its_output_buffer_limit_is_closed() {
     let n = TestNode::start(&["--no-persistence", "--client-output-buffer-limit", "65536"]);
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     assert_eq!(c.cmd(&["SADD", "s", "a"]), Frame::Integer(1));
     // One reply of ~7 KB fits; 100 pipelined (~700 KB pending) do not.
     match c.cmd(&["SRANDMEMBER", "s", "-1000"]) {
@@ -266,9 +226,9 @@ fn a_client_over_its_output_buffer_limit_is_closed() {
     for _ in 0..100 {
         encode_command(&["SRANDMEMBER", "s", "-1000"], &mut out);
     }
-    c.s.write_all(&out).expect("write");
+    c.write_all(&out).expect("write");
     assert!(c.closed(), "the client is closed");
-    let mut fresh = Raw::connect(&n);
+    let mut fresh = connect(&n);
     assert_eq!(fresh.cmd(&["PING"]), Frame::Simple("PONG".into()));
     assert_eq!(
         stat(&mut fresh, "client_output_buffer_limit_disconnections"),
@@ -279,13 +239,13 @@ fn a_client_over_its_output_buffer_limit_is_closed() {
 #[test]
 fn append_refuses_to_grow_a_string_past_the_bulk_limit() {
     let n = TestNode::start(&["--no-persistence"]);
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     // Two 300 MiB appends would make a 600 MiB string.
     let part = vec![b'x'; 300 * 1024 * 1024];
     c.send(&[b"APPEND".as_slice(), b"k".as_slice(), part.as_slice()]);
-    assert_eq!(c.reply(), Some(Frame::Integer(part.len() as i64)));
+    assert_eq!(reply(&mut c), Some(Frame::Integer(part.len() as i64)));
     c.send(&[b"APPEND".as_slice(), b"k".as_slice(), part.as_slice()]);
-    let e = err_text(c.reply().expect("a reply"));
+    let e = err_text(reply(&mut c).expect("a reply"));
     assert_eq!(
         e,
         "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
@@ -326,7 +286,7 @@ fn redis_cli_gets_redis_errors_for_out_of_range_counts_and_oversized_requests() 
 #[test]
 fn keys_answers_every_live_match_and_stops_at_the_reply_limit() {
     let n = TestNode::start(&["--no-persistence", "--max-reply-bytes", "65536"]);
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     let mut mset = vec!["MSET".to_string()];
     for i in 0..100 {
         mset.push(format!("{{t}}k{i}"));
@@ -381,18 +341,18 @@ fn keys_answers_every_live_match_and_stops_at_the_reply_limit() {
 #[test]
 fn a_client_over_the_query_buffer_limit_is_closed() {
     let n = TestNode::start(&["--no-persistence", "--client-query-buffer-limit", "1048576"]);
-    let mut c = Raw::connect(&n);
+    let mut c = connect(&n);
     // A 10 MB argument is legal, but its first 2 MB already pass the limit.
-    c.s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10000000\r\n")
+    c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$10000000\r\n")
         .expect("write");
     let chunk = vec![b'x'; 64 * 1024];
     for _ in 0..32 {
-        if c.s.write_all(&chunk).is_err() {
+        if c.write_all(&chunk).is_err() {
             break;
         }
     }
     assert!(c.closed(), "the client is closed");
-    let mut fresh = Raw::connect(&n);
+    let mut fresh = connect(&n);
     assert_eq!(
         stat(&mut fresh, "client_query_buffer_limit_disconnections"),
         "1"
