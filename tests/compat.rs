@@ -1,15 +1,18 @@
-//! Compatibility with real Redis tools and clients: redis-benchmark,
+//! Compatibility with real Redis: replies compared with a redis-server
+//! (differential tests, at the end), redis-benchmark,
 //! redis-cli --cluster check, the `redis` crate's cluster client, and what a
 //! node does with bad input.
 
 mod common;
+#[path = "common/raw.rs"]
+mod raw;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{http, http_get, redis_tool, TestNode};
+use common::{free_port, http, http_get, redis_tool, TestNode};
 use redis::Commands;
 use tessera::node::resp::Frame;
 
@@ -420,4 +423,269 @@ fn admin_endpoints_answer() {
     assert_eq!(v["slots"][0][1], 16383);
     let (s, _) = http_get(node.admin_port, "/nope").expect("404");
     assert_eq!(s, 404);
+}
+
+// Differential tests: the same commands against a node and a real
+// redis-server (Debian's, on a loopback port, without persistence); every
+// reply, errors included, must be identical.
+
+/// A redis-server child, killed when dropped.
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let bin = redis_tool("redis-server");
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Both servers, and a connection to each.
+struct Pair {
+    _node: TestNode,
+    _redis: RedisServer,
+    node: raw::Raw,
+    redis: raw::Raw,
+}
+
+impl Pair {
+    fn start() -> Self {
+        let node = TestNode::start(&["--no-persistence"]);
+        let redis = RedisServer::start();
+        let timeout = Duration::from_secs(30);
+        Self {
+            node: raw::Raw::connect(&node, timeout),
+            redis: raw::Raw::connect_port(redis.port, timeout),
+            _node: node,
+            _redis: redis,
+        }
+    }
+
+    /// Runs `args` on both; the replies must be equal. Returns the reply.
+    fn same(&mut self, args: &[&str]) -> Frame {
+        let ours = self.node.cmd(args);
+        let theirs = self.redis.cmd(args);
+        assert_eq!(
+            ours, theirs,
+            "{args:?}: node (left) and redis-server (right) differ"
+        );
+        ours
+    }
+
+    /// Runs every command of a script with [`Pair::same`].
+    fn script(&mut self, script: &[&[&str]]) {
+        for args in script {
+            self.same(args);
+        }
+    }
+}
+
+#[test]
+fn string_range_float_and_getex_commands_match_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["SET", "s", "Hello World"],
+        &["GETRANGE", "s", "0", "4"],
+        &["GETRANGE", "s", "-5", "-1"],
+        &["GETRANGE", "s", "-1", "-5"],
+        &["GETRANGE", "s", "-100", "-50"],
+        &["GETRANGE", "s", "5", "2"],
+        &["GETRANGE", "s", "0", "9223372036854775807"],
+        &[
+            "GETRANGE",
+            "s",
+            "-9223372036854775808",
+            "-9223372036854775808",
+        ],
+        &["GETRANGE", "s", "x", "1"],
+        &["GETRANGE", "missing", "0", "-1"],
+        &["SUBSTR", "s", "6", "-1"],
+        &["GETRANGE", "s", "0"],
+        &["SETRANGE", "s", "6", "Redis"],
+        &["GET", "s"],
+        &["SETRANGE", "s", "20", "!"],
+        &["GET", "s"],
+        &["SETRANGE", "new", "3", "abc"],
+        &["GET", "new"],
+        &["SETRANGE", "empty", "5", ""],
+        &["EXISTS", "empty"],
+        &["SETRANGE", "s", "100", ""],
+        &["SETRANGE", "s", "-1", "x"],
+        &["SETRANGE", "s", "536870911", "x"],
+        &["SETRANGE", "s", "536870912", "x"],
+        &["SETRANGE", "s", "536870910", "xyz"],
+        &["SETRANGE", "s", "9223372036854775807", "x"],
+        &["SETRANGE", "s", "nope", "x"],
+        &["LPUSH", "l", "a"],
+        &["SETRANGE", "l", "0", "x"],
+        &["GETRANGE", "l", "0", "1"],
+        &["SET", "f", "10.5"],
+        &["INCRBYFLOAT", "f", "0.1"],
+        &["INCRBYFLOAT", "f", "-5"],
+        // Redis adds in 80-bit long double: values exact in binary agree
+        // to the last digit (docs/node.md lists the difference).
+        &["SET", "f", "2.5"],
+        &["INCRBYFLOAT", "f", "5.0e3"],
+        &["INCRBYFLOAT", "f", "2.0e2"],
+        &["INCRBYFLOAT", "nf", "3"],
+        &["INCRBYFLOAT", "nf", "1.5"],
+        &["INCRBYFLOAT", "f", "abc"],
+        &["INCRBYFLOAT", "f", "inf"],
+        &["INCRBYFLOAT", "f", "nan"],
+        &["INCRBYFLOAT", "s", "1"],
+        &["INCRBYFLOAT", "l", "1"],
+        &["SET", "i", "5"],
+        &["INCRBYFLOAT", "i", "-5"],
+        &["GET", "i"],
+        &["GETEX", "s"],
+        &["GETEX", "missing"],
+        &["GETEX", "missing", "EX", "-5"],
+        &["GETEX", "s", "EX", "0"],
+        &["GETEX", "s", "EX", "-1"],
+        &["GETEX", "s", "EX", "9223372036854775807"],
+        &["GETEX", "s", "PX", "9223372036854775807"],
+        &["GETEX", "s", "EX", "abc"],
+        &["GETEX", "s", "EX"],
+        &["GETEX", "s", "EX", "10", "PX", "10"],
+        &["GETEX", "s", "PERSIST", "EX", "10"],
+        &["GETEX", "s", "FOO"],
+        &["GETEX", "l"],
+        &["GETEX", "s", "EX", "100"],
+        &["TTL", "s"],
+        &["GETEX", "s", "PERSIST"],
+        &["TTL", "s"],
+        &["GETEX", "s", "PXAT", "1"],
+        &["EXISTS", "s"],
+        &["GETEX", "new", "EXAT", "9999999999"],
+        &["EXPIRETIME", "new"],
+        &["MSETNX", "{m}a", "1", "{m}b", "2"],
+        &["MGET", "{m}a", "{m}b"],
+        &["MSETNX", "{m}b", "3", "{m}c", "4"],
+        &["EXISTS", "{m}c"],
+        &["MSETNX", "{m}a", "1", "{m}b"],
+        &["MSETNX", "{m}a"],
+    ]);
+}
+
+#[test]
+fn bit_commands_match_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["SETBIT", "b", "7", "1"],
+        &["SETBIT", "b", "7", "1"],
+        &["SETBIT", "b", "100", "1"],
+        &["GET", "b"],
+        &["SETBIT", "b", "7", "0"],
+        &["GETBIT", "b", "100"],
+        &["GETBIT", "b", "7"],
+        &["GETBIT", "b", "100000"],
+        &["GETBIT", "missing", "3"],
+        &["SETBIT", "b", "-1", "1"],
+        &["SETBIT", "b", "4294967296", "1"],
+        &["SETBIT", "b", "x", "1"],
+        &["SETBIT", "b", "1", "2"],
+        &["SETBIT", "b", "1", "-1"],
+        &["SETBIT", "b", "1", "x"],
+        &["GETBIT", "b", "-1"],
+        &["GETBIT", "b", "4294967296"],
+        &["GETBIT", "b", "4294967295"],
+        &["LPUSH", "l", "a"],
+        &["SETBIT", "l", "1", "1"],
+        &["GETBIT", "l", "1"],
+        &["SET", "s", "foobar"],
+        &["BITCOUNT", "s"],
+        &["BITCOUNT", "s", "0", "0"],
+        &["BITCOUNT", "s", "1", "1"],
+        &["BITCOUNT", "s", "1", "1", "BYTE"],
+        &["BITCOUNT", "s", "5", "30", "BIT"],
+        &["BITCOUNT", "s", "-3", "-1", "bit"],
+        &["BITCOUNT", "s", "-1", "-3"],
+        &["BITCOUNT", "s", "-100", "-50"],
+        &["BITCOUNT", "s", "0", "-9223372036854775808"],
+        &[
+            "BITCOUNT",
+            "s",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "BIT",
+        ],
+        &["BITCOUNT", "s", "0"],
+        &["BITCOUNT", "s", "0", "1", "WORD"],
+        &["BITCOUNT", "s", "a", "1"],
+        &["BITCOUNT", "missing", "a", "1"],
+        &["BITCOUNT", "missing"],
+        &["BITCOUNT", "l"],
+        &["SET", "p", "\u{0}\u{ff}\u{f0}"],
+        &["SET", "z", "\u{0}\u{0}\u{0}"],
+        &["SET", "o", "\u{7f}"],
+        &["BITPOS", "z", "1"],
+        &["BITPOS", "z", "0"],
+        &["BITPOS", "s", "1"],
+        &["BITPOS", "s", "0"],
+        &["BITPOS", "s", "1", "2"],
+        &["BITPOS", "s", "0", "2", "-1"],
+        &["BITPOS", "s", "1", "7", "15", "BIT"],
+        &["BITPOS", "s", "0", "7", "15", "BIT"],
+        &["BITPOS", "s", "1", "-1", "-3"],
+        &["BITPOS", "s", "1", "-10", "-20"],
+        &["BITPOS", "s", "1", "-10", "-20", "BIT"],
+        &["BITPOS", "s", "1", "0", "-1", "WORD"],
+        &["BITPOS", "s", "2"],
+        &["BITPOS", "s", "x"],
+        &["BITPOS", "s", "1", "x"],
+        &["BITPOS", "s", "1", "0", "x"],
+        &["BITPOS", "s", "1", "0", "1", "BIT", "extra"],
+        &["BITPOS", "missing", "1"],
+        &["BITPOS", "missing", "0"],
+        &["BITPOS", "missing", "0", "5", "1"],
+        &["BITPOS", "l", "1"],
+        &["SET", "ff", "\u{7f}"],
+        &["SETBIT", "ff", "0", "1"],
+        &["BITPOS", "ff", "0"],
+        &["BITPOS", "ff", "0", "0", "-1"],
+        &["BITPOS", "ff", "0", "0", "7", "BIT"],
+        &["BITPOS", "ff", "0", "3", "-1", "BIT"],
+        &["BITPOS", "ff", "1", "3", "5", "BIT"],
+        &["SET", "e", ""],
+        &["BITPOS", "e", "0"],
+        &["BITPOS", "e", "1"],
+        &["BITCOUNT", "e", "0", "-1"],
+        &["GETRANGE", "e", "0", "-1"],
+    ]);
+    // Every bit window of a short string, both units.
+    p.same(&["SET", "w", "\u{1}\u{80}\u{3c}"]);
+    for a in -26..26 {
+        for b in -26..26 {
+            let (a, b) = (a.to_string(), b.to_string());
+            for unit in ["BYTE", "BIT"] {
+                p.same(&["BITCOUNT", "w", &a, &b, unit]);
+                p.same(&["BITPOS", "w", "1", &a, &b, unit]);
+                p.same(&["BITPOS", "w", "0", &a, &b, unit]);
+            }
+            p.same(&["BITPOS", "w", "0", &a]);
+            p.same(&["GETRANGE", "w", &a, &b]);
+        }
+    }
 }

@@ -15,6 +15,7 @@ use super::slots::{key_slot, SlotOwner};
 use super::store::Store;
 use super::Node;
 
+pub mod bits;
 pub mod cluster;
 pub mod connection;
 pub mod hashes;
@@ -310,10 +311,11 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 12] = [
+        let families: [&'static [CommandSpec]; 13] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
+            bits::COMMANDS,
             keys::COMMANDS,
             hashes::COMMANDS,
             lists::COMMANDS,
