@@ -689,3 +689,116 @@ fn bit_commands_match_redis() {
         }
     }
 }
+
+#[test]
+fn list_commands_match_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["RPUSH", "{l}a", "a", "b", "c", "1", "2", "3", "c", "c"],
+        &["LPOS", "{l}a", "c"],
+        &["LPOS", "{l}a", "c", "RANK", "2"],
+        &["LPOS", "{l}a", "c", "RANK", "-1"],
+        &["LPOS", "{l}a", "c", "RANK", "-2", "COUNT", "0"],
+        &["LPOS", "{l}a", "c", "COUNT", "0"],
+        &["LPOS", "{l}a", "c", "COUNT", "2"],
+        &["LPOS", "{l}a", "c", "COUNT", "0", "MAXLEN", "7"],
+        &["LPOS", "{l}a", "c", "RANK", "-1", "MAXLEN", "1"],
+        &["LPOS", "{l}a", "c", "RANK", "5"],
+        &["LPOS", "{l}a", "c", "RANK", "5", "COUNT", "1"],
+        &["LPOS", "{l}a", "zz"],
+        &["LPOS", "{l}a", "c", "RANK", "0"],
+        &["LPOS", "{l}a", "c", "RANK", "-9223372036854775808"],
+        &["LPOS", "{l}a", "c", "RANK", "9223372036854775807"],
+        &["LPOS", "{l}a", "c", "RANK", "x"],
+        &["LPOS", "{l}a", "c", "COUNT", "-1"],
+        &["LPOS", "{l}a", "c", "COUNT", "x"],
+        &["LPOS", "{l}a", "c", "MAXLEN", "-1"],
+        &["LPOS", "{l}a", "c", "MAXLEN", "9223372036854775807"],
+        &["LPOS", "{l}a", "c", "COUNT"],
+        &["LPOS", "{l}a", "c", "FOO", "1"],
+        &["LPOS", "{l}none", "c"],
+        &["LPOS", "{l}none", "c", "COUNT", "3"],
+        &["SET", "{l}s", "x"],
+        &["LPOS", "{l}s", "c"],
+        &["LINSERT", "{l}a", "BEFORE", "c", "X"],
+        &["LINSERT", "{l}a", "after", "c", "Y"],
+        &["LINSERT", "{l}a", "AFTER", "nope", "Y"],
+        &["LINSERT", "{l}a", "MIDDLE", "c", "Y"],
+        &["LINSERT", "{l}none", "BEFORE", "c", "Y"],
+        &["LINSERT", "{l}s", "BEFORE", "c", "Y"],
+        &["LRANGE", "{l}a", "0", "-1"],
+        &["LMOVE", "{l}a", "{l}b", "LEFT", "RIGHT"],
+        &["LMOVE", "{l}a", "{l}b", "RIGHT", "LEFT"],
+        &["LMOVE", "{l}a", "{l}a", "LEFT", "RIGHT"],
+        &["LMOVE", "{l}a", "{l}b", "UP", "LEFT"],
+        &["LMOVE", "{l}a", "{l}b", "LEFT", "DOWN"],
+        &["LMOVE", "{l}none", "{l}b", "LEFT", "LEFT"],
+        &["LMOVE", "{l}none", "{l}s", "LEFT", "LEFT"],
+        &["LMOVE", "{l}a", "{l}s", "LEFT", "LEFT"],
+        &["LMOVE", "{l}s", "{l}a", "LEFT", "LEFT"],
+        &["LRANGE", "{l}a", "0", "-1"],
+        &["LRANGE", "{l}b", "0", "-1"],
+        &["RPOPLPUSH", "{l}b", "{l}c"],
+        &["RPOPLPUSH", "{l}b", "{l}c"],
+        &["RPOPLPUSH", "{l}b", "{l}c"],
+        &["EXISTS", "{l}b"],
+        &["RPOPLPUSH", "{l}c", "{l}c"],
+        &["RPOPLPUSH", "{l}none", "{l}c"],
+        &["RPOPLPUSH", "{l}c", "{l}s"],
+        &["LRANGE", "{l}c", "0", "-1"],
+    ]);
+}
+
+#[test]
+fn lmpop_matches_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["RPUSH", "{p}b", "1", "2", "3", "4", "5"],
+        &["SET", "{p}s", "x"],
+        &["LMPOP", "2", "{p}a", "{p}b", "LEFT"],
+        &["LMPOP", "2", "{p}a", "{p}b", "RIGHT", "COUNT", "2"],
+        &["LMPOP", "2", "{p}a", "{p}b", "left", "count", "100"],
+        &["EXISTS", "{p}b"],
+        &["LMPOP", "2", "{p}a", "{p}b", "LEFT"],
+        &["LMPOP", "1", "{p}s", "LEFT"],
+        &["LMPOP", "2", "{p}a", "{p}s", "LEFT"],
+        &["LMPOP", "0", "{p}a", "LEFT"],
+        &["LMPOP", "-1", "{p}a", "LEFT"],
+        &["LMPOP", "x", "{p}a", "LEFT"],
+        &["LMPOP", "9223372036854775807", "{p}a", "LEFT"],
+        &["LMPOP", "2", "{p}a", "LEFT"],
+        &["LMPOP", "1", "{p}a", "UP"],
+        &["LMPOP", "1", "{p}a", "LEFT", "COUNT", "0"],
+        &["LMPOP", "1", "{p}a", "LEFT", "COUNT", "-1"],
+        &["LMPOP", "1", "{p}a", "LEFT", "COUNT", "x"],
+        &["LMPOP", "1", "{p}a", "LEFT", "COUNT", "1", "COUNT", "1"],
+        &["LMPOP", "1", "{p}a", "LEFT", "COUNT"],
+        &["LMPOP", "1", "{p}a", "LEFT", "FOO"],
+        &["LMPOP", "1", "{p}a"],
+    ]);
+}
+
+#[test]
+fn multi_key_list_moves_stay_in_one_slot() {
+    let node = TestNode::start(&["--no-persistence"]);
+    let mut c = raw::Raw::connect(&node, Duration::from_secs(10));
+    for args in [
+        &["LMOVE", "a", "b", "LEFT", "LEFT"][..],
+        &["RPOPLPUSH", "a", "b"],
+        &["LMPOP", "2", "a", "b", "LEFT"],
+        &["MSETNX", "a", "1", "b", "2"],
+    ] {
+        match c.cmd(args) {
+            Frame::Error(e) => assert!(e.starts_with("CROSSSLOT"), "{args:?}: {e}"),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+    let Frame::Array(keys) = c.cmd(&["COMMAND", "GETKEYS", "LMPOP", "2", "{a}x", "{a}y", "LEFT"])
+    else {
+        panic!("GETKEYS answers an array");
+    };
+    assert_eq!(
+        keys,
+        vec![Frame::Bulk(b"{a}x".to_vec()), Frame::Bulk(b"{a}y".to_vec())]
+    );
+}

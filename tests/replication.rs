@@ -1447,10 +1447,17 @@ const NEW_WRITES: &[&[&str]] = &[
     &["SETBIT", "{w}bits", "100", "1"],
     &["SETBIT", "{w}bits", "3", "1"],
     &["SETBIT", "{w}bits", "100", "0"],
+    &["RPUSH", "{w}l", "a", "b", "c"],
+    &["LINSERT", "{w}l", "AFTER", "b", "B"],
+    &["LMOVE", "{w}l", "{w}l2", "LEFT", "RIGHT"],
+    &["RPOPLPUSH", "{w}l", "{w}l2"],
+    &["RPUSH", "{w}l3", "1", "2", "3", "4"],
+    &["LMPOP", "2", "{w}none", "{w}l3", "RIGHT", "COUNT", "3"],
 ];
 
 const NEW_WRITE_KEYS: &[&str] = &[
     "{w}sr", "{w}f", "{w}nf", "{w}ex", "{w}px", "{w}gone", "{w}m1", "{w}m2", "{w}m3", "{w}bits",
+    "{w}l", "{w}l2", "{w}l3",
 ];
 
 #[test]
