@@ -17,6 +17,7 @@ use super::Node;
 
 pub mod bits;
 pub mod cluster;
+pub mod collections;
 pub mod connection;
 pub mod hashes;
 pub mod keys;
@@ -314,7 +315,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 13] = [
+        let families: [&'static [CommandSpec]; 14] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
@@ -324,6 +325,7 @@ impl Commands {
             lists::COMMANDS,
             sets::COMMANDS,
             zsets::COMMANDS,
+            collections::COMMANDS,
             streams::COMMANDS,
             cluster::COMMANDS,
             replication::COMMANDS,
