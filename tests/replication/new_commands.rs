@@ -71,11 +71,14 @@ const NEW_WRITES: &[&[&str]] = &[
     &["ZREMRANGEBYSCORE", "{w}z", "(1", "2"],
     &["ZREMRANGEBYRANK", "{w}z", "-1", "-1"],
     &["ZREMRANGEBYLEX", "{w}z", "[c", "[c"],
+    &["COPY", "{w}z", "{w}zc"],
+    &["COPY", "{w}ex", "{w}exc"],
+    &["COPY", "{w}sr", "{w}f", "REPLACE"],
 ];
 
 const NEW_WRITE_KEYS: &[&str] = &[
     "{w}sr", "{w}f", "{w}nf", "{w}ex", "{w}px", "{w}gone", "{w}m1", "{w}m2", "{w}m3", "{w}bits",
-    "{w}l", "{w}l2", "{w}l3", "{w}z",
+    "{w}l", "{w}l2", "{w}l3", "{w}z", "{w}zc", "{w}exc",
 ];
 
 #[test]
