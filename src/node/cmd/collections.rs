@@ -89,7 +89,8 @@ fn parse_scan_opts<'a>(args: &Args<'a>) -> Result<(usize, Option<&'a [u8]>), &'s
 /// One step of a scan over an aggregate. As the keyspace's SCAN, members
 /// are visited in the order of their CRC-32C, and the cursor is the next
 /// hash plus one (0: done): a member present for the whole iteration is
-/// returned exactly once, whatever changes meanwhile.
+/// returned exactly once, whatever changes meanwhile. A step costs O(N) in
+/// the aggregate's size (each member is hashed), whatever COUNT is.
 fn scan_step<'m>(
     all: Vec<(u32, &'m Bytes)>,
     cursor: u64,
@@ -112,24 +113,27 @@ fn scan_from<'m>(
     pattern: Option<&[u8]>,
 ) -> (u64, Vec<&'m Bytes>) {
     all.retain(|(h, _)| *h >= from);
-    all.sort_unstable_by_key(|c| c.0);
-    let (mut out, mut i) = (Vec::new(), 0);
-    while i < all.len() {
-        // Members sharing a hash are taken together: the cursor never
-        // splits them.
-        let h = all[i].0;
-        while i < all.len() && all[i].0 == h {
-            let m = all[i].1;
-            if pattern.is_none_or(|p| glob_match(p, m)) {
-                out.push(m);
-            }
-            i += 1;
+    // The first hash not returned now: linear selection, not a sort.
+    let next = if all.len() > count {
+        all.select_nth_unstable_by_key(count, |c| c.0);
+        let pivot = all[count].0;
+        if all[..count].iter().any(|c| c.0 < pivot) {
+            Some(pivot)
+        } else {
+            // The first `count` all share the pivot's hash: members sharing
+            // a hash go together (the cursor never splits them).
+            all.iter().map(|c| c.0).filter(|&h| h > pivot).min()
         }
-        if i >= count && i < all.len() {
-            return (all[i].0 as u64 + 1, out);
-        }
-    }
-    (0, out)
+    } else {
+        None
+    };
+    let out = all
+        .iter()
+        .filter(|c| next.is_none_or(|n| c.0 < n))
+        .map(|c| c.1)
+        .filter(|m| pattern.is_none_or(|p| glob_match(p, m)))
+        .collect();
+    (next.map_or(0, |n| n as u64 + 1), out)
 }
 
 fn scan_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, kind: Kind) {
@@ -360,4 +364,33 @@ fn zremrangebyrank(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             .map(|(_, m)| m.clone())
             .collect()
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{scan_from, Bytes};
+
+    #[test]
+    fn a_scan_step_never_splits_members_sharing_a_hash() {
+        let names: Vec<Bytes> = (0..8).map(|i| vec![b'a' + i].into_boxed_slice()).collect();
+        // Five members collide on hash 7, three on hash 9; COUNT 2.
+        let all = |from| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (if i < 5 { 7 } else { 9 }, m))
+                .filter(|(h, _)| *h >= from)
+                .collect::<Vec<_>>()
+        };
+        let (next, first) = scan_from(all(0), 0, 2, None);
+        assert_eq!((next, first.len()), (10, 5));
+        let (next, rest) = scan_from(all(9), 9, 2, None);
+        assert_eq!((next, rest.len()), (0, 3));
+        // Distinct hashes: COUNT members a step, the cursor one past them.
+        let spread: Vec<(u32, &Bytes)> = names.iter().zip(10..).map(|(m, h)| (h, m)).collect();
+        let (next, step) = scan_from(spread.clone(), 0, 3, None);
+        assert_eq!((next, step.len()), (14, 3));
+        let (next, step) = scan_from(spread, 13, 10, Some(b"h"));
+        assert_eq!((next, step.len()), (0, 1));
+    }
 }
