@@ -1,8 +1,11 @@
-//! Compatibility with real Redis tools and clients: redis-benchmark,
+//! Compatibility with real Redis: replies compared with a redis-server
+//! (differential tests, at the end), redis-benchmark,
 //! redis-cli --cluster check, the `redis` crate's cluster client, and what a
 //! node does with bad input.
 
 mod common;
+#[path = "common/raw.rs"]
+mod raw;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -421,3 +424,7 @@ fn admin_endpoints_answer() {
     let (s, _) = http_get(node.admin_port, "/nope").expect("404");
     assert_eq!(s, 404);
 }
+
+/// Replies compared with a real redis-server.
+#[path = "compat/differential.rs"]
+mod differential;

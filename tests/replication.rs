@@ -1393,3 +1393,7 @@ fn rejoin_after_a_fork(snapshot_below_fork: bool) {
     }
     check(&p);
 }
+
+/// The commands of issue 22 through the log and to a replica.
+#[path = "replication/new_commands.rs"]
+mod new_commands;

@@ -29,7 +29,12 @@ pub enum NoReply {
 impl Raw {
     /// Connects to `node`; a read waits at most `timeout`.
     pub fn connect(node: &TestNode, timeout: Duration) -> Self {
-        let s = TcpStream::connect(("127.0.0.1", node.port)).expect("connect");
+        Self::connect_port(node.port, timeout)
+    }
+
+    /// Connects to any RESP server on the loopback (a reference redis-server).
+    pub fn connect_port(port: u16, timeout: Duration) -> Self {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(timeout)).expect("set timeout");
         Self { s, buf: Vec::new() }
     }

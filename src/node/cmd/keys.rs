@@ -1,5 +1,5 @@
 //! Generic key commands: DEL, UNLINK, EXISTS, the EXPIRE family, TTL family,
-//! PERSIST, TYPE, SCAN, KEYS, RENAME, RENAMENX, RANDOMKEY.
+//! PERSIST, TYPE, SCAN, KEYS, RENAME, RENAMENX, RANDOMKEY, COPY, TOUCH.
 
 use rand::Rng;
 
@@ -30,6 +30,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "randomkey", arity: 1, flags: READONLY, first_key: 0, last_key: 0, step: 0, handler: randomkey },
     CommandSpec { name: "rename", arity: 3, flags: WRITE, first_key: 1, last_key: 2, step: 1, handler: rename },
     CommandSpec { name: "renamenx", arity: 3, flags: WRITE | FAST, first_key: 1, last_key: 2, step: 1, handler: renamenx },
+    CommandSpec { name: "copy", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: 2, step: 1, handler: copy },
+    CommandSpec { name: "touch", arity: -2, flags: READONLY | FAST, first_key: 1, last_key: -1, step: 1, handler: touch },
 ];
 
 fn del(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -362,4 +364,69 @@ fn rename(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 fn renamenx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let done = try_reply!(ctx, rename_generic(ctx, args, true));
     ctx.out.bool_int(done);
+}
+
+/// COPY's options: REPLACE, and DB (only 0 in cluster mode).
+fn parse_copy(args: &Args<'_>) -> Result<bool, &'static str> {
+    let (mut replace, mut db) = (false, 0i64);
+    let mut i = 3;
+    while i < args.len() {
+        if args.is(i, "replace") {
+            replace = true;
+        } else if args.is(i, "db") && i + 1 < args.len() {
+            // Redis' getIntFromObject: a long, then the int range.
+            db = args.int(i + 1)?;
+            if i32::try_from(db).is_err() {
+                return Err(
+                    "ERR value is out of range, value must between -2147483648 and 2147483647",
+                );
+            }
+            i += 1;
+        } else {
+            return Err(ERR_SYNTAX);
+        }
+        i += 1;
+    }
+    if db != 0 {
+        return Err("ERR Copying to another database is not allowed in cluster mode");
+    }
+    Ok(replace)
+}
+
+fn copy(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let replace = try_reply!(ctx, parse_copy(args));
+    let (slot, src, dst) = (ctx.slot(), args.get(1), args.get(2));
+    if src == dst {
+        ctx.out
+            .error("ERR source and destination objects are the same");
+        return;
+    }
+    let Some((value, at)) = ctx
+        .store
+        .get(slot, src)
+        .map(|e| (e.value.clone(), e.expire_at()))
+    else {
+        ctx.out.int(0);
+        return;
+    };
+    if !replace && ctx.store.get(slot, dst).is_some() {
+        ctx.out.int(0);
+        return;
+    }
+    // The copy keeps the source's absolute deadline.
+    ctx.store.set(slot, dst, value, at);
+    // Deterministic given the same keys: logged as received.
+    ctx.propagate(args);
+    ctx.out.int(1);
+}
+
+/// TOUCH: how many of the keys exist (an access time is not kept).
+fn touch(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let slot = ctx.slot();
+    let n = args
+        .iter()
+        .skip(1)
+        .filter(|k| ctx.store.get(slot, k).is_some())
+        .count();
+    ctx.out.int(n as i64);
 }

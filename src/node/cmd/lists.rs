@@ -1,5 +1,5 @@
 //! List commands: LPUSH, RPUSH, LPUSHX, RPUSHX, LPOP, RPOP, LRANGE, LLEN,
-//! LINDEX, LSET, LREM, LTRIM.
+//! LINDEX, LSET, LREM, LTRIM, LPOS, LINSERT, LMOVE, RPOPLPUSH, LMPOP.
 
 use std::collections::VecDeque;
 
@@ -22,6 +22,11 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "lset", arity: 4, flags: WRITE | DENYOOM, first_key: 1, last_key: 1, step: 1, handler: lset },
     CommandSpec { name: "lrem", arity: 4, flags: WRITE, first_key: 1, last_key: 1, step: 1, handler: lrem },
     CommandSpec { name: "ltrim", arity: 4, flags: WRITE, first_key: 1, last_key: 1, step: 1, handler: ltrim },
+    CommandSpec { name: "lpos", arity: -3, flags: READONLY, first_key: 1, last_key: 1, step: 1, handler: lpos },
+    CommandSpec { name: "linsert", arity: 5, flags: WRITE | DENYOOM, first_key: 1, last_key: 1, step: 1, handler: linsert },
+    CommandSpec { name: "lmove", arity: 5, flags: WRITE | DENYOOM, first_key: 1, last_key: 2, step: 1, handler: lmove },
+    CommandSpec { name: "rpoplpush", arity: 3, flags: WRITE | DENYOOM, first_key: 1, last_key: 2, step: 1, handler: rpoplpush },
+    CommandSpec { name: "lmpop", arity: -4, flags: WRITE | NUMKEYS, first_key: 0, last_key: 0, step: 0, handler: lmpop },
 ];
 
 type List = VecDeque<Bytes>;
@@ -302,4 +307,271 @@ fn ltrim(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         ctx.propagate(args);
     }
     ctx.out.ok();
+}
+
+/// LPOS' options: rank (never 0), count (None: a single answer), maxlen
+/// (0: the whole list).
+struct LposOpts {
+    rank: i64,
+    count: Option<u64>,
+    maxlen: u64,
+}
+
+fn parse_lpos(args: &Args<'_>) -> Result<LposOpts, &'static str> {
+    let mut o = LposOpts {
+        rank: 1,
+        count: None,
+        maxlen: 0,
+    };
+    // Redis' getPositiveLong with a message: the message answers a value
+    // that is not an integer too.
+    let positive = |i: usize, msg: &'static str| match super::parse_i64(args.get(i)) {
+        Some(n) if n >= 0 => Ok(n as u64),
+        _ => Err(msg),
+    };
+    let mut i = 3;
+    while i < args.len() {
+        let more = i + 1 < args.len();
+        if args.is(i, "rank") && more {
+            o.rank = match args.int(i + 1)? {
+                // Redis 7.0 negates the rank in a long: LONG_MIN stays
+                // negative and then acts as -1 (7.2 refuses it instead).
+                i64::MIN => -1,
+                0 => return Err("ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list"),
+                n => n,
+            };
+        } else if args.is(i, "count") && more {
+            o.count = Some(positive(i + 1, "ERR COUNT can't be negative")?);
+        } else if args.is(i, "maxlen") && more {
+            o.maxlen = positive(i + 1, "ERR MAXLEN can't be negative")?;
+        } else {
+            return Err(super::ERR_SYNTAX);
+        }
+        i += 2;
+    }
+    Ok(o)
+}
+
+fn lpos(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let o = try_reply!(ctx, parse_lpos(args));
+    let slot = ctx.slot();
+    let Some(list) = try_reply!(ctx, read(ctx.store, slot, args.get(1))) else {
+        match o.count {
+            Some(_) => ctx.out.array(0),
+            None => ctx.out.null(),
+        }
+        return;
+    };
+    let (elem, len) = (args.get(2), list.len());
+    let scan = if o.maxlen == 0 {
+        len
+    } else {
+        usize::try_from(o.maxlen).unwrap_or(usize::MAX).min(len)
+    };
+    // A negative rank scans from the tail; indexes stay head-based.
+    let positions: Box<dyn Iterator<Item = usize>> = if o.rank < 0 {
+        Box::new((0..len).rev().take(scan))
+    } else {
+        Box::new((0..len).take(scan))
+    };
+    let mut skip = o.rank.unsigned_abs() - 1;
+    // COUNT 0: every match. The matches are positions in the list, so the
+    // vector is bounded by the list, not by the client's count.
+    let want = match o.count {
+        None => 1,
+        Some(0) => u64::MAX,
+        Some(n) => n,
+    };
+    let mut found = Vec::new();
+    for i in positions {
+        if *list[i] != *elem {
+            continue;
+        }
+        if skip > 0 {
+            skip -= 1;
+            continue;
+        }
+        found.push(i as i64);
+        if found.len() as u64 >= want {
+            break;
+        }
+    }
+    match o.count {
+        None => match found.first() {
+            Some(&i) => ctx.out.int(i),
+            None => ctx.out.null(),
+        },
+        Some(_) => {
+            ctx.out.array(found.len());
+            for i in found {
+                ctx.out.int(i);
+                if ctx.out.full() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn linsert(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let after = if args.is(2, "after") {
+        true
+    } else if args.is(2, "before") {
+        false
+    } else {
+        ctx.out.error(super::ERR_SYNTAX);
+        return;
+    };
+    let slot = ctx.slot();
+    let Some(list) = try_reply!(ctx, modify(ctx.store, slot, args.get(1))) else {
+        ctx.out.int(0);
+        return;
+    };
+    let Some(at) = list.iter().position(|v| **v == *args.get(3)) else {
+        ctx.out.int(-1);
+        return;
+    };
+    list.insert(at + after as usize, args.get(4).into());
+    let n = list.len();
+    // Deterministic (the first pivot): logged as received.
+    ctx.propagate(args);
+    ctx.out.int(n as i64);
+}
+
+/// LEFT (true) or RIGHT (false).
+fn side(args: &Args<'_>, i: usize) -> Result<bool, &'static str> {
+    if args.is(i, "left") {
+        Ok(true)
+    } else if args.is(i, "right") {
+        Ok(false)
+    } else {
+        Err(super::ERR_SYNTAX)
+    }
+}
+
+/// Pops from `src` and pushes onto `dst` (both in the command's slot);
+/// replies with the element moved. The caller logs the command.
+fn move_element(ctx: &mut Ctx<'_>, src: &[u8], dst: &[u8], from_left: bool, to_left: bool) -> bool {
+    let slot = ctx.slot();
+    // As Redis: a missing source answers nil whatever the destination is;
+    // otherwise the destination's type is checked before anything is popped.
+    let checked =
+        read(ctx.store, slot, src)
+            .map(|l| l.is_some())
+            .and_then(|present| match present {
+                true => read(ctx.store, slot, dst).map(|_| true),
+                false => Ok(false),
+            });
+    match checked {
+        Ok(true) => {}
+        Ok(false) => {
+            ctx.out.null();
+            return false;
+        }
+        Err(e) => {
+            ctx.out.error(e);
+            return false;
+        }
+    }
+    let popped = match modify(ctx.store, slot, src) {
+        Ok(Some(l)) if from_left => l.pop_front(),
+        Ok(Some(l)) => l.pop_back(),
+        _ => None,
+    };
+    let Some(v) = popped else {
+        ctx.out.null();
+        return false;
+    };
+    ctx.store.remove_if_empty(slot, src);
+    match ctx.store.get_or_create(
+        slot,
+        dst,
+        |v| matches!(v, Value::List(_)),
+        || Value::List(Default::default()),
+    ) {
+        Ok(Value::List(l)) if to_left => l.push_front(v.clone()),
+        Ok(Value::List(l)) => l.push_back(v.clone()),
+        // Checked above: dst is absent or a list.
+        _ => {}
+    }
+    ctx.out.bulk(&v);
+    true
+}
+
+fn lmove(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let from_left = try_reply!(ctx, side(args, 3));
+    let to_left = try_reply!(ctx, side(args, 4));
+    if move_element(ctx, args.get(1), args.get(2), from_left, to_left) {
+        ctx.propagate(args);
+    }
+}
+
+fn rpoplpush(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if move_element(ctx, args.get(1), args.get(2), false, true) {
+        ctx.propagate(args);
+    }
+}
+
+/// LMPOP's options after the keys: (pop from the left, count).
+fn parse_lmpop(args: &Args<'_>) -> Result<(usize, bool, u64), &'static str> {
+    // As Redis' getRangeLong with a message: the message answers a value
+    // that is not an integer as well as one out of range.
+    let numkeys = match super::parse_i64(args.get(1)) {
+        Some(n) if n >= 1 => n as u64,
+        _ => return Err("ERR numkeys should be greater than 0"),
+    };
+    let where_at = numkeys.saturating_add(2);
+    if where_at >= args.len() as u64 {
+        return Err(super::ERR_SYNTAX);
+    }
+    let where_at = where_at as usize;
+    let left = side(args, where_at)?;
+    let mut count = None;
+    let mut i = where_at + 1;
+    while i < args.len() {
+        if count.is_none() && args.is(i, "count") && i + 1 < args.len() {
+            count = match super::parse_i64(args.get(i + 1)) {
+                Some(n) if n >= 1 => Some(n as u64),
+                _ => return Err("ERR count should be greater than 0"),
+            };
+            i += 2;
+        } else {
+            return Err(super::ERR_SYNTAX);
+        }
+    }
+    Ok((numkeys as usize, left, count.unwrap_or(1)))
+}
+
+/// LMPOP (the non-blocking form): pops from the first non-empty list.
+fn lmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let (numkeys, left, count) = try_reply!(ctx, parse_lmpop(args));
+    // Valid options mean dispatch found the keys and their common slot.
+    let slot = ctx.slot();
+    for key in args.iter().skip(2).take(numkeys) {
+        let Some(list) = try_reply!(ctx, modify(ctx.store, slot, key)) else {
+            continue;
+        };
+        if list.is_empty() {
+            continue;
+        }
+        let n = usize::try_from(count).unwrap_or(usize::MAX).min(list.len());
+        let popped: Vec<Bytes> = if left {
+            list.drain(..n).collect()
+        } else {
+            list.drain(list.len() - n..).rev().collect()
+        };
+        ctx.store.remove_if_empty(slot, key);
+        // Logged as the single-key pop it was.
+        let name: &[u8] = if left { b"LPOP" } else { b"RPOP" };
+        let ns = n.to_string();
+        ctx.propagate_as(&[name, key, ns.as_bytes()]);
+        ctx.out.array(2);
+        ctx.out.bulk(key);
+        ctx.out.array(popped.len());
+        for v in &popped {
+            ctx.out.bulk(v);
+        }
+        return;
+    }
+    ctx.out.null_array();
 }

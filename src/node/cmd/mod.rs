@@ -15,7 +15,9 @@ use super::slots::{key_slot, SlotOwner};
 use super::store::Store;
 use super::Node;
 
+pub mod bits;
 pub mod cluster;
+pub mod collections;
 pub mod connection;
 pub mod hashes;
 pub mod keys;
@@ -39,6 +41,9 @@ pub mod flags {
     pub const NO_AUTH: u32 = 1 << 5;
     /// Works on every node whatever its slots (CLUSTER, INFO, …).
     pub const LOADING_OK: u32 = 1 << 6;
+    /// Keys follow a key count at argument 1 (LMPOP): COMMAND reports them
+    /// as Redis does (first key 0, "movablekeys").
+    pub const NUMKEYS: u32 = 1 << 7;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -310,15 +315,17 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 12] = [
+        let families: [&'static [CommandSpec]; 14] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
+            bits::COMMANDS,
             keys::COMMANDS,
             hashes::COMMANDS,
             lists::COMMANDS,
             sets::COMMANDS,
             zsets::COMMANDS,
+            collections::COMMANDS,
             streams::COMMANDS,
             cluster::COMMANDS,
             replication::COMMANDS,
@@ -374,8 +381,20 @@ impl Default for Commands {
     }
 }
 
-/// Positions of the keys of a command, as its spec declares them.
-pub fn key_positions(spec: &CommandSpec, argc: usize) -> impl Iterator<Item = usize> {
+/// Positions of the keys of a command, as its spec declares them (or, for
+/// [`flags::NUMKEYS`], as its key count says, leaving room for one more
+/// argument as LMPOP needs: none when the count is not valid, and the
+/// handler answers the error).
+pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> std::iter::StepBy<Range<usize>> {
+    let argc = args.len();
+    if spec.flags & flags::NUMKEYS != 0 {
+        let n = (argc > 1)
+            .then(|| parse_i64(args.get(1)))
+            .flatten()
+            .filter(|&n| n >= 1 && (n as u64) < argc as u64 - 2)
+            .unwrap_or(0) as usize;
+        return (2..2 + n).step_by(1);
+    }
     let first = spec.first_key.max(0) as usize;
     let last = if spec.last_key < 0 {
         argc as i64 + spec.last_key as i64
@@ -428,7 +447,7 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
     let logged = ctx.logged_slot.take();
     let mut slot = logged.filter(|_| ctx.replaying && spec.first_key > 0);
     let hash_keys = slot.is_none();
-    for pos in key_positions(spec, args.len()).filter(|_| hash_keys) {
+    for pos in key_positions(spec, args).filter(|_| hash_keys) {
         let s = key_slot(args.get(pos));
         match slot {
             None => slot = Some(s),

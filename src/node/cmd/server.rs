@@ -122,6 +122,9 @@ fn flag_names(flags: u32) -> Vec<&'static str> {
     if flags & LOADING_OK != 0 {
         v.push("loading");
     }
+    if flags & NUMKEYS != 0 {
+        v.push("movablekeys");
+    }
     v
 }
 
@@ -172,7 +175,11 @@ fn command(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             return;
         };
         let spec = commands.spec(i);
-        let keys: Vec<usize> = super::key_positions(spec, args.len() - 2).collect();
+        let inner = super::Args {
+            buf: args.buf,
+            ranges: &args.ranges[2..],
+        };
+        let keys: Vec<usize> = super::key_positions(spec, &inner).collect();
         if keys.is_empty() {
             ctx.out.error("ERR The command has no key arguments");
             return;

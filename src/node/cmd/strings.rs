@@ -1,4 +1,5 @@
-//! String commands: GET, SET, GETDEL, MGET, MSET, INCR family, APPEND, STRLEN.
+//! String commands: GET, SET, GETDEL, GETEX, MGET, MSET, MSETNX, INCR family,
+//! INCRBYFLOAT, APPEND, STRLEN, GETRANGE/SUBSTR, SETRANGE.
 
 use super::flags::*;
 use super::{Args, CommandSpec, Ctx, ERR_NOT_INTEGER, ERR_SYNTAX};
@@ -140,6 +141,60 @@ pub static COMMANDS: &[CommandSpec] = &[
         last_key: 1,
         step: 1,
         handler: strlen,
+    },
+    CommandSpec {
+        name: "getrange",
+        arity: 4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getrange,
+    },
+    CommandSpec {
+        name: "substr",
+        arity: 4,
+        flags: READONLY,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getrange,
+    },
+    CommandSpec {
+        name: "setrange",
+        arity: 4,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: setrange,
+    },
+    CommandSpec {
+        name: "incrbyfloat",
+        arity: 3,
+        flags: WRITE | DENYOOM | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: incrbyfloat,
+    },
+    CommandSpec {
+        name: "getex",
+        arity: -2,
+        flags: WRITE | FAST,
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        handler: getex,
+    },
+    CommandSpec {
+        name: "msetnx",
+        arity: -3,
+        flags: WRITE | DENYOOM,
+        first_key: 1,
+        last_key: -1,
+        step: 2,
+        handler: msetnx,
     },
 ];
 
@@ -478,4 +533,231 @@ fn strlen(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let n = try_reply!(ctx, read_str(ctx.store, slot, args.get(1))).map_or(0, |v| v.len());
     ctx.out.int(n as i64);
+}
+
+const ERR_TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+
+/// Redis' getrangeCommand: indexes parsed before the key is looked up, a
+/// missing key is an empty string.
+fn getrange(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let start = try_reply!(ctx, args.int(2));
+    let end = try_reply!(ctx, args.int(3));
+    let slot = ctx.slot();
+    let s = try_reply!(ctx, read_str(ctx.store, slot, args.get(1))).unwrap_or(&[]);
+    match clamp_range(start, end, s.len() as i64) {
+        Some((a, b)) => ctx.out.bulk(&s[a..=b]),
+        None => ctx.out.bulk(b""),
+    }
+}
+
+/// Redis' range rule for GETRANGE (and, in bytes or bits, BITCOUNT and
+/// BITPOS): negative indexes count from the end, then both are clamped.
+/// None: the range is empty.
+pub(super) fn clamp_range(start: i64, end: i64, len: i64) -> Option<(usize, usize)> {
+    if start < 0 && end < 0 && start > end {
+        return None;
+    }
+    clamp_indexes(start, end, len)
+}
+
+/// [`clamp_range`] without its shortcut for two negative indexes.
+pub(super) fn clamp_indexes(mut start: i64, mut end: i64, len: i64) -> Option<(usize, usize)> {
+    if start < 0 {
+        start = start.saturating_add(len);
+    }
+    if end < 0 {
+        end = end.saturating_add(len);
+    }
+    let start = start.max(0);
+    let end = end.max(0).min(len - 1);
+    if start > end || len == 0 {
+        return None;
+    }
+    Some((start as usize, end as usize))
+}
+
+fn setrange(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let offset = try_reply!(ctx, args.int(2));
+    if offset < 0 {
+        ctx.out.error("ERR offset is out of range");
+        return;
+    }
+    let (slot, key, value) = (ctx.slot(), args.get(1), args.get(3));
+    let cur_len = try_reply!(ctx, read_str(ctx.store, slot, key)).map(|s| s.len());
+    // An empty value changes nothing (and creates nothing): Redis answers
+    // the current length before any size check.
+    if value.is_empty() {
+        ctx.out.int(cur_len.unwrap_or(0) as i64);
+        return;
+    }
+    // Redis' checkStringLength, before anything is allocated.
+    let offset = offset as u64;
+    if offset.saturating_add(value.len() as u64) > crate::node::resp::MAX_BULK as u64 {
+        ctx.out.error(ERR_TOO_BIG);
+        return;
+    }
+    let offset = offset as usize;
+    let new_len = match ctx.store.get_mut(slot, key).map(|e| &mut e.value) {
+        Some(Value::Str(s)) => {
+            let mut v = std::mem::take(s).into_vec();
+            if v.len() < offset + value.len() {
+                v.resize(offset + value.len(), 0);
+            }
+            v[offset..offset + value.len()].copy_from_slice(value);
+            let n = v.len();
+            *s = v.into_boxed_slice();
+            n
+        }
+        _ => {
+            let mut v = vec![0u8; offset + value.len()];
+            v[offset..].copy_from_slice(value);
+            let n = v.len();
+            ctx.store
+                .set(slot, key, Value::Str(v.into_boxed_slice()), 0);
+            n
+        }
+    };
+    // Deterministic: logged as received.
+    ctx.propagate(args);
+    ctx.out.int(new_len as i64);
+}
+
+/// Formats an INCRBYFLOAT result the way Redis prints it (no exponent, no
+/// trailing zeros): the shortest decimal that reads back as the same f64.
+fn fmt_float(v: f64) -> String {
+    format!("{v}")
+}
+
+fn incrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let (slot, key) = (ctx.slot(), args.get(1));
+    let (cur, ttl) = match ctx.store.get(slot, key) {
+        None => (0.0, 0),
+        Some(e) => match &e.value {
+            Value::Str(s) => match super::parse_f64(s) {
+                Some(n) => (n, e.expire_at()),
+                None => {
+                    ctx.out.error(super::ERR_NOT_FLOAT);
+                    return;
+                }
+            },
+            _ => {
+                ctx.out.error(WRONGTYPE);
+                return;
+            }
+        },
+    };
+    let incr = try_reply!(ctx, args.float(2));
+    let next = cur + incr;
+    if !next.is_finite() {
+        ctx.out.error("ERR increment would produce NaN or Infinity");
+        return;
+    }
+    let text = fmt_float(next);
+    ctx.store
+        .set(slot, key, Value::Str(text.as_bytes().into()), ttl);
+    // Logged as the resulting value, as Redis does: float arithmetic is
+    // never redone on replay.
+    propagate_set(ctx, key, text.as_bytes(), ttl);
+    ctx.out.bulk(text.as_bytes());
+}
+
+/// GETEX's expiry option.
+enum ExOpt {
+    Keep,
+    Persist,
+    /// Unit in ms, relative, the argument's index.
+    Expire(u64, bool, usize),
+}
+
+fn parse_getex(args: &Args<'_>) -> Result<ExOpt, &'static str> {
+    let mut opt = ExOpt::Keep;
+    let mut i = 2;
+    while i < args.len() {
+        let a = args.get(i);
+        let has_next = i + 1 < args.len();
+        let timed = [&b"ex"[..], b"px", b"exat", b"pxat"]
+            .iter()
+            .any(|w| a.eq_ignore_ascii_case(w));
+        // One option at most, as Redis' parser allows.
+        if timed && has_next && matches!(opt, ExOpt::Keep) {
+            let unit = if a[0].eq_ignore_ascii_case(&b'e') {
+                1000
+            } else {
+                1
+            };
+            opt = ExOpt::Expire(unit, a.len() == 2, i + 1);
+            i += 1;
+        } else if a.eq_ignore_ascii_case(b"persist") && matches!(opt, ExOpt::Keep) {
+            opt = ExOpt::Persist;
+        } else {
+            return Err(ERR_SYNTAX);
+        }
+        i += 1;
+    }
+    Ok(opt)
+}
+
+fn getex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let opt = try_reply!(ctx, parse_getex(args));
+    let (slot, key) = (ctx.slot(), args.get(1));
+    // Redis checks the key and its type before the expiry's value.
+    let Some(v) = try_reply!(ctx, read_str(ctx.store, slot, key)).map(|v| v.to_vec()) else {
+        ctx.out.null();
+        return;
+    };
+    match opt {
+        ExOpt::Keep => {}
+        ExOpt::Persist => {
+            if ctx.store.get(slot, key).is_some_and(|e| e.expire_at() != 0) {
+                ctx.store.set_expire(slot, key, 0);
+                ctx.propagate_as(&[b"PERSIST", key]);
+            }
+        }
+        ExOpt::Expire(unit, relative, i) => {
+            let n = try_reply!(ctx, args.int(i));
+            let Ok(at) = deadline(ctx.store.now_ms, unit, relative, n) else {
+                ctx.out.error("ERR invalid expire time in 'getex' command");
+                return;
+            };
+            // An absolute time already past deletes the key (the value is
+            // still the reply), logged as the DEL it is.
+            if at <= ctx.store.now_ms {
+                ctx.store.remove(slot, key);
+                ctx.propagate_as(&[b"DEL", key]);
+            } else {
+                ctx.store.set_expire(slot, key, at);
+                let s = at.to_string();
+                ctx.propagate_as(&[b"PEXPIREAT", key, s.as_bytes()]);
+            }
+        }
+    }
+    ctx.out.bulk(&v);
+}
+
+fn msetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() % 2 == 0 {
+        ctx.out
+            .error("ERR wrong number of arguments for 'msetnx' command");
+        return;
+    }
+    let slot = ctx.slot();
+    let mut i = 1;
+    while i < args.len() {
+        if ctx.store.contains(slot, args.get(i)) {
+            ctx.out.int(0);
+            return;
+        }
+        i += 2;
+    }
+    let mut i = 1;
+    while i + 1 < args.len() {
+        ctx.store
+            .set(slot, args.get(i), Value::Str(args.get(i + 1).into()), 0);
+        i += 2;
+    }
+    // Replayed as the MSET it became: the log never re-checks existence.
+    let mut log: Vec<&[u8]> = args.iter().collect();
+    log[0] = b"MSET";
+    ctx.propagate_as(&log);
+    ctx.out.int(1);
 }

@@ -268,12 +268,12 @@ fn zcard(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 /// One end of a score range.
 #[derive(Clone, Copy)]
-struct ScoreBound {
+pub(super) struct ScoreBound {
     v: f64,
     excl: bool,
 }
 
-fn parse_score_bound(b: &[u8]) -> Result<ScoreBound, &'static str> {
+pub(super) fn parse_score_bound(b: &[u8]) -> Result<ScoreBound, &'static str> {
     const E: &str = "ERR min or max is not a float";
     match b.first() {
         Some(b'(') => Ok(ScoreBound {
@@ -288,14 +288,14 @@ fn parse_score_bound(b: &[u8]) -> Result<ScoreBound, &'static str> {
 }
 
 impl ScoreBound {
-    fn above_min(&self, s: f64) -> bool {
+    pub(super) fn above_min(&self, s: f64) -> bool {
         if self.excl {
             s > self.v
         } else {
             s >= self.v
         }
     }
-    fn below_max(&self, s: f64) -> bool {
+    pub(super) fn below_max(&self, s: f64) -> bool {
         if self.excl {
             s < self.v
         } else {
@@ -305,14 +305,14 @@ impl ScoreBound {
 }
 
 /// One end of a lexicographic range.
-enum LexBound {
+pub(super) enum LexBound {
     NegInf,
     PosInf,
     Incl(Vec<u8>),
     Excl(Vec<u8>),
 }
 
-fn parse_lex_bound(b: &[u8]) -> Result<LexBound, &'static str> {
+pub(super) fn parse_lex_bound(b: &[u8]) -> Result<LexBound, &'static str> {
     match b.first() {
         Some(b'-') if b.len() == 1 => Ok(LexBound::NegInf),
         Some(b'+') if b.len() == 1 => Ok(LexBound::PosInf),
@@ -323,7 +323,7 @@ fn parse_lex_bound(b: &[u8]) -> Result<LexBound, &'static str> {
 }
 
 impl LexBound {
-    fn above_min(&self, m: &[u8]) -> bool {
+    pub(super) fn above_min(&self, m: &[u8]) -> bool {
         match self {
             LexBound::NegInf => true,
             LexBound::PosInf => false,
@@ -331,7 +331,7 @@ impl LexBound {
             LexBound::Excl(v) => m > v.as_slice(),
         }
     }
-    fn below_max(&self, m: &[u8]) -> bool {
+    pub(super) fn below_max(&self, m: &[u8]) -> bool {
         match self {
             LexBound::NegInf => false,
             LexBound::PosInf => true,

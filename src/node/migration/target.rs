@@ -223,7 +223,7 @@ fn apply_payload(node: &Node, imp: &mut Incoming, payload: &[u8]) -> Result<u64,
             return Err(format!("unknown command {}", text(args.get(0))));
         };
         let spec = node.commands.spec(i);
-        let mut keys = cmd::key_positions(spec, args.len()).peekable();
+        let mut keys = cmd::key_positions(spec, &args).peekable();
         if !spec.is_write() || keys.peek().is_none() {
             return Err(format!("{} is not a keyed write", spec.name));
         }
