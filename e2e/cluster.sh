@@ -462,10 +462,22 @@ healthy() {
   kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s >/dev/null 2>&1
 }
 
+# The kubelet taints the node (disk-pressure) when its filesystem runs low,
+# and then every new pod stays Pending with a scheduling message that does
+# not say why. Refuse to start instead, naming the fix.
+MIN_FREE_GIB=${TESSERA_E2E_MIN_FREE_GIB:-5}
+check_disk() {
+  local dir=/var/lib free
+  free=$(df --output=avail -BG "$dir" | tail -1 | tr -dc 0-9)
+  ((free >= MIN_FREE_GIB)) && return 0
+  die "only ${free} GiB free on the filesystem of $dir (at least ${MIN_FREE_GIB} GiB needed, or the kubelet taints the node with disk-pressure); free some space (cargo target directories are the usual culprits) and retry"
+}
+
 cmd_up() {
   local t0=$SECONDS
   mkdir -p "$RUN" "$LOGS" "$PIDS"
   "$E2E_DIR/build.sh"
+  check_disk
   if healthy; then log "cluster already up"; cmd_status; return 0; fi
   # Half-up (a crash, or an interrupted run): start from a clean slate.
   if ls "$PIDS"/*.pid >/dev/null 2>&1 || ip link show "$BRIDGE" >/dev/null 2>&1; then
