@@ -196,6 +196,21 @@ fn post(n: &TestNode, path: &str, body: Value) -> (u16, Value) {
     (s, serde_json::from_str(&b).unwrap_or(Value::Null))
 }
 
+/// Starts migration `id` of slots 0-99 from node `from` to node `to`, with
+/// `settings` merged into the request, and asserts the source accepted it.
+fn start_0_99(c: &Cluster, from: usize, to: usize, id: &str, settings: Value) {
+    let mut req = json!({
+        "id": id,
+        "slots": [[0, 99]],
+        "target": {"id": node_id(to), "host": "127.0.0.1", "port": c.nodes[to].port},
+    });
+    if let (Some(r), Value::Object(extra)) = (req.as_object_mut(), settings) {
+        r.extend(extra);
+    }
+    let (s, b) = post(&c.nodes[from], "/v1/migrations", req);
+    assert_eq!(s, 201, "{b}");
+}
+
 /// The migration `id` as node `n` reports it, in direction "outgoing" or
 /// "incoming".
 fn mig(n: &TestNode, dir: &str, id: &str) -> Value {
@@ -899,13 +914,7 @@ fn a_target_that_cannot_apply_fails_the_migration_and_never_acknowledges_it() {
     }
     let _: () = p.query(&mut a).expect("preload");
     let before = digest(&c.nodes[0], 0, 99);
-    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
-    let (s, b) = post(
-        &c.nodes[0],
-        "/v1/migrations",
-        json!({"id": "oom", "slots": [[0, 99]], "target": target}),
-    );
-    assert_eq!(s, 201, "{b}");
+    start_0_99(&c, 0, 1, "oom", json!({}));
     let m = wait_phase(
         &c.nodes[0],
         "outgoing",
@@ -945,13 +954,7 @@ fn a_source_restarted_after_the_target_committed_keeps_the_slots_write_blocked_u
     let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
     c.push(&t1);
     preload(&c.nodes[0], 0, 99, "r");
-    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
-    let (s, b) = post(
-        &c.nodes[0],
-        "/v1/migrations",
-        json!({"id": "crash", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
-    );
-    assert_eq!(s, 201, "{b}");
+    start_0_99(&c, 0, 1, "crash", json!({"writePauseTimeoutMs": 600_000}));
     wait_phase(
         &c.nodes[0],
         "outgoing",
@@ -1017,13 +1020,7 @@ fn a_source_restarted_before_the_flip_aborts_at_the_target_and_resumes() {
     c.push(&t1);
     preload(&c.nodes[0], 0, 99, "q");
     let before = digest(&c.nodes[0], 0, 99);
-    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
-    let (s, b) = post(
-        &c.nodes[0],
-        "/v1/migrations",
-        json!({"id": "crash2", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
-    );
-    assert_eq!(s, 201, "{b}");
+    start_0_99(&c, 0, 1, "crash2", json!({"writePauseTimeoutMs": 600_000}));
     wait_phase(
         &c.nodes[0],
         "outgoing",
@@ -1061,13 +1058,7 @@ fn a_target_restarted_after_the_seal_rebuilds_its_staging_from_its_log_and_commi
     let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
     c.push(&t1);
     preload(&c.nodes[0], 0, 99, "t");
-    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
-    let (s, b) = post(
-        &c.nodes[0],
-        "/v1/migrations",
-        json!({"id": "tcrash", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
-    );
-    assert_eq!(s, 201, "{b}");
+    start_0_99(&c, 0, 1, "tcrash", json!({"writePauseTimeoutMs": 600_000}));
     wait_phase(
         &c.nodes[0],
         "outgoing",
@@ -1113,13 +1104,7 @@ fn a_target_failover_after_the_seal_commits_on_the_promoted_replica() {
         wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
     }
     preload(&c.nodes[0], 0, 99, "f");
-    let target = json!({"id": node_id(2), "host": "127.0.0.1", "port": c.nodes[2].port});
-    let (s, b) = post(
-        &c.nodes[0],
-        "/v1/migrations",
-        json!({"id": "fo", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
-    );
-    assert_eq!(s, 201, "{b}");
+    start_0_99(&c, 0, 2, "fo", json!({"writePauseTimeoutMs": 600_000}));
     wait_phase(
         &c.nodes[0],
         "outgoing",
@@ -1203,13 +1188,7 @@ fn a_big_collection_moves_in_slices_without_stalling_the_source() {
         (pings, writes)
     });
     thread::sleep(Duration::from_millis(100));
-    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
-    let (s, b) = post(
-        &c.nodes[0],
-        "/v1/migrations",
-        json!({"id": "huge", "slots": [[0, 99]], "target": target}),
-    );
-    assert_eq!(s, 201, "{b}");
+    start_0_99(&c, 0, 1, "huge", json!({}));
     wait_phase(
         &c.nodes[0],
         "outgoing",
@@ -1265,13 +1244,7 @@ fn a_source_failover_during_the_pause_settles_with_the_target_before_writes_resu
     }
     preload(&c.nodes[0], 0, 99, "p");
     let before = digest(&c.nodes[0], 0, 99);
-    let target = json!({"id": node_id(2), "host": "127.0.0.1", "port": c.nodes[2].port});
-    let (s, b) = post(
-        &c.nodes[0],
-        "/v1/migrations",
-        json!({"id": "sfo", "slots": [[0, 99]], "target": target, "writePauseTimeoutMs": 600_000}),
-    );
-    assert_eq!(s, 201, "{b}");
+    start_0_99(&c, 0, 2, "sfo", json!({"writePauseTimeoutMs": 600_000}));
     wait_phase(
         &c.nodes[0],
         "outgoing",
@@ -1330,13 +1303,7 @@ fn flushall_on_the_source_fails_the_migration() {
     let c = Cluster::start(false);
     c.push(&c.topology(1, &[(0, 8191)], &[(8192, 16383)]));
     preload(&c.nodes[0], 0, 99, "x");
-    let target = json!({"id": node_id(1), "host": "127.0.0.1", "port": c.nodes[1].port});
-    let (s, b) = post(
-        &c.nodes[0],
-        "/v1/migrations",
-        json!({"id": "flush", "slots": [[0, 99]], "target": target, "maxBytesPerSec": 100_000}),
-    );
-    assert_eq!(s, 201, "{b}");
+    start_0_99(&c, 0, 1, "flush", json!({"maxBytesPerSec": 100_000}));
     wait_phase(
         &c.nodes[0],
         "outgoing",
