@@ -249,14 +249,20 @@ fn apply_payload(node: &Node, imp: &mut Incoming, payload: &[u8]) -> Result<u64,
     Ok(n)
 }
 
-fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String> {
-    let mut incoming = node.migrations.incoming.borrow_mut();
+/// The import `id`, if it still takes chunks (not sealed, committed or aborted).
+fn importing<'a>(incoming: &'a mut [Incoming], id: &str) -> Result<&'a mut Incoming, String> {
     let Some(imp) = incoming.iter_mut().find(|m| m.id == id) else {
         return Err(format!("ERR no migration {id}"));
     };
     if imp.phase != Phase::Importing {
         return Err(format!("ERR migration {id} is {}", imp.phase.as_str()));
     }
+    Ok(imp)
+}
+
+fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String> {
+    let mut incoming = node.migrations.incoming.borrow_mut();
+    let imp = importing(&mut incoming, id)?;
     if seq != imp.next_seq {
         let why = format!("expected chunk {} but got {seq}", imp.next_seq);
         drop(incoming);
@@ -298,12 +304,7 @@ fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String>
 
 fn seal(node: &Node, id: &str, seq: u64) -> Result<u64, String> {
     let mut incoming = node.migrations.incoming.borrow_mut();
-    let Some(imp) = incoming.iter_mut().find(|m| m.id == id) else {
-        return Err(format!("ERR no migration {id}"));
-    };
-    if imp.phase != Phase::Importing {
-        return Err(format!("ERR migration {id} is {}", imp.phase.as_str()));
-    }
+    let imp = importing(&mut incoming, id)?;
     if seq != imp.next_seq {
         return Err(format!(
             "ERR migration {id}: sealed at chunk {seq} but {} received",

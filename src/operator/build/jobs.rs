@@ -2,7 +2,7 @@
 //! they fill. Both kinds of Job run `tessera backup …` in one pod template
 //! ([`tool_job_spec`]).
 
-use super::statefulset::{claim_spec, node_container};
+use super::statefulset::{claim_spec, node_container, pod_security};
 use super::*;
 
 /// Volume for backups when the target is a volume (or unspecified).
@@ -143,20 +143,6 @@ fn tool_container(
     container
 }
 
-fn tool_pod_security() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS),
-        run_as_group: Some(RUN_AS),
-        fs_group: Some(RUN_AS),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// The backup CronJob: `tessera backup run` against every node, retention,
 /// and the JSON summary in the termination message.
 pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
@@ -253,7 +239,7 @@ fn tool_job_spec(
                 volumes: Some(volumes),
                 enable_service_links: Some(false),
                 automount_service_account_token: Some(false),
-                security_context: Some(tool_pod_security()),
+                security_context: Some(pod_security()),
                 ..Default::default()
             }),
         },
