@@ -72,7 +72,7 @@ fn settled(name: &str, shards: usize, replicas: usize) -> R<bool> {
     Ok(ready
         && !failover
         && recorded == shards
-        && resharding == "Completed"
+        && matches!(resharding, "Completed" | "Cancelled")
         && s["ready"] == format!("{nodes}/{nodes}").as_str())
 }
 

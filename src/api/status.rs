@@ -51,7 +51,9 @@ pub struct DatabaseClusterStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ReshardingStatus {
     /// `WaitingForShards` (new shards are starting), `Moving`, `Paused`,
-    /// `RemovingShards` (drained shards are being deleted) or `Completed`.
+    /// `RemovingShards` (drained shards are being deleted), `Completed`,
+    /// `Refused` (a scale-in without memory headroom; nothing moved) or
+    /// `Cancelled` (the spec went back after a refusal).
     pub phase: String,
     /// Shard count when it started, and the one asked for.
     pub from: u32,

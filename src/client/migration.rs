@@ -25,6 +25,9 @@ pub struct StartMigration {
 pub struct Outgoing {
     pub id: String,
     pub phase: String,
+    /// `a-b,c` as the node formats ranges.
+    #[serde(default)]
+    pub slots: String,
     #[serde(default)]
     pub keys_sent: u64,
     #[serde(default)]

@@ -236,6 +236,12 @@ fn resharding_condition(r: &ReshardingStatus) -> Cond {
                 r.from, r.to, r.slots_moved
             ),
         ),
+        reshard::CANCELLED => Cond::new(
+            RESHARDING,
+            false,
+            "Cancelled",
+            format!("shards set back to {} before anything moved", r.from),
+        ),
         reshard::REFUSED => Cond::new(
             RESHARDING,
             false,

@@ -41,6 +41,7 @@ pub const PAUSED: &str = "Paused";
 pub const REMOVING: &str = "RemovingShards";
 pub const REFUSED: &str = "Refused";
 pub const COMPLETED: &str = "Completed";
+pub const CANCELLED: &str = "Cancelled";
 
 const STARTING: &str = "Starting";
 const COPYING: &str = "Copying";
@@ -79,7 +80,7 @@ impl Outcome {
 }
 
 pub fn is_running(r: &ReshardingStatus) -> bool {
-    r.phase != COMPLETED && r.phase != REFUSED
+    r.phase != COMPLETED && r.phase != REFUSED && r.phase != CANCELLED
 }
 
 /// True while a resharding runs (a switchover waits for it).
@@ -138,11 +139,26 @@ pub async fn step(
     let running = prev.resharding.as_ref().is_some_and(is_running);
     let balanced = plan::remaining(&owned_after(prev, &[]), desired).is_empty();
     if !running && prev.shards.len() as u32 == desired && balanced {
-        return Ok(None);
+        // A refused scale-in whose spec went back: nothing moved.
+        return Ok(prev
+            .resharding
+            .as_ref()
+            .filter(|r| r.phase == REFUSED)
+            .map(|r| Outcome {
+                status: Some(ReshardingStatus {
+                    phase: CANCELLED.into(),
+                    finished_at: Some(now().0.to_string()),
+                    progress: format!("{}→{} cancelled", r.from, r.to),
+                    ..r.clone()
+                }),
+                ..Default::default()
+            }));
     }
-    let mut r = match prev.resharding.clone().filter(is_running) {
-        Some(r) => r,
-        None => {
+    let mut r = match prev.resharding.clone() {
+        Some(r) if is_running(&r) => r,
+        // Still refused, or no longer: judged again below.
+        Some(r) if r.phase == REFUSED && r.to == desired => r,
+        _ => {
             let r = ReshardingStatus {
                 phase: WAITING.into(),
                 from: prev.shards.len() as u32,
@@ -242,12 +258,19 @@ pub async fn step(
             }
             r.phase = REFUSED.into();
             r.last_error = Some(why);
+            r.finished_at = Some(now().0.to_string());
             r.progress = format!("{}→{} refused", r.from, r.to);
             out.status = Some(r);
             return Ok(Some(out));
         }
     }
 
+    if r.phase == REFUSED {
+        // Room now (limits raised or data freed): go ahead.
+        r.phase = MOVING.into();
+        r.last_error = None;
+        r.finished_at = None;
+    }
     start_moves(ctx, dbc, v, prev, &pending, &mut r).await;
     out.busy = r.moves.iter().flat_map(|m| [m.source, m.target]).collect();
     finish(ctx, dbc, prev, &pending, &mut r).await;
@@ -480,7 +503,17 @@ async fn start_moves(
             max_bytes_per_sec: rate,
             write_pause_timeout_ms: WRITE_PAUSE_TIMEOUT_MS,
         };
+        let want = plan::format_ranges(&mv.slots).join(",");
         match ctx.nodes.start_migration(addr, &call).await {
+            Ok(o) if o.slots != want => {
+                // A start of an earlier plan under this id whose status
+                // write was lost: cancel it and use the next id.
+                tracing::warn!(migration = %id, slots = %o.slots, planned = %want, "an earlier start under this id: cancelling it");
+                if let Err(e) = ctx.nodes.cancel_migration(addr, &id).await {
+                    tracing::warn!(migration = %id, error = %e, "cancelling an earlier start");
+                }
+                r.next_move += 1;
+            }
             Ok(o) => {
                 r.next_move += 1;
                 let m = SlotMove {
