@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding generate up down bench-node bench-replication bench-backup bench-failover fuzz clean cold-check
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding generate up down bench-node bench-replication bench-backup bench-failover bench-resharding fuzz clean cold-check
 
 all: build
 
@@ -103,6 +103,10 @@ bench-backup: deps
 bench-failover:
 	$(MAKE) --no-print-directory cluster-up
 	bench/failover.sh
+
+bench-resharding:
+	$(MAKE) --no-print-directory cluster-up
+	bench/resharding.sh
 
 clean:
 	$(CARGO) clean

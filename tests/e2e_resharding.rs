@@ -621,6 +621,122 @@ fn refused_scale_in() -> R {
     Ok(format!("refused: {why}"))
 }
 
+/// Writes `mb` MiB of 1 KiB values (`bench:i`) with 32 requests in flight.
+fn load(cluster: &str, mb: usize) -> R<usize> {
+    let seeds = member_ips(&status_of(cluster)?);
+    let keys = mb * 1024;
+    rt().block_on(async {
+        let con = cluster_conn(&seeds).await?;
+        let value = "v".repeat(1024);
+        let mut next = 0usize;
+        while next < keys {
+            let batch: Vec<usize> = (next..(next + 512).min(keys)).collect();
+            next += batch.len();
+            let futs = batch.chunks(16).map(|c| {
+                let mut con = con.clone();
+                let value = value.clone();
+                let c = c.to_vec();
+                async move {
+                    for i in c {
+                        redis::cmd("SET")
+                            .arg(format!("bench:{i}"))
+                            .arg(&value)
+                            .query_async::<()>(&mut con)
+                            .await
+                            .map_err(|e| format!("loading: {e}"))?;
+                    }
+                    Ok::<(), String>(())
+                }
+            });
+            for r in futures::future::join_all(futs).await {
+                r?;
+            }
+        }
+        Ok(keys)
+    })
+}
+
+/// Latency percentiles of `clients` clients over `f` (which returns the
+/// time it took), and their logs.
+fn under_load<T>(cluster: &str, clients: usize, f: impl FnOnce() -> R<T>) -> R<(T, Vec<Log>)> {
+    let cs: Vec<Client> = (0..clients).map(|_| Client::start(cluster)).collect();
+    wait_until("clients writing", Duration::from_secs(30), || {
+        Ok(cs.iter().all(|c| c.acked() >= 20))
+    })?;
+    let r = f();
+    let logs: Vec<Log> = cs.into_iter().map(Client::stop).collect();
+    Ok((r?, logs))
+}
+
+fn timed_reshard(cluster: &str, to: u32) -> R<f64> {
+    let t0 = Instant::now();
+    set_shards(cluster, to)?;
+    wait_until("resharding to complete", Duration::from_secs(1800), || {
+        settled(cluster, to as usize, 2)
+    })?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// `make bench-resharding`: 3 → 4 and 4 → 3 with `mb` MiB of data, idle
+/// and under 4 clients; client p50/p99 before and during.
+fn bench(mb: usize) -> R<bool> {
+    let name = "rb";
+    create_cluster(name, 3, 2, "  resources:\n    limits:\n      memory: 3Gi\n")?;
+    let t = Instant::now();
+    let keys = load(name, mb)?;
+    let load_s = t.elapsed().as_secs_f64();
+    println!("loaded {keys} keys ({mb} MiB) in {load_s:.1}s");
+    let idle_add = timed_reshard(name, 4)?;
+    println!("idle 3→4: {idle_add:.1}s");
+    let idle_remove = timed_reshard(name, 3)?;
+    println!("idle 4→3: {idle_remove:.1}s");
+    let (_, before) = under_load(name, 4, || {
+        std::thread::sleep(Duration::from_secs(20));
+        Ok(())
+    })?;
+    let (add, during_add) = under_load(name, 4, || timed_reshard(name, 4))?;
+    println!("loaded 3→4: {add:.1}s");
+    let (remove, during_remove) = under_load(name, 4, || timed_reshard(name, 3))?;
+    println!("loaded 4→3: {remove:.1}s");
+    let lat = |logs: &[Log]| {
+        let mut v: Vec<f64> = logs.iter().flat_map(|l| l.latencies.clone()).collect();
+        (percentile(&mut v, 0.5), percentile(&mut v, 0.99))
+    };
+    let (b50, b99) = lat(&before);
+    let (a50, a99) = lat(&during_add);
+    let (r50, r99) = lat(&during_remove);
+    let mut lost = 0;
+    let mut errors = 0;
+    for l in before.iter().chain(&during_add).chain(&during_remove) {
+        lost += lost_writes(name, &l.acked)?;
+        errors += l.errors + l.bad_reads;
+    }
+    let ratio = a99.max(r99) / b99;
+    println!();
+    println!("| step | seconds | client p50 ms | client p99 ms |");
+    println!("|---|---|---|---|");
+    println!("| before (no resharding) | — | {b50:.2} | {b99:.2} |");
+    println!("| 3→4 idle | {idle_add:.1} | — | — |");
+    println!("| 4→3 idle | {idle_remove:.1} | — | — |");
+    println!("| 3→4 under 4 clients | {add:.1} | {a50:.2} | {a99:.2} |");
+    println!("| 4→3 under 4 clients | {remove:.1} | {r50:.2} | {r99:.2} |");
+    println!();
+    println!(
+        "RESULT data_mb={mb} add_shard_s={add:.1} remove_shard_s={remove:.1} idle_add_shard_s={idle_add:.1} idle_remove_shard_s={idle_remove:.1} p99_before_ms={b99:.2} p99_during_ms={:.2} p99_ratio={ratio:.2} client_errors={errors} acked_lost={lost}",
+        a99.max(r99)
+    );
+    let _ = kubectl(&[
+        "delete",
+        "dbc",
+        name,
+        "-n",
+        NS,
+        "--wait=true",
+        "--timeout=180s",
+    ]);
+    Ok(lost == 0)
+}
+
 struct Run {
     passed: usize,
     failed: usize,
@@ -652,6 +768,16 @@ impl Run {
 fn resharding_e2e() {
     require_e2e("scripts/e2e-resharding.sh");
     ensure_namespace(NS).expect("namespace");
+    if let Ok(mb) = std::env::var("TESSERA_RESHARD_BENCH") {
+        let ok = bench(mb.parse().unwrap_or(1024));
+        let _ = kubectl(&["delete", "namespace", NS, "--wait=false"]);
+        match ok {
+            Ok(true) => println!("1 passed, 0 failed"),
+            Ok(false) => println!("0 passed, 1 failed"),
+            Err(e) => println!("FAIL bench: {e}\n0 passed, 1 failed"),
+        }
+        return;
+    }
     let mut run = Run {
         passed: 0,
         failed: 0,
