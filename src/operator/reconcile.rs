@@ -37,6 +37,12 @@ pub async fn reconcile_apply(
         Ok(v) => v,
         Err(action) => return Ok(action),
     };
+    // A restore bootstraps with the backup's shards; a different
+    // spec.shards is reached by resharding once bootstrapped.
+    let v = match prev.restore.as_ref().and_then(restore::bootstrap_shards) {
+        Some(n) if prev.epoch == 0 => v.with_shards(n),
+        _ => v,
+    };
     if v.spec.paused {
         return pause(ctx, dbc, &prev).await;
     }

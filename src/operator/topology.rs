@@ -191,7 +191,7 @@ pub fn plan_with(
                 desired,
             };
         }
-        let ranges = slot_ranges(shards);
+        let ranges = bootstrap_slots(prev, shards);
         let shards_status = (0..shards)
             .map(|s| {
                 let members: Vec<NodeStatus> = (0..replicas)
@@ -204,7 +204,7 @@ pub fn plan_with(
                 let mut it = members.into_iter();
                 ShardStatus {
                     name: shard_name(cluster, s),
-                    slots: vec![format_range(ranges[s as usize])],
+                    slots: ranges[s as usize].clone(),
                     epoch: 1,
                     primary: it.next(),
                     replicas: it.collect(),
@@ -305,6 +305,27 @@ pub fn plan_with(
         changed,
         bootstrap: false,
     })
+}
+
+/// The first topology's slots: a restored backup's layout when it lists
+/// one per shard (a backup of a resharded cluster is not evenly split),
+/// else the even split.
+fn bootstrap_slots(prev: &DatabaseClusterStatus, shards: u32) -> Vec<Vec<String>> {
+    let restored = prev
+        .restore
+        .as_ref()
+        .map(|r| r.shard_slots.clone())
+        .filter(|s| s.len() == shards as usize && s.iter().all(|r| !r.is_empty()));
+    match restored {
+        Some(s) => s
+            .iter()
+            .map(|r| r.split(',').map(str::to_string).collect())
+            .collect(),
+        None => slot_ranges(shards)
+            .into_iter()
+            .map(|r| vec![format_range(r)])
+            .collect(),
+    }
 }
 
 /// Applies the flips to `next` and drops empty, idle shards beyond

@@ -274,6 +274,17 @@ impl ValidatedCluster {
     pub fn shard_name(&self, shard: u32) -> String {
         shard_name(&self.name, shard)
     }
+
+    /// The same cluster run with `n` shards: what a restore bootstraps
+    /// with (the backup's count); resharding then goes to the spec's.
+    pub fn with_shards(&self, n: u32) -> ValidatedCluster {
+        let mut v = self.clone();
+        v.shards = n;
+        v.running_shards = n;
+        v.claim_sizes
+            .resize(n as usize, self.spec.storage.size.clone());
+        v
+    }
 }
 
 /// `<cluster>-shard-<i>`: the StatefulSet, headless Service and PDB name.

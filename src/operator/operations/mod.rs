@@ -191,6 +191,10 @@ async fn bootstrap_step(
         });
     };
     if o.next != restore::Next::Proceed {
+        // Claims and Jobs for the backup's shards (resharding to the
+        // spec's count comes after the bootstrap).
+        let v =
+            &restore::bootstrap_shards(&o.status).map_or_else(|| v.clone(), |n| v.with_shards(n));
         return restore::execute::step(ctx, dbc, v, observed, prev, o)
             .await
             .map(Next::Done);
