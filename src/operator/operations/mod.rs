@@ -296,4 +296,40 @@ mod tests {
             }
         }
     }
+
+    /// Slot moves in progress hold a requested switchover back (its
+    /// annotation stays); a failover still goes first.
+    #[test]
+    fn a_switchover_waits_for_slot_moves() {
+        use crate::api::{ReshardingStatus, SlotMove};
+        let mut s = status(&[None, None]);
+        s.resharding = Some(ReshardingStatus {
+            phase: "Moving".into(),
+            moves: vec![SlotMove {
+                id: "reshard-1-0".into(),
+                phase: "Copying".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(schedule(&s, Some("0")), Scheduled::Detect);
+        s.shards[1] = status(&[None, Some(("Promoting", "Failover"))]).shards[1].clone();
+        assert_eq!(
+            schedule(&s, Some("0")),
+            Scheduled::Resume {
+                shard: 1,
+                step: Step::Promote
+            }
+        );
+        if let Some(r) = s.resharding.as_mut() {
+            r.moves.clear();
+        }
+        s.shards[1].failover = None;
+        assert_eq!(
+            schedule(&s, Some("0")),
+            Scheduled::StartSwitchover {
+                request: "0".into()
+            }
+        );
+    }
 }
