@@ -332,10 +332,17 @@ pub struct Status {
     /// Highest shard epoch seen (the fencing token this node enforces).
     pub fencing_epoch: u64,
     pub replication: super::replication::ReplicationStatus,
+    /// Commands per second over the last ~1.5 s (all commands; writes).
+    pub ops_per_sec: f64,
+    pub write_ops_per_sec: f64,
+    /// The slot carrying most keyed commands over the last 10-20 s (null
+    /// under 100 keyed commands).
+    pub hot_slot: Option<super::load::HotSlot>,
 }
 
 pub fn status(node: &Node) -> Status {
     let map = node.slot_map.borrow();
+    let rates = node.load.rates();
     let shard = map.my_shard();
     Status {
         node_id: node.id.clone(),
@@ -361,6 +368,9 @@ pub fn status(node: &Node) -> Status {
             .map(SnapshotStatus::from),
         fencing_epoch: node.repl.epoch(),
         replication: super::replication::status(node),
+        ops_per_sec: rates.ops,
+        write_ops_per_sec: rates.writes,
+        hot_slot: node.load.hot_slot(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod alloc;
 pub mod cmd;
 pub mod idle_spin;
 pub mod info;
+pub mod load;
 pub mod metrics;
 pub mod migration;
 pub mod release;
@@ -227,6 +228,8 @@ pub struct Node {
     pub idle_spin: Option<Rc<idle_spin::IdleSpin>>,
     /// Slot migrations this node sends or receives.
     pub migrations: migration::Migrations,
+    /// Command rates and per-slot counters (the autoscaler's signals).
+    pub load: load::Load,
 }
 
 pub fn now_ms() -> u64 {
@@ -257,6 +260,7 @@ impl Node {
         };
         let commands = Commands::new();
         let stats = Stats::new(commands.len());
+        let load = load::Load::new(&commands);
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let repl = replication::Repl::new(
             cfg.repl.clone(),
@@ -283,6 +287,7 @@ impl Node {
             snapshot_running: Cell::new(false),
             shutdown,
             migrations: Default::default(),
+            load,
         }
     }
 
