@@ -3,9 +3,9 @@
 //! the admin API, a cluster client writing throughout with every
 //! acknowledged write recorded.
 
-mod common;
 #[path = "common/migration.rs"]
 mod cluster;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

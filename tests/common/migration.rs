@@ -325,7 +325,11 @@ pub struct Record {
 
 pub const LISTS: usize = 128;
 
-pub fn writer(c: &Cluster, stop: Arc<AtomicBool>, rec: Arc<Mutex<Record>>) -> thread::JoinHandle<()> {
+pub fn writer(
+    c: &Cluster,
+    stop: Arc<AtomicBool>,
+    rec: Arc<Mutex<Record>>,
+) -> thread::JoinHandle<()> {
     let urls: Vec<String> = c
         .nodes
         .iter()
