@@ -46,6 +46,23 @@ def free_port():
     return p
 
 
+def cluster_port():
+    """A port for redis-server in cluster mode: at most 55535, with the
+    cluster bus port (+10000) free too."""
+    for _ in range(200):
+        p = free_port()
+        if p > 55535:
+            continue
+        try:
+            s = socket.socket()
+            s.bind(("127.0.0.1", p + 10000))
+            s.close()
+            return p
+        except OSError:
+            continue
+    sys.exit("no port for redis-server's cluster bus")
+
+
 def wait_port(port, timeout=60):
     end = time.time() + timeout
     while time.time() < end:
@@ -172,15 +189,18 @@ def load_data(port, keys):
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pad = b"x" * VALUE
     buf = []
-    for i in range(keys):
-        k = b"k:%d" % i
-        v = (b"%d:" % i + pad)[:VALUE]
-        buf.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v))
-        if len(buf) == 10000:
-            p.stdin.write(b"".join(buf))
-            buf = []
-    p.stdin.write(b"".join(buf))
-    p.stdin.close()
+    try:
+        for i in range(keys):
+            k = b"k:%d" % i
+            v = (b"%d:" % i + pad)[:VALUE]
+            buf.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v))
+            if len(buf) == 10000:
+                p.stdin.write(b"".join(buf))
+                buf = []
+        p.stdin.write(b"".join(buf))
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
     out = p.stdout.read().decode()
     if p.wait() != 0 or "errors: 0" not in out:
         sys.exit(f"loading failed: {out}")
@@ -321,7 +341,7 @@ class RedisPair:
     def __init__(self, tmp):
         self.nodes = []
         for i in range(2):
-            port = free_port()
+            port = cluster_port()
             d = os.path.join(tmp, f"r{i}")
             os.makedirs(d)
             proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
@@ -398,9 +418,10 @@ def main():
     moved_bytes = sum(len(b"k:%d" % i) + VALUE for i in range(keys) if slot_of(b"k:%d" % i) < HALF)
     tmp = tempfile.mkdtemp(prefix="tessera-bench-migration-", dir=os.environ.get("BENCH_DIR"))
     log(f"data set: {keys} keys x {VALUE} B ({MB} MB); moving slots 0-{HALF - 1}: {moved_bytes / 1e6:.0f} MB; dir {tmp}")
-    t = TesseraPair(tmp)
-    r = RedisPair(tmp)
+    t = r = None
     try:
+        t = TesseraPair(tmp)
+        r = RedisPair(tmp)
         t0 = time.monotonic()
         load_data(t.nodes[0]["port"], keys)
         log(f"tessera loaded in {time.monotonic() - t0:.1f} s")
@@ -425,9 +446,11 @@ def main():
         r_loaded, r_base, r_during, r_max, r_lost, r_acked = loaded_move(r.ports(), "redis", lambda: r.move(1, 0))
         log(f"redis loaded: {r_loaded:.2f} s")
     finally:
-        t.stop()
-        r.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        for pair in (t, r):
+            if pair:
+                pair.stop()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     pause = max(m_idle["writePauseMs"], m_loaded["writePauseMs"])
     ratio = t_during / t_base if t_base > 0 else float("nan")

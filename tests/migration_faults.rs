@@ -48,11 +48,11 @@ impl Client {
     }
 
     fn conn(&mut self, port: u16) -> redis::RedisResult<&mut redis::Connection> {
-        if !self.conns.contains_key(&port) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.conns.entry(port) {
             let c = redis::Client::open(format!("redis://:{PW}@127.0.0.1:{port}/"))?;
             let c = c.get_connection_with_timeout(Duration::from_secs(2))?;
             c.set_read_timeout(Some(Duration::from_secs(30)))?;
-            self.conns.insert(port, c);
+            e.insert(c);
         }
         Ok(self.conns.get_mut(&port).expect("inserted above"))
     }
