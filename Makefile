@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup generate up down bench-node bench-replication bench-backup bench-failover bench-migration test-migration-big fuzz clean cold-check
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding generate up down bench-node bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
 
 all: build
 
@@ -45,7 +45,7 @@ lint:
 # is missing), run the smoke test, the operator, failover and backup suites,
 # and always bring the cluster down again. Each suite ends with
 # `N passed, M failed`; the target fails if any suite failed.
-E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup
+E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup e2e-resharding
 e2e:
 	@status=0; \
 	$(MAKE) --no-print-directory cluster-up || status=$$?; \
@@ -64,6 +64,11 @@ e2e-operator:
 
 e2e-failover:
 	scripts/e2e-failover.sh
+
+# 3 → 4 → 2 → 3 shards under a client, a source primary and the operator
+# killed mid-move, a scale-in refused for memory.
+e2e-resharding:
+	scripts/e2e-resharding.sh
 
 # Backups to a PVC and to S3 (versitygw on the pod network's host address),
 # restore latest and to a point in time, a corrupted backup, retention.
@@ -109,6 +114,10 @@ test-migration-big:
 bench-failover:
 	$(MAKE) --no-print-directory cluster-up
 	bench/failover.sh
+
+bench-resharding:
+	$(MAKE) --no-print-directory cluster-up
+	bench/resharding.sh
 
 clean:
 	$(CARGO) clean

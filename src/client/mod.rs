@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod backup;
+pub mod migration;
 
 pub use crate::node::slots::{NodeAddr, ShardTopology, Topology};
 
@@ -76,6 +77,11 @@ pub struct NodeInfo {
     pub durable_lsn: u64,
     #[serde(default)]
     pub keys: u64,
+    /// Bytes the node's data takes, and its limit (0: none).
+    #[serde(default)]
+    pub used_memory: u64,
+    #[serde(default)]
+    pub maxmemory: u64,
     /// Highest shard epoch the node has seen (its fencing token).
     #[serde(default)]
     pub fencing_epoch: u64,
@@ -212,7 +218,7 @@ impl NodeClient {
         serde_json::from_slice(&answer).map_err(|source| ClientError::Decode { addr, source })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         addr: SocketAddr,
         method: &str,
