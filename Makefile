@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding generate up down bench-node bench-replication bench-backup bench-failover bench-resharding fuzz clean cold-check
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding generate up down bench-node bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
 
 all: build
 
@@ -97,6 +97,17 @@ bench-replication: deps
 # Backup and restore throughput vs a raw copy of the same bytes (~1 GB).
 bench-backup: deps
 	bench/backup.sh
+
+# Slot migration: ~1 GB, half the slots to an empty node, idle and under a
+# redis-benchmark load, against redis-cli --cluster reshard on redis-server
+# (BENCH_MIGRATION_MB=… for a smaller run).
+bench-migration: deps
+	bench/migration.sh
+
+# The slot-migration test too slow for every cargo test: a 1M-member sorted
+# set and a 1M-field hash move while a client measures the source's stalls.
+test-migration-big:
+	$(CARGO) test --locked --test migration_data -- --ignored --test-threads=1
 
 # Time-to-writable over 10 failovers of a 3x3 quorum cluster on the local
 # Kubernetes (starts it if needed; leaves it up).

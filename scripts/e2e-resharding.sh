@@ -3,7 +3,7 @@
 # cluster-up). Builds and imports the image (cached by content), installs the
 # chart with two operator replicas and runs tests/e2e_resharding.rs. Ends
 # with `N passed, M failed`.
-#   TESSERA_E2E_ONLY=scale,source,operator,refused   a subset
+#   TESSERA_E2E_ONLY=scale,source,operator,autoscale,refused   a subset
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/e2e-lib.sh"
 

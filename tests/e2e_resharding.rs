@@ -737,6 +737,96 @@ fn bench(mb: usize) -> R<bool> {
     Ok(lost == 0)
 }
 
+/// Memory over the target adds a shard (nothing lost); dropping the data
+/// removes it after the scale-in window.
+fn autoscale() -> R {
+    let name = "ras";
+    create_cluster(
+        name,
+        1,
+        2,
+        "  resources:\n    limits:\n      memory: 256Mi\n  autoscaling:\n    minShards: 1\n    maxShards: 2\n    memoryTargetPercent: 50\n    scaleInMemoryPercent: 20\n    scaleOutStabilizationSeconds: 5\n    scaleInStabilizationSeconds: 20\n    cooldownSeconds: 10\n",
+    )?;
+    // ~110 MiB: above half of the node's 192 MiB maxmemory.
+    let seeds = member_ips(&status_of(name)?);
+    let keys = 7_000u32;
+    rt().block_on(async {
+        let mut con = cluster_conn(&seeds).await?;
+        let value = "y".repeat(16 * 1024);
+        for i in 0..keys {
+            redis::cmd("SET")
+                .arg(format!("as:{i}"))
+                .arg(&value)
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| format!("filling: {e}"))?;
+        }
+        Ok::<(), String>(())
+    })?;
+    let t0 = Instant::now();
+    wait_until(
+        "the autoscaler to add a shard",
+        Duration::from_secs(300),
+        || Ok(dbc(name)?["spec"]["shards"] == 2),
+    )?;
+    wait_until("Ready at 2 shards", Duration::from_secs(600), || {
+        settled(name, 2, 2)
+    })?;
+    let out_s = t0.elapsed().as_secs_f64();
+    let why = status_of(name)?["autoscaling"]["lastScale"].clone();
+    let scaled = events(name, "Autoscaled")?;
+    // Every key still there, now over two shards.
+    let seeds = member_ips(&status_of(name)?);
+    let missing = rt().block_on(async {
+        let mut con = cluster_conn(&seeds).await?;
+        let mut missing = 0;
+        for i in 0..keys {
+            let n: u32 = redis::cmd("EXISTS")
+                .arg(format!("as:{i}"))
+                .query_async(&mut con)
+                .await
+                .map_err(|e| format!("EXISTS: {e}"))?;
+            missing += 1 - n.min(1);
+        }
+        // Drop the load.
+        for i in 0..keys {
+            redis::cmd("DEL")
+                .arg(format!("as:{i}"))
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| format!("DEL: {e}"))?;
+        }
+        Ok::<u32, String>(missing)
+    })?;
+    let t1 = Instant::now();
+    wait_until(
+        "the autoscaler to remove the shard",
+        Duration::from_secs(300),
+        || Ok(dbc(name)?["spec"]["shards"] == 1),
+    )?;
+    wait_until("Ready at 1 shard", Duration::from_secs(600), || {
+        settled(name, 1, 2)
+    })?;
+    let in_s = t1.elapsed().as_secs_f64();
+    let _ = kubectl(&[
+        "delete",
+        "dbc",
+        name,
+        "-n",
+        NS,
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    if missing > 0 || scaled < 2 {
+        return Err(format!(
+            "{missing} keys missing after the scale-out; {scaled} Autoscaled events"
+        ));
+    }
+    Ok(format!(
+        "1 → 2 shards {out_s:.0}s after the load ({why}); 2 → 1 {in_s:.0}s after it dropped; {keys} keys kept"
+    ))
+}
+
 struct Run {
     passed: usize,
     failed: usize,
@@ -814,6 +904,12 @@ fn resharding_e2e() {
                 killed_mid_move("rs", 3, "the operator", |_| operator_leader_pid())
             });
         }
+    }
+    if want("autoscale") {
+        run.step(
+            "autoscaling: memory over the target adds a shard, an idle cluster loses it",
+            autoscale,
+        );
     }
     if want("refused") {
         run.step(

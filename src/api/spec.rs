@@ -18,6 +18,7 @@ use super::status::DatabaseClusterStatus;
     category = "tessera",
     namespaced,
     status = "DatabaseClusterStatus",
+    scale = r#"{"specReplicasPath":".spec.shards","statusReplicasPath":".status.shardCount","labelSelectorPath":".status.selector"}"#,
     derive = "PartialEq",
     doc = "A sharded, replicated, Redis-protocol key-value cluster run by the Tessera operator.",
     printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards"),
@@ -128,6 +129,12 @@ pub struct DatabaseClusterSpec {
     #[serde(default)]
     pub resharding: ReshardingSpec,
 
+    /// Let the operator change `shards` from measured load
+    /// (docs/autoscaling.md). Absent: the shard count changes only by hand
+    /// (or through the `/scale` subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
     /// Stop changing the cluster's children (status is still reported).
     #[serde(default)]
     pub paused: bool,
@@ -152,6 +159,89 @@ pub struct ReshardingSpec {
     /// continues when this is false again.
     #[serde(default)]
     pub paused: bool,
+}
+
+/// When the operator adds or removes shards by itself. Targets apply to the
+/// hottest primary; a scale-in also needs the data to fit the remaining
+/// shards with 1.5× headroom.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.minShards <= self.maxShards").message("autoscaling.minShards must not exceed autoscaling.maxShards"),
+    validation = Rule::new("self.scaleInMemoryPercent < self.memoryTargetPercent").message("autoscaling.scaleInMemoryPercent must be below memoryTargetPercent (the gap keeps the shard count from flapping)"),
+    validation = Rule::new("self.scaleInOpsPercent < 100").message("autoscaling.scaleInOpsPercent must be below 100 (a share of opsTargetPerSecond)"),
+)]
+pub struct AutoscalingSpec {
+    #[serde(default = "default_min_shards")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 16384").message("autoscaling.minShards must be between 1 and 16384"))]
+    pub min_shards: i32,
+    #[serde(default = "default_max_shards")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 16384").message("autoscaling.maxShards must be between 1 and 16384"))]
+    pub max_shards: i32,
+    /// Add shards when the hottest primary's used memory exceeds this share
+    /// of its `maxmemory` (which the node derives from the pod's memory
+    /// limit: without one, memory is not a signal).
+    #[serde(default = "default_memory_target")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("autoscaling.memoryTargetPercent must be between 1 and 100"))]
+    pub memory_target_percent: i32,
+    /// Remove a shard only while the hottest primary stays under this share.
+    #[serde(default = "default_scale_in_memory")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("autoscaling.scaleInMemoryPercent must be between 0 and 100"))]
+    pub scale_in_memory_percent: i32,
+    /// Add shards when the hottest primary serves more commands per second
+    /// than this; 0 (the default) leaves operations out.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0").message("autoscaling.opsTargetPerSecond must be 0 (off) or more"))]
+    pub ops_target_per_second: i64,
+    /// Remove a shard only while the hottest primary serves under this
+    /// share of `opsTargetPerSecond`.
+    #[serde(default = "default_scale_in_ops")]
+    #[x_kube(validation = Rule::new("self >= 0").message("autoscaling.scaleInOpsPercent must be 0 or more"))]
+    pub scale_in_ops_percent: i32,
+    /// How long a target must stay exceeded before shards are added.
+    #[serde(default = "default_scale_out_window")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 86400").message("autoscaling.scaleOutStabilizationSeconds must be between 0 and 86400"))]
+    pub scale_out_stabilization_seconds: i32,
+    /// How long the load must stay under the scale-in thresholds before a
+    /// shard is removed.
+    #[serde(default = "default_scale_in_window")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 86400").message("autoscaling.scaleInStabilizationSeconds must be between 0 and 86400"))]
+    pub scale_in_stabilization_seconds: i32,
+    /// Quiet time after a resize finishes before the next one.
+    #[serde(default = "default_cooldown")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 86400").message("autoscaling.cooldownSeconds must be between 0 and 86400"))]
+    pub cooldown_seconds: i32,
+    /// `false`: never remove shards.
+    #[serde(default = "default_true")]
+    pub scale_in: bool,
+}
+
+fn default_min_shards() -> i32 {
+    1
+}
+fn default_max_shards() -> i32 {
+    16
+}
+fn default_memory_target() -> i32 {
+    70
+}
+fn default_scale_in_memory() -> i32 {
+    30
+}
+fn default_scale_in_ops() -> i32 {
+    40
+}
+fn default_scale_out_window() -> i32 {
+    60
+}
+fn default_scale_in_window() -> i32 {
+    1800
+}
+fn default_cooldown() -> i32 {
+    300
+}
+fn default_true() -> bool {
+    true
 }
 
 /// 64 MiB/s per move: on small machines this keeps the client p99 within

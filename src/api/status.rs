@@ -39,10 +39,46 @@ pub struct DatabaseClusterStatus {
     /// The restore this cluster started from (with `bootstrap.fromBackup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,
+    /// Shards in the recorded topology (the `/scale` subresource's
+    /// replica count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_count: Option<i32>,
+    /// Label selector of the cluster's node pods (for the `/scale`
+    /// subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// What the autoscaler measured and decided (with `spec.autoscaling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
     /// The resharding in progress, or the last one (after `spec.shards`
     /// changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resharding: Option<ReshardingStatus>,
+}
+
+/// The autoscaler's state (kept in the status so a restarted operator
+/// keeps its stabilization windows).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// The figures it last read, e.g. `memory 82% (shard 1), 1200 ops/s (shard 0)`.
+    #[serde(default)]
+    pub signal: String,
+    /// Since when (RFC 3339) a target has been exceeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above_since: Option<String>,
+    /// Since when the load has been under the scale-in thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_since: Option<String>,
+    /// The last resize it made: when, and which figure crossed which
+    /// threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale: Option<String>,
+    /// Why it holds now (cooldown, bounds, a resharding in flight…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
 }
 
 /// Progress of a resharding (see docs/resharding.md). The operator resumes

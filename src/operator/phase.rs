@@ -4,10 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::autoscale;
 use super::backups;
+use super::build::LABEL_CLUSTER;
 use super::operations::reshard;
 use super::operations::restore;
-use super::status::{with_conditions, Cond, DEGRADED, PROGRESSING, READY, RESHARDING};
+use super::status::{with_conditions, Cond, DEGRADED, HOT_SLOT, PROGRESSING, READY, RESHARDING};
 use super::topology::{self, Decision, ObservedNode};
 use super::validate::ValidatedCluster;
 use crate::api::{BackupStatus, DatabaseClusterStatus, ReshardingStatus};
@@ -107,6 +109,8 @@ pub struct Inputs<'a> {
     /// `status.resharding` after this reconcile's resharding step (None:
     /// no step, the recorded one stays).
     pub resharding: Option<ReshardingStatus>,
+    /// The autoscaler's decision (with `spec.autoscaling`).
+    pub autoscaling: Option<&'a autoscale::Outcome>,
     pub generation: i64,
 }
 
@@ -120,6 +124,7 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
         backup,
         restored,
         resharding,
+        autoscaling,
         generation,
     } = inputs;
     let mut next = prev.clone();
@@ -127,6 +132,8 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
     if resharding.is_some() {
         next.resharding = resharding;
     }
+    next.autoscaling = autoscaling.map(|a| a.status.clone());
+    next.selector = Some(format!("{}={}", LABEL_CLUSTER, v.name));
     if let Some(o) = restored {
         next.restore = Some(o.status.clone());
     }
@@ -142,6 +149,7 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
             .filter(|n| n.info.as_ref().is_none_or(|i| i.epoch != p.epoch))
             .count();
     }
+    next.shard_count = Some(next.shards.len() as i32);
     let desired = (v.shards * v.replicas) as usize;
     let ready = ready_nodes(v, nodes);
     next.ready = Some(format!("{ready}/{desired}"));
@@ -190,6 +198,20 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
             conds.retain(|c| c.type_ != DEGRADED);
             conds.push(Cond::new(DEGRADED, true, "ScaleInRefused", why));
         }
+    }
+    if let Some(a) = autoscaling {
+        conds.push(match a.hot {
+            Some((shard, slot, share)) => Cond::new(
+                HOT_SLOT,
+                true,
+                "HotSlot",
+                format!(
+                    "slot {slot} carries {:.0}% of shard {shard}'s commands: more shards cannot spread one slot; spread its keys (hash tags) or scale the shard up",
+                    share * 100.0
+                ),
+            ),
+            None => Cond::new(HOT_SLOT, false, "NoHotSlot", ""),
+        });
     }
     conds.extend(backups::condition(next.backup.as_ref()));
     if let Some(o) = restored {
@@ -295,6 +317,7 @@ mod tests {
             backup: None,
             restored: None,
             resharding: None,
+            autoscaling: None,
             generation: 2,
         };
         summarize(inputs, crate::operator::context::now())

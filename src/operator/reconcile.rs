@@ -18,7 +18,7 @@ use super::status::{status_differs, with_conditions, Cond, DEGRADED, PROGRESSING
 use super::topology::{self, Decision};
 use super::validate::{self, Existing, ValidatedCluster};
 use super::writer::{write_status, Precondition};
-use super::{apply, backups, build, nodes, rollout};
+use super::{apply, autoscale, backups, build, nodes, rollout};
 use crate::api::{DatabaseCluster, DatabaseClusterStatus};
 
 pub async fn reconcile_apply(
@@ -78,6 +78,7 @@ pub async fn reconcile_apply(
         prev.backup.as_ref(),
         backups::finished(&observed.jobs, &observed.job_pods),
     );
+    let autoscaled = autoscale::evaluate(dbc, &prev, &observed.nodes);
     let summary = phase::summarize(
         phase::Inputs {
             prev: &prev,
@@ -87,6 +88,7 @@ pub async fn reconcile_apply(
             backup,
             restored: restored.as_deref(),
             resharding: reshard.as_ref().and_then(|r| r.status.clone()),
+            autoscaling: autoscaled.as_ref(),
             generation: dbc.metadata.generation.unwrap_or(0),
         },
         now(),
@@ -98,6 +100,9 @@ pub async fn reconcile_apply(
             Precondition::None
         };
         write_status(ctx, dbc, &summary.next, pre).await?;
+    }
+    if let Some(a) = &autoscaled {
+        autoscale::act(ctx, dbc, a).await?;
     }
     backups::report(ctx, dbc, &new_backups, summary.next.backup.as_ref()).await;
     if let Some(o) = &restored {
