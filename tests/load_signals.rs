@@ -132,6 +132,9 @@ fn ops_per_sec_follows_a_driven_command_rate_and_falls_to_zero_when_idle() {
     let writes = st["writeOpsPerSec"]
         .as_f64()
         .expect("writeOpsPerSec is a number");
+    eprintln!(
+        "driven {measured:.0}/s: opsPerSec {ops:.0}, writeOpsPerSec {writes:.0}, INFO {info_ops}/{info_writes}, input {info_in_kbps} kbps"
+    );
     let band = |v: f64, want: f64| v > want * 0.7 && v < want * 1.3;
     assert!(
         band(ops, measured),
@@ -201,6 +204,18 @@ fn hot_slot_is_null_before_load_and_names_a_hammered_slot_with_its_share() {
         (ops * window - 3000.0).abs() < 30.0,
         "opsPerSec {ops} over {window} s is the slot's 3000 commands"
     );
+
+    // The operator's reading of the same status (its autoscaler's input).
+    let (_, body) = http_get(n.admin_port, "/v1/status").expect("status");
+    let info: tessera::client::NodeInfo = serde_json::from_str(&body).expect("NodeInfo");
+    let seen = info.hot_slot.expect("the operator sees the hot slot");
+    assert_eq!(seen.slot as u64, want);
+    assert!(
+        (seen.share - share).abs() < 0.01,
+        "{} vs {share}",
+        seen.share
+    );
+    assert!(seen.ops_per_sec > 0.0);
 
     let (s, metrics) = http_get(n.admin_port, "/metrics").expect("metrics");
     assert_eq!(s, 200);
