@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod auth;
 pub mod backup;
 
 pub use crate::node::slots::{NodeAddr, ShardTopology, Topology};
@@ -265,9 +266,13 @@ async fn exchange(
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| ClientError::Malformed { addr })?;
     let body = body.unwrap_or_default().to_vec();
-    let mut r = http()
+    let mut req = http()
         .request(method, format!("http://{addr}{path}"))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = auth::token_for(addr.ip()) {
+        req = req.bearer_auth(token);
+    }
+    let mut r = req
         .body(body)
         .send()
         .await

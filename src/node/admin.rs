@@ -47,6 +47,26 @@ type AnyBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 async fn route_any(node: &Rc<Node>, req: Request<Incoming>) -> Response<AnyBody> {
     let path = req.uri().path();
+    // Everything under /v1 reads data or changes state: the bearer token
+    // first, before the body is read. Probes and /metrics stay open.
+    if path.starts_with("/v1/") || path == "/v1" {
+        let auth = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !node.admin_token.admits(auth) {
+            tracing::warn!(method = %req.method(), path, "admin call refused: missing or wrong bearer token");
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "this call needs the cluster's admin token (Authorization: Bearer <token>)",
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
+            );
+            return r.map(|b| b.map_err(|never| match never {}).boxed());
+        }
+    }
     if req.method() == Method::GET
         && (path == "/v1/backup/snapshot" || path.starts_with("/v1/wal/segments/"))
     {

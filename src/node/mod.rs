@@ -7,7 +7,9 @@
 //! locks. Disk syncs happen on a separate thread (see [`wal`]), which is what
 //! lets many clients' writes share one fsync.
 
+pub mod acl;
 pub mod admin;
+pub mod admin_token;
 pub mod alloc;
 pub mod cmd;
 pub mod idle_spin;
@@ -96,6 +98,11 @@ pub struct NodeConfig {
     /// 0 = no limit.
     pub maxmemory: u64,
     pub password: Option<String>,
+    /// File holding the bearer token the admin API's `/v1/*` calls need
+    /// (None: those calls are open; see `admin_token`).
+    pub admin_token_file: Option<PathBuf>,
+    /// ACL users besides `default` (`--acl-user`).
+    pub acl: acl::Acl,
     pub max_clients: usize,
     /// Take a snapshot after this many log bytes since the last one.
     pub snapshot_log_bytes: u64,
@@ -177,6 +184,8 @@ impl NodeConfig {
             fsync: FsyncPolicy::EverySec,
             maxmemory: 0,
             password: None,
+            admin_token_file: None,
+            acl: acl::Acl::default(),
             max_clients: 10_000,
             snapshot_log_bytes: 64 * 1024 * 1024,
             node_id: None,
@@ -227,6 +236,10 @@ pub struct Node {
     pub idle_spin: Option<Rc<idle_spin::IdleSpin>>,
     /// Slot migrations this node sends or receives.
     pub migrations: migration::Migrations,
+    /// What the admin API's `/v1/*` calls must present.
+    pub admin_token: admin_token::AdminToken,
+    /// ACL users (the configured ones, changed by `ACL SETUSER`).
+    pub acl: RefCell<acl::Acl>,
 }
 
 pub fn now_ms() -> u64 {
@@ -263,6 +276,8 @@ impl Node {
             cfg.persistence.then_some(cfg.data_dir.as_path()),
         );
         Self {
+            admin_token: admin_token::AdminToken::new(cfg.admin_token_file.clone()),
+            acl: RefCell::new(cfg.acl.clone()),
             repl,
             idle_spin: idle_spin::IdleSpin::new(cfg.idle_spin_us),
             port: Cell::new(cfg.port),
@@ -317,6 +332,7 @@ impl Node {
             lib_name: None,
             lib_ver: None,
             authenticated: self.cfg.password.is_none(),
+            user: None,
             readonly: false,
             asking: false,
             close_after_reply: false,

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod backups;
 pub mod build;
 pub mod context;
+pub mod credentials;
 pub mod detector;
 pub mod jobs;
 pub mod leader;
@@ -254,6 +255,7 @@ fn error_policy(dbc: Arc<DatabaseCluster>, err: &Error, ctx: Arc<Context>) -> Ac
 async fn cleanup(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics
         .forget_cluster(&dbc.namespace().unwrap_or_default(), &dbc.name_any());
+    crate::client::auth::forget_cluster(&dbc.namespace().unwrap_or_default(), &dbc.name_any());
     let policy = dbc.spec.storage.delete_policy.as_str();
     ctx.event(
         &dbc,

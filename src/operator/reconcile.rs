@@ -28,6 +28,10 @@ pub async fn reconcile_apply(
     let (ctx, dbc) = (ctx.as_ref(), dbc.as_ref());
     let prev = dbc.status.clone().unwrap_or_default();
 
+    // The generated credentials first: observing calls the nodes with the
+    // cluster's admin token.
+    super::credentials::ensure(ctx, dbc).await?;
+
     // Observe.
     let ns = dbc.namespace().unwrap_or_default();
     let observed = observe::observe(&ctx.client, &ctx.nodes, &ns, &dbc.name_any()).await?;

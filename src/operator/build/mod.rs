@@ -7,6 +7,7 @@
 mod config_map;
 mod jobs;
 mod pdb;
+mod secrets;
 mod services;
 mod statefulset;
 #[cfg(test)]
@@ -18,6 +19,10 @@ pub use jobs::{
     build_restore_plan_job, data_claim_name, restore_job_name, restore_plan_job_name,
 };
 pub use pdb::build_pdb;
+pub use secrets::{
+    auth_secret, build_auth_secret, build_internal_secret, generated_auth_secret_name,
+    internal_secret_name, SecretOwner, AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
+};
 pub use services::{build_client_service, build_headless_service, build_primary_service};
 pub use statefulset::{build_statefulset, duration_ms};
 
@@ -69,6 +74,8 @@ pub const ADMIN_PORT: i32 = 9121;
 pub const RUN_AS: i64 = 10001;
 const CONFIG_DIR: &str = "/etc/tessera/config";
 const AUTH_DIR: &str = "/etc/tessera/auth";
+/// Where node pods and backup Jobs find the admin token.
+pub const INTERNAL_DIR: &str = "/etc/tessera/internal";
 
 fn labels(c: &ValidatedCluster) -> BTreeMap<String, String> {
     [

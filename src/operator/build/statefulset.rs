@@ -128,16 +128,20 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
     if let Some(ms) = cons.max_staleness.as_deref().and_then(duration_ms) {
         args.extend(["--max-staleness-ms".to_string(), ms.to_string()]);
     }
-    if c.spec.auth.is_some() {
-        args.push("--requirepass-file".into());
-        args.push(format!("{AUTH_DIR}/password"));
-        mounts.push(VolumeMount {
-            name: "auth".into(),
-            mount_path: AUTH_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
+    // Always a password: the user's Secret, or the one the operator
+    // generated (`<cluster>-auth`).
+    args.push("--requirepass-file".into());
+    args.push(format!("{AUTH_DIR}/password"));
+    mounts.push(VolumeMount {
+        name: "auth".into(),
+        mount_path: AUTH_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    // The admin API's token, re-read by the node when the Secret changes.
+    args.push("--admin-token-file".into());
+    args.push(format!("{INTERNAL_DIR}/{INTERNAL_TOKEN_KEY}"));
+    mounts.push(internal_mount());
     Container {
         name: "tessera".into(),
         image: Some(c.image.clone()),
@@ -231,22 +235,22 @@ pub fn build_statefulset(c: &ValidatedCluster, shard: u32) -> StatefulSet {
             ..Default::default()
         },
     ];
-    if let Some(a) = &c.spec.auth {
-        volumes.push(Volume {
-            name: "auth".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(a.secret_name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: a.key.clone(),
-                    path: "password".into(),
-                    ..Default::default()
-                }]),
-                default_mode: Some(0o440),
+    let (auth_name, auth_key) = auth_secret(c);
+    volumes.push(Volume {
+        name: "auth".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(auth_name),
+            items: Some(vec![KeyToPath {
+                key: auth_key,
+                path: "password".into(),
                 ..Default::default()
-            }),
+            }]),
+            default_mode: Some(0o440),
             ..Default::default()
-        });
-    }
+        }),
+        ..Default::default()
+    });
+    volumes.push(internal_volume(&c.name));
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),
@@ -315,6 +319,33 @@ pub(super) fn pod_security() -> PodSecurityContext {
             type_: "RuntimeDefault".into(),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// The `<cluster>-internal` Secret as a volume (the admin token only).
+pub(super) fn internal_volume(cluster: &str) -> Volume {
+    Volume {
+        name: "internal".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(internal_secret_name(cluster)),
+            items: Some(vec![KeyToPath {
+                key: INTERNAL_TOKEN_KEY.into(),
+                path: INTERNAL_TOKEN_KEY.into(),
+                ..Default::default()
+            }]),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(super) fn internal_mount() -> VolumeMount {
+    VolumeMount {
+        name: "internal".into(),
+        mount_path: INTERNAL_DIR.into(),
+        read_only: Some(true),
         ..Default::default()
     }
 }

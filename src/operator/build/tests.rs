@@ -55,7 +55,9 @@ fn statefulset_shape() {
     assert_eq!(probe.path.as_deref(), Some("/readyz"));
     let args = ctr.args.as_ref().expect("args").join(" ");
     assert!(args.contains("--announce-host $(POD_IP)"), "{args}");
-    assert!(!args.contains("requirepass"));
+    // Always a password (generated without spec.auth) and the admin token.
+    assert!(args.contains("--requirepass-file /etc/tessera/auth/password"));
+    assert!(args.contains("--admin-token-file /etc/tessera/internal/token"));
     let mounts: Vec<_> = ctr
         .volume_mounts
         .as_ref()
@@ -374,4 +376,91 @@ fn config_map_carries_consistency() {
     let v: serde_json::Value = serde_json::from_str(&data["cluster.json"]).expect("json");
     assert_eq!(v["consistency"]["quorumPercentage"], 60);
     assert_eq!(v["shardingKey"], "user_id");
+}
+
+fn node_pod(c: &ValidatedCluster) -> PodSpec {
+    build_statefulset(c, 0)
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+}
+
+fn secret_of(pod: &PodSpec, volume: &str) -> SecretVolumeSource {
+    pod.volumes
+        .as_ref()
+        .expect("volumes")
+        .iter()
+        .find(|v| v.name == volume)
+        .and_then(|v| v.secret.clone())
+        .unwrap_or_else(|| panic!("no Secret volume {volume}"))
+}
+
+#[test]
+fn without_spec_auth_nodes_use_the_generated_password_secret() {
+    let pod = node_pod(&cluster("{}"));
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(args.contains("--requirepass-file /etc/tessera/auth/password"));
+    let s = secret_of(&pod, "auth");
+    assert_eq!(s.secret_name.as_deref(), Some("users-auth"));
+    assert_eq!(s.items.expect("items")[0].key, "password");
+}
+
+#[test]
+fn nodes_and_backup_jobs_mount_the_internal_token() {
+    let c = cluster(r#"{"backup":{"schedule":"@daily"}}"#);
+    let pod = node_pod(&c);
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(args.contains("--admin-token-file /etc/tessera/internal/token"));
+    assert_eq!(
+        secret_of(&pod, "internal").secret_name.as_deref(),
+        Some("users-internal")
+    );
+    let job = build_backup_cronjob(&c)
+        .and_then(|cj| cj.spec)
+        .and_then(|s| s.job_template.spec)
+        .and_then(|s| s.template.spec)
+        .expect("job pod");
+    assert_eq!(
+        secret_of(&job, "internal").secret_name.as_deref(),
+        Some("users-internal")
+    );
+    let ct = &job.containers[0];
+    let env = ct.env.as_ref().expect("env");
+    assert!(env.iter().any(|e| e.name == "TESSERA_ADMIN_TOKEN_FILE"
+        && e.value.as_deref() == Some("/etc/tessera/internal/token")));
+    assert!(ct
+        .volume_mounts
+        .as_ref()
+        .expect("mounts")
+        .iter()
+        .any(|m| m.name == "internal" && m.mount_path == "/etc/tessera/internal"));
+}
+
+#[test]
+fn generated_secrets_are_owned_by_the_cluster_and_hold_one_key() {
+    let c = cluster("{}");
+    let o = SecretOwner {
+        namespace: &c.namespace,
+        cluster: &c.name,
+        owner: c.owner_reference(),
+    };
+    let s = build_internal_secret(&o, "tok".into());
+    assert_eq!(s.metadata.name.as_deref(), Some("users-internal"));
+    assert_eq!(s.metadata.namespace.as_deref(), Some("prod"));
+    assert_eq!(
+        s.metadata.owner_references.as_ref().expect("owner")[0].uid,
+        "u-1"
+    );
+    assert_eq!(
+        s.string_data.as_ref().expect("data").get("token").map(String::as_str),
+        Some("tok")
+    );
+    let a = build_auth_secret(&o, "pw".into());
+    assert_eq!(a.metadata.name.as_deref(), Some("users-auth"));
+    assert_eq!(
+        a.string_data.as_ref().expect("data").get("password").map(String::as_str),
+        Some("pw")
+    );
 }

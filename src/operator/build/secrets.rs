@@ -1,0 +1,89 @@
+//! The Secrets the operator generates for a cluster: the internal token
+//! (`<cluster>-internal`: the admin API's bearer token, held by the
+//! operator, the nodes and the backup Jobs) and, when `spec.auth` names no
+//! Secret, the client password (`<cluster>-auth`). Both are created once
+//! (never re-applied, which would replace the random values) and owned by
+//! the DatabaseCluster, so they go with it.
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::*;
+
+/// Key of the token in `<cluster>-internal`.
+pub const INTERNAL_TOKEN_KEY: &str = "token";
+/// Key of the password in a generated `<cluster>-auth`.
+pub const AUTH_PASSWORD_KEY: &str = "password";
+
+pub fn internal_secret_name(cluster: &str) -> String {
+    format!("{cluster}-internal")
+}
+
+pub fn generated_auth_secret_name(cluster: &str) -> String {
+    format!("{cluster}-auth")
+}
+
+/// The Secret and key holding the password clients AUTH with: the user's
+/// (`spec.auth`) or the generated one.
+pub fn auth_secret(c: &ValidatedCluster) -> (String, String) {
+    match &c.spec.auth {
+        Some(a) => (a.secret_name.clone(), a.key.clone()),
+        None => (
+            generated_auth_secret_name(&c.name),
+            AUTH_PASSWORD_KEY.to_string(),
+        ),
+    }
+}
+
+/// Where a generated Secret belongs.
+pub struct SecretOwner<'a> {
+    pub namespace: &'a str,
+    pub cluster: &'a str,
+    pub owner: OwnerReference,
+}
+
+fn generated(o: &SecretOwner<'_>, name: String, component: &str, key: &str, value: String) -> Secret {
+    let labels: BTreeMap<String, String> = [
+        (LABEL_NAME, "tessera".to_string()),
+        (LABEL_INSTANCE, o.cluster.to_string()),
+        (LABEL_MANAGED_BY, "tessera-operator".to_string()),
+        (LABEL_CLUSTER, o.cluster.to_string()),
+        (LABEL_COMPONENT, component.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(o.namespace.to_string()),
+            labels: Some(labels),
+            owner_references: Some(vec![o.owner.clone()]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        string_data: Some([(key.to_string(), value)].into()),
+        ..Default::default()
+    }
+}
+
+/// `<cluster>-internal` with `token`.
+pub fn build_internal_secret(o: &SecretOwner<'_>, token: String) -> Secret {
+    generated(
+        o,
+        internal_secret_name(o.cluster),
+        "internal-credentials",
+        INTERNAL_TOKEN_KEY,
+        token,
+    )
+}
+
+/// `<cluster>-auth` with `password`.
+pub fn build_auth_secret(o: &SecretOwner<'_>, password: String) -> Secret {
+    generated(
+        o,
+        generated_auth_secret_name(o.cluster),
+        "client-credentials",
+        AUTH_PASSWORD_KEY,
+        password,
+    )
+}

@@ -1,0 +1,114 @@
+//! The cluster's generated credentials (`build::secrets`): created when
+//! missing, read back when present, never overwritten (a user may rotate
+//! them by editing the Secret; docs/security.md).
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+
+use super::build::{
+    build_auth_secret, build_internal_secret, generated_auth_secret_name, internal_secret_name,
+    SecretOwner, AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
+};
+use super::context::{Context, Error};
+use crate::api::DatabaseCluster;
+
+/// Makes sure `<cluster>-internal` (and, without `spec.auth`,
+/// `<cluster>-auth`) exist, and records the cluster's admin token for the
+/// operator's own calls to its nodes. Runs before the nodes are observed.
+pub async fn ensure(ctx: &Context, dbc: &DatabaseCluster) -> Result<(), Error> {
+    let ns = dbc.namespace().unwrap_or_default();
+    let name = dbc.name_any();
+    let owner = dbc
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Other("the DatabaseCluster has no uid yet".into()))?;
+    let o = SecretOwner {
+        namespace: &ns,
+        cluster: &name,
+        owner,
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let token = get_or_create(
+        &api,
+        &internal_secret_name(&name),
+        INTERNAL_TOKEN_KEY,
+        || build_internal_secret(&o, crate::client::auth::generate_token()),
+    )
+    .await?;
+    crate::client::auth::set_cluster_token(&ns, &name, &token);
+    if dbc.spec.auth.is_none() {
+        get_or_create(
+            &api,
+            &generated_auth_secret_name(&name),
+            AUTH_PASSWORD_KEY,
+            || build_auth_secret(&o, generate_password()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The value under `key` of Secret `name`, creating the Secret with
+/// `build` when it does not exist (or lacks the key: then it is an error,
+/// as the operator never overwrites a Secret).
+async fn get_or_create(
+    api: &Api<Secret>,
+    name: &str,
+    key: &str,
+    build: impl FnOnce() -> Secret,
+) -> Result<String, Error> {
+    if let Some(s) = api.get_opt(name).await? {
+        return value(&s, key).ok_or_else(|| {
+            Error::Other(format!(
+                "Secret {name} has no non-empty key {key:?}: add it, or delete the Secret to have a new one generated"
+            ))
+        });
+    }
+    let fresh = build();
+    let v = fresh
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key).cloned())
+        .unwrap_or_default();
+    match api.create(&PostParams::default(), &fresh).await {
+        Ok(_) => {
+            tracing::info!(secret = name, "generated a credentials Secret");
+            Ok(v)
+        }
+        // Created meanwhile (another reconcile): use what is stored.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let s = api.get(name).await?;
+            value(&s, key).ok_or_else(|| Error::Other(format!("Secret {name} lacks {key:?}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn value(s: &Secret, key: &str) -> Option<String> {
+    let b = s.data.as_ref()?.get(key)?;
+    let v = String::from_utf8(b.0.clone()).ok()?;
+    let v = v.trim_end_matches(['\r', '\n']).to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+/// A client password: 32 characters from the URL-safe alphabet (no
+/// characters a shell or a `redis://` URL would need escaped).
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..32)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_passwords_are_long_plain_and_distinct() {
+        let (a, b) = (super::generate_password(), super::generate_password());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+}
