@@ -165,11 +165,22 @@ pub fn render_status(dbc: &DatabaseCluster) -> String {
         .or_else(|| s.shards.iter().filter_map(|sh| sh.primary.as_ref()).next());
     match seed {
         Some(p) => {
-            let auth = if dbc.spec.auth.is_some() {
-                " -a \"$PASSWORD\""
-            } else {
-                ""
+            // Every cluster has a password: the user's Secret or the
+            // generated `<cluster>-auth`.
+            let (secret, key) = match dbc.spec.auth.as_ref().and_then(|a| {
+                Some((a.secret_name.clone()?, a.key.clone()))
+            }) {
+                Some(sk) => sk,
+                None => (
+                    crate::operator::build::generated_auth_secret_name(&name),
+                    crate::operator::build::AUTH_PASSWORD_KEY.to_string(),
+                ),
             };
+            let _ = writeln!(
+                o,
+                "password: PASSWORD=$(kubectl get secret -n {ns} {secret} -o jsonpath='{{.data.{key}}}' | base64 -d)"
+            );
+            let auth = " -a \"$PASSWORD\"";
             let _ = writeln!(o, "connect: redis-cli -c -h {} -p 6379{auth}", p.ip);
             let _ = writeln!(
                 o,
@@ -181,4 +192,43 @@ pub fn render_status(dbc: &DatabaseCluster) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{DatabaseCluster, DatabaseClusterStatus, NodeStatus, ShardStatus};
+
+    fn with_primary(spec: &str) -> DatabaseCluster {
+        let mut d = DatabaseCluster::new("demo", serde_json::from_str(spec).expect("spec"));
+        d.metadata.namespace = Some("default".into());
+        d.status = Some(DatabaseClusterStatus {
+            shards: vec![ShardStatus {
+                name: "demo-shard-0".into(),
+                primary: Some(NodeStatus {
+                    pod: "demo-shard-0-0".into(),
+                    ip: "198.18.0.9".into(),
+                    node_id: "abc".into(),
+                    ready: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn status_shows_how_to_read_the_generated_or_given_password() {
+        let out = super::render_status(&with_primary("{}"));
+        assert!(
+            out.contains("kubectl get secret -n default demo-auth -o jsonpath='{.data.password}' | base64 -d"),
+            "{out}"
+        );
+        assert!(out.contains("connect: redis-cli -c -h 198.18.0.9 -p 6379 -a \"$PASSWORD\""));
+        let out = super::render_status(&with_primary(
+            r#"{"auth":{"secretName":"mine","key":"pw"}}"#,
+        ));
+        assert!(out.contains("secret -n default mine -o jsonpath='{.data.pw}'"), "{out}");
+    }
 }

@@ -7,14 +7,16 @@ use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::build::{
-    build_auth_secret, build_internal_secret, generated_auth_secret_name, internal_secret_name,
-    SecretOwner, AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
+    build_auth_secret, build_internal_secret, build_user_secret, generated_auth_secret_name,
+    generated_user_secret_name, generates_auth_secret, internal_secret_name, SecretOwner,
+    AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
 };
 use super::context::{Context, Error};
 use crate::api::DatabaseCluster;
 
-/// Makes sure `<cluster>-internal` (and, without `spec.auth`,
-/// `<cluster>-auth`) exist, and records the cluster's admin token for the
+/// Makes sure `<cluster>-internal`, `<cluster>-auth` (without
+/// `spec.auth.secretName`) and `<cluster>-user-<name>` (users without a
+/// `secretName`) exist, and records the cluster's admin token for the
 /// operator's own calls to its nodes. Runs before the nodes are observed.
 pub async fn ensure(ctx: &Context, dbc: &DatabaseCluster) -> Result<(), Error> {
     let ns = dbc.namespace().unwrap_or_default();
@@ -36,12 +38,22 @@ pub async fn ensure(ctx: &Context, dbc: &DatabaseCluster) -> Result<(), Error> {
     )
     .await?;
     crate::client::auth::set_cluster_token(&ns, &name, &token);
-    if dbc.spec.auth.is_none() {
+    if generates_auth_secret(&dbc.spec) {
         get_or_create(
             &api,
             &generated_auth_secret_name(&name),
             AUTH_PASSWORD_KEY,
             || build_auth_secret(&o, generate_password()),
+        )
+        .await?;
+    }
+    let users = dbc.spec.auth.as_ref().map(|a| a.users.as_slice()).unwrap_or_default();
+    for u in users.iter().filter(|u| u.secret_name.is_none()) {
+        get_or_create(
+            &api,
+            &generated_user_secret_name(&name, &u.name),
+            AUTH_PASSWORD_KEY,
+            || build_user_secret(&o, &u.name, generate_password()),
         )
         .await?;
     }

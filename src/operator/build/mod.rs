@@ -20,8 +20,9 @@ pub use jobs::{
 };
 pub use pdb::build_pdb;
 pub use secrets::{
-    auth_secret, build_auth_secret, build_internal_secret, generated_auth_secret_name,
-    internal_secret_name, SecretOwner, AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
+    auth_secret, build_auth_secret, build_internal_secret, build_user_secret,
+    generated_auth_secret_name, generated_user_secret_name, generates_auth_secret,
+    internal_secret_name, user_secret, SecretOwner, AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
 };
 pub use services::{build_client_service, build_headless_service, build_primary_service};
 pub use statefulset::{build_statefulset, duration_ms};
@@ -42,6 +43,7 @@ use k8s_openapi::api::core::v1::{
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ProjectedVolumeSource, SecretProjection, VolumeProjection,
     SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
     ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
     WeightedPodAffinityTerm,
@@ -74,6 +76,8 @@ pub const ADMIN_PORT: i32 = 9121;
 pub const RUN_AS: i64 = 10001;
 const CONFIG_DIR: &str = "/etc/tessera/config";
 const AUTH_DIR: &str = "/etc/tessera/auth";
+/// Where node pods find the application users' passwords (one file each).
+const USERS_DIR: &str = "/etc/tessera/users";
 /// Where node pods and backup Jobs find the admin token.
 pub const INTERNAL_DIR: &str = "/etc/tessera/internal";
 

@@ -25,13 +25,44 @@ pub fn generated_auth_secret_name(cluster: &str) -> String {
 /// The Secret and key holding the password clients AUTH with: the user's
 /// (`spec.auth`) or the generated one.
 pub fn auth_secret(c: &ValidatedCluster) -> (String, String) {
-    match &c.spec.auth {
-        Some(a) => (a.secret_name.clone(), a.key.clone()),
+    match c.spec.auth.as_ref().and_then(|a| Some((a.secret_name.clone()?, a))) {
+        Some((name, a)) => (name, a.key.clone()),
         None => (
             generated_auth_secret_name(&c.name),
             AUTH_PASSWORD_KEY.to_string(),
         ),
     }
+}
+
+/// Whether the operator generates the `default` user's password.
+pub fn generates_auth_secret(spec: &crate::api::DatabaseClusterSpec) -> bool {
+    spec.auth.as_ref().and_then(|a| a.secret_name.as_ref()).is_none()
+}
+
+pub fn generated_user_secret_name(cluster: &str, user: &str) -> String {
+    format!("{cluster}-user-{user}")
+}
+
+/// The Secret holding an application user's password (key `password`).
+pub fn user_secret(cluster: &str, u: &crate::api::AclUserSpec) -> String {
+    u.secret_name
+        .clone()
+        .unwrap_or_else(|| generated_user_secret_name(cluster, &u.name))
+}
+
+/// `<cluster>-user-<name>` with `username` and `password`.
+pub fn build_user_secret(o: &SecretOwner<'_>, user: &str, password: String) -> Secret {
+    let mut s = generated(
+        o,
+        generated_user_secret_name(o.cluster, user),
+        "client-credentials",
+        AUTH_PASSWORD_KEY,
+        password,
+    );
+    if let Some(d) = s.string_data.as_mut() {
+        d.insert("username".into(), user.to_string());
+    }
+    s
 }
 
 /// Where a generated Secret belongs.

@@ -138,6 +138,21 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
         read_only: Some(true),
         ..Default::default()
     });
+    // Application users: rules on the command line, passwords from files.
+    let users = c.spec.auth.as_ref().map(|a| a.users.as_slice()).unwrap_or_default();
+    for u in users {
+        args.push("--acl-user".into());
+        args.push(format!("{} on ~* {}", u.name, u.access.rules()));
+    }
+    if !users.is_empty() {
+        args.extend(["--acl-password-dir".into(), USERS_DIR.into()]);
+        mounts.push(VolumeMount {
+            name: "users".into(),
+            mount_path: USERS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     // The admin API's token, re-read by the node when the Secret changes.
     args.push("--admin-token-file".into());
     args.push(format!("{INTERNAL_DIR}/{INTERNAL_TOKEN_KEY}"));
@@ -251,6 +266,9 @@ pub fn build_statefulset(c: &ValidatedCluster, shard: u32) -> StatefulSet {
         ..Default::default()
     });
     volumes.push(internal_volume(&c.name));
+    if let Some(v) = users_volume(c) {
+        volumes.push(v);
+    }
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),
@@ -348,4 +366,36 @@ pub(super) fn internal_mount() -> VolumeMount {
         read_only: Some(true),
         ..Default::default()
     }
+}
+
+/// Every application user's password as `<name>` (one projected volume
+/// over their Secrets).
+fn users_volume(c: &ValidatedCluster) -> Option<Volume> {
+    let users = c.spec.auth.as_ref().map(|a| a.users.as_slice()).unwrap_or_default();
+    if users.is_empty() {
+        return None;
+    }
+    let sources = users
+        .iter()
+        .map(|u| VolumeProjection {
+            secret: Some(SecretProjection {
+                name: user_secret(&c.name, u),
+                items: Some(vec![KeyToPath {
+                    key: AUTH_PASSWORD_KEY.into(),
+                    path: u.name.clone(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    Some(Volume {
+        name: "users".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            default_mode: Some(0o440),
+        }),
+        ..Default::default()
+    })
 }

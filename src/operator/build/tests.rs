@@ -464,3 +464,49 @@ fn generated_secrets_are_owned_by_the_cluster_and_hold_one_key() {
         Some("pw")
     );
 }
+
+#[test]
+fn application_users_get_acl_rules_and_their_passwords_mounted() {
+    let c = cluster(
+        r#"{"auth":{"users":[{"name":"reader"},{"name":"app","access":"ReadWrite","secretName":"app-pw"}]}}"#,
+    );
+    let pod = node_pod(&c);
+    let args = pod.containers[0].args.clone().expect("args");
+    let joined = args.join(" ");
+    assert!(args.contains(&"reader on ~* +@read".to_string()), "{joined}");
+    assert!(args.contains(&"app on ~* +@read +@write".to_string()), "{joined}");
+    assert!(joined.contains("--acl-password-dir /etc/tessera/users"));
+    // No auth.secretName: the default user still gets the generated one.
+    assert_eq!(secret_of(&pod, "auth").secret_name.as_deref(), Some("users-auth"));
+    let sources = pod
+        .volumes
+        .as_ref()
+        .expect("volumes")
+        .iter()
+        .find(|v| v.name == "users")
+        .and_then(|v| v.projected.clone())
+        .and_then(|p| p.sources)
+        .expect("projected users volume");
+    let got: Vec<(String, String)> = sources
+        .iter()
+        .map(|s| {
+            let s = s.secret.as_ref().expect("secret");
+            (s.name.clone(), s.items.as_ref().expect("items")[0].path.clone())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("users-user-reader".to_string(), "reader".to_string()),
+            ("app-pw".to_string(), "app".to_string())
+        ]
+    );
+}
+
+#[test]
+fn without_users_no_acl_flags_or_users_volume() {
+    let pod = node_pod(&cluster("{}"));
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(!args.contains("--acl-user") && !args.contains("--acl-password-dir"));
+    assert!(!pod.volumes.expect("volumes").iter().any(|v| v.name == "users"));
+}
