@@ -176,8 +176,9 @@ fn acl_users(defs: &[String], dir: Option<&std::path::Path>) -> Result<node::acl
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("failed to read the password file {}", path.display()))
+                    return Err(e).with_context(|| {
+                        format!("failed to read the password file {}", path.display())
+                    })
                 }
             }
         }

@@ -43,7 +43,11 @@ fn err(r: redis::RedisResult<redis::Value>) -> String {
 fn read_only_user_reads_and_gets_noperm_on_writes() {
     let (n, _d) = node_with_users();
     let mut admin = as_user(&n, "default", "admin-pw");
-    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut admin).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut admin)
+        .unwrap();
 
     let mut ro = as_user(&n, "reader", "reader-pw");
     let who: String = redis::cmd("ACL").arg("WHOAMI").query(&mut ro).unwrap();
@@ -51,7 +55,12 @@ fn read_only_user_reads_and_gets_noperm_on_writes() {
     let v: String = redis::cmd("GET").arg("k").query(&mut ro).unwrap();
     assert_eq!(v, "v");
     let _: String = redis::cmd("PING").query(&mut ro).unwrap();
-    for cmd in [&["SET", "k", "x"][..], &["DEL", "k"], &["FLUSHALL"], &["CONFIG", "GET", "maxmemory"]] {
+    for cmd in [
+        &["SET", "k", "x"][..],
+        &["DEL", "k"],
+        &["FLUSHALL"],
+        &["CONFIG", "GET", "maxmemory"],
+    ] {
         let e = err(redis::cmd(cmd[0]).arg(&cmd[1..]).query(&mut ro));
         assert!(e.contains("NOPERM"), "{cmd:?}: {e}");
     }
@@ -69,7 +78,12 @@ fn read_write_user_writes_but_runs_no_admin_command() {
     let _: () = redis::cmd("SET").arg("k").arg("w").query(&mut rw).unwrap();
     let v: String = redis::cmd("GET").arg("k").query(&mut rw).unwrap();
     assert_eq!(v, "w");
-    for cmd in [&["CONFIG", "GET", "maxmemory"][..], &["SHUTDOWN"], &["TREPLICATE", "a", "b", "c", "d", "e"], &["TMIGRATE", "ABORT", "x"]] {
+    for cmd in [
+        &["CONFIG", "GET", "maxmemory"][..],
+        &["SHUTDOWN"],
+        &["TREPLICATE", "a", "b", "c", "d", "e"],
+        &["TMIGRATE", "ABORT", "x"],
+    ] {
         let e = err(redis::cmd(cmd[0]).arg(&cmd[1..]).query(&mut rw));
         assert!(e.contains("NOPERM"), "{cmd:?}: {e}");
     }
@@ -79,7 +93,11 @@ fn read_write_user_writes_but_runs_no_admin_command() {
 fn wrong_passwords_and_unknown_users_are_refused() {
     let (n, _d) = node_with_users();
     let mut c = n.conn();
-    for (u, p) in [("reader", "writer-pw"), ("nobody", "x"), ("default", "reader-pw")] {
+    for (u, p) in [
+        ("reader", "writer-pw"),
+        ("nobody", "x"),
+        ("default", "reader-pw"),
+    ] {
         let e = err(redis::cmd("AUTH").arg(u).arg(p).query(&mut c));
         assert!(e.contains("WRONGPASS"), "{u}: {e}");
     }
@@ -92,23 +110,49 @@ fn acl_setuser_list_and_deluser_at_run_time() {
     let (n, _d) = node_with_users();
     let mut admin = as_user(&n, "default", "admin-pw");
     let ok: String = redis::cmd("ACL")
-        .arg(&["SETUSER", "cache", "on", ">cache-pw", "~cache:*", "+@all", "-@admin"])
+        .arg(&[
+            "SETUSER",
+            "cache",
+            "on",
+            ">cache-pw",
+            "~cache:*",
+            "+@all",
+            "-@admin",
+        ])
         .query(&mut admin)
         .unwrap();
     assert_eq!(ok, "OK");
     let list: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut admin).unwrap();
     assert_eq!(list.len(), 4, "{list:?}");
-    assert!(list.iter().any(|l| l.starts_with("user reader on #") && l.ends_with("~* +@read")), "{list:?}");
-    assert!(!list.iter().any(|l| l.contains("reader-pw") || l.contains("cache-pw")), "{list:?}");
+    assert!(
+        list.iter()
+            .any(|l| l.starts_with("user reader on #") && l.ends_with("~* +@read")),
+        "{list:?}"
+    );
+    assert!(
+        !list
+            .iter()
+            .any(|l| l.contains("reader-pw") || l.contains("cache-pw")),
+        "{list:?}"
+    );
     let mut cache = as_user(&n, "cache", "cache-pw");
-    let _: () = redis::cmd("SET").arg("cache:1").arg("x").query(&mut cache).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("cache:1")
+        .arg("x")
+        .query(&mut cache)
+        .unwrap();
     let e = err(redis::cmd("SET").arg("users:1").arg("x").query(&mut cache));
     assert!(e.contains("NOPERM"), "{e}");
-    let removed: i64 = redis::cmd("ACL").arg(&["DELUSER", "cache"]).query(&mut admin).unwrap();
+    let removed: i64 = redis::cmd("ACL")
+        .arg(&["DELUSER", "cache"])
+        .query(&mut admin)
+        .unwrap();
     assert_eq!(removed, 1);
     // The deleted user's open connection is refused from then on.
     let e = err(redis::cmd("GET").arg("cache:1").query(&mut cache));
     assert!(e.contains("NOPERM"), "{e}");
-    let e = err(redis::cmd("ACL").arg(&["SETUSER", "default", "off"]).query(&mut admin));
+    let e = err(redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "off"])
+        .query(&mut admin));
     assert!(e.contains("default user"), "{e}");
 }

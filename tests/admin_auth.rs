@@ -132,12 +132,22 @@ fn every_v1_call_without_the_right_token_is_refused_and_changes_nothing() {
     for path in ["/healthz", "/readyz", "/metrics"] {
         let (s, b) = http_as(n.admin_port, "GET", path, "", None).unwrap();
         assert_eq!(s, 200, "{path}");
-        assert!(!b.contains("secret-key") && !b.contains("secret-value"), "{path}: {b}");
+        assert!(
+            !b.contains("secret-key") && !b.contains("secret-value"),
+            "{path}: {b}"
+        );
     }
 
     // With the token: the downloads and the state-changing calls work.
-    let body = download(n.admin_port, &format!("/v1/backup/snapshot?name={snapshot}"));
-    assert!(body.starts_with(b"HTTP/1.1 200"), "{:?}", &body[..40.min(body.len())]);
+    let body = download(
+        n.admin_port,
+        &format!("/v1/backup/snapshot?name={snapshot}"),
+    );
+    assert!(
+        body.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &body[..40.min(body.len())]
+    );
     assert!(body.len() as u64 > snap["bytes"].as_u64().unwrap());
     let (s, b) = http(n.admin_port, "POST", "/v1/wal/archived", r#"{"lsn": 1}"#).unwrap();
     assert_eq!(s, 200, "{b}");
@@ -201,7 +211,10 @@ fn the_operators_client_sends_the_token_it_holds() {
     auth::set_default_token(None);
     let err = rt.block_on(c.status(addr)).unwrap_err();
     assert!(
-        matches!(err, tessera::client::ClientError::Status { status: 401, .. }),
+        matches!(
+            err,
+            tessera::client::ClientError::Status { status: 401, .. }
+        ),
         "{err}"
     );
     // The cluster's token, bound to the node's address (as the operator

@@ -29,7 +29,7 @@ const BATCH: usize = 300;
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, E2E_AUTH_SPEC, json, kubectl, kubectl_in, require_e2e, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
 
 /// Where one flow keeps its backups.
 #[derive(Clone)]

@@ -26,7 +26,7 @@ const OPERATOR_NS: &str = "tessera-system";
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, E2E_AUTH_SPEC, json, kubectl, kubectl_in, require_e2e, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
 
 fn status_of(name: &str) -> R<Value> {
     Ok(json(&["get", "dbc", name, "-n", NS])?["status"].clone())
@@ -159,10 +159,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds
-        .iter()
-        .map(|ip| k8s::redis_url(ip))
-        .collect();
+    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
     let client = redis::cluster::ClusterClientBuilder::new(urls)
         .connection_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_secs(2))

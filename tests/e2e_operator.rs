@@ -22,7 +22,7 @@ const KEYS: usize = 10_000;
 mod chart;
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, E2E_AUTH_SPEC, json, kubectl, kubectl_in, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, wait_until, E2E_AUTH_SPEC, R};
 
 fn cluster_manifest(name: &str, ns: &str, shards: u32, replicas: u32, extra: &str) -> String {
     format!(
@@ -132,10 +132,7 @@ fn cluster_check(ip: &str) -> R {
 }
 
 async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds
-        .iter()
-        .map(|ip| k8s::redis_url(ip))
-        .collect();
+    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
     let client = redis::cluster::ClusterClientBuilder::new(urls)
         .connection_timeout(Duration::from_secs(5))
         .response_timeout(Duration::from_secs(10))

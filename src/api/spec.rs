@@ -510,6 +510,12 @@ pub struct NetworkPolicySpec {
     /// admin port; clients to the client port from anywhere.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Namespaces whose pods may also reach the admin port, for metrics
+    /// scrapers such as Prometheus (the `/v1` calls still need the
+    /// cluster's token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub metrics_namespaces: Vec<String>,
 }
 
 fn default_true() -> bool {
@@ -518,6 +524,9 @@ fn default_true() -> bool {
 
 impl Default for NetworkPolicySpec {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            metrics_namespaces: vec![],
+        }
     }
 }

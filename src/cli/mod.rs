@@ -26,6 +26,10 @@ pub struct OperatorArgs {
     pub lease_namespace: String,
     #[arg(long, default_value = "tessera-operator-leader")]
     pub lease_name: String,
+    /// The namespace the operator's pods run in (admitted to the nodes'
+    /// admin port by each cluster's NetworkPolicy).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tessera-system")]
+    pub operator_namespace: String,
     /// This replica's identity in the Lease (default: the pod name); a
     /// random suffix is added per process.
     #[arg(long, env = "POD_NAME")]
@@ -48,6 +52,7 @@ pub fn run_operator(a: OperatorArgs) -> Result<()> {
     let config = operator::Config {
         default_image: a.default_image,
         lease_namespace: a.lease_namespace,
+        operator_namespace: a.operator_namespace,
         lease_name: a.lease_name,
         identity,
         metrics_addr: a.metrics_addr,
@@ -167,9 +172,12 @@ pub fn render_status(dbc: &DatabaseCluster) -> String {
         Some(p) => {
             // Every cluster has a password: the user's Secret or the
             // generated `<cluster>-auth`.
-            let (secret, key) = match dbc.spec.auth.as_ref().and_then(|a| {
-                Some((a.secret_name.clone()?, a.key.clone()))
-            }) {
+            let (secret, key) = match dbc
+                .spec
+                .auth
+                .as_ref()
+                .and_then(|a| Some((a.secret_name.clone()?, a.key.clone())))
+            {
                 Some(sk) => sk,
                 None => (
                     crate::operator::build::generated_auth_secret_name(&name),
@@ -229,6 +237,9 @@ mod tests {
         let out = super::render_status(&with_primary(
             r#"{"auth":{"secretName":"mine","key":"pw"}}"#,
         ));
-        assert!(out.contains("secret -n default mine -o jsonpath='{.data.pw}'"), "{out}");
+        assert!(
+            out.contains("secret -n default mine -o jsonpath='{.data.pw}'"),
+            "{out}"
+        );
     }
 }

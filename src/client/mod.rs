@@ -272,23 +272,19 @@ async fn exchange(
     if let Some(token) = auth::token_for(addr.ip()) {
         req = req.bearer_auth(token);
     }
-    let mut r = req
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_connect() {
-                ClientError::Connect {
-                    addr,
-                    source: io_error(e),
-                }
-            } else {
-                ClientError::Io {
-                    addr,
-                    source: io_error(e),
-                }
+    let mut r = req.body(body).send().await.map_err(|e| {
+        if e.is_connect() {
+            ClientError::Connect {
+                addr,
+                source: io_error(e),
             }
-        })?;
+        } else {
+            ClientError::Io {
+                addr,
+                source: io_error(e),
+            }
+        }
+    })?;
     let status = r.status().as_u16();
     let mut payload = Vec::with_capacity(4096);
     while let Some(chunk) = r.chunk().await.map_err(|e| ClientError::Io {

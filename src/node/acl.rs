@@ -132,9 +132,9 @@ impl User {
         if self.nopass {
             return true;
         }
-        self.passwords
-            .iter()
-            .fold(false, |ok, p| ok | super::admin_token::constant_time_eq(p, given))
+        self.passwords.iter().fold(false, |ok, p| {
+            ok | super::admin_token::constant_time_eq(p, given)
+        })
     }
 
     /// Whether the user may run `spec` at all.
@@ -247,10 +247,7 @@ impl Acl {
         if !valid_name(name) {
             return Err(AclError::Name(name.into()));
         }
-        let mut user = self
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| User::new(name));
+        let mut user = self.get(name).cloned().unwrap_or_else(|| User::new(name));
         for r in rules {
             user.apply(r)?;
         }
@@ -334,7 +331,10 @@ mod tests {
             Err(AclError::Category("+@nosuch".into()))
         );
         assert_eq!(acl.get("u").cloned(), before);
-        assert_eq!(acl.set_user("default", &["off"]), Err(AclError::DefaultUser));
+        assert_eq!(
+            acl.set_user("default", &["off"]),
+            Err(AclError::DefaultUser)
+        );
         assert!(acl.set_user("u", &["bogus"]).is_err());
     }
 

@@ -47,7 +47,12 @@ pub async fn ensure(ctx: &Context, dbc: &DatabaseCluster) -> Result<(), Error> {
         )
         .await?;
     }
-    let users = dbc.spec.auth.as_ref().map(|a| a.users.as_slice()).unwrap_or_default();
+    let users = dbc
+        .spec
+        .auth
+        .as_ref()
+        .map(|a| a.users.as_slice())
+        .unwrap_or_default();
     for u in users.iter().filter(|u| u.secret_name.is_none()) {
         get_or_create(
             &api,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
@@ -228,6 +229,16 @@ async fn apply_children(
     let client = &ctx.client;
     let ns = &v.namespace;
     apply::apply(client, ns, &build::build_config_map(v)).await?;
+    let peer = build::OperatorPeer::chart(&ctx.config.operator_namespace);
+    match build::build_network_policy(v, &peer) {
+        Some(np) => {
+            apply::apply(client, ns, &np).await?;
+        }
+        None => {
+            let name = build::network_policy_name(&v.name);
+            apply::delete_if_exists::<NetworkPolicy>(client, ns, &name).await?;
+        }
+    }
     apply::apply(client, ns, &build::build_client_service(v)).await?;
     for shard in 0..v.shards {
         apply::apply(client, ns, &build::build_headless_service(v, shard)).await?;

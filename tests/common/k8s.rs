@@ -99,7 +99,9 @@ fn secret_value(ns: &str, name: &str, key: &str) -> R {
         .stdout(Stdio::piped())
         .spawn()
         .and_then(|mut c| {
-            c.stdin.take().map(|mut i| i.write_all(b64.trim().as_bytes()));
+            c.stdin
+                .take()
+                .map(|mut i| i.write_all(b64.trim().as_bytes()));
             c.wait_with_output()
         })
         .map_err(|e| format!("base64: {e}"))?;

@@ -44,7 +44,8 @@ pub fn admin_token_file() -> &'static Path {
     use std::sync::OnceLock;
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("tessera-test-admin-token-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("tessera-test-admin-token-{}", std::process::id()));
         std::fs::write(&path, ADMIN_TOKEN).expect("the token file can be written");
         path
     })

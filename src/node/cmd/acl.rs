@@ -25,7 +25,12 @@ fn acl(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         return;
     }
     if let Some(name) = ctx.conn.user.clone() {
-        let admin = ctx.node.acl.borrow().get(&name).is_some_and(|u| u.is_admin());
+        let admin = ctx
+            .node
+            .acl
+            .borrow()
+            .get(&name)
+            .is_some_and(|u| u.is_admin());
         if !admin {
             ctx.out.error(&format!(
                 "NOPERM User {name} has no permissions to run the 'acl|{}' command",

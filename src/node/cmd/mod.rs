@@ -430,7 +430,9 @@ fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<Str
     let name = ctx.conn.user.as_deref()?;
     let acl = ctx.node.acl.borrow();
     let Some(user) = acl.get(name).filter(|u| u.enabled) else {
-        return Some(format!("NOPERM User {name} no longer exists or is disabled"));
+        return Some(format!(
+            "NOPERM User {name} no longer exists or is disabled"
+        ));
     };
     if !user.may_run(spec) {
         return Some(format!(

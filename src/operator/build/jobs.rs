@@ -2,7 +2,9 @@
 //! they fill. Both kinds of Job run `tessera backup …` in one pod template
 //! ([`tool_job_spec`]).
 
-use super::statefulset::{claim_spec, internal_mount, internal_volume, node_container, pod_security};
+use super::statefulset::{
+    claim_spec, internal_mount, internal_volume, node_container, pod_security,
+};
 use super::*;
 
 /// Volume for backups when the target is a volume (or unspecified).

@@ -6,6 +6,7 @@
 
 mod config_map;
 mod jobs;
+mod network_policy;
 mod pdb;
 mod secrets;
 mod services;
@@ -18,6 +19,7 @@ pub use jobs::{
     build_backup_cronjob, build_backup_pvc, build_data_pvc, build_restore_job,
     build_restore_plan_job, data_claim_name, restore_job_name, restore_plan_job_name,
 };
+pub use network_policy::{build_network_policy, network_policy_name, OperatorPeer};
 pub use pdb::build_pdb;
 pub use secrets::{
     auth_secret, build_auth_secret, build_internal_secret, build_user_secret,
@@ -43,10 +45,9 @@ use k8s_openapi::api::core::v1::{
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ProjectedVolumeSource, SecretProjection, VolumeProjection,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    ProjectedVolumeSource, SeccompProfile, SecretKeySelector, SecretProjection, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeProjection, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;

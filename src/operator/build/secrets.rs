@@ -25,7 +25,12 @@ pub fn generated_auth_secret_name(cluster: &str) -> String {
 /// The Secret and key holding the password clients AUTH with: the user's
 /// (`spec.auth`) or the generated one.
 pub fn auth_secret(c: &ValidatedCluster) -> (String, String) {
-    match c.spec.auth.as_ref().and_then(|a| Some((a.secret_name.clone()?, a))) {
+    match c
+        .spec
+        .auth
+        .as_ref()
+        .and_then(|a| Some((a.secret_name.clone()?, a)))
+    {
         Some((name, a)) => (name, a.key.clone()),
         None => (
             generated_auth_secret_name(&c.name),
@@ -36,7 +41,10 @@ pub fn auth_secret(c: &ValidatedCluster) -> (String, String) {
 
 /// Whether the operator generates the `default` user's password.
 pub fn generates_auth_secret(spec: &crate::api::DatabaseClusterSpec) -> bool {
-    spec.auth.as_ref().and_then(|a| a.secret_name.as_ref()).is_none()
+    spec.auth
+        .as_ref()
+        .and_then(|a| a.secret_name.as_ref())
+        .is_none()
 }
 
 pub fn generated_user_secret_name(cluster: &str, user: &str) -> String {
@@ -72,7 +80,13 @@ pub struct SecretOwner<'a> {
     pub owner: OwnerReference,
 }
 
-fn generated(o: &SecretOwner<'_>, name: String, component: &str, key: &str, value: String) -> Secret {
+fn generated(
+    o: &SecretOwner<'_>,
+    name: String,
+    component: &str,
+    key: &str,
+    value: String,
+) -> Secret {
     let labels: BTreeMap<String, String> = [
         (LABEL_NAME, "tessera".to_string()),
         (LABEL_INSTANCE, o.cluster.to_string()),

@@ -139,7 +139,12 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
         ..Default::default()
     });
     // Application users: rules on the command line, passwords from files.
-    let users = c.spec.auth.as_ref().map(|a| a.users.as_slice()).unwrap_or_default();
+    let users = c
+        .spec
+        .auth
+        .as_ref()
+        .map(|a| a.users.as_slice())
+        .unwrap_or_default();
     for u in users {
         args.push("--acl-user".into());
         args.push(format!("{} on ~* {}", u.name, u.access.rules()));
@@ -371,7 +376,12 @@ pub(super) fn internal_mount() -> VolumeMount {
 /// Every application user's password as `<name>` (one projected volume
 /// over their Secrets).
 fn users_volume(c: &ValidatedCluster) -> Option<Volume> {
-    let users = c.spec.auth.as_ref().map(|a| a.users.as_slice()).unwrap_or_default();
+    let users = c
+        .spec
+        .auth
+        .as_ref()
+        .map(|a| a.users.as_slice())
+        .unwrap_or_default();
     if users.is_empty() {
         return None;
     }

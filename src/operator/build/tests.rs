@@ -454,13 +454,21 @@ fn generated_secrets_are_owned_by_the_cluster_and_hold_one_key() {
         "u-1"
     );
     assert_eq!(
-        s.string_data.as_ref().expect("data").get("token").map(String::as_str),
+        s.string_data
+            .as_ref()
+            .expect("data")
+            .get("token")
+            .map(String::as_str),
         Some("tok")
     );
     let a = build_auth_secret(&o, "pw".into());
     assert_eq!(a.metadata.name.as_deref(), Some("users-auth"));
     assert_eq!(
-        a.string_data.as_ref().expect("data").get("password").map(String::as_str),
+        a.string_data
+            .as_ref()
+            .expect("data")
+            .get("password")
+            .map(String::as_str),
         Some("pw")
     );
 }
@@ -473,11 +481,20 @@ fn application_users_get_acl_rules_and_their_passwords_mounted() {
     let pod = node_pod(&c);
     let args = pod.containers[0].args.clone().expect("args");
     let joined = args.join(" ");
-    assert!(args.contains(&"reader on ~* +@read".to_string()), "{joined}");
-    assert!(args.contains(&"app on ~* +@read +@write".to_string()), "{joined}");
+    assert!(
+        args.contains(&"reader on ~* +@read".to_string()),
+        "{joined}"
+    );
+    assert!(
+        args.contains(&"app on ~* +@read +@write".to_string()),
+        "{joined}"
+    );
     assert!(joined.contains("--acl-password-dir /etc/tessera/users"));
     // No auth.secretName: the default user still gets the generated one.
-    assert_eq!(secret_of(&pod, "auth").secret_name.as_deref(), Some("users-auth"));
+    assert_eq!(
+        secret_of(&pod, "auth").secret_name.as_deref(),
+        Some("users-auth")
+    );
     let sources = pod
         .volumes
         .as_ref()
@@ -491,7 +508,10 @@ fn application_users_get_acl_rules_and_their_passwords_mounted() {
         .iter()
         .map(|s| {
             let s = s.secret.as_ref().expect("secret");
-            (s.name.clone(), s.items.as_ref().expect("items")[0].path.clone())
+            (
+                s.name.clone(),
+                s.items.as_ref().expect("items")[0].path.clone(),
+            )
         })
         .collect();
     assert_eq!(
@@ -508,5 +528,9 @@ fn without_users_no_acl_flags_or_users_volume() {
     let pod = node_pod(&cluster("{}"));
     let args = pod.containers[0].args.clone().expect("args").join(" ");
     assert!(!args.contains("--acl-user") && !args.contains("--acl-password-dir"));
-    assert!(!pod.volumes.expect("volumes").iter().any(|v| v.name == "users"));
+    assert!(!pod
+        .volumes
+        .expect("volumes")
+        .iter()
+        .any(|v| v.name == "users"));
 }
