@@ -81,6 +81,29 @@ struct NodeArgs {
     /// password (kept out of the command line).
     #[arg(long)]
     acl_password_dir: Option<PathBuf>,
+    /// TLS client port beside --port (as Redis' tls-port; 0: any free
+    /// port). Needs --tls-cert-file and --tls-key-file.
+    #[arg(long, requires_all = ["tls_cert_file", "tls_key_file"])]
+    tls_port: Option<u16>,
+    /// PEM certificate chain of this node (cert-manager's tls.crt).
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of this node (tls.key).
+    #[arg(long)]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates peers (and, with --tls-auth-clients, clients)
+    /// must chain to (ca.crt).
+    #[arg(long)]
+    tls_ca_cert_file: Option<PathBuf>,
+    /// Replication and migration links connect to peers' TLS ports.
+    #[arg(long, requires = "tls_port")]
+    tls_replication: bool,
+    /// The admin port speaks HTTPS (same certificate).
+    #[arg(long, requires = "tls_port")]
+    tls_admin: bool,
+    /// Clients of the TLS port must present a certificate of the CA.
+    #[arg(long, requires_all = ["tls_port", "tls_ca_cert_file"])]
+    tls_auth_clients: bool,
     /// Most simultaneous client connections.
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
@@ -226,6 +249,20 @@ fn main() -> Result<()> {
                 password,
                 admin_token_file: a.admin_token_file,
                 acl: acl_users(&a.acl_users, a.acl_password_dir.as_deref())?,
+                tls: match (a.tls_port, a.tls_cert_file, a.tls_key_file) {
+                    (Some(port), Some(cert_file), Some(key_file)) => {
+                        Some(node::tls::TlsSettings {
+                            port,
+                            cert_file,
+                            key_file,
+                            ca_file: a.tls_ca_cert_file,
+                            replication: a.tls_replication,
+                            admin: a.tls_admin,
+                            auth_clients: a.tls_auth_clients,
+                        })
+                    }
+                    _ => None,
+                },
                 max_clients: a.max_clients,
                 snapshot_log_bytes: a.snapshot_log_bytes,
                 idle_spin_us: a.idle_spin_us,

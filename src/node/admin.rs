@@ -30,14 +30,32 @@ pub async fn serve(node: Rc<Node>, listener: TcpListener) {
             continue;
         };
         let node = node.clone();
+        // HTTPS with --tls-admin (the certificate is re-read when it changes).
+        let acceptor = node
+            .tls
+            .as_ref()
+            .filter(|t| t.settings.admin)
+            .map(|t| t.admin_acceptor());
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let node = node.clone();
                 async move { Ok::<_, Infallible>(route_any(&node, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), svc)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(sock), svc).await;
+                }
+                Some(None) => {}
+                Some(Some(a)) => {
+                    let accept = a.accept(sock);
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), accept).await
+                    {
+                        let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                    }
+                }
+            }
         });
     }
 }

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod backups;
 pub mod build;
+pub mod certs;
 pub mod context;
 pub mod credentials;
 pub mod detector;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -205,7 +204,10 @@ async fn follow_once(node: &Rc<Node>, gen: u64, offer_truncation: bool) -> Resul
         addr: addr.clone(),
         reason,
     };
-    let sock = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr))
+    let sock = tokio::time::timeout(
+        Duration::from_secs(2),
+        crate::node::tls::connect_peer(node, &primary.host, primary.port, primary.tls_port),
+    )
         .await
         .map_err(|_| ReplError::Connect {
             addr: addr.clone(),
