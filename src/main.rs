@@ -250,17 +250,15 @@ fn main() -> Result<()> {
                 admin_token_file: a.admin_token_file,
                 acl: acl_users(&a.acl_users, a.acl_password_dir.as_deref())?,
                 tls: match (a.tls_port, a.tls_cert_file, a.tls_key_file) {
-                    (Some(port), Some(cert_file), Some(key_file)) => {
-                        Some(node::tls::TlsSettings {
-                            port,
-                            cert_file,
-                            key_file,
-                            ca_file: a.tls_ca_cert_file,
-                            replication: a.tls_replication,
-                            admin: a.tls_admin,
-                            auth_clients: a.tls_auth_clients,
-                        })
-                    }
+                    (Some(port), Some(cert_file), Some(key_file)) => Some(node::tls::TlsSettings {
+                        port,
+                        cert_file,
+                        key_file,
+                        ca_file: a.tls_ca_cert_file,
+                        replication: a.tls_replication,
+                        admin: a.tls_admin,
+                        auth_clients: a.tls_auth_clients,
+                    }),
                     _ => None,
                 },
                 max_clients: a.max_clients,

@@ -99,9 +99,17 @@ fn redis_cli_with_tls_and_the_ca_works_and_is_refused_otherwise() {
     args.extend(["--requirepass-file".into(), pw.display().to_string()]);
     let n = start(&args);
 
-    let (ok, out) = cli_tls(tls_port, &pki.path("ca.pem"), &["-a", "tls-pw", "--no-auth-warning", "SET", "k", "over-tls"]);
+    let (ok, out) = cli_tls(
+        tls_port,
+        &pki.path("ca.pem"),
+        &["-a", "tls-pw", "--no-auth-warning", "SET", "k", "over-tls"],
+    );
     assert!(ok && out.trim() == "OK", "{out}");
-    let (ok, out) = cli_tls(tls_port, &pki.path("ca.pem"), &["-a", "tls-pw", "--no-auth-warning", "GET", "k"]);
+    let (ok, out) = cli_tls(
+        tls_port,
+        &pki.path("ca.pem"),
+        &["-a", "tls-pw", "--no-auth-warning", "GET", "k"],
+    );
     assert!(ok && out.trim() == "over-tls", "{out}");
     // Without the password: refused, over TLS as in plaintext.
     let (_, out) = cli_tls(tls_port, &pki.path("ca.pem"), &["GET", "k"]);
@@ -111,7 +119,15 @@ fn redis_cli_with_tls_and_the_ca_works_and_is_refused_otherwise() {
     assert!(!ok, "{out}");
     // Plaintext RESP to the TLS port: no reply.
     let out = Command::new(common::redis_tool("redis-cli"))
-        .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "-a", "tls-pw", "PING"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &tls_port.to_string(),
+            "-a",
+            "tls-pw",
+            "PING",
+        ])
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("PONG"));
@@ -139,7 +155,10 @@ fn a_rotated_certificate_serves_new_connections_without_a_restart() {
         if new_ok && !old_ok {
             break;
         }
-        assert!(Instant::now() < deadline, "the new certificate was not picked up");
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not picked up"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -153,7 +172,13 @@ fn status(n: &TestNode) -> serde_json::Value {
 /// Makes `replica` follow `primary` at epoch 1 through its TLS port.
 fn follow(primary: &TestNode, primary_tls: u16, replica: &TestNode) {
     let id = status(primary)["nodeId"].as_str().unwrap().to_string();
-    let (s, b) = common::http(primary.admin_port, "POST", "/v1/promote", r#"{"epoch":1,"replicas":1}"#).unwrap();
+    let (s, b) = common::http(
+        primary.admin_port,
+        "POST",
+        "/v1/promote",
+        r#"{"epoch":1,"replicas":1}"#,
+    )
+    .unwrap();
     assert_eq!(s, 200, "{b}");
     let body = serde_json::json!({
         "epoch": 1,
@@ -176,11 +201,19 @@ fn replication_runs_over_tls_links_verified_against_the_ca() {
     follow(&primary, p_tls, &replica);
     let mut c = primary.conn();
     for i in 0..100 {
-        let _: () = redis::cmd("SET").arg(format!("k{i}")).arg(i).query(&mut c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(&replica)["keys"] != 100 {
-        assert!(Instant::now() < deadline, "replica did not catch up: {}", status(&replica));
+        assert!(
+            Instant::now() < deadline,
+            "replica did not catch up: {}",
+            status(&replica)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(status(&replica)["replication"]["linkUp"], true);
@@ -219,7 +252,13 @@ fn the_admin_port_speaks_https_with_tls_admin() {
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["node", "--bind", "127.0.0.1", "--port", &free_port().to_string()])
+        .args([
+            "node",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+        ])
         .args(["--admin-port", &admin.to_string(), "--data-dir"])
         .arg(dir.path().join("data"))
         .args(["--admin-token-file"])
@@ -237,7 +276,10 @@ fn the_admin_port_speaks_https_with_tls_admin() {
             .arg(format!("https://127.0.0.1:{admin}{path}"))
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while !curl(&[], "/readyz").0 {
@@ -248,7 +290,9 @@ fn the_admin_port_speaks_https_with_tls_admin() {
     let (ok, body) = curl(&["-H", &auth], "/v1/status");
     assert!(ok && body.contains("\"role\""), "{body}");
     // Plain HTTP gets nothing.
-    assert!(http_get(admin, "/healthz").map(|(s, _)| s != 200).unwrap_or(true));
+    assert!(http_get(admin, "/healthz")
+        .map(|(s, _)| s != 200)
+        .unwrap_or(true));
     let _ = child.kill();
     let _ = child.wait();
 }

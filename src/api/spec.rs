@@ -120,6 +120,11 @@ pub struct DatabaseClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
 
+    /// TLS for clients (a TLS port beside the plaintext one) and for the
+    /// replication and migration links (on by default).
+    #[serde(default)]
+    pub tls: TlsSpec,
+
     /// The NetworkPolicy the operator keeps for the cluster (on by default).
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
@@ -501,6 +506,29 @@ pub struct AclUserSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Serve TLS on port 6380 and encrypt replication and migration links.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A Secret in cert-manager's layout (`tls.crt`, `tls.key`, `ca.crt`)
+    /// used as is (default: `<cluster>-tls`, a CA and node certificate the
+    /// operator issues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret_name: None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -110,14 +110,18 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The server side: certificate and key, and the client CA when clients
 /// must present certificates.
-pub fn server_config(s: &TlsSettings, auth_clients: bool) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(
+    s: &TlsSettings,
+    auth_clients: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
     let builder = match (&s.ca_file, auth_clients) {
         (Some(ca), true) => {
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
-                .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let v =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+                    .build()
+                    .map_err(|e| TlsError::Verifier(e.to_string()))?;
             builder.with_client_cert_verifier(v)
         }
         _ => builder.with_no_client_auth(),
@@ -310,7 +314,10 @@ impl Tls {
         }
         let built = (|| {
             let verifier = CaOnlyVerifier::new(roots(ca)?)?;
-            let identity = (certs(&self.settings.cert_file)?, key(&self.settings.key_file)?);
+            let identity = (
+                certs(&self.settings.cert_file)?,
+                key(&self.settings.key_file)?,
+            );
             client_config(verifier, Some(identity))
         })();
         match built {
@@ -358,11 +365,9 @@ pub async fn serve_clients(node: Rc<Node>, listener: TcpListener) {
         let target = plaintext_target(&node);
         tokio::task::spawn_local(async move {
             let _ = sock.set_nodelay(true);
-            let handshake = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(sock),
-            )
-            .await;
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(sock))
+                    .await;
             let mut tls = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -382,9 +387,18 @@ pub async fn serve_clients(node: Rc<Node>, listener: TcpListener) {
 
 /// A connection to a peer's client port for a link (replication,
 /// migration): plain TCP, or, with TLS links, a loopback tunnel whose
-/// other end speaks TLS to the peer's TLS port.
-pub async fn connect_peer(node: &Node, host: &str, port: u16, tls_port: Option<u16>) -> std::io::Result<TcpStream> {
+/// other end speaks TLS to the peer's TLS port (`tls_port`, or this node's
+/// own when the peer's address does not say).
+pub async fn connect_peer(
+    node: &Node,
+    host: &str,
+    port: u16,
+    tls_port: Option<u16>,
+) -> std::io::Result<TcpStream> {
     let connector = node.tls.as_ref().and_then(|t| t.link_connector());
+    // A peer named without its TLS port listens where this node does (the
+    // operator gives every node of a cluster the same ports).
+    let tls_port = tls_port.or_else(|| connector.as_ref().map(|_| node.tls_port.get()));
     let (Some(connector), Some(tls_port)) = (connector, tls_port) else {
         return TcpStream::connect((host, port)).await;
     };

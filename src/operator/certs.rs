@@ -4,8 +4,8 @@
 //! the names too), in cert-manager's Secret layout.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,11 @@ pub fn issue_ca(cluster: &str) -> Result<Issued, CertError> {
 
 /// A server-and-client certificate for the nodes, signed by `ca`, for the
 /// DNS names and IP addresses given.
-pub fn issue_node_cert(ca: &Issued, dns: &[String], ips: &[std::net::IpAddr]) -> Result<Issued, CertError> {
+pub fn issue_node_cert(
+    ca: &Issued,
+    dns: &[String],
+    ips: &[std::net::IpAddr],
+) -> Result<Issued, CertError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let key = KeyPair::generate()?;
@@ -59,10 +63,15 @@ pub fn issue_node_cert(ca: &Issued, dns: &[String], ips: &[std::net::IpAddr]) ->
     let mut dn = DistinguishedName::new();
     dn.push(
         DnType::CommonName,
-        dns.first().cloned().unwrap_or_else(|| "tessera-node".into()),
+        dns.first()
+            .cloned()
+            .unwrap_or_else(|| "tessera-node".into()),
     );
     p.distinguished_name = dn;
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,

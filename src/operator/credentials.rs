@@ -7,9 +7,10 @@ use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::build::{
-    build_auth_secret, build_internal_secret, build_user_secret, generated_auth_secret_name,
-    generated_user_secret_name, generates_auth_secret, internal_secret_name, SecretOwner,
-    AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
+    build_auth_secret, build_internal_secret, build_tls_secret, build_user_secret,
+    generated_auth_secret_name, generated_tls_secret_name, generated_user_secret_name,
+    generates_auth_secret, internal_secret_name, SecretOwner, AUTH_PASSWORD_KEY,
+    INTERNAL_TOKEN_KEY,
 };
 use super::context::{Context, Error};
 use crate::api::DatabaseCluster;
@@ -46,6 +47,9 @@ pub async fn ensure(ctx: &Context, dbc: &DatabaseCluster) -> Result<(), Error> {
             || build_auth_secret(&o, generate_password()),
         )
         .await?;
+    }
+    if dbc.spec.tls.enabled && dbc.spec.tls.secret_name.is_none() {
+        ensure_tls(&api, &o, dbc.spec.shards.max(1) as u32).await?;
     }
     let users = dbc
         .spec
@@ -97,6 +101,32 @@ async fn get_or_create(
             let s = api.get(name).await?;
             value(&s, key).ok_or_else(|| Error::Other(format!("Secret {name} lacks {key:?}")))
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `<cluster>-tls`: a CA and a node certificate, issued once (a user's
+/// `spec.tls.secretName` is used as is and never written).
+async fn ensure_tls(api: &Api<Secret>, o: &SecretOwner<'_>, shards: u32) -> Result<(), Error> {
+    let name = generated_tls_secret_name(o.cluster);
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let issue = || -> Result<Secret, crate::operator::certs::CertError> {
+        let ca = crate::operator::certs::issue_ca(o.cluster)?;
+        // The names of the shards that exist now; peers verify the CA, not
+        // names, and clients that verify names use the Service names.
+        let names = crate::operator::certs::node_dns_names(o.cluster, o.namespace, shards);
+        let node = crate::operator::certs::issue_node_cert(&ca, &names, &[])?;
+        Ok(build_tls_secret(o, &ca, &node))
+    };
+    let secret = issue().map_err(|e| Error::Other(e.to_string()))?;
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(secret = %name, "issued the cluster's CA and node certificate");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -134,9 +134,9 @@ impl Link {
             CONNECT_TIMEOUT,
             crate::node::tls::connect_peer(node, &target.host, target.port, target.tls_port),
         )
-            .await
-            .map_err(|_| err("connect timed out".into()))?
-            .map_err(|e| err(e.to_string()))?;
+        .await
+        .map_err(|_| err("connect timed out".into()))?
+        .map_err(|e| err(e.to_string()))?;
         let _ = sock.set_nodelay(true);
         let (rd, wr) = sock.into_split();
         let mut link = Self {

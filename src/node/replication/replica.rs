@@ -208,15 +208,15 @@ async fn follow_once(node: &Rc<Node>, gen: u64, offer_truncation: bool) -> Resul
         Duration::from_secs(2),
         crate::node::tls::connect_peer(node, &primary.host, primary.port, primary.tls_port),
     )
-        .await
-        .map_err(|_| ReplError::Connect {
-            addr: addr.clone(),
-            source: std::io::ErrorKind::TimedOut.into(),
-        })?
-        .map_err(|source| ReplError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
+    .await
+    .map_err(|_| ReplError::Connect {
+        addr: addr.clone(),
+        source: std::io::ErrorKind::TimedOut.into(),
+    })?
+    .map_err(|source| ReplError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
     node.repl.current(gen)?;
     let _ = sock.set_nodelay(true);
     let (mut rd, mut wr) = sock.into_split();

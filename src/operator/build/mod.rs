@@ -22,9 +22,10 @@ pub use jobs::{
 pub use network_policy::{build_network_policy, network_policy_name, OperatorPeer};
 pub use pdb::build_pdb;
 pub use secrets::{
-    auth_secret, build_auth_secret, build_internal_secret, build_user_secret,
-    generated_auth_secret_name, generated_user_secret_name, generates_auth_secret,
-    internal_secret_name, user_secret, SecretOwner, AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
+    auth_secret, build_auth_secret, build_internal_secret, build_tls_secret, build_user_secret,
+    generated_auth_secret_name, generated_tls_secret_name, generated_user_secret_name,
+    generates_auth_secret, internal_secret_name, tls_secret, user_secret, SecretOwner,
+    AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
 };
 pub use services::{build_client_service, build_headless_service, build_primary_service};
 pub use statefulset::{build_statefulset, duration_ms};
@@ -73,6 +74,10 @@ pub const LABEL_RESTORE: &str = "tessera.dev/restore";
 
 pub const REDIS_PORT: i32 = 6379;
 pub const ADMIN_PORT: i32 = 9121;
+/// TLS client port (with `spec.tls.enabled`), as Redis' `tls-port`.
+pub const REDIS_TLS_PORT: i32 = 6380;
+/// Where node pods find the TLS certificate, key and CA.
+pub const TLS_DIR: &str = "/etc/tessera/tls";
 /// The image's user (see the Dockerfile).
 pub const RUN_AS: i64 = 10001;
 const CONFIG_DIR: &str = "/etc/tessera/config";

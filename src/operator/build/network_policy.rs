@@ -96,7 +96,12 @@ pub fn build_network_policy(
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![
                 NetworkPolicyIngressRule {
-                    ports: Some(vec![tcp(REDIS_PORT)]),
+                    ports: Some(
+                        std::iter::once(REDIS_PORT)
+                            .chain(c.spec.tls.enabled.then_some(REDIS_TLS_PORT))
+                            .map(tcp)
+                            .collect(),
+                    ),
                     from: None,
                 },
                 NetworkPolicyIngressRule {
@@ -156,6 +161,21 @@ mod tests {
         let rules = spec.ingress.expect("ingress");
         assert_eq!(rules.len(), 2);
         assert_eq!(port_of(&rules[0]), REDIS_PORT);
+        let client_ports: Vec<_> = rules[0]
+            .ports
+            .as_ref()
+            .expect("ports")
+            .iter()
+            .map(|p| p.port.clone())
+            .collect();
+        assert_eq!(
+            client_ports,
+            vec![
+                Some(IntOrString::Int(REDIS_PORT)),
+                Some(IntOrString::Int(REDIS_TLS_PORT))
+            ],
+            "TLS is on by default: both client ports open"
+        );
         assert!(rules[0].from.is_none(), "clients from anywhere");
         assert_eq!(port_of(&rules[1]), ADMIN_PORT);
         let from = rules[1].from.as_ref().expect("admin peers");

@@ -47,6 +47,43 @@ pub fn generates_auth_secret(spec: &crate::api::DatabaseClusterSpec) -> bool {
         .is_none()
 }
 
+pub fn generated_tls_secret_name(cluster: &str) -> String {
+    format!("{cluster}-tls")
+}
+
+/// The Secret holding the nodes' TLS files (cert-manager's layout).
+pub fn tls_secret(c: &ValidatedCluster) -> String {
+    c.spec
+        .tls
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| generated_tls_secret_name(&c.name))
+}
+
+/// `<cluster>-tls` (type `kubernetes.io/tls`): the node certificate and
+/// key, and the CA's certificate (`ca.crt`) and key (`ca.key`, kept so the
+/// operator can issue again under the same CA).
+pub fn build_tls_secret(
+    o: &SecretOwner<'_>,
+    ca: &crate::operator::certs::Issued,
+    node: &crate::operator::certs::Issued,
+) -> Secret {
+    let mut s = generated(
+        o,
+        generated_tls_secret_name(o.cluster),
+        "tls",
+        "tls.crt",
+        node.cert_pem.clone(),
+    );
+    s.type_ = Some("kubernetes.io/tls".into());
+    if let Some(d) = s.string_data.as_mut() {
+        d.insert("tls.key".into(), node.key_pem.clone());
+        d.insert("ca.crt".into(), ca.cert_pem.clone());
+        d.insert("ca.key".into(), ca.key_pem.clone());
+    }
+    s
+}
+
 pub fn generated_user_secret_name(cluster: &str, user: &str) -> String {
     format!("{cluster}-user-{user}")
 }

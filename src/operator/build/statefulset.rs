@@ -158,6 +158,28 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
             ..Default::default()
         });
     }
+    // TLS: a port beside the plaintext one, and the links to peers' TLS
+    // ports (peers verified against the cluster's CA).
+    if c.spec.tls.enabled {
+        let f = |name: &str| format!("{TLS_DIR}/{name}");
+        args.extend([
+            "--tls-port".into(),
+            REDIS_TLS_PORT.to_string(),
+            "--tls-cert-file".into(),
+            f("tls.crt"),
+            "--tls-key-file".into(),
+            f("tls.key"),
+            "--tls-ca-cert-file".into(),
+            f("ca.crt"),
+            "--tls-replication".into(),
+        ]);
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     // The admin API's token, re-read by the node when the Secret changes.
     args.push("--admin-token-file".into());
     args.push(format!("{INTERNAL_DIR}/{INTERNAL_TOKEN_KEY}"));
@@ -178,20 +200,22 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
             }),
             ..Default::default()
         }]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("redis".into()),
-                container_port: REDIS_PORT,
+        ports: Some(
+            [
+                Some(("redis", REDIS_PORT)),
+                c.spec.tls.enabled.then_some(("redis-tls", REDIS_TLS_PORT)),
+                Some(("admin", ADMIN_PORT)),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|(name, port)| ContainerPort {
+                name: Some(name.into()),
+                container_port: port,
                 protocol: Some("TCP".into()),
                 ..Default::default()
-            },
-            ContainerPort {
-                name: Some("admin".into()),
-                container_port: ADMIN_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+            })
+            .collect(),
+        ),
         readiness_probe: Some(http_probe("/readyz", 2, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         // Recovery (log replay) may take a while on a big volume.
@@ -273,6 +297,27 @@ pub fn build_statefulset(c: &ValidatedCluster, shard: u32) -> StatefulSet {
     volumes.push(internal_volume(&c.name));
     if let Some(v) = users_volume(c) {
         volumes.push(v);
+    }
+    if c.spec.tls.enabled {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls_secret(c)),
+                items: Some(
+                    ["tls.crt", "tls.key", "ca.crt"]
+                        .into_iter()
+                        .map(|k| KeyToPath {
+                            key: k.into(),
+                            path: k.into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
     }
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {

@@ -534,3 +534,99 @@ fn without_users_no_acl_flags_or_users_volume() {
         .iter()
         .any(|v| v.name == "users"));
 }
+
+#[test]
+fn tls_is_on_by_default_with_the_issued_secret_and_a_second_port() {
+    let c = cluster("{}");
+    let pod = node_pod(&c);
+    let ctr = &pod.containers[0];
+    let args = ctr.args.clone().expect("args").join(" ");
+    assert!(args.contains("--tls-port 6380"), "{args}");
+    assert!(args.contains("--tls-cert-file /etc/tessera/tls/tls.crt"));
+    assert!(args.contains("--tls-key-file /etc/tessera/tls/tls.key"));
+    assert!(args.contains("--tls-ca-cert-file /etc/tessera/tls/ca.crt"));
+    assert!(args.contains("--tls-replication"));
+    let tls = secret_of(&pod, "tls");
+    assert_eq!(tls.secret_name.as_deref(), Some("users-tls"));
+    let keys: Vec<String> = tls
+        .items
+        .expect("items")
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["tls.crt", "tls.key", "ca.crt"],
+        "the CA key is never mounted"
+    );
+    let ports: Vec<i32> = ctr
+        .ports
+        .as_ref()
+        .expect("ports")
+        .iter()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, [6379, 6380, 9121]);
+    for svc in [
+        build_client_service(&c),
+        build_headless_service(&c, 0),
+        build_primary_service(&c, 0),
+    ] {
+        let ports: Vec<i32> = svc
+            .spec
+            .expect("spec")
+            .ports
+            .expect("ports")
+            .iter()
+            .map(|p| p.port)
+            .collect();
+        assert!(ports.contains(&6379) && ports.contains(&6380), "{ports:?}");
+    }
+}
+
+#[test]
+fn a_users_tls_secret_is_mounted_as_is_and_tls_can_be_turned_off() {
+    let pod = node_pod(&cluster(r#"{"tls":{"secretName":"from-cert-manager"}}"#));
+    assert_eq!(
+        secret_of(&pod, "tls").secret_name.as_deref(),
+        Some("from-cert-manager")
+    );
+    let c = cluster(r#"{"tls":{"enabled":false}}"#);
+    let pod = node_pod(&c);
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(!args.contains("--tls"), "{args}");
+    assert!(!pod
+        .volumes
+        .expect("volumes")
+        .iter()
+        .any(|v| v.name == "tls"));
+    let ports: Vec<i32> = build_client_service(&c)
+        .spec
+        .expect("spec")
+        .ports
+        .expect("ports")
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [6379]);
+}
+
+#[test]
+fn the_issued_tls_secret_has_cert_managers_layout() {
+    let c = cluster("{}");
+    let o = SecretOwner {
+        namespace: &c.namespace,
+        cluster: &c.name,
+        owner: c.owner_reference(),
+    };
+    let ca = crate::operator::certs::issue_ca("users").expect("ca");
+    let node = crate::operator::certs::issue_node_cert(&ca, &["users.prod.svc".into()], &[])
+        .expect("leaf");
+    let s = build_tls_secret(&o, &ca, &node);
+    assert_eq!(s.metadata.name.as_deref(), Some("users-tls"));
+    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+    let d = s.string_data.expect("data");
+    assert_eq!(d["tls.crt"], node.cert_pem);
+    assert_eq!(d["tls.key"], node.key_pem);
+    assert_eq!(d["ca.crt"], ca.cert_pem);
+}
