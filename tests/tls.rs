@@ -296,3 +296,20 @@ fn the_admin_port_speaks_https_with_tls_admin() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn redis_cli_checks_the_ca_not_the_address_the_certificate_names() {
+    // The operator's certificate names Services, not pod IPs: redis-cli to
+    // a pod IP with the CA must still work.
+    let pki = Pki::new();
+    let ca = issue_ca("names").unwrap();
+    let leaf = issue_node_cert(&ca, &["users.prod.svc".to_string()], &[]).unwrap();
+    std::fs::write(pki.path("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(pki.path("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(pki.path("ca.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(pki.path("names.pem"), &ca.cert_pem).unwrap();
+    let tls_port = free_port();
+    let _n = start(&pki.args(tls_port));
+    let (ok, out) = cli_tls(tls_port, &pki.path("names.pem"), &["PING"]);
+    assert!(ok && out.trim() == "PONG", "{out}");
+}
