@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup generate up down bench-node bench-replication bench-backup bench-failover fuzz clean cold-check
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-security generate up down bench-node bench-replication bench-backup bench-failover fuzz clean cold-check
 
 all: build
 
@@ -69,6 +69,11 @@ e2e-failover:
 # restore latest and to a point in time, a corrupted backup, retention.
 e2e-backup:
 	scripts/e2e-backup.sh
+
+# docs/security.md on the cluster: the admin API refused from another
+# namespace, TLS and the generated password with redis-cli, TLS replication.
+e2e-security:
+	scripts/e2e-security.sh
 
 generate:
 	scripts/generate.sh
