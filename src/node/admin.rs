@@ -362,6 +362,8 @@ pub struct Status {
     pub fsync: &'static str,
     pub persistence: bool,
     pub used_memory: usize,
+    /// 0: no limit.
+    pub maxmemory: u64,
     pub connected_clients: usize,
     pub uptime_seconds: u64,
     pub last_snapshot: Option<SnapshotStatus>,
@@ -387,6 +389,7 @@ pub fn status(node: &Node) -> Status {
         fsync: node.wal.policy().as_str(),
         persistence: node.cfg.persistence,
         used_memory: alloc::allocated(),
+        maxmemory: node.cfg.maxmemory,
         connected_clients: node.connected_clients.get(),
         uptime_seconds: node.started.elapsed().as_secs(),
         last_snapshot: node
