@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a storage node: the RESP server plus the admin/metrics HTTP port.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Run the operator (in-cluster, or against KUBECONFIG).
     Operator(tessera::cli::OperatorArgs),
     /// Print the DatabaseCluster CustomResourceDefinition (YAML).

@@ -217,7 +217,11 @@ pub fn client_config(
 }
 
 /// When a set of files last changed (modification times and sizes).
-fn stamp(paths: &[&Path]) -> Vec<(Option<SystemTime>, u64)> {
+type Stamp = Vec<(Option<SystemTime>, u64)>;
+/// A TLS object with the stamp of the files it was built from.
+type Cached<T> = RefCell<Option<(Stamp, T)>>;
+
+fn stamp(paths: &[&Path]) -> Stamp {
     paths
         .iter()
         .map(|p| match std::fs::metadata(p) {
@@ -231,9 +235,9 @@ fn stamp(paths: &[&Path]) -> Vec<(Option<SystemTime>, u64)> {
 /// the files change.
 pub struct Tls {
     pub settings: TlsSettings,
-    clients: RefCell<Option<(Vec<(Option<SystemTime>, u64)>, TlsAcceptor)>>,
-    admin: RefCell<Option<(Vec<(Option<SystemTime>, u64)>, TlsAcceptor)>>,
-    links: RefCell<Option<(Vec<(Option<SystemTime>, u64)>, TlsConnector)>>,
+    clients: Cached<TlsAcceptor>,
+    admin: Cached<TlsAcceptor>,
+    links: Cached<TlsConnector>,
 }
 
 impl Tls {
@@ -264,11 +268,7 @@ impl Tls {
         v
     }
 
-    fn acceptor(
-        &self,
-        slot: &RefCell<Option<(Vec<(Option<SystemTime>, u64)>, TlsAcceptor)>>,
-        auth_clients: bool,
-    ) -> Option<TlsAcceptor> {
+    fn acceptor(&self, slot: &Cached<TlsAcceptor>, auth_clients: bool) -> Option<TlsAcceptor> {
         let now = stamp(&self.files());
         if let Some((st, a)) = slot.borrow().as_ref() {
             if *st == now {

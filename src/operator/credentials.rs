@@ -69,6 +69,41 @@ pub async fn ensure(ctx: &Context, dbc: &DatabaseCluster) -> Result<(), Error> {
     Ok(())
 }
 
+/// Records every existing cluster's admin token and binds its pods' IPs,
+/// so the failover monitor's first calls after an operator start carry the
+/// right token (it polls primaries before any reconcile has run). Best
+/// effort: what fails here, the first reconcile of the cluster does again.
+pub async fn warm(client: &kube::Client) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    let clusters: Api<DatabaseCluster> = Api::all(client.clone());
+    let Ok(list) = clusters.list(&ListParams::default()).await else {
+        return;
+    };
+    for dbc in list.items {
+        let (ns, name) = (dbc.namespace().unwrap_or_default(), dbc.name_any());
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let Ok(Some(s)) = secrets.get_opt(&internal_secret_name(&name)).await else {
+            continue;
+        };
+        let Some(token) = value(&s, INTERNAL_TOKEN_KEY) else {
+            continue;
+        };
+        crate::client::auth::set_cluster_token(&ns, &name, &token);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let lp = ListParams::default().labels(&format!("{}={name}", super::build::LABEL_CLUSTER));
+        if let Ok(p) = pods.list(&lp).await {
+            crate::client::auth::bind_ips(
+                &ns,
+                &name,
+                p.items
+                    .iter()
+                    .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()),
+            );
+        }
+    }
+}
+
 /// The value under `key` of Secret `name`, creating the Secret with
 /// `build` when it does not exist (or lacks the key: then it is an error,
 /// as the operator never overwrites a Secret).

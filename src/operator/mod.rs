@@ -102,6 +102,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // Primaries that hang or are cut off produce no pod event: poll them.
     let detector = Arc::new(Detector::default());
+    credentials::warm(&client).await;
     tokio::spawn(failover::monitor::monitor(client.clone(), detector.clone()));
 
     let reporter = Reporter {
