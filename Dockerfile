@@ -31,5 +31,5 @@ RUN echo 'tessera:x:10001:10001:tessera:/data:/usr/sbin/nologin' >>/etc/passwd \
 COPY --from=build /out/tessera /usr/local/bin/tessera
 USER 10001:10001
 WORKDIR /data
-EXPOSE 6379 9121
+EXPOSE 6379 6380 9121
 ENTRYPOINT ["tessera"]

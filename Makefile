@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding generate up down bench-node bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security generate up down bench-node bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
 
 all: build
 
@@ -74,6 +74,11 @@ e2e-resharding:
 # restore latest and to a point in time, a corrupted backup, retention.
 e2e-backup:
 	scripts/e2e-backup.sh
+
+# docs/security.md on the cluster: the admin API refused from another
+# namespace, TLS and the generated password with redis-cli, TLS replication.
+e2e-security:
+	scripts/e2e-security.sh
 
 generate:
 	scripts/generate.sh

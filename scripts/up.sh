@@ -34,6 +34,9 @@ tessera=$root/e2e/.run/bin/tessera
 status=$("$tessera" status -n default demo)
 echo "$status"
 echo
+# The generated password (<cluster>-auth), so the printed line works as is.
+password=$(kubectl get secret -n default demo-auth -o jsonpath='{.data.password}' | base64 -d)
 echo "From this host (pod IPs are routed here), with a cluster-aware client, e.g.:"
-sed -n 's/^connect: //p' <<<"$status"
+sed -n 's/^connect: //p' <<<"$status" | sed "s/\"\$PASSWORD\"/'$password'/"
+echo "(the password is in Secret default/demo-auth; \`tessera status\` shows how to read it)"
 echo "make down stops everything."

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a storage node: the RESP server plus the admin/metrics HTTP port.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Run the operator (in-cluster, or against KUBECONFIG).
     Operator(tessera::cli::OperatorArgs),
     /// Print the DatabaseCluster CustomResourceDefinition (YAML).
@@ -68,6 +68,42 @@ struct NodeArgs {
     /// File holding the password clients must AUTH with.
     #[arg(long)]
     requirepass_file: Option<PathBuf>,
+    /// File holding the bearer token every admin `/v1/*` call must carry
+    /// (re-read when it changes). Without it those calls are open: fine on
+    /// a laptop, never in a cluster (the operator always sets it).
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// An ACL user besides `default`: its name and Redis `ACL SETUSER`
+    /// rules, e.g. "app on ~* +@read" (repeatable; docs/security.md).
+    #[arg(long = "acl-user", value_name = "NAME RULES")]
+    acl_users: Vec<String>,
+    /// Directory with one file per ACL user, named after it, holding its
+    /// password (kept out of the command line).
+    #[arg(long)]
+    acl_password_dir: Option<PathBuf>,
+    /// TLS client port beside --port (as Redis' tls-port; 0: any free
+    /// port). Needs --tls-cert-file and --tls-key-file.
+    #[arg(long, requires_all = ["tls_cert_file", "tls_key_file"])]
+    tls_port: Option<u16>,
+    /// PEM certificate chain of this node (cert-manager's tls.crt).
+    #[arg(long)]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of this node (tls.key).
+    #[arg(long)]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates peers (and, with --tls-auth-clients, clients)
+    /// must chain to (ca.crt).
+    #[arg(long)]
+    tls_ca_cert_file: Option<PathBuf>,
+    /// Replication and migration links connect to peers' TLS ports.
+    #[arg(long, requires = "tls_port")]
+    tls_replication: bool,
+    /// The admin port speaks HTTPS (same certificate).
+    #[arg(long, requires = "tls_port")]
+    tls_admin: bool,
+    /// Clients of the TLS port must present a certificate of the CA.
+    #[arg(long, requires_all = ["tls_port", "tls_ca_cert_file"])]
+    tls_auth_clients: bool,
     /// Most simultaneous client connections.
     #[arg(long, default_value_t = 10_000)]
     max_clients: usize,
@@ -142,11 +178,45 @@ fn init_tracing(json: bool) {
     }
 }
 
+/// The `--acl-user` definitions, each with its password from
+/// `--acl-password-dir` when that holds a file named after the user.
+fn acl_users(defs: &[String], dir: Option<&std::path::Path>) -> Result<node::acl::Acl> {
+    let mut acl = node::acl::Acl::default();
+    for def in defs {
+        acl.define(def)
+            .with_context(|| format!("invalid --acl-user {def:?}"))?;
+        let name = def.split_whitespace().next().unwrap_or_default();
+        if let Some(dir) = dir {
+            let path = dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(pw) => {
+                    let pw = pw.trim_end_matches(['\r', '\n']);
+                    if pw.is_empty() {
+                        anyhow::bail!("the password file {} is empty", path.display());
+                    }
+                    acl.set_user(name, &[&format!(">{pw}")])
+                        .with_context(|| format!("setting the password of {name}"))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("failed to read the password file {}", path.display())
+                    })
+                }
+            }
+        }
+    }
+    Ok(acl)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Node(a) => {
             init_tracing(a.log_json);
+            if a.admin_token_file.is_none() {
+                tracing::warn!("no --admin-token-file: the admin API's /v1 calls are open to anyone who reaches the admin port");
+            }
             let password = match &a.requirepass_file {
                 Some(p) => Some(
                     std::fs::read_to_string(p)
@@ -177,6 +247,20 @@ fn main() -> Result<()> {
                     derived
                 }),
                 password,
+                admin_token_file: a.admin_token_file,
+                acl: acl_users(&a.acl_users, a.acl_password_dir.as_deref())?,
+                tls: match (a.tls_port, a.tls_cert_file, a.tls_key_file) {
+                    (Some(port), Some(cert_file), Some(key_file)) => Some(node::tls::TlsSettings {
+                        port,
+                        cert_file,
+                        key_file,
+                        ca_file: a.tls_ca_cert_file,
+                        replication: a.tls_replication,
+                        admin: a.tls_admin,
+                        auth_clients: a.tls_auth_clients,
+                    }),
+                    _ => None,
+                },
                 max_clients: a.max_clients,
                 snapshot_log_bytes: a.snapshot_log_bytes,
                 idle_spin_us: a.idle_spin_us,

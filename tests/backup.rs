@@ -24,6 +24,12 @@ fn tessera(args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
         .envs(envs.iter().copied())
+        // The backup's admin calls carry the nodes' token (as the Job's
+        // mounted Secret gives it).
+        .env(
+            tessera::client::auth::TOKEN_FILE_ENV,
+            common::admin_token_file(),
+        )
         .env("RUST_LOG", "info")
         .output()
         .expect("the tessera binary runs")

@@ -29,7 +29,7 @@ const BATCH: usize = 300;
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
 
 /// Where one flow keeps its backups.
 #[derive(Clone)]
@@ -113,7 +113,7 @@ fn pv_path(claim: &str) -> R<PathBuf> {
 
 fn manifest(name: &str, shards: u32, replicas: u32, extra: &str) -> String {
     format!(
-        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  shards: {shards}\n  replicas: {replicas}\n  storage:\n    size: 32Mi\n{extra}"
+        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n{E2E_AUTH_SPEC}  shards: {shards}\n  replicas: {replicas}\n  storage:\n    size: 32Mi\n{extra}"
     )
 }
 
@@ -186,7 +186,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn cluster_conn(ips: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = ips.iter().map(|ip| format!("redis://{ip}:6379/")).collect();
+    let urls: Vec<String> = ips.iter().map(|ip| k8s::redis_url(ip)).collect();
     redis::cluster::ClusterClientBuilder::new(urls)
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(5))
@@ -301,6 +301,7 @@ fn replicas_resumed(cluster: &str) -> R {
         if role != "replica" {
             continue;
         }
+        k8s::bind_admin_tokens(NS)?;
         let body = http_get(&format!("{ip}:9121"), "/v1/status")?;
         let doc = body.split_once("\r\n\r\n").map_or("", |b| b.1);
         let v: Value = serde_json::from_str(doc).map_err(|e| format!("{ip} status: {e}"))?;
@@ -317,7 +318,7 @@ fn replicas_resumed(cluster: &str) -> R {
 }
 
 fn dbsize(ip: &str) -> R<usize> {
-    let client = redis::Client::open(format!("redis://{ip}:6379/")).map_err(|e| e.to_string())?;
+    let client = redis::Client::open(k8s::redis_url(ip)).map_err(|e| e.to_string())?;
     let mut c = client
         .get_connection_with_timeout(Duration::from_secs(3))
         .map_err(|e| format!("{ip}: {e}"))?;
@@ -385,9 +386,16 @@ fn http_get(addr: &str, path: &str) -> R {
     )
     .map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    // Admin calls carry the cluster's token (bound by bind_admin_tokens).
+    let token = addr
+        .rsplit_once(':')
+        .and_then(|(ip, _)| ip.parse().ok())
+        .and_then(tessera::client::auth::token_for)
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{token}\r\n"
     )
     .map_err(|e| e.to_string())?;
     let mut buf = String::new();

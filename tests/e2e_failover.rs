@@ -26,7 +26,7 @@ const OPERATOR_NS: &str = "tessera-system";
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
 
 fn status_of(name: &str) -> R<Value> {
     Ok(json(&["get", "dbc", name, "-n", NS])?["status"].clone())
@@ -51,7 +51,7 @@ fn is_ready(name: &str, nodes: u32) -> R<bool> {
 
 fn create_cluster(name: &str, shards: u32, replicas: u32, level: &str, extra: &str) -> R<()> {
     let m = format!(
-        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  shards: {shards}\n  replicas: {replicas}\n  consistency:\n    level: {level}\n  storage:\n    size: 32Mi\n{extra}"
+        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n{E2E_AUTH_SPEC}  shards: {shards}\n  replicas: {replicas}\n  consistency:\n    level: {level}\n  storage:\n    size: 32Mi\n{extra}"
     );
     kubectl_in(&["apply", "-f", "-"], Some(&m))?;
     wait_until("Ready", Duration::from_secs(420), || {
@@ -159,10 +159,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds
-        .iter()
-        .map(|ip| format!("redis://{ip}:6379/"))
-        .collect();
+    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
     let client = redis::cluster::ClusterClientBuilder::new(urls)
         .connection_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_secs(2))

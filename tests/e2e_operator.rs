@@ -22,11 +22,11 @@ const KEYS: usize = 10_000;
 mod chart;
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, wait_until, E2E_AUTH_SPEC, R};
 
 fn cluster_manifest(name: &str, ns: &str, shards: u32, replicas: u32, extra: &str) -> String {
     format!(
-        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  shards: {shards}\n  replicas: {replicas}\n  storage:\n    size: 32Mi\n{extra}"
+        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{E2E_AUTH_SPEC}  shards: {shards}\n  replicas: {replicas}\n  storage:\n    size: 32Mi\n{extra}"
     )
 }
 
@@ -87,6 +87,7 @@ fn rt() -> tokio::runtime::Runtime {
 /// Every member answers and follows the status epoch.
 fn nodes_converged(status: &Value) -> R<bool> {
     let epoch = status["epoch"].as_u64().unwrap_or(0);
+    k8s::bind_admin_tokens(NS)?;
     let nodes = NodeClient::default();
     rt().block_on(async {
         for (pod, ip, _) in members(status) {
@@ -113,6 +114,9 @@ fn cluster_check(ip: &str) -> R {
             "--cluster",
             "check",
             &format!("{ip}:6379"),
+            "-a",
+            k8s::E2E_PASSWORD,
+            "--no-auth-warning",
         ])
         .output()
         .map_err(|e| format!("redis-cli: {e}"))?;
@@ -128,10 +132,7 @@ fn cluster_check(ip: &str) -> R {
 }
 
 async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds
-        .iter()
-        .map(|ip| format!("redis://{ip}:6379/"))
-        .collect();
+    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
     let client = redis::cluster::ClusterClientBuilder::new(urls)
         .connection_timeout(Duration::from_secs(5))
         .response_timeout(Duration::from_secs(10))
@@ -670,6 +671,7 @@ fn main() {
         if bad > 0 {
             return Err(format!("{bad} keys wrong"));
         }
+        k8s::bind_admin_tokens(NS)?;
         let nodes = NodeClient::default();
         let per_primary = rt().block_on(async {
             let mut v = vec![];

@@ -25,7 +25,7 @@ const OPERATOR_NS: &str = "tessera-system";
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, R};
+use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
 
 fn dbc(name: &str) -> R<Value> {
     json(&["get", "dbc", name, "-n", NS])
@@ -78,7 +78,7 @@ fn settled(name: &str, shards: usize, replicas: usize) -> R<bool> {
 
 fn create_cluster(name: &str, shards: u32, replicas: u32, extra: &str) -> R<()> {
     let m = format!(
-        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n  shards: {shards}\n  replicas: {replicas}\n  consistency:\n    level: quorum\n  storage:\n    size: 256Mi\n{extra}"
+        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n{E2E_AUTH_SPEC}  shards: {shards}\n  replicas: {replicas}\n  consistency:\n    level: quorum\n  storage:\n    size: 256Mi\n{extra}"
     );
     kubectl_in(&["apply", "-f", "-"], Some(&m))?;
     wait_until("Ready", Duration::from_secs(420), || {
@@ -206,10 +206,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds
-        .iter()
-        .map(|ip| format!("redis://{ip}:6379/"))
-        .collect();
+    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
     let client = redis::cluster::ClusterClientBuilder::new(urls)
         .connection_timeout(Duration::from_millis(500))
         .response_timeout(Duration::from_secs(10))
@@ -393,6 +390,7 @@ fn cluster_check(cluster: &str) -> R<()> {
         .to_string();
     let out = Command::new("redis-cli")
         .args(["--cluster", "check", &format!("{ip}:6379")])
+        .args(["-a", k8s::E2E_PASSWORD, "--no-auth-warning"])
         .output()
         .map_err(|e| format!("redis-cli: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();

@@ -80,3 +80,45 @@ fn examples_parse_as_database_clusters() {
     }
     assert!(n >= 3, "expected at least 3 examples, found {n}");
 }
+
+#[test]
+fn the_chart_renders_the_operators_network_policy_and_secret_rbac() {
+    let Some(helm) = chart::helm() else {
+        println!("skipped: no helm binary (make cluster-up builds one)");
+        return;
+    };
+    let docs = chart::render(&helm, "ops", &[]).expect("renders");
+    let np = docs
+        .iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy by default");
+    assert_eq!(np["metadata"]["namespace"], "ops");
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "tessera-operator"
+    );
+    assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], 8080);
+    assert!(np["spec"]["ingress"][0].get("from").is_none());
+    let off = chart::render(&helm, "ops", &["networkPolicy.enabled=false"]).expect("renders");
+    assert!(!off.iter().any(|d| d["kind"] == "NetworkPolicy"));
+    // The operator may create and read Secrets and manage NetworkPolicies.
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("ClusterRole");
+    let rules = role["rules"].as_array().expect("rules");
+    let grants = |res: &str| {
+        rules
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == res))
+            })
+            .flat_map(|r| r["verbs"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(grants("secrets"), vec!["get", "create"]);
+    assert!(grants("networkpolicies").contains(&"create".to_string()));
+}

@@ -121,9 +121,20 @@ pub struct DatabaseClusterSpec {
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
 
-    /// Password clients must `AUTH` with, from a Secret in this namespace.
+    /// Client credentials: the `default` user's password (a Secret in this
+    /// namespace; without one the operator generates `<cluster>-auth`) and
+    /// application users with read-only or read-write access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+
+    /// TLS for clients (a TLS port beside the plaintext one) and for the
+    /// replication and migration links (on by default).
+    #[serde(default)]
+    pub tls: TlsSpec,
+
+    /// The NetworkPolicy the operator keeps for the cluster (on by default).
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 
     /// How slots move when `shards` changes.
     #[serde(default)]
@@ -576,18 +587,111 @@ impl Default for FailoverSpec {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// Secret in the cluster's namespace.
+    /// Secret in the cluster's namespace holding the `default` user's
+    /// password (default: `<cluster>-auth`, generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub secret_name: String,
+    pub secret_name: Option<String>,
     /// Key in the Secret holding the password.
     #[serde(default = "default_auth_key")]
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
+    /// Application users (Redis ACL users; `AUTH <name> <password>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(u, self.exists_one(v, v.name == u.name))").message("auth.users names must be unique"))]
+    #[schemars(length(max = 32))]
+    pub users: Vec<AclUserSpec>,
 }
 
 fn default_auth_key() -> String {
     "password".into()
+}
+
+/// What an application user may do.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum UserAccess {
+    /// Read commands only (`+@read`): writes answer `-NOPERM`.
+    #[default]
+    ReadOnly,
+    /// Reads and writes (`+@read +@write`); no administrative command.
+    ReadWrite,
+}
+
+impl UserAccess {
+    /// The user's rules in Redis ACL syntax.
+    pub fn rules(self) -> &'static str {
+        match self {
+            Self::ReadOnly => "+@read",
+            Self::ReadWrite => "+@read +@write",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AclUserSpec {
+    /// User name (not `default`).
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$') && self != 'default'").message("auth.users[].name must be lowercase letters, digits, '-' or '_' (not 'default')"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// `ReadOnly` (default) or `ReadWrite`.
+    #[serde(default)]
+    pub access: UserAccess,
+    /// Secret with the user's password under `password` (default:
+    /// `<cluster>-user-<name>`, generated, with `username` and `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Serve TLS on port 6380 and encrypt replication and migration links.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A Secret in cert-manager's layout (`tls.crt`, `tls.key`, `ca.crt`)
+    /// used as is (default: `<cluster>-tls`, a CA and node certificate the
+    /// operator issues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret_name: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Admit only the operator, the cluster's own pods and its Jobs to the
+    /// admin port; clients to the client port from anywhere.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Namespaces whose pods may also reach the admin port, for metrics
+    /// scrapers such as Prometheus (the `/v1` calls still need the
+    /// cluster's token).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub metrics_namespaces: Vec<String>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            metrics_namespaces: vec![],
+        }
+    }
 }

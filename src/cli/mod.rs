@@ -26,6 +26,10 @@ pub struct OperatorArgs {
     pub lease_namespace: String,
     #[arg(long, default_value = "tessera-operator-leader")]
     pub lease_name: String,
+    /// The namespace the operator's pods run in (admitted to the nodes'
+    /// admin port by each cluster's NetworkPolicy).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tessera-system")]
+    pub operator_namespace: String,
     /// This replica's identity in the Lease (default: the pod name); a
     /// random suffix is added per process.
     #[arg(long, env = "POD_NAME")]
@@ -48,6 +52,7 @@ pub fn run_operator(a: OperatorArgs) -> Result<()> {
     let config = operator::Config {
         default_image: a.default_image,
         lease_namespace: a.lease_namespace,
+        operator_namespace: a.operator_namespace,
         lease_name: a.lease_name,
         identity,
         metrics_addr: a.metrics_addr,
@@ -165,11 +170,25 @@ pub fn render_status(dbc: &DatabaseCluster) -> String {
         .or_else(|| s.shards.iter().filter_map(|sh| sh.primary.as_ref()).next());
     match seed {
         Some(p) => {
-            let auth = if dbc.spec.auth.is_some() {
-                " -a \"$PASSWORD\""
-            } else {
-                ""
+            // Every cluster has a password: the user's Secret or the
+            // generated `<cluster>-auth`.
+            let (secret, key) = match dbc
+                .spec
+                .auth
+                .as_ref()
+                .and_then(|a| Some((a.secret_name.clone()?, a.key.clone())))
+            {
+                Some(sk) => sk,
+                None => (
+                    crate::operator::build::generated_auth_secret_name(&name),
+                    crate::operator::build::AUTH_PASSWORD_KEY.to_string(),
+                ),
             };
+            let _ = writeln!(
+                o,
+                "password: PASSWORD=$(kubectl get secret -n {ns} {secret} -o jsonpath='{{.data.{key}}}' | base64 -d)"
+            );
+            let auth = " -a \"$PASSWORD\"";
             let _ = writeln!(o, "connect: redis-cli -c -h {} -p 6379{auth}", p.ip);
             let _ = writeln!(
                 o,
@@ -181,4 +200,46 @@ pub fn render_status(dbc: &DatabaseCluster) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{DatabaseCluster, DatabaseClusterStatus, NodeStatus, ShardStatus};
+
+    fn with_primary(spec: &str) -> DatabaseCluster {
+        let mut d = DatabaseCluster::new("demo", serde_json::from_str(spec).expect("spec"));
+        d.metadata.namespace = Some("default".into());
+        d.status = Some(DatabaseClusterStatus {
+            shards: vec![ShardStatus {
+                name: "demo-shard-0".into(),
+                primary: Some(NodeStatus {
+                    pod: "demo-shard-0-0".into(),
+                    ip: "198.18.0.9".into(),
+                    node_id: "abc".into(),
+                    ready: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn status_shows_how_to_read_the_generated_or_given_password() {
+        let out = super::render_status(&with_primary("{}"));
+        assert!(
+            out.contains("kubectl get secret -n default demo-auth -o jsonpath='{.data.password}' | base64 -d"),
+            "{out}"
+        );
+        assert!(out.contains("connect: redis-cli -c -h 198.18.0.9 -p 6379 -a \"$PASSWORD\""));
+        let out = super::render_status(&with_primary(
+            r#"{"auth":{"secretName":"mine","key":"pw"}}"#,
+        ));
+        assert!(
+            out.contains("secret -n default mine -o jsonpath='{.data.pw}'"),
+            "{out}"
+        );
+    }
 }

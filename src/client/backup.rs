@@ -82,8 +82,21 @@ impl NodeClient {
         } else {
             format!("http://{addr}")
         };
+        // Every call carries the cluster's admin token (the Job's mounted
+        // Secret, TESSERA_ADMIN_TOKEN_FILE), read once per client.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = super::auth::default_token() {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| BackupError::NodeCall {
+                    url: base.clone(),
+                    reason: format!("the admin token is not a valid header value: {e}"),
+                })?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
             .build()
             .map_err(|e| BackupError::NodeCall {
                 url: base.clone(),

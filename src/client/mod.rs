@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod auth;
 pub mod backup;
 pub mod migration;
 
@@ -288,25 +289,25 @@ async fn exchange(
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| ClientError::Malformed { addr })?;
     let body = body.unwrap_or_default().to_vec();
-    let mut r = http()
+    let mut req = http()
         .request(method, format!("http://{addr}{path}"))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_connect() {
-                ClientError::Connect {
-                    addr,
-                    source: io_error(e),
-                }
-            } else {
-                ClientError::Io {
-                    addr,
-                    source: io_error(e),
-                }
+        .header(reqwest::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = auth::token_for(addr.ip()) {
+        req = req.bearer_auth(token);
+    }
+    let mut r = req.body(body).send().await.map_err(|e| {
+        if e.is_connect() {
+            ClientError::Connect {
+                addr,
+                source: io_error(e),
             }
-        })?;
+        } else {
+            ClientError::Io {
+                addr,
+                source: io_error(e),
+            }
+        }
+    })?;
     let status = r.status().as_u16();
     let mut payload = Vec::with_capacity(4096);
     while let Some(chunk) = r.chunk().await.map_err(|e| ClientError::Io {

@@ -30,14 +30,32 @@ pub async fn serve(node: Rc<Node>, listener: TcpListener) {
             continue;
         };
         let node = node.clone();
+        // HTTPS with --tls-admin (the certificate is re-read when it changes).
+        let acceptor = node
+            .tls
+            .as_ref()
+            .filter(|t| t.settings.admin)
+            .map(|t| t.admin_acceptor());
         tokio::task::spawn_local(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let node = node.clone();
                 async move { Ok::<_, Infallible>(route_any(&node, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), svc)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match acceptor {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(sock), svc).await;
+                }
+                Some(None) => {}
+                Some(Some(a)) => {
+                    let accept = a.accept(sock);
+                    if let Ok(Ok(tls)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), accept).await
+                    {
+                        let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                    }
+                }
+            }
         });
     }
 }
@@ -47,6 +65,26 @@ type AnyBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 async fn route_any(node: &Rc<Node>, req: Request<Incoming>) -> Response<AnyBody> {
     let path = req.uri().path();
+    // Everything under /v1 reads data or changes state: the bearer token
+    // first, before the body is read. Probes and /metrics stay open.
+    if path.starts_with("/v1/") || path == "/v1" {
+        let auth = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !node.admin_token.admits(auth) {
+            tracing::warn!(method = %req.method(), path, "admin call refused: missing or wrong bearer token");
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "this call needs the cluster's admin token (Authorization: Bearer <token>)",
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
+            );
+            return r.map(|b| b.map_err(|never| match never {}).boxed());
+        }
+    }
     if req.method() == Method::GET
         && (path == "/v1/backup/snapshot" || path.starts_with("/v1/wal/segments/"))
     {

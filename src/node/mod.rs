@@ -7,7 +7,9 @@
 //! locks. Disk syncs happen on a separate thread (see [`wal`]), which is what
 //! lets many clients' writes share one fsync.
 
+pub mod acl;
 pub mod admin;
+pub mod admin_token;
 pub mod alloc;
 pub mod cmd;
 pub mod idle_spin;
@@ -22,6 +24,7 @@ pub mod server;
 pub mod slots;
 pub mod snapshot;
 pub mod store;
+pub mod tls;
 pub mod wal;
 
 use std::cell::{Cell, RefCell};
@@ -60,6 +63,8 @@ pub enum NodeError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error(transparent)]
     Replication(#[from] replication::ReplError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("failed to start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("failed to lock the data directory {path} ({lock}): {source}")]
@@ -97,6 +102,13 @@ pub struct NodeConfig {
     /// 0 = no limit.
     pub maxmemory: u64,
     pub password: Option<String>,
+    /// File holding the bearer token the admin API's `/v1/*` calls need
+    /// (None: those calls are open; see `admin_token`).
+    pub admin_token_file: Option<PathBuf>,
+    /// ACL users besides `default` (`--acl-user`).
+    pub acl: acl::Acl,
+    /// TLS (None: plaintext only).
+    pub tls: Option<tls::TlsSettings>,
     pub max_clients: usize,
     /// Take a snapshot after this many log bytes since the last one.
     pub snapshot_log_bytes: u64,
@@ -178,6 +190,9 @@ impl NodeConfig {
             fsync: FsyncPolicy::EverySec,
             maxmemory: 0,
             password: None,
+            admin_token_file: None,
+            acl: acl::Acl::default(),
+            tls: None,
             max_clients: 10_000,
             snapshot_log_bytes: 64 * 1024 * 1024,
             node_id: None,
@@ -230,6 +245,14 @@ pub struct Node {
     pub migrations: migration::Migrations,
     /// Command rates and per-slot counters (the autoscaler's signals).
     pub load: load::Load,
+    /// What the admin API's `/v1/*` calls must present.
+    pub admin_token: admin_token::AdminToken,
+    /// ACL users (the configured ones, changed by `ACL SETUSER`).
+    pub acl: RefCell<acl::Acl>,
+    /// TLS state (certificates re-read when they change).
+    pub tls: Option<tls::Tls>,
+    /// Actual TLS client port.
+    pub tls_port: Cell<u16>,
 }
 
 pub fn now_ms() -> u64 {
@@ -257,6 +280,7 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| cfg.bind.to_string()),
             port: cfg.port,
+            tls_port: cfg.tls.as_ref().map(|t| t.port),
         };
         let commands = Commands::new();
         let stats = Stats::new(commands.len());
@@ -267,6 +291,16 @@ impl Node {
             cfg.persistence.then_some(cfg.data_dir.as_path()),
         );
         Self {
+            admin_token: admin_token::AdminToken::new(cfg.admin_token_file.clone()),
+            acl: RefCell::new(cfg.acl.clone()),
+            tls: cfg.tls.clone().and_then(|s| match tls::Tls::new(s) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS settings unusable: TLS is off");
+                    None
+                }
+            }),
+            tls_port: Cell::new(cfg.tls.as_ref().map_or(0, |t| t.port)),
             repl,
             idle_spin: idle_spin::IdleSpin::new(cfg.idle_spin_us),
             port: Cell::new(cfg.port),
@@ -301,6 +335,7 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| self.cfg.bind.to_string()),
             port: self.port.get(),
+            tls_port: self.tls.as_ref().map(|_| self.tls_port.get()),
         }
     }
 
@@ -322,6 +357,7 @@ impl Node {
             lib_name: None,
             lib_ver: None,
             authenticated: self.cfg.password.is_none(),
+            user: None,
             readonly: false,
             asking: false,
             close_after_reply: false,
@@ -485,6 +521,10 @@ pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock, NodeError> {
 /// Runs a node until it is told to stop (SIGTERM/SIGINT or SHUTDOWN).
 pub fn run(cfg: NodeConfig) -> Result<(), NodeError> {
     // Held until the node stops (the process exits right after).
+    // Unusable certificates stop the node before it serves anything.
+    if let Some(t) = &cfg.tls {
+        tls::Tls::new(t.clone())?;
+    }
     let _lock = if cfg.persistence {
         Some(lock_data_dir(&cfg.data_dir)?)
     } else {

@@ -70,6 +70,10 @@ pub async fn serve(
             addr: admin_addr.to_string(),
             source,
         })?;
+    let tls_listener = match &cfg.tls {
+        Some(t) => Some(bind_tls(cfg.bind, t.port).await?),
+        None => None,
+    };
     let node = Rc::new(Node::new(cfg, id, wal.clone(), Store::new()));
     node.migrations.set_node(&node);
     let resp_local = listener.local_addr().map_err(NodeError::Runtime)?;
@@ -84,6 +88,12 @@ pub async fn serve(
         });
     }
 
+    if let Some(l) = tls_listener {
+        let port = l.local_addr().map_err(NodeError::Runtime)?.port();
+        node.tls_port.set(port);
+        info!(tls = port, "TLS client port listening");
+        tokio::task::spawn_local(super::tls::serve_clients(node.clone(), l));
+    }
     // Health answers while the data set loads.
     tokio::task::spawn_local(admin::serve(node.clone(), admin_listener));
 
@@ -136,6 +146,17 @@ pub async fn serve(
         error!(error = %e, "final log flush failed");
     }
     Ok(())
+}
+
+async fn bind_tls(ip: std::net::IpAddr, port: u16) -> Result<TcpListener, NodeError> {
+    let addr = SocketAddr::new(ip, port);
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Bind {
+            what: "the TLS port",
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Loads the newest snapshot (on a blocking thread) and replays the log

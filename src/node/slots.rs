@@ -67,6 +67,10 @@ pub struct NodeAddr {
     /// Address clients use (a pod IP or a host name).
     pub host: String,
     pub port: u16,
+    /// The node's TLS client port, when it has one: links of TLS clusters
+    /// (replication, migration) go there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u16>,
 }
 
 /// A shard: a primary, its replicas, and the slot ranges it serves.
@@ -235,6 +239,7 @@ mod tests {
             id: id.into(),
             host: "127.0.0.1".into(),
             port: 7000,
+            tls_port: None,
         }
     }
 

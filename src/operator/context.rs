@@ -52,6 +52,9 @@ pub struct Config {
     pub default_image: String,
     /// Namespace of the leader Lease.
     pub lease_namespace: String,
+    /// The operator's own namespace: its pods are the ones cluster
+    /// NetworkPolicies admit to the nodes' admin port.
+    pub operator_namespace: String,
     pub lease_name: String,
     pub identity: String,
     pub metrics_addr: SocketAddr,

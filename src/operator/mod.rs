@@ -11,7 +11,9 @@ pub mod apply;
 pub mod autoscale;
 pub mod backups;
 pub mod build;
+pub mod certs;
 pub mod context;
+pub mod credentials;
 pub mod detector;
 pub mod jobs;
 pub mod leader;
@@ -100,6 +102,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // Primaries that hang or are cut off produce no pod event: poll them.
     let detector = Arc::new(Detector::default());
+    credentials::warm(&client).await;
     tokio::spawn(failover::monitor::monitor(client.clone(), detector.clone()));
 
     let reporter = Reporter {
@@ -255,6 +258,7 @@ fn error_policy(dbc: Arc<DatabaseCluster>, err: &Error, ctx: Arc<Context>) -> Ac
 async fn cleanup(dbc: Arc<DatabaseCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics
         .forget_cluster(&dbc.namespace().unwrap_or_default(), &dbc.name_any());
+    crate::client::auth::forget_cluster(&dbc.namespace().unwrap_or_default(), &dbc.name_any());
     let policy = dbc.spec.storage.delete_policy.as_str();
     ctx.event(
         &dbc,

@@ -78,6 +78,14 @@ pub async fn observe(
             .as_ref()
             .is_some_and(|l| l.contains_key(LABEL_SHARD))
     });
+    // Calls to these pods carry this cluster's admin token.
+    crate::client::auth::bind_ips(
+        namespace,
+        cluster,
+        node_pods
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()),
+    );
     let candidates: Vec<(Pod, u32, u32)> = node_pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())

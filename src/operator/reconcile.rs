@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
@@ -27,6 +28,10 @@ pub async fn reconcile_apply(
 ) -> Result<Action, Error> {
     let (ctx, dbc) = (ctx.as_ref(), dbc.as_ref());
     let prev = dbc.status.clone().unwrap_or_default();
+
+    // The generated credentials first: observing calls the nodes with the
+    // cluster's admin token.
+    super::credentials::ensure(ctx, dbc).await?;
 
     // Observe.
     let ns = dbc.namespace().unwrap_or_default();
@@ -248,6 +253,16 @@ async fn apply_children(
     let client = &ctx.client;
     let ns = &v.namespace;
     apply::apply(client, ns, &build::build_config_map(v)).await?;
+    let peer = build::OperatorPeer::chart(&ctx.config.operator_namespace);
+    match build::build_network_policy(v, &peer) {
+        Some(np) => {
+            apply::apply(client, ns, &np).await?;
+        }
+        None => {
+            let name = build::network_policy_name(&v.name);
+            apply::delete_if_exists::<NetworkPolicy>(client, ns, &name).await?;
+        }
+    }
     apply::apply(client, ns, &build::build_client_service(v)).await?;
     for shard in 0..v.running_shards {
         apply::apply(client, ns, &build::build_headless_service(v, shard)).await?;

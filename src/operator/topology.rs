@@ -355,6 +355,7 @@ fn addr(n: &NodeStatus) -> NodeAddr {
         id: n.node_id.clone(),
         host: n.ip.clone(),
         port: REDIS_PORT as u16,
+        tls_port: None,
     }
 }
 

@@ -210,7 +210,7 @@ fn check_spec(name: &str, spec: &DatabaseClusterSpec) -> Result<(), ValidationEr
         }
     }
     if let Some(a) = &spec.auth {
-        if a.secret_name.is_empty() {
+        if a.secret_name.as_deref().is_some_and(str::is_empty) {
             return Err(invalid(
                 "InvalidAuth",
                 "auth.secretName is empty; name a Secret in this namespace",

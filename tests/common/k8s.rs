@@ -56,7 +56,77 @@ pub fn ensure_namespace(ns: &str) -> R<()> {
         "--wait=true",
         "--timeout=180s",
     ]);
-    kubectl(&["create", "namespace", ns]).map(|_| ())
+    kubectl(&["create", "namespace", ns])?;
+    // The password the suites' clusters use (`spec.auth.secretName`), so
+    // every client in them knows it.
+    kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        E2E_AUTH_SECRET,
+        "-n",
+        ns,
+        &format!("--from-literal=password={E2E_PASSWORD}"),
+    ])
+    .map(|_| ())
+}
+
+/// The `default` user's password of every suite cluster (not a secret:
+/// test clusters only).
+pub const E2E_PASSWORD: &str = "e2e-password";
+pub const E2E_AUTH_SECRET: &str = "e2e-auth";
+/// The spec lines naming it (right under `spec:`).
+pub const E2E_AUTH_SPEC: &str = "  auth:\n    secretName: e2e-auth\n";
+
+/// A node's client URL with the suites' password.
+pub fn redis_url(ip: &str) -> String {
+    format!("redis://:{E2E_PASSWORD}@{ip}:6379/")
+}
+
+fn secret_value(ns: &str, name: &str, key: &str) -> R {
+    let b64 = kubectl(&[
+        "get",
+        "secret",
+        "-n",
+        ns,
+        name,
+        "-o",
+        &format!("jsonpath={{.data.{key}}}"),
+    ])?;
+    let out = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .map(|mut i| i.write_all(b64.trim().as_bytes()));
+            c.wait_with_output()
+        })
+        .map_err(|e| format!("base64: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Binds every cluster pod's IP in `ns` to its cluster's admin token
+/// (`<cluster>-internal`), so the suites' admin calls carry it.
+pub fn bind_admin_tokens(ns: &str) -> R<()> {
+    let pods = json(&["get", "pods", "-n", ns, "-l", "tessera.dev/cluster"])?;
+    let mut by_cluster: std::collections::BTreeMap<String, Vec<std::net::IpAddr>> =
+        Default::default();
+    for p in pods["items"].as_array().into_iter().flatten() {
+        let cluster = p["metadata"]["labels"]["tessera.dev/cluster"].as_str();
+        let ip = p["status"]["podIP"].as_str().and_then(|i| i.parse().ok());
+        if let (Some(c), Some(ip)) = (cluster, ip) {
+            by_cluster.entry(c.to_string()).or_default().push(ip);
+        }
+    }
+    for (cluster, ips) in by_cluster {
+        let token = secret_value(ns, &format!("{cluster}-internal"), "token")?;
+        tessera::client::auth::set_cluster_token(ns, &cluster, token.trim());
+        tessera::client::auth::bind_ips(ns, &cluster, ips);
+    }
+    Ok(())
 }
 
 /// The Kubernetes suites run only from their scripts, which set

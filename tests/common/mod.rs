@@ -35,6 +35,36 @@ pub fn free_port() -> u16 {
     panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
+/// The admin token every test node is started with (`--admin-token-file`)
+/// and every admin call of these helpers carries.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// A file holding [`ADMIN_TOKEN`], written once per test process.
+pub fn admin_token_file() -> &'static Path {
+    use std::sync::OnceLock;
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("tessera-test-admin-token-{}", std::process::id()));
+        std::fs::write(&path, ADMIN_TOKEN).expect("the token file can be written");
+        path
+    })
+}
+
+/// `--admin-token-file <the shared file>` unless `extra` names its own.
+fn token_args<S: AsRef<str>>(extra: &[S]) -> Vec<String> {
+    if extra.iter().any(|a| a.as_ref() == "--admin-token-file") {
+        return vec![];
+    }
+    vec![
+        "--admin-token-file".into(),
+        admin_token_file()
+            .to_str()
+            .expect("temp paths are UTF-8")
+            .into(),
+    ]
+}
+
 pub struct TestNode {
     pub port: u16,
     pub admin_port: u16,
@@ -133,6 +163,7 @@ impl TestNode {
                     .to_str()
                     .expect("temp paths are UTF-8"),
             ])
+            .args(token_args(&self.extra))
             .args(&self.extra)
             // TESSERA_TEST_NODE_LOG=info shows the nodes' decisions (e.g.
             // which resync a replica got) when chasing a flaky test.
@@ -166,6 +197,7 @@ impl TestNode {
                 "--data-dir",
                 dir.join("data").to_str().expect("temp paths are UTF-8"),
             ])
+            .args(token_args(extra))
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -270,12 +302,27 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     http(port, "GET", path, "")
 }
 
+/// An admin call with [`ADMIN_TOKEN`].
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    http_as(port, method, path, body, Some(ADMIN_TOKEN))
+}
+
+/// An admin call with the given bearer token (None: no Authorization).
+pub fn http_as(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut resp = String::new();

@@ -125,17 +125,41 @@ fn password_matches(expected: &str, given: &[u8]) -> bool {
     e.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-/// AUTH [username] password. The only user is `default`, as in Redis without ACLs.
+/// AUTH [username] password: the `default` user (requirepass) or an ACL
+/// user (`node::acl`).
 fn try_auth(ctx: &mut Ctx<'_>, user: Option<&[u8]>, pass: &[u8]) -> Result<(), &'static str> {
-    let Some(expected) = ctx.node.cfg.password.as_deref() else {
-        return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
-    };
-    let user_ok = user.is_none_or(|u| u == b"default");
-    if user_ok && password_matches(expected, pass) {
-        ctx.conn.authenticated = true;
-        Ok(())
-    } else {
-        Err("WRONGPASS invalid username-password pair or user is disabled.")
+    const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+    match user.filter(|u| *u != b"default") {
+        None => {
+            let Some(expected) = ctx.node.cfg.password.as_deref() else {
+                if user.is_some() {
+                    // `AUTH default <anything>` without requirepass: nopass.
+                    ctx.conn.authenticated = true;
+                    ctx.conn.user = None;
+                    return Ok(());
+                }
+                return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?");
+            };
+            if password_matches(expected, pass) {
+                ctx.conn.authenticated = true;
+                ctx.conn.user = None;
+                Ok(())
+            } else {
+                Err(WRONGPASS)
+            }
+        }
+        Some(name) => {
+            let name = String::from_utf8_lossy(name);
+            let acl = ctx.node.acl.borrow();
+            match acl.get(&name) {
+                Some(u) if u.enabled && u.password_ok(pass) => {
+                    ctx.conn.user = Some(std::rc::Rc::from(name.as_ref()));
+                    ctx.conn.authenticated = true;
+                    Ok(())
+                }
+                _ => Err(WRONGPASS),
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use super::slots::{key_slot, SlotOwner};
 use super::store::Store;
 use super::Node;
 
+pub mod acl;
 pub mod bits;
 pub mod cluster;
 pub mod collections;
@@ -141,6 +142,8 @@ pub struct ConnState {
     pub lib_name: Option<Vec<u8>>,
     pub lib_ver: Option<Vec<u8>>,
     pub authenticated: bool,
+    /// The ACL user (None: `default`, who may run everything).
+    pub user: Option<std::rc::Rc<str>>,
     /// READONLY: reads may be served by a replica.
     pub readonly: bool,
     /// ASKING: the next command may touch an importing slot.
@@ -315,8 +318,9 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 14] = [
+        let families: [&'static [CommandSpec]; 15] = [
             connection::COMMANDS,
+            acl::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
             bits::COMMANDS,
@@ -421,6 +425,27 @@ fn unknown_command(out: &mut ReplyBuf, args: &Args<'_>) {
     out.error(&msg);
 }
 
+/// Why the connection's ACL user may not run this command (Redis' NOPERM).
+fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<String> {
+    let name = ctx.conn.user.as_deref()?;
+    let acl = ctx.node.acl.borrow();
+    let Some(user) = acl.get(name).filter(|u| u.enabled) else {
+        return Some(format!(
+            "NOPERM User {name} no longer exists or is disabled"
+        ));
+    };
+    if !user.may_run(spec) {
+        return Some(format!(
+            "NOPERM User {name} has no permissions to run the '{}' command",
+            spec.name
+        ));
+    }
+    if key_positions(spec, args).any(|pos| !user.key_ok(args.get(pos))) {
+        return Some("NOPERM No permissions to access a key".into());
+    }
+    None
+}
+
 /// Runs one command. Returns the index of the command that ran, if any.
 pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
     let node = ctx.node;
@@ -440,6 +465,12 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
     if !ctx.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
         ctx.out.error("NOAUTH Authentication required.");
         return Some(idx);
+    }
+    if ctx.conn.user.is_some() {
+        if let Some(e) = acl_refusal(ctx, spec, args) {
+            ctx.out.error(&e);
+            return Some(idx);
+        }
     }
 
     // All keys must share one slot, and this node must serve it.

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 
 use super::{encode, format_ranges, Limits, MigrationError, Outgoing, Phase, SlotSet};
 use crate::node::resp::encode_command;
@@ -133,10 +132,13 @@ impl Link {
             addr: addr.clone(),
             reason,
         };
-        let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| err("connect timed out".into()))?
-            .map_err(|e| err(e.to_string()))?;
+        let sock = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            crate::node::tls::connect_peer(node, &target.host, target.port, target.tls_port),
+        )
+        .await
+        .map_err(|_| err("connect timed out".into()))?
+        .map_err(|e| err(e.to_string()))?;
         let _ = sock.set_nodelay(true);
         let (rd, wr) = sock.into_split();
         let mut link = Self {
@@ -732,6 +734,7 @@ pub fn recovered_pause(node: &Node, args: &[&[u8]]) -> Result<(), String> {
         port: text(port)
             .parse()
             .map_err(|_| "bad port in PAUSE".to_string())?,
+        tls_port: None,
     };
     let m = Rc::new(Outgoing::new(
         text(id),

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
@@ -205,16 +204,19 @@ async fn follow_once(node: &Rc<Node>, gen: u64, offer_truncation: bool) -> Resul
         addr: addr.clone(),
         reason,
     };
-    let sock = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr))
-        .await
-        .map_err(|_| ReplError::Connect {
-            addr: addr.clone(),
-            source: std::io::ErrorKind::TimedOut.into(),
-        })?
-        .map_err(|source| ReplError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
+    let sock = tokio::time::timeout(
+        Duration::from_secs(2),
+        crate::node::tls::connect_peer(node, &primary.host, primary.port, primary.tls_port),
+    )
+    .await
+    .map_err(|_| ReplError::Connect {
+        addr: addr.clone(),
+        source: std::io::ErrorKind::TimedOut.into(),
+    })?
+    .map_err(|source| ReplError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
     node.repl.current(gen)?;
     let _ = sock.set_nodelay(true);
     let (mut rd, mut wr) = sock.into_split();

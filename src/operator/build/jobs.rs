@@ -2,7 +2,9 @@
 //! they fill. Both kinds of Job run `tessera backup …` in one pod template
 //! ([`tool_job_spec`]).
 
-use super::statefulset::{claim_spec, node_container, pod_security};
+use super::statefulset::{
+    claim_spec, internal_mount, internal_volume, node_container, pod_security,
+};
 use super::*;
 
 /// Volume for backups when the target is a volume (or unspecified).
@@ -176,11 +178,20 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
         "--termination-log".into(),
         "/dev/termination-log".into(),
     ]);
-    let access = match &b.target.s3 {
+    let mut access = match &b.target.s3 {
         Some(s3) => s3_access(s3, format!("{}/{}/", c.namespace, c.name)),
         None => volume_access(backup_name(&c.name), false),
     };
     args.extend(access.args.iter().cloned());
+    // The backup calls the nodes' admin API: it holds the cluster's token
+    // (restore Jobs call no node and get none).
+    access.env.push(EnvVar {
+        name: crate::client::auth::TOKEN_FILE_ENV.into(),
+        value: Some(format!("{INTERNAL_DIR}/{INTERNAL_TOKEN_KEY}")),
+        ..Default::default()
+    });
+    access.volumes.push(internal_volume(&c.name));
+    access.mounts.push(internal_mount());
     Some(CronJob {
         metadata: meta(c, backup_name(&c.name), l.clone()),
         spec: Some(CronJobSpec {

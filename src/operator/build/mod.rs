@@ -6,7 +6,9 @@
 
 mod config_map;
 mod jobs;
+mod network_policy;
 mod pdb;
+mod secrets;
 mod services;
 mod statefulset;
 #[cfg(test)]
@@ -17,7 +19,14 @@ pub use jobs::{
     build_backup_cronjob, build_backup_pvc, build_data_pvc, build_restore_job,
     build_restore_plan_job, data_claim_name, restore_job_name, restore_plan_job_name,
 };
+pub use network_policy::{build_network_policy, network_policy_name, OperatorPeer};
 pub use pdb::build_pdb;
+pub use secrets::{
+    auth_secret, build_auth_secret, build_internal_secret, build_tls_secret, build_user_secret,
+    generated_auth_secret_name, generated_tls_secret_name, generated_user_secret_name,
+    generates_auth_secret, internal_secret_name, tls_secret, user_secret, SecretOwner,
+    AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
+};
 pub use services::{build_client_service, build_headless_service, build_primary_service};
 pub use statefulset::{build_statefulset, duration_ms};
 
@@ -37,9 +46,9 @@ use k8s_openapi::api::core::v1::{
     NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    ProjectedVolumeSource, SeccompProfile, SecretKeySelector, SecretProjection, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeProjection, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -65,10 +74,18 @@ pub const LABEL_RESTORE: &str = "tessera.dev/restore";
 
 pub const REDIS_PORT: i32 = 6379;
 pub const ADMIN_PORT: i32 = 9121;
+/// TLS client port (with `spec.tls.enabled`), as Redis' `tls-port`.
+pub const REDIS_TLS_PORT: i32 = 6380;
+/// Where node pods find the TLS certificate, key and CA.
+pub const TLS_DIR: &str = "/etc/tessera/tls";
 /// The image's user (see the Dockerfile).
 pub const RUN_AS: i64 = 10001;
 const CONFIG_DIR: &str = "/etc/tessera/config";
 const AUTH_DIR: &str = "/etc/tessera/auth";
+/// Where node pods find the application users' passwords (one file each).
+const USERS_DIR: &str = "/etc/tessera/users";
+/// Where node pods and backup Jobs find the admin token.
+pub const INTERNAL_DIR: &str = "/etc/tessera/internal";
 
 fn labels(c: &ValidatedCluster) -> BTreeMap<String, String> {
     [

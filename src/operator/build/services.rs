@@ -12,6 +12,19 @@ fn port(name: &str, p: i32) -> ServicePort {
     }
 }
 
+/// The client port, the TLS port (with `spec.tls`), and on the headless
+/// Service the admin port.
+fn ports(c: &ValidatedCluster, admin: bool) -> Vec<ServicePort> {
+    let mut v = vec![port("redis", REDIS_PORT)];
+    if c.spec.tls.enabled {
+        v.push(port("redis-tls", REDIS_TLS_PORT));
+    }
+    if admin {
+        v.push(port("admin", ADMIN_PORT));
+    }
+    v
+}
+
 pub fn build_headless_service(c: &ValidatedCluster, shard: u32) -> Service {
     Service {
         metadata: meta(c, c.shard_name(shard), shard_labels(c, shard)),
@@ -20,7 +33,7 @@ pub fn build_headless_service(c: &ValidatedCluster, shard: u32) -> Service {
             // Peers must find each other before they pass readiness.
             publish_not_ready_addresses: Some(true),
             selector: Some(shard_selector(&c.name, shard)),
-            ports: Some(vec![port("redis", REDIS_PORT), port("admin", ADMIN_PORT)]),
+            ports: Some(ports(c, true)),
             ..Default::default()
         }),
         ..Default::default()
@@ -36,7 +49,7 @@ pub fn build_client_service(c: &ValidatedCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector),
-            ports: Some(vec![port("redis", REDIS_PORT)]),
+            ports: Some(ports(c, false)),
             ..Default::default()
         }),
         ..Default::default()
@@ -56,7 +69,7 @@ pub fn build_primary_service(c: &ValidatedCluster, shard: u32) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector),
-            ports: Some(vec![port("redis", REDIS_PORT)]),
+            ports: Some(ports(c, false)),
             ..Default::default()
         }),
         ..Default::default()

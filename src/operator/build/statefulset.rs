@@ -128,16 +128,62 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
     if let Some(ms) = cons.max_staleness.as_deref().and_then(duration_ms) {
         args.extend(["--max-staleness-ms".to_string(), ms.to_string()]);
     }
-    if c.spec.auth.is_some() {
-        args.push("--requirepass-file".into());
-        args.push(format!("{AUTH_DIR}/password"));
+    // Always a password: the user's Secret, or the one the operator
+    // generated (`<cluster>-auth`).
+    args.push("--requirepass-file".into());
+    args.push(format!("{AUTH_DIR}/password"));
+    mounts.push(VolumeMount {
+        name: "auth".into(),
+        mount_path: AUTH_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    // Application users: rules on the command line, passwords from files.
+    let users = c
+        .spec
+        .auth
+        .as_ref()
+        .map(|a| a.users.as_slice())
+        .unwrap_or_default();
+    for u in users {
+        args.push("--acl-user".into());
+        args.push(format!("{} on ~* {}", u.name, u.access.rules()));
+    }
+    if !users.is_empty() {
+        args.extend(["--acl-password-dir".into(), USERS_DIR.into()]);
         mounts.push(VolumeMount {
-            name: "auth".into(),
-            mount_path: AUTH_DIR.into(),
+            name: "users".into(),
+            mount_path: USERS_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         });
     }
+    // TLS: a port beside the plaintext one, and the links to peers' TLS
+    // ports (peers verified against the cluster's CA).
+    if c.spec.tls.enabled {
+        let f = |name: &str| format!("{TLS_DIR}/{name}");
+        args.extend([
+            "--tls-port".into(),
+            REDIS_TLS_PORT.to_string(),
+            "--tls-cert-file".into(),
+            f("tls.crt"),
+            "--tls-key-file".into(),
+            f("tls.key"),
+            "--tls-ca-cert-file".into(),
+            f("ca.crt"),
+            "--tls-replication".into(),
+        ]);
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    // The admin API's token, re-read by the node when the Secret changes.
+    args.push("--admin-token-file".into());
+    args.push(format!("{INTERNAL_DIR}/{INTERNAL_TOKEN_KEY}"));
+    mounts.push(internal_mount());
     Container {
         name: "tessera".into(),
         image: Some(c.image.clone()),
@@ -154,20 +200,22 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
             }),
             ..Default::default()
         }]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("redis".into()),
-                container_port: REDIS_PORT,
+        ports: Some(
+            [
+                Some(("redis", REDIS_PORT)),
+                c.spec.tls.enabled.then_some(("redis-tls", REDIS_TLS_PORT)),
+                Some(("admin", ADMIN_PORT)),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|(name, port)| ContainerPort {
+                name: Some(name.into()),
+                container_port: port,
                 protocol: Some("TCP".into()),
                 ..Default::default()
-            },
-            ContainerPort {
-                name: Some("admin".into()),
-                container_port: ADMIN_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        ]),
+            })
+            .collect(),
+        ),
         readiness_probe: Some(http_probe("/readyz", 2, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         // Recovery (log replay) may take a while on a big volume.
@@ -231,16 +279,40 @@ pub fn build_statefulset(c: &ValidatedCluster, shard: u32) -> StatefulSet {
             ..Default::default()
         },
     ];
-    if let Some(a) = &c.spec.auth {
+    let (auth_name, auth_key) = auth_secret(c);
+    volumes.push(Volume {
+        name: "auth".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(auth_name),
+            items: Some(vec![KeyToPath {
+                key: auth_key,
+                path: "password".into(),
+                ..Default::default()
+            }]),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    volumes.push(internal_volume(&c.name));
+    if let Some(v) = users_volume(c) {
+        volumes.push(v);
+    }
+    if c.spec.tls.enabled {
         volumes.push(Volume {
-            name: "auth".into(),
+            name: "tls".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(a.secret_name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: a.key.clone(),
-                    path: "password".into(),
-                    ..Default::default()
-                }]),
+                secret_name: Some(tls_secret(c)),
+                items: Some(
+                    ["tls.crt", "tls.key", "ca.crt"]
+                        .into_iter()
+                        .map(|k| KeyToPath {
+                            key: k.into(),
+                            path: k.into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
                 default_mode: Some(0o440),
                 ..Default::default()
             }),
@@ -317,4 +389,68 @@ pub(super) fn pod_security() -> PodSecurityContext {
         }),
         ..Default::default()
     }
+}
+
+/// The `<cluster>-internal` Secret as a volume (the admin token only).
+pub(super) fn internal_volume(cluster: &str) -> Volume {
+    Volume {
+        name: "internal".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(internal_secret_name(cluster)),
+            items: Some(vec![KeyToPath {
+                key: INTERNAL_TOKEN_KEY.into(),
+                path: INTERNAL_TOKEN_KEY.into(),
+                ..Default::default()
+            }]),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(super) fn internal_mount() -> VolumeMount {
+    VolumeMount {
+        name: "internal".into(),
+        mount_path: INTERNAL_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// Every application user's password as `<name>` (one projected volume
+/// over their Secrets).
+fn users_volume(c: &ValidatedCluster) -> Option<Volume> {
+    let users = c
+        .spec
+        .auth
+        .as_ref()
+        .map(|a| a.users.as_slice())
+        .unwrap_or_default();
+    if users.is_empty() {
+        return None;
+    }
+    let sources = users
+        .iter()
+        .map(|u| VolumeProjection {
+            secret: Some(SecretProjection {
+                name: user_secret(&c.name, u),
+                items: Some(vec![KeyToPath {
+                    key: AUTH_PASSWORD_KEY.into(),
+                    path: u.name.clone(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    Some(Volume {
+        name: "users".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            default_mode: Some(0o440),
+        }),
+        ..Default::default()
+    })
 }

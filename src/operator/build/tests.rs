@@ -55,7 +55,9 @@ fn statefulset_shape() {
     assert_eq!(probe.path.as_deref(), Some("/readyz"));
     let args = ctr.args.as_ref().expect("args").join(" ");
     assert!(args.contains("--announce-host $(POD_IP)"), "{args}");
-    assert!(!args.contains("requirepass"));
+    // Always a password (generated without spec.auth) and the admin token.
+    assert!(args.contains("--requirepass-file /etc/tessera/auth/password"));
+    assert!(args.contains("--admin-token-file /etc/tessera/internal/token"));
     let mounts: Vec<_> = ctr
         .volume_mounts
         .as_ref()
@@ -374,4 +376,257 @@ fn config_map_carries_consistency() {
     let v: serde_json::Value = serde_json::from_str(&data["cluster.json"]).expect("json");
     assert_eq!(v["consistency"]["quorumPercentage"], 60);
     assert_eq!(v["shardingKey"], "user_id");
+}
+
+fn node_pod(c: &ValidatedCluster) -> PodSpec {
+    build_statefulset(c, 0)
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod")
+}
+
+fn secret_of(pod: &PodSpec, volume: &str) -> SecretVolumeSource {
+    pod.volumes
+        .as_ref()
+        .expect("volumes")
+        .iter()
+        .find(|v| v.name == volume)
+        .and_then(|v| v.secret.clone())
+        .unwrap_or_else(|| panic!("no Secret volume {volume}"))
+}
+
+#[test]
+fn without_spec_auth_nodes_use_the_generated_password_secret() {
+    let pod = node_pod(&cluster("{}"));
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(args.contains("--requirepass-file /etc/tessera/auth/password"));
+    let s = secret_of(&pod, "auth");
+    assert_eq!(s.secret_name.as_deref(), Some("users-auth"));
+    assert_eq!(s.items.expect("items")[0].key, "password");
+}
+
+#[test]
+fn nodes_and_backup_jobs_mount_the_internal_token() {
+    let c = cluster(r#"{"backup":{"schedule":"@daily"}}"#);
+    let pod = node_pod(&c);
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(args.contains("--admin-token-file /etc/tessera/internal/token"));
+    assert_eq!(
+        secret_of(&pod, "internal").secret_name.as_deref(),
+        Some("users-internal")
+    );
+    let job = build_backup_cronjob(&c)
+        .and_then(|cj| cj.spec)
+        .and_then(|s| s.job_template.spec)
+        .and_then(|s| s.template.spec)
+        .expect("job pod");
+    assert_eq!(
+        secret_of(&job, "internal").secret_name.as_deref(),
+        Some("users-internal")
+    );
+    let ct = &job.containers[0];
+    let env = ct.env.as_ref().expect("env");
+    assert!(env.iter().any(|e| e.name == "TESSERA_ADMIN_TOKEN_FILE"
+        && e.value.as_deref() == Some("/etc/tessera/internal/token")));
+    assert!(ct
+        .volume_mounts
+        .as_ref()
+        .expect("mounts")
+        .iter()
+        .any(|m| m.name == "internal" && m.mount_path == "/etc/tessera/internal"));
+}
+
+#[test]
+fn generated_secrets_are_owned_by_the_cluster_and_hold_one_key() {
+    let c = cluster("{}");
+    let o = SecretOwner {
+        namespace: &c.namespace,
+        cluster: &c.name,
+        owner: c.owner_reference(),
+    };
+    let s = build_internal_secret(&o, "tok".into());
+    assert_eq!(s.metadata.name.as_deref(), Some("users-internal"));
+    assert_eq!(s.metadata.namespace.as_deref(), Some("prod"));
+    assert_eq!(
+        s.metadata.owner_references.as_ref().expect("owner")[0].uid,
+        "u-1"
+    );
+    assert_eq!(
+        s.string_data
+            .as_ref()
+            .expect("data")
+            .get("token")
+            .map(String::as_str),
+        Some("tok")
+    );
+    let a = build_auth_secret(&o, "pw".into());
+    assert_eq!(a.metadata.name.as_deref(), Some("users-auth"));
+    assert_eq!(
+        a.string_data
+            .as_ref()
+            .expect("data")
+            .get("password")
+            .map(String::as_str),
+        Some("pw")
+    );
+}
+
+#[test]
+fn application_users_get_acl_rules_and_their_passwords_mounted() {
+    let c = cluster(
+        r#"{"auth":{"users":[{"name":"reader"},{"name":"app","access":"ReadWrite","secretName":"app-pw"}]}}"#,
+    );
+    let pod = node_pod(&c);
+    let args = pod.containers[0].args.clone().expect("args");
+    let joined = args.join(" ");
+    assert!(
+        args.contains(&"reader on ~* +@read".to_string()),
+        "{joined}"
+    );
+    assert!(
+        args.contains(&"app on ~* +@read +@write".to_string()),
+        "{joined}"
+    );
+    assert!(joined.contains("--acl-password-dir /etc/tessera/users"));
+    // No auth.secretName: the default user still gets the generated one.
+    assert_eq!(
+        secret_of(&pod, "auth").secret_name.as_deref(),
+        Some("users-auth")
+    );
+    let sources = pod
+        .volumes
+        .as_ref()
+        .expect("volumes")
+        .iter()
+        .find(|v| v.name == "users")
+        .and_then(|v| v.projected.clone())
+        .and_then(|p| p.sources)
+        .expect("projected users volume");
+    let got: Vec<(String, String)> = sources
+        .iter()
+        .map(|s| {
+            let s = s.secret.as_ref().expect("secret");
+            (
+                s.name.clone(),
+                s.items.as_ref().expect("items")[0].path.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("users-user-reader".to_string(), "reader".to_string()),
+            ("app-pw".to_string(), "app".to_string())
+        ]
+    );
+}
+
+#[test]
+fn without_users_no_acl_flags_or_users_volume() {
+    let pod = node_pod(&cluster("{}"));
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(!args.contains("--acl-user") && !args.contains("--acl-password-dir"));
+    assert!(!pod
+        .volumes
+        .expect("volumes")
+        .iter()
+        .any(|v| v.name == "users"));
+}
+
+#[test]
+fn tls_is_on_by_default_with_the_issued_secret_and_a_second_port() {
+    let c = cluster("{}");
+    let pod = node_pod(&c);
+    let ctr = &pod.containers[0];
+    let args = ctr.args.clone().expect("args").join(" ");
+    assert!(args.contains("--tls-port 6380"), "{args}");
+    assert!(args.contains("--tls-cert-file /etc/tessera/tls/tls.crt"));
+    assert!(args.contains("--tls-key-file /etc/tessera/tls/tls.key"));
+    assert!(args.contains("--tls-ca-cert-file /etc/tessera/tls/ca.crt"));
+    assert!(args.contains("--tls-replication"));
+    let tls = secret_of(&pod, "tls");
+    assert_eq!(tls.secret_name.as_deref(), Some("users-tls"));
+    let keys: Vec<String> = tls
+        .items
+        .expect("items")
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["tls.crt", "tls.key", "ca.crt"],
+        "the CA key is never mounted"
+    );
+    let ports: Vec<i32> = ctr
+        .ports
+        .as_ref()
+        .expect("ports")
+        .iter()
+        .map(|p| p.container_port)
+        .collect();
+    assert_eq!(ports, [6379, 6380, 9121]);
+    for svc in [
+        build_client_service(&c),
+        build_headless_service(&c, 0),
+        build_primary_service(&c, 0),
+    ] {
+        let ports: Vec<i32> = svc
+            .spec
+            .expect("spec")
+            .ports
+            .expect("ports")
+            .iter()
+            .map(|p| p.port)
+            .collect();
+        assert!(ports.contains(&6379) && ports.contains(&6380), "{ports:?}");
+    }
+}
+
+#[test]
+fn a_users_tls_secret_is_mounted_as_is_and_tls_can_be_turned_off() {
+    let pod = node_pod(&cluster(r#"{"tls":{"secretName":"from-cert-manager"}}"#));
+    assert_eq!(
+        secret_of(&pod, "tls").secret_name.as_deref(),
+        Some("from-cert-manager")
+    );
+    let c = cluster(r#"{"tls":{"enabled":false}}"#);
+    let pod = node_pod(&c);
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(!args.contains("--tls"), "{args}");
+    assert!(!pod
+        .volumes
+        .expect("volumes")
+        .iter()
+        .any(|v| v.name == "tls"));
+    let ports: Vec<i32> = build_client_service(&c)
+        .spec
+        .expect("spec")
+        .ports
+        .expect("ports")
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [6379]);
+}
+
+#[test]
+fn the_issued_tls_secret_has_cert_managers_layout() {
+    let c = cluster("{}");
+    let o = SecretOwner {
+        namespace: &c.namespace,
+        cluster: &c.name,
+        owner: c.owner_reference(),
+    };
+    let ca = crate::operator::certs::issue_ca("users").expect("ca");
+    let node = crate::operator::certs::issue_node_cert(&ca, &["users.prod.svc".into()], &[])
+        .expect("leaf");
+    let s = build_tls_secret(&o, &ca, &node);
+    assert_eq!(s.metadata.name.as_deref(), Some("users-tls"));
+    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+    let d = s.string_data.expect("data");
+    assert_eq!(d["tls.crt"], node.cert_pem);
+    assert_eq!(d["tls.key"], node.key_pem);
+    assert_eq!(d["ca.crt"], ca.cert_pem);
 }

@@ -499,6 +499,9 @@ async fn start_moves(
                 id: dst.node_id.clone(),
                 host: dst.ip.clone(),
                 port: REDIS_PORT as u16,
+                // The source links to its own TLS port number (every node of
+                // a cluster has the same ports).
+                tls_port: None,
             },
             max_bytes_per_sec: rate,
             write_pause_timeout_ms: WRITE_PAUSE_TIMEOUT_MS,

@@ -1,0 +1,315 @@
+//! TLS with real node processes: redis-cli over the TLS port with the CA,
+//! refused without it or with another CA; replication over TLS links (and
+//! none when the peer's certificate is of another CA); the admin port over
+//! HTTPS; a rotated certificate used by new connections without a restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{free_port, http_get, TestNode, ADMIN_TOKEN};
+use tessera::operator::certs::{issue_ca, issue_node_cert, Issued};
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA and a node certificate for 127.0.0.1 in a fresh directory.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Self { dir };
+        p.write(&issue_ca("test").unwrap(), "ca");
+        p
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, ca: &Issued, name: &str) {
+        let leaf = issue_node_cert(
+            ca,
+            &["localhost".to_string()],
+            &["127.0.0.1".parse().unwrap()],
+        )
+        .unwrap();
+        // Written then renamed, as a Secret volume swaps its files.
+        for (file, text) in [
+            ("ca.crt", &ca.cert_pem),
+            ("tls.crt", &leaf.cert_pem),
+            ("tls.key", &leaf.key_pem),
+        ] {
+            let tmp = self.path(&format!("{file}.tmp"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, self.path(file)).unwrap();
+        }
+        std::fs::write(self.path(&format!("{name}.pem")), &ca.cert_pem).unwrap();
+    }
+
+    fn args(&self, tls_port: u16) -> Vec<String> {
+        [
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            self.path("tls.crt").display().to_string(),
+            "--tls-key-file".into(),
+            self.path("tls.key").display().to_string(),
+            "--tls-ca-cert-file".into(),
+            self.path("ca.crt").display().to_string(),
+        ]
+        .into()
+    }
+}
+
+fn start(args: &[String]) -> TestNode {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    TestNode::start(&a)
+}
+
+/// redis-cli over TLS: (success, stdout+stderr).
+fn cli_tls(port: u16, cacert: &Path, cmd: &[&str]) -> (bool, String) {
+    let tool = common::redis_tool("redis-cli");
+    let out = Command::new(tool)
+        .args(["--tls", "--cacert"])
+        .arg(cacert)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(cmd)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && !text.contains("Could not"), text)
+}
+
+#[test]
+fn redis_cli_with_tls_and_the_ca_works_and_is_refused_otherwise() {
+    let pki = Pki::new();
+    let other = issue_ca("other").unwrap();
+    std::fs::write(pki.path("other.pem"), &other.cert_pem).unwrap();
+    let tls_port = free_port();
+    let pw = pki.path("pw");
+    std::fs::write(&pw, "tls-pw").unwrap();
+    let mut args = pki.args(tls_port);
+    args.extend(["--requirepass-file".into(), pw.display().to_string()]);
+    let n = start(&args);
+
+    let (ok, out) = cli_tls(
+        tls_port,
+        &pki.path("ca.pem"),
+        &["-a", "tls-pw", "--no-auth-warning", "SET", "k", "over-tls"],
+    );
+    assert!(ok && out.trim() == "OK", "{out}");
+    let (ok, out) = cli_tls(
+        tls_port,
+        &pki.path("ca.pem"),
+        &["-a", "tls-pw", "--no-auth-warning", "GET", "k"],
+    );
+    assert!(ok && out.trim() == "over-tls", "{out}");
+    // Without the password: refused, over TLS as in plaintext.
+    let (_, out) = cli_tls(tls_port, &pki.path("ca.pem"), &["GET", "k"]);
+    assert!(out.contains("NOAUTH"), "{out}");
+    // A CA that did not sign the node's certificate: no connection.
+    let (ok, out) = cli_tls(tls_port, &pki.path("other.pem"), &["-a", "tls-pw", "PING"]);
+    assert!(!ok, "{out}");
+    // Plaintext RESP to the TLS port: no reply.
+    let out = Command::new(common::redis_tool("redis-cli"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &tls_port.to_string(),
+            "-a",
+            "tls-pw",
+            "PING",
+        ])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("PONG"));
+    // The plaintext port is still there, with the same data.
+    let mut c = redis::Client::open(format!("redis://:tls-pw@127.0.0.1:{}/", n.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let v: String = redis::cmd("GET").arg("k").query(&mut c).unwrap();
+    assert_eq!(v, "over-tls");
+}
+
+#[test]
+fn a_rotated_certificate_serves_new_connections_without_a_restart() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let _n = start(&pki.args(tls_port));
+    assert!(cli_tls(tls_port, &pki.path("ca.pem"), &["PING"]).0);
+    let second = issue_ca("second").unwrap();
+    pki.write(&second, "second");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let new_ok = cli_tls(tls_port, &pki.path("second.pem"), &["PING"]).0;
+        let old_ok = cli_tls(tls_port, &pki.path("ca.pem"), &["PING"]).0;
+        if new_ok && !old_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status(n: &TestNode) -> serde_json::Value {
+    let (s, b) = http_get(n.admin_port, "/v1/status").unwrap();
+    assert_eq!(s, 200, "{b}");
+    serde_json::from_str(&b).unwrap()
+}
+
+/// Makes `replica` follow `primary` at epoch 1 through its TLS port.
+fn follow(primary: &TestNode, primary_tls: u16, replica: &TestNode) {
+    let id = status(primary)["nodeId"].as_str().unwrap().to_string();
+    let (s, b) = common::http(
+        primary.admin_port,
+        "POST",
+        "/v1/promote",
+        r#"{"epoch":1,"replicas":1}"#,
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{b}");
+    let body = serde_json::json!({
+        "epoch": 1,
+        "primary": {"id": id, "host": "127.0.0.1", "port": primary.port, "tlsPort": primary_tls}
+    });
+    let (s, b) = common::http(replica.admin_port, "POST", "/v1/follow", &body.to_string()).unwrap();
+    assert_eq!(s, 200, "{b}");
+}
+
+#[test]
+fn replication_runs_over_tls_links_verified_against_the_ca() {
+    let pki = Pki::new();
+    let (p_tls, r_tls) = (free_port(), free_port());
+    let mut pa = pki.args(p_tls);
+    pa.push("--tls-replication".into());
+    let mut ra = pki.args(r_tls);
+    ra.push("--tls-replication".into());
+    let primary = start(&pa);
+    let replica = start(&ra);
+    follow(&primary, p_tls, &replica);
+    let mut c = primary.conn();
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&replica)["keys"] != 100 {
+        assert!(
+            Instant::now() < deadline,
+            "replica did not catch up: {}",
+            status(&replica)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status(&replica)["replication"]["linkUp"], true);
+}
+
+#[test]
+fn a_replica_refuses_a_primary_whose_certificate_is_of_another_ca() {
+    let pki = Pki::new();
+    let foreign = Pki::new();
+    // Same CA file name, different CA: the replica trusts only its own.
+    foreign.write(&issue_ca("foreign").unwrap(), "foreign");
+    let (p_tls, r_tls) = (free_port(), free_port());
+    let mut pa = foreign.args(p_tls);
+    pa.push("--tls-replication".into());
+    let mut ra = pki.args(r_tls);
+    ra.push("--tls-replication".into());
+    let primary = start(&pa);
+    let replica = start(&ra);
+    follow(&primary, p_tls, &replica);
+    let mut c = primary.conn();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let st = status(&replica);
+    assert_eq!(st["keys"], 0, "{st}");
+    assert_eq!(st["replication"]["linkUp"], false, "{st}");
+}
+
+#[test]
+fn the_admin_port_speaks_https_with_tls_admin() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let mut args = pki.args(tls_port);
+    args.push("--tls-admin".into());
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    // wait_ready probes plain HTTP: start without waiting, then poll HTTPS.
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "node",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+        ])
+        .args(["--admin-port", &admin.to_string(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--admin-token-file"])
+        .arg(common::admin_token_file())
+        .args(&a)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let curl = |extra: &[&str], path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "3", "--cacert"])
+            .arg(pki.path("ca.pem"))
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{admin}{path}"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !curl(&[], "/readyz").0 {
+        assert!(Instant::now() < deadline, "no HTTPS on the admin port");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
+    let (ok, body) = curl(&["-H", &auth], "/v1/status");
+    assert!(ok && body.contains("\"role\""), "{body}");
+    // Plain HTTP gets nothing.
+    assert!(http_get(admin, "/healthz")
+        .map(|(s, _)| s != 200)
+        .unwrap_or(true));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn redis_cli_checks_the_ca_not_the_address_the_certificate_names() {
+    // The operator's certificate names Services, not pod IPs: redis-cli to
+    // a pod IP with the CA must still work.
+    let pki = Pki::new();
+    let ca = issue_ca("names").unwrap();
+    let leaf = issue_node_cert(&ca, &["users.prod.svc".to_string()], &[]).unwrap();
+    std::fs::write(pki.path("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(pki.path("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(pki.path("ca.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(pki.path("names.pem"), &ca.cert_pem).unwrap();
+    let tls_port = free_port();
+    let _n = start(&pki.args(tls_port));
+    let (ok, out) = cli_tls(tls_port, &pki.path("names.pem"), &["PING"]);
+    assert!(ok && out.trim() == "PONG", "{out}");
+}
