@@ -227,6 +227,8 @@ pub struct Node {
     pub idle_spin: Option<Rc<idle_spin::IdleSpin>>,
     /// Slot migrations this node sends or receives.
     pub migrations: migration::Migrations,
+    /// WATCHed keys of every connection (MULTI/EXEC).
+    pub watches: RefCell<cmd::multi::Watches>,
 }
 
 pub fn now_ms() -> u64 {
@@ -283,6 +285,7 @@ impl Node {
             snapshot_running: Cell::new(false),
             shutdown,
             migrations: Default::default(),
+            watches: Default::default(),
         }
     }
 
@@ -322,7 +325,14 @@ impl Node {
             close_after_reply: false,
             addr,
             resp3: false,
+            multi: None,
+            watch: Default::default(),
         }
+    }
+
+    /// Releases what a closed connection held (its WATCHed keys).
+    pub fn conn_closed(&self, conn: &mut ConnState) {
+        cmd::multi::unwatch_all(self, conn);
     }
 
     /// Whether this node may serve a command on `slot`; the error otherwise.

@@ -261,6 +261,7 @@ async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr
     if let Err(e) = connection_loop(&node, &mut sock, &mut conn).await {
         tracing::debug!(peer = %peer, error = %e, "connection closed with an error");
     }
+    node.conn_closed(&mut conn);
     node.connected_clients.set(node.connected_clients.get() - 1);
 }
 

@@ -22,6 +22,7 @@ pub mod connection;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
+pub mod multi;
 pub mod replication;
 pub mod server;
 pub mod sets;
@@ -148,6 +149,10 @@ pub struct ConnState {
     pub close_after_reply: bool,
     pub addr: String,
     pub resp3: bool,
+    /// Commands queued since MULTI (None: not in a transaction).
+    pub multi: Option<multi::Queue>,
+    /// WATCHed keys and whether one of them changed since.
+    pub watch: multi::WatchState,
 }
 
 /// Where a command's effects go: the records it appended to the log.
@@ -184,6 +189,9 @@ pub struct Ctx<'a> {
     /// slot), so dispatch does not hash them again.
     pub logged_slot: Option<u16>,
     propagated: bool,
+    /// While EXEC or a script runs: the records its commands would log,
+    /// encoded as the parts of one group record (see [`multi::log_group`]).
+    pub(crate) group: Option<Vec<Vec<u8>>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -204,6 +212,7 @@ impl<'a> Ctx<'a> {
             replaying: false,
             logged_slot: None,
             propagated: false,
+            group: None,
         }
     }
 
@@ -222,12 +231,18 @@ impl<'a> Ctx<'a> {
     /// Logs a rewritten form of the command: relative times made absolute,
     /// random choices made explicit, so that replay is deterministic.
     pub fn propagate_as(&mut self, args: &[&[u8]]) {
+        let slot = self.slot.unwrap_or(super::wal::GLOBAL_SLOT);
+        multi::touch_watched(self.node, slot, args);
         if self.replaying {
             return;
         }
         // Expiry DELs found while this command ran come first in the log.
         self.log_expired();
-        let slot = self.slot.unwrap_or(super::wal::GLOBAL_SLOT);
+        if let Some(group) = &mut self.group {
+            group.push(multi::encode_part(slot, args));
+            self.propagated = true;
+            return;
+        }
         let lsn = self.node.wal.append(slot, args);
         self.node.migrations.capture(slot, lsn, args);
         self.effects.last_lsn = self.effects.last_lsn.max(lsn);
@@ -244,6 +259,11 @@ impl<'a> Ctx<'a> {
             return;
         }
         for (slot, key) in expired {
+            multi::touch_watched(self.node, slot, &[b"DEL", &key]);
+            if let Some(group) = &mut self.group {
+                group.push(multi::encode_part(slot, &[b"DEL", &key]));
+                continue;
+            }
             let lsn = self.node.wal.append(slot, &[b"DEL", &key]);
             self.node.migrations.capture(slot, lsn, &[b"DEL", &key]);
             // Not `last_lsn`: a read must not wait for (or fail on) the
@@ -315,7 +335,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 14] = [
+        let families: [&'static [CommandSpec]; 15] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
@@ -329,6 +349,7 @@ impl Commands {
             streams::COMMANDS,
             cluster::COMMANDS,
             replication::COMMANDS,
+            multi::COMMANDS,
             super::migration::target::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
@@ -386,11 +407,18 @@ impl Default for Commands {
 /// argument as LMPOP needs: none when the count is not valid, and the
 /// handler answers the error).
 pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> std::iter::StepBy<Range<usize>> {
-    let argc = args.len();
+    key_positions_of(spec, args.len(), (args.len() > 1).then(|| args.get(1)))
+}
+
+/// [`key_positions`] from the argument count and the second argument.
+pub fn key_positions_of(
+    spec: &CommandSpec,
+    argc: usize,
+    arg1: Option<&[u8]>,
+) -> std::iter::StepBy<Range<usize>> {
     if spec.flags & flags::NUMKEYS != 0 {
-        let n = (argc > 1)
-            .then(|| parse_i64(args.get(1)))
-            .flatten()
+        let n = arg1
+            .and_then(parse_i64)
             .filter(|&n| n >= 1 && (n as u64) < argc as u64 - 2)
             .unwrap_or(0) as usize;
         return (2..2 + n).step_by(1);
@@ -423,10 +451,38 @@ fn unknown_command(out: &mut ReplyBuf, args: &Args<'_>) {
 
 /// Runs one command. Returns the index of the command that ran, if any.
 pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
+    if ctx.conn.multi.is_some() && !ctx.replaying {
+        return multi::queue(ctx, args);
+    }
+    let idx = match prepare(ctx, args, false) {
+        Ok(idx) => idx,
+        Err(ran) => return ran,
+    };
+    run(ctx, args, idx);
+    Some(idx)
+}
+
+/// Calls the handler of a prepared command.
+pub(crate) fn run(ctx: &mut Ctx<'_>, args: &Args<'_>, idx: usize) {
+    ctx.propagated = false;
+    (ctx.node.commands.spec(idx).handler)(ctx, args);
+    ctx.log_expired();
+}
+
+/// What every command passes before its handler: lookup, arity,
+/// authentication, slot (`CROSSSLOT`, `MOVED`, a migration's write pause)
+/// and the write refusals. `Ok`: the command may run (`ctx.slot` is set);
+/// `Err`: the error reply is written (with the index, when it was known).
+/// `queueing` (MULTI): a migration's write pause is checked at EXEC.
+pub(crate) fn prepare(
+    ctx: &mut Ctx<'_>,
+    args: &Args<'_>,
+    queueing: bool,
+) -> Result<usize, Option<usize>> {
     let node = ctx.node;
     let Some(idx) = node.commands.lookup(args.get(0)) else {
         unknown_command(ctx.out, args);
-        return None;
+        return Err(None);
     };
     let spec = node.commands.spec(idx);
     let argc = args.len() as i32;
@@ -435,11 +491,11 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
             "ERR wrong number of arguments for '{}' command",
             spec.name
         ));
-        return Some(idx);
+        return Err(Some(idx));
     }
     if !ctx.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
         ctx.out.error("NOAUTH Authentication required.");
-        return Some(idx);
+        return Err(Some(idx));
     }
 
     // All keys must share one slot, and this node must serve it.
@@ -454,7 +510,7 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
             Some(prev) if prev != s => {
                 ctx.out
                     .error("CROSSSLOT Keys in request don't hash to the same slot");
-                return Some(idx);
+                return Err(Some(idx));
             }
             _ => {}
         }
@@ -463,11 +519,11 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
         if !ctx.replaying {
             if let Some(err) = node.route(s, spec.is_write(), ctx.conn) {
                 ctx.out.error(&err);
-                return Some(idx);
+                return Err(Some(idx));
             }
-            if spec.is_write() && node.migrations.write_blocked(s) {
+            if !queueing && spec.is_write() && node.migrations.write_blocked(s) {
                 ctx.effects.blocked = true;
-                return Some(idx);
+                return Err(Some(idx));
             }
         }
         ctx.slot = Some(s);
@@ -477,14 +533,10 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
     if spec.is_write() && !ctx.replaying {
         if let Some(err) = node.write_refusal(spec) {
             ctx.out.error(&err);
-            return Some(idx);
+            return Err(Some(idx));
         }
     }
-
-    ctx.propagated = false;
-    (spec.handler)(ctx, args);
-    ctx.log_expired();
-    Some(idx)
+    Ok(idx)
 }
 
 /// Helper for handlers: reply with an error and return from the handler.

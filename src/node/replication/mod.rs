@@ -426,7 +426,7 @@ impl Repl {
         })
     }
 
-    fn count_acked(&self, lsn: u64) -> usize {
+    pub(crate) fn count_acked(&self, lsn: u64) -> usize {
         self.replicas
             .borrow()
             .values()
