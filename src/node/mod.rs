@@ -12,6 +12,8 @@ pub mod alloc;
 pub mod cmd;
 pub mod idle_spin;
 pub mod info;
+pub mod lua;
+pub mod lua_libs;
 pub mod metrics;
 pub mod migration;
 pub mod release;
@@ -229,6 +231,10 @@ pub struct Node {
     pub migrations: migration::Migrations,
     /// WATCHed keys of every connection (MULTI/EXEC).
     pub watches: RefCell<cmd::multi::Watches>,
+    /// The Lua VM and its script cache (created at the first script).
+    pub scripts: RefCell<Option<lua::Scripts>>,
+    /// The script running now, shared with the VM's hook.
+    pub script_running: Rc<lua::Running>,
 }
 
 pub fn now_ms() -> u64 {
@@ -286,6 +292,8 @@ impl Node {
             shutdown,
             migrations: Default::default(),
             watches: Default::default(),
+            scripts: RefCell::new(None),
+            script_running: Default::default(),
         }
     }
 

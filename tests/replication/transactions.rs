@@ -197,3 +197,67 @@ fn a_torn_transaction_record_is_dropped_whole_at_recovery() {
         );
     }
 }
+
+#[test]
+fn a_script_reaches_the_log_and_the_replica_as_its_effects_in_one_record() {
+    let p = start(0, "eventual", &[]);
+    promote(&p, 1);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = restart_in(1, "eventual", tmp.path(), 0, 0);
+    follow(&r, 1, addr_of(0, p.port));
+    let mut c = conn(&p);
+    // Non-deterministic on purpose: a replica re-running it would differ.
+    let script = "local v = tostring(math.random()) .. tostring(redis.call('TIME')[2]) \
+                  redis.call('SET', KEYS[1], v) redis.call('RPUSH', KEYS[2], v) \
+                  redis.call('INCR', KEYS[3]) return v";
+    let mut values = Vec::new();
+    for _ in 0..20 {
+        let v: String = redis::cmd("EVAL")
+            .arg(script)
+            .arg(3)
+            .arg("{s}v")
+            .arg("{s}l")
+            .arg("{s}n")
+            .query(&mut c)
+            .expect("EVAL");
+        values.push(v);
+    }
+    // A failing script keeps the writes it made before failing, as Redis.
+    let e = redis::cmd("EVAL")
+        .arg("redis.call('SET', KEYS[1], 'x') return redis.call('INCR', KEYS[1])")
+        .arg(1)
+        .arg("{s}bad")
+        .query::<redis::Value>(&mut c)
+        .expect_err("INCR of a non-integer fails");
+    assert!(format!("{e}").contains("not an integer"), "{e}");
+    wait_caught_up(&r, &p, Duration::from_secs(30));
+    let mut rc = conn(&r);
+    redis::cmd("READONLY")
+        .query::<()>(&mut rc)
+        .expect("READONLY");
+    let v: String = redis::cmd("GET").arg("{s}v").query(&mut rc).expect("GET");
+    let l: Vec<String> = redis::cmd("LRANGE")
+        .arg("{s}l")
+        .arg(0)
+        .arg(-1)
+        .query(&mut rc)
+        .expect("LRANGE");
+    let bad: String = redis::cmd("GET").arg("{s}bad").query(&mut rc).expect("GET");
+    assert_eq!(&v, values.last().expect("values"));
+    assert_eq!(l, values, "the replica holds the primary's random values");
+    assert_eq!(bad, "x");
+    for (who, dir) in [("primary", p.dir.as_path()), ("replica", tmp.path())] {
+        let recs = log_records(dir);
+        assert!(
+            !recs.iter().any(|r| r.args[0].eq_ignore_ascii_case(b"EVAL")),
+            "the {who}'s log holds no script"
+        );
+        let g = groups(dir);
+        assert_eq!(g.len(), 20, "the {who}'s log: one record per script");
+        assert!(
+            g.iter().all(|parts| parts == &["SET", "RPUSH", "SET"]),
+            "{who}: {:?}",
+            g[0]
+        );
+    }
+}

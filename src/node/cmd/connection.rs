@@ -26,7 +26,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "quit",
         arity: -1,
-        flags: FAST | NO_AUTH | LOADING_OK,
+        flags: FAST | NO_AUTH | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -35,7 +35,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "hello",
         arity: -1,
-        flags: FAST | NO_AUTH | LOADING_OK,
+        flags: FAST | NO_AUTH | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -44,7 +44,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "auth",
         arity: -2,
-        flags: FAST | NO_AUTH | LOADING_OK,
+        flags: FAST | NO_AUTH | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod lists;
 pub mod multi;
 pub mod replication;
+pub mod scripting;
 pub mod server;
 pub mod sets;
 pub mod streams;
@@ -45,6 +46,10 @@ pub mod flags {
     /// Keys follow a key count at argument 1 (LMPOP): COMMAND reports them
     /// as Redis does (first key 0, "movablekeys").
     pub const NUMKEYS: u32 = 1 << 7;
+    /// EVAL's form: the key count at argument 2, the keys after it.
+    pub const SCRIPT_KEYS: u32 = 1 << 8;
+    /// Refused inside a script (MULTI, EVAL, SUBSCRIBE, WAIT, …).
+    pub const NOSCRIPT: u32 = 1 << 9;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -335,7 +340,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 15] = [
+        let families: [&'static [CommandSpec]; 16] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
@@ -350,6 +355,7 @@ impl Commands {
             cluster::COMMANDS,
             replication::COMMANDS,
             multi::COMMANDS,
+            scripting::COMMANDS,
             super::migration::target::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
@@ -407,17 +413,24 @@ impl Default for Commands {
 /// argument as LMPOP needs: none when the count is not valid, and the
 /// handler answers the error).
 pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> std::iter::StepBy<Range<usize>> {
-    key_positions_of(spec, args.len(), (args.len() > 1).then(|| args.get(1)))
+    key_positions_of(spec, args.len(), |i| (i < args.len()).then(|| args.get(i)))
 }
 
-/// [`key_positions`] from the argument count and the second argument.
-pub fn key_positions_of(
+/// [`key_positions`] from the argument count and a getter of arguments.
+pub fn key_positions_of<'a>(
     spec: &CommandSpec,
     argc: usize,
-    arg1: Option<&[u8]>,
+    arg: impl Fn(usize) -> Option<&'a [u8]>,
 ) -> std::iter::StepBy<Range<usize>> {
+    if spec.flags & flags::SCRIPT_KEYS != 0 {
+        let n = arg(2)
+            .and_then(parse_i64)
+            .filter(|&n| n >= 0 && (n as u64) <= (argc as u64).saturating_sub(3))
+            .unwrap_or(0) as usize;
+        return (3..3 + n).step_by(1);
+    }
     if spec.flags & flags::NUMKEYS != 0 {
-        let n = arg1
+        let n = arg(1)
             .and_then(parse_i64)
             .filter(|&n| n >= 1 && (n as u64) < argc as u64 - 2)
             .unwrap_or(0) as usize;

@@ -34,7 +34,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "multi",
         arity: 1,
-        flags: FAST | LOADING_OK,
+        flags: FAST | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -43,7 +43,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "exec",
         arity: 1,
-        flags: LOADING_OK,
+        flags: LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -52,7 +52,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "discard",
         arity: 1,
-        flags: FAST | LOADING_OK,
+        flags: FAST | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -61,7 +61,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "watch",
         arity: -2,
-        flags: FAST,
+        flags: FAST | NOSCRIPT,
         first_key: 1,
         last_key: -1,
         step: 1,
@@ -70,7 +70,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "unwatch",
         arity: 1,
-        flags: FAST,
+        flags: FAST | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -79,7 +79,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "texec",
         arity: -2,
-        flags: WRITE | ADMIN,
+        flags: WRITE | ADMIN | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -166,7 +166,7 @@ pub fn touch_watched(node: &Node, slot: u16, args: &[&[u8]]) {
         return;
     };
     let spec = node.commands.spec(i);
-    for p in key_positions_of(spec, args.len(), args.get(1).copied()) {
+    for p in key_positions_of(spec, args.len(), |i| args.get(i).copied()) {
         if let Some(k) = args.get(p) {
             w.touch(k);
         }

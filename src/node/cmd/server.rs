@@ -81,7 +81,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "shutdown",
         arity: -1,
-        flags: ADMIN | LOADING_OK,
+        flags: ADMIN | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -122,8 +122,11 @@ fn flag_names(flags: u32) -> Vec<&'static str> {
     if flags & LOADING_OK != 0 {
         v.push("loading");
     }
-    if flags & NUMKEYS != 0 {
+    if flags & (NUMKEYS | SCRIPT_KEYS) != 0 {
         v.push("movablekeys");
+    }
+    if flags & NOSCRIPT != 0 {
+        v.push("noscript");
     }
     v
 }
