@@ -1401,3 +1401,7 @@ mod new_commands;
 /// Transactions and scripts as one record.
 #[path = "replication/transactions.rs"]
 mod transactions;
+
+/// Blocking pops on real nodes.
+#[path = "replication/blocking.rs"]
+mod blocking;

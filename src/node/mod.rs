@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod blocking;
 pub mod cmd;
 pub mod idle_spin;
 pub mod info;
@@ -235,6 +236,8 @@ pub struct Node {
     pub scripts: RefCell<Option<lua::Scripts>>,
     /// The script running now, shared with the VM's hook.
     pub script_running: Rc<lua::Running>,
+    /// Clients blocked on keys (BLPOP …).
+    pub blocked: RefCell<blocking::Blocked>,
 }
 
 pub fn now_ms() -> u64 {
@@ -294,6 +297,7 @@ impl Node {
             watches: Default::default(),
             scripts: RefCell::new(None),
             script_running: Default::default(),
+            blocked: Default::default(),
         }
     }
 
@@ -335,6 +339,7 @@ impl Node {
             resp3: false,
             multi: None,
             watch: Default::default(),
+            block: None,
         }
     }
 

@@ -325,10 +325,14 @@ async fn connection_loop(
                         out.limit = bound.limit();
                         run_command(node, &mut store, &mut out, conn, &mut effects, &args);
                         out.limit = usize::MAX;
-                        if effects.blocked {
-                            // Not consumed: parsed again after the pause.
+                        if effects.blocked || effects.block {
+                            // Not consumed: parsed again after the pause,
+                            // or when a key it waits on is written.
                             parse_first = true;
                             break;
+                        }
+                        if conn.block.is_some() {
+                            served_after_block(node, conn);
                         }
                         commands += 1;
                         consumed += used;
@@ -419,6 +423,9 @@ async fn connection_loop(
         if effects.blocked {
             node.migrations.wait_unblocked().await;
         }
+        if effects.block && !wait_blocked(node, sock, conn, &mut inbuf).await? {
+            return Ok(());
+        }
         if let Some(args) = effects.replicate.take() {
             let rest = inbuf.split().to_vec();
             return super::replication::serve_replica(node, sock, rest, args).await;
@@ -429,6 +436,76 @@ async fn connection_loop(
             inbuf.extend_from_slice(&rest);
         }
     }
+}
+
+/// A blocking command finished (served, timed out or refused): if a write
+/// had woken it, the next client waiting on its keys tries too (the write
+/// may have pushed more than one element).
+fn served_after_block(node: &Node, conn: &mut ConnState) {
+    if let Some(b) = conn.block.take() {
+        let mut blocked = node.blocked.borrow_mut();
+        blocked.unregister(&b.keys, conn.id);
+        if b.woken {
+            for k in &b.keys {
+                blocked.signal(k);
+            }
+        }
+    }
+}
+
+/// Waits, at no cost, until a key the blocked command waits on is written,
+/// its deadline passes, or the node's role or slots change; then the
+/// command runs again. Input the client sends meanwhile is buffered (and
+/// bounded by the query buffer limit). False: the client went away (its
+/// command never runs, so nothing is popped for nobody).
+async fn wait_blocked(
+    node: &Rc<Node>,
+    sock: &mut TcpStream,
+    conn: &mut ConnState,
+    inbuf: &mut BytesMut,
+) -> std::io::Result<bool> {
+    let Some(state) = conn.block.as_mut() else {
+        return Ok(true);
+    };
+    let waiter = Rc::new(super::blocking::Waiter {
+        id: conn.id,
+        notify: tokio::sync::Notify::new(),
+    });
+    node.blocked
+        .borrow_mut()
+        .register(&state.keys, &waiter, state.woken);
+    let deadline = state.deadline;
+    let alive = loop {
+        let timeout = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = waiter.notify.notified() => {
+                state.woken = true;
+                break true;
+            }
+            _ = timeout => {
+                state.timed_out = true;
+                break true;
+            }
+            n = read_some(sock, inbuf) => {
+                if n? == 0 {
+                    break false;
+                }
+                if inbuf.len() > node.cfg.limits.query_buffer {
+                    break false;
+                }
+            }
+        }
+    };
+    node.blocked.borrow_mut().unregister(&state.keys, conn.id);
+    if !alive {
+        conn.block = None;
+    }
+    Ok(alive)
 }
 
 /// Whether a client's unparsed input passed `--client-query-buffer-limit`;

@@ -217,3 +217,53 @@ fn eval_replies_errors_and_sandbox_match_redis() {
         &["EXEC"],
     ]);
 }
+
+#[test]
+fn blocking_pops_that_need_not_wait_match_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["BLPOP", "{b}l", "0.01"],
+        &["BLMOVE", "{b}l", "{b}m", "LEFT", "LEFT", "0.01"],
+        &["BRPOPLPUSH", "{b}l", "{b}m", "0.01"],
+        &["BZPOPMIN", "{b}z", "0.01"],
+        &["BLMPOP", "0.01", "1", "{b}l", "LEFT"],
+        &["BLPOP", "{b}l", "-1"],
+        &["BLPOP", "{b}l", "x"],
+        &["BLPOP", "{b}l", "1e300"],
+        &["RPUSH", "{b}l", "1", "2", "3", "4", "5"],
+        &["BLPOP", "{b}none", "{b}l", "0"],
+        &["BRPOP", "{b}l", "0"],
+        &["BLMOVE", "{b}l", "{b}m", "LEFT", "RIGHT", "0"],
+        &["BRPOPLPUSH", "{b}l", "{b}m", "0"],
+        &["LRANGE", "{b}m", "0", "-1"],
+        &["BLMPOP", "0", "2", "{b}none", "{b}m", "RIGHT", "COUNT", "5"],
+        &["BLMPOP", "0", "1", "{b}l"],
+        &["BLMPOP", "0", "0", "{b}l", "LEFT"],
+        &["BLMPOP", "0", "1", "{b}l", "UP"],
+        &["ZADD", "{b}z", "1", "m", "2", "n", "3", "o"],
+        &["BZPOPMIN", "{b}z", "0"],
+        &["BZPOPMAX", "{b}none", "{b}z", "0"],
+        &["SET", "{b}s", "x"],
+        &["BLPOP", "{b}s", "0"],
+        &["BZPOPMIN", "{b}s", "0"],
+        &["BLMOVE", "{b}s", "{b}m", "LEFT", "LEFT", "0"],
+        // Inside MULTI and scripts they answer at once.
+        &["MULTI"],
+        &["BLPOP", "{b}empty", "0"],
+        &["BZPOPMIN", "{b}empty", "0"],
+        &["EXEC"],
+        &[
+            "EVAL",
+            "return redis.call('blpop', KEYS[1], 0)",
+            "1",
+            "{b}empty",
+        ],
+    ]);
+    p.node.cmd(&["HELLO", "3"]);
+    p.redis.cmd(&["HELLO", "3"]);
+    p.script(&[
+        &["BLPOP", "{b}l", "0.01"],
+        &["ZADD", "{b}z", "1.5", "m"],
+        &["BZPOPMIN", "{b}z", "0"],
+    ]);
+}

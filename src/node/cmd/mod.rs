@@ -16,6 +16,7 @@ use super::store::Store;
 use super::Node;
 
 pub mod bits;
+pub mod blocking;
 pub mod cluster;
 pub mod collections;
 pub mod connection;
@@ -158,6 +159,8 @@ pub struct ConnState {
     pub multi: Option<multi::Queue>,
     /// WATCHed keys and whether one of them changed since.
     pub watch: multi::WatchState,
+    /// A blocking command waiting for its keys (BLPOP …).
+    pub block: Option<blocking::BlockState>,
 }
 
 /// Where a command's effects go: the records it appended to the log.
@@ -177,6 +180,10 @@ pub struct Effects {
     /// A write hit a slot whose migration blocks writes: it did not run, and
     /// runs again once the pause ends (then MOVED, or served here).
     pub blocked: bool,
+    /// A blocking command found nothing: it did not run, and runs again
+    /// when one of its keys is written or its deadline passes
+    /// (`ConnState::block`).
+    pub block: bool,
 }
 
 pub struct Ctx<'a> {
@@ -340,7 +347,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 16] = [
+        let families: [&'static [CommandSpec]; 17] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
@@ -356,6 +363,7 @@ impl Commands {
             replication::COMMANDS,
             multi::COMMANDS,
             scripting::COMMANDS,
+            blocking::COMMANDS,
             super::migration::target::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();

@@ -152,10 +152,12 @@ impl Watches {
 }
 
 /// Marks the watchers of the keys a logged command changed (a FLUSHALL:
-/// every watcher, as Redis 7.0 does).
+/// every watcher, as Redis 7.0 does), and wakes the first client blocked
+/// on each.
 pub fn touch_watched(node: &Node, slot: u16, args: &[&[u8]]) {
     let w = node.watches.borrow();
-    if w.is_empty() || args.is_empty() {
+    let mut blocked = node.blocked.borrow_mut();
+    if (w.is_empty() && blocked.is_empty()) || args.is_empty() {
         return;
     }
     if slot == GLOBAL_SLOT {
@@ -169,6 +171,8 @@ pub fn touch_watched(node: &Node, slot: u16, args: &[&[u8]]) {
     for p in key_positions_of(spec, args.len(), |i| args.get(i).copied()) {
         if let Some(k) = args.get(p) {
             w.touch(k);
+            // A client blocked on the key tries again (BLPOP …).
+            blocked.signal(k);
         }
     }
 }
