@@ -17,6 +17,7 @@ pub mod lua;
 pub mod lua_libs;
 pub mod metrics;
 pub mod migration;
+pub mod pubsub;
 pub mod release;
 pub mod replication;
 pub mod resp;
@@ -238,6 +239,8 @@ pub struct Node {
     pub script_running: Rc<lua::Running>,
     /// Clients blocked on keys (BLPOP …).
     pub blocked: RefCell<blocking::Blocked>,
+    /// Pub/sub subscriptions of every connection.
+    pub pubsub: RefCell<pubsub::PubSub>,
 }
 
 pub fn now_ms() -> u64 {
@@ -298,6 +301,7 @@ impl Node {
             scripts: RefCell::new(None),
             script_running: Default::default(),
             blocked: Default::default(),
+            pubsub: Default::default(),
         }
     }
 
@@ -340,12 +344,16 @@ impl Node {
             multi: None,
             watch: Default::default(),
             block: None,
+            sub: None,
         }
     }
 
     /// Releases what a closed connection held (its WATCHed keys).
     pub fn conn_closed(&self, conn: &mut ConnState) {
         cmd::multi::unwatch_all(self, conn);
+        if let Some(sub) = conn.sub.take() {
+            self.pubsub.borrow_mut().remove_all(&sub);
+        }
     }
 
     /// Whether this node may serve a command on `slot`; the error otherwise.

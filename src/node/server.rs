@@ -284,7 +284,11 @@ async fn connection_loop(
             // No per-read shutdown select: registering a watch waiter on
             // every read costs throughput; at shutdown the runtime drops
             // every connection task instead.
-            let n = read_some(sock, &mut inbuf).await?;
+            let n = match conn.sub.clone() {
+                // A subscriber also wakes for the messages published to it.
+                Some(sub) => read_or_deliver(node, sock, &mut inbuf, &sub).await?,
+                None => read_some(sock, &mut inbuf).await?,
+            };
             if n == 0 {
                 return Ok(());
             }
@@ -434,6 +438,38 @@ async fn connection_loop(
             let rest = inbuf.split();
             inbuf = BytesMut::with_capacity(16 * 1024);
             inbuf.extend_from_slice(&rest);
+        }
+    }
+}
+
+/// Reads a subscribed client's input, writing the messages published to it
+/// meanwhile. 0: the client went away, or it was closed for letting its
+/// messages pile up past the output buffer limit.
+async fn read_or_deliver(
+    node: &Node,
+    sock: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    sub: &super::pubsub::Subscriber,
+) -> std::io::Result<usize> {
+    loop {
+        if sub.overflow.get() {
+            warn!(
+                client_id = sub.id,
+                limit = sub.limit,
+                "closing a subscriber over its output buffer limit"
+            );
+            Stats::add(&node.stats.output_buffer_disconnections, 1);
+            return Ok(0);
+        }
+        let pending = std::mem::take(&mut *sub.queue.borrow_mut());
+        if !pending.is_empty() {
+            Stats::add(&node.stats.net_output_bytes, pending.len() as u64);
+            sock.write_all(&pending).await?;
+            continue;
+        }
+        tokio::select! {
+            n = read_some(sock, inbuf) => return n,
+            _ = sub.notify.notified() => {}
         }
     }
 }

@@ -2,6 +2,7 @@
 //! errors (EXECABORT), run-time errors inside EXEC, WATCH.
 
 use super::differential::Pair;
+use tessera::node::resp::Frame;
 
 #[test]
 fn multi_exec_discard_match_redis() {
@@ -266,4 +267,88 @@ fn blocking_pops_that_need_not_wait_match_redis() {
         &["ZADD", "{b}z", "1.5", "m"],
         &["BZPOPMIN", "{b}z", "0"],
     ]);
+}
+
+#[test]
+fn pubsub_confirmations_messages_and_introspection_match_redis() {
+    let mut p = Pair::start();
+    let (mut node_pub, mut redis_pub) = p.connect_more();
+    // Each command's replies: one per channel for (un)subscriptions.
+    let both = |p: &mut Pair, args: &[&str], replies: usize| {
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        p.node.send(&bytes);
+        p.redis.send(&bytes);
+        for _ in 0..replies {
+            let ours = p.node.next_reply().expect("node reply");
+            let theirs = p.redis.next_reply().expect("redis reply");
+            assert_eq!(ours, theirs, "{args:?}");
+        }
+    };
+    both(&mut p, &["UNSUBSCRIBE"], 1);
+    both(&mut p, &["SUBSCRIBE", "ch1", "ch2"], 2);
+    both(&mut p, &["PSUBSCRIBE", "c*", "x?"], 2);
+    both(&mut p, &["SUBSCRIBE", "ch1"], 1);
+    both(&mut p, &["GET", "k"], 1);
+    both(&mut p, &["PING"], 1);
+    both(&mut p, &["PING", "hi"], 1);
+    for args in [
+        &["PUBLISH", "ch1", "m1"][..],
+        &["PUBLISH", "xy", "m2"],
+        &["PUBLISH", "nobody", "m3"],
+        &["PUBSUB", "CHANNELS"],
+        &["PUBSUB", "CHANNELS", "*2"],
+        &["PUBSUB", "NUMSUB", "ch1", "nobody"],
+        &["PUBSUB", "NUMPAT"],
+        &["PUBSUB", "FOO"],
+        &["SPUBLISH", "ch1", "m4"],
+    ] {
+        let (mut ours, mut theirs) = (node_pub.cmd(args), redis_pub.cmd(args));
+        // Channel lists come in hash-table order: compare them sorted.
+        for f in [&mut ours, &mut theirs] {
+            if let (Frame::Array(items), "CHANNELS") = (f, args.get(1).copied().unwrap_or("")) {
+                items.sort_by_key(|i| format!("{i:?}"));
+            }
+        }
+        assert_eq!(ours, theirs, "{args:?}");
+    }
+    // The subscriber got: ch1 (message + pmessage c*), xy (pmessage x?).
+    for _ in 0..3 {
+        let ours = p.node.next_reply().expect("a message");
+        let theirs = p.redis.next_reply().expect("a message");
+        assert_eq!(ours, theirs, "a delivered message");
+    }
+    both(&mut p, &["UNSUBSCRIBE", "ch1"], 1);
+    both(&mut p, &["PUNSUBSCRIBE", "x?", "c*"], 2);
+    both(&mut p, &["UNSUBSCRIBE"], 1);
+    both(&mut p, &["GET", "k"], 1);
+    both(&mut p, &["SSUBSCRIBE", "{s}a", "{s}b"], 2);
+    let (ours, theirs) = (
+        node_pub.cmd(&["SPUBLISH", "{s}a", "x"]),
+        redis_pub.cmd(&["SPUBLISH", "{s}a", "x"]),
+    );
+    assert_eq!(ours, theirs);
+    both(&mut p, &["PING"], 2);
+    both(&mut p, &["SUNSUBSCRIBE", "{s}b", "{s}a"], 2);
+    both(&mut p, &["SUNSUBSCRIBE"], 1);
+}
+
+#[test]
+fn shard_channels_follow_the_slot_rules() {
+    let mut p = Pair::start();
+    let e = p.node.cmd(&["SSUBSCRIBE", "a", "b"]);
+    assert_eq!(
+        e,
+        tessera::node::resp::Frame::Error(
+            "CROSSSLOT Keys in request don't hash to the same slot".into()
+        )
+    );
+    // A client that leaves drops its subscriptions.
+    let (mut sub, _) = p.connect_more();
+    sub.cmd(&["SUBSCRIBE", "gone"]);
+    drop(sub);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(
+        p.node.cmd(&["PUBLISH", "gone", "x"]),
+        tessera::node::resp::Frame::Integer(0)
+    );
 }

@@ -98,6 +98,14 @@ pub static COMMANDS: &[CommandSpec] = &[
 ];
 
 fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() <= 2 && !ctx.conn.resp3 && super::pubsub::subscribed(ctx) {
+        // A subscribed RESP2 connection: the reply is a message-like array.
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out
+            .bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return;
+    }
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(args.get(1)),

@@ -24,6 +24,7 @@ pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod multi;
+pub mod pubsub;
 pub mod replication;
 pub mod scripting;
 pub mod server;
@@ -161,6 +162,8 @@ pub struct ConnState {
     pub watch: multi::WatchState,
     /// A blocking command waiting for its keys (BLPOP …).
     pub block: Option<blocking::BlockState>,
+    /// Pub/sub subscriptions and the messages waiting for this client.
+    pub sub: Option<std::rc::Rc<super::pubsub::Subscriber>>,
 }
 
 /// Where a command's effects go: the records it appended to the log.
@@ -347,7 +350,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 17] = [
+        let families: [&'static [CommandSpec]; 18] = [
             connection::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
@@ -364,6 +367,7 @@ impl Commands {
             multi::COMMANDS,
             scripting::COMMANDS,
             blocking::COMMANDS,
+            pubsub::COMMANDS,
             super::migration::target::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
@@ -516,6 +520,10 @@ pub(crate) fn prepare(
     }
     if !ctx.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
         ctx.out.error("NOAUTH Authentication required.");
+        return Err(Some(idx));
+    }
+    if let Some(err) = pubsub::context_refusal(ctx, spec.name) {
+        ctx.out.error(&err);
         return Err(Some(idx));
     }
 
