@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod alloc;
 pub mod blocking;
+pub mod clients;
 pub mod cmd;
 pub mod idle_spin;
 pub mod info;
@@ -241,6 +242,10 @@ pub struct Node {
     pub blocked: RefCell<blocking::Blocked>,
     /// Pub/sub subscriptions of every connection.
     pub pubsub: RefCell<pubsub::PubSub>,
+    /// Connected clients (CLIENT LIST, CLIENT KILL).
+    pub clients: RefCell<clients::Clients>,
+    /// What CONFIG SET accepted (reported by CONFIG GET; see docs/node.md).
+    pub config_set: RefCell<std::collections::BTreeMap<String, String>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -302,6 +307,8 @@ impl Node {
             script_running: Default::default(),
             blocked: Default::default(),
             pubsub: Default::default(),
+            clients: Default::default(),
+            config_set: Default::default(),
         }
     }
 
@@ -351,6 +358,7 @@ impl Node {
     /// Releases what a closed connection held (its WATCHed keys).
     pub fn conn_closed(&self, conn: &mut ConnState) {
         cmd::multi::unwatch_all(self, conn);
+        self.clients.borrow_mut().remove(conn.id);
         if let Some(sub) = conn.sub.take() {
             self.pubsub.borrow_mut().remove_all(&sub);
         }

@@ -258,6 +258,12 @@ async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr
     let _ = sock.set_nodelay(true);
     node.connected_clients.set(node.connected_clients.get() + 1);
     let mut conn = node.new_conn(peer.to_string());
+    {
+        use std::os::fd::AsRawFd;
+        node.clients
+            .borrow_mut()
+            .register(conn.id, sock.as_raw_fd(), conn.addr.clone());
+    }
     if let Err(e) = connection_loop(&node, &mut sock, &mut conn).await {
         tracing::debug!(peer = %peer, error = %e, "connection closed with an error");
     }

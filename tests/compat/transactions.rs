@@ -1,4 +1,5 @@
-//! Transactions compared with a real redis-server: queued replies, queue-time
+//! MULTI/EXEC/WATCH, scripts, blocking pops, pub/sub, CONFIG SET and CLIENT
+//! compared with a real redis-server. Transactions: queued replies, queue-time
 //! errors (EXECABORT), run-time errors inside EXEC, WATCH.
 
 use super::differential::Pair;
@@ -351,4 +352,92 @@ fn shard_channels_follow_the_slot_rules() {
         p.node.cmd(&["PUBLISH", "gone", "x"]),
         tessera::node::resp::Frame::Integer(0)
     );
+}
+
+#[test]
+fn config_set_of_application_parameters_matches_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["CONFIG", "SET", "notify-keyspace-events", "KEA"],
+        &["CONFIG", "GET", "notify-keyspace-events"],
+        &["CONFIG", "SET", "notify-keyspace-events", "Exg"],
+        &["CONFIG", "GET", "notify-keyspace-events"],
+        &["CONFIG", "SET", "notify-keyspace-events", "nmdtezxhsl$gKE"],
+        &["CONFIG", "GET", "notify-keyspace-events"],
+        &["CONFIG", "SET", "notify-keyspace-events", "Q"],
+        &["CONFIG", "SET", "notify-keyspace-events", ""],
+        &["CONFIG", "GET", "notify-keyspace-events"],
+        &["CONFIG", "SET", "hash-max-ziplist-entries", "256"],
+        &["CONFIG", "GET", "hash-max-listpack-entries"],
+        &["CONFIG", "SET", "hash-max-listpack-entries", "abc"],
+        &["CONFIG", "SET", "hash-max-listpack-entries", "-1"],
+        &["CONFIG", "SET", "foo", "bar"],
+        &[
+            "CONFIG",
+            "SET",
+            "hash-max-listpack-entries",
+            "1",
+            "set-max-intset-entries",
+            "2",
+        ],
+        &["CONFIG", "GET", "set-max-intset-entries"],
+        &["CONFIG", "GET", "hash-max-ziplist-entries"],
+        &["CONFIG", "SET", "hash-max-listpack-entries"],
+        &["CONFIG", "SET", "list-max-listpack-size", "-3"],
+        &["CONFIG", "GET", "list-max-ziplist-size"],
+        &[
+            "CONFIG",
+            "SET",
+            "zset-max-listpack-entries",
+            "1",
+            "zset-max-listpack-entries",
+            "2",
+        ],
+        &["CONFIG", "GET", "zset-max-listpack-entries"],
+        &["CONFIG", "GET", "stream-node-max-entries"],
+    ]);
+}
+
+#[test]
+fn client_list_and_kill_see_every_connection() {
+    let mut p = Pair::start();
+    let (mut other, _) = p.connect_more();
+    other.cmd(&["CLIENT", "SETNAME", "worker"]);
+    let Frame::Integer(other_id) = other.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID");
+    };
+    let list = match p.node.cmd(&["CLIENT", "LIST"]) {
+        Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        f => panic!("CLIENT LIST: {f:?}"),
+    };
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&format!("id={other_id} ")) && l.contains(" name=worker ")),
+        "{list}"
+    );
+    assert_eq!(list.lines().count(), 2, "{list}");
+    let one = match p.node.cmd(&["CLIENT", "LIST", "ID", &other_id.to_string()]) {
+        Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        f => panic!("CLIENT LIST ID: {f:?}"),
+    };
+    assert_eq!(one.lines().count(), 1);
+    p.same(&["CLIENT", "NO-EVICT", "on"]);
+    p.same(&["CLIENT", "NO-EVICT", "maybe"]);
+    p.same(&["CLIENT", "KILL", "1.2.3.4:5"]);
+    p.same(&["CLIENT", "KILL", "ID", "999999"]);
+    assert_eq!(
+        p.node.cmd(&["CLIENT", "KILL", "ID", &other_id.to_string()]),
+        Frame::Integer(1)
+    );
+    assert!(other.closed(), "the killed client's connection is closed");
+    // SKIPME no: a client may kill itself, after its reply.
+    let Frame::Integer(me) = p.node.cmd(&["CLIENT", "ID"]) else {
+        panic!("CLIENT ID");
+    };
+    let me = me.to_string();
+    assert_eq!(
+        p.node.cmd(&["CLIENT", "KILL", "ID", &me, "SKIPME", "no"]),
+        Frame::Integer(1)
+    );
+    assert!(p.node.closed());
 }
