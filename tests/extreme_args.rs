@@ -60,8 +60,9 @@ const KEYS: &[&str] = &[
 
 /// Commands not run with generated arguments: they end the connection or
 /// the node, block until a timeout (WAIT and the blocking pops: covered by
-/// the templates with short timeouts), or change what the connection
-/// accepts (MULTI, the subscriptions).
+/// the templates with short timeouts), change what the connection
+/// accepts (MULTI, the subscriptions), or answer once per argument (the
+/// unsubscriptions).
 const SKIP: &[&str] = &[
     "shutdown",
     "quit",
@@ -78,6 +79,9 @@ const SKIP: &[&str] = &[
     "subscribe",
     "psubscribe",
     "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
 ];
 
 /// Requests with integer options the generic arguments never reach; `N`

@@ -3,7 +3,9 @@
 //! down (the connection's next read then ends it, so the hot read path
 //! needs no extra wakeup).
 
+use std::cell::Cell;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::time::Instant;
 
 use hashbrown::HashMap;
@@ -16,6 +18,9 @@ pub struct ClientEntry {
     pub lib_ver: Option<Vec<u8>>,
     pub resp3: bool,
     pub since: Instant,
+    /// The connection waits for input with nothing buffered (the busy
+    /// handler may answer its requests while a script runs).
+    pub idle: Rc<Cell<bool>>,
 }
 
 #[derive(Default)]
@@ -24,7 +29,7 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn register(&mut self, id: u64, fd: RawFd, addr: String) {
+    pub fn register(&mut self, id: u64, fd: RawFd, addr: String, idle: Rc<Cell<bool>>) {
         self.by_id.insert(
             id,
             ClientEntry {
@@ -35,6 +40,7 @@ impl Clients {
                 lib_ver: None,
                 resp3: false,
                 since: Instant::now(),
+                idle,
             },
         );
     }
@@ -64,6 +70,85 @@ impl Clients {
         // removed before their socket is closed, on this same thread).
         unsafe { libc::shutdown(e.fd, libc::SHUT_RDWR) };
         true
+    }
+
+    /// The sockets of the idle connections other than `except`.
+    pub fn idle_sockets(&self, except: u64) -> Vec<(RawFd, Rc<Cell<bool>>)> {
+        self.by_id
+            .iter()
+            .filter(|(id, _)| **id != except)
+            .map(|(_, e)| (e.fd, e.idle.clone()))
+            .collect()
+    }
+}
+
+/// What a client gets while a script runs past the time limit.
+const BUSY: &[u8] =
+    b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n";
+const UNKILLABLE: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.\r\n";
+
+/// Answers, from inside a script that runs past `lua-time-limit`, the
+/// requests idle clients sent: SCRIPT KILL stops the script (unless it
+/// wrote), anything else gets `-BUSY`. The loop is held by the script, so
+/// these connections' tasks sit in their read with nothing buffered: the
+/// requests are taken straight from their sockets, whole ones only (a
+/// partial one stays for the task), and the replies written straight to
+/// them.
+pub fn serve_busy(sockets: &[(RawFd, Rc<Cell<bool>>)], running: &super::lua::Running) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut ranges = Vec::new();
+    for (fd, idle) in sockets {
+        if !idle.get() {
+            continue;
+        }
+        // SAFETY: a live connection's socket (see `kill`); the buffer is
+        // ours and `len` bytes long.
+        let n = unsafe {
+            libc::recv(
+                *fd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            continue;
+        }
+        let data = &buf[..n as usize];
+        let (mut used, mut replies) = (0, Vec::new());
+        while used < data.len() {
+            match super::resp::parse_request(&data[used..], &mut ranges) {
+                Ok(super::resp::Parsed::Command(u)) => {
+                    let arg = |i: usize| ranges.get(i).map(|r| &data[used..][r.clone()]);
+                    let kill = arg(0).is_some_and(|a| a.eq_ignore_ascii_case(b"script"))
+                        && arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"kill"));
+                    if !kill {
+                        replies.extend_from_slice(BUSY);
+                    } else if running.wrote.get() {
+                        replies.extend_from_slice(UNKILLABLE);
+                    } else {
+                        running.kill.set(true);
+                        replies.extend_from_slice(b"+OK\r\n");
+                    }
+                    used += u;
+                }
+                Ok(super::resp::Parsed::Empty(u)) => used += u,
+                _ => break,
+            }
+        }
+        if used == 0 {
+            continue;
+        }
+        // SAFETY: as above; the bytes read are the ones peeked.
+        unsafe {
+            libc::recv(*fd, buf.as_mut_ptr().cast(), used, libc::MSG_DONTWAIT);
+            libc::send(
+                *fd,
+                replies.as_ptr().cast(),
+                replies.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+        }
     }
 }
 

@@ -38,6 +38,10 @@ pub struct Running {
     pub kill: Cell<bool>,
     /// It wrote: SCRIPT KILL can no longer stop it (UNKILLABLE).
     pub wrote: Cell<bool>,
+    /// The other clients' sockets, answered while it is busy.
+    pub sockets: std::cell::RefCell<Vec<(std::os::fd::RawFd, Rc<Cell<bool>>)>>,
+    /// When the busy handler last ran.
+    last_busy: Cell<Option<Instant>>,
 }
 
 impl Running {
@@ -135,10 +139,20 @@ impl Scripts {
         super::lua_libs::install(&lua)?;
         let xpcall: Function = g.raw_get("xpcall")?;
         lua.load(LOCK_GLOBALS).set_name("=sandbox").exec()?;
-        // Every 100k instructions: a killed script stops.
+        // Every 100k instructions: past the time limit other clients are
+        // answered (BUSY, SCRIPT KILL) every 10 ms; a killed script stops.
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(100_000),
             move |_, _| {
+                if running.busy()
+                    && running
+                        .last_busy
+                        .get()
+                        .is_none_or(|t| t.elapsed().as_millis() >= 10)
+                {
+                    running.last_busy.set(Some(Instant::now()));
+                    super::clients::serve_busy(&running.sockets.borrow(), &running);
+                }
                 if running.kill.get() {
                     return Err(mlua::Error::runtime(
                         "ERR Script killed by user with SCRIPT KILL...",

@@ -352,6 +352,7 @@ impl Node {
             watch: Default::default(),
             block: None,
             sub: None,
+            idle: Default::default(),
         }
     }
 

@@ -260,9 +260,12 @@ async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr
     let mut conn = node.new_conn(peer.to_string());
     {
         use std::os::fd::AsRawFd;
-        node.clients
-            .borrow_mut()
-            .register(conn.id, sock.as_raw_fd(), conn.addr.clone());
+        node.clients.borrow_mut().register(
+            conn.id,
+            sock.as_raw_fd(),
+            conn.addr.clone(),
+            conn.idle.clone(),
+        );
     }
     if let Err(e) = connection_loop(&node, &mut sock, &mut conn).await {
         tracing::debug!(peer = %peer, error = %e, "connection closed with an error");
@@ -290,11 +293,16 @@ async fn connection_loop(
             // No per-read shutdown select: registering a watch waiter on
             // every read costs throughput; at shutdown the runtime drops
             // every connection task instead.
+            // A script past its time limit may answer this client (BUSY,
+            // SCRIPT KILL) straight from its socket while it waits here.
+            conn.idle
+                .set(inbuf.is_empty() && conn.authenticated && conn.sub.is_none());
             let n = match conn.sub.clone() {
                 // A subscriber also wakes for the messages published to it.
                 Some(sub) => read_or_deliver(node, sock, &mut inbuf, &sub).await?,
                 None => read_some(sock, &mut inbuf).await?,
             };
+            conn.idle.set(false);
             if n == 0 {
                 return Ok(());
             }

@@ -441,3 +441,39 @@ fn client_list_and_kill_see_every_connection() {
     );
     assert!(p.node.closed());
 }
+
+#[test]
+fn a_script_past_the_time_limit_answers_busy_and_script_kill_stops_it() {
+    let mut p = Pair::start();
+    let (mut runner, _) = p.connect_more();
+    let looping = |c: &mut super::raw::Raw, script: &str| {
+        c.send(&[b"EVAL", script.as_bytes(), b"0"]);
+    };
+    looping(&mut runner, "local i = 0 while true do i = i + 1 end");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let busy = p.node.cmd(&["PING"]);
+    assert_eq!(
+        busy,
+        Frame::Error(
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+                .into()
+        )
+    );
+    assert!(
+        started.elapsed() > std::time::Duration::from_secs(3),
+        "BUSY only past lua-time-limit"
+    );
+    assert_eq!(p.node.cmd(&["SCRIPT", "KILL"]), Frame::Simple("OK".into()));
+    match runner.next_reply().expect("the script's reply") {
+        Frame::Error(e) => assert!(e.contains("Script killed by user with SCRIPT KILL"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.node.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    // A script that wrote cannot be killed.
+    looping(&mut runner, "redis.call('SET', 'w', '1') while true do end");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        matches!(p.node.cmd(&["SCRIPT", "KILL"]), Frame::Error(e) if e.starts_with("UNKILLABLE"))
+    );
+}

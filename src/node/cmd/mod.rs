@@ -164,6 +164,8 @@ pub struct ConnState {
     pub block: Option<blocking::BlockState>,
     /// Pub/sub subscriptions and the messages waiting for this client.
     pub sub: Option<std::rc::Rc<super::pubsub::Subscriber>>,
+    /// Waiting for input with nothing buffered (see `clients::serve_busy`).
+    pub idle: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 /// Where a command's effects go: the records it appended to the log.

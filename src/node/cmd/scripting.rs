@@ -137,6 +137,7 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
     running.since.set(Some(std::time::Instant::now()));
     running.kill.set(false);
     running.wrote.set(false);
+    *running.sockets.borrow_mut() = node.clients.borrow().idle_sockets(ctx.conn.id);
     let outer = ctx.group.is_some();
     if !outer {
         ctx.group = Some(Vec::new());
@@ -152,6 +153,7 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
     drop(scripts);
     running.since.set(None);
     running.kill.set(false);
+    running.sockets.borrow_mut().clear();
     if !outer {
         let parts = ctx.group.take().unwrap_or_default();
         log_group(ctx, slot.get(), parts);
@@ -431,8 +433,9 @@ fn script(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             .out
             .error("ERR SCRIPT FLUSH only support SYNC|ASYNC option"),
         ("KILL", 2) => {
-            // A script runs on the loop: one that runs now is answered by
-            // the busy handler, never by this command.
+            // A script runs on the loop: while one runs past the time limit
+            // SCRIPT KILL is answered by the busy handler
+            // (`clients::serve_busy`), never by this command.
             ctx.out.error("NOTBUSY No scripts in execution right now.");
         }
         ("LOAD" | "EXISTS" | "KILL", _) => ctx.out.error(&format!(
