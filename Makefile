@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup generate up down bench-node bench-replication bench-backup bench-failover fuzz clean cold-check
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding generate up down bench-node bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
 
 all: build
 
@@ -45,7 +45,7 @@ lint:
 # is missing), run the smoke test, the operator, failover and backup suites,
 # and always bring the cluster down again. Each suite ends with
 # `N passed, M failed`; the target fails if any suite failed.
-E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup
+E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup e2e-resharding
 e2e:
 	@status=0; \
 	$(MAKE) --no-print-directory cluster-up || status=$$?; \
@@ -64,6 +64,11 @@ e2e-operator:
 
 e2e-failover:
 	scripts/e2e-failover.sh
+
+# 3 → 4 → 2 → 3 shards under a client, a source primary and the operator
+# killed mid-move, a scale-in refused for memory.
+e2e-resharding:
+	scripts/e2e-resharding.sh
 
 # Backups to a PVC and to S3 (versitygw on the pod network's host address),
 # restore latest and to a point in time, a corrupted backup, retention.
@@ -93,11 +98,26 @@ bench-replication: deps
 bench-backup: deps
 	bench/backup.sh
 
+# Slot migration: ~1 GB, half the slots to an empty node, idle and under a
+# redis-benchmark load, against redis-cli --cluster reshard on redis-server
+# (BENCH_MIGRATION_MB=… for a smaller run).
+bench-migration: deps
+	bench/migration.sh
+
+# The slot-migration test too slow for every cargo test: a 1M-member sorted
+# set and a 1M-field hash move while a client measures the source's stalls.
+test-migration-big:
+	$(CARGO) test --locked --test migration_data -- --ignored --test-threads=1
+
 # Time-to-writable over 10 failovers of a 3x3 quorum cluster on the local
 # Kubernetes (starts it if needed; leaves it up).
 bench-failover:
 	$(MAKE) --no-print-directory cluster-up
 	bench/failover.sh
+
+bench-resharding:
+	$(MAKE) --no-print-directory cluster-up
+	bench/resharding.sh
 
 clean:
 	$(CARGO) clean

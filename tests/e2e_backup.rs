@@ -662,7 +662,9 @@ fn flow(t: Target, tally: &Mutex<Tally>) {
             "  bootstrap:\n    fromBackup:\n      cluster: {src}\n      targetTime: \"{between}\"\n{}",
             f.t.source(&src)
         );
-        create(&manifest(&pitr, 2, replicas, &pitr_extra))?;
+        // The backup has 2 shards; this cluster asks for 3: it bootstraps
+        // with the backup's 2, then reshards to 3.
+        create(&manifest(&pitr, 3, replicas, &pitr_extra))?;
         let bad_extra = format!(
             "  bootstrap:\n    fromBackup:\n      cluster: {src}\n      backupId: {}\n{}",
             ids[1],
@@ -716,10 +718,16 @@ fn flow(t: Target, tally: &Mutex<Tally>) {
     );
 
     f.step(
-        "restore to T between batches b and c: exactly a and b",
+        "restore to T between batches b and c into 3 shards (backup: 2): exactly a and b",
         |_| {
-            let took = wait_ready(&pitr, nodes)?;
-            let r = dbc(&pitr)?["status"]["restore"].clone();
+            let took = wait_ready(&pitr, 3 * replicas)?;
+            let d = dbc(&pitr)?;
+            let shards = d["status"]["shards"].as_array().map_or(0, |a| a.len());
+            let rs = d["status"]["resharding"].clone();
+            if shards != 3 || rs["phase"] != "Completed" || rs["from"] != 2 || rs["to"] != 3 {
+                return Err(format!("{shards} shards recorded; status.resharding: {rs}"));
+            }
+            let r = d["status"]["restore"].clone();
             if r["backupId"] != ids[0].as_str() {
                 return Err(format!(
                     "restored from {} (expected the first backup {})",
@@ -728,8 +736,9 @@ fn flow(t: Target, tally: &Mutex<Tally>) {
             }
             let keys = check_keys(&pitr, &["a", "b"], &["c"])?;
             Ok(format!(
-                "Ready in {:.0}s; {keys}; none of batch c; backup {} to {}",
+                "Ready in {:.0}s (2 → 3 shards, {} slots moved); {keys}; none of batch c; backup {} to {}",
                 took.as_secs_f64(),
+                rs["slotsMoved"],
                 ids[0],
                 r["targetTime"]
             ))

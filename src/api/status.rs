@@ -39,6 +39,118 @@ pub struct DatabaseClusterStatus {
     /// The restore this cluster started from (with `bootstrap.fromBackup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,
+    /// Shards in the recorded topology (the `/scale` subresource's
+    /// replica count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_count: Option<i32>,
+    /// Label selector of the cluster's node pods (for the `/scale`
+    /// subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// What the autoscaler measured and decided (with `spec.autoscaling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+    /// The resharding in progress, or the last one (after `spec.shards`
+    /// changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resharding: Option<ReshardingStatus>,
+}
+
+/// The autoscaler's state (kept in the status so a restarted operator
+/// keeps its stabilization windows).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// The figures it last read, e.g. `memory 82% (shard 1), 1200 ops/s (shard 0)`.
+    #[serde(default)]
+    pub signal: String,
+    /// Since when (RFC 3339) a target has been exceeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above_since: Option<String>,
+    /// Since when the load has been under the scale-in thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_since: Option<String>,
+    /// The last resize it made: when, and which figure crossed which
+    /// threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale: Option<String>,
+    /// Why it holds now (cooldown, bounds, a resharding in flight…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
+}
+
+/// Progress of a resharding (see docs/resharding.md). The operator resumes
+/// from it after a restart; slot ownership itself is in `shards[].slots`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReshardingStatus {
+    /// `WaitingForShards` (new shards are starting), `Moving`, `Paused`,
+    /// `RemovingShards` (drained shards are being deleted), `Completed`,
+    /// `Refused` (a scale-in without memory headroom; nothing moved) or
+    /// `Cancelled` (the spec went back after a refusal).
+    pub phase: String,
+    /// Shard count when it started, and the one asked for.
+    pub from: u32,
+    pub to: u32,
+    /// Slots moved so far, and slots this resharding moves in all.
+    pub slots_moved: u32,
+    pub slots_total: u32,
+    /// Bytes the finished moves sent.
+    #[serde(default)]
+    pub bytes_moved: u64,
+    /// Estimated seconds left, from the throughput so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+    /// `3→4 1365/4096` for `kubectl get dbc`.
+    pub progress: String,
+    /// RFC 3339 times.
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Moves in progress (at most one per source and per target shard).
+    #[serde(default)]
+    pub moves: Vec<SlotMove>,
+    /// Moves that failed (and were retried from their start).
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the last move failed (the next starts after a backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_at: Option<String>,
+    /// Sequence number of the next move (move ids are `<seq>-<n>`).
+    #[serde(default)]
+    pub next_move: u32,
+    /// Sequence number of this resharding (the first is 1).
+    #[serde(default)]
+    pub seq: u32,
+}
+
+/// One slot migration the operator runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotMove {
+    /// The migration id on the nodes.
+    pub id: String,
+    /// Shard indexes.
+    pub source: u32,
+    pub target: u32,
+    /// Slot ranges, e.g. `4096-5460`.
+    pub slots: Vec<String>,
+    /// `Starting`, `Copying` (the source copies and streams), `Flipped` (the
+    /// topology gave the slots to the target; the source finishes and frees).
+    pub phase: String,
+    /// Node ids of the source and target primaries the move was started
+    /// with (a failover of either aborts a move not yet flipped).
+    pub source_node: String,
+    pub target_node: String,
+    #[serde(default)]
+    pub bytes_sent: u64,
+    #[serde(default)]
+    pub keys_sent: u64,
+    pub started_at: String,
 }
 
 /// What the backup jobs reported (their JSON summary, read from each

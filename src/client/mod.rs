@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod backup;
+pub mod migration;
 
 pub use crate::node::slots::{NodeAddr, ShardTopology, Topology};
 
@@ -76,6 +77,17 @@ pub struct NodeInfo {
     pub durable_lsn: u64,
     #[serde(default)]
     pub keys: u64,
+    /// Bytes the node's data takes, and its limit (0: none).
+    #[serde(default)]
+    pub used_memory: u64,
+    #[serde(default)]
+    pub maxmemory: u64,
+    /// Commands per second over the last second or two.
+    #[serde(default)]
+    pub ops_per_sec: f64,
+    /// The slot with most keyed commands lately, when there were enough.
+    #[serde(default)]
+    pub hot_slot: Option<HotSlot>,
     /// Highest shard epoch the node has seen (its fencing token).
     #[serde(default)]
     pub fencing_epoch: u64,
@@ -83,6 +95,17 @@ pub struct NodeInfo {
     pub uptime_seconds: u64,
     #[serde(default)]
     pub replication: ReplicationInfo,
+}
+
+/// A node's busiest slot over its last window.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HotSlot {
+    pub slot: u16,
+    /// Its share of the node's keyed commands (0–1).
+    pub share: f64,
+    #[serde(default)]
+    pub ops_per_sec: f64,
 }
 
 /// The part of `/v1/status`'s `replication` object failover reads.
@@ -212,7 +235,7 @@ impl NodeClient {
         serde_json::from_slice(&answer).map_err(|source| ClientError::Decode { addr, source })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         addr: SocketAddr,
         method: &str,

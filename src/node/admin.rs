@@ -324,16 +324,25 @@ pub struct Status {
     pub fsync: &'static str,
     pub persistence: bool,
     pub used_memory: usize,
+    /// 0: no limit.
+    pub maxmemory: u64,
     pub connected_clients: usize,
     pub uptime_seconds: u64,
     pub last_snapshot: Option<SnapshotStatus>,
     /// Highest shard epoch seen (the fencing token this node enforces).
     pub fencing_epoch: u64,
     pub replication: super::replication::ReplicationStatus,
+    /// Commands per second over the last ~1.5 s (all commands; writes).
+    pub ops_per_sec: f64,
+    pub write_ops_per_sec: f64,
+    /// The slot carrying most keyed commands over the last 10-20 s (null
+    /// under 100 keyed commands).
+    pub hot_slot: Option<super::load::HotSlot>,
 }
 
 pub fn status(node: &Node) -> Status {
     let map = node.slot_map.borrow();
+    let rates = node.load.rates();
     let shard = map.my_shard();
     Status {
         node_id: node.id.clone(),
@@ -349,6 +358,7 @@ pub fn status(node: &Node) -> Status {
         fsync: node.wal.policy().as_str(),
         persistence: node.cfg.persistence,
         used_memory: alloc::allocated(),
+        maxmemory: node.cfg.maxmemory,
         connected_clients: node.connected_clients.get(),
         uptime_seconds: node.started.elapsed().as_secs(),
         last_snapshot: node
@@ -358,6 +368,9 @@ pub fn status(node: &Node) -> Status {
             .map(SnapshotStatus::from),
         fencing_epoch: node.repl.epoch(),
         replication: super::replication::status(node),
+        ops_per_sec: rates.ops,
+        write_ops_per_sec: rates.writes,
+        hot_slot: node.load.hot_slot(),
     }
 }
 

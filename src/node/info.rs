@@ -79,9 +79,10 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
     }
     if want("stats") {
         let st = &node.stats;
+        let rates = node.load.rates();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nreplies_over_max_reply_bytes:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nreplies_over_max_reply_bytes:{}\r\ninstantaneous_ops_per_sec:{}\r\ninstantaneous_write_ops_per_sec:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\n\r\n",
             st.connections_received.get(),
             st.commands_processed.get(),
             st.net_input_bytes.get(),
@@ -94,6 +95,10 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
             st.query_buffer_disconnections.get(),
             st.output_buffer_disconnections.get(),
             st.replies_over_limit.get(),
+            rates.ops.round() as u64,
+            rates.writes.round() as u64,
+            rates.bytes_in / 1024.0,
+            rates.bytes_out / 1024.0,
         );
     }
     if want("replication") {

@@ -350,5 +350,6 @@ pub fn render_metrics(node: &Node) -> String {
         node.ready.get() as u8,
     );
     super::migration::render_metrics(node, &mut out);
+    super::load::render_metrics(node, &mut out);
     out
 }

@@ -14,6 +14,7 @@ pub mod clients;
 pub mod cmd;
 pub mod idle_spin;
 pub mod info;
+pub mod load;
 pub mod lua;
 pub mod lua_libs;
 pub mod metrics;
@@ -246,6 +247,8 @@ pub struct Node {
     pub clients: RefCell<clients::Clients>,
     /// What CONFIG SET accepted (reported by CONFIG GET; see docs/node.md).
     pub config_set: RefCell<std::collections::BTreeMap<String, String>>,
+    /// Command rates and per-slot counters (the autoscaler's signals).
+    pub load: load::Load,
 }
 
 pub fn now_ms() -> u64 {
@@ -276,6 +279,7 @@ impl Node {
         };
         let commands = Commands::new();
         let stats = Stats::new(commands.len());
+        let load = load::Load::new(&commands);
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let repl = replication::Repl::new(
             cfg.repl.clone(),
@@ -309,6 +313,7 @@ impl Node {
             pubsub: Default::default(),
             clients: Default::default(),
             config_set: Default::default(),
+            load,
         }
     }
 

@@ -100,6 +100,7 @@ pub async fn serve(
     );
 
     tokio::task::spawn_local(expire_loop(node.clone()));
+    tokio::task::spawn_local(super::load::sample_loop(node.clone()));
     if let Some(spin) = &node.idle_spin {
         let n = node.clone();
         tokio::task::spawn_local(spin.clone().run(move || n.waits_on_others()));
@@ -192,6 +193,8 @@ async fn expire_loop(node: Rc<Node>) {
             let (examined, expired) = store.active_expire_cycle(200);
             for (slot, key) in store.drain_expired() {
                 node.wal.append(slot, &[b"DEL", &key]);
+                // A WATCH on the key trips, as for any change.
+                cmd::multi::touch_watched(&node, slot, &[b"DEL", &key]);
             }
             if examined == 0
                 || expired * 4 < examined
@@ -341,7 +344,7 @@ async fn connection_loop(
                         let (lsn_before, reply_at) = (effects.last_lsn, out.buf.len());
                         let bound = ReplyBound::new(node, conn, reply_at);
                         out.limit = bound.limit();
-                        run_command(node, &mut store, &mut out, conn, &mut effects, &args);
+                        run_command(node, &mut store, &mut out, conn, &mut effects, &args, used);
                         out.limit = usize::MAX;
                         if effects.blocked || effects.block {
                             // Not consumed: parsed again after the pause,
@@ -659,7 +662,7 @@ fn replace_replies(out: &mut ReplyBuf, ranges: &[std::ops::Range<usize>], msg: &
     out.errors += ranges.len() as u64;
 }
 
-/// Runs one parsed command with its bookkeeping.
+/// Runs one parsed command (`used` bytes of input) with its bookkeeping.
 fn run_command(
     node: &Node,
     store: &mut Store,
@@ -667,6 +670,7 @@ fn run_command(
     conn: &mut ConnState,
     effects: &mut Effects,
     args: &Args<'_>,
+    used: usize,
 ) {
     if !node.ready.get() {
         let loading_ok = node
@@ -678,8 +682,14 @@ fn run_command(
             return;
         }
     }
+    let reply_at = out.buf.len();
     let mut ctx = Ctx::new(node, store, out, conn, effects);
     let ran = cmd::dispatch(&mut ctx, args);
+    if let Some(slot) = ctx.slot {
+        // A keyed command this node served: dispatch found its slot.
+        let reply = ctx.out.buf.len().saturating_sub(reply_at);
+        node.load.count(slot, used, reply);
+    }
     node.stats
         .commands_processed
         .set(node.stats.commands_processed.get() + 1);

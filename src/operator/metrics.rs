@@ -61,6 +61,9 @@ pub struct Metrics {
     count: AtomicU64,
     sum_micros: AtomicU64,
     topology_pushes: AtomicU64,
+    reshard_slots: AtomicU64,
+    reshard_moves_ok: AtomicU64,
+    reshard_moves_failed: AtomicU64,
     pub leader: AtomicBool,
     pub ready: AtomicBool,
     /// Per cluster (namespace, name).
@@ -101,6 +104,21 @@ impl Metrics {
 
     pub fn topology_pushed(&self) {
         self.topology_pushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Slots whose owner a resharding move changed (counted at the flip).
+    pub fn reshard_slots_moved(&self, n: u64) {
+        self.reshard_slots.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A resharding move ended: done, or failed (and planned again).
+    pub fn reshard_move(&self, ok: bool) {
+        let c = if ok {
+            &self.reshard_moves_ok
+        } else {
+            &self.reshard_moves_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sets the gauges from a cluster's recorded status (also right after
@@ -247,6 +265,8 @@ impl Metrics {
             r(&self.count)
         );
         let _ = writeln!(o, "# HELP tessera_operator_topology_pushes_total Topology documents pushed to nodes.\n# TYPE tessera_operator_topology_pushes_total counter\ntessera_operator_topology_pushes_total {}", r(&self.topology_pushes));
+        let _ = writeln!(o, "# HELP tessera_operator_reshard_slots_moved_total Slots whose owner a resharding move changed.\n# TYPE tessera_operator_reshard_slots_moved_total counter\ntessera_operator_reshard_slots_moved_total {}", r(&self.reshard_slots));
+        let _ = writeln!(o, "# HELP tessera_operator_reshard_moves_total Resharding slot moves that ended, by result (failed moves are planned again).\n# TYPE tessera_operator_reshard_moves_total counter\ntessera_operator_reshard_moves_total{{result=\"done\"}} {}\ntessera_operator_reshard_moves_total{{result=\"failed\"}} {}", r(&self.reshard_moves_ok), r(&self.reshard_moves_failed));
         let _ = writeln!(o, "# HELP tessera_operator_leader 1 while this replica holds the lease.\n# TYPE tessera_operator_leader gauge\ntessera_operator_leader {}", self.leader.load(Ordering::Relaxed) as u8);
         let _ = writeln!(o, "# HELP tessera_operator_resident_memory_bytes Resident set size.\n# TYPE tessera_operator_resident_memory_bytes gauge\ntessera_operator_resident_memory_bytes {}", crate::node::alloc::rss_bytes());
         self.render_backups(&mut o);

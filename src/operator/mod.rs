@@ -8,6 +8,7 @@
 //! the Lease reconciles.
 
 pub mod apply;
+pub mod autoscale;
 pub mod backups;
 pub mod build;
 pub mod context;

@@ -4,12 +4,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::autoscale;
 use super::backups;
+use super::build::LABEL_CLUSTER;
+use super::operations::reshard;
 use super::operations::restore;
-use super::status::{with_conditions, Cond, DEGRADED, PROGRESSING, READY};
+use super::status::{with_conditions, Cond, DEGRADED, HOT_SLOT, PROGRESSING, READY, RESHARDING};
 use super::topology::{self, Decision, ObservedNode};
 use super::validate::ValidatedCluster;
-use crate::api::{BackupStatus, DatabaseClusterStatus};
+use crate::api::{BackupStatus, DatabaseClusterStatus, ReshardingStatus};
 
 /// What [`summarize`] decided.
 #[derive(Debug, Clone)]
@@ -103,6 +106,11 @@ pub struct Inputs<'a> {
     pub backup: Option<BackupStatus>,
     /// A restore that completed in this reconcile.
     pub restored: Option<&'a restore::Outcome>,
+    /// `status.resharding` after this reconcile's resharding step (None:
+    /// no step, the recorded one stays).
+    pub resharding: Option<ReshardingStatus>,
+    /// The autoscaler's decision (with `spec.autoscaling`).
+    pub autoscaling: Option<&'a autoscale::Outcome>,
     pub generation: i64,
 }
 
@@ -115,10 +123,17 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
         decision,
         backup,
         restored,
+        resharding,
+        autoscaling,
         generation,
     } = inputs;
     let mut next = prev.clone();
     next.backup = backup;
+    if resharding.is_some() {
+        next.resharding = resharding;
+    }
+    next.autoscaling = autoscaling.map(|a| a.status.clone());
+    next.selector = Some(format!("{}={}", LABEL_CLUSTER, v.name));
     if let Some(o) = restored {
         next.restore = Some(o.status.clone());
     }
@@ -134,15 +149,28 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
             .filter(|n| n.info.as_ref().is_none_or(|i| i.epoch != p.epoch))
             .count();
     }
+    next.shard_count = Some(next.shards.len() as i32);
     let desired = (v.shards * v.replicas) as usize;
     let ready = ready_nodes(v, nodes);
     next.ready = Some(format!("{ready}/{desired}"));
     let (phase, reason, message) = phase(v, nodes, decision, next.epoch, pushes_pending);
+    // A resharding in progress: serving, but not as specified yet.
+    let running = next.resharding.as_ref().filter(|r| reshard::is_running(r));
+    let (phase, reason, message) = match (phase, running) {
+        ("Ready", Some(r)) => ("Resharding", "Resharding", resharding_message(r)),
+        (p, _) => (p, reason, message),
+    };
     let all_ready = phase == "Ready";
     // A refused change leaves the cluster serving but not as specified.
-    let (phase, reason, message) = match (phase, v.refusals.first()) {
-        ("Ready", Some(r)) => ("Degraded", r.reason, r.message.clone()),
-        (p, _) => (p, reason, message),
+    let refused_scale_in = next
+        .resharding
+        .as_ref()
+        .filter(|r| r.phase == reshard::REFUSED)
+        .map(|r| r.last_error.clone().unwrap_or_default());
+    let (phase, reason, message) = match (phase, v.refusals.first(), refused_scale_in) {
+        ("Ready", Some(r), _) => ("Degraded", r.reason, r.message.clone()),
+        ("Ready", None, Some(why)) => ("Degraded", "ScaleInRefused", why),
+        (p, _, _) => (p, reason, message),
     };
     next.phase = Some(phase.into());
     next.reason = Some(reason.into());
@@ -163,6 +191,28 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
         }
         None => conds.push(Cond::new(DEGRADED, false, "AsExpected", "")),
     }
+    if let Some(r) = &next.resharding {
+        conds.push(resharding_condition(r));
+        if r.phase == reshard::REFUSED && v.refusals.is_empty() {
+            let why = r.last_error.clone().unwrap_or_default();
+            conds.retain(|c| c.type_ != DEGRADED);
+            conds.push(Cond::new(DEGRADED, true, "ScaleInRefused", why));
+        }
+    }
+    if let Some(a) = autoscaling {
+        conds.push(match a.hot {
+            Some((shard, slot, share)) => Cond::new(
+                HOT_SLOT,
+                true,
+                "HotSlot",
+                format!(
+                    "slot {slot} carries {:.0}% of shard {shard}'s commands: more shards cannot spread one slot; spread its keys (hash tags) or scale the shard up",
+                    share * 100.0
+                ),
+            ),
+            None => Cond::new(HOT_SLOT, false, "NoHotSlot", ""),
+        });
+    }
     conds.extend(backups::condition(next.backup.as_ref()));
     if let Some(o) = restored {
         conds.push(o.cond.clone());
@@ -172,6 +222,55 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
         all_ready,
         message,
         topology_changed,
+    }
+}
+
+fn resharding_message(r: &ReshardingStatus) -> String {
+    let mut m = format!(
+        "resharding {} → {} shards ({}): {}/{} slots moved",
+        r.from, r.to, r.phase, r.slots_moved, r.slots_total
+    );
+    if let Some(eta) = r.eta_seconds {
+        m.push_str(&format!(", about {eta} s left"));
+    }
+    for mv in &r.moves {
+        m.push_str(&format!(
+            "; move {} shard {} → {} {} ({})",
+            mv.id,
+            mv.source,
+            mv.target,
+            mv.slots.join(","),
+            mv.phase
+        ));
+    }
+    m
+}
+
+/// `Resharding`: True while slots move; False with why it stopped.
+fn resharding_condition(r: &ReshardingStatus) -> Cond {
+    match r.phase.as_str() {
+        reshard::COMPLETED => Cond::new(
+            RESHARDING,
+            false,
+            "Completed",
+            format!(
+                "{} → {} shards: {} slots moved",
+                r.from, r.to, r.slots_moved
+            ),
+        ),
+        reshard::CANCELLED => Cond::new(
+            RESHARDING,
+            false,
+            "Cancelled",
+            format!("shards set back to {} before anything moved", r.from),
+        ),
+        reshard::REFUSED => Cond::new(
+            RESHARDING,
+            false,
+            "ScaleInRefused",
+            r.last_error.clone().unwrap_or_default(),
+        ),
+        phase => Cond::new(RESHARDING, true, phase.to_string(), resharding_message(r)),
     }
 }
 
@@ -217,6 +316,8 @@ mod tests {
             decision,
             backup: None,
             restored: None,
+            resharding: None,
+            autoscaling: None,
             generation: 2,
         };
         summarize(inputs, crate::operator::context::now())

@@ -12,13 +12,13 @@ use kube::ResourceExt;
 
 use super::context::{now, Context, Error};
 use super::observe::{self, Observed};
-use super::operations::{self, restore};
+use super::operations::{self, reshard, restore};
 use super::phase::{self, Summary};
 use super::status::{status_differs, with_conditions, Cond, DEGRADED, PROGRESSING, READY};
 use super::topology::{self, Decision};
 use super::validate::{self, Existing, ValidatedCluster};
 use super::writer::{write_status, Precondition};
-use super::{apply, backups, build, nodes, rollout};
+use super::{apply, autoscale, backups, build, nodes, rollout};
 use crate::api::{DatabaseCluster, DatabaseClusterStatus};
 
 pub async fn reconcile_apply(
@@ -37,33 +37,48 @@ pub async fn reconcile_apply(
         Ok(v) => v,
         Err(action) => return Ok(action),
     };
+    // A restore bootstraps with the backup's shards; a different
+    // spec.shards is reached by resharding once bootstrapped.
+    let v = match prev.restore.as_ref().and_then(restore::bootstrap_shards) {
+        Some(n) if prev.epoch == 0 => v.with_shards(n),
+        _ => v,
+    };
     if v.spec.paused {
         return pause(ctx, dbc, &prev).await;
     }
     report_refusals(ctx, dbc, &v, &prev).await;
 
     // The next step of an operation (failover, switchover, restore).
-    let restored = match operations::next_step(ctx, dbc, &v, &prev, &observed).await? {
+    let (restored, reshard) = match operations::next_step(ctx, dbc, &v, &prev, &observed).await? {
         operations::Next::Done(action) => return Ok(action),
-        operations::Next::Continue { restored } => restored,
+        operations::Next::Continue { restored, reshard } => (restored, reshard),
     };
 
     // Build and apply.
     apply_children(ctx, dbc, &v, &observed).await?;
+    reshard::remove::remove_extra_shards(ctx, dbc, &v, &observed).await?;
 
     // Status: the topology is recorded first (the status is the topology
-    // authority), then pushed.
-    let decision = topology::plan(
+    // authority), then pushed. A resharding's flips change slot owners in
+    // this same record.
+    let no_flips = reshard::Outcome::default();
+    let step = reshard.as_deref().unwrap_or(&no_flips);
+    let decision = topology::plan_with(
         &dbc.name_any(),
         &prev,
         &observed.nodes,
         v.shards,
         v.replicas,
+        &topology::SlotChanges {
+            flips: &step.flips,
+            busy: &step.busy,
+        },
     );
     let (backup, new_backups) = backups::fold(
         prev.backup.as_ref(),
         backups::finished(&observed.jobs, &observed.job_pods),
     );
+    let autoscaled = autoscale::evaluate(dbc, &prev, &observed.nodes);
     let summary = phase::summarize(
         phase::Inputs {
             prev: &prev,
@@ -72,6 +87,8 @@ pub async fn reconcile_apply(
             decision: &decision,
             backup,
             restored: restored.as_deref(),
+            resharding: reshard.as_ref().and_then(|r| r.status.clone()),
+            autoscaling: autoscaled.as_ref(),
             generation: dbc.metadata.generation.unwrap_or(0),
         },
         now(),
@@ -83,6 +100,9 @@ pub async fn reconcile_apply(
             Precondition::None
         };
         write_status(ctx, dbc, &summary.next, pre).await?;
+    }
+    if let Some(a) = &autoscaled {
+        autoscale::act(ctx, dbc, a).await?;
     }
     backups::report(ctx, dbc, &new_backups, summary.next.backup.as_ref()).await;
     if let Some(o) = &restored {
@@ -99,7 +119,11 @@ pub async fn reconcile_apply(
     .await?;
 
     // Rolling changes, once everything is Ready.
-    after_ready(ctx, dbc, &v, &observed, &prev, &summary).await
+    let action = after_ready(ctx, dbc, &v, &observed, &prev, &summary).await?;
+    Ok(match step.requeue() {
+        Some(soon) => Action::requeue(soon),
+        None => action,
+    })
 }
 
 /// The validated spec, or the action to return after recording why the
@@ -225,7 +249,7 @@ async fn apply_children(
     let ns = &v.namespace;
     apply::apply(client, ns, &build::build_config_map(v)).await?;
     apply::apply(client, ns, &build::build_client_service(v)).await?;
-    for shard in 0..v.shards {
+    for shard in 0..v.running_shards {
         apply::apply(client, ns, &build::build_headless_service(v, shard)).await?;
         apply::apply(client, ns, &build::build_primary_service(v, shard)).await?;
         apply::apply(client, ns, &build::build_pdb(v, shard)).await?;

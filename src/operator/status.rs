@@ -9,6 +9,8 @@ use crate::api::DatabaseClusterStatus;
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+pub const RESHARDING: &str = "Resharding";
+pub const HOT_SLOT: &str = "HotSlot";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cond {

@@ -12,6 +12,7 @@ use crate::api::{DatabaseClusterStatus, NodeStatus, ShardStatus, SLOTS};
 use crate::client::{NodeAddr, NodeInfo, ShardTopology, Topology};
 
 use super::build::REDIS_PORT;
+use super::operations::reshard::plan::{self as reshard_plan, Move};
 use super::validate::shard_name;
 
 /// One pod of the cluster as observed in this reconcile.
@@ -124,6 +125,15 @@ fn same_membership(a: &[ShardStatus], b: &[ShardStatus]) -> bool {
         })
 }
 
+/// Slot ownership changes a resharding makes in this topology.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlotChanges<'a> {
+    /// Moves whose slots go to their target now.
+    pub flips: &'a [Move],
+    /// Shards in a move: kept even when they own no slot any more.
+    pub busy: &'a [u32],
+}
+
 /// Decides the topology for `shards` × `replicas` from the last recorded
 /// status and the observed nodes.
 pub fn plan(
@@ -132,6 +142,28 @@ pub fn plan(
     nodes: &[ObservedNode],
     shards: u32,
     replicas: u32,
+) -> Decision {
+    plan_with(
+        cluster,
+        prev,
+        nodes,
+        shards,
+        replicas,
+        &SlotChanges::default(),
+    )
+}
+
+/// [`plan`] with a resharding's changes: flipped slots change owner; shards
+/// beyond `shards` leave once they own nothing and no move involves them
+/// (from the end, so a shard's index stays its number); new shards join,
+/// owning nothing yet, once all their nodes answer.
+pub fn plan_with(
+    cluster: &str,
+    prev: &DatabaseClusterStatus,
+    nodes: &[ObservedNode],
+    shards: u32,
+    replicas: u32,
+    changes: &SlotChanges<'_>,
 ) -> Decision {
     let by_pod: BTreeMap<&str, &ObservedNode> = nodes.iter().map(|n| (n.pod.as_str(), n)).collect();
     let max_node_epoch = nodes
@@ -159,7 +191,7 @@ pub fn plan(
                 desired,
             };
         }
-        let ranges = slot_ranges(shards);
+        let ranges = bootstrap_slots(prev, shards);
         let shards_status = (0..shards)
             .map(|s| {
                 let members: Vec<NodeStatus> = (0..replicas)
@@ -172,7 +204,7 @@ pub fn plan(
                 let mut it = members.into_iter();
                 ShardStatus {
                     name: shard_name(cluster, s),
-                    slots: vec![format_range(ranges[s as usize])],
+                    slots: ranges[s as usize].clone(),
                     epoch: 1,
                     primary: it.next(),
                     replicas: it.collect(),
@@ -239,6 +271,28 @@ pub fn plan(
             .collect();
         next.push(shard);
     }
+    reshape(&mut next, shards, changes);
+    for s in prev.shards.len() as u32..shards {
+        let members: Vec<NodeStatus> = (0..replicas)
+            .filter_map(|o| {
+                by_pod
+                    .get(pod_name(s, o).as_str())
+                    .and_then(|n| n.as_status())
+            })
+            .collect();
+        if members.len() < replicas as usize || next.len() as u32 != s {
+            break;
+        }
+        let mut it = members.into_iter();
+        next.push(ShardStatus {
+            name: shard_name(cluster, s),
+            slots: Vec::new(),
+            epoch: 1,
+            primary: it.next(),
+            replicas: it.collect(),
+            ..Default::default()
+        });
+    }
     let changed = !same_membership(&prev.shards, &next);
     let epoch = if changed || max_node_epoch > prev.epoch {
         prev.epoch.max(max_node_epoch) + 1
@@ -251,6 +305,49 @@ pub fn plan(
         changed,
         bootstrap: false,
     })
+}
+
+/// The first topology's slots: a restored backup's layout when it lists
+/// one per shard (a backup of a resharded cluster is not evenly split),
+/// else the even split.
+fn bootstrap_slots(prev: &DatabaseClusterStatus, shards: u32) -> Vec<Vec<String>> {
+    let restored = prev
+        .restore
+        .as_ref()
+        .map(|r| r.shard_slots.clone())
+        .filter(|s| s.len() == shards as usize && s.iter().all(|r| !r.is_empty()));
+    match restored {
+        Some(s) => s
+            .iter()
+            .map(|r| r.split(',').map(str::to_string).collect())
+            .collect(),
+        None => slot_ranges(shards)
+            .into_iter()
+            .map(|r| vec![format_range(r)])
+            .collect(),
+    }
+}
+
+/// Applies the flips to `next` and drops empty, idle shards beyond
+/// `shards` from the end.
+fn reshape(next: &mut Vec<ShardStatus>, shards: u32, changes: &SlotChanges<'_>) {
+    if !changes.flips.is_empty() {
+        let slots: Vec<Vec<String>> = next.iter().map(|s| s.slots.clone()).collect();
+        let mut owned = reshard_plan::parse_owned(&slots);
+        for f in changes.flips {
+            reshard_plan::apply(&mut owned, f);
+        }
+        for (shard, r) in next.iter_mut().zip(owned) {
+            shard.slots = reshard_plan::format_ranges(&r);
+        }
+    }
+    while let Some(last) = next.last() {
+        let i = next.len() as u32 - 1;
+        if i < shards || !last.slots.is_empty() || changes.busy.contains(&i) {
+            break;
+        }
+        next.pop();
+    }
 }
 
 fn addr(n: &NodeStatus) -> NodeAddr {
@@ -502,5 +599,73 @@ mod tests {
         assert!(!p.changed);
         assert_eq!(p.shards[0].replicas.len(), 2);
         assert!(!p.shards[0].primary.as_ref().is_some_and(|n| n.ready));
+    }
+
+    #[test]
+    fn resharding_adds_flips_and_drops_shards_in_the_recorded_topology() {
+        let first = plan_of(plan(
+            "c",
+            &DatabaseClusterStatus::default(),
+            &all(3, 2, 0),
+            3,
+            2,
+        ));
+        // 3 → 4: the new shard joins owning nothing once its nodes answer.
+        let mut nodes = all(4, 2, 1);
+        nodes[7].info = None;
+        let waiting = plan_of(plan("c", &recorded(&first), &nodes, 4, 2));
+        assert_eq!(waiting.shards.len(), 3);
+        let grown = plan_of(plan("c", &recorded(&first), &all(4, 2, 1), 4, 2));
+        assert!(grown.changed);
+        assert_eq!(grown.shards.len(), 4);
+        assert!(grown.shards[3].slots.is_empty());
+        assert_eq!(
+            grown.shards[3].primary.as_ref().map(|n| n.pod.as_str()),
+            Some("c-shard-3-0")
+        );
+        // A flip moves the slots in the same record, with a new epoch.
+        let flip = Move {
+            source: 2,
+            target: 3,
+            slots: vec![(15019, 16383)],
+        };
+        let flipped = plan_of(plan_with(
+            "c",
+            &recorded(&grown),
+            &all(4, 2, grown.epoch),
+            4,
+            2,
+            &SlotChanges {
+                flips: std::slice::from_ref(&flip),
+                busy: &[2, 3],
+            },
+        ));
+        assert!(flipped.changed && flipped.epoch > grown.epoch);
+        assert_eq!(flipped.shards[2].slots, vec!["10923-15018"]);
+        assert_eq!(flipped.shards[3].slots, vec!["15019-16383"]);
+        // 4 → 3 after shard 3 was drained back: it leaves unless busy.
+        let back = Move {
+            source: 3,
+            target: 2,
+            slots: vec![(15019, 16383)],
+        };
+        let busy = plan_of(plan_with(
+            "c",
+            &recorded(&flipped),
+            &all(4, 2, flipped.epoch),
+            3,
+            2,
+            &SlotChanges {
+                flips: std::slice::from_ref(&back),
+                busy: &[3],
+            },
+        ));
+        assert_eq!(busy.shards.len(), 4);
+        let gone = plan_of(plan("c", &recorded(&busy), &all(4, 2, busy.epoch), 3, 2));
+        assert_eq!(gone.shards.len(), 3);
+        assert_eq!(gone.shards[2].slots, vec!["10923-16383"]);
+        // A shard still owning slots never leaves.
+        let kept = plan_of(plan("c", &recorded(&flipped), &all(4, 2, 9), 3, 2));
+        assert_eq!(kept.shards.len(), 4);
     }
 }

@@ -60,9 +60,11 @@ pub struct ValidatedCluster {
     pub uid: String,
     pub generation: i64,
     pub spec: DatabaseClusterSpec,
-    /// Shards actually run: the spec's, or the bootstrapped count when the
-    /// spec asks for a change that resharding would need.
+    /// Shards the spec asks for (the count resharding works towards).
     pub shards: u32,
+    /// Shards whose StatefulSets exist: `shards`, or more while a scale-in
+    /// drains the ones being removed.
+    pub running_shards: u32,
     /// Nodes per shard (primary included).
     pub replicas: u32,
     pub image: String,
@@ -115,9 +117,10 @@ pub fn validate(
     }
 
     let mut refusals = Vec::new();
-    let shards = kept_shards(&spec, existing, &mut refusals);
+    let shards = spec.shards as u32;
+    let running_shards = shards.max(existing.bootstrapped_shards);
     let replicas = kept_replicas(dbc, &spec, &mut refusals);
-    let claim_sizes = (0..shards)
+    let claim_sizes = (0..running_shards)
         .map(|i| {
             existing
                 .claim_sizes
@@ -135,6 +138,7 @@ pub fn validate(
         uid,
         spec,
         shards,
+        running_shards,
         image,
         claim_sizes,
         refusals,
@@ -216,28 +220,6 @@ fn check_spec(name: &str, spec: &DatabaseClusterSpec) -> Result<(), ValidationEr
     Ok(())
 }
 
-/// The shard count: a change after bootstrap is refused (resharding is not
-/// supported yet) and the bootstrapped count kept.
-fn kept_shards(
-    spec: &DatabaseClusterSpec,
-    existing: &Existing,
-    refusals: &mut Vec<Refusal>,
-) -> u32 {
-    let wanted = spec.shards as u32;
-    if existing.bootstrapped_shards > 0 && existing.bootstrapped_shards != wanted {
-        refusals.push(Refusal {
-            reason: "ShardCountChangeUnsupported",
-            message: format!(
-                "shards changed from {} to {wanted}, but moving slots between shards (resharding) is not supported yet; set shards back to {} (the cluster keeps running with {})",
-                existing.bootstrapped_shards, existing.bootstrapped_shards, existing.bootstrapped_shards
-            ),
-        });
-        existing.bootstrapped_shards
-    } else {
-        wanted
-    }
-}
-
 /// Nodes per shard: the spec's, unless scaling down would remove a primary.
 fn kept_replicas(
     dbc: &DatabaseCluster,
@@ -291,6 +273,17 @@ impl ValidatedCluster {
 
     pub fn shard_name(&self, shard: u32) -> String {
         shard_name(&self.name, shard)
+    }
+
+    /// The same cluster run with `n` shards: what a restore bootstraps
+    /// with (the backup's count); resharding then goes to the spec's.
+    pub fn with_shards(&self, n: u32) -> ValidatedCluster {
+        let mut v = self.clone();
+        v.shards = n;
+        v.running_shards = n;
+        v.claim_sizes
+            .resize(n as usize, self.spec.storage.size.clone());
+        v
     }
 }
 
@@ -406,17 +399,22 @@ mod tests {
     }
 
     #[test]
-    fn shard_change_is_refused_but_cluster_keeps_running() {
+    fn a_shard_count_change_is_accepted_and_shards_being_removed_keep_running() {
         let mut s = spec();
         s.shards = 5;
         let existing = Existing {
             bootstrapped_shards: 3,
             claim_sizes: [(0, "2Gi".to_string())].into(),
         };
+        let v = validate(&dbc(s.clone()), "img", &existing).expect("valid");
+        assert_eq!((v.shards, v.running_shards), (5, 5));
+        assert!(v.refusals.is_empty());
+        assert_eq!(v.claim_sizes, vec!["2Gi", "1Gi", "1Gi", "1Gi", "1Gi"]);
+        // Scaling in: the shards being drained keep their StatefulSets.
+        s.shards = 2;
         let v = validate(&dbc(s), "img", &existing).expect("valid");
-        assert_eq!(v.shards, 3);
-        assert_eq!(v.refusals[0].reason, "ShardCountChangeUnsupported");
-        assert_eq!(v.claim_sizes, vec!["2Gi", "1Gi", "1Gi"]);
+        assert_eq!((v.shards, v.running_shards), (2, 3));
+        assert_eq!(v.claim_sizes.len(), 3);
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn cluster(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         (b"slotdigest", 4) => crate::node::migration::digest::command(ctx, args),
         (b"getslotmigrations", 2) => crate::node::migration::getslotmigrations(ctx),
         (b"slots", 2) => slots(ctx),
+        (b"slot-stats", _) => crate::node::load::slot_stats::command(ctx, args),
         (b"shards", 2) => shards(ctx),
         (b"replicas" | b"slaves", 3) => replicas(ctx, args.get(2)),
         _ => ctx.out.error(&format!(

@@ -4,7 +4,9 @@
 //! large collection (the MIGRATE/DUMP big-key failures of Redis Cluster).
 
 use crate::node::resp::encode_command;
-use crate::node::store::{Entry, Value};
+use std::ops::Bound;
+
+use crate::node::store::{Bytes, Entry, Score, Stream, StreamId, Value};
 
 pub const CHUNK_ELEMS: usize = 256;
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -77,23 +79,36 @@ pub fn elements(e: &Entry) -> usize {
 /// each ends to `ends` (a sender splits batches there); returns how many.
 pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> usize {
     let before = ends.len();
-    entry_commands_part(key, e, 0, usize::MAX, out, ends);
+    entry_commands_part(key, e, &mut Cursor::default(), usize::MAX, out, ends);
     ends.len() - before
 }
 
-/// Like [`entry_commands`] for elements `skip..skip + max` of the value
-/// only (in the value's iteration order, which holds while it is not
-/// modified); the expiry follows the last part. Returns the elements taken
-/// and whether the key is complete.
+/// Where the encoding of one key stopped. Ordered values (sorted sets,
+/// streams) resume after their last element sent, so each part costs
+/// O(log n + part); the others resume at an element count (a list's
+/// position is O(1); a hash or set walks its table up to there).
+#[derive(Default)]
+pub struct Cursor {
+    /// Elements taken so far.
+    pub taken: usize,
+    zset_last: Option<(Score, Bytes)>,
+    stream_last: Option<StreamId>,
+}
+
+/// Like [`entry_commands`] for the next `max` elements of the value after
+/// `cursor` (the value is not modified between parts: writes to its slot
+/// wait while it is encoded); the stream's last ID and the expiry follow
+/// the last part. Returns whether the key is complete.
 pub fn entry_commands_part(
     key: &[u8],
     e: &Entry,
-    skip: usize,
+    cursor: &mut Cursor,
     max: usize,
     out: &mut Vec<u8>,
     ends: &mut Vec<usize>,
-) -> (usize, bool) {
+) -> bool {
     let total = elements(e);
+    let skip = cursor.taken;
     let take = max.min(total.saturating_sub(skip));
     match &e.value {
         Value::Str(s) => {
@@ -124,38 +139,70 @@ pub fn entry_commands_part(
             c.flush();
         }
         Value::ZSet(z) => {
-            let part: Vec<(String, &[u8])> = z
+            let from = match cursor.zset_last.take() {
+                Some(last) => Bound::Excluded(last),
+                None => Bound::Unbounded,
+            };
+            let part: Vec<&(Score, Bytes)> = z
                 .ordered
-                .iter()
-                .skip(skip)
+                .range((from, Bound::Unbounded))
                 .take(take)
-                .map(|(sc, m)| (score_text(sc.0), &m[..]))
                 .collect();
+            cursor.zset_last = part.last().map(|&(sc, m)| (*sc, m.clone()));
+            let texts: Vec<String> = part.iter().map(|(sc, _)| score_text(sc.0)).collect();
             let mut c = Chunker::new(out, ends, b"ZADD", key);
-            for (sc, m) in &part {
-                c.push(&[sc.as_bytes(), m]);
+            for (t, (_, m)) in texts.iter().zip(&part) {
+                c.push(&[t.as_bytes(), m]);
             }
             c.flush();
         }
         Value::Stream(st) => {
-            // One XADD per entry with its explicit ID, in ID order. A last
-            // ID above the last entry (entries deleted) is not carried.
-            for (id, fields) in st.entries.iter().skip(skip).take(take) {
-                let id = format!("{}-{}", id.ms, id.seq);
-                let mut args: Vec<&[u8]> = vec![b"XADD", key, id.as_bytes()];
+            // One XADD per entry with its explicit ID, in ID order.
+            let from = match cursor.stream_last {
+                Some(last) => Bound::Excluded(last),
+                None => Bound::Unbounded,
+            };
+            for (id, fields) in st.entries.range((from, Bound::Unbounded)).take(take) {
+                let text = format!("{}-{}", id.ms, id.seq);
+                let mut args: Vec<&[u8]> = vec![b"XADD", key, text.as_bytes()];
                 args.extend(fields.iter().map(|f| &f[..]));
                 encode_command(&args, out);
                 ends.push(out.len());
+                cursor.stream_last = Some(*id);
             }
         }
     }
-    let done = skip + take >= total;
-    if done && e.expire_at() != 0 && total > 0 {
+    cursor.taken += take;
+    let done = cursor.taken >= total;
+    if done {
+        if let Value::Stream(st) = &e.value {
+            stream_last_id(key, st, out, ends);
+        }
+    }
+    // An empty stream is a key too (other empty values do not exist).
+    let exists = total > 0 || matches!(e.value, Value::Stream(_));
+    if done && e.expire_at() != 0 && exists {
         let at = e.expire_at().to_string();
         encode_command(&[b"PEXPIREAT", key, at.as_bytes()], out);
         ends.push(out.len());
     }
-    (take, done)
+    done
+}
+
+/// A stream's last ID above its last entry (entries deleted or trimmed),
+/// or an empty stream: an entry at the last ID, added and deleted again,
+/// leaves the target's stream with the same last ID and entries (XDEL
+/// never lowers the last ID) — with the commands every node has.
+fn stream_last_id(key: &[u8], st: &Stream, out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+    let top = st.entries.last_key_value().map(|(id, _)| *id);
+    if top == Some(st.last_id) || st.last_id == StreamId::default() {
+        return;
+    }
+    let id = format!("{}-{}", st.last_id.ms, st.last_id.seq);
+    encode_command(&[b"XADD", key, id.as_bytes(), b"_", b"_"], out);
+    ends.push(out.len());
+    encode_command(&[b"XDEL", key, id.as_bytes()], out);
+    ends.push(out.len());
 }
 
 #[cfg(test)]
@@ -217,14 +264,8 @@ mod tests {
         let (mut whole, mut ends) = (Vec::new(), Vec::new());
         entry_commands(k, e, &mut whole, &mut ends);
         let mut parts = Vec::new();
-        let mut skip = 0;
-        loop {
-            let (n, done) = entry_commands_part(k, e, skip, 300, &mut parts, &mut ends);
-            skip += n;
-            if done {
-                break;
-            }
-        }
+        let mut cursor = Cursor::default();
+        while !entry_commands_part(k, e, &mut cursor, 300, &mut parts, &mut ends) {}
         let flat = |b: &[u8]| -> Vec<Vec<u8>> {
             commands(b)
                 .into_iter()
@@ -232,7 +273,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(flat(&parts), flat(&whole));
-        assert_eq!(skip, 1000);
+        assert_eq!(cursor.taken, 1000);
     }
 
     #[test]

@@ -33,6 +33,8 @@ use crate::node::{now_ms, Node, Role};
 const BATCH_BYTES: usize = 128 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a chunk is resent while the target shard answers NOQUORUM.
+const QUORUM_WAIT: Duration = Duration::from_secs(15);
 
 /// What the operator asks for (POST /v1/migrations on the source primary).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -239,17 +241,34 @@ impl Sender {
         self.pace(m, self.buf.len()).await;
         let seq = self.seq.to_string();
         let payload = std::mem::take(&mut self.buf);
-        let reply = self
-            .link
-            .call(&[
-                b"TMIGRATE",
-                b"APPLY",
-                m.id.as_bytes(),
-                seq.as_bytes(),
-                &payload,
-            ])
-            .await?;
-        reply.map_err(MigrationError::Refused)?;
+        let mut waited = Duration::ZERO;
+        loop {
+            let reply = self
+                .link
+                .call(&[
+                    b"TMIGRATE",
+                    b"APPLY",
+                    m.id.as_bytes(),
+                    seq.as_bytes(),
+                    &payload,
+                ])
+                .await?;
+            match reply {
+                Ok(_) => break,
+                // The target shard cannot meet its rule for now (a replica
+                // restarting): the same chunk again, which the target
+                // answers without applying it twice if it already did.
+                Err(e) if e.starts_with("NOQUORUM") && waited < QUORUM_WAIT => {
+                    if waited.is_zero() {
+                        tracing::warn!(migration = %m.id, reply = %e, "the target shard cannot acknowledge for now; resending");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    waited += Duration::from_millis(200);
+                    check_cancel(m)?;
+                }
+                Err(e) => return Err(MigrationError::Refused(e)),
+            }
+        }
         self.seq += 1;
         m.bytes_sent.set(m.bytes_sent.get() + payload.len() as u64);
         let t = &node.migrations.totals.bytes_out;
@@ -316,7 +335,8 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
         .map(|(k, _)| Key::from(k))
         .collect();
     let (mut out, mut ends) = (Vec::new(), Vec::new());
-    let (mut i, mut skip, mut done_keys) = (0, 0, 0u64);
+    let (mut i, mut done_keys) = (0, 0u64);
+    let mut cursor = encode::Cursor::default();
     let mut step = Instant::now();
     while i < keys.len() {
         {
@@ -325,23 +345,25 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
                 // Expired (by a read or the expiry cycle) meanwhile: drop
                 // what was sent of it.
                 None => {
-                    if skip > 0 {
+                    if cursor.taken > 0 {
                         encode_command(&[&b"DEL"[..], &keys[i]], &mut out);
                         ends.push(out.len());
                     }
                     i += 1;
-                    skip = 0;
+                    cursor = encode::Cursor::default();
                 }
                 Some(e) => {
-                    let (n, done) = encode::entry_commands_part(
-                        &keys[i], e, skip, STEP_ELEMS, &mut out, &mut ends,
-                    );
-                    if done {
+                    if encode::entry_commands_part(
+                        &keys[i],
+                        e,
+                        &mut cursor,
+                        STEP_ELEMS,
+                        &mut out,
+                        &mut ends,
+                    ) {
                         i += 1;
-                        skip = 0;
+                        cursor = encode::Cursor::default();
                         done_keys += 1;
-                    } else {
-                        skip += n;
                     }
                 }
             }
@@ -534,6 +556,31 @@ async fn abort_at_target(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Keeps asking an unreachable target to drop an unsealed import (a cut
+/// link, a target restarting), so its staging goes as soon as it hears the
+/// source again rather than when its idle watchdog fires.
+async fn abort_later(node: Rc<Node>, id: String, target: NodeAddr) {
+    let deadline = Instant::now() + super::target::ORPHAN_AFTER;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Ok(mut link) = Link::open(&node, &target).await else {
+            continue;
+        };
+        match link.call(&[b"TMIGRATE", b"ABORT", id.as_bytes()]).await {
+            Ok(Ok(_)) => {
+                tracing::info!(migration = %id, "the target confirmed the abort");
+                return;
+            }
+            Ok(Err(e)) if e.starts_with("COMMITTED") => {
+                // Cannot happen for an unsealed import; never hide it.
+                tracing::error!(migration = %id, reply = %e, "the target committed an import the source aborted");
+                return;
+            }
+            _ => {}
+        }
     }
 }
 
@@ -817,7 +864,8 @@ async fn drive(node: &Rc<Node>, m: &Outgoing) -> Result<(), MigrationError> {
     if let Err(e) = copy(node, m, &mut tx).await {
         // Nothing sealed: the target cannot commit; tell it to drop.
         if let Err(a) = abort_at_target(node, m, &mut tx).await {
-            tracing::warn!(migration = %m.id, error = %a, "the target did not confirm the abort (it drops an idle import by itself)");
+            tracing::warn!(migration = %m.id, error = %a, "the target did not confirm the abort; retrying in the background");
+            tokio::task::spawn_local(abort_later(node.clone(), m.id.clone(), target_now(node, m)));
         }
         return Err(e);
     }

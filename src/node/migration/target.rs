@@ -40,7 +40,7 @@ pub static COMMANDS: &[CommandSpec] = &[CommandSpec {
 
 /// An import that saw nothing from its source for this long is aborted by
 /// the primary (a source that died, or an import rebuilt by recovery).
-const ORPHAN_AFTER: Duration = Duration::from_secs(30);
+pub const ORPHAN_AFTER: Duration = Duration::from_secs(30);
 
 /// An incoming migration (this node's shard is the target).
 pub struct Incoming {
@@ -52,6 +52,10 @@ pub struct Incoming {
     /// None once committed or aborted.
     staging: Option<Store>,
     next_seq: u64,
+    /// LSN of the last chunk's APPLY record: a resent last chunk (its reply
+    /// was lost, or refused while the shard's rule could not be met) is
+    /// answered from it without being applied twice.
+    last_apply_lsn: u64,
     pub bytes_received: u64,
     pub commands: u64,
     pub last_error: Option<String>,
@@ -84,6 +88,7 @@ fn new_import(id: &str, source: &str, ranges: Vec<(u16, u16)>) -> Result<Incomin
         phase: Phase::Importing,
         staging: Some(staging),
         next_seq: 0,
+        last_apply_lsn: 0,
         bytes_received: 0,
         commands: 0,
         last_error: None,
@@ -263,6 +268,11 @@ fn importing<'a>(incoming: &'a mut [Incoming], id: &str) -> Result<&'a mut Incom
 fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String> {
     let mut incoming = node.migrations.incoming.borrow_mut();
     let imp = importing(&mut incoming, id)?;
+    if seq + 1 == imp.next_seq && imp.last_apply_lsn > 0 {
+        // Applied and logged already: the reply waits for that record.
+        imp.last_activity = Instant::now();
+        return Ok(imp.last_apply_lsn);
+    }
     if seq != imp.next_seq {
         let why = format!("expected chunk {} but got {seq}", imp.next_seq);
         drop(incoming);
@@ -287,10 +297,11 @@ fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String>
             let s = seq.to_string();
             // Logged only once applied: a replica or a recovery replays
             // exactly what the primary accepted.
-            Ok(log(
+            imp.last_apply_lsn = log(
                 node,
                 &[RECORD, b"APPLY", id.as_bytes(), s.as_bytes(), payload],
-            ))
+            );
+            Ok(imp.last_apply_lsn)
         }
         Err(why) => {
             drop(incoming);
@@ -445,6 +456,7 @@ pub fn apply_record(node: &Node, lsn: u64, args: &[&[u8]]) {
                     imp.last_activity = Instant::now();
                     imp.bytes_received += args[4].len() as u64;
                     imp.next_seq += 1;
+                    imp.last_apply_lsn = lsn;
                     apply_payload(node, imp, args[4]).map(|_| ())
                 }
                 None => Err("no such import (its start is not in this log)".into()),

@@ -1,5 +1,5 @@
 //! Operations: the multi-step procedures the operator runs on a cluster
-//! (failover, switchover, restore; resharding will be the next file). Each
+//! (failover, switchover, restore, resharding). Each
 //! has typed phases, a pure planner from the observed cluster and the
 //! recorded operation state to the next step, and an executor for that
 //! step. The state lives in the status (`status.shards[i].failover`,
@@ -11,11 +11,12 @@
 //! most one shard operation at a time (an operation in progress resumes
 //! first, one shard per reconcile; a requested switchover starts only when
 //! none runs; failure detection only then), and none before the cluster is
-//! bootstrapped, when only the restore can run. A cluster-wide operation
-//! (resharding) is to be added here, excluding failovers of the shards it
-//! moves and saying so in status.
+//! bootstrapped, when only the restore can run. Resharding, the one
+//! cluster-wide operation, takes a step when no failover runs or starts;
+//! a requested switchover waits while slot moves are in progress.
 
 pub mod failover;
+pub mod reshard;
 pub mod restore;
 pub mod shard;
 pub mod switchover;
@@ -63,7 +64,7 @@ pub fn schedule(prev: &DatabaseClusterStatus, switchover_request: Option<&str>) 
             step: shard::plan(state),
         };
     }
-    match switchover_request {
+    match switchover_request.filter(|_| !reshard::in_progress(prev)) {
         Some(r) => Scheduled::StartSwitchover {
             request: r.to_string(),
         },
@@ -80,6 +81,8 @@ pub enum Next {
     /// completed in this reconcile (recorded with the rest of the status).
     Continue {
         restored: Option<Box<restore::Outcome>>,
+        /// The resharding step taken in this reconcile.
+        reshard: Option<Box<reshard::Outcome>>,
     },
 }
 
@@ -114,11 +117,24 @@ pub async fn next_step(
         }
         Scheduled::Detect => failover::detect(ctx, dbc, v, prev, nodes, &by_pod).await?,
     };
-    match action {
-        Some(a) => Ok(Next::Done(a)),
-        // Bootstrapped: a restore has nothing left to do.
-        None => bootstrap_step(ctx, dbc, v, prev, observed).await,
+    if let Some(a) = action {
+        return Ok(Next::Done(a));
     }
+    // No failover runs or starts: resharding takes its step.
+    let step = match scheduled {
+        Scheduled::Detect => reshard::step(ctx, dbc, v, prev, observed)
+            .await?
+            .map(Box::new),
+        _ => None,
+    };
+    // Bootstrapped: a restore has nothing left to do.
+    Ok(match bootstrap_step(ctx, dbc, v, prev, observed).await? {
+        Next::Continue { restored, .. } => Next::Continue {
+            restored,
+            reshard: step,
+        },
+        done => done,
+    })
 }
 
 /// Runs the recorded step of shard `i`'s operation.
@@ -169,15 +185,23 @@ async fn bootstrap_step(
         &observed.jobs,
         &observed.job_pods,
     ) else {
-        return Ok(Next::Continue { restored: None });
+        return Ok(Next::Continue {
+            restored: None,
+            reshard: None,
+        });
     };
     if o.next != restore::Next::Proceed {
+        // Claims and Jobs for the backup's shards (resharding to the
+        // spec's count comes after the bootstrap).
+        let v =
+            &restore::bootstrap_shards(&o.status).map_or_else(|| v.clone(), |n| v.with_shards(n));
         return restore::execute::step(ctx, dbc, v, observed, prev, o)
             .await
             .map(Next::Done);
     }
     Ok(Next::Continue {
         restored: Some(Box::new(o)),
+        reshard: None,
     })
 }
 
@@ -271,5 +295,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Slot moves in progress hold a requested switchover back (its
+    /// annotation stays); a failover still goes first.
+    #[test]
+    fn a_switchover_waits_for_slot_moves() {
+        use crate::api::{ReshardingStatus, SlotMove};
+        let mut s = status(&[None, None]);
+        s.resharding = Some(ReshardingStatus {
+            phase: "Moving".into(),
+            moves: vec![SlotMove {
+                id: "reshard-1-0".into(),
+                phase: "Copying".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert_eq!(schedule(&s, Some("0")), Scheduled::Detect);
+        s.shards[1] = status(&[None, Some(("Promoting", "Failover"))]).shards[1].clone();
+        assert_eq!(
+            schedule(&s, Some("0")),
+            Scheduled::Resume {
+                shard: 1,
+                step: Step::Promote
+            }
+        );
+        if let Some(r) = s.resharding.as_mut() {
+            r.moves.clear();
+        }
+        s.shards[1].failover = None;
+        assert_eq!(
+            schedule(&s, Some("0")),
+            Scheduled::StartSwitchover {
+                request: "0".into()
+            }
+        );
     }
 }

@@ -27,7 +27,6 @@ use crate::backup::restore::PlanSummary;
 use crate::operator::build;
 use crate::operator::jobs::{self, JobState};
 use crate::operator::status::Cond;
-use crate::operator::topology::{format_range, slot_ranges};
 use crate::operator::validate::ValidatedCluster;
 
 pub mod execute;
@@ -225,37 +224,35 @@ fn failed(mut status: RestoreStatus, reason: &str, message: String) -> Outcome {
     }
 }
 
-/// The backup's shards must be the spec's: same count, same slot ranges
-/// (no resharding happens during a restore).
-pub fn check_shards(
-    v: &ValidatedCluster,
-    shard_slots: &[String],
-) -> Result<(), (&'static str, String)> {
-    let have = shard_slots.len();
-    if have != v.shards as usize {
+/// The backup's slot layout must give every slot exactly one shard (the
+/// cluster bootstraps with it: the backup's shard count and ranges; a
+/// different `spec.shards` is reached by resharding afterwards). Entries
+/// left empty (too many shards to list) are not checked.
+pub fn check_shards(shard_slots: &[String]) -> Result<(), (&'static str, String)> {
+    if shard_slots.iter().any(|s| s.is_empty()) {
+        return Ok(());
+    }
+    let owned: Vec<Vec<String>> = shard_slots
+        .iter()
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .collect();
+    let parsed = crate::operator::operations::reshard::plan::parse_owned(&owned);
+    let listed: usize = owned.iter().map(Vec::len).sum();
+    let valid: usize = parsed.iter().map(Vec::len).sum();
+    if listed != valid || !crate::operator::operations::reshard::plan::covers_all_once(&parsed) {
         return Err((
-            "ShardCountMismatch",
+            "SlotRangesMismatch",
             format!(
-                "the backup has {have} shard(s) and this cluster asks for {}: set spec.shards to {have} (a restore keeps the backup's shards and slots)",
-                v.shards
+                "the backup's shards hold slots {shard_slots:?}, which do not give each of the 16384 slots exactly one shard: the backup is damaged or not a whole cluster's"
             ),
         ));
     }
-    let want: Vec<String> = slot_ranges(v.shards)
-        .into_iter()
-        .map(format_range)
-        .collect();
-    for (i, (got, want)) in shard_slots.iter().zip(&want).enumerate() {
-        if !got.is_empty() && got != want {
-            return Err((
-                "SlotRangesMismatch",
-                format!(
-                    "shard {i} of the backup holds slots {got}, but this cluster would give it {want}: the backup's slot layout cannot be restored into an evenly split cluster"
-                ),
-            ));
-        }
-    }
     Ok(())
+}
+
+/// The shards a restore bootstraps with: the backup's.
+pub fn bootstrap_shards(status: &RestoreStatus) -> Option<u32> {
+    (!status.shard_slots.is_empty()).then_some(status.shard_slots.len() as u32)
 }
 
 fn check_and_restore(
@@ -264,11 +261,10 @@ fn check_and_restore(
     pods: &[Pod],
     jobs: &[Job],
 ) -> Outcome {
-    if let Err((reason, message)) = check_shards(v, &status.shard_slots) {
-        // Editing spec.shards (allowed until the cluster is bootstrapped)
-        // clears it: the plan stays recorded and is checked again.
+    if let Err((reason, message)) = check_shards(&status.shard_slots) {
         return failed(status, reason, message);
     }
+    let v = &bootstrap_shards(&status).map_or_else(|| v.clone(), |n| v.with_shards(n));
     let backup_id = status.backup_id.clone().unwrap_or_default();
     let target_time = status.target_time.clone().unwrap_or_default();
     let mut done = 0;
@@ -457,9 +453,11 @@ mod tests {
     }
 
     #[test]
-    fn shard_count_and_slots_must_match_the_backup() {
+    fn a_backup_restores_into_its_own_shards_whatever_the_spec_says() {
         let plan_job = job("new-restore-plan", Some(("Complete", 10)));
         let pods = vec![pod("new-restore-plan", "restore", 5, 0, PLAN)];
+        // The backup has 2 shards, the spec asks for 3: the restore goes
+        // on with 2 (resharding to 3 comes after the bootstrap).
         let o = decide(
             &cluster(3, 1),
             false,
@@ -468,17 +466,18 @@ mod tests {
             &pods,
         )
         .expect("a restore");
-        assert!(o.failed);
-        assert_eq!(o.cond.reason, "ShardCountMismatch");
+        assert!(!o.failed, "{}", o.cond.message);
+        assert_eq!(bootstrap_shards(&o.status), Some(2));
+        // A resharded cluster's uneven layout is fine; a damaged one is not.
+        assert!(check_shards(&["0-100".into(), "101-16383".into()]).is_ok());
         assert!(
-            o.cond.message.contains("set spec.shards to 2"),
-            "{}",
-            o.cond.message
+            check_shards(&["0-4095,8192-12287".into(), "4096-8191,12288-16383".into()]).is_ok()
         );
-        let c = cluster(2, 1);
-        let err = check_shards(&c, &["0-100".into(), "101-16383".into()]).expect_err("mismatch");
+        let err = check_shards(&["0-100".into(), "200-16383".into()]).expect_err("a gap");
         assert_eq!(err.0, "SlotRangesMismatch");
-        assert!(check_shards(&c, &["0-8191".into(), "8192-16383".into()]).is_ok());
+        let err = check_shards(&["0-9000".into(), "8192-16383".into()]).expect_err("overlap");
+        assert_eq!(err.0, "SlotRangesMismatch");
+        assert!(check_shards(&[String::new(), String::new()]).is_ok());
     }
 
     #[test]
