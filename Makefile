@@ -45,7 +45,7 @@ lint:
 # is missing), run the smoke test, the operator, failover and backup suites,
 # and always bring the cluster down again. Each suite ends with
 # `N passed, M failed`; the target fails if any suite failed.
-E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup e2e-resharding
+E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security
 e2e:
 	@status=0; \
 	$(MAKE) --no-print-directory cluster-up || status=$$?; \

@@ -428,3 +428,6 @@ fn admin_endpoints_answer() {
 /// Replies compared with a real redis-server.
 #[path = "compat/differential.rs"]
 mod differential;
+/// MULTI/EXEC/WATCH, scripts, blocking pops and pub/sub against redis-server.
+#[path = "compat/transactions.rs"]
+mod transactions;

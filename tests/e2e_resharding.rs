@@ -95,6 +95,15 @@ fn set_shards(name: &str, shards: u32) -> R<()> {
     .map(|_| ())
 }
 
+fn set_rate(name: &str, bytes_per_second: u64) -> R<()> {
+    let patch =
+        format!("{{\"spec\":{{\"resharding\":{{\"maxBytesPerSecond\":{bytes_per_second}}}}}}}");
+    kubectl(&[
+        "patch", "dbc", name, "-n", NS, "--type", "merge", "-p", &patch,
+    ])
+    .map(|_| ())
+}
+
 fn member_ips(st: &Value) -> Vec<String> {
     let mut out = vec![];
     for s in st["shards"].as_array().into_iter().flatten() {
@@ -272,19 +281,27 @@ impl Client {
                         })
                         .flatten();
                     let t = Instant::now();
-                    let r = match read {
-                        Some(k) => redis::cmd("GET")
-                            .arg(format!("rs:{k}"))
-                            .query_async::<Option<String>>(cn)
-                            .await
-                            .map(|v| (Some(k), v)),
-                        None => redis::cmd("SET")
-                            .arg(format!("rs:{i}"))
-                            .arg(format!("v-{i}"))
-                            .query_async::<()>(cn)
-                            .await
-                            .map(|()| (None, None)),
-                    };
+                    // Bounded: a request to a pod that vanished gets no
+                    // reset, and an application would time out too.
+                    let r = tokio::time::timeout(Duration::from_secs(15), async {
+                        match read {
+                            Some(k) => redis::cmd("GET")
+                                .arg(format!("rs:{k}"))
+                                .query_async::<Option<String>>(cn)
+                                .await
+                                .map(|v| (Some(k), v))
+                                .map_err(|e| e.to_string()),
+                            None => redis::cmd("SET")
+                                .arg(format!("rs:{i}"))
+                                .arg(format!("v-{i}"))
+                                .query_async::<()>(cn)
+                                .await
+                                .map(|()| (None, None))
+                                .map_err(|e| e.to_string()),
+                        }
+                    })
+                    .await
+                    .unwrap_or_else(|_| Err("no answer within 15 s".into()));
                     let ms = t.elapsed().as_secs_f64() * 1000.0;
                     {
                         let mut g = l.lock().unwrap_or_else(|e| e.into_inner());
@@ -515,11 +532,19 @@ fn scale_sequence(cluster: &str) -> R {
 
 /// Kills something mid-move (`victim` picks it from the move), then the
 /// resharding must still complete with nothing lost.
-fn killed_mid_move(cluster: &str, to: u32, what: &str, victim: impl Fn(&Value) -> R<u32>) -> R {
+fn killed_mid_move(
+    cluster: &str,
+    to: u32,
+    what: &str,
+    min_retries: u64,
+    victim: impl Fn(&Value) -> R<u32>,
+) -> R {
     let client = Client::start(cluster);
     wait_until("writes", Duration::from_secs(30), || {
         Ok(client.acked() >= 200)
     })?;
+    // Slow moves, so the kill lands while one copies.
+    set_rate(cluster, 8192)?;
     let res: R<String> = (|| {
         set_shards(cluster, to)?;
         let mv = wait_for_move(cluster)?;
@@ -531,14 +556,21 @@ fn killed_mid_move(cluster: &str, to: u32, what: &str, victim: impl Fn(&Value) -
         })?;
         cluster_check(cluster)?;
         even(cluster, to as usize)?;
-        Ok(format!(
-            "{what} of move {} killed; completed {:.1}s later ({} retries)",
+        let retries = status_of(cluster)?["resharding"]["retries"]
+            .as_u64()
+            .unwrap_or(0);
+        let note = format!(
+            "{what} of move {} killed; completed {:.1}s later ({retries} retries)",
             mv["id"],
             t0.elapsed().as_secs_f64(),
-            status_of(cluster)?["resharding"]["retries"]
-        ))
+        );
+        if retries < min_retries {
+            return Err(format!("{note}: the killed move was never retried"));
+        }
+        Ok(note)
     })();
     let log = client.stop();
+    set_rate(cluster, 64 << 20)?;
     let note = res?;
     let lost = lost_writes(cluster, &log.acked)?;
     let note = format!(
@@ -886,7 +918,7 @@ fn resharding_e2e() {
         }
         if want("source") {
             run.step("kill -9 the source shard's primary mid-move", || {
-                killed_mid_move("rs", 4, "the source primary", |mv| {
+                killed_mid_move("rs", 4, "the source primary", 1, |mv| {
                     let st = status_of("rs")?;
                     let src = mv["source"].as_u64().ok_or("no source")? as usize;
                     let ip = st["shards"][src]["primary"]["ip"]
@@ -899,7 +931,7 @@ fn resharding_e2e() {
         }
         if want("operator") {
             run.step("kill -9 the operator mid-move", || {
-                killed_mid_move("rs", 3, "the operator", |_| operator_leader_pid())
+                killed_mid_move("rs", 3, "the operator", 0, |_| operator_leader_pid())
             });
         }
     }

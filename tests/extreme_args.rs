@@ -59,8 +59,30 @@ const KEYS: &[&str] = &[
 ];
 
 /// Commands not run with generated arguments: they end the connection or
-/// the node, or block until a timeout (WAIT: covered by the templates).
-const SKIP: &[&str] = &["shutdown", "quit", "treplicate", "wait"];
+/// the node, block until a timeout (WAIT and the blocking pops: covered by
+/// the templates with short timeouts), change what the connection
+/// accepts (MULTI, the subscriptions), or answer once per argument (the
+/// unsubscriptions).
+const SKIP: &[&str] = &[
+    "shutdown",
+    "quit",
+    "treplicate",
+    "wait",
+    "blpop",
+    "brpop",
+    "blmove",
+    "brpoplpush",
+    "blmpop",
+    "bzpopmin",
+    "bzpopmax",
+    "multi",
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+];
 
 /// Requests with integer options the generic arguments never reach; `N`
 /// is replaced by an extreme value.
@@ -167,6 +189,33 @@ const TEMPLATES: &[&[&str]] = &[
     &["ZREMRANGEBYRANK", "{x}zset", "N", "N"],
     &["ZREMRANGEBYSCORE", "{x}zset", "N", "N"],
     &["COPY", "{x}str", "{x}copy", "DB", "N"],
+    &["EVAL", "return #KEYS", "N", "{x}a", "{x}b"],
+    &["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "N"],
+    &[
+        "EVAL",
+        "return redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])",
+        "1",
+        "{x}list",
+        "N",
+        "N",
+    ],
+    &[
+        "EVAL",
+        "return redis.call('SRANDMEMBER', KEYS[1], ARGV[1])",
+        "1",
+        "{x}set",
+        "N",
+    ],
+    &["BLMPOP", "0.001", "N", "{x}list", "LEFT", "COUNT", "N"],
+    &["BLPOP", "{x}none", "0.001"],
+    &["BZPOPMIN", "{x}none", "0.001"],
+    &["BLMOVE", "{x}none", "{x}list", "LEFT", "RIGHT", "0.001"],
+    &["CLIENT", "LIST", "ID", "N"],
+    &["CLIENT", "KILL", "ID", "N"],
+    &["CONFIG", "SET", "hash-max-listpack-entries", "N"],
+    &["CONFIG", "SET", "list-max-listpack-size", "N"],
+    &["PUBSUB", "NUMSUB", "N"],
+    &["PUBLISH", "N", "N"],
 ];
 
 fn connect(node: &TestNode) -> Raw {

@@ -1397,3 +1397,11 @@ fn rejoin_after_a_fork(snapshot_below_fork: bool) {
 /// The commands of issue 22 through the log and to a replica.
 #[path = "replication/new_commands.rs"]
 mod new_commands;
+
+/// Transactions and scripts as one record.
+#[path = "replication/transactions.rs"]
+mod transactions;
+
+/// Blocking pops on real nodes.
+#[path = "replication/blocking.rs"]
+mod blocking;

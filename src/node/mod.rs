@@ -11,12 +11,17 @@ pub mod acl;
 pub mod admin;
 pub mod admin_token;
 pub mod alloc;
+pub mod blocking;
+pub mod clients;
 pub mod cmd;
 pub mod idle_spin;
 pub mod info;
 pub mod load;
+pub mod lua;
+pub mod lua_libs;
 pub mod metrics;
 pub mod migration;
+pub mod pubsub;
 pub mod release;
 pub mod replication;
 pub mod resp;
@@ -243,6 +248,20 @@ pub struct Node {
     pub idle_spin: Option<Rc<idle_spin::IdleSpin>>,
     /// Slot migrations this node sends or receives.
     pub migrations: migration::Migrations,
+    /// WATCHed keys of every connection (MULTI/EXEC).
+    pub watches: RefCell<cmd::multi::Watches>,
+    /// The Lua VM and its script cache (created at the first script).
+    pub scripts: RefCell<Option<lua::Scripts>>,
+    /// The script running now, shared with the VM's hook.
+    pub script_running: Rc<lua::Running>,
+    /// Clients blocked on keys (BLPOP …).
+    pub blocked: RefCell<blocking::Blocked>,
+    /// Pub/sub subscriptions of every connection.
+    pub pubsub: RefCell<pubsub::PubSub>,
+    /// Connected clients (CLIENT LIST, CLIENT KILL).
+    pub clients: RefCell<clients::Clients>,
+    /// What CONFIG SET accepted (reported by CONFIG GET; see docs/node.md).
+    pub config_set: RefCell<std::collections::BTreeMap<String, String>>,
     /// Command rates and per-slot counters (the autoscaler's signals).
     pub load: load::Load,
     /// What the admin API's `/v1/*` calls must present.
@@ -321,6 +340,13 @@ impl Node {
             snapshot_running: Cell::new(false),
             shutdown,
             migrations: Default::default(),
+            watches: Default::default(),
+            scripts: RefCell::new(None),
+            script_running: Default::default(),
+            blocked: Default::default(),
+            pubsub: Default::default(),
+            clients: Default::default(),
+            config_set: Default::default(),
             load,
         }
     }
@@ -363,6 +389,20 @@ impl Node {
             close_after_reply: false,
             addr,
             resp3: false,
+            multi: None,
+            watch: Default::default(),
+            block: None,
+            sub: None,
+            idle: Default::default(),
+        }
+    }
+
+    /// Releases what a closed connection held (its WATCHed keys).
+    pub fn conn_closed(&self, conn: &mut ConnState) {
+        cmd::multi::unwatch_all(self, conn);
+        self.clients.borrow_mut().remove(conn.id);
+        if let Some(sub) = conn.sub.take() {
+            self.pubsub.borrow_mut().remove_all(&sub);
         }
     }
 

@@ -390,6 +390,14 @@ impl ReplyBuf {
     pub fn array(&mut self, len: usize) {
         self.line(b'*', len as i64);
     }
+    /// An out-of-band push (RESP3 `>`; an array in RESP2): pub/sub.
+    pub fn push(&mut self, len: usize) {
+        if self.resp3 {
+            self.line(b'>', len as i64);
+        } else {
+            self.line(b'*', len as i64);
+        }
+    }
     /// A map of `len` pairs (RESP3 `%`, a flat array of 2×len in RESP2).
     pub fn map(&mut self, len: usize) {
         if self.resp3 {

@@ -214,6 +214,8 @@ async fn expire_loop(node: Rc<Node>) {
             let (examined, expired) = store.active_expire_cycle(200);
             for (slot, key) in store.drain_expired() {
                 node.wal.append(slot, &[b"DEL", &key]);
+                // A WATCH on the key trips, as for any change.
+                cmd::multi::touch_watched(&node, slot, &[b"DEL", &key]);
             }
             if examined == 0
                 || expired * 4 < examined
@@ -280,9 +282,19 @@ async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr
     let _ = sock.set_nodelay(true);
     node.connected_clients.set(node.connected_clients.get() + 1);
     let mut conn = node.new_conn(peer.to_string());
+    {
+        use std::os::fd::AsRawFd;
+        node.clients.borrow_mut().register(
+            conn.id,
+            sock.as_raw_fd(),
+            conn.addr.clone(),
+            conn.idle.clone(),
+        );
+    }
     if let Err(e) = connection_loop(&node, &mut sock, &mut conn).await {
         tracing::debug!(peer = %peer, error = %e, "connection closed with an error");
     }
+    node.conn_closed(&mut conn);
     node.connected_clients.set(node.connected_clients.get() - 1);
 }
 
@@ -305,7 +317,16 @@ async fn connection_loop(
             // No per-read shutdown select: registering a watch waiter on
             // every read costs throughput; at shutdown the runtime drops
             // every connection task instead.
-            let n = read_some(sock, &mut inbuf).await?;
+            // A script past its time limit may answer this client (BUSY,
+            // SCRIPT KILL) straight from its socket while it waits here.
+            conn.idle
+                .set(inbuf.is_empty() && conn.authenticated && conn.sub.is_none());
+            let n = match conn.sub.clone() {
+                // A subscriber also wakes for the messages published to it.
+                Some(sub) => read_or_deliver(node, sock, &mut inbuf, &sub).await?,
+                None => read_some(sock, &mut inbuf).await?,
+            };
+            conn.idle.set(false);
             if n == 0 {
                 return Ok(());
             }
@@ -346,10 +367,14 @@ async fn connection_loop(
                         out.limit = bound.limit();
                         run_command(node, &mut store, &mut out, conn, &mut effects, &args, used);
                         out.limit = usize::MAX;
-                        if effects.blocked {
-                            // Not consumed: parsed again after the pause.
+                        if effects.blocked || effects.block {
+                            // Not consumed: parsed again after the pause,
+                            // or when a key it waits on is written.
                             parse_first = true;
                             break;
+                        }
+                        if conn.block.is_some() {
+                            served_after_block(node, conn);
                         }
                         commands += 1;
                         consumed += used;
@@ -440,6 +465,9 @@ async fn connection_loop(
         if effects.blocked {
             node.migrations.wait_unblocked().await;
         }
+        if effects.block && !wait_blocked(node, sock, conn, &mut inbuf).await? {
+            return Ok(());
+        }
         if let Some(args) = effects.replicate.take() {
             let rest = inbuf.split().to_vec();
             return super::replication::serve_replica(node, sock, rest, args).await;
@@ -450,6 +478,108 @@ async fn connection_loop(
             inbuf.extend_from_slice(&rest);
         }
     }
+}
+
+/// Reads a subscribed client's input, writing the messages published to it
+/// meanwhile. 0: the client went away, or it was closed for letting its
+/// messages pile up past the output buffer limit.
+async fn read_or_deliver(
+    node: &Node,
+    sock: &mut TcpStream,
+    inbuf: &mut BytesMut,
+    sub: &super::pubsub::Subscriber,
+) -> std::io::Result<usize> {
+    loop {
+        if sub.overflow.get() {
+            warn!(
+                client_id = sub.id,
+                limit = sub.limit,
+                "closing a subscriber over its output buffer limit"
+            );
+            Stats::add(&node.stats.output_buffer_disconnections, 1);
+            return Ok(0);
+        }
+        let pending = std::mem::take(&mut *sub.queue.borrow_mut());
+        if !pending.is_empty() {
+            Stats::add(&node.stats.net_output_bytes, pending.len() as u64);
+            sock.write_all(&pending).await?;
+            continue;
+        }
+        tokio::select! {
+            n = read_some(sock, inbuf) => return n,
+            _ = sub.notify.notified() => {}
+        }
+    }
+}
+
+/// A blocking command finished (served, timed out or refused): if a write
+/// had woken it, the next client waiting on its keys tries too (the write
+/// may have pushed more than one element).
+fn served_after_block(node: &Node, conn: &mut ConnState) {
+    if let Some(b) = conn.block.take() {
+        let mut blocked = node.blocked.borrow_mut();
+        blocked.unregister(&b.keys, conn.id);
+        if b.woken {
+            for k in &b.keys {
+                blocked.signal(k);
+            }
+        }
+    }
+}
+
+/// Waits, at no cost, until a key the blocked command waits on is written,
+/// its deadline passes, or the node's role or slots change; then the
+/// command runs again. Input the client sends meanwhile is buffered (and
+/// bounded by the query buffer limit). False: the client went away (its
+/// command never runs, so nothing is popped for nobody).
+async fn wait_blocked(
+    node: &Rc<Node>,
+    sock: &mut TcpStream,
+    conn: &mut ConnState,
+    inbuf: &mut BytesMut,
+) -> std::io::Result<bool> {
+    let Some(state) = conn.block.as_mut() else {
+        return Ok(true);
+    };
+    let waiter = Rc::new(super::blocking::Waiter {
+        id: conn.id,
+        notify: tokio::sync::Notify::new(),
+    });
+    node.blocked
+        .borrow_mut()
+        .register(&state.keys, &waiter, state.woken);
+    let deadline = state.deadline;
+    let alive = loop {
+        let timeout = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = waiter.notify.notified() => {
+                state.woken = true;
+                break true;
+            }
+            _ = timeout => {
+                state.timed_out = true;
+                break true;
+            }
+            n = read_some(sock, inbuf) => {
+                if n? == 0 {
+                    break false;
+                }
+                if inbuf.len() > node.cfg.limits.query_buffer {
+                    break false;
+                }
+            }
+        }
+    };
+    node.blocked.borrow_mut().unregister(&state.keys, conn.id);
+    if !alive {
+        conn.block = None;
+    }
+    Ok(alive)
 }
 
 /// Whether a client's unparsed input passed `--client-query-buffer-limit`;

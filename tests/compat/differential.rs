@@ -10,8 +10,8 @@ use crate::common::{free_port, redis_tool, TestNode};
 use tessera::node::resp::Frame;
 
 /// A redis-server child, killed when dropped.
-struct RedisServer {
-    port: u16,
+pub(super) struct RedisServer {
+    pub(super) port: u16,
     child: Child,
 }
 
@@ -43,15 +43,15 @@ impl Drop for RedisServer {
 }
 
 /// Both servers, and a connection to each.
-struct Pair {
-    _node: TestNode,
-    _redis: RedisServer,
-    node: raw::Raw,
-    redis: raw::Raw,
+pub(super) struct Pair {
+    pub(super) _node: TestNode,
+    pub(super) _redis: RedisServer,
+    pub(super) node: raw::Raw,
+    pub(super) redis: raw::Raw,
 }
 
 impl Pair {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         let node = TestNode::start(&["--no-persistence"]);
         let redis = RedisServer::start();
         let timeout = Duration::from_secs(30);
@@ -63,8 +63,17 @@ impl Pair {
         }
     }
 
+    /// Another connection to each server: (node, redis-server).
+    pub(super) fn connect_more(&self) -> (raw::Raw, raw::Raw) {
+        let timeout = Duration::from_secs(30);
+        (
+            raw::Raw::connect(&self._node, timeout),
+            raw::Raw::connect_port(self._redis.port, timeout),
+        )
+    }
+
     /// Runs `args` on both; the replies must be equal. Returns the reply.
-    fn same(&mut self, args: &[&str]) -> Frame {
+    pub(super) fn same(&mut self, args: &[&str]) -> Frame {
         let ours = self.node.cmd(args);
         let theirs = self.redis.cmd(args);
         assert_eq!(
@@ -75,7 +84,7 @@ impl Pair {
     }
 
     /// Runs every command of a script with [`Pair::same`].
-    fn script(&mut self, script: &[&[&str]]) {
+    pub(super) fn script(&mut self, script: &[&[&str]]) {
         for args in script {
             self.same(args);
         }

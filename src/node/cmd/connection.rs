@@ -26,7 +26,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "quit",
         arity: -1,
-        flags: FAST | NO_AUTH | LOADING_OK,
+        flags: FAST | NO_AUTH | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -35,7 +35,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "hello",
         arity: -1,
-        flags: FAST | NO_AUTH | LOADING_OK,
+        flags: FAST | NO_AUTH | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -44,7 +44,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "auth",
         arity: -2,
-        flags: FAST | NO_AUTH | LOADING_OK,
+        flags: FAST | NO_AUTH | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -98,6 +98,14 @@ pub static COMMANDS: &[CommandSpec] = &[
 ];
 
 fn ping(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() <= 2 && !ctx.conn.resp3 && super::pubsub::subscribed(ctx) {
+        // A subscribed RESP2 connection: the reply is a message-like array.
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out
+            .bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return;
+    }
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(args.get(1)),
@@ -219,6 +227,7 @@ fn hello(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
     ctx.conn.resp3 = proto == 3;
     ctx.out.resp3 = ctx.conn.resp3;
+    sync_client(ctx);
     let role = match ctx.node.role.get() {
         crate::node::Role::Primary => "master",
         crate::node::Role::Replica => "replica",
@@ -273,6 +282,7 @@ fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             } else {
                 Some(name.to_vec())
             };
+            sync_client(ctx);
             ctx.out.ok();
         }
         (b"setinfo", 4) => {
@@ -288,19 +298,29 @@ fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) {
                 ));
                 return;
             }
+            sync_client(ctx);
             ctx.out.ok();
         }
         (b"info", 2) => {
             let line = client_line(ctx);
             ctx.out.verbatim(&line);
         }
-        (b"list", _) => {
-            // Only this connection is visible from here; enough for tools
-            // that look for their own line.
-            let line = client_line(ctx);
-            ctx.out.verbatim(&line);
+        (b"list", _) => client_list(ctx, args),
+        (b"kill", n) if n >= 3 => client_kill(ctx, args),
+        (b"no-evict" | b"no-touch", 3) => {
+            // Nothing is evicted or sampled by access time on this node:
+            // the flags are accepted and change nothing.
+            if args.is(2, "on") || args.is(2, "off") {
+                ctx.out.ok();
+            } else {
+                ctx.out.error(ERR_SYNTAX);
+            }
         }
-        (b"setname" | b"setinfo" | b"id" | b"getname" | b"info", _) => {
+        (
+            b"setname" | b"setinfo" | b"id" | b"getname" | b"info" | b"kill" | b"no-evict"
+            | b"no-touch",
+            _,
+        ) => {
             ctx.out.error(&format!(
                 "ERR wrong number of arguments for 'client|{}' command",
                 String::from_utf8_lossy(&sub)
@@ -313,21 +333,142 @@ fn client(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
 }
 
+/// This connection's line, after copying what it says about itself into
+/// the node's client list.
 fn client_line(ctx: &Ctx<'_>) -> String {
-    let s = |v: &Option<Vec<u8>>| {
-        v.as_deref()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default()
-    };
-    format!(
-        "id={} addr={} name={} db=0 resp={} lib-name={} lib-ver={}\n",
-        ctx.conn.id,
-        ctx.conn.addr,
-        s(&ctx.conn.name),
-        if ctx.conn.resp3 { 3 } else { 2 },
-        s(&ctx.conn.lib_name),
-        s(&ctx.conn.lib_ver)
-    )
+    sync_client(ctx);
+    let clients = ctx.node.clients.borrow();
+    match clients
+        .list()
+        .into_iter()
+        .find(|(id, _)| *id == ctx.conn.id)
+    {
+        Some((id, e)) => crate::node::clients::line(id, e),
+        None => format!("id={} addr={} db=0\n", ctx.conn.id, ctx.conn.addr),
+    }
+}
+
+/// Copies the connection's name, library and protocol to the client list.
+pub fn sync_client(ctx: &Ctx<'_>) {
+    if let Some(e) = ctx.node.clients.borrow_mut().get_mut(ctx.conn.id) {
+        e.name.clone_from(&ctx.conn.name);
+        e.lib_name.clone_from(&ctx.conn.lib_name);
+        e.lib_ver.clone_from(&ctx.conn.lib_ver);
+        e.resp3 = ctx.conn.resp3;
+    }
+}
+
+/// CLIENT LIST [ID id …]: every connection (TYPE normal lists them all;
+/// other types list none: replicas and pub/sub clients are not told apart).
+fn client_list(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    sync_client(ctx);
+    let mut ids: Option<Vec<u64>> = None;
+    let mut only_none = false;
+    let mut i = 2;
+    while i < args.len() {
+        if args.is(i, "id") && i + 1 < args.len() {
+            let mut v = Vec::new();
+            for a in args.iter().skip(i + 1) {
+                match super::parse_i64(a).filter(|&n| n > 0) {
+                    Some(n) => v.push(n as u64),
+                    None => {
+                        ctx.out.error("ERR Invalid client ID");
+                        return;
+                    }
+                }
+            }
+            ids = Some(v);
+            break;
+        } else if args.is(i, "type") && i + 1 < args.len() {
+            only_none = !args.is(i + 1, "normal");
+            i += 2;
+        } else {
+            ctx.out.error(ERR_SYNTAX);
+            return;
+        }
+    }
+    let clients = ctx.node.clients.borrow();
+    let text: String = clients
+        .list()
+        .into_iter()
+        .filter(|(id, _)| !only_none && ids.as_ref().is_none_or(|v| v.contains(id)))
+        .map(|(id, e)| crate::node::clients::line(id, e))
+        .collect();
+    drop(clients);
+    ctx.out.verbatim(&text);
+}
+
+/// CLIENT KILL addr (old form: +OK) or CLIENT KILL [ID id] [ADDR addr]
+/// [SKIPME yes|no] (new form: the number killed).
+fn client_kill(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let (mut id, mut addr, mut skipme) = (None, None, true);
+    let old_form = args.len() == 3;
+    if old_form {
+        addr = Some(String::from_utf8_lossy(args.get(2)).into_owned());
+    } else {
+        let mut i = 2;
+        while i + 1 < args.len() {
+            let v = args.get(i + 1);
+            if args.is(i, "id") {
+                match super::parse_i64(v).filter(|&n| n > 0) {
+                    Some(n) => id = Some(n as u64),
+                    None => {
+                        ctx.out.error("ERR client-id should be greater than 0");
+                        return;
+                    }
+                }
+            } else if args.is(i, "addr") {
+                addr = Some(String::from_utf8_lossy(v).into_owned());
+            } else if args.is(i, "skipme") {
+                skipme = match v.to_ascii_lowercase().as_slice() {
+                    b"yes" => true,
+                    b"no" => false,
+                    _ => {
+                        ctx.out.error(ERR_SYNTAX);
+                        return;
+                    }
+                };
+            } else {
+                ctx.out.error(ERR_SYNTAX);
+                return;
+            }
+            i += 2;
+        }
+        if i != args.len() {
+            ctx.out.error(ERR_SYNTAX);
+            return;
+        }
+    }
+    let me = ctx.conn.id;
+    let victims: Vec<u64> = ctx
+        .node
+        .clients
+        .borrow()
+        .list()
+        .into_iter()
+        .filter(|(cid, e)| {
+            id.is_none_or(|x| x == *cid) && addr.as_ref().is_none_or(|a| *a == e.addr)
+        })
+        .map(|(cid, _)| cid)
+        .filter(|cid| !(skipme && !old_form && *cid == me))
+        .collect();
+    for &v in &victims {
+        if v == me {
+            // Closed after this reply, as Redis does.
+            ctx.conn.close_after_reply = true;
+        } else {
+            ctx.node.clients.borrow().kill(v);
+        }
+    }
+    if old_form {
+        if victims.is_empty() {
+            ctx.out.error("ERR No such client");
+        } else {
+            ctx.out.ok();
+        }
+    } else {
+        ctx.out.int(victims.len() as i64);
+    }
 }
 
 fn readonly(ctx: &mut Ctx<'_>, _args: &Args<'_>) {

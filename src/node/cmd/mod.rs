@@ -17,13 +17,17 @@ use super::Node;
 
 pub mod acl;
 pub mod bits;
+pub mod blocking;
 pub mod cluster;
 pub mod collections;
 pub mod connection;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
+pub mod multi;
+pub mod pubsub;
 pub mod replication;
+pub mod scripting;
 pub mod server;
 pub mod sets;
 pub mod streams;
@@ -45,6 +49,10 @@ pub mod flags {
     /// Keys follow a key count at argument 1 (LMPOP): COMMAND reports them
     /// as Redis does (first key 0, "movablekeys").
     pub const NUMKEYS: u32 = 1 << 7;
+    /// EVAL's form: the key count at argument 2, the keys after it.
+    pub const SCRIPT_KEYS: u32 = 1 << 8;
+    /// Refused inside a script (MULTI, EVAL, SUBSCRIBE, WAIT, …).
+    pub const NOSCRIPT: u32 = 1 << 9;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -151,6 +159,16 @@ pub struct ConnState {
     pub close_after_reply: bool,
     pub addr: String,
     pub resp3: bool,
+    /// Commands queued since MULTI (None: not in a transaction).
+    pub multi: Option<multi::Queue>,
+    /// WATCHed keys and whether one of them changed since.
+    pub watch: multi::WatchState,
+    /// A blocking command waiting for its keys (BLPOP …).
+    pub block: Option<blocking::BlockState>,
+    /// Pub/sub subscriptions and the messages waiting for this client.
+    pub sub: Option<std::rc::Rc<super::pubsub::Subscriber>>,
+    /// Waiting for input with nothing buffered (see `clients::serve_busy`).
+    pub idle: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 /// Where a command's effects go: the records it appended to the log.
@@ -170,6 +188,10 @@ pub struct Effects {
     /// A write hit a slot whose migration blocks writes: it did not run, and
     /// runs again once the pause ends (then MOVED, or served here).
     pub blocked: bool,
+    /// A blocking command found nothing: it did not run, and runs again
+    /// when one of its keys is written or its deadline passes
+    /// (`ConnState::block`).
+    pub block: bool,
 }
 
 pub struct Ctx<'a> {
@@ -187,6 +209,9 @@ pub struct Ctx<'a> {
     /// slot), so dispatch does not hash them again.
     pub logged_slot: Option<u16>,
     propagated: bool,
+    /// While EXEC or a script runs: the records its commands would log,
+    /// encoded as the parts of one group record (see [`multi::log_group`]).
+    pub(crate) group: Option<Vec<Vec<u8>>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -207,6 +232,7 @@ impl<'a> Ctx<'a> {
             replaying: false,
             logged_slot: None,
             propagated: false,
+            group: None,
         }
     }
 
@@ -225,12 +251,18 @@ impl<'a> Ctx<'a> {
     /// Logs a rewritten form of the command: relative times made absolute,
     /// random choices made explicit, so that replay is deterministic.
     pub fn propagate_as(&mut self, args: &[&[u8]]) {
+        let slot = self.slot.unwrap_or(super::wal::GLOBAL_SLOT);
+        multi::touch_watched(self.node, slot, args);
         if self.replaying {
             return;
         }
         // Expiry DELs found while this command ran come first in the log.
         self.log_expired();
-        let slot = self.slot.unwrap_or(super::wal::GLOBAL_SLOT);
+        if let Some(group) = &mut self.group {
+            group.push(multi::encode_part(slot, args));
+            self.propagated = true;
+            return;
+        }
         let lsn = self.node.wal.append(slot, args);
         self.node.migrations.capture(slot, lsn, args);
         self.effects.last_lsn = self.effects.last_lsn.max(lsn);
@@ -247,6 +279,11 @@ impl<'a> Ctx<'a> {
             return;
         }
         for (slot, key) in expired {
+            multi::touch_watched(self.node, slot, &[b"DEL", &key]);
+            if let Some(group) = &mut self.group {
+                group.push(multi::encode_part(slot, &[b"DEL", &key]));
+                continue;
+            }
             let lsn = self.node.wal.append(slot, &[b"DEL", &key]);
             self.node.migrations.capture(slot, lsn, &[b"DEL", &key]);
             // Not `last_lsn`: a read must not wait for (or fail on) the
@@ -318,7 +355,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 15] = [
+        let families: [&'static [CommandSpec]; 19] = [
             connection::COMMANDS,
             acl::COMMANDS,
             server::COMMANDS,
@@ -333,6 +370,10 @@ impl Commands {
             streams::COMMANDS,
             cluster::COMMANDS,
             replication::COMMANDS,
+            multi::COMMANDS,
+            scripting::COMMANDS,
+            blocking::COMMANDS,
+            pubsub::COMMANDS,
             super::migration::target::COMMANDS,
         ];
         let specs: Vec<&'static CommandSpec> = families.iter().flat_map(|f| f.iter()).collect();
@@ -390,11 +431,25 @@ impl Default for Commands {
 /// argument as LMPOP needs: none when the count is not valid, and the
 /// handler answers the error).
 pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> std::iter::StepBy<Range<usize>> {
-    let argc = args.len();
+    key_positions_of(spec, args.len(), |i| (i < args.len()).then(|| args.get(i)))
+}
+
+/// [`key_positions`] from the argument count and a getter of arguments.
+pub fn key_positions_of<'a>(
+    spec: &CommandSpec,
+    argc: usize,
+    arg: impl Fn(usize) -> Option<&'a [u8]>,
+) -> std::iter::StepBy<Range<usize>> {
+    if spec.flags & flags::SCRIPT_KEYS != 0 {
+        let n = arg(2)
+            .and_then(parse_i64)
+            .filter(|&n| n >= 0 && (n as u64) <= (argc as u64).saturating_sub(3))
+            .unwrap_or(0) as usize;
+        return (3..3 + n).step_by(1);
+    }
     if spec.flags & flags::NUMKEYS != 0 {
-        let n = (argc > 1)
-            .then(|| parse_i64(args.get(1)))
-            .flatten()
+        let n = arg(1)
+            .and_then(parse_i64)
             .filter(|&n| n >= 1 && (n as u64) < argc as u64 - 2)
             .unwrap_or(0) as usize;
         return (2..2 + n).step_by(1);
@@ -448,10 +503,38 @@ fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<Str
 
 /// Runs one command. Returns the index of the command that ran, if any.
 pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
+    if ctx.conn.multi.is_some() && !ctx.replaying {
+        return multi::queue(ctx, args);
+    }
+    let idx = match prepare(ctx, args, false) {
+        Ok(idx) => idx,
+        Err(ran) => return ran,
+    };
+    run(ctx, args, idx);
+    Some(idx)
+}
+
+/// Calls the handler of a prepared command.
+pub(crate) fn run(ctx: &mut Ctx<'_>, args: &Args<'_>, idx: usize) {
+    ctx.propagated = false;
+    (ctx.node.commands.spec(idx).handler)(ctx, args);
+    ctx.log_expired();
+}
+
+/// What every command passes before its handler: lookup, arity,
+/// authentication, slot (`CROSSSLOT`, `MOVED`, a migration's write pause)
+/// and the write refusals. `Ok`: the command may run (`ctx.slot` is set);
+/// `Err`: the error reply is written (with the index, when it was known).
+/// `queueing` (MULTI): a migration's write pause is checked at EXEC.
+pub(crate) fn prepare(
+    ctx: &mut Ctx<'_>,
+    args: &Args<'_>,
+    queueing: bool,
+) -> Result<usize, Option<usize>> {
     let node = ctx.node;
     let Some(idx) = node.commands.lookup(args.get(0)) else {
         unknown_command(ctx.out, args);
-        return None;
+        return Err(None);
     };
     let spec = node.commands.spec(idx);
     let argc = args.len() as i32;
@@ -460,16 +543,20 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
             "ERR wrong number of arguments for '{}' command",
             spec.name
         ));
-        return Some(idx);
+        return Err(Some(idx));
     }
     if !ctx.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {
         ctx.out.error("NOAUTH Authentication required.");
-        return Some(idx);
+        return Err(Some(idx));
+    }
+    if let Some(err) = pubsub::context_refusal(ctx, spec.name) {
+        ctx.out.error(&err);
+        return Err(Some(idx));
     }
     if ctx.conn.user.is_some() {
         if let Some(e) = acl_refusal(ctx, spec, args) {
             ctx.out.error(&e);
-            return Some(idx);
+            return Err(Some(idx));
         }
     }
 
@@ -485,7 +572,7 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
             Some(prev) if prev != s => {
                 ctx.out
                     .error("CROSSSLOT Keys in request don't hash to the same slot");
-                return Some(idx);
+                return Err(Some(idx));
             }
             _ => {}
         }
@@ -494,11 +581,11 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
         if !ctx.replaying {
             if let Some(err) = node.route(s, spec.is_write(), ctx.conn) {
                 ctx.out.error(&err);
-                return Some(idx);
+                return Err(Some(idx));
             }
-            if spec.is_write() && node.migrations.write_blocked(s) {
+            if !queueing && spec.is_write() && node.migrations.write_blocked(s) {
                 ctx.effects.blocked = true;
-                return Some(idx);
+                return Err(Some(idx));
             }
         }
         ctx.slot = Some(s);
@@ -508,14 +595,10 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
     if spec.is_write() && !ctx.replaying {
         if let Some(err) = node.write_refusal(spec) {
             ctx.out.error(&err);
-            return Some(idx);
+            return Err(Some(idx));
         }
     }
-
-    ctx.propagated = false;
-    (spec.handler)(ctx, args);
-    ctx.log_expired();
-    Some(idx)
+    Ok(idx)
 }
 
 /// Helper for handlers: reply with an error and return from the handler.

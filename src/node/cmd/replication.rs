@@ -11,7 +11,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "treplicate",
         arity: -6,
-        flags: ADMIN,
+        flags: ADMIN | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -20,7 +20,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "wait",
         arity: 3,
-        flags: 0,
+        flags: NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,

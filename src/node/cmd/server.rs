@@ -81,7 +81,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "shutdown",
         arity: -1,
-        flags: ADMIN | LOADING_OK,
+        flags: ADMIN | LOADING_OK | NOSCRIPT,
         first_key: 0,
         last_key: 0,
         step: 0,
@@ -122,8 +122,11 @@ fn flag_names(flags: u32) -> Vec<&'static str> {
     if flags & LOADING_OK != 0 {
         v.push("loading");
     }
-    if flags & NUMKEYS != 0 {
+    if flags & (NUMKEYS | SCRIPT_KEYS) != 0 {
         v.push("movablekeys");
+    }
+    if flags & NOSCRIPT != 0 {
+        v.push("noscript");
     }
     v
 }
@@ -237,6 +240,17 @@ fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) {
                 .into(),
             ),
         ];
+        let mut settings = settings;
+        let set = ctx.node.config_set.borrow();
+        for (name, default) in SETTABLE {
+            let canonical = canonical(name);
+            let v = set
+                .get(canonical)
+                .cloned()
+                .unwrap_or_else(|| default.to_string());
+            settings.push((name, v));
+        }
+        drop(set);
         let mut hits = Vec::new();
         for pat in args.iter().skip(2) {
             let pat = String::from_utf8_lossy(pat).to_ascii_lowercase();
@@ -252,7 +266,7 @@ fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             ctx.out.bulk(v.as_bytes());
         }
     } else if args.is(1, "set") {
-        ctx.out.error("ERR CONFIG SET is not supported: Tessera nodes are configured by their command line (set by the operator)");
+        config_set(ctx, args);
     } else if args.is(1, "resetstat") {
         ctx.out.ok();
     } else {
@@ -274,6 +288,134 @@ fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
     ctx.store.flush();
     ctx.propagate_as(&[b"FLUSHALL"]);
+    ctx.out.ok();
+}
+
+/// What CONFIG SET accepts, with Redis 7's defaults: parameters
+/// applications and tools set. They are reported back by CONFIG GET and
+/// change nothing here (no keyspace notifications are sent; encodings are
+/// the node's own); everything else is the operator's, on the command line.
+const SETTABLE: &[(&str, &str)] = &[
+    ("notify-keyspace-events", ""),
+    ("hash-max-listpack-entries", "128"),
+    ("hash-max-listpack-value", "64"),
+    ("hash-max-ziplist-entries", "128"),
+    ("hash-max-ziplist-value", "64"),
+    ("set-max-intset-entries", "512"),
+    ("set-max-listpack-entries", "128"),
+    ("set-max-listpack-value", "64"),
+    ("zset-max-listpack-entries", "128"),
+    ("zset-max-listpack-value", "64"),
+    ("zset-max-ziplist-entries", "128"),
+    ("zset-max-ziplist-value", "64"),
+    ("list-max-listpack-size", "-2"),
+    ("list-max-ziplist-size", "-2"),
+    ("list-compress-depth", "0"),
+    ("stream-node-max-bytes", "4096"),
+    ("stream-node-max-entries", "100"),
+];
+
+/// The name a setting is stored under (Redis' ziplist names are aliases).
+fn canonical(name: &str) -> &str {
+    match name {
+        "hash-max-ziplist-entries" => "hash-max-listpack-entries",
+        "hash-max-ziplist-value" => "hash-max-listpack-value",
+        "zset-max-ziplist-entries" => "zset-max-listpack-entries",
+        "zset-max-ziplist-value" => "zset-max-listpack-value",
+        "list-max-ziplist-size" => "list-max-listpack-size",
+        other => other,
+    }
+}
+
+/// notify-keyspace-events as Redis 7.0 normalizes it, or None when a
+/// character is not an event class.
+pub fn keyspace_events(v: &[u8]) -> Option<String> {
+    const CLASSES: &[u8] = b"g$lshzxetdn";
+    let mut on = [false; 11];
+    let (mut k, mut e, mut m) = (false, false, false);
+    for &c in v {
+        match c {
+            b'A' => on[..10].iter_mut().for_each(|f| *f = true),
+            b'K' => k = true,
+            b'E' => e = true,
+            b'm' => m = true,
+            _ => on[CLASSES.iter().position(|&x| x == c)?] = true,
+        }
+    }
+    let mut out = String::new();
+    if on[..10].iter().all(|&f| f) {
+        out.push('A');
+    } else {
+        for (i, &c) in CLASSES.iter().enumerate() {
+            if on[i] {
+                out.push(c as char);
+            }
+        }
+    }
+    for (f, c) in [(k, 'K'), (e, 'E'), (m, 'm')] {
+        if f {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() < 4 || args.len() % 2 != 0 {
+        ctx.out
+            .error("ERR wrong number of arguments for 'config|set' command");
+        return;
+    }
+    let failed = |name: &str, why: &str| {
+        format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}")
+    };
+    let mut changes: Vec<(String, String)> = Vec::new();
+    for i in (2..args.len()).step_by(2) {
+        let name = String::from_utf8_lossy(args.get(i)).to_ascii_lowercase();
+        let value = args.get(i + 1);
+        let Some((name, _)) = SETTABLE.iter().find(|(n, _)| *n == name) else {
+            ctx.out.error(&format!(
+                "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+            ));
+            return;
+        };
+        let key = canonical(name);
+        if changes.iter().any(|(k, _)| k == key) {
+            ctx.out.error(&failed(name, "duplicate parameter"));
+            return;
+        }
+        let v = if *name == "notify-keyspace-events" {
+            match keyspace_events(value) {
+                Some(v) => v,
+                None => {
+                    ctx.out.error(&failed(
+                        name,
+                        "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.",
+                    ));
+                    return;
+                }
+            }
+        } else {
+            let signed = name.starts_with("list-max");
+            match super::parse_i64(value) {
+                Some(n) if signed || n >= 0 => n.to_string(),
+                Some(_) => {
+                    ctx.out.error(&failed(
+                        name,
+                        "argument must be between 0 and 9223372036854775807 inclusive",
+                    ));
+                    return;
+                }
+                None => {
+                    ctx.out
+                        .error(&failed(name, "argument couldn't be parsed into an integer"));
+                    return;
+                }
+            }
+        };
+        changes.push((key.to_string(), v));
+    }
+    ctx.node.config_set.borrow_mut().extend(changes);
     ctx.out.ok();
 }
 

@@ -31,7 +31,7 @@ use crate::node::{now_ms, Node, Role};
 pub static COMMANDS: &[CommandSpec] = &[CommandSpec {
     name: "tmigrate",
     arity: -3,
-    flags: ADMIN,
+    flags: ADMIN | NOSCRIPT,
     first_key: 0,
     last_key: 0,
     step: 0,

@@ -426,7 +426,7 @@ impl Repl {
         })
     }
 
-    fn count_acked(&self, lsn: u64) -> usize {
+    pub(crate) fn count_acked(&self, lsn: u64) -> usize {
         self.replicas
             .borrow()
             .values()
@@ -622,6 +622,8 @@ fn demote(node: &Rc<Node>) {
     node.role.set(Role::Replica);
     // Waiters re-check the role and fail.
     node.repl.wake_all_ack_waiters();
+    // Blocked clients run their command again: MOVED or READONLY now.
+    node.blocked.borrow_mut().wake_all();
 }
 
 fn start_following(node: &Rc<Node>) {
@@ -638,6 +640,9 @@ pub fn apply_topology_role(
     epoch: u64,
     primary: &NodeAddr,
 ) -> Result<(), ReplError> {
+    // Slots may have moved: blocked clients run their command again (and
+    // get MOVED for a slot served elsewhere now).
+    node.blocked.borrow_mut().wake_all();
     if epoch == 0 && node.repl.epoch() == 0 {
         // No epochs in use: the old behaviour, no replication tasks.
         node.role.set(if primary.id == node.id {

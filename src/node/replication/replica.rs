@@ -158,6 +158,10 @@ impl Applier {
             }
             return;
         }
+        if ranges.first().map(|r| &buf[r.clone()]) == Some(cmd::multi::GROUP) {
+            self.apply_group(node, lsn, buf, &ranges[1..]);
+            return;
+        }
         let wm = &self.watermarks;
         let applies = |slot: u16| wm.as_ref().is_none_or(|w| lsn > w[slot as usize]);
         if slot == GLOBAL_SLOT {
@@ -188,6 +192,28 @@ impl Applier {
         ctx.logged_slot = Some(slot);
         cmd::dispatch(&mut ctx, &args);
         self.out.buf.clear();
+    }
+}
+
+impl Applier {
+    /// A transaction's or a script's record: each part as the record it
+    /// would have been, at the group's LSN (so a slot's watermark decides
+    /// for each part as it would for a plain record).
+    fn apply_group(&mut self, node: &Node, lsn: u64, buf: &[u8], parts: &[std::ops::Range<usize>]) {
+        for r in parts {
+            let Some((slot, ranges)) = cmd::multi::decode_part(&buf[r.clone()]) else {
+                warn!(lsn, "a malformed part of a group record was skipped");
+                continue;
+            };
+            let abs: Vec<_> = ranges
+                .iter()
+                .map(|x| x.start + r.start..x.end + r.start)
+                .collect();
+            if abs.first().map(|x| &buf[x.clone()]) == Some(cmd::multi::GROUP) {
+                continue;
+            }
+            self.apply_args(node, lsn, slot, buf, &abs);
+        }
     }
 }
 

@@ -1,0 +1,457 @@
+//! Scripts: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO, SCRIPT LOAD|EXISTS|FLUSH|KILL.
+//!
+//! A script runs in the node's Lua VM (`node::lua`) on the event loop, so
+//! nothing else runs meanwhile: it is atomic as in Redis. Its writes are
+//! collected like a transaction's and logged as one group record (its
+//! effects, never the script), so replicas and recovery never re-run code
+//! and never hold half of a script's writes. Every key a script touches must
+//! be in one slot: its declared keys' (CROSSSLOT otherwise, checked by
+//! dispatch) or, without declared keys, the first key it touches.
+
+use std::cell::{Cell, RefCell};
+
+use mlua::Value;
+
+use super::flags::*;
+use super::multi::{log_group, run_atomic};
+use super::{key_positions, Args, CommandSpec, Ctx};
+use crate::node::lua::{self, Scripts};
+use crate::node::resp::{Frame, ReplyBuf};
+use crate::node::slots::key_slot;
+use crate::try_reply;
+
+pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "eval",
+        arity: -3,
+        flags: SCRIPT_KEYS | NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: eval,
+    },
+    CommandSpec {
+        name: "evalsha",
+        arity: -3,
+        flags: SCRIPT_KEYS | NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: evalsha,
+    },
+    CommandSpec {
+        name: "eval_ro",
+        arity: -3,
+        flags: SCRIPT_KEYS | NOSCRIPT | READONLY,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: eval_ro,
+    },
+    CommandSpec {
+        name: "evalsha_ro",
+        arity: -3,
+        flags: SCRIPT_KEYS | NOSCRIPT | READONLY,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: evalsha_ro,
+    },
+    CommandSpec {
+        name: "script",
+        arity: -2,
+        flags: NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: script,
+    },
+];
+
+fn eval(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    eval_generic(ctx, args, false, false);
+}
+fn evalsha(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    eval_generic(ctx, args, true, false);
+}
+fn eval_ro(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    eval_generic(ctx, args, false, true);
+}
+fn evalsha_ro(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    eval_generic(ctx, args, true, true);
+}
+
+/// The node's VM, created at the first script.
+fn with_scripts<R>(
+    ctx: &Ctx<'_>,
+    f: impl FnOnce(&mut Scripts) -> Result<R, String>,
+) -> Result<R, String> {
+    let node = ctx.node;
+    let mut slot = node.scripts.borrow_mut();
+    if slot.is_none() {
+        let vm = Scripts::new(node.script_running.clone(), node.cfg.limits.max_reply)
+            .map_err(|e| format!("ERR {e}"))?;
+        *slot = Some(vm);
+    }
+    match slot.as_mut() {
+        Some(s) => f(s),
+        None => Err("ERR the script engine is not available".into()),
+    }
+}
+
+fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool) {
+    let numkeys = try_reply!(ctx, args.int(2));
+    if numkeys < 0 {
+        ctx.out.error("ERR Number of keys can't be negative");
+        return;
+    }
+    if numkeys as u64 > (args.len() - 3) as u64 {
+        ctx.out
+            .error("ERR Number of keys can't be greater than number of args");
+        return;
+    }
+    let body = args.get(1);
+    let loaded = with_scripts(ctx, |s| {
+        if by_sha {
+            let sha = String::from_utf8_lossy(body).to_ascii_lowercase();
+            s.get(body)
+                .map(|f| (sha, f))
+                .ok_or_else(|| "NOSCRIPT No matching script. Please use EVAL.".to_string())
+        } else {
+            s.load(body)
+        }
+    });
+    let (sha, func) = try_reply!(ctx, loaded.as_ref().map_err(String::as_str)).clone();
+    if let Some(s) = ctx.slot {
+        if ctx.node.migrations.write_blocked(s) && !readonly {
+            // The whole script runs once the migration's pause ends.
+            ctx.effects.blocked = true;
+            return;
+        }
+    }
+    let n = numkeys as usize;
+    let keys: Vec<&[u8]> = (3..3 + n).map(|i| args.get(i)).collect();
+    let argv: Vec<&[u8]> = (3 + n..args.len()).map(|i| args.get(i)).collect();
+    let node = ctx.node;
+    let running = node.script_running.clone();
+    running.since.set(Some(std::time::Instant::now()));
+    running.kill.set(false);
+    running.wrote.set(false);
+    *running.sockets.borrow_mut() = node.clients.borrow().idle_sockets(ctx.conn.id);
+    let outer = ctx.group.is_some();
+    if !outer {
+        ctx.group = Some(Vec::new());
+    }
+    let slot = Cell::new(ctx.slot);
+    let scripts = node.scripts.borrow();
+    let res = match scripts.as_ref() {
+        Some(s) => run(ctx, s, &func, &keys, &argv, readonly, &slot),
+        None => Err(ScriptError::from(
+            "ERR the script engine is not available".to_string(),
+        )),
+    };
+    drop(scripts);
+    running.since.set(None);
+    running.kill.set(false);
+    running.sockets.borrow_mut().clear();
+    if !outer {
+        let parts = ctx.group.take().unwrap_or_default();
+        log_group(ctx, slot.get(), parts);
+    }
+    match res {
+        Ok(()) => {}
+        Err(ScriptError { msg, line }) => {
+            ctx.out
+                .error(&format!("{msg} script: {sha}, on @user_script:{line}."));
+        }
+    }
+}
+
+/// A script's error: the message and the script line it came from. Also
+/// what `redis.call` raises for a failed command.
+#[derive(Debug)]
+struct ScriptError {
+    msg: String,
+    line: i64,
+}
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for ScriptError {}
+
+impl From<String> for ScriptError {
+    fn from(msg: String) -> Self {
+        Self { msg, line: 0 }
+    }
+}
+
+/// The error `redis.call` raised, inside an engine error.
+fn command_error(e: &mlua::Error) -> Option<&ScriptError> {
+    match e {
+        mlua::Error::ExternalError(x) => x.downcast_ref::<ScriptError>(),
+        mlua::Error::CallbackError { cause, .. } => command_error(cause),
+        _ => None,
+    }
+}
+
+/// The line of the innermost script frame on the Lua stack.
+fn script_line(lua: &mlua::Lua) -> i64 {
+    for level in 0..64 {
+        let Some(d) = lua.inspect_stack(level) else {
+            break;
+        };
+        if d.source().source.as_deref() == Some("@user_script") {
+            return d.curr_line() as i64;
+        }
+    }
+    0
+}
+
+/// The message of an error a script raised: a `{err=…}` table's text, a
+/// string with `ERR ` before it, an engine error's innermost cause.
+fn error_message(e: &Value) -> String {
+    match e {
+        Value::Table(t) => match t.raw_get::<Value>("err") {
+            Ok(Value::String(s)) => s.to_string_lossy(),
+            _ => "ERR unknown error".into(),
+        },
+        Value::String(s) => format!("ERR {}", s.to_string_lossy()),
+        Value::Nil => "ERR nil".into(),
+        Value::Error(err) => {
+            let mut cause: &mlua::Error = err;
+            while let mlua::Error::CallbackError { cause: c, .. } = cause {
+                cause = c;
+            }
+            if let Some(e) = command_error(cause) {
+                return e.msg.clone();
+            }
+            match cause {
+                mlua::Error::RuntimeError(m) if m.starts_with("ERR ") => m.clone(),
+                mlua::Error::RuntimeError(m) => format!("ERR {m}"),
+                mlua::Error::MemoryError(_) => "ERR script out of memory".into(),
+                other => format!("ERR {other}"),
+            }
+        }
+        Value::Integer(i) => format!("ERR {i}"),
+        Value::Number(n) => format!("ERR {}", lua::fmt_number(*n)),
+        Value::Boolean(b) => format!("ERR {b}"),
+        other => format!("ERR {}", other.type_name()),
+    }
+}
+
+fn run(
+    ctx: &mut Ctx<'_>,
+    scripts: &Scripts,
+    func: &mlua::Function,
+    keys: &[&[u8]],
+    argv: &[&[u8]],
+    readonly: bool,
+    slot: &Cell<Option<u16>>,
+) -> Result<(), ScriptError> {
+    let lua = &scripts.lua;
+    let engine = |e: mlua::Error| ScriptError::from(format!("ERR {e}"));
+    let g = lua.globals();
+    let seq = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
+        let t = lua.create_table_with_capacity(items.len(), 0)?;
+        for (i, it) in items.iter().enumerate() {
+            t.raw_set(i + 1, lua.create_string(it)?)?;
+        }
+        Ok(t)
+    };
+    g.raw_set("KEYS", seq(keys).map_err(engine)?)
+        .map_err(engine)?;
+    g.raw_set("ARGV", seq(argv).map_err(engine)?)
+        .map_err(engine)?;
+    let cell = RefCell::new(&mut *ctx);
+    let result: mlua::Result<Result<(), ScriptError>> = lua.scope(|scope| {
+        // `redis.call` raises a failed command's error (with the script's
+        // line: a Rust function keeps its caller's frame even when called
+        // in tail position); `redis.pcall` returns it as `{err=…}`.
+        let call = scope.create_function(|lua, mv: mlua::MultiValue| {
+            let mut guard = cell.borrow_mut();
+            let (v, failed) = call_command(lua, &mut guard, mv, readonly, slot)?;
+            if failed {
+                let msg = match &v {
+                    Value::Table(t) => t.raw_get::<String>("err")?,
+                    _ => "ERR".into(),
+                };
+                let line = script_line(lua);
+                return Err(mlua::Error::external(ScriptError { msg, line }));
+            }
+            Ok(v)
+        })?;
+        let pcall = scope.create_function(|lua, mv: mlua::MultiValue| {
+            let mut guard = cell.borrow_mut();
+            Ok(call_command(lua, &mut guard, mv, readonly, slot)?.0)
+        })?;
+        scripts.redis.raw_set("call", call)?;
+        scripts.redis.raw_set("pcall", pcall)?;
+        let handler = scope.create_function(|lua, e: Value| {
+            let t = lua.create_table()?;
+            t.raw_set("err", error_message(&e))?;
+            let line = match &e {
+                Value::Error(err) => command_error(err).map(|c| c.line),
+                _ => None,
+            };
+            t.raw_set("line", line.unwrap_or_else(|| script_line(lua)))?;
+            Ok(t)
+        })?;
+        let mut res: mlua::MultiValue = scripts.xpcall.call((func.clone(), handler))?;
+        let ok = matches!(res.pop_front(), Some(Value::Boolean(true)));
+        let value = res.pop_front().unwrap_or(Value::Nil);
+        if !ok {
+            let (msg, line) = match &value {
+                Value::Table(t) => (
+                    t.raw_get::<String>("err").unwrap_or_else(|_| "ERR".into()),
+                    t.raw_get::<i64>("line").unwrap_or(0),
+                ),
+                other => (error_message(other), 0),
+            };
+            return Ok(Err(ScriptError { msg, line }));
+        }
+        let mut guard = cell.borrow_mut();
+        lua::lua_to_reply(guard.out, &value, 0);
+        Ok(Ok(()))
+    });
+    let _ = scripts.redis.raw_set("call", Value::Nil);
+    let _ = scripts.redis.raw_set("pcall", Value::Nil);
+    result.map_err(engine)?
+}
+
+/// `redis.call`/`redis.pcall`: runs one command for the script; the reply
+/// as Lua sees it, and whether it is an error.
+fn call_command(
+    lua: &mlua::Lua,
+    ctx: &mut Ctx<'_>,
+    mv: mlua::MultiValue,
+    readonly: bool,
+    slot: &Cell<Option<u16>>,
+) -> mlua::Result<(Value, bool)> {
+    let err = |msg: &str| -> mlua::Result<(Value, bool)> {
+        let t = lua.create_table()?;
+        t.raw_set("err", msg)?;
+        Ok((Value::Table(t), true))
+    };
+    if mv.is_empty() {
+        return err("ERR Please specify at least one argument for this redis lib call");
+    }
+    let (mut buf, mut ranges) = (Vec::new(), Vec::with_capacity(mv.len()));
+    for v in mv.iter() {
+        let Some(a) = lua::to_arg(v) else {
+            return err("ERR Lua redis lib command arguments must be strings or integers");
+        };
+        let start = buf.len();
+        buf.extend_from_slice(&a);
+        ranges.push(start..buf.len());
+    }
+    let args = Args {
+        buf: &buf,
+        ranges: &ranges,
+    };
+    let node = ctx.node;
+    let Some(idx) = node.commands.lookup(args.get(0)) else {
+        return err("ERR Unknown Redis command called from script");
+    };
+    let spec = node.commands.spec(idx);
+    if spec.flags & NOSCRIPT != 0 {
+        return err("ERR This Redis command is not allowed from script");
+    }
+    let argc = args.len() as i32;
+    if (spec.arity > 0 && argc != spec.arity) || (spec.arity < 0 && argc < -spec.arity) {
+        return err("ERR Wrong number of args calling Redis command from script");
+    }
+    if readonly && spec.is_write() {
+        return err("ERR Write commands are not allowed from read-only scripts.");
+    }
+    for p in key_positions(spec, &args) {
+        let s = key_slot(args.get(p));
+        match slot.get() {
+            Some(prev) if prev != s => {
+                return err("ERR Script attempted to access keys that do not hash to the same slot")
+            }
+            _ => slot.set(Some(s)),
+        }
+    }
+    if let (true, Some(s)) = (spec.is_write(), slot.get()) {
+        if node.migrations.write_blocked(s) {
+            return err("TRYAGAIN the slot is paused for a migration; retry the script");
+        }
+    }
+    let mut scratch = ReplyBuf::new();
+    scratch.limit = node.cfg.limits.max_reply;
+    std::mem::swap(ctx.out, &mut scratch);
+    let parts_before = ctx.group.as_ref().map_or(0, Vec::len);
+    run_atomic(ctx, &args);
+    if ctx.group.as_ref().map_or(0, Vec::len) > parts_before {
+        node.script_running.wrote.set(true);
+    }
+    std::mem::swap(ctx.out, &mut scratch);
+    if scratch.overflowed {
+        return err(&format!(
+            "ERR reply exceeds the limit of {} bytes (max-reply-bytes)",
+            node.cfg.limits.max_reply
+        ));
+    }
+    match Frame::parse(&scratch.buf) {
+        Ok(Some((f, _))) => lua::reply_to_lua(lua, &f),
+        _ => err("ERR the command gave no reply"),
+    }
+}
+
+fn script(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let sub = String::from_utf8_lossy(args.get(1)).to_ascii_uppercase();
+    match (sub.as_str(), args.len()) {
+        ("LOAD", 3) => {
+            let loaded = with_scripts(ctx, |s| s.load(args.get(2)).map(|(sha, _)| sha));
+            let sha = try_reply!(ctx, loaded.as_ref().map_err(String::as_str));
+            ctx.out.bulk(sha.as_bytes());
+        }
+        ("EXISTS", n) if n >= 3 => {
+            let found: Vec<bool> = {
+                let s = ctx.node.scripts.borrow();
+                args.iter()
+                    .skip(2)
+                    .map(|sha| s.as_ref().is_some_and(|s| s.exists(sha)))
+                    .collect()
+            };
+            ctx.out.array(found.len());
+            for f in found {
+                ctx.out.bool_int(f);
+            }
+        }
+        ("FLUSH", 2) => {
+            flush(ctx);
+        }
+        ("FLUSH", 3) if args.is(2, "sync") || args.is(2, "async") => {
+            flush(ctx);
+        }
+        ("FLUSH", _) => ctx
+            .out
+            .error("ERR SCRIPT FLUSH only support SYNC|ASYNC option"),
+        ("KILL", 2) => {
+            // A script runs on the loop: while one runs past the time limit
+            // SCRIPT KILL is answered by the busy handler
+            // (`clients::serve_busy`), never by this command.
+            ctx.out.error("NOTBUSY No scripts in execution right now.");
+        }
+        ("LOAD" | "EXISTS" | "KILL", _) => ctx.out.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try SCRIPT HELP.",
+            String::from_utf8_lossy(args.get(1))
+        )),
+        _ => ctx.out.error(&format!(
+            "ERR unknown subcommand '{}'. Try SCRIPT HELP.",
+            String::from_utf8_lossy(args.get(1))
+        )),
+    }
+}
+
+fn flush(ctx: &mut Ctx<'_>) {
+    if let Some(s) = ctx.node.scripts.borrow_mut().as_mut() {
+        s.flush();
+    }
+    ctx.out.ok();
+}

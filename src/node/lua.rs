@@ -1,0 +1,379 @@
+//! The Lua 5.1 interpreter behind EVAL: one VM per node (as Redis has), its
+//! sandbox, the script cache, and the conversions between Lua values and
+//! RESP that Redis defines.
+//!
+//! The sandbox loads only the base, table, string and math libraries, and
+//! removes from the base library what reaches the file system or the
+//! process (`loadfile`, `dofile`, `print`). Globals are read-only as in
+//! Redis 7: a script that assigns one gets "Attempt to modify a readonly
+//! table", one that reads an undefined one gets "Script attempted to access
+//! nonexistent global variable".
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use hashbrown::HashMap;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use sha1::{Digest, Sha1};
+
+use super::resp::{Frame, ReplyBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LuaError {
+    #[error("the Lua interpreter could not be set up: {0}")]
+    Setup(#[from] mlua::Error),
+}
+
+/// Redis' `lua-time-limit`: after this a running script makes the node
+/// answer other clients `-BUSY`, and SCRIPT KILL may stop it.
+pub const TIME_LIMIT_MS: u64 = 5_000;
+
+/// The state of the script running now, shared with the interpreter's hook.
+#[derive(Default)]
+pub struct Running {
+    /// When the running script started (None: none runs).
+    pub since: Cell<Option<Instant>>,
+    /// SCRIPT KILL asked for it to stop.
+    pub kill: Cell<bool>,
+    /// It wrote: SCRIPT KILL can no longer stop it (UNKILLABLE).
+    pub wrote: Cell<bool>,
+    /// The other clients' sockets, answered while it is busy.
+    pub sockets: std::cell::RefCell<Vec<(std::os::fd::RawFd, Rc<Cell<bool>>)>>,
+    /// When the busy handler last ran.
+    last_busy: Cell<Option<Instant>>,
+}
+
+impl Running {
+    /// Whether a script has run past the time limit (clients get BUSY).
+    pub fn busy(&self) -> bool {
+        self.since
+            .get()
+            .is_some_and(|t| t.elapsed().as_millis() as u64 >= TIME_LIMIT_MS)
+    }
+}
+
+/// The VM and its compiled scripts, by SHA1.
+pub struct Scripts {
+    pub lua: Lua,
+    cache: HashMap<String, Function>,
+    /// The `redis` table: `call` and `pcall` are set for each run (they
+    /// borrow the running command's context).
+    pub redis: Table,
+    /// Lua's `xpcall`, saved before the globals are locked.
+    pub xpcall: Function,
+}
+
+/// Read-only globals, with Redis' messages.
+const LOCK_GLOBALS: &str = r#"
+local mt = {}
+mt.__newindex = function(t, k, v)
+  error("Attempt to modify a readonly table", 2)
+end
+mt.__index = function(t, k)
+  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+end
+setmetatable(_G, mt)
+"#;
+
+pub fn sha1_hex(body: &[u8]) -> String {
+    let d = Sha1::digest(body);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Scripts {
+    pub fn new(running: Rc<Running>, memory_limit: usize) -> Result<Self, LuaError> {
+        let lua = Lua::new_with(
+            StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+            LuaOptions::default(),
+        )?;
+        let _ = lua.set_memory_limit(memory_limit);
+        let g = lua.globals();
+        for name in ["loadfile", "dofile", "print"] {
+            g.raw_set(name, Value::Nil)?;
+        }
+        let redis = lua.create_table()?;
+        redis.raw_set("REDIS_VERSION", "7.2.0")?;
+        redis.raw_set("REDIS_VERSION_NUM", 0x070200)?;
+        redis.raw_set("LOG_DEBUG", 0)?;
+        redis.raw_set("LOG_VERBOSE", 1)?;
+        redis.raw_set("LOG_NOTICE", 2)?;
+        redis.raw_set("LOG_WARNING", 3)?;
+        redis.raw_set(
+            "sha1hex",
+            lua.create_function(|_, s: mlua::String| Ok(sha1_hex(&s.as_bytes())))?,
+        )?;
+        redis.raw_set(
+            "status_reply",
+            lua.create_function(|lua, s: mlua::String| {
+                let t = lua.create_table()?;
+                t.raw_set("ok", s)?;
+                Ok(t)
+            })?,
+        )?;
+        redis.raw_set(
+            "error_reply",
+            lua.create_function(|lua, s: mlua::String| {
+                let t = lua.create_table()?;
+                t.raw_set("err", lua.create_string(error_reply_text(&s.as_bytes()))?)?;
+                Ok(t)
+            })?,
+        )?;
+        redis.raw_set(
+            "log",
+            lua.create_function(|_, (level, msg): (i64, mlua::String)| {
+                tracing::info!(level, message = %msg.to_string_lossy(), "script log");
+                Ok(())
+            })?,
+        )?;
+        redis.raw_set(
+            "setresp",
+            lua.create_function(|_, v: i64| match v {
+                2 => Ok(()),
+                _ => Err(mlua::Error::runtime(
+                    "RESP version must be 2 in this node's scripts",
+                )),
+            })?,
+        )?;
+        g.raw_set("redis", redis.clone())?;
+        super::lua_libs::install(&lua)?;
+        let xpcall: Function = g.raw_get("xpcall")?;
+        lua.load(LOCK_GLOBALS).set_name("=sandbox").exec()?;
+        // Every 100k instructions: past the time limit other clients are
+        // answered (BUSY, SCRIPT KILL) every 10 ms; a killed script stops.
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(100_000),
+            move |_, _| {
+                if running.busy()
+                    && running
+                        .last_busy
+                        .get()
+                        .is_none_or(|t| t.elapsed().as_millis() >= 10)
+                {
+                    running.last_busy.set(Some(Instant::now()));
+                    super::clients::serve_busy(&running.sockets.borrow(), &running);
+                }
+                if running.kill.get() {
+                    return Err(mlua::Error::runtime(
+                        "ERR Script killed by user with SCRIPT KILL...",
+                    ));
+                }
+                Ok(VmState::Continue)
+            },
+        );
+        Ok(Self {
+            lua,
+            cache: HashMap::new(),
+            redis,
+            xpcall,
+        })
+    }
+
+    /// Compiles `body` (or finds it compiled): its SHA1 and function.
+    pub fn load(&mut self, body: &[u8]) -> Result<(String, Function), String> {
+        let sha = sha1_hex(body);
+        if let Some(f) = self.cache.get(&sha) {
+            return Ok((sha, f.clone()));
+        }
+        let f = self
+            .lua
+            .load(body)
+            .set_name("@user_script")
+            .into_function()
+            .map_err(|e| {
+                let msg = match &e {
+                    mlua::Error::SyntaxError { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                format!("ERR Error compiling script (new function): {msg}")
+            })?;
+        self.cache.insert(sha.clone(), f.clone());
+        Ok((sha, f))
+    }
+
+    pub fn get(&self, sha: &[u8]) -> Option<Function> {
+        let sha = std::str::from_utf8(sha).ok()?.to_ascii_lowercase();
+        self.cache.get(&sha).cloned()
+    }
+
+    pub fn exists(&self, sha: &[u8]) -> bool {
+        self.get(sha).is_some()
+    }
+
+    pub fn flush(&mut self) {
+        self.cache.clear();
+        let _ = self.lua.gc_collect();
+    }
+}
+
+/// `redis.error_reply`'s text: without a leading `-`, and with `ERR ` when
+/// it has no error code (no space).
+fn error_reply_text(s: &[u8]) -> Vec<u8> {
+    let s = s.strip_prefix(b"-").unwrap_or(s);
+    if s.contains(&b' ') {
+        s.to_vec()
+    } else {
+        [b"ERR ".as_slice(), s].concat()
+    }
+}
+
+/// A Lua value as a command argument (strings and numbers, as Lua 5.1's
+/// `tostring` prints numbers: `%.14g`); None for other types.
+pub fn to_arg(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::String(s) => Some(s.as_bytes().to_vec()),
+        Value::Integer(i) => Some(i.to_string().into_bytes()),
+        Value::Number(n) => Some(fmt_number(*n).into_bytes()),
+        _ => None,
+    }
+}
+
+/// Lua 5.1's number format, `%.14g`.
+pub fn fmt_number(n: f64) -> String {
+    let mut buf = [0u8; 64];
+    // SAFETY: snprintf writes at most buf.len() bytes, NUL included, from
+    // a constant format taking one double.
+    let len = unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), c"%.14g".as_ptr(), n) };
+    let len = (len.max(0) as usize).min(buf.len() - 1);
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// A RESP2 reply as Redis gives it to a script: status → `{ok=…}`, error →
+/// `{err=…}` (and `true`: the command failed), integer → number, bulk →
+/// string, nulls → `false`, arrays → tables.
+pub fn reply_to_lua(lua: &Lua, f: &Frame) -> mlua::Result<(Value, bool)> {
+    Ok(match f {
+        Frame::Simple(s) => {
+            let t = lua.create_table()?;
+            t.raw_set("ok", s.as_str())?;
+            (Value::Table(t), false)
+        }
+        Frame::Error(s) => {
+            let t = lua.create_table()?;
+            t.raw_set("err", s.as_str())?;
+            (Value::Table(t), true)
+        }
+        Frame::Integer(n) => (Value::Number(*n as f64), false),
+        Frame::Bulk(b) => (Value::String(lua.create_string(b)?), false),
+        Frame::Null => (Value::Boolean(false), false),
+        Frame::Boolean(b) => (Value::Boolean(*b), false),
+        Frame::Double(d) => (Value::Number(*d), false),
+        Frame::Array(items) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, it) in items.iter().enumerate() {
+                t.raw_set(i + 1, reply_to_lua(lua, it)?.0)?;
+            }
+            (Value::Table(t), false)
+        }
+        Frame::Map(pairs) => {
+            let t = lua.create_table()?;
+            for (k, v) in pairs {
+                t.raw_set(reply_to_lua(lua, k)?.0, reply_to_lua(lua, v)?.0)?;
+            }
+            (Value::Table(t), false)
+        }
+    })
+}
+
+/// A C cast of a double to `long long` as Redis does it on x86-64: values
+/// out of range (and NaN) become the minimum.
+fn lua_number_to_int(n: f64) -> i64 {
+    // ±2^63: the range an i64 holds.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if n.is_nan() || !(-LIMIT..LIMIT).contains(&n) {
+        i64::MIN
+    } else {
+        n as i64
+    }
+}
+
+/// A script's result as its reply, by Redis' rules: number → integer
+/// (truncated), string → bulk, true → 1, false/nil → null, `{ok=…}` →
+/// status, `{err=…}` → error, other tables → arrays up to the first nil.
+pub fn lua_to_reply(out: &mut ReplyBuf, v: &Value, depth: usize) {
+    match v {
+        Value::Nil | Value::Boolean(false) => out.null(),
+        Value::Boolean(true) => out.int(1),
+        Value::Integer(i) => out.int(*i),
+        Value::Number(n) => out.int(lua_number_to_int(*n)),
+        Value::String(s) => out.bulk(&s.as_bytes()),
+        Value::Table(t) => table_to_reply(out, t, depth),
+        _ => out.null(),
+    }
+}
+
+fn table_to_reply(out: &mut ReplyBuf, t: &Table, depth: usize) {
+    if let Ok(Value::String(e)) = t.raw_get::<Value>("err") {
+        out.error(&e.to_string_lossy());
+        return;
+    }
+    if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
+        out.simple(&s.to_string_lossy());
+        return;
+    }
+    if depth > 100 {
+        // A table nested this deep (or containing itself) is cut here.
+        out.error("ERR reached lua stack limit");
+        return;
+    }
+    let mut items = Vec::new();
+    for i in 1.. {
+        match t.raw_get::<Value>(i) {
+            Ok(Value::Nil) | Err(_) => break,
+            Ok(v) => items.push(v),
+        }
+        if out.full() {
+            break;
+        }
+    }
+    out.array(items.len());
+    for v in &items {
+        lua_to_reply(out, v, depth + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_as_lua_5_1_does() {
+        assert_eq!(fmt_number(3.5), "3.5");
+        assert_eq!(fmt_number(1e20), "1e+20");
+        assert_eq!(fmt_number(0.1), "0.1");
+        assert_eq!(fmt_number(-2.0), "-2");
+        assert_eq!(fmt_number(1.0 / 3.0), "0.33333333333333");
+    }
+
+    #[test]
+    fn error_reply_gets_a_code_only_when_it_has_none() {
+        assert_eq!(error_reply_text(b"bad"), b"ERR bad");
+        assert_eq!(error_reply_text(b"-x y"), b"x y");
+        assert_eq!(error_reply_text(b"E bad"), b"E bad");
+    }
+
+    #[test]
+    fn out_of_range_numbers_convert_as_a_c_cast_does() {
+        assert_eq!(lua_number_to_int(3.99), 3);
+        assert_eq!(lua_number_to_int(-3.99), -3);
+        assert_eq!(lua_number_to_int(1e20), i64::MIN);
+        assert_eq!(lua_number_to_int(f64::NAN), i64::MIN);
+    }
+
+    #[test]
+    fn the_sandbox_has_no_file_or_process_access_and_locks_globals() {
+        let s = Scripts::new(Rc::new(Running::default()), 64 << 20).expect("a VM");
+        for name in [
+            "io", "os", "loadfile", "dofile", "require", "package", "debug",
+        ] {
+            let r: mlua::Result<Value> = s.lua.load(format!("return {name}")).eval();
+            let e = r.expect_err(name).to_string();
+            assert!(e.contains("nonexistent global variable"), "{name}: {e}");
+        }
+        let e = s.lua.load("x = 1").exec().expect_err("a global assignment");
+        assert!(
+            e.to_string().contains("Attempt to modify a readonly table"),
+            "{e}"
+        );
+    }
+}

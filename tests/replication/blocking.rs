@@ -1,0 +1,133 @@
+//! Blocking pops on real nodes: FIFO wakeup, the pop logged as a pop and
+//! replicated, and a blocked client on a demoted primary answered (never a
+//! hang).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use super::transactions::log_records;
+use super::{addr_of, conn, fence, follow, promote, restart_in, start, wait_caught_up};
+
+fn raw(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
+fn send(s: &mut TcpStream, args: &[&str]) {
+    let mut b = format!("*{}\r\n", args.len());
+    for a in args {
+        b.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(b.as_bytes()).expect("send");
+}
+
+/// Reads what the node sent within `wait` (the whole reply of a pop).
+fn read_reply(s: &mut TcpStream, wait: Duration) -> String {
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.ends_with(b"\r\n")
+                    && (got[0] != b'*'
+                        || got.iter().filter(|&&c| c == b'\n').count() >= 5
+                        || got.starts_with(b"*-1"))
+                {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn blocked_pops_are_served_in_arrival_order_and_logged_as_pops() {
+    let p = start(0, "eventual", &[]);
+    promote(&p, 1);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = restart_in(1, "eventual", tmp.path(), 0, 0);
+    follow(&r, 1, addr_of(0, p.port));
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| raw(p.port)).collect();
+    for c in clients.iter_mut() {
+        send(c, &["BLPOP", "{q}jobs", "0"]);
+        // Arrival order is the order they blocked in.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut w = conn(&p);
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("{q}jobs")
+        .arg("a")
+        .arg("b")
+        .arg("c")
+        .query(&mut w)
+        .expect("RPUSH");
+    for (c, want) in clients.iter_mut().zip(["a", "b", "c"]) {
+        let got = read_reply(c, Duration::from_secs(5));
+        assert_eq!(got, format!("*2\r\n$7\r\n{{q}}jobs\r\n$1\r\n{want}\r\n"));
+    }
+    wait_caught_up(&r, &p, Duration::from_secs(30));
+    let pops: Vec<Vec<Vec<u8>>> = log_records(&p.dir)
+        .into_iter()
+        .filter(|r| r.args[0] == b"LPOP")
+        .map(|r| r.args)
+        .collect();
+    assert_eq!(pops.len(), 3, "each pop is logged as an LPOP");
+    let mut rc = conn(&r);
+    redis::cmd("READONLY")
+        .query::<()>(&mut rc)
+        .expect("READONLY");
+    let n: i64 = redis::cmd("LLEN")
+        .arg("{q}jobs")
+        .query(&mut rc)
+        .expect("LLEN");
+    assert_eq!(n, 0, "the replica applied the pops");
+}
+
+#[test]
+fn a_blocked_client_on_a_demoted_primary_gets_an_error_not_a_hang() {
+    let p = start(0, "eventual", &[]);
+    promote(&p, 1);
+    let mut c = raw(p.port);
+    send(&mut c, &["BLPOP", "{q}never", "0"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    assert_eq!(fence(&p, 2), 200, "fence");
+    let got = read_reply(&mut c, Duration::from_secs(5));
+    assert!(
+        got.starts_with("-READONLY") || got.starts_with("-MOVED"),
+        "the blocked client is answered: {got:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at once"
+    );
+}
+
+#[test]
+fn a_client_that_leaves_while_blocked_takes_nothing() {
+    let p = start(0, "eventual", &[]);
+    promote(&p, 1);
+    let mut c = raw(p.port);
+    send(&mut c, &["BRPOP", "{q}k", "0"]);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut w = conn(&p);
+    let _: i64 = redis::cmd("LPUSH")
+        .arg("{q}k")
+        .arg("v")
+        .query(&mut w)
+        .expect("LPUSH");
+    std::thread::sleep(Duration::from_millis(100));
+    let n: i64 = redis::cmd("LLEN").arg("{q}k").query(&mut w).expect("LLEN");
+    assert_eq!(n, 1, "the element stays for a live client");
+}
