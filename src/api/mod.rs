@@ -63,7 +63,15 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(
             cols,
-            ["Shards", "Replicas", "Consistency", "Ready", "Phase", "Resharding", "Age"]
+            [
+                "Shards",
+                "Replicas",
+                "Consistency",
+                "Ready",
+                "Phase",
+                "Resharding",
+                "Age"
+            ]
         );
     }
 
