@@ -356,6 +356,7 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
                     if encode::entry_commands_part(
                         &keys[i],
                         e,
+                        Some(store.slot_stamp(slot)),
                         &mut cursor,
                         STEP_ELEMS,
                         &mut out,
