@@ -317,15 +317,25 @@ fn set_phase(node: &Node, m: &Outgoing, p: Phase) {
 const STEP: Duration = Duration::from_millis(5);
 /// Elements of one key encoded per step at most.
 const STEP_ELEMS: usize = 4096;
+/// An encoded slot is held in pieces of about this size: one growing
+/// buffer would be copied whole (tens of MB for a big key) each time it
+/// outgrew its allocation, inside one step.
+const PIECE_BYTES: usize = 1 << 20;
+
+/// Encoded commands, and the offset where each ends.
+struct Piece {
+    cmds: Vec<u8>,
+    ends: Vec<usize>,
+}
 
 /// Encodes one slot as write commands while writes to that slot (only)
 /// wait, in steps of ~[`STEP`] between which the event loop serves
 /// everything else: nothing changes the slot meanwhile, so the copy is
 /// consistent, and no single step stalls the node (a big collection is
 /// encoded a few thousand elements at a time). Capture of the slot's writes
-/// starts as the writes resume. Returns the commands, where each ends, and
-/// the number of keys.
-async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usize>, u64) {
+/// starts as the writes resume. Returns the commands in pieces, and the
+/// number of keys.
+async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<Piece>, u64) {
     m.encoding.set(Some(slot));
     node.migrations.refresh();
     let keys: Vec<Key> = node
@@ -334,6 +344,7 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
         .slot_entries(slot)
         .map(|(k, _)| Key::from(k))
         .collect();
+    let mut pieces = Vec::new();
     let (mut out, mut ends) = (Vec::new(), Vec::new());
     let (mut i, mut done_keys) = (0, 0u64);
     let mut cursor = encode::Cursor::default();
@@ -369,6 +380,15 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
                 }
             }
         }
+        if out.len() >= PIECE_BYTES {
+            pieces.push(Piece {
+                cmds: std::mem::replace(
+                    &mut out,
+                    Vec::with_capacity(PIECE_BYTES + PIECE_BYTES / 4),
+                ),
+                ends: std::mem::take(&mut ends),
+            });
+        }
         if step.elapsed() >= STEP {
             tokio::task::yield_now().await;
             step = Instant::now();
@@ -377,7 +397,8 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
     m.mark_cloned(slot);
     m.encoding.set(None);
     node.migrations.refresh();
-    (out, ends, done_keys)
+    pieces.push(Piece { cmds: out, ends });
+    (pieces, done_keys)
 }
 
 /// Sends the slots (each encoded consistently), then captured writes until
@@ -391,13 +412,15 @@ async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), Migr
                 "slot {slot} left this shard before it was sent"
             )));
         }
-        let (cmds, ends, keys) = encode_slot(node, m, slot).await;
+        let (pieces, keys) = encode_slot(node, m, slot).await;
         // A big collection spans batches, split between its commands.
-        let mut at = 0;
-        for &end in &ends {
-            tx.buf.extend_from_slice(&cmds[at..end]);
-            at = end;
-            tx.maybe_flush(node, m).await?;
+        for p in pieces {
+            let mut at = 0;
+            for &end in &p.ends {
+                tx.buf.extend_from_slice(&p.cmds[at..end]);
+                at = end;
+                tx.maybe_flush(node, m).await?;
+            }
         }
         m.keys_sent.set(m.keys_sent.get() + keys);
         let t = &node.migrations.totals.keys_out;
