@@ -3,7 +3,8 @@
 //! and target cut before and after the seal (a TCP proxy the test cuts),
 //! the target's primary killed before the seal, the target's replica killed
 //! during the import, a target replica that needs a full resync while an
-//! import stages, and a failover of the source shard at the flip. Each
+//! import stages, a seal refused while the target's replica is away, and a
+//! failover of the source shard at the flip. Each
 //! ends completed or rolled back, with no acknowledged write lost and no
 //! manual repair. The fault table is in docs/migration.md.
 
@@ -801,5 +802,139 @@ fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with
     eprintln!(
         "target replica full resync during an import: {n} acknowledged pushes, all kept ({} refused)",
         rec.errors.len()
+    );
+}
+
+/// The seal reaches the target while its shard cannot meet its rule (the
+/// target's replica is away and the primary's lease has run out): the
+/// target answers `NOQUORUM` and the source sends the seal again until the
+/// replica is back, within the pause, instead of aborting.
+#[test]
+fn a_seal_refused_with_noquorum_is_resent_until_the_target_replica_is_back() {
+    let mut c = Cluster::start(true);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    for shard in 0..2 {
+        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
+    }
+    preload(&c.nodes[0], 0, 99, "q");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = load(ports(&c), c.nodes[0].port, stop.clone());
+    // The source reaches the target through a proxy that holds the seal.
+    let proxy = Proxy::start(c.nodes[2].port);
+    proxy.hold_at(b"$4\r\nSEAL\r\n");
+    start_via(
+        &c,
+        0,
+        2,
+        proxy.port,
+        "sq",
+        json!({"writePauseTimeoutMs": 600_000}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy.holding() {
+        assert!(Instant::now() < deadline, "no seal was sent");
+        assert_ne!(mig(&c.nodes[0], "outgoing", "sq")["phase"], "aborted");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The target's replica goes away; the target's lease runs out.
+    c.nodes[3].kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tc = conn(&c.nodes[2]);
+    loop {
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(key_in("lease:", 9000, 9100))
+            .arg(1)
+            .query(&mut tc);
+        match r {
+            Err(e) if e.to_string().contains("NOQUORUM") => break,
+            _ => {
+                assert!(Instant::now() < deadline, "the target kept its lease");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    // The seal arrives now and is refused; the source resends it.
+    proxy.release();
+    thread::sleep(Duration::from_millis(1_500));
+    let m = mig(&c.nodes[0], "outgoing", "sq");
+    assert_eq!(m["phase"], "paused", "{m:#}");
+    assert_eq!(mig(&c.nodes[2], "incoming", "sq")["phase"], "importing");
+    c.nodes[3].restart();
+    let st = c.push_to(&[3], &t1);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    let m = wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "sq",
+        &["handoff-ready"],
+        Duration::from_secs(30),
+    );
+    assert!(m["lastError"].is_null(), "{m:#}");
+    let frozen = digest(&c.nodes[0], 0, 99);
+    wait_replica_caught_up(&c.nodes[2], &c.nodes[3]);
+    assert_eq!(mig(&c.nodes[3], "incoming", "sq")["phase"], "sealed");
+    // The target first: clients reach it only after the source's flip.
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    let st = c.push_to(&[2], &t2);
+    assert_eq!(st[0].0, 200, "flip: {}", st[0].1);
+    assert_eq!(digest(&c.nodes[2], 0, 99), frozen);
+    for (s, b) in c.push_to(&[3, 0, 1], &t2) {
+        assert_eq!(s, 200, "flip: {b}");
+    }
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "sq",
+        &["done"],
+        Duration::from_secs(30),
+    );
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let rec = w.join().expect("load");
+    let n = check_load(&ports(&c), &rec);
+    eprintln!(
+        "seal refused with NOQUORUM: {n} acknowledged pushes, all kept ({} refused)",
+        rec.errors.len()
+    );
+}
+
+/// `TMIGRATE` by hand: a seal sent again for the same chunk is answered
+/// `+OK` (from the first seal's record), not refused; a seal for another
+/// chunk is refused.
+#[test]
+fn a_repeated_seal_is_answered_from_the_first_one() {
+    let c = Cluster::start(false);
+    c.push(&c.topology(1, &[(0, 8191)], &[(8192, 16383)]));
+    let mut t = conn(&c.nodes[1]);
+    let call = |t: &mut redis::Connection, args: &[&str]| -> redis::RedisResult<String> {
+        let mut cmd = redis::cmd("TMIGRATE");
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd.query(t)
+    };
+    let key = key_in("by-hand:", 0, 99);
+    let payload = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len());
+    let src = node_id(0);
+    assert_eq!(
+        call(&mut t, &["START", "h1", &src, "0-99"]).expect("start"),
+        "OK"
+    );
+    assert_eq!(
+        call(&mut t, &["APPLY", "h1", "0", &payload]).expect("apply"),
+        "OK"
+    );
+    assert_eq!(call(&mut t, &["SEAL", "h1", "1"]).expect("seal"), "OK");
+    assert_eq!(
+        call(&mut t, &["SEAL", "h1", "1"]).expect("the same seal again"),
+        "OK"
+    );
+    let e = call(&mut t, &["SEAL", "h1", "2"]).expect_err("a seal past what was received");
+    assert!(e.to_string().contains("sealed"), "{e}");
+    let imp = mig(&c.nodes[1], "incoming", "h1");
+    assert_eq!(
+        (imp["phase"].as_str(), imp["stagedKeys"].as_u64()),
+        (Some("sealed"), Some(1))
     );
 }

@@ -33,7 +33,8 @@ use crate::node::{now_ms, Node, Role};
 const BATCH_BYTES: usize = 128 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a chunk is resent while the target shard answers NOQUORUM.
+/// How long a chunk or the seal is resent while the target shard cannot
+/// meet its acknowledgement rule.
 const QUORUM_WAIT: Duration = Duration::from_secs(15);
 
 /// What the operator asks for (POST /v1/migrations on the source primary).
@@ -241,26 +242,41 @@ impl Sender {
         self.pace(m, self.buf.len()).await;
         let seq = self.seq.to_string();
         let payload = std::mem::take(&mut self.buf);
+        let args: [&[u8]; 5] = [
+            b"TMIGRATE",
+            b"APPLY",
+            m.id.as_bytes(),
+            seq.as_bytes(),
+            &payload,
+        ];
+        self.call_resending(m, &args).await?;
+        self.seq += 1;
+        m.bytes_sent.set(m.bytes_sent.get() + payload.len() as u64);
+        let t = &node.migrations.totals.bytes_out;
+        t.set(t.get() + payload.len() as u64);
+        self.buf = payload;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Sends `args` (an APPLY or the SEAL); while the target shard cannot
+    /// meet its acknowledgement rule (a replica away: `NOQUORUM`, or
+    /// `NOREPLICAS` after its ack timeout) sends the same again, for up to
+    /// [`QUORUM_WAIT`]. The target answers a repeated last chunk or seal
+    /// from the log record of its first application, so nothing is applied
+    /// twice whether or not the refused attempt was.
+    async fn call_resending(&mut self, m: &Outgoing, args: &[&[u8]]) -> Result<(), MigrationError> {
         let mut waited = Duration::ZERO;
         loop {
-            let reply = self
-                .link
-                .call(&[
-                    b"TMIGRATE",
-                    b"APPLY",
-                    m.id.as_bytes(),
-                    seq.as_bytes(),
-                    &payload,
-                ])
-                .await?;
-            match reply {
-                Ok(_) => break,
-                // The target shard cannot meet its rule for now (a replica
-                // restarting): the same chunk again, which the target
-                // answers without applying it twice if it already did.
-                Err(e) if e.starts_with("NOQUORUM") && waited < QUORUM_WAIT => {
+            match self.link.call(args).await? {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if (e.starts_with("NOQUORUM") || e.starts_with("NOREPLICAS"))
+                        && waited < QUORUM_WAIT =>
+                {
                     if waited.is_zero() {
-                        tracing::warn!(migration = %m.id, reply = %e, "the target shard cannot acknowledge for now; resending");
+                        let cmd = String::from_utf8_lossy(args.get(1).copied().unwrap_or_default());
+                        tracing::warn!(migration = %m.id, command = %cmd, reply = %e, "the target shard cannot acknowledge for now; resending");
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     waited += Duration::from_millis(200);
@@ -269,13 +285,6 @@ impl Sender {
                 Err(e) => return Err(MigrationError::Refused(e)),
             }
         }
-        self.seq += 1;
-        m.bytes_sent.set(m.bytes_sent.get() + payload.len() as u64);
-        let t = &node.migrations.totals.bytes_out;
-        t.set(t.get() + payload.len() as u64);
-        self.buf = payload;
-        self.buf.clear();
-        Ok(())
     }
 
     async fn maybe_flush(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
@@ -490,10 +499,8 @@ async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
             .await
             .map_err(|e| MigrationError::Aborted(format!("logging the pause: {e}")))?;
         let seq = tx.seq.to_string();
-        tx.link
-            .call(&[b"TMIGRATE", b"SEAL", m.id.as_bytes(), seq.as_bytes()])
-            .await?
-            .map_err(MigrationError::Refused)
+        tx.call_resending(m, &[b"TMIGRATE", b"SEAL", m.id.as_bytes(), seq.as_bytes()])
+            .await
     };
     match tokio::time::timeout_at(deadline.into(), seal).await {
         Ok(Ok(_)) => {
