@@ -2,7 +2,9 @@
 //! every acknowledged write is checked at the end: the link between source
 //! and target cut before and after the seal (a TCP proxy the test cuts),
 //! the target's primary killed before the seal, the target's replica killed
-//! during the import, and a failover of the source shard at the flip. Each
+//! during the import, a target replica that needs a full resync while an
+//! import stages, a seal refused while the target's replica is away, and a
+//! failover of the source shard at the flip. Each
 //! ends completed or rolled back, with no acknowledged write lost and no
 //! manual repair. The fault table is in docs/migration.md.
 
@@ -174,9 +176,22 @@ fn ports(c: &Cluster) -> Vec<u16> {
 /// Starts migration `id` of slots 0-99 from node `from` to the target
 /// `to`, reached at `port` (the target itself, or a proxy in front of it).
 fn start_via(c: &Cluster, from: usize, to: usize, port: u16, id: &str, settings: Value) {
+    start_range(c, from, to, port, (0, 99), id, settings);
+}
+
+/// [`start_via`] for the slots `a..=b`.
+fn start_range(
+    c: &Cluster,
+    from: usize,
+    to: usize,
+    port: u16,
+    (a, b): (u16, u16),
+    id: &str,
+    settings: Value,
+) {
     let mut req = json!({
         "id": id,
-        "slots": [[0, 99]],
+        "slots": [[a, b]],
         "target": {"id": node_id(to), "host": "127.0.0.1", "port": port},
     });
     if let (Some(r), Value::Object(extra)) = (req.as_object_mut(), settings) {
@@ -614,5 +629,312 @@ fn a_source_failover_at_the_flip_has_the_promoted_replica_confirm_and_free_and_n
     eprintln!(
         "source failover at the flip: {n} acknowledged pushes, all kept ({} refused during the failover)",
         rec.errors.len()
+    );
+}
+
+fn replica_full_resyncs(n: &common::TestNode) -> u64 {
+    get_json(n, "/v1/status")["replication"]["fullResyncs"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Writes about 256 KiB to node `n` (keys of shard b's slots 9000-9100),
+/// then snapshots it: twice, and the log no longer reaches back before.
+fn fill_and_snapshot(n: &common::TestNode, round: usize) {
+    let mut c = conn(n);
+    let value = "x".repeat(1024);
+    let mut p = redis::pipe();
+    let mut i = 0;
+    let mut written = 0;
+    while written < 256 {
+        let k = format!("fill:{round}:{i}");
+        i += 1;
+        if (9000..=9100).contains(&key_slot(k.as_bytes())) {
+            p.cmd("SET").arg(k).arg(&value).ignore();
+            written += 1;
+        }
+    }
+    let _: () = p.query(&mut c).expect("fill");
+    let (s, b) = common::http(n.admin_port, "POST", "/v1/snapshot", "").expect("snapshot");
+    assert_eq!(s, 200, "snapshot: {b}");
+}
+
+/// A target replica that was away while its primary committed an import
+/// and then truncated its log needs a full resync. It comes back holding
+/// that import's staging (rebuilt from its own log) while a second import
+/// stages on its primary: the primary takes no snapshot while an import
+/// stages, so the resync waits for that import's commit; the replica then
+/// drops its stale staging and loads the primary's snapshot, which carries
+/// both commits. Both shards write under `eventual` so the target shard
+/// goes on without its replica, the way a replica falls that far behind.
+#[test]
+fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with_its_primarys_digest(
+) {
+    // Small log segments, so two snapshots truncate the log.
+    std::env::set_var("TESSERA_WAL_SEGMENT_BYTES", "65536");
+    let mut c = Cluster::start_replicated("eventual");
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    for shard in 0..2 {
+        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
+    }
+    preload(&c.nodes[0], 0, 99, "fr");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = load(ports(&c), c.nodes[0].port, stop.clone());
+    let dst = c.nodes[2].port;
+    let slow = json!({"maxBytesPerSec": 400_000, "writePauseTimeoutMs": 600_000});
+
+    // 1. Import 1 (0-49): the target's replica stages part of it and dies;
+    // the import completes without it.
+    start_range(&c, 0, 2, dst, (0, 49), "fr1", slow.clone());
+    wait_staged(&c.nodes[3], "fr1");
+    c.nodes[3].kill9();
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "fr1",
+        &["handoff-ready"],
+        Duration::from_secs(60),
+    );
+    let t2 = c.topology(2, &[(50, 8191)], &[(0, 49), (8192, 16383)]);
+    for (s, b) in c.push_to(&[2, 0, 1], &t2) {
+        assert_eq!(s, 200, "flip 1: {b}");
+    }
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "fr1",
+        &["done"],
+        Duration::from_secs(30),
+    );
+
+    // 2. The target's log moves on past where the replica stopped.
+    fill_and_snapshot(&c.nodes[2], 0);
+    fill_and_snapshot(&c.nodes[2], 1);
+
+    // 3. Import 2 (50-99) stages on the target's primary, slowly.
+    let crawl = json!({"maxBytesPerSec": 50_000, "writePauseTimeoutMs": 600_000});
+    start_range(&c, 0, 2, dst, (50, 99), "fr2", crawl);
+    wait_staged(&c.nodes[2], "fr2");
+    let (s, b) = common::http(c.nodes[2].admin_port, "POST", "/v1/snapshot", "").expect("admin");
+    assert_eq!(s, 409, "no snapshot while an import stages: {b}");
+    // The replica returns with import 1's staging from its own log.
+    c.nodes[3].restart();
+    let st = c.push_to(&[3], &t2);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    let stale = mig(&c.nodes[3], "incoming", "fr1");
+    assert_eq!(stale["phase"], "importing", "{stale:#}");
+    assert!(stale["stagedKeys"].as_u64().unwrap_or(0) > 0, "{stale:#}");
+    // Its full resync waits while import 2 stages; the staging stays
+    // invisible meanwhile.
+    let mut seen_waiting = 0;
+    for _ in 0..10 {
+        thread::sleep(Duration::from_millis(200));
+        let resyncs = replica_full_resyncs(&c.nodes[3]);
+        let phase = mig(&c.nodes[2], "incoming", "fr2")["phase"].clone();
+        if phase == "importing" {
+            assert_eq!(resyncs, 0, "a snapshot was taken while import 2 staged");
+            seen_waiting += 1;
+        }
+        assert_eq!(
+            digest(&c.nodes[3], 0, 99),
+            "0".repeat(64),
+            "staging is invisible"
+        );
+    }
+    assert!(seen_waiting > 0, "import 2 ended before the replica asked");
+    // Import 2 at full speed to its commit.
+    let (s, b) = common::http(
+        c.nodes[0].admin_port,
+        "PATCH",
+        "/v1/migrations/fr2",
+        &json!({"maxBytesPerSec": 0}).to_string(),
+    )
+    .expect("admin");
+    assert_eq!(s, 200, "{b}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "fr2",
+        &["handoff-ready"],
+        Duration::from_secs(60),
+    );
+    let t3 = c.topology(3, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    for (s, b) in c.push_to(&[2, 0, 1, 3], &t3) {
+        assert_eq!(s, 200, "flip 2: {b}");
+    }
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "fr2",
+        &["done"],
+        Duration::from_secs(30),
+    );
+
+    // 4. The resync ran once the staging was committed: the replica
+    // dropped its stale staging and holds exactly what its primary holds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while replica_full_resyncs(&c.nodes[3]) == 0 {
+        assert!(Instant::now() < deadline, "the replica never resynced");
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let rec = w.join().expect("load");
+    wait_replica_caught_up(&c.nodes[2], &c.nodes[3]);
+    assert_eq!(replica_full_resyncs(&c.nodes[3]), 1);
+    let dropped = mig(&c.nodes[3], "incoming", "fr1");
+    assert_eq!(dropped["phase"], "aborted", "{dropped:#}");
+    assert_eq!(dropped["stagedKeys"], 0, "{dropped:#}");
+    assert!(
+        dropped["lastError"]
+            .as_str()
+            .unwrap_or("")
+            .contains("full resync"),
+        "{dropped:#}"
+    );
+    let moved = digest(&c.nodes[2], 0, 99);
+    assert_ne!(moved, "0".repeat(64));
+    assert_eq!(digest(&c.nodes[3], 0, 99), moved);
+    assert_eq!(digest(&c.nodes[3], 0, 16383), digest(&c.nodes[2], 0, 16383));
+    assert_eq!(digest(&c.nodes[0], 0, 99), "0".repeat(64));
+    let n = check_load(&ports(&c), &rec);
+    eprintln!(
+        "target replica full resync during an import: {n} acknowledged pushes, all kept ({} refused)",
+        rec.errors.len()
+    );
+}
+
+/// The seal reaches the target while its shard cannot meet its rule (the
+/// target's replica is away and the primary's lease has run out): the
+/// target answers `NOQUORUM` and the source sends the seal again until the
+/// replica is back, within the pause, instead of aborting.
+#[test]
+fn a_seal_refused_with_noquorum_is_resent_until_the_target_replica_is_back() {
+    let mut c = Cluster::start(true);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    for shard in 0..2 {
+        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
+    }
+    preload(&c.nodes[0], 0, 99, "q");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = load(ports(&c), c.nodes[0].port, stop.clone());
+    // The source reaches the target through a proxy that holds the seal.
+    let proxy = Proxy::start(c.nodes[2].port);
+    proxy.hold_at(b"$4\r\nSEAL\r\n");
+    start_via(
+        &c,
+        0,
+        2,
+        proxy.port,
+        "sq",
+        json!({"writePauseTimeoutMs": 600_000}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy.holding() {
+        assert!(Instant::now() < deadline, "no seal was sent");
+        assert_ne!(mig(&c.nodes[0], "outgoing", "sq")["phase"], "aborted");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The target's replica goes away; the target's lease runs out.
+    c.nodes[3].kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tc = conn(&c.nodes[2]);
+    loop {
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(key_in("lease:", 9000, 9100))
+            .arg(1)
+            .query(&mut tc);
+        match r {
+            Err(e) if e.to_string().contains("NOQUORUM") => break,
+            _ => {
+                assert!(Instant::now() < deadline, "the target kept its lease");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    // The seal arrives now and is refused; the source resends it.
+    proxy.release();
+    thread::sleep(Duration::from_millis(1_500));
+    let m = mig(&c.nodes[0], "outgoing", "sq");
+    assert_eq!(m["phase"], "paused", "{m:#}");
+    assert_eq!(mig(&c.nodes[2], "incoming", "sq")["phase"], "importing");
+    c.nodes[3].restart();
+    let st = c.push_to(&[3], &t1);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    let m = wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "sq",
+        &["handoff-ready"],
+        Duration::from_secs(30),
+    );
+    assert!(m["lastError"].is_null(), "{m:#}");
+    let frozen = digest(&c.nodes[0], 0, 99);
+    wait_replica_caught_up(&c.nodes[2], &c.nodes[3]);
+    assert_eq!(mig(&c.nodes[3], "incoming", "sq")["phase"], "sealed");
+    // The target first: clients reach it only after the source's flip.
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    let st = c.push_to(&[2], &t2);
+    assert_eq!(st[0].0, 200, "flip: {}", st[0].1);
+    assert_eq!(digest(&c.nodes[2], 0, 99), frozen);
+    for (s, b) in c.push_to(&[3, 0, 1], &t2) {
+        assert_eq!(s, 200, "flip: {b}");
+    }
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "sq",
+        &["done"],
+        Duration::from_secs(30),
+    );
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let rec = w.join().expect("load");
+    let n = check_load(&ports(&c), &rec);
+    eprintln!(
+        "seal refused with NOQUORUM: {n} acknowledged pushes, all kept ({} refused)",
+        rec.errors.len()
+    );
+}
+
+/// `TMIGRATE` by hand: a seal sent again for the same chunk is answered
+/// `+OK` (from the first seal's record), not refused; a seal for another
+/// chunk is refused.
+#[test]
+fn a_repeated_seal_is_answered_from_the_first_one() {
+    let c = Cluster::start(false);
+    c.push(&c.topology(1, &[(0, 8191)], &[(8192, 16383)]));
+    let mut t = conn(&c.nodes[1]);
+    let call = |t: &mut redis::Connection, args: &[&str]| -> redis::RedisResult<String> {
+        let mut cmd = redis::cmd("TMIGRATE");
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd.query(t)
+    };
+    let key = key_in("by-hand:", 0, 99);
+    let payload = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nv\r\n", key.len());
+    let src = node_id(0);
+    assert_eq!(
+        call(&mut t, &["START", "h1", &src, "0-99"]).expect("start"),
+        "OK"
+    );
+    assert_eq!(
+        call(&mut t, &["APPLY", "h1", "0", &payload]).expect("apply"),
+        "OK"
+    );
+    assert_eq!(call(&mut t, &["SEAL", "h1", "1"]).expect("seal"), "OK");
+    assert_eq!(
+        call(&mut t, &["SEAL", "h1", "1"]).expect("the same seal again"),
+        "OK"
+    );
+    let e = call(&mut t, &["SEAL", "h1", "2"]).expect_err("a seal past what was received");
+    assert!(e.to_string().contains("sealed"), "{e}");
+    let imp = mig(&c.nodes[1], "incoming", "h1");
+    assert_eq!(
+        (imp["phase"].as_str(), imp["stagedKeys"].as_u64()),
+        (Some("sealed"), Some(1))
     );
 }

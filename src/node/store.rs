@@ -12,10 +12,16 @@
 //! replaying a log or following a primary the store runs in
 //! [`ExpireMode::Passive`]: nothing expires by itself, the log says when.
 //!
+//! Every mutable access to a slot's keys changes that slot's
+//! [`SlotStamp`], so a reader that kept a position inside a value between
+//! event-loop steps (a migration encoding a big hash) can tell that nothing
+//! in the slot changed since.
+//!
 //! The store never reads the system clock: the server sets [`Store::now_ms`]
 //! once per batch of commands, and tests set it to whatever they like.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::{HashMap, HashSet};
 
@@ -278,8 +284,23 @@ pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WrongType;
 
+/// Which store and which version of one of its slots: equal stamps mean
+/// no key of the slot was created, replaced, changed, expired or removed in
+/// between (see [`Store::slot_stamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotStamp {
+    store: u64,
+    version: u64,
+}
+
+/// Distinguishes stores, so a stamp never matches a later store's.
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
 pub struct Store {
     slots: Vec<SlotDb>,
+    id: u64,
+    /// Per slot, bumped by every `&mut` access to its keys.
+    versions: Vec<u64>,
     keys: usize,
     volatile: usize,
     pub now_ms: u64,
@@ -304,6 +325,8 @@ impl Store {
         slots.resize_with(SLOTS, SlotDb::default);
         Self {
             slots,
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            versions: vec![0; SLOTS],
             keys: 0,
             volatile: 0,
             now_ms: 0,
@@ -325,6 +348,22 @@ impl Store {
     }
     pub fn slot_len(&self, slot: u16) -> usize {
         self.slots[slot as usize].map.len()
+    }
+
+    /// The slot's current stamp. It changes with every method that may
+    /// modify, add or remove a key of the slot (including by expiry), so
+    /// while it stays the same every value of the slot is untouched: not
+    /// freed, not moved, its table not changed.
+    pub fn slot_stamp(&self, slot: u16) -> SlotStamp {
+        SlotStamp {
+            store: self.id,
+            version: self.versions[slot as usize],
+        }
+    }
+
+    /// Every `&mut` path to a slot's keys calls this first.
+    fn touch(&mut self, slot: u16) {
+        self.versions[slot as usize] += 1;
     }
 
     fn is_expired(&self, e: &Entry) -> bool {
@@ -369,6 +408,7 @@ impl Store {
 
     pub fn get_mut(&mut self, slot: u16, key: &[u8]) -> Option<&mut Entry> {
         self.expire_if_needed(slot, key);
+        self.touch(slot);
         self.slots[slot as usize].map.get_mut(key)
     }
 
@@ -379,6 +419,7 @@ impl Store {
     /// Sets `key` to `value`, replacing whatever was there; `expire_at` 0
     /// makes it persistent. Returns the previous entry.
     pub fn set(&mut self, slot: u16, key: &[u8], value: Value, expire_at: u64) -> Option<Entry> {
+        self.touch(slot);
         let db = &mut self.slots[slot as usize];
         let entry = Entry { value, expire_at };
         // One probe: replacing an expired key is the same as replacing a
@@ -422,6 +463,7 @@ impl Store {
         make: fn() -> Value,
     ) -> Result<&mut Value, WrongType> {
         self.expire_if_needed(slot, key);
+        self.touch(slot);
         let db = &mut self.slots[slot as usize];
         if !db.map.contains_key(key) {
             db.map.insert(
@@ -445,6 +487,7 @@ impl Store {
     }
 
     pub fn remove(&mut self, slot: u16, key: &[u8]) -> Option<Entry> {
+        self.touch(slot);
         let db = &mut self.slots[slot as usize];
         let old = db.map.remove(key)?;
         self.keys -= 1;
@@ -469,6 +512,7 @@ impl Store {
     /// Sets or clears (0) the deadline of an existing key; false if absent.
     pub fn set_expire(&mut self, slot: u16, key: &[u8], expire_at: u64) -> bool {
         self.expire_if_needed(slot, key);
+        self.touch(slot);
         let db = &mut self.slots[slot as usize];
         let Some(e) = db.map.get_mut(key) else {
             return false;
@@ -489,6 +533,9 @@ impl Store {
     }
 
     pub fn flush(&mut self) {
+        for v in &mut self.versions {
+            *v += 1;
+        }
         for db in &mut self.slots {
             db.map = HashMap::new();
             db.volatile = 0;
@@ -499,6 +546,7 @@ impl Store {
 
     /// Drops every key of one slot (after it has moved elsewhere).
     pub fn flush_slot(&mut self, slot: u16) -> usize {
+        self.touch(slot);
         let db = &mut self.slots[slot as usize];
         let n = db.map.len();
         self.keys -= n;
@@ -510,6 +558,7 @@ impl Store {
     /// Moves one slot's keys out (a moved slot freed elsewhere, or an
     /// import's staging committed into the keyspace).
     pub fn take_slot(&mut self, slot: u16) -> SlotData {
+        self.touch(slot);
         let db = std::mem::take(&mut self.slots[slot as usize]);
         self.keys -= db.map.len();
         self.volatile -= db.volatile;
@@ -545,6 +594,7 @@ impl Store {
     /// Loads one entry from a snapshot (no expiry checks, no logging).
     pub fn load(&mut self, slot: u16, key: impl Into<Key>, value: Value, expire_at: u64) {
         let key = key.into();
+        self.touch(slot);
         let db = &mut self.slots[slot as usize];
         if expire_at != 0 {
             db.volatile += 1;
@@ -680,6 +730,48 @@ mod tests {
         assert_eq!(expired, vec![(7u16, Key::from(&b"k"[..]))]);
         assert_eq!(st.len(), 0);
         assert_eq!(st.volatile_len(), 0);
+    }
+
+    #[test]
+    fn every_change_to_a_slot_changes_its_stamp_and_reads_do_not() {
+        let mut st = Store::new();
+        st.now_ms = 1_000;
+        let mut last = st.slot_stamp(7);
+        let mut changed = |st: &Store, what: &str| {
+            let now = st.slot_stamp(7);
+            assert_ne!(now, last, "{what}");
+            last = now;
+        };
+        st.set(7, b"k", s("v"), 0);
+        changed(&st, "set");
+        st.get_mut(7, b"k");
+        changed(&st, "get_mut");
+        let _ = st.get_or_create(7, b"h", |_| true, || Value::Hash(Box::default()));
+        changed(&st, "get_or_create");
+        st.set_expire(7, b"k", 1_500);
+        changed(&st, "set_expire");
+        st.now_ms = 2_000;
+        assert!(st.get(7, b"k").is_none());
+        changed(&st, "expiry on read");
+        st.remove_if_empty(7, b"h");
+        changed(&st, "remove");
+        st.load(7, &b"l"[..], s("v"), 0);
+        changed(&st, "load");
+        let data = st.take_slot(7);
+        changed(&st, "take_slot");
+        st.put_slot(7, data);
+        changed(&st, "put_slot");
+        st.flush_slot(7);
+        changed(&st, "flush_slot");
+        st.flush();
+        changed(&st, "flush");
+        st.set(7, b"k", s("v"), 0);
+        let before = st.slot_stamp(7);
+        assert!(st.get(7, b"k").is_some());
+        assert!(st.peek(7, b"k").is_some());
+        st.set(8, b"k", s("v"), 0);
+        assert_eq!(st.slot_stamp(7), before, "reads, and writes to other slots");
+        assert_ne!(Store::new().slot_stamp(7), Store::new().slot_stamp(7));
     }
 
     #[test]

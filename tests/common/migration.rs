@@ -90,6 +90,16 @@ impl Cluster {
 
     /// `target_extra`: more flags for the second shard's primary.
     pub fn start_with(with_replicas: bool, target_extra: &[&str]) -> Self {
+        Self::start_as(with_replicas, "quorum", target_extra)
+    }
+
+    /// Both shards with a replica, under `consistency` (`eventual`: a
+    /// shard writes on while its replica is away).
+    pub fn start_replicated(consistency: &str) -> Self {
+        Self::start_as(true, consistency, &[])
+    }
+
+    fn start_as(with_replicas: bool, consistency: &str, target_extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let pw = dir.path().join("pw");
         std::fs::write(&pw, PW).expect("write the password file");
@@ -99,7 +109,7 @@ impl Cluster {
                     start_node(
                         i,
                         &pw,
-                        "quorum",
+                        consistency,
                         "1",
                         if i == 2 { target_extra } else { &[] },
                     )

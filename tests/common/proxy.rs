@@ -1,6 +1,7 @@
 //! A TCP proxy a test can cut: stands between a replica and its primary so
 //! a test can isolate the primary from its replicas without touching either
-//! process.
+//! process. It can also hold back the client's bytes from the moment they
+//! contain a pattern (a given command), until the test lets them through.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -17,6 +18,16 @@ pub struct Proxy {
     stalled: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    hold: Arc<Hold>,
+}
+
+/// Client bytes containing `pattern` wait while `pattern` is set and
+/// `released` is not; `holding` says that some do.
+#[derive(Default)]
+struct Hold {
+    pattern: Mutex<Option<Vec<u8>>>,
+    holding: AtomicBool,
+    released: AtomicBool,
 }
 
 impl Proxy {
@@ -33,6 +44,8 @@ impl Proxy {
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
         let (c2, s2, k2) = (cut.clone(), stop.clone(), conns.clone());
+        let hold = Arc::new(Hold::default());
+        let h2 = hold.clone();
         thread::spawn(move || {
             while !s2.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -54,8 +67,8 @@ impl Proxy {
                                 k.push(b);
                             }
                         }
-                        pump(&client, &server, c2.clone(), st2.clone());
-                        pump(&server, &client, c2.clone(), st2.clone());
+                        pump(&client, &server, c2.clone(), st2.clone(), Some(h2.clone()));
+                        pump(&server, &client, c2.clone(), st2.clone(), None);
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
@@ -67,7 +80,26 @@ impl Proxy {
             stalled,
             conns,
             stop,
+            hold,
         }
+    }
+
+    /// From now on, client bytes that contain `pattern` are held back (with
+    /// everything after them on that connection) until [`Proxy::release`].
+    pub fn hold_at(&self, pattern: &[u8]) {
+        self.hold.released.store(false, Ordering::SeqCst);
+        *self.hold.pattern.lock().unwrap_or_else(|p| p.into_inner()) = Some(pattern.to_vec());
+    }
+
+    /// Whether bytes are being held back.
+    pub fn holding(&self) -> bool {
+        self.hold.holding.load(Ordering::SeqCst)
+    }
+
+    /// Lets held bytes through, and holds nothing more.
+    pub fn release(&self) {
+        *self.hold.pattern.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.hold.released.store(true, Ordering::SeqCst);
     }
 
     /// Drops every connection and refuses new ones until [`Proxy::restore`].
@@ -102,7 +134,13 @@ impl Drop for Proxy {
     }
 }
 
-fn pump(from: &TcpStream, to: &TcpStream, cut: Arc<AtomicBool>, stalled: Arc<AtomicBool>) {
+fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    cut: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+    hold: Option<Arc<Hold>>,
+) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
@@ -115,6 +153,21 @@ fn pump(from: &TcpStream, to: &TcpStream, cut: Arc<AtomicBool>, stalled: Arc<Ato
             };
             if stalled.load(Ordering::SeqCst) {
                 continue;
+            }
+            if let Some(h) = &hold {
+                let matches = h
+                    .pattern
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .is_some_and(|p| buf[..n].windows(p.len()).any(|w| w == &p[..]));
+                if matches {
+                    h.holding.store(true, Ordering::SeqCst);
+                    while !h.released.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    h.holding.store(false, Ordering::SeqCst);
+                }
             }
             if cut.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
                 break;

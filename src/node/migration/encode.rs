@@ -3,10 +3,12 @@
 //! bytes, so no single command (or log record at the target) holds a whole
 //! large collection (the MIGRATE/DUMP big-key failures of Redis Cluster).
 
-use crate::node::resp::encode_command;
 use std::ops::Bound;
 
-use crate::node::store::{Bytes, Entry, Score, Stream, StreamId, Value};
+use hashbrown::{hash_map, hash_set};
+
+use crate::node::resp::encode_command;
+use crate::node::store::{Bytes, Entry, Score, SlotStamp, Stream, StreamId, Value};
 
 pub const CHUNK_ELEMS: usize = 256;
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -57,6 +59,32 @@ impl<'a> Chunker<'a> {
     }
 }
 
+/// The next `take` elements of a hash or set as HSET / SADD commands.
+fn table_part(
+    key: &[u8],
+    t: Table<'_>,
+    stamp: Option<SlotStamp>,
+    cursor: &mut Cursor,
+    take: usize,
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) {
+    let cmd: &[u8] = match t {
+        Table::Hash(_) => b"HSET",
+        Table::Set(_) => b"SADD",
+    };
+    // The items live only in this function (the chunker's commands are
+    // written out by its last flush).
+    let mut c = Chunker::new(out, ends, cmd, key);
+    for (m, v) in cursor.table_iter(t, stamp).take(take) {
+        match v {
+            Some(v) => c.push(&[&m[..], &v[..]]),
+            None => c.push(&[&m[..]]),
+        }
+    }
+    c.flush();
+}
+
 /// Formats a score so that parsing it gives the same f64 (Rust's shortest
 /// round-trip form; "inf"/"-inf" as Redis parses them).
 fn score_text(s: f64) -> String {
@@ -79,29 +107,126 @@ pub fn elements(e: &Entry) -> usize {
 /// each ends to `ends` (a sender splits batches there); returns how many.
 pub fn entry_commands(key: &[u8], e: &Entry, out: &mut Vec<u8>, ends: &mut Vec<usize>) -> usize {
     let before = ends.len();
-    entry_commands_part(key, e, &mut Cursor::default(), usize::MAX, out, ends);
+    entry_commands_part(key, e, None, &mut Cursor::default(), usize::MAX, out, ends);
     ends.len() - before
 }
 
 /// Where the encoding of one key stopped. Ordered values (sorted sets,
 /// streams) resume after their last element sent, so each part costs
-/// O(log n + part); the others resume at an element count (a list's
-/// position is O(1); a hash or set walks its table up to there).
+/// O(log n + part); a list resumes at its position (O(1)); a hash or set
+/// keeps its table iterator between parts (O(part)) while its slot's
+/// stamp shows nothing changed, and walks the table again otherwise.
 #[derive(Default)]
 pub struct Cursor {
     /// Elements taken so far.
     pub taken: usize,
     zset_last: Option<(Score, Bytes)>,
     stream_last: Option<StreamId>,
+    table: Option<TablePos>,
+    /// Times a hash's or set's table was walked from its start to resume.
+    pub rewalks: usize,
+}
+
+/// A hash's or set's table iterator, with its lifetime erased so that it
+/// outlives the store borrow of one part (see [`Cursor::table_iter`]).
+enum TableIter {
+    Hash(hash_map::Iter<'static, Bytes, Bytes>),
+    Set(hash_set::Iter<'static, Bytes>),
+}
+
+impl Iterator for TableIter {
+    /// A field and its value, or a member.
+    type Item = (&'static Bytes, Option<&'static Bytes>);
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Hash(it) => it.next().map(|(f, v)| (f, Some(v))),
+            Self::Set(it) => it.next().map(|m| (m, None)),
+        }
+    }
+}
+
+struct TablePos {
+    iter: TableIter,
+    /// The value's address and its slot's stamp when `iter` was made.
+    value: usize,
+    stamp: Option<SlotStamp>,
+}
+
+/// A hash or a set, the values whose parts resume in their table.
+#[derive(Clone, Copy)]
+enum Table<'v> {
+    Hash(&'v hashbrown::HashMap<Bytes, Bytes>),
+    Set(&'v hashbrown::HashSet<Bytes>),
+}
+
+impl Cursor {
+    /// The iterator of table `t` (of a slot whose stamp is now `stamp`)
+    /// past the `taken` elements already encoded: the one kept from the
+    /// previous part when the slot's stamp and the value's address are
+    /// unchanged, else a new one walked up to there. Its items must not be
+    /// kept beyond the borrow of `t`.
+    fn table_iter(&mut self, t: Table<'_>, stamp: Option<SlotStamp>) -> &mut TableIter {
+        let addr = match t {
+            Table::Hash(h) => h as *const _ as usize,
+            Table::Set(s) => s as *const _ as usize,
+        };
+        let kept = matches!(&self.table, Some(p) if p.stamp.is_some() && p.stamp == stamp && p.value == addr);
+        if !kept {
+            self.table = None;
+        }
+        let (taken, rewalks) = (self.taken, &mut self.rewalks);
+        let pos = self.table.get_or_insert_with(|| {
+            let mut iter = table_iter_static(t);
+            if taken > 0 {
+                *rewalks += 1;
+                iter.nth(taken - 1);
+            }
+            TablePos {
+                iter,
+                value: addr,
+                stamp,
+            }
+        });
+        &mut pos.iter
+    }
+}
+
+/// A new iterator over `t` with its lifetime erased.
+fn table_iter_static(t: Table<'_>) -> TableIter {
+    // SAFETY (both transmutes change only the lifetime): the iterator is
+    // used while `t` is borrowed, and in a later part only if the slot's
+    // stamp and the value's address are still those it was made under
+    // (`Cursor::table_iter`). The store changes a slot's stamp on every
+    // mutable access to its keys, so the table is then still allocated,
+    // unmoved and unmodified. (During a migration writes to the slot wait
+    // while it is encoded: the stamp changes only if a key of the slot
+    // expires.) Dropping the iterator does not touch the table.
+    match t {
+        Table::Hash(h) => TableIter::Hash(unsafe {
+            std::mem::transmute::<
+                hash_map::Iter<'_, Bytes, Bytes>,
+                hash_map::Iter<'static, Bytes, Bytes>,
+            >(h.iter())
+        }),
+        Table::Set(s) => TableIter::Set(unsafe {
+            std::mem::transmute::<hash_set::Iter<'_, Bytes>, hash_set::Iter<'static, Bytes>>(
+                s.iter(),
+            )
+        }),
+    }
 }
 
 /// Like [`entry_commands`] for the next `max` elements of the value after
-/// `cursor` (the value is not modified between parts: writes to its slot
-/// wait while it is encoded); the stream's last ID and the expiry follow
-/// the last part. Returns whether the key is complete.
+/// `cursor`; the stream's last ID and the expiry follow the last part.
+/// `stamp` is the key's slot's stamp now (None: no part follows). The
+/// caller keeps the slot unchanged between parts (writes to it wait while
+/// it is encoded); if the stamp changes anyway (a key of the slot expired),
+/// a hash or set resumes by walking its table. Returns whether the key is
+/// complete.
 pub fn entry_commands_part(
     key: &[u8],
     e: &Entry,
+    stamp: Option<SlotStamp>,
     cursor: &mut Cursor,
     max: usize,
     out: &mut Vec<u8>,
@@ -117,24 +242,12 @@ pub fn entry_commands_part(
                 ends.push(out.len());
             }
         }
-        Value::Hash(h) => {
-            let mut c = Chunker::new(out, ends, b"HSET", key);
-            for (f, v) in h.iter().skip(skip).take(take) {
-                c.push(&[f, v]);
-            }
-            c.flush();
-        }
+        Value::Hash(h) => table_part(key, Table::Hash(h), stamp, cursor, take, out, ends),
+        Value::Set(st) => table_part(key, Table::Set(st), stamp, cursor, take, out, ends),
         Value::List(l) => {
             let mut c = Chunker::new(out, ends, b"RPUSH", key);
-            for x in l.iter().skip(skip).take(take) {
+            for x in l.range(skip..skip + take) {
                 c.push(&[x]);
-            }
-            c.flush();
-        }
-        Value::Set(st) => {
-            let mut c = Chunker::new(out, ends, b"SADD", key);
-            for m in st.iter().skip(skip).take(take) {
-                c.push(&[m]);
             }
             c.flush();
         }
@@ -265,7 +378,7 @@ mod tests {
         entry_commands(k, e, &mut whole, &mut ends);
         let mut parts = Vec::new();
         let mut cursor = Cursor::default();
-        while !entry_commands_part(k, e, &mut cursor, 300, &mut parts, &mut ends) {}
+        while !entry_commands_part(k, e, None, &mut cursor, 300, &mut parts, &mut ends) {}
         let flat = |b: &[u8]| -> Vec<Vec<u8>> {
             commands(b)
                 .into_iter()
@@ -274,6 +387,89 @@ mod tests {
         };
         assert_eq!(flat(&parts), flat(&whole));
         assert_eq!(cursor.taken, 1000);
+    }
+
+    /// Encodes `key` of `slot` in parts of 300 elements as a migration
+    /// does (a fresh look-up and the slot's stamp each part), calling
+    /// `between` after each part but the last.
+    fn in_parts(
+        st: &mut Store,
+        slot: u16,
+        key: &[u8],
+        mut between: impl FnMut(&mut Store),
+    ) -> (Vec<u8>, Cursor) {
+        let (mut out, mut ends, mut cursor) = (Vec::new(), Vec::new(), Cursor::default());
+        loop {
+            let e = st.peek(slot, key).expect("the key");
+            let stamp = Some(st.slot_stamp(slot));
+            if entry_commands_part(key, e, stamp, &mut cursor, 300, &mut out, &mut ends) {
+                return (out, cursor);
+            }
+            between(st);
+        }
+    }
+
+    fn elements_of(buf: &[u8]) -> Vec<Vec<u8>> {
+        commands(buf)
+            .into_iter()
+            .filter(|c| c[0] != b"PEXPIREAT")
+            .flat_map(|c| c.into_iter().skip(2))
+            .collect()
+    }
+
+    fn big_hash_and_set(st: &mut Store) {
+        let mut h = hashbrown::HashMap::new();
+        let mut set = hashbrown::HashSet::new();
+        for i in 0..5000u32 {
+            h.insert(
+                format!("f{i}").into_bytes().into(),
+                format!("{i}").into_bytes().into(),
+            );
+            set.insert(format!("m{i}").into_bytes().into());
+        }
+        st.set(4, b"h", Value::Hash(Box::new(h)), 0);
+        st.set(4, b"s", Value::Set(Box::new(set)), 0);
+    }
+
+    #[test]
+    fn a_hash_and_a_set_in_parts_resume_their_table_without_walking_it_again() {
+        let mut st = Store::new();
+        big_hash_and_set(&mut st);
+        for key in [&b"h"[..], b"s"] {
+            let (mut whole, mut ends) = (Vec::new(), Vec::new());
+            entry_commands(key, st.peek(4, key).expect("key"), &mut whole, &mut ends);
+            // Reads and writes elsewhere between parts leave the slot as it was.
+            let (parts, cursor) = in_parts(&mut st, 4, key, |st| {
+                assert!(st.get(4, b"h").is_some());
+                st.set(5, b"other", Value::Str(b"v".to_vec().into()), 0);
+            });
+            assert_eq!(elements_of(&parts), elements_of(&whole));
+            assert_eq!(cursor.taken, 5000);
+            assert_eq!(cursor.rewalks, 0, "each part went on from the last");
+        }
+    }
+
+    #[test]
+    fn a_hash_whose_slot_changed_between_parts_resumes_by_walking_its_table() {
+        let mut st = Store::new();
+        big_hash_and_set(&mut st);
+        let (mut whole, mut ends) = (Vec::new(), Vec::new());
+        entry_commands(b"h", st.peek(4, b"h").expect("key"), &mut whole, &mut ends);
+        let mut n = 0;
+        // Another key of the slot written (as an expiry would delete one).
+        let (parts, cursor) = in_parts(&mut st, 4, b"h", |st| {
+            n += 1;
+            if n == 3 {
+                st.set(4, b"other", Value::Str(b"v".to_vec().into()), 0);
+            }
+        });
+        let mut got = elements_of(&parts);
+        assert_eq!(got.len(), 10_000);
+        assert_eq!(got, elements_of(&whole));
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 10_000, "every field and value once");
+        assert_eq!(cursor.rewalks, 1);
     }
 
     #[test]

@@ -32,7 +32,8 @@ use crate::node::{now_ms, Node, Role};
 const BATCH_BYTES: usize = 128 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a chunk is resent while the target shard answers NOQUORUM.
+/// How long a chunk or the seal is resent while the target shard cannot
+/// meet its acknowledgement rule.
 const QUORUM_WAIT: Duration = Duration::from_secs(15);
 
 /// What the operator asks for (POST /v1/migrations on the source primary).
@@ -243,26 +244,41 @@ impl Sender {
         self.pace(m, self.buf.len()).await;
         let seq = self.seq.to_string();
         let payload = std::mem::take(&mut self.buf);
+        let args: [&[u8]; 5] = [
+            b"TMIGRATE",
+            b"APPLY",
+            m.id.as_bytes(),
+            seq.as_bytes(),
+            &payload,
+        ];
+        self.call_resending(m, &args).await?;
+        self.seq += 1;
+        m.bytes_sent.set(m.bytes_sent.get() + payload.len() as u64);
+        let t = &node.migrations.totals.bytes_out;
+        t.set(t.get() + payload.len() as u64);
+        self.buf = payload;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Sends `args` (an APPLY or the SEAL); while the target shard cannot
+    /// meet its acknowledgement rule (a replica away: `NOQUORUM`, or
+    /// `NOREPLICAS` after its ack timeout) sends the same again, for up to
+    /// [`QUORUM_WAIT`]. The target answers a repeated last chunk or seal
+    /// from the log record of its first application, so nothing is applied
+    /// twice whether or not the refused attempt was.
+    async fn call_resending(&mut self, m: &Outgoing, args: &[&[u8]]) -> Result<(), MigrationError> {
         let mut waited = Duration::ZERO;
         loop {
-            let reply = self
-                .link
-                .call(&[
-                    b"TMIGRATE",
-                    b"APPLY",
-                    m.id.as_bytes(),
-                    seq.as_bytes(),
-                    &payload,
-                ])
-                .await?;
-            match reply {
-                Ok(_) => break,
-                // The target shard cannot meet its rule for now (a replica
-                // restarting): the same chunk again, which the target
-                // answers without applying it twice if it already did.
-                Err(e) if e.starts_with("NOQUORUM") && waited < QUORUM_WAIT => {
+            match self.link.call(args).await? {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if (e.starts_with("NOQUORUM") || e.starts_with("NOREPLICAS"))
+                        && waited < QUORUM_WAIT =>
+                {
                     if waited.is_zero() {
-                        tracing::warn!(migration = %m.id, reply = %e, "the target shard cannot acknowledge for now; resending");
+                        let cmd = String::from_utf8_lossy(args.get(1).copied().unwrap_or_default());
+                        tracing::warn!(migration = %m.id, command = %cmd, reply = %e, "the target shard cannot acknowledge for now; resending");
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     waited += Duration::from_millis(200);
@@ -271,13 +287,6 @@ impl Sender {
                 Err(e) => return Err(MigrationError::Refused(e)),
             }
         }
-        self.seq += 1;
-        m.bytes_sent.set(m.bytes_sent.get() + payload.len() as u64);
-        let t = &node.migrations.totals.bytes_out;
-        t.set(t.get() + payload.len() as u64);
-        self.buf = payload;
-        self.buf.clear();
-        Ok(())
     }
 
     async fn maybe_flush(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
@@ -319,15 +328,25 @@ fn set_phase(node: &Node, m: &Outgoing, p: Phase) {
 const STEP: Duration = Duration::from_millis(5);
 /// Elements of one key encoded per step at most.
 const STEP_ELEMS: usize = 4096;
+/// An encoded slot is held in pieces of about this size: one growing
+/// buffer would be copied whole (tens of MB for a big key) each time it
+/// outgrew its allocation, inside one step.
+const PIECE_BYTES: usize = 1 << 20;
+
+/// Encoded commands, and the offset where each ends.
+struct Piece {
+    cmds: Vec<u8>,
+    ends: Vec<usize>,
+}
 
 /// Encodes one slot as write commands while writes to that slot (only)
 /// wait, in steps of ~[`STEP`] between which the event loop serves
 /// everything else: nothing changes the slot meanwhile, so the copy is
 /// consistent, and no single step stalls the node (a big collection is
 /// encoded a few thousand elements at a time). Capture of the slot's writes
-/// starts as the writes resume. Returns the commands, where each ends, and
-/// the number of keys.
-async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usize>, u64) {
+/// starts as the writes resume. Returns the commands in pieces, and the
+/// number of keys.
+async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<Piece>, u64) {
     m.encoding.set(Some(slot));
     node.migrations.refresh();
     let keys: Vec<Key> = node
@@ -336,6 +355,7 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
         .slot_entries(slot)
         .map(|(k, _)| Key::from(k))
         .collect();
+    let mut pieces = Vec::new();
     let (mut out, mut ends) = (Vec::new(), Vec::new());
     let (mut i, mut done_keys) = (0, 0u64);
     let mut cursor = encode::Cursor::default();
@@ -358,6 +378,7 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
                     if encode::entry_commands_part(
                         &keys[i],
                         e,
+                        Some(store.slot_stamp(slot)),
                         &mut cursor,
                         STEP_ELEMS,
                         &mut out,
@@ -370,6 +391,15 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
                 }
             }
         }
+        if out.len() >= PIECE_BYTES {
+            pieces.push(Piece {
+                cmds: std::mem::replace(
+                    &mut out,
+                    Vec::with_capacity(PIECE_BYTES + PIECE_BYTES / 4),
+                ),
+                ends: std::mem::take(&mut ends),
+            });
+        }
         if step.elapsed() >= STEP {
             tokio::task::yield_now().await;
             step = Instant::now();
@@ -378,7 +408,8 @@ async fn encode_slot(node: &Node, m: &Outgoing, slot: u16) -> (Vec<u8>, Vec<usiz
     m.mark_cloned(slot);
     m.encoding.set(None);
     node.migrations.refresh();
-    (out, ends, done_keys)
+    pieces.push(Piece { cmds: out, ends });
+    (pieces, done_keys)
 }
 
 /// Sends the slots (each encoded consistently), then captured writes until
@@ -392,13 +423,15 @@ async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), Migr
                 "slot {slot} left this shard before it was sent"
             )));
         }
-        let (cmds, ends, keys) = encode_slot(node, m, slot).await;
+        let (pieces, keys) = encode_slot(node, m, slot).await;
         // A big collection spans batches, split between its commands.
-        let mut at = 0;
-        for &end in &ends {
-            tx.buf.extend_from_slice(&cmds[at..end]);
-            at = end;
-            tx.maybe_flush(node, m).await?;
+        for p in pieces {
+            let mut at = 0;
+            for &end in &p.ends {
+                tx.buf.extend_from_slice(&p.cmds[at..end]);
+                at = end;
+                tx.maybe_flush(node, m).await?;
+            }
         }
         m.keys_sent.set(m.keys_sent.get() + keys);
         let t = &node.migrations.totals.keys_out;
@@ -468,10 +501,8 @@ async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
             .await
             .map_err(|e| MigrationError::Aborted(format!("logging the pause: {e}")))?;
         let seq = tx.seq.to_string();
-        tx.link
-            .call(&[b"TMIGRATE", b"SEAL", m.id.as_bytes(), seq.as_bytes()])
-            .await?
-            .map_err(MigrationError::Refused)
+        tx.call_resending(m, &[b"TMIGRATE", b"SEAL", m.id.as_bytes(), seq.as_bytes()])
+            .await
     };
     match tokio::time::timeout_at(deadline.into(), seal).await {
         Ok(Ok(_)) => {

@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `TMIGRATE START id source ranges` | new import, empty staging | `+OK` once logged |
 //! | `TMIGRATE APPLY id seq payload` | payload = RESP write commands for the slots, applied to staging | `+OK`; any failure aborts the import |
-//! | `TMIGRATE SEAL id seq` | everything up to `seq` received | `+OK` once durable by the shard's rule |
+//! | `TMIGRATE SEAL id seq` | everything up to `seq` received (sent again: answered from the first seal's record) | `+OK` once durable by the shard's rule |
 //! | `TMIGRATE ABORT id` | drop the staging | `+OK`, or `-COMMITTED` if it already flipped |
 //! | `TMIGRATE FINISH id` | is the commit durable? | `+OK` once durable by the shard's rule, `-NOTYET`, `-ABORTED` |
 
@@ -56,6 +56,8 @@ pub struct Incoming {
     /// was lost, or refused while the shard's rule could not be met) is
     /// answered from it without being applied twice.
     last_apply_lsn: u64,
+    /// LSN of the SEAL record: a seal sent again is answered from it.
+    seal_lsn: u64,
     pub bytes_received: u64,
     pub commands: u64,
     pub last_error: Option<String>,
@@ -89,6 +91,7 @@ fn new_import(id: &str, source: &str, ranges: Vec<(u16, u16)>) -> Result<Incomin
         staging: Some(staging),
         next_seq: 0,
         last_apply_lsn: 0,
+        seal_lsn: 0,
         bytes_received: 0,
         commands: 0,
         last_error: None,
@@ -315,6 +318,16 @@ fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String>
 
 fn seal(node: &Node, id: &str, seq: u64) -> Result<u64, String> {
     let mut incoming = node.migrations.incoming.borrow_mut();
+    // Sealed already at this chunk: the seal was sent again (its reply was
+    // lost, or refused while the shard could not meet its rule). The reply
+    // waits for the first seal's record.
+    if let Some(imp) = incoming
+        .iter_mut()
+        .find(|m| m.id == id && m.phase == Phase::Sealed && m.next_seq == seq && m.seal_lsn > 0)
+    {
+        imp.last_activity = Instant::now();
+        return Ok(imp.seal_lsn);
+    }
     let imp = importing(&mut incoming, id)?;
     if seq != imp.next_seq {
         return Err(format!(
@@ -325,6 +338,7 @@ fn seal(node: &Node, id: &str, seq: u64) -> Result<u64, String> {
     imp.phase = Phase::Sealed;
     imp.last_activity = Instant::now();
     let lsn = log(node, &[RECORD, b"SEAL", id.as_bytes()]);
+    imp.seal_lsn = lsn;
     tracing::info!(migration = %id, lsn, staged_keys = imp.staged_keys(), "slot import sealed; waiting for the topology");
     Ok(lsn)
 }
@@ -469,6 +483,7 @@ pub fn apply_record(node: &Node, lsn: u64, args: &[&[u8]]) {
                 .find(|m| m.id == id && m.holds_staging())
             {
                 imp.phase = Phase::Sealed;
+                imp.seal_lsn = lsn;
                 imp.last_activity = Instant::now();
             }
             Ok(())
