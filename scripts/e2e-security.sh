@@ -154,8 +154,10 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 result $ok "a write reaches the replica over the TLS link"
-kubectl logs -n "$NS" "$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o name | head -1)" 2>/dev/null \
-  | grep -q 'TLS client port listening'; result $? "nodes serve TLS (log)"
+# The log is read whole first: `grep -q` in a pipe under pipefail would fail
+# the check whenever it matched before kubectl finished writing.
+node_log=$(kubectl logs -n "$NS" "$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o name | head -1)" 2>/dev/null)
+grep -q 'TLS client port listening' <<<"$node_log"; result $? "nodes serve TLS (log)"
 
 if (( failed == 0 )); then
   kubectl delete namespace "$NS" "$ATT" --wait=false >&2

@@ -551,6 +551,10 @@ fn killed_mid_move(
         let pid = victim(&mv)?;
         kill9(pid)?;
         let t0 = Instant::now();
+        // Full speed again: the operator passes the new limit to the move
+        // still running (the operator case) and uses it for the retried
+        // one (the source case).
+        set_rate(cluster, 64 << 20)?;
         wait_until("resharding to complete", Duration::from_secs(600), || {
             settled(cluster, to as usize, 2)
         })?;
