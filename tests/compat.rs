@@ -431,3 +431,6 @@ mod differential;
 /// MULTI/EXEC/WATCH, scripts, blocking pops and pub/sub against redis-server.
 #[path = "compat/transactions.rs"]
 mod transactions;
+
+#[path = "compat/stream_groups.rs"]
+mod stream_groups;

@@ -1,5 +1,6 @@
 //! What a slot migration carries: every data type with and without a TTL,
-//! streams whose last ID is above their last entry and empty streams; and
+//! streams whose last ID is above their last entry, empty streams and
+//! streams with consumer groups; and
 //! (ignored by default, `make test-migration-big`) a 1M-member sorted set
 //! and a 1M-field hash moving while a client measures the source's
 //! event-loop stalls.
@@ -43,7 +44,7 @@ fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
 }
 
 #[test]
-fn every_type_moves_with_its_ttl_and_streams_keep_their_last_id() {
+fn every_type_moves_with_its_ttl_and_streams_keep_their_last_id_and_groups() {
     let c = Cluster::start(false);
     c.push(&c.topology(1, &[(0, 8191)], &[(8192, 16383)]));
     let mut a = conn(&c.nodes[0]);
@@ -67,7 +68,18 @@ fn every_type_moves_with_its_ttl_and_streams_keep_their_last_id() {
         // Empty, last ID 12-3.
         let _: String = q(&mut a, &["XADD", &xempty, "12-3", "f", "v"]);
         let _: i64 = q(&mut a, &["XDEL", &xempty, "12-3"]);
-        let all = [s, h, l, st, z, x, xgap, xempty];
+        // Consumer groups: last IDs, read counters, PELs, consumers.
+        let xg = k("stream-groups");
+        for id in ["1-0", "2-0", "3-0"] {
+            let _: String = q(&mut a, &["XADD", &xg, id, "f", "v"]);
+        }
+        let _: () = q(&mut a, &["XGROUP", "CREATE", &xg, "g", "0"]);
+        let _: () = q(&mut a, &["XGROUP", "CREATE", &xg, "h", "$", "ENTRIESREAD", "3"]);
+        let _: redis::Value = q(&mut a, &["XREADGROUP", "GROUP", "g", "c1", "COUNT", "2", "STREAMS", &xg, ">"]);
+        let _: redis::Value = q(&mut a, &["XCLAIM", &xg, "g", "c2", "0", "2-0", "TIME", "1000", "RETRYCOUNT", "5"]);
+        let _: i64 = q(&mut a, &["XGROUP", "CREATECONSUMER", &xg, "h", "idle"]);
+        let _: i64 = q(&mut a, &["XDEL", &xg, "1-0"]);
+        let all = [s, h, l, st, z, x, xgap, xempty, xg];
         if ttl {
             for (i, key) in all.iter().enumerate() {
                 let ms = (3_600_000 + i * 1000).to_string();
@@ -81,8 +93,20 @@ fn every_type_moves_with_its_ttl_and_streams_keep_their_last_id() {
         .iter()
         .map(|k| q(&mut a, &["PEXPIRETIME", k]))
         .collect();
+    let groups_before: Vec<redis::Value> = keys
+        .iter()
+        .filter(|k| k.starts_with("stream-groups"))
+        .map(|k| q(&mut a, &["XINFO", "STREAM", k, "FULL"]))
+        .collect();
     move_0_99(&c, "types", Duration::from_secs(30));
     let mut b = conn(&c.nodes[1]);
+    let groups_after: Vec<redis::Value> = keys
+        .iter()
+        .filter(|k| k.starts_with("stream-groups"))
+        .map(|k| q(&mut b, &["XINFO", "STREAM", k, "FULL"]))
+        .collect();
+    assert_eq!(groups_after.len(), 2);
+    assert_eq!(groups_after, groups_before, "the consumer groups moved whole");
     for (k, want) in keys.iter().zip(&ttls) {
         let at: i64 = q(&mut b, &["PEXPIRETIME", k]);
         assert_eq!(at, *want, "the deadline of {k} moved with it");

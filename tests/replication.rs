@@ -1405,3 +1405,6 @@ mod transactions;
 /// Blocking pops on real nodes.
 #[path = "replication/blocking.rs"]
 mod blocking;
+
+#[path = "replication/stream_groups.rs"]
+mod stream_groups;

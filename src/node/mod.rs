@@ -14,6 +14,7 @@ pub mod alloc;
 pub mod blocking;
 pub mod clients;
 pub mod cmd;
+pub mod groups;
 pub mod idle_spin;
 pub mod info;
 pub mod load;

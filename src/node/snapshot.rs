@@ -26,6 +26,7 @@ use hashbrown::{HashMap, HashSet};
 use tracing::{info, warn};
 
 use super::slots::SLOTS;
+use super::groups::Group;
 use super::store::{Store, Stream, StreamId, Value, ZSet};
 use super::wal::{self, Wal};
 use super::{now_ms, Node};
@@ -88,7 +89,7 @@ pub struct Loaded {
 //       watermark u64      last LSN assigned when the slot was serialized
 //       count     u64      entries, then `count` entries:
 //         key       bytes
-//         type      u8     0 string, 1 hash, 2 list, 3 set, 4 zset, 5 stream
+//         type      u8     0 string, 1 hash, 2 list, 3 set, 4 zset, 5/6 stream
 //         expire_at u64    absolute ms since the Unix epoch; 0 = none
 //         value:
 //           string: bytes
@@ -96,8 +97,17 @@ pub struct Loaded {
 //           list:   u64 n, n × bytes (head first)
 //           set:    u64 n, n × bytes
 //           zset:   u64 n, n × (member bytes, score f64)
-//           stream: last_id (u64 ms, u64 seq), u64 n,
+//           stream (type 5, still read; no longer written):
+//                   last_id (u64 ms, u64 seq), u64 n,
 //                   n × (id ms u64, id seq u64, u64 m, m × bytes)
+//           stream (type 6): last_id, entries_added u64, max_deleted_id
+//                   (u64 ms, u64 seq), the entries as type 5 has them, then
+//                   u64 g, g × group:
+//                     name bytes, last_id, entries_read i64 (-1 unknown),
+//                     u64 c, c × (consumer name bytes, seen_time u64),
+//                     u64 p, p × (id, consumer name bytes,
+//                                 delivery_time u64, delivery_count u64)
+//                   (a type 5 stream loads with entries_added = its length)
 //       where `bytes` = u32 length + the bytes
 //   footer:
 //     magic       [u8; 8]  "TSSNEND\x01"
@@ -129,6 +139,7 @@ const T_LIST: u8 = 2;
 const T_SET: u8 = 3;
 const T_ZSET: u8 = 4;
 const T_STREAM: u8 = 5;
+const T_STREAM2: u8 = 6;
 
 fn snapshot_name(end_lsn: u64) -> String {
     format!("snapshot-{end_lsn:020}.tsnap")
@@ -183,18 +194,43 @@ fn encode_value(b: &mut Vec<u8>, v: &Value) {
                 put_u64(b, score.to_bits());
             }
         }
-        Value::Stream(s) => {
-            put_u64(b, s.last_id.ms);
-            put_u64(b, s.last_id.seq);
-            put_u64(b, s.entries.len() as u64);
-            for (id, fields) in s.entries.iter() {
-                put_u64(b, id.ms);
-                put_u64(b, id.seq);
-                put_u64(b, fields.len() as u64);
-                for f in fields {
-                    put_bytes(b, f);
-                }
-            }
+        Value::Stream(s) => encode_stream(b, s),
+    }
+}
+
+fn put_id(b: &mut Vec<u8>, id: StreamId) {
+    put_u64(b, id.ms);
+    put_u64(b, id.seq);
+}
+
+fn encode_stream(b: &mut Vec<u8>, s: &Stream) {
+    put_id(b, s.last_id);
+    put_u64(b, s.entries_added);
+    put_id(b, s.max_deleted_id);
+    put_u64(b, s.entries.len() as u64);
+    for (id, fields) in s.entries.iter() {
+        put_id(b, *id);
+        put_u64(b, fields.len() as u64);
+        for f in fields {
+            put_bytes(b, f);
+        }
+    }
+    put_u64(b, s.groups.len() as u64);
+    for (name, g) in &s.groups {
+        put_bytes(b, name);
+        put_id(b, g.last_id);
+        put_u64(b, g.entries_read as u64);
+        put_u64(b, g.consumers.len() as u64);
+        for (cname, c) in &g.consumers {
+            put_bytes(b, cname);
+            put_u64(b, c.seen_time);
+        }
+        put_u64(b, g.pel.len() as u64);
+        for (id, p) in &g.pel {
+            put_id(b, *id);
+            put_bytes(b, &p.consumer);
+            put_u64(b, p.delivery_time);
+            put_u64(b, p.delivery_count);
         }
     }
 }
@@ -206,7 +242,7 @@ fn type_tag(v: &Value) -> u8 {
         Value::List(_) => T_LIST,
         Value::Set(_) => T_SET,
         Value::ZSet(_) => T_ZSET,
-        Value::Stream(_) => T_STREAM,
+        Value::Stream(_) => T_STREAM2,
     }
 }
 
@@ -613,31 +649,63 @@ fn decode_value(c: &mut Cursor<'_>, tag: u8) -> Result<Value, String> {
             }
             Value::ZSet(Box::new(z))
         }
-        T_STREAM => {
-            let mut s = Stream {
-                last_id: StreamId {
-                    ms: c.u64()?,
-                    seq: c.u64()?,
-                },
-                ..Stream::default()
-            };
-            let n = c.count(24)?;
-            for _ in 0..n {
-                let id = StreamId {
-                    ms: c.u64()?,
-                    seq: c.u64()?,
-                };
-                let m = c.count(4)?;
-                let mut fields = Vec::with_capacity(m);
-                for _ in 0..m {
-                    fields.push(c.bytes()?);
-                }
-                s.entries.insert(id, fields);
-            }
-            Value::Stream(Box::new(s))
-        }
+        T_STREAM | T_STREAM2 => Value::Stream(Box::new(decode_stream(c, tag == T_STREAM2)?)),
         t => return Err(format!("unknown value type {t}")),
     })
+}
+
+fn decode_id(c: &mut Cursor<'_>) -> Result<StreamId, String> {
+    Ok(StreamId {
+        ms: c.u64()?,
+        seq: c.u64()?,
+    })
+}
+
+/// A stream; `groups`: the type 6 layout (counters and consumer groups).
+fn decode_stream(c: &mut Cursor<'_>, groups: bool) -> Result<Stream, String> {
+    let mut s = Stream {
+        last_id: decode_id(c)?,
+        ..Stream::default()
+    };
+    if groups {
+        s.entries_added = c.u64()?;
+        s.max_deleted_id = decode_id(c)?;
+    }
+    let n = c.count(24)?;
+    for _ in 0..n {
+        let id = decode_id(c)?;
+        let m = c.count(4)?;
+        let mut fields = Vec::with_capacity(m);
+        for _ in 0..m {
+            fields.push(c.bytes()?);
+        }
+        s.entries.insert(id, fields);
+    }
+    if !groups {
+        s.entries_added = s.entries.len() as u64;
+        return Ok(s);
+    }
+    let ng = c.count(36)?;
+    for _ in 0..ng {
+        let name = c.bytes()?;
+        let last = decode_id(c)?;
+        let mut g = Group::new(last, c.u64()? as i64);
+        let nc = c.count(12)?;
+        for _ in 0..nc {
+            let cname = c.bytes()?;
+            let seen = c.u64()?;
+            g.consumer(&cname, seen);
+        }
+        let np = c.count(36)?;
+        for _ in 0..np {
+            let id = decode_id(c)?;
+            let owner = c.bytes()?;
+            let (time, count) = (c.u64()?, c.u64()?);
+            g.set_pending(id, &owner, time, count);
+        }
+        s.groups.insert(name, g);
+    }
+    Ok(s)
 }
 
 /// Reads exactly `buf.len()` bytes, feeding them to the running CRC.
@@ -931,12 +999,20 @@ mod tests {
         st.load(6, k("z"), Value::ZSet(Box::new(z)), 0);
         let mut entries = BTreeMap::new();
         entries.insert(StreamId { ms: 5, seq: 1 }, vec![k("f"), k("v")]);
+        let mut g = Group::new(StreamId { ms: 5, seq: 1 }, 1);
+        g.consumer(b"idle", 40);
+        g.set_pending(StreamId { ms: 5, seq: 1 }, b"busy", 50, 3);
+        let mut groups = BTreeMap::new();
+        groups.insert(k("g"), g);
         st.load(
             16383,
             k("st"),
             Value::Stream(Box::new(Stream {
                 entries,
-                last_id: StreamId { ms: 5, seq: 1 },
+                last_id: StreamId { ms: 7, seq: 0 },
+                entries_added: 3,
+                max_deleted_id: StreamId { ms: 6, seq: 0 },
+                groups,
             })),
             0,
         );
@@ -966,6 +1042,38 @@ mod tests {
             v => panic!("wrong type {}", v.type_name()),
         }
         assert_eq!(st.get(2, b"x").map(|e| e.expire_at()), Some(12345));
+        let Some(Value::Stream(s)) = st.get(16383, b"st").map(|e| &e.value) else {
+            panic!("the stream is loaded as a stream");
+        };
+        assert_eq!((s.last_id.ms, s.entries_added, s.max_deleted_id.ms), (7, 3, 6));
+        let g = &s.groups[&b"g"[..]];
+        assert_eq!((g.last_id.ms, g.entries_read), (5, 1));
+        assert_eq!(g.consumers[&b"idle"[..]].seen_time, 40);
+        let p = &g.pel[&StreamId { ms: 5, seq: 1 }];
+        assert_eq!((&p.consumer[..], p.delivery_time, p.delivery_count), (&b"busy"[..], 50, 3));
+        assert!(g.consumers[&b"busy"[..]].pel.contains(&StreamId { ms: 5, seq: 1 }));
+    }
+
+    #[test]
+    fn a_stream_in_the_older_layout_loads_with_its_length_as_entries_added() {
+        let mut b = Vec::new();
+        put_u64(&mut b, 9);
+        put_u64(&mut b, 0);
+        put_u64(&mut b, 2);
+        for ms in [3u64, 9] {
+            put_u64(&mut b, ms);
+            put_u64(&mut b, 0);
+            put_u64(&mut b, 2);
+            put_bytes(&mut b, b"f");
+            put_bytes(&mut b, b"v");
+        }
+        let mut c = Cursor { b: &b, at: 0 };
+        let Value::Stream(s) = decode_value(&mut c, T_STREAM).expect("valid") else {
+            panic!("a stream");
+        };
+        assert_eq!((s.entries.len(), s.entries_added, s.last_id.ms), (2, 2, 9));
+        assert!(s.groups.is_empty());
+        assert_eq!(c.at, b.len(), "every byte is read");
     }
 
     #[test]

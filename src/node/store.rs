@@ -201,6 +201,13 @@ pub struct Stream {
     /// Field/value pairs, flattened.
     pub entries: BTreeMap<StreamId, Vec<Bytes>>,
     pub last_id: StreamId,
+    /// Entries ever added (XINFO's `entries-added`; consumer-group lag).
+    pub entries_added: u64,
+    /// Highest ID XDEL removed (0-0: none): IDs at or below it may have
+    /// gaps, so a group's read counter cannot be derived across them.
+    pub max_deleted_id: StreamId,
+    /// Consumer groups by name, in name order as Redis lists them.
+    pub groups: BTreeMap<Bytes, super::groups::Group>,
 }
 
 #[derive(Debug, Clone)]

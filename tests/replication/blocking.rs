@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use super::transactions::log_records;
 use super::{addr_of, conn, fence, follow, promote, restart_in, start, wait_caught_up};
 
-fn raw(port: u16) -> TcpStream {
+pub(super) fn raw(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     s
 }
 
-fn send(s: &mut TcpStream, args: &[&str]) {
+pub(super) fn send(s: &mut TcpStream, args: &[&str]) {
     let mut b = format!("*{}\r\n", args.len());
     for a in args {
         b.push_str(&format!("${}\r\n{a}\r\n", a.len()));
@@ -25,7 +25,7 @@ fn send(s: &mut TcpStream, args: &[&str]) {
 }
 
 /// Reads what the node sent within `wait` (the whole reply of a pop).
-fn read_reply(s: &mut TcpStream, wait: Duration) -> String {
+pub(super) fn read_reply(s: &mut TcpStream, wait: Duration) -> String {
     s.set_read_timeout(Some(wait)).expect("timeout");
     let mut buf = vec![0u8; 4096];
     let mut got = Vec::new();

@@ -137,7 +137,7 @@ fn run_inner(ctx: &mut Ctx<'_>, argv: &[&[u8]]) -> Frame {
 
 /// Nothing to pop: block (the command runs again later), or answer the
 /// null reply when blocking is not possible or the deadline passed.
-fn block_or_nil(ctx: &mut Ctx<'_>, keys: &[&[u8]], timeout: Option<Duration>) {
+pub(crate) fn block_or_nil(ctx: &mut Ctx<'_>, keys: &[&[u8]], timeout: Option<Duration>) {
     if ctx.group.is_some() || ctx.replaying {
         ctx.out.null_array();
         return;

@@ -30,6 +30,8 @@ pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod sets;
+pub mod stream_groups;
+pub mod stream_info;
 pub mod streams;
 pub mod strings;
 pub mod zsets;
@@ -53,6 +55,9 @@ pub mod flags {
     pub const SCRIPT_KEYS: u32 = 1 << 8;
     /// Refused inside a script (MULTI, EVAL, SUBSCRIBE, WAIT, …).
     pub const NOSCRIPT: u32 = 1 << 9;
+    /// XREADGROUP's form: the keys are the first half of what follows
+    /// `STREAMS`.
+    pub const STREAMS_KEYS: u32 = 1 << 10;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -355,7 +360,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 19] = [
+        let families: [&'static [CommandSpec]; 21] = [
             connection::COMMANDS,
             acl::COMMANDS,
             server::COMMANDS,
@@ -368,6 +373,8 @@ impl Commands {
             zsets::COMMANDS,
             collections::COMMANDS,
             streams::COMMANDS,
+            stream_groups::COMMANDS,
+            stream_info::COMMANDS,
             cluster::COMMANDS,
             replication::COMMANDS,
             multi::COMMANDS,
@@ -446,6 +453,12 @@ pub fn key_positions_of<'a>(
             .filter(|&n| n >= 0 && (n as u64) <= (argc as u64).saturating_sub(3))
             .unwrap_or(0) as usize;
         return (3..3 + n).step_by(1);
+    }
+    if spec.flags & flags::STREAMS_KEYS != 0 {
+        return match stream_groups::streams_keys(argc, &arg) {
+            Some((at, n)) => (at..at + n).step_by(1),
+            None => (0..0).step_by(1),
+        };
     }
     if spec.flags & flags::NUMKEYS != 0 {
         let n = arg(1)

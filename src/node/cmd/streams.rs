@@ -20,9 +20,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "xtrim", arity: -4, flags: WRITE, first_key: 1, last_key: 1, step: 1, handler: xtrim },
 ];
 
-const ERR_INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argument";
+pub(super) const ERR_INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argument";
 
-fn read<'s>(
+pub(super) fn read<'s>(
     store: &'s mut Store,
     slot: u16,
     key: &[u8],
@@ -36,7 +36,7 @@ fn read<'s>(
     }
 }
 
-fn modify<'s>(
+pub(super) fn modify<'s>(
     store: &'s mut Store,
     slot: u16,
     key: &[u8],
@@ -55,7 +55,7 @@ pub fn fmt_id(id: StreamId) -> String {
 }
 
 /// `ms-seq` or `ms` (seq = `missing_seq`); None when invalid.
-fn parse_id(b: &[u8], missing_seq: u64) -> Option<StreamId> {
+pub(super) fn parse_id(b: &[u8], missing_seq: u64) -> Option<StreamId> {
     let s = std::str::from_utf8(b).ok()?;
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
     match s.split_once('-') {
@@ -246,6 +246,7 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let values: Vec<Bytes> = args.iter().skip(i + 1).map(Bytes::from).collect();
     s.entries.insert(id, values);
     s.last_id = id;
+    s.entries_added += 1;
     if let Some(t) = &trim {
         apply_trim(s, t);
     }
@@ -343,10 +344,16 @@ fn xdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let removed = match try_reply!(ctx, modify(ctx.store, slot, args.get(1))) {
         None => 0,
-        Some(s) => ids
-            .iter()
-            .filter(|id| s.entries.remove(id).is_some())
-            .count(),
+        Some(s) => {
+            let mut n = 0;
+            for id in &ids {
+                if s.entries.remove(id).is_some() {
+                    n += 1;
+                    s.max_deleted_id = s.max_deleted_id.max(*id);
+                }
+            }
+            n
+        }
     };
     if removed > 0 {
         ctx.propagate(args);

@@ -117,6 +117,26 @@ pub fn key_hash(key: &[u8], e: &Entry) -> [u8; 32] {
                 h.update(id.seq.to_le_bytes());
                 fields.iter().for_each(|f| put(&mut h, f));
             }
+            h.update(s.entries_added.to_le_bytes());
+            h.update(s.max_deleted_id.ms.to_le_bytes());
+            h.update(s.max_deleted_id.seq.to_le_bytes());
+            for (name, g) in &s.groups {
+                put(&mut h, name);
+                h.update(g.last_id.ms.to_le_bytes());
+                h.update(g.last_id.seq.to_le_bytes());
+                h.update(g.entries_read.to_le_bytes());
+                for (cname, c) in &g.consumers {
+                    put(&mut h, cname);
+                    h.update(c.seen_time.to_le_bytes());
+                }
+                for (id, p) in &g.pel {
+                    h.update(id.ms.to_le_bytes());
+                    h.update(id.seq.to_le_bytes());
+                    put(&mut h, &p.consumer);
+                    h.update(p.delivery_time.to_le_bytes());
+                    h.update(p.delivery_count.to_le_bytes());
+                }
+            }
         }
     }
     h.finalize().into()

@@ -8,6 +8,7 @@ use std::ops::Bound;
 use hashbrown::{hash_map, hash_set};
 
 use crate::node::resp::encode_command;
+use crate::node::cmd::stream_groups::Ops;
 use crate::node::store::{Bytes, Entry, Score, SlotStamp, Stream, StreamId, Value};
 
 pub const CHUNK_ELEMS: usize = 256;
@@ -289,7 +290,7 @@ pub fn entry_commands_part(
     let done = cursor.taken >= total;
     if done {
         if let Value::Stream(st) = &e.value {
-            stream_last_id(key, st, out, ends);
+            stream_state(key, st, out, ends);
         }
     }
     // An empty stream is a key too (other empty values do not exist).
@@ -302,20 +303,40 @@ pub fn entry_commands_part(
     done
 }
 
-/// A stream's last ID above its last entry (entries deleted or trimmed),
-/// or an empty stream: an entry at the last ID, added and deleted again,
-/// leaves the target's stream with the same last ID and entries (XDEL
-/// never lowers the last ID) — with the commands every node has.
-fn stream_last_id(key: &[u8], st: &Stream, out: &mut Vec<u8>, ends: &mut Vec<usize>) {
-    let top = st.entries.last_key_value().map(|(id, _)| *id);
-    if top == Some(st.last_id) || st.last_id == StreamId::default() {
-        return;
+/// What XADD cannot rebuild: a stream's last ID, counters and consumer
+/// groups, as TXSTREAM commands (their PELs in chunks).
+fn stream_state(key: &[u8], st: &Stream, out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+    let mut emit = |ops: &mut Ops| {
+        if let Some(args) = ops.command(key) {
+            encode_command(&args, out);
+            ends.push(out.len());
+        }
+        *ops = Ops::default();
+    };
+    let mut ops = Ops::default();
+    ops.meta(st);
+    for (name, g) in &st.groups {
+        ops.group(name, g);
     }
-    let id = format!("{}-{}", st.last_id.ms, st.last_id.seq);
-    encode_command(&[b"XADD", key, id.as_bytes(), b"_", b"_"], out);
-    ends.push(out.len());
-    encode_command(&[b"XDEL", key, id.as_bytes()], out);
-    ends.push(out.len());
+    emit(&mut ops);
+    let mut n = 0;
+    for (name, g) in &st.groups {
+        for (cname, c) in &g.consumers {
+            ops.consumer(name, cname, c.seen_time);
+            n += 1;
+            if n % CHUNK_ELEMS == 0 {
+                emit(&mut ops);
+            }
+        }
+        for (id, p) in &g.pel {
+            ops.pending(name, *id, p);
+            n += 1;
+            if n % CHUNK_ELEMS == 0 {
+                emit(&mut ops);
+            }
+        }
+    }
+    emit(&mut ops);
 }
 
 #[cfg(test)]
