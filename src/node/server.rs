@@ -543,11 +543,12 @@ async fn wait_blocked(
     };
     let waiter = Rc::new(super::blocking::Waiter {
         id: conn.id,
+        arrival: state.arrival,
         notify: tokio::sync::Notify::new(),
     });
     node.blocked
         .borrow_mut()
-        .register(&state.keys, &waiter, state.woken);
+        .register(&state.keys, &waiter);
     let deadline = state.deadline;
     let alive = loop {
         let timeout = async {

@@ -90,6 +90,8 @@ pub struct BlockState {
     /// A write woke it: once served it wakes the next waiter.
     pub woken: bool,
     pub keys: Vec<Vec<u8>>,
+    /// Its place in the queues of its keys (`node::blocking::next_arrival`).
+    pub arrival: u64,
 }
 
 /// A timeout in seconds, as Redis parses it (None: forever).
@@ -154,6 +156,7 @@ pub(crate) fn block_or_nil(ctx: &mut Ctx<'_>, keys: &[&[u8]], timeout: Option<Du
                 timed_out: false,
                 woken: false,
                 keys: keys.iter().map(|k| k.to_vec()).collect(),
+                arrival: crate::node::blocking::next_arrival(),
             });
             ctx.effects.block = true;
         }
