@@ -434,3 +434,6 @@ mod transactions;
 
 #[path = "compat/stream_groups.rs"]
 mod stream_groups;
+
+#[path = "compat/notifications.rs"]
+mod notifications;

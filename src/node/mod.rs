@@ -22,6 +22,7 @@ pub mod lua;
 pub mod lua_libs;
 pub mod metrics;
 pub mod migration;
+pub mod notify;
 pub mod pubsub;
 pub mod release;
 pub mod replication;
@@ -263,6 +264,8 @@ pub struct Node {
     pub clients: RefCell<clients::Clients>,
     /// What CONFIG SET accepted (reported by CONFIG GET; see docs/node.md).
     pub config_set: RefCell<std::collections::BTreeMap<String, String>>,
+    /// The event classes `notify-keyspace-events` turns on (`node::notify`).
+    pub notify: std::cell::Cell<u32>,
     /// Command rates and per-slot counters (the autoscaler's signals).
     pub load: load::Load,
     /// What the admin API's `/v1/*` calls must present.
@@ -348,6 +351,7 @@ impl Node {
             pubsub: Default::default(),
             clients: Default::default(),
             config_set: Default::default(),
+            notify: Default::default(),
             load,
         }
     }

@@ -213,6 +213,8 @@ async fn expire_loop(node: Rc<Node>) {
             store.now_ms = now_ms();
             let (examined, expired) = store.active_expire_cycle(200);
             for (slot, key) in store.drain_expired() {
+                let flags = node.notify.get();
+                super::notify::publish(&node, flags, super::notify::EXPIRED, "expired", &key);
                 node.wal.append(slot, &[b"DEL", &key]);
                 // A WATCH on the key trips, as for any change.
                 cmd::multi::touch_watched(&node, slot, &[b"DEL", &key]);

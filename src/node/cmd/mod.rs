@@ -214,6 +214,9 @@ pub struct Ctx<'a> {
     /// slot), so dispatch does not hash them again.
     pub logged_slot: Option<u16>,
     propagated: bool,
+    /// The command running, as keyspace notifications name it
+    /// (`notify::running_name`).
+    pub(crate) running: &'static str,
     /// While EXEC or a script runs: the records its commands would log,
     /// encoded as the parts of one group record (see [`multi::log_group`]).
     pub(crate) group: Option<Vec<Vec<u8>>>,
@@ -237,6 +240,7 @@ impl<'a> Ctx<'a> {
             replaying: false,
             logged_slot: None,
             propagated: false,
+            running: "",
             group: None,
         }
     }
@@ -266,12 +270,30 @@ impl<'a> Ctx<'a> {
         if let Some(group) = &mut self.group {
             group.push(multi::encode_part(slot, args));
             self.propagated = true;
+            self.notify(slot, args);
             return;
         }
         let lsn = self.node.wal.append(slot, args);
         self.node.migrations.capture(slot, lsn, args);
         self.effects.last_lsn = self.effects.last_lsn.max(lsn);
         self.propagated = true;
+        self.notify(slot, args);
+    }
+
+    /// Sends the keyspace notifications of a logged record.
+    fn notify(&mut self, slot: u16, logged: &[&[u8]]) {
+        let flags = self.node.notify.get();
+        if flags == 0 || slot == super::wal::GLOBAL_SLOT {
+            return;
+        }
+        for (class, event, at) in super::notify::events(self.running, logged) {
+            let Some(key) = logged.get(at) else { continue };
+            super::notify::publish(self.node, flags, class, event, key);
+            let removes = matches!(event, "del" | "rename_from");
+            if !removes && self.store.peek(slot, key).is_none() {
+                super::notify::publish(self.node, flags, super::notify::GENERIC, "del", key);
+            }
+        }
     }
 
     /// Logs the DELs of keys that expired while this command ran.
@@ -282,6 +304,15 @@ impl<'a> Ctx<'a> {
         let expired: Vec<_> = self.store.drain_expired().collect();
         if self.replaying {
             return;
+        }
+        for (_, key) in &expired {
+            super::notify::publish(
+                self.node,
+                self.node.notify.get(),
+                super::notify::EXPIRED,
+                "expired",
+                key,
+            );
         }
         for (slot, key) in expired {
             multi::touch_watched(self.node, slot, &[b"DEL", &key]);
@@ -530,7 +561,13 @@ pub fn dispatch(ctx: &mut Ctx<'_>, args: &Args<'_>) -> Option<usize> {
 /// Calls the handler of a prepared command.
 pub(crate) fn run(ctx: &mut Ctx<'_>, args: &Args<'_>, idx: usize) {
     ctx.propagated = false;
-    (ctx.node.commands.spec(idx).handler)(ctx, args);
+    let spec = ctx.node.commands.spec(idx);
+    ctx.running = if ctx.node.notify.get() != 0 {
+        super::notify::running_name(spec.name, args)
+    } else {
+        spec.name
+    };
+    (spec.handler)(ctx, args);
     ctx.log_expired();
 }
 

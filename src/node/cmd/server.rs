@@ -292,9 +292,10 @@ fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 /// What CONFIG SET accepts, with Redis 7's defaults: parameters
-/// applications and tools set. They are reported back by CONFIG GET and
-/// change nothing here (no keyspace notifications are sent; encodings are
-/// the node's own); everything else is the operator's, on the command line.
+/// applications and tools set, reported back by CONFIG GET.
+/// notify-keyspace-events turns keyspace notifications on (`node::notify`);
+/// the others change nothing (encodings are the node's own); everything
+/// else is the operator's, on the command line.
 const SETTABLE: &[(&str, &str)] = &[
     ("notify-keyspace-events", ""),
     ("hash-max-listpack-entries", "128"),
@@ -414,6 +415,9 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             }
         };
         changes.push((key.to_string(), v));
+    }
+    if let Some((_, v)) = changes.iter().find(|(k, _)| k == "notify-keyspace-events") {
+        ctx.node.notify.set(crate::node::notify::parse_flags(v));
     }
     ctx.node.config_set.borrow_mut().extend(changes);
     ctx.out.ok();

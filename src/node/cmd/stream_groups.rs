@@ -11,6 +11,7 @@
 use super::flags::*;
 use super::streams::{fmt_id, modify, parse_id, ERR_INVALID_ID};
 use super::{Args, CommandSpec, Ctx, ERR_NOT_INTEGER, ERR_SYNTAX};
+use crate::node::notify;
 use crate::node::resp::ReplyBuf;
 use crate::node::groups::{Group, Pending, ENTRIES_READ_UNKNOWN};
 use crate::node::store::{Bytes, Stream, StreamId, Value, WRONGTYPE};
@@ -81,6 +82,15 @@ impl Ops {
         let mut args: Vec<&[u8]> = vec![b"TXSTREAM", key];
         args.extend(self.0.iter().map(|o| &o[..]));
         Some(args)
+    }
+}
+
+/// A read or claim created a consumer: Redis notifies it as XGROUP
+/// CREATECONSUMER does.
+fn consumer_created(node: &crate::node::Node, replaying: bool, key: &[u8]) {
+    if !replaying {
+        let flags = node.notify.get();
+        notify::publish(node, flags, notify::STREAM, "xgroup-createconsumer", key);
     }
 }
 
@@ -541,6 +551,7 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 /// Serves one stream of an XREADGROUP and logs what it changed.
 fn read_one(ctx: &mut Ctx<'_>, slot: u16, key: &[u8], r: &ReadGroup<'_>, want: &Want) {
     let now = ctx.store.now_ms;
+    let (node, replaying) = (ctx.node, ctx.replaying);
     let limit = if r.count == 0 { usize::MAX } else { r.count };
     let Ok(Some(s)) = modify(ctx.store, slot, key) else {
         return ctx.out.array(0);
@@ -549,9 +560,10 @@ fn read_one(ctx: &mut Ctx<'_>, slot: u16, key: &[u8], r: &ReadGroup<'_>, want: &
         return ctx.out.array(0);
     };
     let mut ops = Ops::default();
-    {
-        let (c, _) = g.consumer(r.consumer, now);
-        c.seen_time = now;
+    let (c, created) = g.consumer(r.consumer, now);
+    c.seen_time = now;
+    if created {
+        consumer_created(node, replaying, key);
     }
     ops.consumer(r.group, r.consumer, now);
     let mut items: Vec<(StreamId, bool)> = Vec::new();
@@ -739,7 +751,11 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             continue;
         }
         let count = c.retry.unwrap_or(if c.justid { base } else { base + 1 });
-        g.consumer(cname, now).0.seen_time = now;
+        let (consumer, created) = g.consumer(cname, now);
+        consumer.seen_time = now;
+        if created {
+            consumer_created(ctx.node, ctx.replaying, key);
+        }
         g.set_pending(id, cname, time, count);
         ops.consumer(gname, cname, now);
         ops.pending(gname, id, &g.pel[&id]);
@@ -818,7 +834,11 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             continue;
         }
         let n = p.delivery_count + u64::from(!justid);
-        g.consumer(cname, now).0.seen_time = now;
+        let (consumer, created) = g.consumer(cname, now);
+        consumer.seen_time = now;
+        if created {
+            consumer_created(ctx.node, ctx.replaying, key);
+        }
         g.set_pending(id, cname, now, n);
         ops.consumer(gname, cname, now);
         ops.pending(gname, id, &g.pel[&id]);
