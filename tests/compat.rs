@@ -437,3 +437,6 @@ mod stream_groups;
 
 #[path = "compat/notifications.rs"]
 mod notifications;
+
+#[path = "compat/sort.rs"]
+mod sort;

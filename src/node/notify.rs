@@ -171,7 +171,8 @@ pub fn events(running: &str, logged: &[&[u8]]) -> Vec<Event> {
         "xgroup-destroy" => one(STREAM, "xgroup-destroy"),
         "xgroup-createconsumer" => one(STREAM, "xgroup-createconsumer"),
         "xgroup-delconsumer" => one(STREAM, "xgroup-delconsumer"),
-        "sort" | "sort_ro" => one(LIST, "sortstore"),
+        // SORT … STORE logs DEL + RPUSH: one event, for the push.
+        "sort" if logged_is("rpush") => one(LIST, "sortstore"),
         "restore" => one(GENERIC, "restore"),
         _ => Vec::new(),
     }

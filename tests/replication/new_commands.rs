@@ -1,4 +1,5 @@
-//! The write commands added for issue 22 (SETRANGE … ZREMRANGEBYLEX): a
+//! The write commands added for issue 22 (SETRANGE … ZREMRANGEBYLEX, SORT
+//! … STORE): a
 //! replica applies their log records, and a restarted primary replays them,
 //! to exactly the primary's keys.
 
@@ -74,11 +75,17 @@ const NEW_WRITES: &[&[&str]] = &[
     &["COPY", "{w}z", "{w}zc"],
     &["COPY", "{w}ex", "{w}exc"],
     &["COPY", "{w}sr", "{w}f", "REPLACE"],
+    &["SADD", "{w}ss", "3", "1", "20", "2"],
+    &["SORT", "{w}ss", "STORE", "{w}sorted"],
+    &["SORT", "{w}ss", "BY", "nosort", "LIMIT", "0", "2", "STORE", "{w}sorted2"],
+    &["SET", "{w}gone2", "v"],
+    &["SORT", "{w}none", "STORE", "{w}gone2"],
 ];
 
 const NEW_WRITE_KEYS: &[&str] = &[
     "{w}sr", "{w}f", "{w}nf", "{w}ex", "{w}px", "{w}gone", "{w}m1", "{w}m2", "{w}m3", "{w}bits",
-    "{w}l", "{w}l2", "{w}l3", "{w}z", "{w}zc", "{w}exc",
+    "{w}l", "{w}l2", "{w}l3", "{w}z", "{w}zc", "{w}exc", "{w}ss", "{w}sorted", "{w}sorted2",
+    "{w}gone2",
 ];
 
 #[test]
@@ -102,6 +109,8 @@ fn new_write_commands_replay_from_the_log_and_reach_a_replica() {
         .collect();
     assert_eq!(expected[5].0, "none", "GETEX PXAT in the past deletes");
     assert_eq!(expected[8].0, "none", "the second MSETNX did nothing");
+    assert_eq!(expected[17].0, "list", "SORT … STORE made a list");
+    assert_eq!(expected[19].0, "none", "an empty SORT … STORE deleted the key");
     // The replica applied the same records.
     wait_caught_up(&r, &p, Duration::from_secs(30));
     let mut rc = conn(&r);

@@ -30,6 +30,7 @@ pub mod replication;
 pub mod scripting;
 pub mod server;
 pub mod sets;
+pub mod sort;
 pub mod stream_groups;
 pub mod stream_info;
 pub mod streams;
@@ -58,6 +59,8 @@ pub mod flags {
     /// XREADGROUP's form: the keys are the first half of what follows
     /// `STREAMS`.
     pub const STREAMS_KEYS: u32 = 1 << 10;
+    /// SORT's form: the sorted key and the STORE destination, if any.
+    pub const SORT_KEYS: u32 = 1 << 11;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -391,7 +394,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 21] = [
+        let families: [&'static [CommandSpec]; 22] = [
             connection::COMMANDS,
             acl::COMMANDS,
             server::COMMANDS,
@@ -406,6 +409,7 @@ impl Commands {
             streams::COMMANDS,
             stream_groups::COMMANDS,
             stream_info::COMMANDS,
+            sort::COMMANDS,
             cluster::COMMANDS,
             replication::COMMANDS,
             multi::COMMANDS,
@@ -484,6 +488,10 @@ pub fn key_positions_of<'a>(
             .filter(|&n| n >= 0 && (n as u64) <= (argc as u64).saturating_sub(3))
             .unwrap_or(0) as usize;
         return (3..3 + n).step_by(1);
+    }
+    if spec.flags & flags::SORT_KEYS != 0 {
+        let (last, step) = sort::sort_keys(argc, &arg);
+        return (1..last + 1).step_by(step);
     }
     if spec.flags & flags::STREAMS_KEYS != 0 {
         return match stream_groups::streams_keys(argc, &arg) {
