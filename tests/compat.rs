@@ -440,3 +440,6 @@ mod notifications;
 
 #[path = "compat/sort.rs"]
 mod sort;
+
+#[path = "compat/dump.rs"]
+mod dump;

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod migration;
 pub mod notify;
 pub mod pubsub;
+pub mod rdb;
 pub mod release;
 pub mod replication;
 pub mod resp;

@@ -30,6 +30,11 @@ fn key_state(c: &mut redis::Connection, key: &str) -> (String, redis::Value, i64
         if ty == "set" {
             items.sort_by_key(|i| format!("{i:?}"));
         }
+        if ty == "hash" {
+            let mut pairs: Vec<Vec<redis::Value>> = items.chunks(2).map(|c| c.to_vec()).collect();
+            pairs.sort_by_key(|p| format!("{p:?}"));
+            *items = pairs.concat();
+        }
     }
     if let redis::Value::Map(pairs) = &mut v {
         pairs.sort_by_key(|p| format!("{p:?}"));
@@ -131,5 +136,57 @@ fn new_write_commands_replay_from_the_log_and_reach_a_replica() {
         .iter()
         .map(|k| key_state(&mut c, k))
         .collect();
+    assert_eq!(replayed, expected, "the keys replayed from the log");
+}
+
+#[test]
+fn restore_replays_from_the_log_and_reaches_a_replica() {
+    let mut p = start(0, "eventual", &[]);
+    promote(&p, 1);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let r = restart_in(1, "eventual", tmp.path(), 0, 0);
+    follow(&r, 1, addr_of(0, p.port));
+    let mut c = conn(&p);
+    let _: () = redis::cmd("HSET")
+        .arg("{d}src")
+        .arg(&["f", "v", "g", "w"])
+        .query(&mut c)
+        .expect("HSET");
+    let _: () = redis::cmd("RPUSH")
+        .arg("{d}list")
+        .arg(&["1", "2", "3"])
+        .query(&mut c)
+        .expect("RPUSH");
+    let hash: Vec<u8> = redis::cmd("DUMP").arg("{d}src").query(&mut c).expect("DUMP");
+    let list: Vec<u8> = redis::cmd("DUMP").arg("{d}list").query(&mut c).expect("DUMP");
+    let _: () = redis::cmd("RESTORE")
+        .arg("{d}copy")
+        .arg(100_000_000)
+        .arg(&hash)
+        .query(&mut c)
+        .expect("RESTORE with a TTL");
+    let _: () = redis::cmd("RESTORE")
+        .arg("{d}src")
+        .arg(0)
+        .arg(&list)
+        .arg("REPLACE")
+        .query(&mut c)
+        .expect("RESTORE REPLACE");
+    let keys = ["{d}src", "{d}list", "{d}copy"];
+    let expected: Vec<_> = keys.iter().map(|k| key_state(&mut c, k)).collect();
+    assert_eq!(expected[0].0, "list", "REPLACE put the list at {{d}}src");
+    assert!(expected[2].2 > 0, "the copy has a deadline");
+    wait_caught_up(&r, &p, Duration::from_secs(30));
+    let mut rc = conn(&r);
+    redis::cmd("READONLY")
+        .query::<()>(&mut rc)
+        .expect("READONLY");
+    let on_replica: Vec<_> = keys.iter().map(|k| key_state(&mut rc, k)).collect();
+    assert_eq!(on_replica, expected, "the replica's keys");
+    drop((c, rc));
+    p.restart();
+    promote(&p, 2);
+    let mut c = conn(&p);
+    let replayed: Vec<_> = keys.iter().map(|k| key_state(&mut c, k)).collect();
     assert_eq!(replayed, expected, "the keys replayed from the log");
 }

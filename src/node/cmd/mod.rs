@@ -21,6 +21,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod collections;
 pub mod connection;
+pub mod dump;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
@@ -394,7 +395,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 22] = [
+        let families: [&'static [CommandSpec]; 23] = [
             connection::COMMANDS,
             acl::COMMANDS,
             server::COMMANDS,
@@ -410,6 +411,7 @@ impl Commands {
             stream_groups::COMMANDS,
             stream_info::COMMANDS,
             sort::COMMANDS,
+            dump::COMMANDS,
             cluster::COMMANDS,
             replication::COMMANDS,
             multi::COMMANDS,
