@@ -74,9 +74,39 @@ fn every_type_moves_with_its_ttl_and_streams_keep_their_last_id_and_groups() {
             let _: String = q(&mut a, &["XADD", &xg, id, "f", "v"]);
         }
         let _: () = q(&mut a, &["XGROUP", "CREATE", &xg, "g", "0"]);
-        let _: () = q(&mut a, &["XGROUP", "CREATE", &xg, "h", "$", "ENTRIESREAD", "3"]);
-        let _: redis::Value = q(&mut a, &["XREADGROUP", "GROUP", "g", "c1", "COUNT", "2", "STREAMS", &xg, ">"]);
-        let _: redis::Value = q(&mut a, &["XCLAIM", &xg, "g", "c2", "0", "2-0", "TIME", "1000", "RETRYCOUNT", "5"]);
+        let _: () = q(
+            &mut a,
+            &["XGROUP", "CREATE", &xg, "h", "$", "ENTRIESREAD", "3"],
+        );
+        let _: redis::Value = q(
+            &mut a,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c1",
+                "COUNT",
+                "2",
+                "STREAMS",
+                &xg,
+                ">",
+            ],
+        );
+        let _: redis::Value = q(
+            &mut a,
+            &[
+                "XCLAIM",
+                &xg,
+                "g",
+                "c2",
+                "0",
+                "2-0",
+                "TIME",
+                "1000",
+                "RETRYCOUNT",
+                "5",
+            ],
+        );
         let _: i64 = q(&mut a, &["XGROUP", "CREATECONSUMER", &xg, "h", "idle"]);
         let _: i64 = q(&mut a, &["XDEL", &xg, "1-0"]);
         let all = [s, h, l, st, z, x, xgap, xempty, xg];
@@ -106,7 +136,10 @@ fn every_type_moves_with_its_ttl_and_streams_keep_their_last_id_and_groups() {
         .map(|k| q(&mut b, &["XINFO", "STREAM", k, "FULL"]))
         .collect();
     assert_eq!(groups_after.len(), 2);
-    assert_eq!(groups_after, groups_before, "the consumer groups moved whole");
+    assert_eq!(
+        groups_after, groups_before,
+        "the consumer groups moved whole"
+    );
     for (k, want) in keys.iter().zip(&ttls) {
         let at: i64 = q(&mut b, &["PEXPIRETIME", k]);
         assert_eq!(at, *want, "the deadline of {k} moved with it");

@@ -50,7 +50,11 @@ pub fn parse_flags(v: &str) -> u32 {
 /// The name events are derived from: the command's, refined where its
 /// options change the event (ZADD INCR, XGROUP's subcommands).
 pub fn running_name(name: &'static str, args: &super::cmd::Args<'_>) -> &'static str {
-    let has = |w: &str| args.iter().skip(1).any(|a| a.eq_ignore_ascii_case(w.as_bytes()));
+    let has = |w: &str| {
+        args.iter()
+            .skip(1)
+            .any(|a| a.eq_ignore_ascii_case(w.as_bytes()))
+    };
     match name {
         "zadd" if has("incr") => "zincrby",
         "xgroup" if args.len() > 1 => match &args.get(1).to_ascii_lowercase()[..] {
@@ -82,7 +86,10 @@ pub fn events(running: &str, logged: &[&[u8]]) -> Vec<Event> {
             .any(|w| a.eq_ignore_ascii_case(w))
     });
     let each = |class: u32, ev: &'static str, from: usize, step: usize| -> Vec<Event> {
-        (from..logged.len()).step_by(step).map(|i| (class, ev, i)).collect()
+        (from..logged.len())
+            .step_by(step)
+            .map(|i| (class, ev, i))
+            .collect()
     };
     let one = |class: u32, ev: &'static str| vec![(class, ev, 1)];
     match running {
@@ -129,7 +136,10 @@ pub fn events(running: &str, logged: &[&[u8]]) -> Vec<Event> {
         "rpoplpush" => vec![(LIST, "lpush", 2), (LIST, "rpop", 1)],
         "lmove" => {
             let side = |i: usize, l: &'static str, r: &'static str| {
-                if logged.get(i).is_some_and(|a| a.eq_ignore_ascii_case(b"left")) {
+                if logged
+                    .get(i)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"left"))
+                {
                     l
                 } else {
                     r
@@ -202,7 +212,10 @@ mod tests {
     #[test]
     fn flags_parse_every_class_and_a_covers_all_but_the_channels() {
         assert_eq!(parse_flags(""), 0);
-        assert_eq!(parse_flags("KEA") & (KEYSPACE | KEYEVENT), KEYSPACE | KEYEVENT);
+        assert_eq!(
+            parse_flags("KEA") & (KEYSPACE | KEYEVENT),
+            KEYSPACE | KEYEVENT
+        );
         assert_eq!(parse_flags("A") & KEYSPACE, 0);
         assert_ne!(parse_flags("A") & STREAM, 0);
         assert_eq!(parse_flags("Kl"), KEYSPACE | LIST);
@@ -218,7 +231,10 @@ mod tests {
             ev("set", &["SET", "k", "v", "PXAT", "9"]),
             vec![(STRING, "set", 1), (GENERIC, "expire", 1)]
         );
-        assert_eq!(ev("incrbyfloat", &["SET", "k", "1.5"]), vec![(STRING, "incrbyfloat", 1)]);
+        assert_eq!(
+            ev("incrbyfloat", &["SET", "k", "1.5"]),
+            vec![(STRING, "incrbyfloat", 1)]
+        );
         assert_eq!(ev("getex", &["DEL", "k"]), vec![(GENERIC, "del", 1)]);
         assert_eq!(ev("lmpop", &["RPOP", "k", "2"]), vec![(LIST, "rpop", 1)]);
         assert_eq!(

@@ -400,7 +400,13 @@ fn listpack(b: &[u8]) -> Result<Vec<Bytes>, RdbError> {
             break;
         }
         let get = |from: usize, n: usize| b.get(from..from + n).ok_or(RdbError::Format);
-        let sign = |v: i64, bits: u32| if v >= 1 << (bits - 1) { v - (1 << bits) } else { v };
+        let sign = |v: i64, bits: u32| {
+            if v >= 1 << (bits - 1) {
+                v - (1 << bits)
+            } else {
+                v
+            }
+        };
         let (item, size) = if e & 0x80 == 0 {
             (int_text((e & 0x7f) as i64), 1)
         } else if e & 0xC0 == 0x80 {
@@ -430,7 +436,10 @@ fn listpack(b: &[u8]) -> Result<Vec<Bytes>, RdbError> {
                 }
                 0xF3 => {
                     let d = get(at + 1, 4)?;
-                    (int_text(i32::from_le_bytes([d[0], d[1], d[2], d[3]]) as i64), 5)
+                    (
+                        int_text(i32::from_le_bytes([d[0], d[1], d[2], d[3]]) as i64),
+                        5,
+                    )
                 }
                 0xF4 => {
                     let mut a = [0u8; 8];
@@ -485,7 +494,12 @@ mod tests {
         for v in &values {
             let p = dump(v).expect("dumpable");
             let back = restore(&p).expect("restorable");
-            assert_eq!(format!("{back:?}").len(), format!("{v:?}").len(), "{}", v.type_name());
+            assert_eq!(
+                format!("{back:?}").len(),
+                format!("{v:?}").len(),
+                "{}",
+                v.type_name()
+            );
             assert_eq!(back.type_name(), v.type_name());
         }
         let mut bad = dump(&values[2]).expect("dumpable");
@@ -501,18 +515,21 @@ mod tests {
         let data = [2, b'a', b'b', b'c', (4 << 5), 2];
         assert_eq!(lzf_decompress(&data, 9).expect("valid"), b"abcabcabc");
         assert!(lzf_decompress(&data, 8).is_err());
-        assert!(lzf_decompress(&[(4 << 5), 9], 6).is_err(), "a reference before the start");
+        assert!(
+            lzf_decompress(&[(4 << 5), 9], 6).is_err(),
+            "a reference before the start"
+        );
     }
 
     #[test]
     fn listpack_entries_of_every_encoding() {
         let mut lp = vec![0u8; 6];
         let entries: &[&[u8]] = &[
-            &[5],                  // 7-bit uint
-            &[0x82, b'h', b'i'],   // 6-bit string
-            &[0xDF, 0xFF],         // 13-bit int: -1
-            &[0xF1, 0x00, 0x80],   // int16: -32768
-            &[0xF3, 1, 0, 0, 0],   // int32: 1
+            &[5],                // 7-bit uint
+            &[0x82, b'h', b'i'], // 6-bit string
+            &[0xDF, 0xFF],       // 13-bit int: -1
+            &[0xF1, 0x00, 0x80], // int16: -32768
+            &[0xF3, 1, 0, 0, 0], // int32: 1
         ];
         for e in entries {
             lp.extend_from_slice(e);

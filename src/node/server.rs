@@ -548,9 +548,7 @@ async fn wait_blocked(
         arrival: state.arrival,
         notify: tokio::sync::Notify::new(),
     });
-    node.blocked
-        .borrow_mut()
-        .register(&state.keys, &waiter);
+    node.blocked.borrow_mut().register(&state.keys, &waiter);
     let deadline = state.deadline;
     let alive = loop {
         let timeout = async {

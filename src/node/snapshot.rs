@@ -25,8 +25,8 @@ use std::time::Instant;
 use hashbrown::{HashMap, HashSet};
 use tracing::{info, warn};
 
-use super::slots::SLOTS;
 use super::groups::Group;
+use super::slots::SLOTS;
 use super::store::{Store, Stream, StreamId, Value, ZSet};
 use super::wal::{self, Wal};
 use super::{now_ms, Node};
@@ -1045,13 +1045,21 @@ mod tests {
         let Some(Value::Stream(s)) = st.get(16383, b"st").map(|e| &e.value) else {
             panic!("the stream is loaded as a stream");
         };
-        assert_eq!((s.last_id.ms, s.entries_added, s.max_deleted_id.ms), (7, 3, 6));
+        assert_eq!(
+            (s.last_id.ms, s.entries_added, s.max_deleted_id.ms),
+            (7, 3, 6)
+        );
         let g = &s.groups[&b"g"[..]];
         assert_eq!((g.last_id.ms, g.entries_read), (5, 1));
         assert_eq!(g.consumers[&b"idle"[..]].seen_time, 40);
         let p = &g.pel[&StreamId { ms: 5, seq: 1 }];
-        assert_eq!((&p.consumer[..], p.delivery_time, p.delivery_count), (&b"busy"[..], 50, 3));
-        assert!(g.consumers[&b"busy"[..]].pel.contains(&StreamId { ms: 5, seq: 1 }));
+        assert_eq!(
+            (&p.consumer[..], p.delivery_time, p.delivery_count),
+            (&b"busy"[..], 50, 3)
+        );
+        assert!(g.consumers[&b"busy"[..]]
+            .pel
+            .contains(&StreamId { ms: 5, seq: 1 }));
     }
 
     #[test]

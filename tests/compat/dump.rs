@@ -58,11 +58,40 @@ fn fill(p: &mut Pair) {
         vec!["SET".into(), "text".into(), "hello".into()],
         vec!["SET".into(), "lzf".into(), "abcdefgh".repeat(200)],
         vec!["SET".into(), "empty".into(), String::new()],
-        vec!["RPUSH".into(), "list".into(), "a".into(), "1".into(), "-300".into(), "70000".into()],
-        vec!["SADD".into(), "intset".into(), "1".into(), "-2".into(), "300000".into()],
+        vec![
+            "RPUSH".into(),
+            "list".into(),
+            "a".into(),
+            "1".into(),
+            "-300".into(),
+            "70000".into(),
+        ],
+        vec![
+            "SADD".into(),
+            "intset".into(),
+            "1".into(),
+            "-2".into(),
+            "300000".into(),
+        ],
         vec!["SADD".into(), "strset".into(), "a".into(), "b".into()],
-        vec!["HSET".into(), "hash".into(), "f".into(), "v".into(), "n".into(), "5".into()],
-        vec!["ZADD".into(), "zset".into(), "1.5".into(), "a".into(), "-3".into(), "b".into(), "inf".into(), "c".into()],
+        vec![
+            "HSET".into(),
+            "hash".into(),
+            "f".into(),
+            "v".into(),
+            "n".into(),
+            "5".into(),
+        ],
+        vec![
+            "ZADD".into(),
+            "zset".into(),
+            "1.5".into(),
+            "a".into(),
+            "-3".into(),
+            "b".into(),
+            "inf".into(),
+            "c".into(),
+        ],
     ];
     let mut big_list = vec!["RPUSH".to_string(), "biglist".into()];
     big_list.extend(many(&"x".repeat(100), 500));
@@ -100,19 +129,30 @@ fn redis_dumps_restore_on_the_node_and_node_dumps_restore_on_redis() {
     for key in KEYS {
         // Each server's copy is compared with that server's original (the
         // two print some scores differently: docs/node.md).
-        let (ours_before, theirs_before) = (contents(&mut p.node, key), contents(&mut p.redis, key));
+        let (ours_before, theirs_before) =
+            (contents(&mut p.node, key), contents(&mut p.redis, key));
         // redis-server → node.
         let theirs = bulk(call(&mut p.redis, &[b"DUMP", key.as_bytes()]));
         let copy = format!("from-redis:{key}");
         let r = call(&mut p.node, &[b"RESTORE", copy.as_bytes(), b"0", &theirs]);
         assert_eq!(r, Frame::Simple("OK".into()), "RESTORE of redis' {key}");
-        assert!(contents(&mut p.node, &copy) == ours_before, "{key} from redis-server differs");
+        assert!(
+            contents(&mut p.node, &copy) == ours_before,
+            "{key} from redis-server differs"
+        );
         // node → redis-server.
         let ours = bulk(call(&mut p.node, &[b"DUMP", key.as_bytes()]));
         let copy = format!("from-node:{key}");
         let r = call(&mut p.redis, &[b"RESTORE", copy.as_bytes(), b"0", &ours]);
-        assert_eq!(r, Frame::Simple("OK".into()), "redis-server RESTOREs the node's {key}");
-        assert!(contents(&mut p.redis, &copy) == theirs_before, "{key} from the node differs");
+        assert_eq!(
+            r,
+            Frame::Simple("OK".into()),
+            "redis-server RESTOREs the node's {key}"
+        );
+        assert!(
+            contents(&mut p.redis, &copy) == theirs_before,
+            "{key} from the node differs"
+        );
     }
 }
 
@@ -123,7 +163,14 @@ fn restore_options_ttls_and_errors_match_redis() {
     let payload = bulk(call(&mut p.redis, &[b"DUMP", b"k"]));
     let both = |p: &mut Pair, args: &[&[u8]]| -> Frame {
         let (a, b) = (call(&mut p.node, args), call(&mut p.redis, args));
-        assert_eq!(a, b, "{:?}", args.iter().map(|x| String::from_utf8_lossy(x)).collect::<Vec<_>>());
+        assert_eq!(
+            a,
+            b,
+            "{:?}",
+            args.iter()
+                .map(|x| String::from_utf8_lossy(x))
+                .collect::<Vec<_>>()
+        );
         a
     };
     both(&mut p, &[b"RESTORE", b"k", b"0", &payload]);
@@ -136,13 +183,37 @@ fn restore_options_ttls_and_errors_match_redis() {
     flipped[1] ^= 1;
     both(&mut p, &[b"RESTORE", b"k2", b"0", &flipped]);
     both(&mut p, &[b"RESTORE", b"k2", b"0", &payload, b"FOO"]);
-    both(&mut p, &[b"RESTORE", b"k2", b"0", &payload, b"IDLETIME", b"-1"]);
-    both(&mut p, &[b"RESTORE", b"k2", b"0", &payload, b"FREQ", b"256"]);
-    both(&mut p, &[b"RESTORE", b"k2", b"0", &payload, b"FREQ", b"5", b"IDLETIME", b"5"]);
-    both(&mut p, &[b"RESTORE", b"k3", b"0", &payload, b"IDLETIME", b"5"]);
+    both(
+        &mut p,
+        &[b"RESTORE", b"k2", b"0", &payload, b"IDLETIME", b"-1"],
+    );
+    both(
+        &mut p,
+        &[b"RESTORE", b"k2", b"0", &payload, b"FREQ", b"256"],
+    );
+    both(
+        &mut p,
+        &[
+            b"RESTORE",
+            b"k2",
+            b"0",
+            &payload,
+            b"FREQ",
+            b"5",
+            b"IDLETIME",
+            b"5",
+        ],
+    );
+    both(
+        &mut p,
+        &[b"RESTORE", b"k3", b"0", &payload, b"IDLETIME", b"5"],
+    );
     both(&mut p, &[b"RESTORE", b"k4", b"1", &payload, b"ABSTTL"]);
     both(&mut p, &[b"EXISTS", b"k4"]);
-    both(&mut p, &[b"RESTORE", b"k", b"1", &payload, b"ABSTTL", b"REPLACE"]);
+    both(
+        &mut p,
+        &[b"RESTORE", b"k", b"1", &payload, b"ABSTTL", b"REPLACE"],
+    );
     both(&mut p, &[b"EXISTS", b"k"]);
     both(&mut p, &[b"RESTORE", b"k5", b"100000", &payload]);
     let ttl = |c: &mut Raw| match c.cmd(&["PTTL", "k5"]) {
@@ -150,13 +221,22 @@ fn restore_options_ttls_and_errors_match_redis() {
         other => panic!("PTTL: {other:?}"),
     };
     let (a, b) = (ttl(&mut p.node), ttl(&mut p.redis));
-    assert!((95_000..=100_000).contains(&a) && (a - b).abs() < 5_000, "{a} vs {b}");
+    assert!(
+        (95_000..=100_000).contains(&a) && (a - b).abs() < 5_000,
+        "{a} vs {b}"
+    );
     both(&mut p, &[b"DUMP", b"missing"]);
     // Streams: refused with a clear error either way.
     p.same(&["XADD", "st", "1-0", "f", "v"]);
     let f = call(&mut p.node, &[b"DUMP", b"st"]);
-    assert_eq!(f, Frame::Error("ERR stream values cannot be dumped or restored by this node".into()));
+    assert_eq!(
+        f,
+        Frame::Error("ERR stream values cannot be dumped or restored by this node".into())
+    );
     let theirs = bulk(call(&mut p.redis, &[b"DUMP", b"st"]));
     let f = call(&mut p.node, &[b"RESTORE", b"st2", b"0", &theirs]);
-    assert_eq!(f, Frame::Error("ERR stream values cannot be dumped or restored by this node".into()));
+    assert_eq!(
+        f,
+        Frame::Error("ERR stream values cannot be dumped or restored by this node".into())
+    );
 }

@@ -45,7 +45,10 @@ fn compare(p: &mut Pair, classes: &str, script: &[&[&str]]) -> usize {
     p.same(&["CONFIG", "SET", "notify-keyspace-events", ""]);
     p.same(&["PUBLISH", "__keyspace@0__:end-marker", "x"]);
     let (a, b) = (drain(&mut ours), drain(&mut theirs));
-    assert_eq!(a, b, "notifications with {classes:?}: node (left), redis-server (right)");
+    assert_eq!(
+        a, b,
+        "notifications with {classes:?}: node (left), redis-server (right)"
+    );
     a.len()
 }
 
@@ -108,7 +111,10 @@ fn keyspace_notifications_match_redis() {
         &["DEL", "{o}a", "{o}l2", "{o}h2"],
     ];
     let n = compare(&mut p, "El", some);
-    assert_eq!(n, 1, "list events only (rpush; del is generic), keyevent channels only");
+    assert_eq!(
+        n, 1,
+        "list events only (rpush; del is generic), keyevent channels only"
+    );
     assert_eq!(compare(&mut p, "Kg", some), 3);
 }
 
@@ -125,6 +131,9 @@ fn expired_keys_notify_expired() {
     p.same(&["GET", "k"]);
     p.same(&["PUBLISH", "__keyspace@0__:end-marker", "x"]);
     let (a, b) = (drain(&mut ours), drain(&mut theirs));
-    assert_eq!(a, vec![("__keyevent@0__:expired".to_string(), "k".to_string())]);
+    assert_eq!(
+        a,
+        vec![("__keyevent@0__:expired".to_string(), "k".to_string())]
+    );
     assert_eq!(a, b);
 }

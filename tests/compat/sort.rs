@@ -31,7 +31,16 @@ fn sort_matches_redis() {
         &["SET", "{s}o_1", "one"],
         &["SET", "{s}o_3", "three"],
         &["HSET", "{s}h_2", "f", "two"],
-        &["SORT", "{s}l", "GET", "{s}o_*", "GET", "#", "GET", "{s}h_*->f"],
+        &[
+            "SORT",
+            "{s}l",
+            "GET",
+            "{s}o_*",
+            "GET",
+            "#",
+            "GET",
+            "{s}h_*->f",
+        ],
         &["SORT", "{s}l", "GET", "{s}h_*->"],
         &["SORT", "{s}l", "GET", "fixed"],
         &["RPUSH", "{s}bad", "a", "1"],
@@ -81,9 +90,14 @@ fn sort_patterns_must_stay_in_the_keys_slot_and_store_is_one_slot() {
         assert_eq!(p.node.cmd(args), Frame::Error(want), "{args:?}");
     }
     let f = p.node.cmd(&["SORT", "{s}l", "STORE", "elsewhere"]);
-    assert!(matches!(&f, Frame::Error(e) if e.starts_with("CROSSSLOT")), "{f:?}");
+    assert!(
+        matches!(&f, Frame::Error(e) if e.starts_with("CROSSSLOT")),
+        "{f:?}"
+    );
     // `#`, a pattern without `*` and BY without `*` read no key: allowed.
-    let f = p.node.cmd(&["SORT", "{s}l", "BY", "nosort", "GET", "#", "GET", "k"]);
+    let f = p
+        .node
+        .cmd(&["SORT", "{s}l", "BY", "nosort", "GET", "#", "GET", "k"]);
     assert_eq!(
         f,
         Frame::Array(vec![

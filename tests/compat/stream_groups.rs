@@ -22,7 +22,10 @@ fn mask(f: Frame, fields: &[&str], near: Option<i64>, bound: i64) -> Frame {
                     masked_next = false;
                     if let Frame::Integer(n) = item {
                         let d = n - near.unwrap_or(0);
-                        assert!(d.abs() <= bound, "a time field is {n}, expected near {near:?}");
+                        assert!(
+                            d.abs() <= bound,
+                            "a time field is {n}, expected near {near:?}"
+                        );
                         out.push(Frame::Integer(0));
                         continue;
                     }
@@ -92,7 +95,10 @@ impl Pair {
     fn same_with(&mut self, args: &[&str], norm: impl Fn(Frame) -> Frame) -> Frame {
         let ours = norm(self.node.cmd(args));
         let theirs = norm(self.redis.cmd(args));
-        assert_eq!(ours, theirs, "{args:?}: node (left) and redis-server (right) differ");
+        assert_eq!(
+            ours, theirs,
+            "{args:?}: node (left) and redis-server (right) differ"
+        );
         ours
     }
 }
@@ -144,7 +150,10 @@ fn xgroup_subcommands_and_errors_match_redis() {
         &["XINFO", "STREAM", "s", "FULL", "x"],
     ]);
     let summary = p.same_with(&["XINFO", "STREAM", "s"], without_radix);
-    assert!(matches!(summary, Frame::Array(ref v) if v.len() == 16), "{summary:?}");
+    assert!(
+        matches!(summary, Frame::Array(ref v) if v.len() == 16),
+        "{summary:?}"
+    );
 }
 
 #[test]
@@ -155,7 +164,17 @@ fn xreadgroup_xack_and_xpending_match_redis() {
         &["XADD", "s", "2-1", "b", "2"],
         &["XADD", "s", "3-1", "c", "3"],
         &["XGROUP", "CREATE", "s", "g", "0"],
-        &["XREADGROUP", "GROUP", "g", "c1", "COUNT", "2", "STREAMS", "s", ">"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "s",
+            ">",
+        ],
         &["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "s", "0"],
         &["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "s", "1-1"],
         &["XDEL", "s", "1-1"],
@@ -168,15 +187,73 @@ fn xreadgroup_xack_and_xpending_match_redis() {
         &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "s2", ">"],
         &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "s", "$"],
         &["XREADGROUP", "GROUP", "g", "c2", "STREAMS", "s", ">", "0"],
-        &["XREADGROUP", "GROUP", "g", "c1", "COUNT", "-1", "STREAMS", "s", "0"],
-        &["XREADGROUP", "GROUP", "g", "c1", "COUNT", "x", "STREAMS", "s", "0"],
-        &["XREADGROUP", "GROUP", "g", "c1", "BLOCK", "-1", "STREAMS", "s", "0"],
-        &["XREADGROUP", "GROUP", "g", "c1", "BLOCK", "x", "STREAMS", "s", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "-1",
+            "STREAMS",
+            "s",
+            "0",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "x",
+            "STREAMS",
+            "s",
+            "0",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "-1",
+            "STREAMS",
+            "s",
+            "0",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "BLOCK",
+            "x",
+            "STREAMS",
+            "s",
+            "0",
+        ],
         &["XREADGROUP", "GROUP", "g", "c1", "FOO", "STREAMS", "s", "0"],
         &["XREADGROUP", "COUNT", "1", "NOACK", "STREAMS", "s", "0"],
-        &["XREADGROUP", "GROUP", "g", "c1", "NOACK", "STREAMS", "s", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "NOACK",
+            "STREAMS",
+            "s",
+            "0",
+        ],
         &["XADD", "s", "4-1", "d", "4"],
-        &["XREADGROUP", "GROUP", "g", "c3", "NOACK", "STREAMS", "s", ">"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c3",
+            "NOACK",
+            "STREAMS",
+            "s",
+            ">",
+        ],
         &["XREADGROUP", "GROUP", "g", "c3", "STREAMS", "s", "0"],
         &["XPENDING", "s", "g"],
         &["XPENDING", "s", "nog"],
@@ -195,7 +272,17 @@ fn xreadgroup_xack_and_xpending_match_redis() {
         &["XPENDING", "s", "g"],
         &["XINFO", "GROUPS", "s"],
         &["XGROUP", "CREATE", "s", "late", "0", "ENTRIESREAD", "0"],
-        &["XREADGROUP", "GROUP", "late", "c", "COUNT", "1", "STREAMS", "s", ">"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "late",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "s",
+            ">",
+        ],
         &["XINFO", "GROUPS", "s"],
         &["XGROUP", "DELCONSUMER", "s", "g", "c2"],
         &["XPENDING", "s", "g"],
@@ -216,9 +303,39 @@ fn xreadgroup_xack_and_xpending_match_redis() {
         &["XGROUP", "CREATE", "{t}a", "g", "$"],
         &["XGROUP", "CREATE", "{t}b", "g", "0", "MKSTREAM"],
         &["XADD", "{t}b", "5-0", "f", "v"],
-        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "{t}a", "{t}b", ">", ">"],
-        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "{t}a", "{t}b", "0", ">"],
-        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "{t}a", "{t}b", ">", ">"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "{t}a",
+            "{t}b",
+            ">",
+            ">",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "{t}a",
+            "{t}b",
+            "0",
+            ">",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "STREAMS",
+            "{t}a",
+            "{t}b",
+            ">",
+            ">",
+        ],
     ]);
 }
 
@@ -234,7 +351,17 @@ fn xclaim_and_xautoclaim_match_redis() {
         &["XDEL", "s", "1-1"],
         &["XCLAIM", "s", "g", "c3", "0", "1-1", "2-1", "9-9"],
         &["XCLAIM", "s", "g", "c1", "0", "2-1", "JUSTID"],
-        &["XCLAIM", "s", "g", "c1", "0", "2-1", "RETRYCOUNT", "9", "JUSTID"],
+        &[
+            "XCLAIM",
+            "s",
+            "g",
+            "c1",
+            "0",
+            "2-1",
+            "RETRYCOUNT",
+            "9",
+            "JUSTID",
+        ],
         &["XCLAIM", "s", "g", "c1", "0", "7-7", "FORCE", "JUSTID"],
         &["XADD", "s", "7-7", "f", "v"],
         &["XADD", "s", "8-8", "f", "w"],
@@ -250,7 +377,9 @@ fn xclaim_and_xautoclaim_match_redis() {
         &["XCLAIM", "s", "nog", "c1", "0", "3-1"],
         &["XCLAIM", "missing", "g", "c1", "0", "3-1"],
         &["XCLAIM", "s", "g", "c1", "-5", "3-1", "JUSTID"],
-        &["XCLAIM", "s", "g", "c1", "0", "3-1", "LASTID", "100-0", "JUSTID"],
+        &[
+            "XCLAIM", "s", "g", "c1", "0", "3-1", "LASTID", "100-0", "JUSTID",
+        ],
         &["XCLAIM", "s", "g", "nobody", "0", "99-1"],
         &["XINFO", "GROUPS", "s"],
         &["XPENDING", "s", "g"],
@@ -276,7 +405,18 @@ fn xclaim_and_xautoclaim_match_redis() {
     });
     // TIME and RETRYCOUNT set what XINFO STREAM FULL shows exactly.
     let t = (unix_ms() - 60_000).to_string();
-    p.same(&["XCLAIM", "s", "g", "c5", "0", "3-1", "TIME", &t, "RETRYCOUNT", "4"]);
+    p.same(&[
+        "XCLAIM",
+        "s",
+        "g",
+        "c5",
+        "0",
+        "3-1",
+        "TIME",
+        &t,
+        "RETRYCOUNT",
+        "4",
+    ]);
     p.same_with(&["XPENDING", "s", "g", "-", "+", "10", "c5"], |f| {
         mask_idle_rows(f, 60_000, 5_000)
     });
@@ -291,10 +431,30 @@ fn blocking_xreadgroup_matches_redis_and_wakes_on_xadd() {
     let mut p = Pair::start();
     p.script(&[
         &["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"],
-        &["XREADGROUP", "GROUP", "g", "c", "BLOCK", "50", "STREAMS", "s", ">"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "50",
+            "STREAMS",
+            "s",
+            ">",
+        ],
     ]);
     let (mut n2, mut r2) = p.connect_more();
-    let blocked = ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"];
+    let blocked = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ];
     let args: Vec<&[u8]> = blocked.iter().map(|a| a.as_bytes()).collect();
     n2.send(&args);
     r2.send(&args);

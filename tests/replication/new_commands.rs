@@ -82,14 +82,41 @@ const NEW_WRITES: &[&[&str]] = &[
     &["COPY", "{w}sr", "{w}f", "REPLACE"],
     &["SADD", "{w}ss", "3", "1", "20", "2"],
     &["SORT", "{w}ss", "STORE", "{w}sorted"],
-    &["SORT", "{w}ss", "BY", "nosort", "LIMIT", "0", "2", "STORE", "{w}sorted2"],
+    &[
+        "SORT",
+        "{w}ss",
+        "BY",
+        "nosort",
+        "LIMIT",
+        "0",
+        "2",
+        "STORE",
+        "{w}sorted2",
+    ],
     &["SET", "{w}gone2", "v"],
     &["SORT", "{w}none", "STORE", "{w}gone2"],
 ];
 
 const NEW_WRITE_KEYS: &[&str] = &[
-    "{w}sr", "{w}f", "{w}nf", "{w}ex", "{w}px", "{w}gone", "{w}m1", "{w}m2", "{w}m3", "{w}bits",
-    "{w}l", "{w}l2", "{w}l3", "{w}z", "{w}zc", "{w}exc", "{w}ss", "{w}sorted", "{w}sorted2",
+    "{w}sr",
+    "{w}f",
+    "{w}nf",
+    "{w}ex",
+    "{w}px",
+    "{w}gone",
+    "{w}m1",
+    "{w}m2",
+    "{w}m3",
+    "{w}bits",
+    "{w}l",
+    "{w}l2",
+    "{w}l3",
+    "{w}z",
+    "{w}zc",
+    "{w}exc",
+    "{w}ss",
+    "{w}sorted",
+    "{w}sorted2",
     "{w}gone2",
 ];
 
@@ -115,7 +142,10 @@ fn new_write_commands_replay_from_the_log_and_reach_a_replica() {
     assert_eq!(expected[5].0, "none", "GETEX PXAT in the past deletes");
     assert_eq!(expected[8].0, "none", "the second MSETNX did nothing");
     assert_eq!(expected[17].0, "list", "SORT … STORE made a list");
-    assert_eq!(expected[19].0, "none", "an empty SORT … STORE deleted the key");
+    assert_eq!(
+        expected[19].0, "none",
+        "an empty SORT … STORE deleted the key"
+    );
     // The replica applied the same records.
     wait_caught_up(&r, &p, Duration::from_secs(30));
     let mut rc = conn(&r);
@@ -157,8 +187,14 @@ fn restore_replays_from_the_log_and_reaches_a_replica() {
         .arg(&["1", "2", "3"])
         .query(&mut c)
         .expect("RPUSH");
-    let hash: Vec<u8> = redis::cmd("DUMP").arg("{d}src").query(&mut c).expect("DUMP");
-    let list: Vec<u8> = redis::cmd("DUMP").arg("{d}list").query(&mut c).expect("DUMP");
+    let hash: Vec<u8> = redis::cmd("DUMP")
+        .arg("{d}src")
+        .query(&mut c)
+        .expect("DUMP");
+    let list: Vec<u8> = redis::cmd("DUMP")
+        .arg("{d}list")
+        .query(&mut c)
+        .expect("DUMP");
     let _: () = redis::cmd("RESTORE")
         .arg("{d}copy")
         .arg(100_000_000)

@@ -30,26 +30,129 @@ const KEYS: &[&str] = &["{x}jobs", "{x}made", "{x}gone"];
 
 fn first_half(c: &mut redis::Connection) {
     for i in 1..=6 {
-        q(c, &["XADD", "{x}jobs", &format!("{i}-0"), "n", &i.to_string()]);
+        q(
+            c,
+            &["XADD", "{x}jobs", &format!("{i}-0"), "n", &i.to_string()],
+        );
     }
     q(c, &["XGROUP", "CREATE", "{x}jobs", "workers", "0"]);
-    q(c, &["XGROUP", "CREATE", "{x}jobs", "audit", "$", "ENTRIESREAD", "6"]);
+    q(
+        c,
+        &[
+            "XGROUP",
+            "CREATE",
+            "{x}jobs",
+            "audit",
+            "$",
+            "ENTRIESREAD",
+            "6",
+        ],
+    );
     q(c, &["XGROUP", "CREATE", "{x}made", "g", "$", "MKSTREAM"]);
     q(c, &["XGROUP", "CREATE", "{x}gone", "g", "0", "MKSTREAM"]);
-    q(c, &["XREADGROUP", "GROUP", "workers", "a", "COUNT", "2", "STREAMS", "{x}jobs", ">"]);
-    q(c, &["XREADGROUP", "GROUP", "workers", "b", "COUNT", "2", "STREAMS", "{x}jobs", ">"]);
-    q(c, &["XREADGROUP", "GROUP", "workers", "a", "STREAMS", "{x}jobs", "0"]);
+    q(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "a",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "{x}jobs",
+            ">",
+        ],
+    );
+    q(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "b",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "{x}jobs",
+            ">",
+        ],
+    );
+    q(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "a",
+            "STREAMS",
+            "{x}jobs",
+            "0",
+        ],
+    );
 }
 
 fn second_half(c: &mut redis::Connection) {
     q(c, &["XACK", "{x}jobs", "workers", "1-0"]);
     q(c, &["XDEL", "{x}jobs", "4-0"]);
-    q(c, &["XCLAIM", "{x}jobs", "workers", "c", "0", "2-0", "TIME", "1000", "RETRYCOUNT", "7"]);
-    q(c, &["XAUTOCLAIM", "{x}jobs", "workers", "d", "0", "0", "COUNT", "5"]);
-    q(c, &["XREADGROUP", "GROUP", "workers", "e", "NOACK", "STREAMS", "{x}jobs", ">"]);
+    q(
+        c,
+        &[
+            "XCLAIM",
+            "{x}jobs",
+            "workers",
+            "c",
+            "0",
+            "2-0",
+            "TIME",
+            "1000",
+            "RETRYCOUNT",
+            "7",
+        ],
+    );
+    q(
+        c,
+        &[
+            "XAUTOCLAIM",
+            "{x}jobs",
+            "workers",
+            "d",
+            "0",
+            "0",
+            "COUNT",
+            "5",
+        ],
+    );
+    q(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "workers",
+            "e",
+            "NOACK",
+            "STREAMS",
+            "{x}jobs",
+            ">",
+        ],
+    );
     q(c, &["XGROUP", "CREATECONSUMER", "{x}jobs", "audit", "idle"]);
-    q(c, &["XGROUP", "SETID", "{x}jobs", "audit", "3-0", "ENTRIESREAD", "3"]);
-    q(c, &["XGROUP", "CREATECONSUMER", "{x}jobs", "workers", "temp"]);
+    q(
+        c,
+        &[
+            "XGROUP",
+            "SETID",
+            "{x}jobs",
+            "audit",
+            "3-0",
+            "ENTRIESREAD",
+            "3",
+        ],
+    );
+    q(
+        c,
+        &["XGROUP", "CREATECONSUMER", "{x}jobs", "workers", "temp"],
+    );
     q(c, &["XGROUP", "DELCONSUMER", "{x}jobs", "workers", "temp"]);
     q(c, &["XGROUP", "DESTROY", "{x}gone", "g"]);
 }
@@ -69,7 +172,10 @@ fn consumer_groups_reach_a_replica_and_survive_restarts_from_log_and_snapshot() 
     second_half(&mut c);
     let expected = state(&mut c, KEYS);
     let text = format!("{expected:?}");
-    assert!(text.contains("\"d\""), "XAUTOCLAIM gave consumer d entries: {text}");
+    assert!(
+        text.contains("\"d\""),
+        "XAUTOCLAIM gave consumer d entries: {text}"
+    );
 
     wait_caught_up(&r, &p, Duration::from_secs(30));
     let mut rc = conn(&r);
@@ -94,7 +200,11 @@ fn consumer_groups_reach_a_replica_and_survive_restarts_from_log_and_snapshot() 
     p.restart();
     promote(&p, 3);
     let mut c = conn(&p);
-    assert_eq!(state(&mut c, KEYS), expected, "the snapshot holds the groups");
+    assert_eq!(
+        state(&mut c, KEYS),
+        expected,
+        "the snapshot holds the groups"
+    );
 }
 
 #[test]
@@ -106,14 +216,34 @@ fn blocked_xreadgroups_are_served_in_arrival_order() {
     let mut clients: Vec<_> = (0..3).map(|_| raw(p.port)).collect();
     for (i, cl) in clients.iter_mut().enumerate() {
         let name = format!("c{i}");
-        send(cl, &["XREADGROUP", "GROUP", "g", &name, "BLOCK", "0", "STREAMS", "s", ">"]);
+        send(
+            cl,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                &name,
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+        );
         // Each is blocked before the next arrives.
         std::thread::sleep(Duration::from_millis(150));
     }
     for i in 0..3 {
-        q(&mut c, &["XADD", "s", &format!("{}-0", i + 1), "n", &i.to_string()]);
+        q(
+            &mut c,
+            &["XADD", "s", &format!("{}-0", i + 1), "n", &i.to_string()],
+        );
         let got = read_reply(&mut clients[i], Duration::from_secs(5));
-        assert!(got.contains(&format!("{}-0", i + 1)), "client {i} got entry {}: {got:?}", i + 1);
+        assert!(
+            got.contains(&format!("{}-0", i + 1)),
+            "client {i} got entry {}: {got:?}",
+            i + 1
+        );
         for (j, other) in clients.iter_mut().enumerate().skip(i + 1) {
             let none = read_reply(other, Duration::from_millis(100));
             assert!(none.is_empty(), "client {j} stays blocked: {none:?}");
@@ -121,6 +251,9 @@ fn blocked_xreadgroups_are_served_in_arrival_order() {
     }
     let pending = format!("{:?}", q(&mut c, &["XPENDING", "s", "g", "-", "+", "10"]));
     for i in 0..3 {
-        assert!(pending.contains(&format!("c{i}")), "c{i} owns its entry: {pending}");
+        assert!(
+            pending.contains(&format!("c{i}")),
+            "c{i} owns its entry: {pending}"
+        );
     }
 }

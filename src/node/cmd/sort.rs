@@ -200,7 +200,11 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, readonly: bool) {
     let len = elems.len() as i64;
     let (start, count) = o.limit.unwrap_or((0, -1));
     let mut start = start.max(0);
-    let mut end = if count < 0 { len - 1 } else { start.saturating_add(count - 1) };
+    let mut end = if count < 0 {
+        len - 1
+    } else {
+        start.saturating_add(count - 1)
+    };
     if start >= len {
         start = len - 1;
         end = len - 2;

@@ -11,9 +11,9 @@
 use super::flags::*;
 use super::streams::{fmt_id, modify, parse_id, ERR_INVALID_ID};
 use super::{Args, CommandSpec, Ctx, ERR_NOT_INTEGER, ERR_SYNTAX};
+use crate::node::groups::{Group, Pending, ENTRIES_READ_UNKNOWN};
 use crate::node::notify;
 use crate::node::resp::ReplyBuf;
-use crate::node::groups::{Group, Pending, ENTRIES_READ_UNKNOWN};
 use crate::node::store::{Bytes, Stream, StreamId, Value, WRONGTYPE};
 use crate::try_reply;
 
@@ -116,19 +116,24 @@ pub(super) fn parse_interval(
             },
             false,
         )),
-        _ if exclusive_ok && b.first() == Some(&b'(') => Ok((
-            parse_id(&b[1..], missing_seq).ok_or(ERR_INVALID_ID)?,
-            true,
-        )),
+        _ if exclusive_ok && b.first() == Some(&b'(') => {
+            Ok((parse_id(&b[1..], missing_seq).ok_or(ERR_INVALID_ID)?, true))
+        }
         _ => Ok((parse_id(b, missing_seq).ok_or(ERR_INVALID_ID)?, false)),
     }
 }
 
 pub(super) fn next_id(id: StreamId) -> Option<StreamId> {
     if id.seq < u64::MAX {
-        Some(StreamId { seq: id.seq + 1, ..id })
+        Some(StreamId {
+            seq: id.seq + 1,
+            ..id
+        })
     } else if id.ms < u64::MAX {
-        Some(StreamId { ms: id.ms + 1, seq: 0 })
+        Some(StreamId {
+            ms: id.ms + 1,
+            seq: 0,
+        })
     } else {
         None
     }
@@ -244,7 +249,8 @@ fn xgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         return;
     }
     if exists && !create && sub != b"destroy" {
-        let has = matches!(modify(ctx.store, slot, key), Ok(Some(s)) if s.groups.contains_key(gname));
+        let has =
+            matches!(modify(ctx.store, slot, key), Ok(Some(s)) if s.groups.contains_key(gname));
         if !has {
             ctx.out.error(&format!(
                 "NOGROUP No such consumer group '{}' for key name '{}'",
@@ -515,7 +521,10 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             Want::History(_) => true,
             Want::New => s.groups.get(r.group).is_some_and(|g| {
                 s.entries
-                    .range((std::ops::Bound::Excluded(g.last_id), std::ops::Bound::Unbounded))
+                    .range((
+                        std::ops::Bound::Excluded(g.last_id),
+                        std::ops::Bound::Unbounded,
+                    ))
                     .next()
                     .is_some()
             }),
@@ -571,7 +580,10 @@ fn read_one(ctx: &mut Ctx<'_>, slot: u16, key: &[u8], r: &ReadGroup<'_>, want: &
         Want::New => {
             let ids: Vec<StreamId> = s
                 .entries
-                .range((std::ops::Bound::Excluded(g.last_id), std::ops::Bound::Unbounded))
+                .range((
+                    std::ops::Bound::Excluded(g.last_id),
+                    std::ops::Bound::Unbounded,
+                ))
                 .take(limit)
                 .map(|(id, _)| *id)
                 .collect();
@@ -623,7 +635,9 @@ fn xack(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let mut ops = Ops::default();
     let mut acked = 0;
-    if let Some(g) = try_reply!(ctx, modify(ctx.store, slot, key)).and_then(|s| s.groups.get_mut(gname)) {
+    if let Some(g) =
+        try_reply!(ctx, modify(ctx.store, slot, key)).and_then(|s| s.groups.get_mut(gname))
+    {
         for id in ids {
             if g.ack(id) {
                 acked += 1;
@@ -701,7 +715,13 @@ fn parse_claim(args: &Args<'_>, now: u64) -> Result<Claim, String> {
         j += 1;
     }
     // A bogus time (negative, in the future) is now, as Redis has it.
-    c.time = time.map(|t| if t < 0 || t as u64 > now { now } else { t as u64 });
+    c.time = time.map(|t| {
+        if t < 0 || t as u64 > now {
+            now
+        } else {
+            t as u64
+        }
+    });
     Ok(c)
 }
 
@@ -777,7 +797,11 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let (key, gname, cname) = (args.get(1), args.get(2), args.get(3));
     let min_idle = match args.int(4) {
         Ok(n) => n.max(0) as u64,
-        Err(_) => return ctx.out.error("ERR Invalid min-idle-time argument for XAUTOCLAIM"),
+        Err(_) => {
+            return ctx
+                .out
+                .error("ERR Invalid min-idle-time argument for XAUTOCLAIM")
+        }
     };
     let (mut start, ex) = try_reply!(ctx, parse_interval(args.get(5), 0, true));
     if ex {

@@ -72,7 +72,11 @@ fn xpending(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             (Some((first, _)), Some((last, _))) => {
                 ctx.out.bulk(fmt_id(*first).as_bytes());
                 ctx.out.bulk(fmt_id(*last).as_bytes());
-                let owners: Vec<_> = g.consumers.iter().filter(|(_, c)| !c.pel.is_empty()).collect();
+                let owners: Vec<_> = g
+                    .consumers
+                    .iter()
+                    .filter(|(_, c)| !c.pel.is_empty())
+                    .collect();
                 ctx.out.array(owners.len());
                 for (name, c) in owners {
                     ctx.out.array(2);
@@ -115,7 +119,10 @@ fn xpending(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 fn prev_id(id: StreamId) -> Option<StreamId> {
     if id.seq > 0 {
-        Some(StreamId { seq: id.seq - 1, ..id })
+        Some(StreamId {
+            seq: id.seq - 1,
+            ..id
+        })
     } else if id.ms > 0 {
         Some(StreamId {
             ms: id.ms - 1,

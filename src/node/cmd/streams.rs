@@ -20,7 +20,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "xtrim", arity: -4, flags: WRITE, first_key: 1, last_key: 1, step: 1, handler: xtrim },
 ];
 
-pub(super) const ERR_INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argument";
+pub(super) const ERR_INVALID_ID: &str =
+    "ERR Invalid stream ID specified as stream command argument";
 
 pub(super) fn read<'s>(
     store: &'s mut Store,
