@@ -600,12 +600,13 @@ fn refused_scale_in() -> R {
         "  resources:\n    limits:\n      memory: 192Mi\n    requests:\n      memory: 64Mi\n",
     )?;
     let before = status_of(name)?;
-    // ~60 MiB per shard: 180 MiB × 1.5 is more than two shards' 144 MiB.
+    // ~73 MiB of data per shard: 219 MiB × 1.5 is more than two shards'
+    // 144 MiB of maxmemory each.
     let seeds = member_ips(&before);
     rt().block_on(async {
         let mut con = cluster_conn(&seeds).await?;
         let value = "x".repeat(16 * 1024);
-        for i in 0..11_500u32 {
+        for i in 0..14_000u32 {
             redis::cmd("SET")
                 .arg(format!("fill:{i}"))
                 .arg(&value)
@@ -771,9 +772,8 @@ fn bench(mb: usize) -> R<bool> {
     Ok(lost == 0)
 }
 
-/// Memory over the target adds a shard, and nothing is lost. Scale-in is
-/// covered by the policy's unit tests only: here the idle nodes' own
-/// memory kept the 1.5× projection above the target.
+/// Memory over the target adds a shard, and nothing is lost; once the data
+/// is deleted and stays low, the autoscaler removes the shard again.
 fn autoscale() -> R {
     let name = "ras";
     create_cluster(
@@ -825,6 +825,54 @@ fn autoscale() -> R {
         }
         Ok::<u32, String>(missing)
     })?;
+    if missing > 0 || scaled < 1 {
+        return Err(format!(
+            "{missing} keys missing after the scale-out; {scaled} Autoscaled events"
+        ));
+    }
+    // The data goes away: memory under the scale-in threshold for the
+    // window, and one shard holds the rest with headroom, so 2 → 1.
+    rt().block_on(async {
+        let mut con = cluster_conn(&seeds).await?;
+        for i in 0..keys {
+            redis::cmd("DEL")
+                .arg(format!("as:{i}"))
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| format!("DEL: {e}"))?;
+        }
+        redis::cmd("SET")
+            .arg("as:kept")
+            .arg("still here")
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| format!("SET: {e}"))
+    })?;
+    let t1 = Instant::now();
+    wait_until(
+        "the autoscaler to remove the shard",
+        Duration::from_secs(300),
+        || Ok(dbc(name)?["spec"]["shards"] == 1),
+    )
+    .map_err(|e| {
+        let st = status_of(name).unwrap_or_default();
+        format!("{e}; autoscaling status: {}", st["autoscaling"])
+    })?;
+    wait_until("Ready at 1 shard", Duration::from_secs(600), || {
+        settled(name, 1, 2)
+    })?;
+    let in_s = t1.elapsed().as_secs_f64();
+    let why_in = status_of(name)?["autoscaling"]["lastScale"].clone();
+    let seeds = member_ips(&status_of(name)?);
+    let kept: Option<String> = rt().block_on(async {
+        let mut con = cluster_conn(&seeds).await?;
+        redis::cmd("GET")
+            .arg("as:kept")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| format!("GET: {e}"))
+    })?;
+    let scaled = events(name, "Autoscaled")?;
     let _ = kubectl(&[
         "delete",
         "dbc",
@@ -834,13 +882,13 @@ fn autoscale() -> R {
         "--wait=true",
         "--timeout=120s",
     ]);
-    if missing > 0 || scaled < 1 {
+    if kept.as_deref() != Some("still here") || scaled < 2 {
         return Err(format!(
-            "{missing} keys missing after the scale-out; {scaled} Autoscaled events"
+            "after the scale-in: as:kept = {kept:?}, {scaled} Autoscaled events"
         ));
     }
     Ok(format!(
-        "1 → 2 shards {out_s:.0}s after the load ({why}); {keys} keys kept"
+        "1 → 2 shards {out_s:.0}s after the load ({why}); {keys} keys kept; 2 → 1 {in_s:.0}s after the delete ({why_in})"
     ))
 }
 
@@ -924,7 +972,7 @@ fn resharding_e2e() {
     }
     if want("autoscale") {
         run.step(
-            "autoscaling: memory over the target adds a shard, nothing lost",
+            "autoscaling: memory over the target adds a shard, and removes it when the data is gone; nothing lost",
             autoscale,
         );
     }
