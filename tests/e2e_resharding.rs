@@ -12,7 +12,6 @@
 //! readable. A scale-in the remaining shards' memory cannot hold is refused
 //! before anything moves.
 
-use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,11 +20,27 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const NS: &str = "tessera-e2e-rs";
-const OPERATOR_NS: &str = "tessera-system";
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
+use k8s::{
+    ensure_namespace, json, kubectl, kubectl_in, node_pid, operator_leader_pid, require_e2e, rt,
+    signal, wait_until, Run, E2E_AUTH_SPEC, R,
+};
+
+async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
+    k8s::cluster_conn(
+        seeds,
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+        None,
+    )
+    .await
+}
+
+fn events(cluster: &str, reason: &str) -> R<usize> {
+    k8s::events(NS, cluster, reason)
+}
 
 fn dbc(name: &str) -> R<Value> {
     json(&["get", "dbc", name, "-n", NS])
@@ -139,92 +154,6 @@ fn slot_counts(st: &Value) -> Vec<u32> {
                 .sum()
         })
         .collect()
-}
-
-/// Host PID of the `tessera node` process announcing `ip`.
-fn node_pid(ip: &str) -> R<u32> {
-    let want = format!("\0--announce-host\0{ip}\0");
-    for (pid, mut cmd) in processes()? {
-        cmd.insert(0, 0);
-        if cmd.windows(6).any(|w| w == b"\0node\0")
-            && cmd.windows(want.len()).any(|w| w == want.as_bytes())
-        {
-            return Ok(pid);
-        }
-    }
-    Err(format!("no node process announcing {ip}"))
-}
-
-fn processes() -> R<Vec<(u32, Vec<u8>)>> {
-    let mut out = vec![];
-    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        out.push((
-            pid,
-            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
-        ));
-    }
-    Ok(out)
-}
-
-fn operator_leader_pid() -> R<u32> {
-    let lease = json(&["get", "lease", "tessera-operator-leader", "-n", OPERATOR_NS])?;
-    let holder = lease["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    let pod = holder
-        .rsplit_once('_')
-        .map(|(p, _)| p.to_string())
-        .unwrap_or(holder);
-    let want = format!("POD_NAME={pod}");
-    for (pid, cmd) in processes()? {
-        if !cmd.windows(9).any(|w| w == b"\0operator") {
-            continue;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
-            return Ok(pid);
-        }
-    }
-    Err(format!("no operator process for {pod}"))
-}
-
-fn kill9(pid: u32) -> R<()> {
-    let st = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .map_err(|e| e.to_string())?;
-    st.success()
-        .then_some(())
-        .ok_or(format!("kill -KILL {pid} failed"))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
-    let client = redis::cluster::ClusterClientBuilder::new(urls)
-        .connection_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("cluster client: {e}"))?;
-    client
-        .get_async_connection()
-        .await
-        .map_err(|e| format!("connecting: {e}"))
 }
 
 #[derive(Default)]
@@ -432,12 +361,6 @@ fn even(cluster: &str, shards: usize) -> R<()> {
     }
 }
 
-fn events(cluster: &str, reason: &str) -> R<usize> {
-    let sel = format!("involvedObject.name={cluster},reason={reason}");
-    let v = json(&["get", "events", "-n", NS, "--field-selector", &sel])?;
-    Ok(v["items"].as_array().map_or(0, |a| a.len()))
-}
-
 fn statefulsets(cluster: &str) -> R<usize> {
     let v = json(&[
         "get",
@@ -549,7 +472,7 @@ fn killed_mid_move(
         set_shards(cluster, to)?;
         let mv = wait_for_move(cluster)?;
         let pid = victim(&mv)?;
-        kill9(pid)?;
+        signal(pid, "-KILL")?;
         let t0 = Instant::now();
         // Full speed again: the operator passes the new limit to the move
         // still running (the operator case) and uses it for the retried
@@ -892,32 +815,6 @@ fn autoscale() -> R {
     ))
 }
 
-struct Run {
-    passed: usize,
-    failed: usize,
-}
-
-impl Run {
-    fn step(&mut self, name: &str, f: impl FnOnce() -> R) {
-        let start = Instant::now();
-        println!("=== {name}");
-        let _ = std::io::stdout().flush();
-        let r = f();
-        let took = start.elapsed().as_secs_f64();
-        match r {
-            Ok(note) => {
-                self.passed += 1;
-                println!("PASS {name} ({took:.1}s) {note}");
-            }
-            Err(e) => {
-                self.failed += 1;
-                println!("FAIL {name} ({took:.1}s): {e}");
-            }
-        }
-        let _ = std::io::stdout().flush();
-    }
-}
-
 #[test]
 #[ignore = "needs the local Kubernetes: make e2e-resharding runs it (--ignored, TESSERA_E2E=1)"]
 fn resharding_e2e() {
@@ -933,10 +830,7 @@ fn resharding_e2e() {
         }
         return;
     }
-    let mut run = Run {
-        passed: 0,
-        failed: 0,
-    };
+    let mut run = Run::default();
     let only = std::env::var("TESSERA_E2E_ONLY").unwrap_or_default();
     let want = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
     let mut ready = false;
