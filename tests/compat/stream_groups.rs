@@ -479,3 +479,48 @@ fn blocking_xreadgroup_matches_redis_and_wakes_on_xadd() {
         p.same(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
     }
 }
+
+#[test]
+fn xread_matches_redis_and_a_blocked_dollar_waits_for_the_next_entry() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["XREAD", "STREAMS", "s", "0"],
+        &["XADD", "s", "1-0", "a", "1"],
+        &["XADD", "s", "2-0", "b", "2"],
+        &["XREAD", "STREAMS", "s", "0"],
+        &["XREAD", "COUNT", "1", "STREAMS", "s", "0-0"],
+        &["XREAD", "STREAMS", "s", "1"],
+        &["XREAD", "STREAMS", "s", "$"],
+        &["XREAD", "BLOCK", "10", "STREAMS", "s", "$"],
+        &["XREAD", "STREAMS", "s", ">"],
+        &["XREAD", "STREAMS", "s", "x"],
+        &["XREAD", "GROUP", "g", "c", "STREAMS", "s", "0"],
+        &["XREAD", "NOACK", "STREAMS", "s", "0"],
+        &["XREAD", "STREAMS", "s"],
+        &["XREAD", "STREAMS", "s", "0", "1"],
+        &["XREAD", "COUNT", "x", "STREAMS", "s", "0"],
+        &["XREAD", "BLOCK", "-1", "STREAMS", "s", "0"],
+        &["XREAD", "FOO", "STREAMS", "s", "0"],
+        &["XADD", "{t}a", "1-0", "f", "v"],
+        &["XREAD", "STREAMS", "{t}a", "{t}missing", "0", "0"],
+        &["SET", "str", "v"],
+        &["XREAD", "STREAMS", "str", "0"],
+    ]);
+    let (mut n2, mut r2) = p.connect_more();
+    let blocked = ["XREAD", "BLOCK", "0", "STREAMS", "s", "$"];
+    let args: Vec<&[u8]> = blocked.iter().map(|a| a.as_bytes()).collect();
+    n2.send(&args);
+    r2.send(&args);
+    std::thread::sleep(Duration::from_millis(200));
+    // A write that adds nothing new for `$` does not answer it.
+    p.same(&["XDEL", "s", "1-0"]);
+    std::thread::sleep(Duration::from_millis(100));
+    p.same(&["XADD", "s", "3-0", "c", "3"]);
+    let (ours, theirs) = (n2.next_reply(), r2.next_reply());
+    assert!(matches!(&theirs, Ok(Frame::Array(_))), "{theirs:?}");
+    assert_eq!(
+        format!("{ours:?}"),
+        format!("{theirs:?}"),
+        "the woken XREAD's reply"
+    );
+}

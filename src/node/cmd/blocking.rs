@@ -92,6 +92,8 @@ pub struct BlockState {
     pub keys: Vec<Vec<u8>>,
     /// Its place in the queues of its keys (`node::blocking::next_arrival`).
     pub arrival: u64,
+    /// XREAD: the IDs `$` stood for when it first ran.
+    pub stream_ids: Option<Vec<crate::node::store::StreamId>>,
 }
 
 /// A timeout in seconds, as Redis parses it (None: forever).
@@ -157,6 +159,7 @@ pub(crate) fn block_or_nil(ctx: &mut Ctx<'_>, keys: &[&[u8]], timeout: Option<Du
                 woken: false,
                 keys: keys.iter().map(|k| k.to_vec()).collect(),
                 arrival: crate::node::blocking::next_arrival(),
+                stream_ids: None,
             });
             ctx.effects.block = true;
         }

@@ -34,6 +34,8 @@ pub mod sets;
 pub mod sort;
 pub mod stream_groups;
 pub mod stream_info;
+pub mod stream_log;
+pub mod stream_read;
 pub mod streams;
 pub mod strings;
 pub mod zsets;
@@ -395,7 +397,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 23] = [
+        let families: [&'static [CommandSpec]; 25] = [
             connection::COMMANDS,
             acl::COMMANDS,
             server::COMMANDS,
@@ -410,6 +412,8 @@ impl Commands {
             streams::COMMANDS,
             stream_groups::COMMANDS,
             stream_info::COMMANDS,
+            stream_log::COMMANDS,
+            stream_read::COMMANDS,
             sort::COMMANDS,
             dump::COMMANDS,
             cluster::COMMANDS,
@@ -496,7 +500,7 @@ pub fn key_positions_of<'a>(
         return (1..last + 1).step_by(step);
     }
     if spec.flags & flags::STREAMS_KEYS != 0 {
-        return match stream_groups::streams_keys(argc, &arg) {
+        return match stream_read::streams_keys(argc, &arg) {
             Some((at, n)) => (at..at + n).step_by(1),
             None => (0..0).step_by(1),
         };

@@ -1,100 +1,40 @@
-//! Stream consumer groups, the writes: XGROUP, XREADGROUP, XACK, XCLAIM,
-//! XAUTOCLAIM, and TXSTREAM (internal: how they reach the log).
+//! Stream consumer groups, the writes: XGROUP, XACK, XCLAIM, XAUTOCLAIM
+//! (XREADGROUP is in `stream_read`).
 //!
 //! None of them is logged as received: delivery times, `$`, `>` and idle
 //! filters depend on when and where they run. Each logs one TXSTREAM record
-//! of the state it set (a group's last ID and read counter, a consumer's
-//! seen time, a pending entry's owner, time and count, an acknowledgement),
-//! so replaying the log, a replica and a slot migration set exactly the
-//! same state, and one command is one record (atomic like the command).
+//! of the state it set (see `stream_log`), so replaying the log, a replica
+//! and a slot migration set exactly the same state, and one command is one
+//! record (atomic like the command).
 
 use super::flags::*;
+use super::stream_log::Ops;
 use super::streams::{fmt_id, modify, parse_id, ERR_INVALID_ID};
-use super::{Args, CommandSpec, Ctx, ERR_NOT_INTEGER, ERR_SYNTAX};
-use crate::node::groups::{Group, Pending, ENTRIES_READ_UNKNOWN};
+use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
+use crate::node::groups::{Group, ENTRIES_READ_UNKNOWN};
 use crate::node::notify;
 use crate::node::resp::ReplyBuf;
-use crate::node::store::{Bytes, Stream, StreamId, Value, WRONGTYPE};
+use crate::node::store::{Bytes, StreamId, Value, WRONGTYPE};
 use crate::try_reply;
 
 #[rustfmt::skip]
 pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "xgroup", arity: -2, flags: WRITE, first_key: 2, last_key: 2, step: 1, handler: xgroup },
-    CommandSpec { name: "xreadgroup", arity: -7, flags: WRITE | STREAMS_KEYS, first_key: 0, last_key: 0, step: 0, handler: xreadgroup },
     CommandSpec { name: "xack", arity: -4, flags: WRITE | FAST, first_key: 1, last_key: 1, step: 1, handler: xack },
     CommandSpec { name: "xclaim", arity: -6, flags: WRITE | FAST, first_key: 1, last_key: 1, step: 1, handler: xclaim },
     CommandSpec { name: "xautoclaim", arity: -6, flags: WRITE | FAST, first_key: 1, last_key: 1, step: 1, handler: xautoclaim },
-    CommandSpec { name: "txstream", arity: -3, flags: WRITE | ADMIN | NOSCRIPT, first_key: 1, last_key: 1, step: 1, handler: txstream },
 ];
-
-/// The state changes one command made, as TXSTREAM operations.
-#[derive(Default)]
-pub struct Ops(Vec<Vec<u8>>);
-
-impl Ops {
-    fn push(&mut self, parts: &[&[u8]]) {
-        self.0.extend(parts.iter().map(|p| p.to_vec()));
-    }
-    pub fn meta(&mut self, s: &Stream) {
-        let (last, added, del) = (
-            fmt_id(s.last_id),
-            s.entries_added.to_string(),
-            fmt_id(s.max_deleted_id),
-        );
-        self.push(&[b"META", last.as_bytes(), added.as_bytes(), del.as_bytes()]);
-    }
-    pub fn group(&mut self, name: &[u8], g: &Group) {
-        let (last, read) = (fmt_id(g.last_id), g.entries_read.to_string());
-        self.push(&[b"GROUP", name, last.as_bytes(), read.as_bytes()]);
-    }
-    fn destroy(&mut self, name: &[u8]) {
-        self.push(&[b"DESTROY", name]);
-    }
-    pub fn consumer(&mut self, group: &[u8], name: &[u8], seen: u64) {
-        self.push(&[b"CONSUMER", group, name, seen.to_string().as_bytes()]);
-    }
-    fn del_consumer(&mut self, group: &[u8], name: &[u8]) {
-        self.push(&[b"DELCONSUMER", group, name]);
-    }
-    pub fn pending(&mut self, group: &[u8], id: StreamId, p: &Pending) {
-        let (id, t, n) = (
-            fmt_id(id),
-            p.delivery_time.to_string(),
-            p.delivery_count.to_string(),
-        );
-        self.push(&[
-            b"PEL",
-            group,
-            id.as_bytes(),
-            &p.consumer,
-            t.as_bytes(),
-            n.as_bytes(),
-        ]);
-    }
-    fn ack(&mut self, group: &[u8], id: StreamId) {
-        self.push(&[b"ACK", group, fmt_id(id).as_bytes()]);
-    }
-    /// Encodes them as one TXSTREAM command for `key` (None: no change).
-    pub fn command<'a>(&'a self, key: &'a [u8]) -> Option<Vec<&'a [u8]>> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let mut args: Vec<&[u8]> = vec![b"TXSTREAM", key];
-        args.extend(self.0.iter().map(|o| &o[..]));
-        Some(args)
-    }
-}
 
 /// A read or claim created a consumer: Redis notifies it as XGROUP
 /// CREATECONSUMER does.
-fn consumer_created(node: &crate::node::Node, replaying: bool, key: &[u8]) {
+pub(super) fn consumer_created(node: &crate::node::Node, replaying: bool, key: &[u8]) {
     if !replaying {
         let flags = node.notify.get();
         notify::publish(node, flags, notify::STREAM, "xgroup-createconsumer", key);
     }
 }
 
-fn log(ctx: &mut Ctx<'_>, key: &[u8], ops: &Ops) {
+pub(super) fn log(ctx: &mut Ctx<'_>, key: &[u8], ops: &Ops) {
     if let Some(args) = ops.command(key) {
         ctx.propagate_as(&args);
     }
@@ -139,7 +79,7 @@ pub(super) fn next_id(id: StreamId) -> Option<StreamId> {
     }
 }
 
-fn nogroup(key: &[u8], group: &[u8]) -> String {
+pub(super) fn nogroup(key: &[u8], group: &[u8]) -> String {
     format!(
         "NOGROUP No such key '{}' or consumer group '{}'",
         String::from_utf8_lossy(key),
@@ -370,258 +310,6 @@ fn xgroup_create(ctx: &mut Ctx<'_>, args: &Args<'_>, entries_read: i64) {
     s.groups.insert(Bytes::from(gname), g);
     log(ctx, key, &ops);
     ctx.out.ok();
-}
-
-// ----------------------------------------------------------- XREADGROUP
-
-/// Where XREADGROUP's (and XREAD's) keys are: after `STREAMS`, half of the
-/// remaining arguments (as Redis finds them; None when malformed).
-pub fn streams_keys<'a>(
-    argc: usize,
-    arg: impl Fn(usize) -> Option<&'a [u8]>,
-) -> Option<(usize, usize)> {
-    let mut i = 1;
-    while i < argc {
-        let a = arg(i)?;
-        if a.eq_ignore_ascii_case(b"block") || a.eq_ignore_ascii_case(b"count") {
-            i += 2;
-        } else if a.eq_ignore_ascii_case(b"group") {
-            i += 3;
-        } else if a.eq_ignore_ascii_case(b"noack") {
-            i += 1;
-        } else if a.eq_ignore_ascii_case(b"streams") {
-            let n = argc - i - 1;
-            return (n > 0 && n % 2 == 0).then_some((i + 1, n / 2));
-        } else {
-            return None;
-        }
-    }
-    None
-}
-
-struct ReadGroup<'a> {
-    group: &'a [u8],
-    consumer: &'a [u8],
-    count: usize,
-    noack: bool,
-    timeout: Option<Option<std::time::Duration>>,
-    keys_at: usize,
-    nkeys: usize,
-}
-
-fn parse_readgroup<'a>(args: &Args<'a>) -> Result<ReadGroup<'a>, String> {
-    let mut r = ReadGroup {
-        group: b"",
-        consumer: b"",
-        count: 0,
-        noack: false,
-        timeout: None,
-        keys_at: 0,
-        nkeys: 0,
-    };
-    let mut has_group = false;
-    let mut i = 1;
-    while i < args.len() {
-        let more = args.len() - i - 1;
-        if args.is(i, "block") && more > 0 {
-            i += 1;
-            let ms = args
-                .int(i)
-                .map_err(|_| "ERR timeout is not an integer or out of range".to_string())?;
-            if ms < 0 {
-                return Err("ERR timeout is negative".into());
-            }
-            r.timeout = Some((ms > 0).then(|| std::time::Duration::from_millis(ms as u64)));
-        } else if args.is(i, "count") && more > 0 {
-            i += 1;
-            r.count = args.int(i).map_err(str::to_string)?.max(0) as usize;
-        } else if args.is(i, "streams") && more > 0 {
-            if more % 2 != 0 {
-                return Err("ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' must be specified.".into());
-            }
-            r.keys_at = i + 1;
-            r.nkeys = more / 2;
-            break;
-        } else if args.is(i, "group") && more >= 2 {
-            r.group = args.get(i + 1);
-            r.consumer = args.get(i + 2);
-            has_group = true;
-            i += 2;
-        } else if args.is(i, "noack") {
-            r.noack = true;
-        } else {
-            return Err(ERR_SYNTAX.into());
-        }
-        i += 1;
-    }
-    if r.keys_at == 0 {
-        return Err(ERR_SYNTAX.into());
-    }
-    if !has_group {
-        return Err("ERR Missing GROUP option for XREADGROUP".into());
-    }
-    Ok(r)
-}
-
-/// What one stream of an XREADGROUP serves: new entries (`>`) or the
-/// consumer's history after an ID.
-enum Want {
-    New,
-    History(StreamId),
-}
-
-fn xreadgroup(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let r = match parse_readgroup(args) {
-        Ok(r) => r,
-        Err(e) => return ctx.out.error(&e),
-    };
-    let Some(slot) = ctx.slot else {
-        return ctx.out.error(ERR_SYNTAX);
-    };
-    // Run again after blocking: a key or group gone since gets Redis'
-    // unblocking errors.
-    let rerun = ctx.conn.block.is_some();
-    let mut wants = Vec::with_capacity(r.nkeys);
-    for k in 0..r.nkeys {
-        let key = args.get(r.keys_at + k);
-        let has = match try_reply!(ctx, modify(ctx.store, slot, key)) {
-            Some(s) => Some(s.groups.contains_key(r.group)),
-            None => None,
-        };
-        match has {
-            None if rerun => return ctx.out.error("UNBLOCKED the stream key no longer exists"),
-            Some(false) if rerun => {
-                return ctx.out.error(
-                    "NOGROUP the consumer group this client was blocked on no longer exists",
-                )
-            }
-            _ => {}
-        }
-        if has != Some(true) {
-            return ctx.out.error(&format!(
-                "{} in XREADGROUP with GROUP option",
-                nogroup(key, r.group)
-            ));
-        }
-        let id = args.get(r.keys_at + r.nkeys + k);
-        wants.push(match id {
-            b"$" => return ctx.out.error("ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the history of this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID would just return an empty result set."),
-            b">" => Want::New,
-            _ => Want::History(try_reply!(ctx, parse_id(id, 0).ok_or(ERR_INVALID_ID))),
-        });
-    }
-    // Which streams have something to serve (history reads always answer).
-    let mut serve = Vec::new();
-    for (k, want) in wants.iter().enumerate() {
-        let key = args.get(r.keys_at + k);
-        let Ok(Some(s)) = modify(ctx.store, slot, key) else {
-            continue;
-        };
-        let ready = match want {
-            Want::History(_) => true,
-            Want::New => s.groups.get(r.group).is_some_and(|g| {
-                s.entries
-                    .range((
-                        std::ops::Bound::Excluded(g.last_id),
-                        std::ops::Bound::Unbounded,
-                    ))
-                    .next()
-                    .is_some()
-            }),
-        };
-        if ready {
-            serve.push(k);
-        }
-    }
-    if serve.is_empty() {
-        if let Some(timeout) = r.timeout {
-            let keys: Vec<&[u8]> = (0..r.nkeys).map(|k| args.get(r.keys_at + k)).collect();
-            return super::blocking::block_or_nil(ctx, &keys, timeout);
-        }
-        return ctx.out.null_array();
-    }
-    // RESP3: a map of key → entries; RESP2: [key, entries] pairs.
-    let resp3 = ctx.out.resp3;
-    if resp3 {
-        ctx.out.map(serve.len());
-    } else {
-        ctx.out.array(serve.len());
-    }
-    for k in serve {
-        let key = args.get(r.keys_at + k);
-        if !resp3 {
-            ctx.out.array(2);
-        }
-        ctx.out.bulk(key);
-        read_one(ctx, slot, key, &r, &wants[k]);
-    }
-}
-
-/// Serves one stream of an XREADGROUP and logs what it changed.
-fn read_one(ctx: &mut Ctx<'_>, slot: u16, key: &[u8], r: &ReadGroup<'_>, want: &Want) {
-    let now = ctx.store.now_ms;
-    let (node, replaying) = (ctx.node, ctx.replaying);
-    let limit = if r.count == 0 { usize::MAX } else { r.count };
-    let Ok(Some(s)) = modify(ctx.store, slot, key) else {
-        return ctx.out.array(0);
-    };
-    let Some(mut g) = s.groups.remove(r.group) else {
-        return ctx.out.array(0);
-    };
-    let mut ops = Ops::default();
-    let (c, created) = g.consumer(r.consumer, now);
-    c.seen_time = now;
-    if created {
-        consumer_created(node, replaying, key);
-    }
-    ops.consumer(r.group, r.consumer, now);
-    let mut items: Vec<(StreamId, bool)> = Vec::new();
-    match want {
-        Want::New => {
-            let ids: Vec<StreamId> = s
-                .entries
-                .range((
-                    std::ops::Bound::Excluded(g.last_id),
-                    std::ops::Bound::Unbounded,
-                ))
-                .take(limit)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                s.advance_group(&mut g, id);
-                if !r.noack {
-                    g.set_pending(id, r.consumer, now, 1);
-                    ops.pending(r.group, id, &g.pel[&id]);
-                }
-                items.push((id, true));
-            }
-            ops.group(r.group, &g);
-        }
-        Want::History(after) => {
-            let ids: Vec<StreamId> = match (g.consumers.get(r.consumer), next_id(*after)) {
-                (Some(c), Some(from)) => c.pel.range(from..).take(limit).copied().collect(),
-                _ => Vec::new(),
-            };
-            for id in ids {
-                let exists = s.entries.contains_key(&id);
-                if exists {
-                    if let Some(p) = g.pel.get_mut(&id) {
-                        p.delivery_time = now;
-                        p.delivery_count += 1;
-                        ops.pending(r.group, id, p);
-                    }
-                }
-                items.push((id, exists));
-            }
-        }
-    }
-    ctx.out.array(items.len());
-    for (id, exists) in items {
-        let fields = if exists { s.entries.get(&id) } else { None };
-        reply_entry(ctx.out, id, fields);
-    }
-    s.groups.insert(Bytes::from(r.group), g);
-    log(ctx, key, &ops);
 }
 
 // ----------------------------------------------------------------- XACK
@@ -889,110 +577,4 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
     s.groups.insert(Bytes::from(gname), g);
     log(ctx, key, &ops);
-}
-
-// ------------------------------------------------------------- TXSTREAM
-
-enum Op<'a> {
-    Meta(StreamId, u64, StreamId),
-    Group(&'a [u8], StreamId, i64),
-    Destroy(&'a [u8]),
-    Consumer(&'a [u8], &'a [u8], u64),
-    DelConsumer(&'a [u8], &'a [u8]),
-    Pel(&'a [u8], StreamId, &'a [u8], u64, u64),
-    Ack(&'a [u8], StreamId),
-}
-
-fn parse_ops<'a>(args: &Args<'a>) -> Result<Vec<Op<'a>>, &'static str> {
-    let id = |i: usize| parse_id(args.get(i), 0).ok_or(ERR_INVALID_ID);
-    let num = |i: usize| {
-        super::parse_i64(args.get(i))
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or(ERR_NOT_INTEGER)
-    };
-    let mut ops = Vec::new();
-    let mut i = 2;
-    while i < args.len() {
-        let op = args.get(i).to_ascii_uppercase();
-        let need = match &op[..] {
-            b"META" | b"GROUP" | b"CONSUMER" => 3,
-            b"DESTROY" => 1,
-            b"DELCONSUMER" | b"ACK" => 2,
-            b"PEL" => 5,
-            _ => return Err(ERR_SYNTAX),
-        };
-        if i + need >= args.len() {
-            return Err(ERR_SYNTAX);
-        }
-        let a = |k: usize| args.get(i + k);
-        ops.push(match &op[..] {
-            b"META" => Op::Meta(id(i + 1)?, num(i + 2)?, id(i + 3)?),
-            b"GROUP" => Op::Group(a(1), id(i + 2)?, args.int(i + 3)?.max(-1)),
-            b"DESTROY" => Op::Destroy(a(1)),
-            b"CONSUMER" => Op::Consumer(a(1), a(2), num(i + 3)?),
-            b"DELCONSUMER" => Op::DelConsumer(a(1), a(2)),
-            b"PEL" => Op::Pel(a(1), id(i + 2)?, a(3), num(i + 4)?, num(i + 5)?),
-            _ => Op::Ack(a(1), id(i + 2)?),
-        });
-        i += need + 1;
-    }
-    Ok(ops)
-}
-
-/// Applies logged consumer-group state (see the module comment); creates
-/// the stream when missing (XGROUP CREATE … MKSTREAM, a migrated stream).
-fn txstream(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let ops = try_reply!(ctx, parse_ops(args));
-    let slot = ctx.slot();
-    let s = match ctx.store.get_or_create(
-        slot,
-        args.get(1),
-        |v| matches!(v, Value::Stream(_)),
-        || Value::Stream(Default::default()),
-    ) {
-        Ok(Value::Stream(s)) => s,
-        _ => return ctx.out.error(WRONGTYPE),
-    };
-    for op in ops {
-        match op {
-            Op::Meta(last, added, del) => {
-                s.last_id = last;
-                s.entries_added = added;
-                s.max_deleted_id = del;
-            }
-            Op::Group(name, last, read) => {
-                let g = s
-                    .groups
-                    .entry(Bytes::from(name))
-                    .or_insert_with(|| Group::new(last, read));
-                g.last_id = last;
-                g.entries_read = read;
-            }
-            Op::Destroy(name) => {
-                s.groups.remove(name);
-            }
-            Op::Consumer(group, name, seen) => {
-                if let Some(g) = s.groups.get_mut(group) {
-                    g.consumer(name, seen).0.seen_time = seen;
-                }
-            }
-            Op::DelConsumer(group, name) => {
-                if let Some(g) = s.groups.get_mut(group) {
-                    g.delete_consumer(name);
-                }
-            }
-            Op::Pel(group, id, consumer, time, count) => {
-                if let Some(g) = s.groups.get_mut(group) {
-                    g.set_pending(id, consumer, time, count);
-                }
-            }
-            Op::Ack(group, id) => {
-                if let Some(g) = s.groups.get_mut(group) {
-                    g.ack(id);
-                }
-            }
-        }
-    }
-    ctx.propagate(args);
-    ctx.out.ok();
 }

@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use hashbrown::{hash_map, hash_set};
 
-use crate::node::cmd::stream_groups::Ops;
+use crate::node::cmd::stream_log::Ops;
 use crate::node::resp::encode_command;
 use crate::node::store::{Bytes, Entry, Score, SlotStamp, Stream, StreamId, Value};
 
