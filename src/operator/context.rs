@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 
 use super::detector::Detector;
@@ -67,13 +67,52 @@ pub struct Context {
     pub config: Config,
     pub nodes: NodeClient,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub events: Events,
     /// Failure detection shared with the health monitor (in memory on
     /// purpose: after a restart detection starts over, which only delays a
     /// failover, never causes a wrong one).
     pub detector: Arc<Detector>,
     /// Consecutive failures per cluster, for exponential back-off.
     pub(crate) failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Publishes Events. kube's `Recorder` folds every repeat of (object,
+/// reason, action) into the first Event's series and keeps that Event's
+/// note, so a second `Autoscaled` ("2 → 1") would show as the first
+/// ("1 → 2") seen twice. Here a repeat folds only when its note is the same
+/// too: a different note gets a fresh `Recorder` (an empty fold cache), so
+/// it becomes an Event of its own.
+/// (object, reason, action), mapped to the last note and its recorder.
+type EventKey = (String, String, String);
+
+pub struct Events {
+    client: Client,
+    reporter: Reporter,
+    last: Mutex<HashMap<EventKey, (String, Recorder)>>,
+}
+
+impl Events {
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Self {
+            client,
+            reporter,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn recorder(&self, object: &str, ev: &KubeEvent) -> Recorder {
+        let note = ev.note.clone().unwrap_or_default();
+        let key = (object.to_string(), ev.reason.clone(), ev.action.clone());
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get(&key) {
+            Some((n, r)) if *n == note => r.clone(),
+            _ => {
+                let r = Recorder::new(self.client.clone(), self.reporter.clone());
+                last.insert(key, (note, r.clone()));
+                r
+            }
+        }
+    }
 }
 
 impl Context {
@@ -92,7 +131,8 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &dbc.object_ref(&())).await {
+        let recorder = self.events.recorder(&Self::key(dbc), &ev);
+        if let Err(e) = recorder.publish(&ev, &dbc.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "failed to publish an event");
         }
     }

@@ -280,7 +280,8 @@ pub async fn cluster_conn(
         .map_err(|e| format!("connecting: {e}"))
 }
 
-/// How many Events with `reason` the object `name` in `ns` has.
+/// How many Events with `reason` the object `name` in `ns` has (repeats
+/// the recorder folded into one Event counted by its `count`).
 pub fn events(ns: &str, name: &str, reason: &str) -> R<usize> {
     let v = json(&[
         "get",
@@ -290,7 +291,30 @@ pub fn events(ns: &str, name: &str, reason: &str) -> R<usize> {
         "--field-selector",
         &format!("involvedObject.name={name},reason={reason}"),
     ])?;
-    Ok(v["items"].as_array().map_or(0, |a| a.len()))
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["count"].as_u64().unwrap_or(1).max(1) as usize)
+        .sum())
+}
+
+/// The messages of the Events with `reason` on the object `name` in `ns`.
+pub fn event_messages(ns: &str, name: &str, reason: &str) -> R<Vec<String>> {
+    let v = json(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        &format!("involvedObject.name={name},reason={reason}"),
+    ])?;
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect())
 }
 
 /// A suite's steps: each prints `=== name`, then `PASS`/`FAIL name (secs)`
