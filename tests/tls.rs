@@ -279,7 +279,10 @@ fn the_admin_port_speaks_https_with_tls_admin_and_plain_http_only_serves_probes(
     assert_eq!(s, 403);
     let (_, body) = curl(&["-H", &auth], "/v1/status");
     let st: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(st["fencingEpoch"], 0, "the plaintext fence changed nothing: {st}");
+    assert_eq!(
+        st["fencingEpoch"], 0,
+        "the plaintext fence changed nothing: {st}"
+    );
 }
 
 #[test]
@@ -322,7 +325,10 @@ fn the_operators_node_client_calls_https_admin_with_the_cluster_ca_only() {
     auth::bind_ips("test", "https", [addr.ip()]);
     let err = rt.block_on(nodes.status(addr)).unwrap_err();
     assert!(
-        matches!(err, tessera::client::ClientError::Status { status: 403, .. }),
+        matches!(
+            err,
+            tessera::client::ClientError::Status { status: 403, .. }
+        ),
         "{err}"
     );
     auth::forget_cluster("test", "https");

@@ -90,8 +90,7 @@ fn tls_connect(
     let v = CaOnlyVerifier::from_pem(ca_pem.as_bytes()).map_err(std::io::Error::other)?;
     let cfg = client_config(v, None).map_err(std::io::Error::other)?;
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(cfg), name).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(std::io::Error::other)?;
     let sock = TcpStream::connect(("127.0.0.1", port))?;
     sock.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut s = rustls::StreamOwned::new(conn, sock);
@@ -258,7 +257,12 @@ fn certificate_and_ca_rotation_under_writes_loses_nothing_and_needs_no_restart()
             ("replica client port", r_tls),
             ("primary admin port", primary.admin_port),
         ] {
-            wait_presented(&format!("{what} after {plan:?}"), port, &files.ca_crt, &want);
+            wait_presented(
+                &format!("{what} after {plan:?}"),
+                port,
+                &files.ca_crt,
+                &want,
+            );
         }
         // The operator's HTTPS calls go on with the bundle of this step.
         rt.block_on(nodes.status(admin(&replica)))
@@ -303,7 +307,10 @@ fn certificate_and_ca_rotation_under_writes_loses_nothing_and_needs_no_restart()
         out
     };
     let want: Vec<Option<String>> = acked.iter().map(|i| Some(i.to_string())).collect();
-    assert!(read_all(p_tls) == want, "an acknowledged write is missing on the primary");
+    assert!(
+        read_all(p_tls) == want,
+        "an acknowledged write is missing on the primary"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let st = rt.block_on(nodes.status(admin(&replica))).unwrap();
@@ -318,6 +325,9 @@ fn certificate_and_ca_rotation_under_writes_loses_nothing_and_needs_no_restart()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(read_all(r_tls) == want, "an acknowledged write is missing on the replica");
+    assert!(
+        read_all(r_tls) == want,
+        "an acknowledged write is missing on the replica"
+    );
     auth::forget_cluster("test", "rot");
 }

@@ -262,7 +262,10 @@ mod tests {
         // No CA known yet: the call is not to be made in the clear.
         assert_eq!(target_for(a).scheme, AdminScheme::HttpsWithoutCa);
         set_cluster_ca("ns3", "three", Some("CA-PEM"));
-        assert_eq!(target_for(a).scheme, AdminScheme::Https(Arc::from("CA-PEM")));
+        assert_eq!(
+            target_for(a).scheme,
+            AdminScheme::Https(Arc::from("CA-PEM"))
+        );
         assert_eq!(target_for(a).token.as_deref(), Some("token-three"));
         // A pod that does not run HTTPS admin (yet: a rolling update).
         assert_eq!(target_for(b).scheme, AdminScheme::Http);

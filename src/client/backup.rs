@@ -109,12 +109,10 @@ impl NodeClient {
             })?;
             builder = builder.tls_backend_preconfigured(tls);
         }
-        let http = builder
-            .build()
-            .map_err(|e| BackupError::NodeCall {
-                url: base.clone(),
-                reason: e.to_string(),
-            })?;
+        let http = builder.build().map_err(|e| BackupError::NodeCall {
+            url: base.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self { base, http })
     }
 

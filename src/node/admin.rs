@@ -51,7 +51,8 @@ pub async fn serve(node: Rc<Node>, listener: TcpListener) {
             // only the probes and /metrics (the kubelet and Prometheus hold
             // no CA; neither endpoint carries data or needs a credential).
             let mut first = [0u8; 1];
-            let peek = tokio::time::timeout(std::time::Duration::from_secs(10), sock.peek(&mut first));
+            let peek =
+                tokio::time::timeout(std::time::Duration::from_secs(10), sock.peek(&mut first));
             if !matches!(peek.await, Ok(Ok(1))) {
                 return;
             }

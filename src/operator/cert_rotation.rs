@@ -162,8 +162,14 @@ fn chains_to(leaf: &Cert, ca: &Cert, now: i64) -> bool {
         return false;
     };
     let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.max(0) as u64));
-    v.verify_server_cert(&CertificateDer::from(leaf.der.as_slice()), &[], &name, &[], at)
-        .is_ok()
+    v.verify_server_cert(
+        &CertificateDer::from(leaf.der.as_slice()),
+        &[],
+        &name,
+        &[],
+        at,
+    )
+    .is_ok()
 }
 
 struct Parsed {
@@ -258,7 +264,10 @@ pub fn apply(
                 key_pem: files.ca_key.clone(),
             };
             // Never past the CA's own end.
-            let days = policy.node_days.min((signing.not_after - unix) / 86_400).max(1);
+            let days = policy
+                .node_days
+                .min((signing.not_after - unix) / 86_400)
+                .max(1);
             let leaf = issue_node_cert_at(&ca, names, &[], now, days)?;
             Some(TlsFiles {
                 tls_crt: leaf.cert_pem,
@@ -345,7 +354,11 @@ mod tests {
         assert_eq!(next.ca_crt, f.ca_crt, "the CA stays");
         assert_eq!(next.ca_key, f.ca_key);
         let parsed = parse(&next).unwrap();
-        assert!(chains_to(&parsed.leaf, &parsed.bundle[0], now.unix_timestamp()));
+        assert!(chains_to(
+            &parsed.leaf,
+            &parsed.bundle[0],
+            now.unix_timestamp()
+        ));
         // ~90 days from now, and then nothing more to do.
         let days = (parsed.leaf.not_after - now.unix_timestamp()) / 86_400;
         assert_eq!(days, 90);

@@ -69,7 +69,13 @@ pub fn issue_node_cert(
     dns: &[String],
     ips: &[std::net::IpAddr],
 ) -> Result<Issued, CertError> {
-    issue_node_cert_at(ca, dns, ips, time::OffsetDateTime::now_utc(), NODE_VALID_DAYS)
+    issue_node_cert_at(
+        ca,
+        dns,
+        ips,
+        time::OffsetDateTime::now_utc(),
+        NODE_VALID_DAYS,
+    )
 }
 
 /// A server-and-client certificate for the nodes, signed by `ca`, for the
