@@ -29,7 +29,13 @@ const BATCH: usize = 300;
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
+use k8s::{
+    ensure_namespace, json, kubectl, kubectl_in, require_e2e, rt, wait_until, E2E_AUTH_SPEC, R,
+};
+
+async fn cluster_conn(ips: &[String]) -> R<redis::cluster_async::ClusterConnection> {
+    k8s::cluster_conn(ips, Duration::from_secs(2), Duration::from_secs(5), None).await
+}
 
 /// Where one flow keeps its backups.
 #[derive(Clone)]
@@ -176,25 +182,6 @@ fn members(st: &Value) -> Vec<(String, &'static str)> {
         }
     }
     out
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn cluster_conn(ips: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = ips.iter().map(|ip| k8s::redis_url(ip)).collect();
-    redis::cluster::ClusterClientBuilder::new(urls)
-        .connection_timeout(Duration::from_secs(2))
-        .response_timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| format!("cluster client: {e}"))?
-        .get_async_connection()
-        .await
-        .map_err(|e| format!("connecting: {e}"))
 }
 
 fn seeds(name: &str) -> R<Vec<String>> {

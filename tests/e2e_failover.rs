@@ -13,7 +13,6 @@
 //! `TESSERA_FAILOVER_BENCH=N` runs N failovers of a 3×3 `quorum` cluster
 //! instead and prints the benchmark table (`make bench-failover`).
 
-use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,11 +21,29 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const NS: &str = "tessera-e2e-fo";
-const OPERATOR_NS: &str = "tessera-system";
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
+use k8s::{
+    ensure_namespace, json, kubectl, kubectl_in, node_pid, operator_leader_pid, require_e2e, rt,
+    signal, wait_until, Run, E2E_AUTH_SPEC, R,
+};
+
+/// Fails fast: a writer that cannot reach a primary records the error and
+/// tries again rather than waiting.
+async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
+    k8s::cluster_conn(
+        seeds,
+        Duration::from_millis(500),
+        Duration::from_secs(2),
+        Some(1),
+    )
+    .await
+}
+
+fn events(cluster: &str, reason: &str) -> R<usize> {
+    k8s::events(NS, cluster, reason)
+}
 
 fn status_of(name: &str) -> R<Value> {
     Ok(json(&["get", "dbc", name, "-n", NS])?["status"].clone())
@@ -114,62 +131,6 @@ fn tag_for_shard(st: &Value, shard: usize) -> R<String> {
         }
     }
     Err("no tag found".into())
-}
-
-/// Host PID of the `tessera node` process announcing `ip`.
-fn node_pid(ip: &str) -> R<u32> {
-    let want = format!("\0--announce-host\0{ip}\0");
-    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let mut cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        cmd.insert(0, 0);
-        if cmd.windows(6).any(|w| w == b"\0node\0")
-            && cmd.windows(want.len()).any(|w| w == want.as_bytes())
-        {
-            return Ok(pid);
-        }
-    }
-    Err(format!("no node process announcing {ip}"))
-}
-
-fn signal(pid: u32, sig: &str) -> R<()> {
-    let st = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("kill {sig} {pid} failed"))
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
-    let client = redis::cluster::ClusterClientBuilder::new(urls)
-        .connection_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(2))
-        .retries(1)
-        .build()
-        .map_err(|e| format!("cluster client: {e}"))?;
-    client
-        .get_async_connection()
-        .await
-        .map_err(|e| format!("connecting: {e}"))
 }
 
 #[derive(Default)]
@@ -435,32 +396,6 @@ fn fail_primary(cluster: &str, nodes: u32, shard: usize, fault: Fault) -> R<Outc
     })
 }
 
-struct Run {
-    passed: usize,
-    failed: usize,
-}
-
-impl Run {
-    fn step(&mut self, name: &str, f: impl FnOnce() -> R) {
-        let start = Instant::now();
-        println!("=== {name}");
-        let _ = std::io::stdout().flush();
-        let r = f();
-        let took = start.elapsed().as_secs_f64();
-        match r {
-            Ok(note) => {
-                self.passed += 1;
-                println!("PASS {name} ({took:.1}s) {note}");
-            }
-            Err(e) => {
-                self.failed += 1;
-                println!("FAIL {name} ({took:.1}s): {e}");
-            }
-        }
-        let _ = std::io::stdout().flush();
-    }
-}
-
 fn describe(o: &Outcome) -> String {
     format!(
         "time-to-writable {:.2}s, {} acknowledged, {} failed attempts, {} lost; {}",
@@ -508,18 +443,6 @@ fn recent_events(cluster: &str) -> String {
         .join(" | ")
 }
 
-fn events(cluster: &str, reason: &str) -> R<usize> {
-    let v = json(&[
-        "get",
-        "events",
-        "-n",
-        NS,
-        "--field-selector",
-        &format!("involvedObject.name={cluster},reason={reason}"),
-    ])?;
-    Ok(v["items"].as_array().map_or(0, |a| a.len()))
-}
-
 fn condition(cluster: &str, type_: &str) -> R<(String, String)> {
     let st = status_of(cluster)?;
     for c in st["conditions"].as_array().into_iter().flatten() {
@@ -531,38 +454,6 @@ fn condition(cluster: &str, type_: &str) -> R<(String, String)> {
         }
     }
     Ok((String::new(), String::new()))
-}
-
-fn operator_leader_pid() -> R<u32> {
-    let lease = json(&["get", "lease", "tessera-operator-leader", "-n", OPERATOR_NS])?;
-    let holder = lease["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    let pod = holder
-        .rsplit_once('_')
-        .map(|(p, _)| p.to_string())
-        .unwrap_or(holder);
-    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !cmd.windows(9).any(|w| w == b"\0operator") {
-            continue;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let want = format!("POD_NAME={pod}");
-        if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
-            return Ok(pid);
-        }
-    }
-    Err(format!("no operator process for {pod}"))
 }
 
 fn blocked_then_proceeds() -> R {
@@ -1010,10 +901,7 @@ fn failover_e2e() {
         }
         return;
     }
-    let mut run = Run {
-        passed: 0,
-        failed: 0,
-    };
+    let mut run = Run::default();
     let only = std::env::var("TESSERA_E2E_ONLY").unwrap_or_default();
     let want = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
     let mut ready = false;

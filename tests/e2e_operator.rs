@@ -22,7 +22,13 @@ const KEYS: usize = 10_000;
 mod chart;
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, wait_until, E2E_AUTH_SPEC, R};
+use k8s::{
+    ensure_namespace, json, kubectl, kubectl_in, operator_pid, rt, wait_until, E2E_AUTH_SPEC, R,
+};
+
+async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
+    k8s::cluster_conn(seeds, Duration::from_secs(5), Duration::from_secs(10), None).await
+}
 
 fn cluster_manifest(name: &str, ns: &str, shards: u32, replicas: u32, extra: &str) -> String {
     format!(
@@ -77,13 +83,6 @@ fn primaries(status: &Value) -> Vec<String> {
         .collect()
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// Every member answers and follows the status epoch.
 fn nodes_converged(status: &Value) -> R<bool> {
     let epoch = status["epoch"].as_u64().unwrap_or(0);
@@ -129,19 +128,6 @@ fn cluster_check(ip: &str) -> R {
     } else {
         Err(format!("redis-cli --cluster check {ip}: {text}"))
     }
-}
-
-async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
-    let client = redis::cluster::ClusterClientBuilder::new(urls)
-        .connection_timeout(Duration::from_secs(5))
-        .response_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("cluster client: {e}"))?;
-    client
-        .get_async_connection()
-        .await
-        .map_err(|e| format!("connecting: {e}"))
 }
 
 fn write_keys(seeds: &[String]) -> R<Duration> {
@@ -237,31 +223,6 @@ fn lease_holder() -> R<String> {
 fn leader_pod() -> R<String> {
     let h = lease_holder()?;
     Ok(h.rsplit_once('_').map(|(p, _)| p.to_string()).unwrap_or(h))
-}
-
-/// Host PID of the operator process running in `pod` (the host sees the
-/// containers' processes): found by its command line and POD_NAME.
-fn operator_pid(pod: &str) -> R<u32> {
-    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !cmd.windows(9).any(|w| w == b"\0operator") {
-            continue;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let want = format!("POD_NAME={pod}");
-        if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
-            return Ok(pid);
-        }
-    }
-    Err(format!("no operator process for {pod}"))
 }
 
 /// Crashes the leader (SIGKILL: no graceful hand-over of the lease).

@@ -12,7 +12,6 @@
 //! readable. A scale-in the remaining shards' memory cannot hold is refused
 //! before anything moves.
 
-use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,11 +20,27 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const NS: &str = "tessera-e2e-rs";
-const OPERATOR_NS: &str = "tessera-system";
 
 #[path = "common/k8s.rs"]
 mod k8s;
-use k8s::{ensure_namespace, json, kubectl, kubectl_in, require_e2e, wait_until, E2E_AUTH_SPEC, R};
+use k8s::{
+    ensure_namespace, json, kubectl, kubectl_in, node_pid, operator_leader_pid, require_e2e, rt,
+    signal, wait_until, Run, E2E_AUTH_SPEC, R,
+};
+
+async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
+    k8s::cluster_conn(
+        seeds,
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+        None,
+    )
+    .await
+}
+
+fn events(cluster: &str, reason: &str) -> R<usize> {
+    k8s::events(NS, cluster, reason)
+}
 
 fn dbc(name: &str) -> R<Value> {
     json(&["get", "dbc", name, "-n", NS])
@@ -139,92 +154,6 @@ fn slot_counts(st: &Value) -> Vec<u32> {
                 .sum()
         })
         .collect()
-}
-
-/// Host PID of the `tessera node` process announcing `ip`.
-fn node_pid(ip: &str) -> R<u32> {
-    let want = format!("\0--announce-host\0{ip}\0");
-    for (pid, mut cmd) in processes()? {
-        cmd.insert(0, 0);
-        if cmd.windows(6).any(|w| w == b"\0node\0")
-            && cmd.windows(want.len()).any(|w| w == want.as_bytes())
-        {
-            return Ok(pid);
-        }
-    }
-    Err(format!("no node process announcing {ip}"))
-}
-
-fn processes() -> R<Vec<(u32, Vec<u8>)>> {
-    let mut out = vec![];
-    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        out.push((
-            pid,
-            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
-        ));
-    }
-    Ok(out)
-}
-
-fn operator_leader_pid() -> R<u32> {
-    let lease = json(&["get", "lease", "tessera-operator-leader", "-n", OPERATOR_NS])?;
-    let holder = lease["spec"]["holderIdentity"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    let pod = holder
-        .rsplit_once('_')
-        .map(|(p, _)| p.to_string())
-        .unwrap_or(holder);
-    let want = format!("POD_NAME={pod}");
-    for (pid, cmd) in processes()? {
-        if !cmd.windows(9).any(|w| w == b"\0operator") {
-            continue;
-        }
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
-            return Ok(pid);
-        }
-    }
-    Err(format!("no operator process for {pod}"))
-}
-
-fn kill9(pid: u32) -> R<()> {
-    let st = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .map_err(|e| e.to_string())?;
-    st.success()
-        .then_some(())
-        .ok_or(format!("kill -KILL {pid} failed"))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    let urls: Vec<String> = seeds.iter().map(|ip| k8s::redis_url(ip)).collect();
-    let client = redis::cluster::ClusterClientBuilder::new(urls)
-        .connection_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("cluster client: {e}"))?;
-    client
-        .get_async_connection()
-        .await
-        .map_err(|e| format!("connecting: {e}"))
 }
 
 #[derive(Default)]
@@ -432,12 +361,6 @@ fn even(cluster: &str, shards: usize) -> R<()> {
     }
 }
 
-fn events(cluster: &str, reason: &str) -> R<usize> {
-    let sel = format!("involvedObject.name={cluster},reason={reason}");
-    let v = json(&["get", "events", "-n", NS, "--field-selector", &sel])?;
-    Ok(v["items"].as_array().map_or(0, |a| a.len()))
-}
-
 fn statefulsets(cluster: &str) -> R<usize> {
     let v = json(&[
         "get",
@@ -549,7 +472,7 @@ fn killed_mid_move(
         set_shards(cluster, to)?;
         let mv = wait_for_move(cluster)?;
         let pid = victim(&mv)?;
-        kill9(pid)?;
+        signal(pid, "-KILL")?;
         let t0 = Instant::now();
         // Full speed again: the operator passes the new limit to the move
         // still running (the operator case) and uses it for the retried
@@ -600,12 +523,13 @@ fn refused_scale_in() -> R {
         "  resources:\n    limits:\n      memory: 192Mi\n    requests:\n      memory: 64Mi\n",
     )?;
     let before = status_of(name)?;
-    // ~60 MiB per shard: 180 MiB × 1.5 is more than two shards' 144 MiB.
+    // ~73 MiB of data per shard: 219 MiB × 1.5 is more than two shards'
+    // 144 MiB of maxmemory each.
     let seeds = member_ips(&before);
     rt().block_on(async {
         let mut con = cluster_conn(&seeds).await?;
         let value = "x".repeat(16 * 1024);
-        for i in 0..11_500u32 {
+        for i in 0..14_000u32 {
             redis::cmd("SET")
                 .arg(format!("fill:{i}"))
                 .arg(&value)
@@ -771,9 +695,8 @@ fn bench(mb: usize) -> R<bool> {
     Ok(lost == 0)
 }
 
-/// Memory over the target adds a shard, and nothing is lost. Scale-in is
-/// covered by the policy's unit tests only: here the idle nodes' own
-/// memory kept the 1.5× projection above the target.
+/// Memory over the target adds a shard, and nothing is lost; once the data
+/// is deleted and stays low, the autoscaler removes the shard again.
 fn autoscale() -> R {
     let name = "ras";
     create_cluster(
@@ -825,6 +748,54 @@ fn autoscale() -> R {
         }
         Ok::<u32, String>(missing)
     })?;
+    if missing > 0 || scaled < 1 {
+        return Err(format!(
+            "{missing} keys missing after the scale-out; {scaled} Autoscaled events"
+        ));
+    }
+    // The data goes away: memory under the scale-in threshold for the
+    // window, and one shard holds the rest with headroom, so 2 → 1.
+    rt().block_on(async {
+        let mut con = cluster_conn(&seeds).await?;
+        for i in 0..keys {
+            redis::cmd("DEL")
+                .arg(format!("as:{i}"))
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| format!("DEL: {e}"))?;
+        }
+        redis::cmd("SET")
+            .arg("as:kept")
+            .arg("still here")
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| format!("SET: {e}"))
+    })?;
+    let t1 = Instant::now();
+    wait_until(
+        "the autoscaler to remove the shard",
+        Duration::from_secs(300),
+        || Ok(dbc(name)?["spec"]["shards"] == 1),
+    )
+    .map_err(|e| {
+        let st = status_of(name).unwrap_or_default();
+        format!("{e}; autoscaling status: {}", st["autoscaling"])
+    })?;
+    wait_until("Ready at 1 shard", Duration::from_secs(600), || {
+        settled(name, 1, 2)
+    })?;
+    let in_s = t1.elapsed().as_secs_f64();
+    let why_in = status_of(name)?["autoscaling"]["lastScale"].clone();
+    let seeds = member_ips(&status_of(name)?);
+    let kept: Option<String> = rt().block_on(async {
+        let mut con = cluster_conn(&seeds).await?;
+        redis::cmd("GET")
+            .arg("as:kept")
+            .query_async(&mut con)
+            .await
+            .map_err(|e| format!("GET: {e}"))
+    })?;
+    let scaled = events(name, "Autoscaled")?;
     let _ = kubectl(&[
         "delete",
         "dbc",
@@ -834,40 +805,14 @@ fn autoscale() -> R {
         "--wait=true",
         "--timeout=120s",
     ]);
-    if missing > 0 || scaled < 1 {
+    if kept.as_deref() != Some("still here") || scaled < 2 {
         return Err(format!(
-            "{missing} keys missing after the scale-out; {scaled} Autoscaled events"
+            "after the scale-in: as:kept = {kept:?}, {scaled} Autoscaled events"
         ));
     }
     Ok(format!(
-        "1 → 2 shards {out_s:.0}s after the load ({why}); {keys} keys kept"
+        "1 → 2 shards {out_s:.0}s after the load ({why}); {keys} keys kept; 2 → 1 {in_s:.0}s after the delete ({why_in})"
     ))
-}
-
-struct Run {
-    passed: usize,
-    failed: usize,
-}
-
-impl Run {
-    fn step(&mut self, name: &str, f: impl FnOnce() -> R) {
-        let start = Instant::now();
-        println!("=== {name}");
-        let _ = std::io::stdout().flush();
-        let r = f();
-        let took = start.elapsed().as_secs_f64();
-        match r {
-            Ok(note) => {
-                self.passed += 1;
-                println!("PASS {name} ({took:.1}s) {note}");
-            }
-            Err(e) => {
-                self.failed += 1;
-                println!("FAIL {name} ({took:.1}s): {e}");
-            }
-        }
-        let _ = std::io::stdout().flush();
-    }
 }
 
 #[test]
@@ -885,10 +830,7 @@ fn resharding_e2e() {
         }
         return;
     }
-    let mut run = Run {
-        passed: 0,
-        failed: 0,
-    };
+    let mut run = Run::default();
     let only = std::env::var("TESSERA_E2E_ONLY").unwrap_or_default();
     let want = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
     let mut ready = false;
@@ -924,7 +866,7 @@ fn resharding_e2e() {
     }
     if want("autoscale") {
         run.step(
-            "autoscaling: memory over the target adds a shard, nothing lost",
+            "autoscaling: memory over the target adds a shard, and removes it when the data is gone; nothing lost",
             autoscale,
         );
     }

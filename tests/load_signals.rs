@@ -506,3 +506,50 @@ fn cluster_slot_stats_covers_only_the_slots_of_this_nodes_shard() {
         "200 served GETs make a figure"
     );
 }
+
+/// The memory figure autoscaling reads: `usedMemoryDataset` is the used
+/// memory less the replicas' log ring, the ring is at most an eighth of
+/// `maxmemory`, and the figure falls back when the data is deleted (the
+/// ring does not).
+#[test]
+fn data_memory_excludes_the_log_ring_and_falls_with_the_data() {
+    let max: u64 = 64 << 20;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let n = TestNode::start_in(dir.path(), &["--maxmemory", &max.to_string()]);
+    let mut c = connect(&n);
+    let value = "v".repeat(16 * 1024);
+    let keys = 1500; // ~24 MiB of values
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
+        let cmds: Vec<Vec<String>> = chunk
+            .iter()
+            .map(|i| vec!["SET".into(), format!("d:{i}"), value.clone()])
+            .collect();
+        pipeline(&mut c, &cmds);
+    }
+    let full = status(&n);
+    let used = full["usedMemory"].as_u64().expect("usedMemory");
+    let data = full["usedMemoryDataset"]
+        .as_u64()
+        .expect("usedMemoryDataset");
+    let ring = used - data;
+    assert!(ring > 0, "the log ring holds recent writes: {full}");
+    assert!(ring <= max / 8, "ring {ring} above maxmemory/8");
+    assert!(data > 24 << 20, "the data counts: {data}");
+    let cmds: Vec<Vec<String>> = (0..keys)
+        .map(|i| vec!["DEL".into(), format!("d:{i}")])
+        .collect();
+    for chunk in cmds.chunks(100) {
+        pipeline(&mut c, chunk);
+    }
+    let empty = status(&n);
+    let data_after = empty["usedMemoryDataset"].as_u64().expect("dataset");
+    let used_after = empty["usedMemory"].as_u64().expect("usedMemory");
+    assert!(
+        data_after < 8 << 20,
+        "data memory after deleting everything: {data_after} (used {used_after})"
+    );
+    assert!(
+        used_after > data_after,
+        "the ring still counts in usedMemory: {empty}"
+    );
+}

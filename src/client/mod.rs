@@ -83,6 +83,9 @@ pub struct NodeInfo {
     /// Bytes the node's data takes, and its limit (0: none).
     #[serde(default)]
     pub used_memory: u64,
+    /// `used_memory` less the replicas' log ring (absent from older nodes).
+    #[serde(default)]
+    pub used_memory_dataset: Option<u64>,
     #[serde(default)]
     pub maxmemory: u64,
     /// Commands per second over the last second or two.

@@ -412,6 +412,9 @@ pub struct Status {
     pub fsync: &'static str,
     pub persistence: bool,
     pub used_memory: usize,
+    /// `used_memory` less the replicas' log ring: the memory the data
+    /// takes, which is what moves with slots (Redis' used_memory_dataset).
+    pub used_memory_dataset: usize,
     /// 0: no limit.
     pub maxmemory: u64,
     pub connected_clients: usize,
@@ -446,6 +449,7 @@ pub fn status(node: &Node) -> Status {
         fsync: node.wal.policy().as_str(),
         persistence: node.cfg.persistence,
         used_memory: alloc::allocated(),
+        used_memory_dataset: alloc::allocated().saturating_sub(node.wal.ring_bytes()),
         maxmemory: node.cfg.maxmemory,
         connected_clients: node.connected_clients.get(),
         uptime_seconds: node.started.elapsed().as_secs(),

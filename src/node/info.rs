@@ -53,9 +53,11 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
         let used = alloc::allocated();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_allocator:mimalloc\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nused_memory_dataset:{}\r\nmem_replication_ring:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_allocator:mimalloc\r\n\r\n",
             used as f64 / (1024.0 * 1024.0),
             alloc::rss_bytes(),
+            used.saturating_sub(node.wal.ring_bytes()),
+            node.wal.ring_bytes(),
             node.cfg.maxmemory
         );
     }

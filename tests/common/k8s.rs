@@ -181,3 +181,161 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> R<bool>)
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Every process the host sees (the pods' containers included), with its
+/// command line (NUL-separated).
+pub fn processes() -> R<Vec<(u32, Vec<u8>)>> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        out.push((
+            pid,
+            std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Host PID of the `tessera node` process announcing `ip`.
+pub fn node_pid(ip: &str) -> R<u32> {
+    let want = format!("\0--announce-host\0{ip}\0");
+    for (pid, mut cmd) in processes()? {
+        cmd.insert(0, 0);
+        if cmd.windows(6).any(|w| w == b"\0node\0")
+            && cmd.windows(want.len()).any(|w| w == want.as_bytes())
+        {
+            return Ok(pid);
+        }
+    }
+    Err(format!("no node process announcing {ip}"))
+}
+
+/// Host PID of the operator process running in `pod`: found by its command
+/// line and POD_NAME.
+pub fn operator_pid(pod: &str) -> R<u32> {
+    let want = format!("POD_NAME={pod}");
+    for (pid, cmd) in processes()? {
+        if !cmd.windows(9).any(|w| w == b"\0operator") {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()) {
+            return Ok(pid);
+        }
+    }
+    Err(format!("no operator process for {pod}"))
+}
+
+/// The pod holding the operator's leader lease.
+pub fn operator_leader_pod() -> R {
+    let lease = json(&[
+        "get",
+        "lease",
+        "tessera-operator-leader",
+        "-n",
+        "tessera-system",
+    ])?;
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    Ok(holder
+        .rsplit_once('_')
+        .map(|(p, _)| p.to_string())
+        .unwrap_or(holder))
+}
+
+/// Host PID of the leading operator process.
+pub fn operator_leader_pid() -> R<u32> {
+    operator_pid(&operator_leader_pod()?)
+}
+
+/// `kill <sig> <pid>` (e.g. `-KILL`, `-STOP`).
+pub fn signal(pid: u32, sig: &str) -> R<()> {
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    st.success()
+        .then_some(())
+        .ok_or(format!("kill {sig} {pid} failed"))
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A cluster client on the pods' addresses: `connect` and `response`
+/// timeouts, `retries` redirects/reconnects per command (None: the
+/// library's default).
+pub async fn cluster_conn(
+    seeds: &[String],
+    connect: Duration,
+    response: Duration,
+    retries: Option<u32>,
+) -> R<redis::cluster_async::ClusterConnection> {
+    let urls: Vec<String> = seeds.iter().map(|ip| redis_url(ip)).collect();
+    let mut b = redis::cluster::ClusterClientBuilder::new(urls)
+        .connection_timeout(connect)
+        .response_timeout(response);
+    if let Some(n) = retries {
+        b = b.retries(n);
+    }
+    let client = b.build().map_err(|e| format!("cluster client: {e}"))?;
+    client
+        .get_async_connection()
+        .await
+        .map_err(|e| format!("connecting: {e}"))
+}
+
+/// How many Events with `reason` the object `name` in `ns` has.
+pub fn events(ns: &str, name: &str, reason: &str) -> R<usize> {
+    let v = json(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        &format!("involvedObject.name={name},reason={reason}"),
+    ])?;
+    Ok(v["items"].as_array().map_or(0, |a| a.len()))
+}
+
+/// A suite's steps: each prints `=== name`, then `PASS`/`FAIL name (secs)`
+/// with its note; the suite ends with `N passed, M failed`.
+#[derive(Default)]
+pub struct Run {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl Run {
+    pub fn step(&mut self, name: &str, f: impl FnOnce() -> R) {
+        let start = Instant::now();
+        println!("=== {name}");
+        let _ = std::io::stdout().flush();
+        let r = f();
+        let took = start.elapsed().as_secs_f64();
+        match r {
+            Ok(note) => {
+                self.passed += 1;
+                println!("PASS {name} ({took:.1}s) {note}");
+            }
+            Err(e) => {
+                self.failed += 1;
+                println!("FAIL {name} ({took:.1}s): {e}");
+            }
+        }
+        let _ = std::io::stdout().flush();
+    }
+}

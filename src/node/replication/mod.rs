@@ -659,9 +659,19 @@ pub fn apply_topology_role(
     }
 }
 
+/// The replicas' in-memory log ring: the configured size, but at most an
+/// eighth of `maxmemory`, so a small node keeps most of its memory for data
+/// (a replica further behind reads the log files instead).
+pub fn ring_capacity(configured: usize, maxmemory: u64) -> usize {
+    if maxmemory == 0 {
+        return configured;
+    }
+    configured.min((maxmemory / 8) as usize)
+}
+
 /// At startup, after recovery: resume the role the node had.
 pub async fn start(node: &Rc<Node>) -> Result<(), ReplError> {
-    let cap = node.repl.cfg.borrow().ring_bytes;
+    let cap = ring_capacity(node.repl.cfg.borrow().ring_bytes, node.cfg.maxmemory);
     node.wal.set_ring_capacity(cap);
     // Snapshots of full resyncs a previous process did not finish receiving.
     if let Ok(rd) = std::fs::read_dir(&node.cfg.data_dir) {

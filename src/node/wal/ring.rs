@@ -22,6 +22,11 @@ impl Wal {
         }
     }
 
+    /// Bytes of log the ring holds now (memory that is not data).
+    pub fn ring_bytes(&self) -> usize {
+        self.ring.borrow().bytes
+    }
+
     pub(super) fn feed_ring(&self, first: u64, last: u64, buf: &[u8]) {
         let mut r = self.ring.borrow_mut();
         if r.cap == 0 {

@@ -71,7 +71,7 @@ pub fn evaluate(
             let info = nodes.iter().find(|n| &n.pod == pod)?.info.as_ref()?;
             Some(Primary {
                 shard: i as u32,
-                used_memory: info.used_memory,
+                data_memory: info.used_memory_dataset.unwrap_or(info.used_memory),
                 maxmemory: info.maxmemory,
                 ops_per_sec: info.ops_per_sec,
                 hot_slot: info.hot_slot.as_ref().map(|h| (h.slot, h.share)),

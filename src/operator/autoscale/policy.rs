@@ -21,7 +21,9 @@ use crate::api::{AutoscalingSpec, AutoscalingStatus};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Primary {
     pub shard: u32,
-    pub used_memory: u64,
+    /// Memory the data takes (the node's used memory less its replication
+    /// ring): what moves with the slots, so what a resize changes.
+    pub data_memory: u64,
     /// 0: no limit (memory is then not a signal).
     pub maxmemory: u64,
     pub ops_per_sec: f64,
@@ -132,7 +134,7 @@ pub fn decide(
         let why = if mem_over {
             let (r, shard) = mem.unwrap_or_default();
             format!(
-                "memory of shard {shard}'s primary at {:.0}% of its limit, above the {}% target for {}s",
+                "data memory of shard {shard}'s primary at {:.0}% of its limit, above the {}% target for {}s",
                 r * 100.0,
                 s.memory_target_percent,
                 s.scale_out_stabilization_seconds
@@ -186,7 +188,7 @@ pub fn decide(
 fn hottest_memory(p: &[Primary]) -> Option<(f64, u32)> {
     p.iter()
         .filter(|p| p.maxmemory > 0)
-        .map(|p| (p.used_memory as f64 / p.maxmemory as f64, p.shard))
+        .map(|p| (p.data_memory as f64 / p.maxmemory as f64, p.shard))
         .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
@@ -208,7 +210,7 @@ fn would_overfill(p: &[Primary], remaining: u32, target: f64) -> Option<String> 
     if limits.len() != p.len() || remaining == 0 {
         return None;
     }
-    let used: u64 = p.iter().map(|p| p.used_memory).sum();
+    let used: u64 = p.iter().map(|p| p.data_memory).sum();
     let per = *limits.iter().min().unwrap_or(&0) as f64;
     let capacity = per * remaining as f64;
     let projected = used as f64 * 1.5 / capacity;
@@ -236,7 +238,7 @@ mod tests {
         (0..shards)
             .map(|shard| Primary {
                 shard,
-                used_memory: total / shards as u64,
+                data_memory: total / shards as u64,
                 maxmemory: 1024 * MIB,
                 ops_per_sec: ops / shards as f64,
                 hot_slot: None,

@@ -235,7 +235,7 @@ pub async fn step(
             .collect();
         let used: Vec<u64> = primaries
             .iter()
-            .map(|i| i.map_or(0, |i| i.used_memory))
+            .map(|i| i.map_or(0, |i| i.used_memory_dataset.unwrap_or(i.used_memory)))
             .collect();
         let limit: Vec<u64> = primaries
             .iter()
