@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security generate up down bench-node bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security generate up down bench-node bench-tls bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
 
 all: build
 
@@ -95,6 +95,10 @@ cold-check:
 
 bench-node: deps
 	bench/node.sh
+
+# TLS port vs redis-server --tls-port, redis-benchmark --tls (bench/tls.py).
+bench-tls: deps
+	bench/tls.sh
 
 bench-replication: deps
 	bench/replication.sh

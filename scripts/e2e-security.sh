@@ -10,7 +10,12 @@
 #     snapshot download carries no data;
 #   - redis-cli with --tls --cacert and the generated password works; without
 #     the password, or plaintext to the TLS port, it is refused;
-#   - replication runs over TLS (a write on the primary reaches the replica).
+#   - replication runs over TLS (a write on the primary reaches the replica);
+#   - the admin API is HTTPS: /v1 in plain HTTP is refused even with the
+#     token, probes and /metrics stay plain;
+#   - a renewed node certificate written into <cluster>-tls under a write
+#     load: every node serves it without a restart, no acknowledged write is
+#     lost, no client fails more than one reconnect.
 # Ends with `N passed, M failed`.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/e2e-lib.sh"
@@ -50,21 +55,30 @@ kubectl get networkpolicy -n "$NS" "$C-nodes" >/dev/null 2>&1; result $? "Networ
 
 TOKEN=$(secret "$C-internal" token)
 PASSWORD=$(secret "$C-auth" password)
+CA=/tmp/e2e-sec-ca.crt
+kubectl get secret -n "$NS" "$C-tls" -o jsonpath='{.data.ca\.crt}' | base64 -d >"$CA"
+# The admin API over HTTPS, verified against the cluster's CA; the node
+# certificate names the shard's pods (*.<sts>.<ns>.svc), not their IPs.
+ADM_HOST="node.$C-shard-0.$NS.svc"
+adm() { local ip=$1 path=$2; shift 2
+  curl -fsS --cacert "$CA" --resolve "$ADM_HOST:9121:$ip" -H "Authorization: Bearer $TOKEN" "$@" "https://$ADM_HOST:9121$path"; }
 primary_ip=$(kubectl get dbc -n "$NS" "$C" -o jsonpath='{.status.shards[0].primary.ip}')
 replica_ip=$(kubectl get dbc -n "$NS" "$C" -o jsonpath='{.status.shards[0].replicas[0].ip}')
 [[ -n $primary_ip && -n $replica_ip ]]; result $? "primary $primary_ip and replica $replica_ip known"
 
 # A value the attacker must never see, and a snapshot holding it.
 redis-cli -h "$primary_ip" -p 6379 -a "$PASSWORD" --no-auth-warning SET e2e-secret-key e2e-secret-value >/dev/null
-curl -fsS -XPOST -H "Authorization: Bearer $TOKEN" "http://$primary_ip:9121/v1/snapshot" >/dev/null
-result $? "snapshot taken with the token (from the host)"
+adm "$primary_ip" /v1/snapshot -XPOST >/dev/null
+result $? "snapshot taken with the token over HTTPS (from the host)"
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $TOKEN" "http://$primary_ip:9121/v1/status")
+[[ $code == 403 ]]; result $? "/v1 in plain HTTP refused even with the token" "$code"
 
 # What the refused calls could change, read with the token from the host.
 state() {
   local ip=$1 st seg topo
-  st=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://$ip:9121/v1/status")
-  seg=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://$ip:9121/v1/wal/segments")
-  topo=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://$ip:9121/v1/topology")
+  st=$(adm "$ip" /v1/status)
+  seg=$(adm "$ip" /v1/wal/segments)
+  topo=$(adm "$ip" /v1/topology)
   jq -cS --argjson seg "$seg" --argjson topo "$topo" \
     '{fencingEpoch, role, epoch, shardEpoch, primary: .replication.primary, snap: .lastSnapshot.path, hold: $seg.archiveHold, topo: $topo}' <<<"$st"
 }
@@ -72,8 +86,7 @@ before_p=$(state "$primary_ip"); before_r=$(state "$replica_ip")
 
 # The attacker: a pod in another namespace with curl and redis-cli, and
 # the cluster's CA certificate (public).
-kubectl get secret -n "$NS" "$C-tls" -o jsonpath='{.data.ca\.crt}' | base64 -d >/tmp/e2e-sec-ca.crt
-kubectl create configmap -n "$ATT" cluster-ca --from-file=ca.crt=/tmp/e2e-sec-ca.crt >&2
+kubectl create configmap -n "$ATT" cluster-ca --from-file=ca.crt="$CA" >&2
 kubectl apply -n "$ATT" -f - >&2 <<EOF
 apiVersion: v1
 kind: Pod
@@ -92,8 +105,9 @@ kubectl wait -n "$ATT" pod/attacker --for=condition=Ready --timeout=120s >&2
 result $? "attacker pod running in $ATT"
 att() { kubectl exec -n "$ATT" attacker -- "$@"; }
 
-# Every /v1 call, without a token and with a wrong one: the status code is
-# 401, or 000 (no connection: an enforcing NetworkPolicy).
+# Every /v1 call, without a token and with a wrong one, over HTTPS and in
+# plain HTTP: the status code is 401 (HTTPS), 403 (plain HTTP), or 000 (no
+# connection: an enforcing NetworkPolicy).
 big=18446744073709551615
 calls=(
   "GET /v1/status"
@@ -110,17 +124,20 @@ calls=(
   "GET /v1/slots/digest?slots=0-16383"
 )
 for ip in "$primary_ip" "$replica_ip"; do
-  for auth in none wrong; do
-    bad=""
-    for c in "${calls[@]}"; do
-      read -r method path body <<<"$c"
-      hdr=(); [[ $auth == wrong ]] && hdr=(-H "Authorization: Bearer wrong-$TOKEN")
-      out=$(att curl -s -o /tmp/body -w '%{http_code}' --max-time 5 -X "$method" "${hdr[@]}" \
-        -H 'Content-Type: application/json' ${body:+--data "$body"} "http://$ip:9121$path" 2>/dev/null)
-      leak=$(att sh -c 'grep -c e2e-secret-value /tmp/body 2>/dev/null || true')
-      if [[ $out != 401 && $out != 000 ]] || [[ ${leak:-0} != 0 ]]; then bad+=" $method $path=$out"; fi
+  for scheme in https http; do
+    for auth in none wrong; do
+      bad=""
+      for c in "${calls[@]}"; do
+        read -r method path body <<<"$c"
+        hdr=(); [[ $auth == wrong ]] && hdr=(-H "Authorization: Bearer wrong-$TOKEN")
+        out=$(att curl -k -s -o /tmp/body -w '%{http_code}' --max-time 5 -X "$method" "${hdr[@]}" \
+          -H 'Content-Type: application/json' ${body:+--data "$body"} "$scheme://$ip:9121$path" 2>/dev/null)
+        leak=$(att sh -c 'grep -c e2e-secret-value /tmp/body 2>/dev/null || true')
+        want=401; [[ $scheme == http ]] && want=403
+        if [[ $out != "$want" && $out != 000 ]] || [[ ${leak:-0} != 0 ]]; then bad+=" $method $path=$out"; fi
+      done
+      [[ -z $bad ]]; result $? "every /v1 call to $ip over $scheme with $auth token refused" "$bad"
     done
-    [[ -z $bad ]]; result $? "every /v1 call to $ip with $auth token refused" "$bad"
   done
 done
 after_p=$(state "$primary_ip"); after_r=$(state "$replica_ip")
@@ -144,7 +161,7 @@ out=$(att redis-cli -h "$primary_ip" -p 6379 GET e2e-secret-key 2>&1)
 
 # Replication over TLS: the replica's link is up and has the write.
 out=$(redis-cli -h "$replica_ip" -p 6379 -a "$PASSWORD" --no-auth-warning -c READONLY >/dev/null; \
-      curl -fsS -H "Authorization: Bearer $TOKEN" "http://$replica_ip:9121/v1/status" | jq -r '.replication.linkUp')
+      adm "$replica_ip" /v1/status | jq -r '.replication.linkUp')
 [[ $out == true ]]; result $? "replica's link to the primary is up (TLS)"
 redis-cli -h "$primary_ip" -p 6379 -a "$PASSWORD" --no-auth-warning SET e2e-repl tls-link >/dev/null
 ok=1
@@ -158,6 +175,66 @@ result $ok "a write reaches the replica over the TLS link"
 # the check whenever it matched before kubectl finished writing.
 node_log=$(kubectl logs -n "$NS" "$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o name | head -1)" 2>/dev/null)
 grep -q 'TLS client port listening' <<<"$node_log"; result $? "nodes serve TLS (log)"
+
+# Rotation under load: a renewed node certificate (same CA, same names, a
+# new key) written into <cluster>-tls as the operator's renewal does, while
+# writers keep going over TLS, each write its own connection (a handshake
+# per write: every new connection meets whichever certificate the node has).
+ROT=$(mktemp -d)
+secret "$C-tls" 'tls\.crt' >"$ROT/old.crt"
+secret "$C-tls" 'ca\.key' >"$ROT/ca.key"
+sans=$(openssl x509 -in "$ROT/old.crt" -noout -ext subjectAltName | tail -n +2 | tr -d ' ')
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ROT/tls.key" \
+  -out "$ROT/tls.csr" -subj "/CN=$C-renewed" 2>/dev/null
+printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' "$sans" >"$ROT/ext.cnf"
+openssl x509 -req -in "$ROT/tls.csr" -CA "$CA" -CAkey "$ROT/ca.key" -CAcreateserial -days 90 \
+  -extfile "$ROT/ext.cnf" -out "$ROT/tls.crt" 2>/dev/null
+result $? "a renewed node certificate issued from the cluster's CA"
+new_serial=$(openssl x509 -in "$ROT/tls.crt" -noout -serial)
+writes() {  # $1: writer id; appends "<key>" per acknowledged write, "FAIL" per failed one
+  local i=0
+  while [[ ! -e $ROT/stop ]]; do
+    i=$((i+1))
+    out=$(redis-cli --tls --cacert "$CA" -h "$primary_ip" -p 6380 -a "$PASSWORD" --no-auth-warning \
+      SET "rot-$1-$i" "$i" 2>&1)
+    if [[ $out == OK ]]; then echo "rot-$1-$i" >>"$ROT/acked-$1"; else echo FAIL >>"$ROT/acked-$1"; fi
+  done
+}
+writes a & wa=$!
+writes b & wb=$!
+redis-benchmark --tls --cacert "$CA" -h "$primary_ip" -p 6380 -a "$PASSWORD" -t set -r 100000 \
+  -n 100000000 -c 10 -q >/dev/null 2>&1 & wbench=$!
+sleep 3
+kubectl patch secret -n "$NS" "$C-tls" --type merge -p "$(jq -n --arg c "$(base64 -w0 <"$ROT/tls.crt")" \
+  --arg k "$(base64 -w0 <"$ROT/tls.key")" '{data: {"tls.crt": $c, "tls.key": $k}}')" >&2
+result $? "renewed certificate written into $C-tls"
+served=1
+for _ in $(seq 120); do
+  p=$(openssl s_client -connect "$primary_ip:6380" -CAfile "$CA" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null)
+  r=$(openssl s_client -connect "$replica_ip:6380" -CAfile "$CA" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null)
+  a=$(openssl s_client -connect "$primary_ip:9121" -CAfile "$CA" </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null)
+  [[ $p == "$new_serial" && $r == "$new_serial" && $a == "$new_serial" ]] && { served=0; break; }
+  sleep 1
+done
+result $served "both nodes serve the renewed certificate (client and admin ports) without a restart"
+sleep 3
+touch "$ROT/stop"; wait "$wa" "$wb"; kill "$wbench" 2>/dev/null; wait "$wbench" 2>/dev/null
+restarts=$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
+[[ $restarts =~ ^(0\ )+$ ]]; result $? "no node restarted" "$restarts"
+fails=$(cat "$ROT"/acked-* | awk '/^FAIL$/{run++; if (run > max) max = run; next} {run = 0} END {print max + 0}')
+(( fails <= 1 )); result $? "no writer failed more than one write in a row (one reconnect)" "longest run of failures: $fails"
+lost=0; total=0
+while read -r k; do
+  total=$((total+1))
+  v=$(redis-cli --tls --cacert "$CA" -h "$primary_ip" -p 6380 -a "$PASSWORD" --no-auth-warning GET "$k" 2>/dev/null)
+  [[ $v == "${k##*-}" ]] || lost=$((lost+1))
+done < <(grep -hv '^FAIL$' "$ROT"/acked-*)
+(( total > 0 && lost == 0 )); result $? "every acknowledged write survived the rotation" "$lost of $total lost"
+out=$(adm "$replica_ip" /v1/status | jq -r '.replication.linkUp')
+[[ $out == true ]]; result $? "replication link up after the rotation" "$out"
+sleep 70
+kubectl get secret -n "$NS" "$C-tls" -o jsonpath='{.data.tls\.crt}' | base64 -d | openssl x509 -noout -serial | grep -qx "$new_serial"
+result $? "the operator keeps a valid renewed certificate (no re-issue over it)"
 
 if (( failed == 0 )); then
   kubectl delete namespace "$NS" "$ATT" --wait=false >&2

@@ -242,32 +242,13 @@ fn a_replica_refuses_a_primary_whose_certificate_is_of_another_ca() {
 }
 
 #[test]
-fn the_admin_port_speaks_https_with_tls_admin() {
+fn the_admin_port_speaks_https_with_tls_admin_and_plain_http_only_serves_probes() {
     let pki = Pki::new();
-    let tls_port = free_port();
-    let mut args = pki.args(tls_port);
+    let mut args = pki.args(free_port());
     args.push("--tls-admin".into());
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    // wait_ready probes plain HTTP: start without waiting, then poll HTTPS.
-    let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "node",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &free_port().to_string(),
-        ])
-        .args(["--admin-port", &admin.to_string(), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--admin-token-file"])
-        .arg(common::admin_token_file())
-        .args(&a)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // Ready is waited for over plain HTTP: /readyz stays there.
+    let n = start(&args);
+    let admin = n.admin_port;
     let curl = |extra: &[&str], path: &str| {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "3", "--cacert"])
@@ -281,20 +262,76 @@ fn the_admin_port_speaks_https_with_tls_admin() {
             String::from_utf8_lossy(&out.stdout).to_string(),
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !curl(&[], "/readyz").0 {
-        assert!(Instant::now() < deadline, "no HTTPS on the admin port");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
     let (ok, body) = curl(&["-H", &auth], "/v1/status");
     assert!(ok && body.contains("\"role\""), "{body}");
-    // Plain HTTP gets nothing.
-    assert!(http_get(admin, "/healthz")
-        .map(|(s, _)| s != 200)
-        .unwrap_or(true));
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(curl(&[], "/readyz").0);
+    // Plain HTTP: the probes and /metrics, nothing under /v1 even with
+    // the right token.
+    assert_eq!(http_get(admin, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(admin, "/readyz").unwrap().0, 200);
+    let (s, metrics) = http_get(admin, "/metrics").unwrap();
+    assert!(s == 200 && metrics.contains("tessera_"), "{s}");
+    let (s, body) = http_get(admin, "/v1/status").unwrap();
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("HTTPS"), "{body}");
+    let (s, _) = common::http(admin, "POST", "/v1/fence", r#"{"epoch":99}"#).unwrap();
+    assert_eq!(s, 403);
+    let (_, body) = curl(&["-H", &auth], "/v1/status");
+    let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        st["fencingEpoch"], 0,
+        "the plaintext fence changed nothing: {st}"
+    );
+}
+
+#[test]
+fn the_operators_node_client_calls_https_admin_with_the_cluster_ca_only() {
+    use tessera::client::{auth, NodeClient};
+    let pki = Pki::new();
+    let mut args = pki.args(free_port());
+    args.push("--tls-admin".into());
+    let n = start(&args);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", n.admin_port).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let nodes = NodeClient::default();
+    let ca = std::fs::read_to_string(pki.path("ca.pem")).unwrap();
+    auth::set_cluster_token("test", "https", ADMIN_TOKEN);
+    // The pod runs --tls-admin, the CA is not known yet: no call at all.
+    auth::bind_https_ips("test", "https", [addr.ip()]);
+    let err = rt.block_on(nodes.status(addr)).unwrap_err();
+    assert!(err.to_string().contains("CA is not known"), "{err}");
+    // With the cluster's CA: HTTPS works, and role calls too.
+    auth::set_cluster_ca("test", "https", Some(&ca));
+    let st = rt.block_on(nodes.status(addr)).unwrap();
+    assert_eq!(st.role, "primary");
+    let st = rt.block_on(nodes.fence(addr, 3)).unwrap();
+    assert_eq!(st.fencing_epoch, 3);
+    // Another CA: the node's certificate is refused.
+    let other = issue_ca("other").unwrap();
+    auth::set_cluster_ca("test", "https", Some(&other.cert_pem));
+    let err = rt.block_on(nodes.status(addr)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            tessera::client::ClientError::Connect { .. } | tessera::client::ClientError::Io { .. }
+        ),
+        "{err}"
+    );
+    // Called in plaintext (a pod bound as plain): refused by the node.
+    auth::bind_ips("test", "https", [addr.ip()]);
+    let err = rt.block_on(nodes.status(addr)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            tessera::client::ClientError::Status { status: 403, .. }
+        ),
+        "{err}"
+    );
+    auth::forget_cluster("test", "https");
 }
 
 #[test]

@@ -651,6 +651,11 @@ pub struct AclUserSpec {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.secretName) || !has(self.nodeCertificateDays)")
+        .message("tls.nodeCertificateDays applies to the certificates the operator issues; with tls.secretName your issuer (e.g. cert-manager) decides their lifetime")
+        .field_path(".nodeCertificateDays"),
+)]
 pub struct TlsSpec {
     /// Serve TLS on port 6380 and encrypt replication and migration links.
     #[serde(default = "default_true")]
@@ -661,6 +666,11 @@ pub struct TlsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+    /// Lifetime of the node certificate the operator issues (default 90
+    /// days). It is renewed when a third of its lifetime is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 3 && self <= 3650").message("tls.nodeCertificateDays must be between 3 and 3650"))]
+    pub node_certificate_days: Option<i32>,
 }
 
 impl Default for TlsSpec {
@@ -668,6 +678,7 @@ impl Default for TlsSpec {
         Self {
             enabled: true,
             secret_name: None,
+            node_certificate_days: None,
         }
     }
 }

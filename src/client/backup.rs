@@ -77,8 +77,13 @@ pub struct NodeClient {
 impl NodeClient {
     pub fn new(addr: &str) -> Result<Self, BackupError> {
         crate::backup::init_crypto();
+        // With a CA (TESSERA_ADMIN_CA_FILE: the cluster's TLS Secret in the
+        // Job) the nodes are called over HTTPS and verified against it.
+        let ca = super::auth::default_ca();
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_string()
+        } else if ca.is_some() {
+            format!("https://{addr}")
         } else {
             format!("http://{addr}")
         };
@@ -94,14 +99,20 @@ impl NodeClient {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .default_headers(headers)
-            .build()
-            .map_err(|e| BackupError::NodeCall {
+            .default_headers(headers);
+        if let (Some(ca), true) = (&ca, base.starts_with("https://")) {
+            let tls = super::admin_tls_config(ca).map_err(|reason| BackupError::NodeCall {
                 url: base.clone(),
-                reason: e.to_string(),
+                reason: format!("the admin CA ({}): {reason}", super::auth::CA_FILE_ENV),
             })?;
+            builder = builder.tls_backend_preconfigured(tls);
+        }
+        let http = builder.build().map_err(|e| BackupError::NodeCall {
+            url: base.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self { base, http })
     }
 

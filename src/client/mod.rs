@@ -51,6 +51,8 @@ pub enum ClientError {
         addr: SocketAddr,
         source: serde_json::Error,
     },
+    #[error("HTTPS to {addr}: {reason}")]
+    Tls { addr: SocketAddr, reason: String },
 }
 
 impl ClientError {
@@ -254,10 +256,10 @@ impl NodeClient {
     }
 }
 
-/// The HTTP client every admin call goes through (reqwest, as the backup's
-/// calls in [`backup`] use): no connection is kept between calls (each call
-/// is its own connection, as the operator makes only a handful) and no proxy
-/// (nodes are reached directly).
+/// The HTTP client every plaintext admin call goes through (reqwest, as
+/// the backup's calls in [`backup`] use): no connection is kept between
+/// calls (each call is its own connection, as the operator makes only a
+/// handful) and no proxy (nodes are reached directly).
 fn http() -> &'static reqwest::Client {
     static HTTP: OnceLock<reqwest::Client> = OnceLock::new();
     HTTP.get_or_init(|| {
@@ -268,6 +270,49 @@ fn http() -> &'static reqwest::Client {
             .build()
             .expect("building the admin HTTP client")
     })
+}
+
+/// The rustls configuration of HTTPS admin calls: the node's certificate
+/// must chain to `ca_pem` (a bundle: during a CA rotation it holds the old
+/// CA and the new). Names are not checked: nodes are reached by pod IP,
+/// which their certificate cannot name, and holding a certificate of the
+/// cluster's CA is what makes a node one of the cluster's.
+pub fn admin_tls_config(ca_pem: &str) -> Result<rustls::ClientConfig, String> {
+    crate::backup::init_crypto();
+    let verifier =
+        crate::node::tls::CaOnlyVerifier::from_pem(ca_pem.as_bytes()).map_err(|e| e.to_string())?;
+    crate::node::tls::client_config(verifier, None).map_err(|e| e.to_string())
+}
+
+/// The HTTPS client for nodes of the CA `ca_pem` (built once per CA
+/// bundle; a renewed bundle gets a new client).
+fn https(addr: SocketAddr, ca_pem: &std::sync::Arc<str>) -> Result<reqwest::Client, ClientError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static CLIENTS: OnceLock<Mutex<HashMap<Arc<str>, reqwest::Client>>> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(c) = clients.lock().ok().and_then(|m| m.get(ca_pem).cloned()) {
+        return Ok(c);
+    }
+    let tls = admin_tls_config(ca_pem).map_err(|reason| ClientError::Tls { addr, reason })?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| ClientError::Tls {
+            addr,
+            reason: e.to_string(),
+        })?;
+    if let Ok(mut m) = clients.lock() {
+        // Old bundles are dropped wholesale: a handful of clusters, and a
+        // bundle changes only on a CA rotation.
+        if m.len() >= 64 {
+            m.clear();
+        }
+        m.insert(ca_pem.clone(), client.clone());
+    }
+    Ok(client)
 }
 
 /// The I/O error under a reqwest error (connection refused, reset…), or the
@@ -292,10 +337,22 @@ async fn exchange(
     let method = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| ClientError::Malformed { addr })?;
     let body = body.unwrap_or_default().to_vec();
-    let mut req = http()
-        .request(method, format!("http://{addr}{path}"))
+    let target = auth::target_for(addr.ip());
+    let (client, scheme) = match &target.scheme {
+        auth::AdminScheme::Http => (http().clone(), "http"),
+        auth::AdminScheme::Https(ca) => (https(addr, ca)?, "https"),
+        auth::AdminScheme::HttpsWithoutCa => {
+            return Err(ClientError::Tls {
+                addr,
+                reason: "the node's admin port speaks HTTPS and its cluster's CA is not known"
+                    .into(),
+            })
+        }
+    };
+    let mut req = client
+        .request(method, format!("{scheme}://{addr}{path}"))
         .header(reqwest::header::CONTENT_TYPE, "application/json");
-    if let Some(token) = auth::token_for(addr.ip()) {
+    if let Some(token) = target.token {
         req = req.bearer_auth(token);
     }
     let mut r = req.body(body).send().await.map_err(|e| {

@@ -23,6 +23,10 @@ use super::{alloc, now_ms, Node};
 /// Largest request body the admin port accepts (a topology of many shards).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// First byte of a TLS handshake record: what tells an HTTPS client from a
+/// plaintext one on the one admin port.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 pub async fn serve(node: Rc<Node>, listener: TcpListener) {
     loop {
         let Ok((sock, _)) = listener.accept().await else {
@@ -37,34 +41,80 @@ pub async fn serve(node: Rc<Node>, listener: TcpListener) {
             .filter(|t| t.settings.admin)
             .map(|t| t.admin_acceptor());
         tokio::task::spawn_local(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let node = node.clone();
-                async move { Ok::<_, Infallible>(route_any(&node, req).await) }
-            });
             let http = hyper::server::conn::http1::Builder::new();
-            match acceptor {
-                None => {
-                    let _ = http.serve_connection(TokioIo::new(sock), svc).await;
-                }
-                Some(None) => {}
-                Some(Some(a)) => {
-                    let accept = a.accept(sock);
-                    if let Ok(Ok(tls)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(10), accept).await
-                    {
-                        let _ = http.serve_connection(TokioIo::new(tls), svc).await;
-                    }
-                }
+            let Some(acceptor) = acceptor else {
+                let svc = service(node, Scheme::Http);
+                let _ = http.serve_connection(TokioIo::new(sock), svc).await;
+                return;
+            };
+            // With HTTPS on, a plaintext connection is still served, but
+            // only the probes and /metrics (the kubelet and Prometheus hold
+            // no CA; neither endpoint carries data or needs a credential).
+            let mut first = [0u8; 1];
+            let peek =
+                tokio::time::timeout(std::time::Duration::from_secs(10), sock.peek(&mut first));
+            if !matches!(peek.await, Ok(Ok(1))) {
+                return;
+            }
+            if first[0] != TLS_HANDSHAKE {
+                let svc = service(node, Scheme::PlainBesideHttps);
+                let _ = http.serve_connection(TokioIo::new(sock), svc).await;
+                return;
+            }
+            let Some(a) = acceptor else {
+                return;
+            };
+            let accept = a.accept(sock);
+            if let Ok(Ok(tls)) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), accept).await
+            {
+                let svc = service(node, Scheme::Https);
+                let _ = http.serve_connection(TokioIo::new(tls), svc).await;
             }
         });
     }
 }
 
+/// How a request reached the admin port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    /// Plain HTTP, HTTPS off: everything (behind the token).
+    Http,
+    Https,
+    /// Plain HTTP while HTTPS is on: probes and metrics only.
+    PlainBesideHttps,
+}
+
+fn service(
+    node: Rc<Node>,
+    scheme: Scheme,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<AnyBody>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response<AnyBody>, Infallible>>,
+> {
+    hyper::service::service_fn(move |req| {
+        let node = node.clone();
+        async move { Ok::<_, Infallible>(route_any(&node, req, scheme).await) }
+    })
+}
+
 /// Responses that may stream a file (backups) besides the buffered ones.
 type AnyBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-async fn route_any(node: &Rc<Node>, req: Request<Incoming>) -> Response<AnyBody> {
+async fn route_any(node: &Rc<Node>, req: Request<Incoming>, scheme: Scheme) -> Response<AnyBody> {
     let path = req.uri().path();
+    if scheme == Scheme::PlainBesideHttps && !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        // Refused before the token is looked at: a credential sent in the
+        // clear is not to be honoured.
+        tracing::warn!(method = %req.method(), path, "admin call over plaintext refused: this port needs HTTPS");
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API needs HTTPS on this port (plain HTTP serves /healthz, /readyz and /metrics only)",
+        )
+        .map(|b| b.map_err(|never| match never {}).boxed());
+    }
     // Everything under /v1 reads data or changes state: the bearer token
     // first, before the body is read. Probes and /metrics stay open.
     if path.starts_with("/v1/") || path == "/v1" {

@@ -21,25 +21,41 @@ pub struct Issued {
     pub key_pem: String,
 }
 
-/// How long issued certificates are valid.
-pub const VALID_DAYS: i64 = 3650;
+/// How long an issued CA is valid.
+pub const CA_VALID_DAYS: i64 = 3650;
+/// How long an issued node certificate is valid unless
+/// `spec.tls.nodeCertificateDays` says otherwise.
+pub const NODE_VALID_DAYS: i64 = 90;
 
-fn validity(p: &mut CertificateParams) {
-    let now = time::OffsetDateTime::now_utc();
+fn validity(p: &mut CertificateParams, now: time::OffsetDateTime, days: i64) {
+    // An hour back: clocks of the pods that verify it may be a little late.
     p.not_before = now - time::Duration::hours(1);
-    p.not_after = now + time::Duration::days(VALID_DAYS);
+    p.not_after = now + time::Duration::days(days);
 }
 
-/// A self-signed CA named after the cluster.
+/// A self-signed CA named after the cluster, valid [`CA_VALID_DAYS`].
 pub fn issue_ca(cluster: &str) -> Result<Issued, CertError> {
+    issue_ca_at(cluster, time::OffsetDateTime::now_utc(), CA_VALID_DAYS)
+}
+
+/// A self-signed CA named after the cluster and the day it was made (a
+/// rotated CA is told from the old one by name too), valid from `now`.
+pub fn issue_ca_at(
+    cluster: &str,
+    now: time::OffsetDateTime,
+    days: i64,
+) -> Result<Issued, CertError> {
     let key = KeyPair::generate()?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, format!("tessera {cluster} CA"));
+    dn.push(
+        DnType::CommonName,
+        format!("tessera {cluster} CA {}", now.date()),
+    );
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut p);
+    validity(&mut p, now, days);
     let cert = p.self_signed(&key)?;
     Ok(Issued {
         cert_pem: cert.pem(),
@@ -47,12 +63,29 @@ pub fn issue_ca(cluster: &str) -> Result<Issued, CertError> {
     })
 }
 
-/// A server-and-client certificate for the nodes, signed by `ca`, for the
-/// DNS names and IP addresses given.
+/// A node certificate valid [`NODE_VALID_DAYS`] from now.
 pub fn issue_node_cert(
     ca: &Issued,
     dns: &[String],
     ips: &[std::net::IpAddr],
+) -> Result<Issued, CertError> {
+    issue_node_cert_at(
+        ca,
+        dns,
+        ips,
+        time::OffsetDateTime::now_utc(),
+        NODE_VALID_DAYS,
+    )
+}
+
+/// A server-and-client certificate for the nodes, signed by `ca`, for the
+/// DNS names and IP addresses given, valid `days` from `now`.
+pub fn issue_node_cert_at(
+    ca: &Issued,
+    dns: &[String],
+    ips: &[std::net::IpAddr],
+    now: time::OffsetDateTime,
+    days: i64,
 ) -> Result<Issued, CertError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
@@ -76,7 +109,7 @@ pub fn issue_node_cert(
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    validity(&mut p);
+    validity(&mut p, now, days);
     let cert = p.signed_by(&key, &issuer)?;
     Ok(Issued {
         cert_pem: cert.pem(),

@@ -48,8 +48,19 @@ pub async fn ensure(ctx: &Context, dbc: &DatabaseCluster) -> Result<(), Error> {
         )
         .await?;
     }
-    if dbc.spec.tls.enabled && dbc.spec.tls.secret_name.is_none() {
-        ensure_tls(&api, &o, dbc.spec.shards.max(1) as u32).await?;
+    if dbc.spec.tls.enabled {
+        let ca = match &dbc.spec.tls.secret_name {
+            None => ensure_tls(&api, &o, dbc.spec.shards.max(1) as u32, &dbc.spec.tls).await?,
+            // The user's Secret: read, never written (its issuer renews it).
+            Some(secret) => api
+                .get_opt(secret)
+                .await?
+                .and_then(|s| value(&s, TLS_CA_KEY)),
+        };
+        // The operator's HTTPS calls to the nodes verify against it.
+        crate::client::auth::set_cluster_ca(&ns, &name, ca.as_deref());
+    } else {
+        crate::client::auth::set_cluster_ca(&ns, &name, None);
     }
     let users = dbc
         .spec
@@ -90,16 +101,21 @@ pub async fn warm(client: &kube::Client) {
             continue;
         };
         crate::client::auth::set_cluster_token(&ns, &name, &token);
+        if dbc.spec.tls.enabled {
+            let tls = dbc
+                .spec
+                .tls
+                .secret_name
+                .clone()
+                .unwrap_or_else(|| generated_tls_secret_name(&name));
+            if let Ok(Some(s)) = secrets.get_opt(&tls).await {
+                crate::client::auth::set_cluster_ca(&ns, &name, value(&s, "ca.crt").as_deref());
+            }
+        }
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let lp = ListParams::default().labels(&format!("{}={name}", super::build::LABEL_CLUSTER));
         if let Ok(p) = pods.list(&lp).await {
-            crate::client::auth::bind_ips(
-                &ns,
-                &name,
-                p.items
-                    .iter()
-                    .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()),
-            );
+            super::observe::bind_pods(&ns, &name, &p.items);
         }
     }
 }
@@ -140,28 +156,91 @@ async fn get_or_create(
     }
 }
 
-/// `<cluster>-tls`: a CA and a node certificate, issued once (a user's
-/// `spec.tls.secretName` is used as is and never written).
-async fn ensure_tls(api: &Api<Secret>, o: &SecretOwner<'_>, shards: u32) -> Result<(), Error> {
+const TLS_CA_KEY: &str = "ca.crt";
+
+/// `<cluster>-tls`: a CA and a node certificate, issued when missing and
+/// renewed before they expire ([`cert_rotation`](super::cert_rotation));
+/// a user's `spec.tls.secretName` is used as is and never written. Returns
+/// the CA bundle (`ca.crt`).
+async fn ensure_tls(
+    api: &Api<Secret>,
+    o: &SecretOwner<'_>,
+    shards: u32,
+    spec: &crate::api::TlsSpec,
+) -> Result<Option<String>, Error> {
+    use super::cert_rotation::{apply, plan, Policy, TlsFiles};
     let name = generated_tls_secret_name(o.cluster);
-    if api.get_opt(&name).await?.is_some() {
-        return Ok(());
+    // The names of the shards that exist now; peers verify the CA, not
+    // names, and clients that verify names use the Service names.
+    let names = crate::operator::certs::node_dns_names(o.cluster, o.namespace, shards);
+    let policy = Policy::new(spec.node_certificate_days);
+    if let Some(existing) = api.get_opt(&name).await? {
+        let files = (|| {
+            Some(TlsFiles {
+                tls_crt: value(&existing, "tls.crt")?,
+                tls_key: value(&existing, "tls.key")?,
+                ca_crt: value(&existing, TLS_CA_KEY)?,
+                ca_key: value(&existing, "ca.key")?,
+            })
+        })();
+        let Some(files) = files else {
+            // Not the operator's layout (no ca.key): used as found.
+            return Ok(value(&existing, TLS_CA_KEY));
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let step = plan(&files, &names, now, &policy)
+            .and_then(|p| Ok((p, apply(p, &files, o.cluster, &names, now, &policy)?)));
+        let next = match step {
+            Ok((_, None)) => return Ok(Some(files.ca_crt)),
+            Ok((p, Some(next))) => (p, next),
+            Err(e) => {
+                tracing::warn!(secret = %name, error = %e, "cannot plan the certificates' renewal; leaving the Secret as it is");
+                return Ok(Some(files.ca_crt));
+            }
+        };
+        let (p, next) = next;
+        let mut updated = existing.clone();
+        updated.string_data = Some(
+            [
+                ("tls.crt", next.tls_crt),
+                ("tls.key", next.tls_key),
+                (TLS_CA_KEY, next.ca_crt.clone()),
+                ("ca.key", next.ca_key),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        );
+        // Replaced at the version read: a concurrent writer makes this a
+        // conflict and the next reconcile plans again.
+        api.replace(&name, &PostParams::default(), &updated).await?;
+        tracing::info!(secret = %name, plan = ?p, "renewed the cluster's certificates");
+        return Ok(Some(next.ca_crt));
     }
     let issue = || -> Result<Secret, crate::operator::certs::CertError> {
         let ca = crate::operator::certs::issue_ca(o.cluster)?;
-        // The names of the shards that exist now; peers verify the CA, not
-        // names, and clients that verify names use the Service names.
-        let names = crate::operator::certs::node_dns_names(o.cluster, o.namespace, shards);
-        let node = crate::operator::certs::issue_node_cert(&ca, &names, &[])?;
+        let node = crate::operator::certs::issue_node_cert_at(
+            &ca,
+            &names,
+            &[],
+            time::OffsetDateTime::now_utc(),
+            policy.node_days,
+        )?;
         Ok(build_tls_secret(o, &ca, &node))
     };
     let secret = issue().map_err(|e| Error::Other(e.to_string()))?;
     match api.create(&PostParams::default(), &secret).await {
         Ok(_) => {
             tracing::info!(secret = %name, "issued the cluster's CA and node certificate");
-            Ok(())
+            Ok(secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(TLS_CA_KEY).cloned()))
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(api
+            .get_opt(&name)
+            .await?
+            .and_then(|s| value(&s, TLS_CA_KEY))),
         Err(e) => Err(e.into()),
     }
 }

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod autoscale;
 pub mod backups;
 pub mod build;
+pub mod cert_rotation;
 pub mod certs;
 pub mod context;
 pub mod credentials;

@@ -60,6 +60,17 @@ fn ordinal(name: &str) -> Option<u32> {
     name.rsplit_once('-')?.1.parse().ok()
 }
 
+/// Binds node pods' IPs to their cluster for admin calls: its token, and
+/// HTTPS verified against its CA for pods that run with `--tls-admin`.
+pub fn bind_pods(namespace: &str, cluster: &str, pods: &[Pod]) {
+    let ip = |p: &Pod| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok();
+    let (https, plain): (Vec<&Pod>, Vec<&Pod>) = pods
+        .iter()
+        .partition(|p| crate::operator::build::pod_admin_https(p));
+    crate::client::auth::bind_ips(namespace, cluster, plain.into_iter().filter_map(ip));
+    crate::client::auth::bind_https_ips(namespace, cluster, https.into_iter().filter_map(ip));
+}
+
 pub async fn observe(
     client: &Client,
     nodes: &NodeClient,
@@ -78,14 +89,9 @@ pub async fn observe(
             .as_ref()
             .is_some_and(|l| l.contains_key(LABEL_SHARD))
     });
-    // Calls to these pods carry this cluster's admin token.
-    crate::client::auth::bind_ips(
-        namespace,
-        cluster,
-        node_pods
-            .iter()
-            .filter_map(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()),
-    );
+    // Calls to these pods carry this cluster's admin token, over HTTPS to
+    // the pods that serve it.
+    bind_pods(namespace, cluster, &node_pods);
     let candidates: Vec<(Pod, u32, u32)> = node_pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())

@@ -109,22 +109,40 @@ fn secret_value(ns: &str, name: &str, key: &str) -> R {
 }
 
 /// Binds every cluster pod's IP in `ns` to its cluster's admin token
-/// (`<cluster>-internal`), so the suites' admin calls carry it.
+/// (`<cluster>-internal`), so the suites' admin calls carry it, and pods
+/// that serve HTTPS admin (`--tls-admin`) to the cluster's CA
+/// (`<cluster>-tls`'s `ca.crt`), as the operator does.
 pub fn bind_admin_tokens(ns: &str) -> R<()> {
+    type Ips = Vec<std::net::IpAddr>;
     let pods = json(&["get", "pods", "-n", ns, "-l", "tessera.dev/cluster"])?;
-    let mut by_cluster: std::collections::BTreeMap<String, Vec<std::net::IpAddr>> =
-        Default::default();
+    let mut by_cluster: std::collections::BTreeMap<String, (Ips, Ips)> = Default::default();
     for p in pods["items"].as_array().into_iter().flatten() {
         let cluster = p["metadata"]["labels"]["tessera.dev/cluster"].as_str();
         let ip = p["status"]["podIP"].as_str().and_then(|i| i.parse().ok());
+        let https = p["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["args"].as_array().cloned().unwrap_or_default())
+            .any(|a| a == "--tls-admin");
         if let (Some(c), Some(ip)) = (cluster, ip) {
-            by_cluster.entry(c.to_string()).or_default().push(ip);
+            let e = by_cluster.entry(c.to_string()).or_default();
+            if https {
+                e.1.push(ip);
+            } else {
+                e.0.push(ip);
+            }
         }
     }
-    for (cluster, ips) in by_cluster {
+    for (cluster, (plain, https)) in by_cluster {
         let token = secret_value(ns, &format!("{cluster}-internal"), "token")?;
         tessera::client::auth::set_cluster_token(ns, &cluster, token.trim());
-        tessera::client::auth::bind_ips(ns, &cluster, ips);
+        if !https.is_empty() {
+            let ca = secret_value(ns, &format!("{cluster}-tls"), "ca\\.crt")?;
+            tessera::client::auth::set_cluster_ca(ns, &cluster, Some(&ca));
+        }
+        tessera::client::auth::bind_ips(ns, &cluster, plain);
+        tessera::client::auth::bind_https_ips(ns, &cluster, https);
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! ([`tool_job_spec`]).
 
 use super::statefulset::{
-    claim_spec, internal_mount, internal_volume, node_container, pod_security,
+    claim_spec, internal_mount, internal_volume, node_container, pod_security, tls_volume,
 };
 use super::*;
 
@@ -192,6 +192,22 @@ pub fn build_backup_cronjob(c: &ValidatedCluster) -> Option<CronJob> {
     });
     access.volumes.push(internal_volume(&c.name));
     access.mounts.push(internal_mount());
+    // With TLS the nodes' admin ports speak HTTPS: the Job verifies them
+    // against the cluster's CA (the CA only, no key of any kind).
+    if c.spec.tls.enabled {
+        access.env.push(EnvVar {
+            name: crate::client::auth::CA_FILE_ENV.into(),
+            value: Some(format!("{TLS_DIR}/ca.crt")),
+            ..Default::default()
+        });
+        access.volumes.push(tls_volume(c, &["ca.crt"]));
+        access.mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     Some(CronJob {
         metadata: meta(c, backup_name(&c.name), l.clone()),
         spec: Some(CronJobSpec {

@@ -28,7 +28,7 @@ pub use secrets::{
     AUTH_PASSWORD_KEY, INTERNAL_TOKEN_KEY,
 };
 pub use services::{build_client_service, build_headless_service, build_primary_service};
-pub use statefulset::{build_statefulset, duration_ms};
+pub use statefulset::{build_statefulset, duration_ms, pod_admin_https, TLS_ADMIN_FLAG};
 
 use std::collections::BTreeMap;
 

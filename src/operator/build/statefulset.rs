@@ -172,6 +172,9 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
             "--tls-ca-cert-file".into(),
             f("ca.crt"),
             "--tls-replication".into(),
+            // Internal traffic is encrypted: the admin API over HTTPS
+            // (plain HTTP keeps only the probes and /metrics).
+            TLS_ADMIN_FLAG.into(),
         ]);
         mounts.push(VolumeMount {
             name: "tls".into(),
@@ -299,25 +302,7 @@ pub fn build_statefulset(c: &ValidatedCluster, shard: u32) -> StatefulSet {
         volumes.push(v);
     }
     if c.spec.tls.enabled {
-        volumes.push(Volume {
-            name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(tls_secret(c)),
-                items: Some(
-                    ["tls.crt", "tls.key", "ca.crt"]
-                        .into_iter()
-                        .map(|k| KeyToPath {
-                            key: k.into(),
-                            path: k.into(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                ),
-                default_mode: Some(0o440),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        volumes.push(tls_volume(c, &["tls.crt", "tls.key", "ca.crt"]));
     }
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
@@ -402,6 +387,42 @@ pub(super) fn internal_volume(cluster: &str) -> Volume {
                 path: INTERNAL_TOKEN_KEY.into(),
                 ..Default::default()
             }]),
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The node flag that turns on HTTPS on the admin port; the operator reads
+/// it back from a pod's spec to know how to call it ([`pod_admin_https`]).
+pub const TLS_ADMIN_FLAG: &str = "--tls-admin";
+
+/// Whether a node pod's admin port speaks HTTPS (its container runs with
+/// [`TLS_ADMIN_FLAG`]): during a rolling update old and new pods differ.
+pub fn pod_admin_https(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .any(|c| c.args.iter().flatten().any(|a| a == TLS_ADMIN_FLAG))
+    })
+}
+
+/// The cluster's TLS Secret as a volume of the given keys.
+pub(super) fn tls_volume(c: &ValidatedCluster, keys: &[&str]) -> Volume {
+    Volume {
+        name: "tls".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(tls_secret(c)),
+            items: Some(
+                keys.iter()
+                    .map(|k| KeyToPath {
+                        key: (*k).into(),
+                        path: (*k).into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             default_mode: Some(0o440),
             ..Default::default()
         }),

@@ -585,6 +585,50 @@ fn tls_is_on_by_default_with_the_issued_secret_and_a_second_port() {
 }
 
 #[test]
+fn with_tls_the_admin_port_is_https_and_backups_verify_it_with_the_ca_only() {
+    let c = cluster(r#"{"backup":{"schedule":"@daily"}}"#);
+    let pod = node_pod(&c);
+    let args = pod.containers[0].args.clone().expect("args").join(" ");
+    assert!(args.contains("--tls-admin"), "{args}");
+    // Probes stay plain HTTP (the node serves them beside HTTPS).
+    let probe = pod.containers[0].readiness_probe.clone().expect("probe");
+    assert_eq!(probe.http_get.expect("httpGet").scheme, None);
+    let as_pod = |spec: PodSpec| k8s_openapi::api::core::v1::Pod {
+        spec: Some(spec),
+        ..Default::default()
+    };
+    assert!(pod_admin_https(&as_pod(pod.clone())));
+    let job = build_backup_cronjob(&c)
+        .and_then(|cj| cj.spec)
+        .and_then(|s| s.job_template.spec)
+        .and_then(|s| s.template.spec)
+        .expect("job pod");
+    let tls = secret_of(&job, "tls");
+    assert_eq!(tls.secret_name.as_deref(), Some("users-tls"));
+    let keys: Vec<String> = tls
+        .items
+        .expect("items")
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(keys, ["ca.crt"], "the job gets the CA and no key");
+    let env = job.containers[0].env.clone().expect("env");
+    assert!(env.iter().any(|e| e.name == "TESSERA_ADMIN_CA_FILE"
+        && e.value.as_deref() == Some("/etc/tessera/tls/ca.crt")));
+    // Without TLS: plaintext admin, no CA for the job.
+    let plain = cluster(r#"{"tls":{"enabled":false},"backup":{"schedule":"@daily"}}"#);
+    let pod = node_pod(&plain);
+    assert!(!pod_admin_https(&as_pod(pod)));
+    let job = build_backup_cronjob(&plain)
+        .and_then(|cj| cj.spec)
+        .and_then(|s| s.job_template.spec)
+        .and_then(|s| s.template.spec)
+        .expect("job pod");
+    let env = job.containers[0].env.clone().expect("env");
+    assert!(!env.iter().any(|e| e.name == "TESSERA_ADMIN_CA_FILE"));
+}
+
+#[test]
 fn a_users_tls_secret_is_mounted_as_is_and_tls_can_be_turned_off() {
     let pod = node_pod(&cluster(r#"{"tls":{"secretName":"from-cert-manager"}}"#));
     assert_eq!(
