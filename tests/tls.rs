@@ -350,3 +350,127 @@ fn redis_cli_checks_the_ca_not_the_address_the_certificate_names() {
     let (ok, out) = cli_tls(tls_port, &pki.path("names.pem"), &["PING"]);
     assert!(ok && out.trim() == "PONG", "{out}");
 }
+
+/// A RESP client over TLS (rustls), trusting the CA in `ca_pem_file`.
+struct TlsClient {
+    s: tokio_rustls::rustls::StreamOwned<
+        tokio_rustls::rustls::ClientConnection,
+        std::net::TcpStream,
+    >,
+    buf: Vec<u8>,
+}
+
+impl TlsClient {
+    fn connect(port: u16, ca_pem_file: &Path) -> Self {
+        use tessera::node::tls::{client_config, CaOnlyVerifier};
+        use tokio_rustls::rustls;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let v = CaOnlyVerifier::from_pem(&std::fs::read(ca_pem_file).unwrap()).unwrap();
+        let cfg = client_config(v, None).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+        let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, sock);
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).unwrap();
+        }
+        Self { s, buf: Vec::new() }
+    }
+
+    /// The client's own address, as the node should see it.
+    fn local(&self) -> std::net::SocketAddr {
+        self.s.sock.local_addr().unwrap()
+    }
+
+    fn send(&mut self, args: &[&str]) {
+        use std::io::Write;
+        let mut b = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            b.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        self.s.write_all(&b).unwrap();
+        self.s.flush().unwrap();
+    }
+
+    /// Reads until the input holds `want`; returns everything read up to
+    /// and including it (the rest stays for the next call).
+    fn expect(&mut self, want: &str) -> String {
+        use std::io::Read;
+        loop {
+            let text = String::from_utf8_lossy(&self.buf).to_string();
+            if let Some(at) = text.find(want) {
+                let end = at + want.len();
+                self.buf.drain(..end);
+                return text[..end].to_string();
+            }
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) | Err(_) => panic!("connection ended before {want:?}; got {text:?}"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Whether the node closed the connection (within the read timeout).
+    fn closed(&mut self) -> bool {
+        use std::io::Read;
+        let mut chunk = [0u8; 64];
+        match self.s.read(&mut chunk) {
+            Ok(n) => n == 0,
+            // Still open, only quiet.
+            Err(e) if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+            {
+                false
+            }
+            Err(_) => true,
+        }
+    }
+}
+
+#[test]
+fn a_tls_client_is_served_in_the_connection_loop_with_its_own_address() {
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let n = start(&pki.args(tls_port));
+    let ca = pki.path("ca.pem");
+    let mut plain = n.conn();
+
+    // Listed, and killable, under its own address (not a loopback hop's).
+    let mut a = TlsClient::connect(tls_port, &ca);
+    let addr = a.local().to_string();
+    a.send(&["CLIENT", "INFO"]);
+    a.expect(&format!("addr={addr} "));
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut plain).unwrap();
+    assert!(list.contains(&format!("addr={addr} ")), "{list}");
+
+    // MULTI, pub/sub and a blocking pop over TLS.
+    a.send(&["MULTI"]);
+    a.send(&["SET", "tk", "v1"]);
+    a.send(&["EXEC"]);
+    a.expect("*1\r\n+OK\r\n");
+    let mut b = TlsClient::connect(tls_port, &ca);
+    b.send(&["BLPOP", "tq", "5"]);
+    a.send(&["SUBSCRIBE", "tch"]);
+    a.expect(":1\r\n");
+    let _: () = redis::cmd("RPUSH").arg("tq").arg("x").query(&mut plain).unwrap();
+    b.expect("$2\r\ntq\r\n$1\r\nx\r\n");
+    let got: i64 = redis::cmd("PUBLISH").arg("tch").arg("hi").query(&mut plain).unwrap();
+    assert_eq!(got, 1);
+    a.expect("$3\r\ntch\r\n$2\r\nhi\r\n");
+
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ADDR")
+        .arg(&addr)
+        .query(&mut plain)
+        .unwrap();
+    assert_eq!(killed, 1);
+    assert!(a.closed(), "the killed TLS client's connection stays open");
+    // The other TLS client is untouched.
+    b.send(&["GET", "tk"]);
+    b.expect("$2\r\nv1\r\n");
+}

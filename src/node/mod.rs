@@ -12,6 +12,7 @@ pub mod admin;
 pub mod admin_token;
 pub mod alloc;
 pub mod blocking;
+pub mod client_io;
 pub mod clients;
 pub mod cmd;
 pub mod groups;

@@ -5,11 +5,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use super::client_io::ClientIo;
 use super::cmd::{self, Args, ConnState, Ctx, Effects};
 use super::metrics::Stats;
 use super::resp::{parse_request_as, Parsed, ReplyBuf};
@@ -268,7 +268,8 @@ pub async fn run_snapshot(
     Ok(Some(info))
 }
 
-async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr) {
+/// Serves one client connection, plain TCP or TLS, until it ends.
+pub async fn handle_connection<S: ClientIo>(node: Rc<Node>, mut sock: S, peer: SocketAddr) {
     node.stats
         .connections_received
         .set(node.stats.connections_received.get() + 1);
@@ -276,19 +277,17 @@ async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr
         node.stats
             .rejected_connections
             .set(node.stats.rejected_connections.get() + 1);
-        let _ = sock
-            .write_all(b"-ERR max number of clients reached\r\n")
-            .await;
+        let _ = sock.send(b"-ERR max number of clients reached\r\n").await;
         return;
     }
-    let _ = sock.set_nodelay(true);
+    let _ = sock.tcp().set_nodelay(true);
     node.connected_clients.set(node.connected_clients.get() + 1);
     let mut conn = node.new_conn(peer.to_string());
     {
         use std::os::fd::AsRawFd;
         node.clients.borrow_mut().register(
             conn.id,
-            sock.as_raw_fd(),
+            sock.tcp().as_raw_fd(),
             conn.addr.clone(),
             conn.idle.clone(),
         );
@@ -300,9 +299,9 @@ async fn handle_connection(node: Rc<Node>, mut sock: TcpStream, peer: SocketAddr
     node.connected_clients.set(node.connected_clients.get() - 1);
 }
 
-async fn connection_loop(
+async fn connection_loop<S: ClientIo>(
     node: &Rc<Node>,
-    sock: &mut TcpStream,
+    sock: &mut S,
     conn: &mut ConnState,
 ) -> std::io::Result<()> {
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
@@ -321,12 +320,13 @@ async fn connection_loop(
             // every connection task instead.
             // A script past its time limit may answer this client (BUSY,
             // SCRIPT KILL) straight from its socket while it waits here.
+            // (Only on a raw socket: see `ClientIo::RAW`.)
             conn.idle
-                .set(inbuf.is_empty() && conn.authenticated && conn.sub.is_none());
+                .set(S::RAW && inbuf.is_empty() && conn.authenticated && conn.sub.is_none());
             let n = match conn.sub.clone() {
                 // A subscriber also wakes for the messages published to it.
                 Some(sub) => read_or_deliver(node, sock, &mut inbuf, &sub).await?,
-                None => read_some(sock, &mut inbuf).await?,
+                None => sock.read_some(&mut inbuf).await?,
             };
             conn.idle.set(false);
             if n == 0 {
@@ -455,7 +455,7 @@ async fn connection_loop(
             node.stats
                 .net_output_bytes
                 .set(node.stats.net_output_bytes.get() + out.buf.len() as u64);
-            sock.write_all(&out.buf).await?;
+            sock.send(&out.buf).await?;
             out.buf.clear();
             if out.buf.capacity() > 1024 * 1024 {
                 out.buf.shrink_to(16 * 1024);
@@ -472,7 +472,7 @@ async fn connection_loop(
         }
         if let Some(args) = effects.replicate.take() {
             let rest = inbuf.split().to_vec();
-            return super::replication::serve_replica(node, sock, rest, args).await;
+            return sock.serve_replica(node, rest, args).await;
         }
         if inbuf.capacity() > 1024 * 1024 && inbuf.len() < 16 * 1024 {
             let rest = inbuf.split();
@@ -485,9 +485,9 @@ async fn connection_loop(
 /// Reads a subscribed client's input, writing the messages published to it
 /// meanwhile. 0: the client went away, or it was closed for letting its
 /// messages pile up past the output buffer limit.
-async fn read_or_deliver(
+async fn read_or_deliver<S: ClientIo>(
     node: &Node,
-    sock: &mut TcpStream,
+    sock: &mut S,
     inbuf: &mut BytesMut,
     sub: &super::pubsub::Subscriber,
 ) -> std::io::Result<usize> {
@@ -504,11 +504,11 @@ async fn read_or_deliver(
         let pending = std::mem::take(&mut *sub.queue.borrow_mut());
         if !pending.is_empty() {
             Stats::add(&node.stats.net_output_bytes, pending.len() as u64);
-            sock.write_all(&pending).await?;
+            sock.send(&pending).await?;
             continue;
         }
         tokio::select! {
-            n = read_some(sock, inbuf) => return n,
+            n = sock.read_some(inbuf) => return n,
             _ = sub.notify.notified() => {}
         }
     }
@@ -534,9 +534,9 @@ fn served_after_block(node: &Node, conn: &mut ConnState) {
 /// command runs again. Input the client sends meanwhile is buffered (and
 /// bounded by the query buffer limit). False: the client went away (its
 /// command never runs, so nothing is popped for nobody).
-async fn wait_blocked(
+async fn wait_blocked<S: ClientIo>(
     node: &Rc<Node>,
-    sock: &mut TcpStream,
+    sock: &mut S,
     conn: &mut ConnState,
     inbuf: &mut BytesMut,
 ) -> std::io::Result<bool> {
@@ -566,7 +566,7 @@ async fn wait_blocked(
                 state.timed_out = true;
                 break true;
             }
-            n = read_some(sock, inbuf) => {
+            n = sock.read_some(inbuf) => {
                 if n? == 0 {
                     break false;
                 }
@@ -718,54 +718,5 @@ fn run_command(
     if let Some(i) = ran {
         let c = &node.stats.calls[i];
         c.set(c.get() + 1);
-    }
-}
-
-/// Reads what the socket holds into `buf` (0: the peer closed).
-///
-/// A read that leaves part of the buffer unfilled has drained the socket, so
-/// it clears the readiness at once: the next call then parks until epoll
-/// reports new data instead of first spending a `read` that returns EAGAIN.
-/// With one request per round trip (`-P 1`) that is one syscall in three.
-/// Clearing is safe: the socket is edge-triggered, and data arriving after
-/// the read raises a new edge that the driver sees at its next poll (on this
-/// single thread, nothing polls it between the read and the clear).
-async fn read_some(sock: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(16 * 1024);
-    }
-    let fd = sock.as_raw_fd();
-    loop {
-        sock.readable().await?;
-        let mut got = None;
-        let res = sock.try_io(tokio::io::Interest::READABLE, || {
-            let spare = buf.spare_capacity_mut();
-            // SAFETY: `spare` is writable memory of `spare.len()` bytes owned
-            // by `buf`; read(2) writes at most that many.
-            let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = n as usize;
-            got = Some(n);
-            if n > 0 && n < spare.len() {
-                // Drained: tell tokio so (this is not an error to the caller).
-                Err(std::io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
-            }
-        });
-        match (got, res) {
-            (Some(n), _) => {
-                // SAFETY: read(2) initialized the first `n` spare bytes.
-                unsafe { buf.set_len(buf.len() + n) };
-                return Ok(n);
-            }
-            (None, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            (None, Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            (None, Err(e)) => return Err(e),
-            (None, Ok(())) => continue,
-        }
     }
 }

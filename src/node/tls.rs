@@ -2,10 +2,11 @@
 //! port (as Redis' `tls-port`), replication and migration links to peers'
 //! TLS ports, and the admin port.
 //!
-//! The TLS port terminates TLS and hands the plaintext to the node's own
-//! client port over loopback, so every client — TLS or not — goes through
-//! the one connection loop (limits, AUTH, ACLs, replication streams alike).
-//! Outgoing links (a replica to its primary, a migration source to its
+//! A TLS client's connection task does the handshake and then runs the
+//! node's connection loop on the TLS stream itself (`server::
+//! handle_connection`, generic over `client_io::ClientIo`), so TLS and
+//! plaintext clients get the same limits, AUTH, ACLs and commands, with no
+//! extra hop. Outgoing links (a replica to its primary, a migration source to its
 //! target) go the other way: the link code connects to a loopback tunnel
 //! that carries its bytes over TLS to the peer's TLS port.
 //!
@@ -18,7 +19,7 @@
 //! by pod IP, which no certificate issued before the pod existed can name).
 
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -334,17 +335,6 @@ impl Tls {
     }
 }
 
-/// Where the TLS port hands connections: the node's own client port on a
-/// loopback address when it listens on all addresses.
-fn plaintext_target(node: &Node) -> SocketAddr {
-    let ip = match node.cfg.bind {
-        IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, node.port.get())
-}
-
 /// Serves the TLS client port until the process ends.
 pub async fn serve_clients(node: Rc<Node>, listener: TcpListener) {
     loop {
@@ -362,13 +352,13 @@ pub async fn serve_clients(node: Rc<Node>, listener: TcpListener) {
         let Some(acceptor) = tls.client_acceptor() else {
             continue;
         };
-        let target = plaintext_target(&node);
+        let node = node.clone();
         tokio::task::spawn_local(async move {
             let _ = sock.set_nodelay(true);
             let handshake =
                 tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(sock))
                     .await;
-            let mut tls = match handshake {
+            let tls = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -376,11 +366,7 @@ pub async fn serve_clients(node: Rc<Node>, listener: TcpListener) {
                 }
                 Err(_) => return,
             };
-            let Ok(mut inner) = TcpStream::connect(target).await else {
-                return;
-            };
-            let _ = inner.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+            super::server::handle_connection(node, tls, peer).await;
         });
     }
 }
@@ -410,17 +396,7 @@ pub async fn connect_peer(
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
     };
     let mut tls = connector.connect(name, remote).await?;
-    let local = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = local.local_addr()?;
-    let (client, accepted) = tokio::join!(TcpStream::connect(addr), local.accept());
-    let client = client?;
-    let (mut end, from) = accepted?;
-    // Only our own connection may become the tunnel's end.
-    if client.local_addr()? != from {
-        return Err(std::io::Error::other("a stranger took the link tunnel"));
-    }
-    let _ = client.set_nodelay(true);
-    let _ = end.set_nodelay(true);
+    let (client, mut end) = super::client_io::loopback_pair().await?;
     tokio::task::spawn_local(async move {
         let _ = tokio::io::copy_bidirectional(&mut tls, &mut end).await;
     });
