@@ -419,10 +419,11 @@ impl TlsClient {
         match self.s.read(&mut chunk) {
             Ok(n) => n == 0,
             // Still open, only quiet.
-            Err(e) if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
             {
                 false
             }
@@ -456,9 +457,17 @@ fn a_tls_client_is_served_in_the_connection_loop_with_its_own_address() {
     b.send(&["BLPOP", "tq", "5"]);
     a.send(&["SUBSCRIBE", "tch"]);
     a.expect(":1\r\n");
-    let _: () = redis::cmd("RPUSH").arg("tq").arg("x").query(&mut plain).unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("tq")
+        .arg("x")
+        .query(&mut plain)
+        .unwrap();
     b.expect("$2\r\ntq\r\n$1\r\nx\r\n");
-    let got: i64 = redis::cmd("PUBLISH").arg("tch").arg("hi").query(&mut plain).unwrap();
+    let got: i64 = redis::cmd("PUBLISH")
+        .arg("tch")
+        .arg("hi")
+        .query(&mut plain)
+        .unwrap();
     assert_eq!(got, 1);
     a.expect("$3\r\ntch\r\n$2\r\nhi\r\n");
 
