@@ -639,7 +639,14 @@ fn timed_reshard(cluster: &str, to: u32) -> R<f64> {
 /// and under 4 clients; client p50/p99 before and during.
 fn bench(mb: usize) -> R<bool> {
     let name = "rb";
-    create_cluster(name, 3, 2, "  resources:\n    limits:\n      memory: 3Gi\n")?;
+    // Requests well under the limits: 8 nodes (3→4 shards × 2) at 3 GiB
+    // requested each would not fit a 24 GiB machine.
+    create_cluster(
+        name,
+        3,
+        2,
+        "  resources:\n    limits:\n      memory: 3Gi\n    requests:\n      memory: 1Gi\n",
+    )?;
     let t = Instant::now();
     let keys = load(name, mb)?;
     let load_s = t.elapsed().as_secs_f64();

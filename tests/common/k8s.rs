@@ -301,24 +301,14 @@ pub async fn cluster_conn(
 /// How many Events with `reason` the object `name` in `ns` has (repeats
 /// the recorder folded into one Event counted by its `count`).
 pub fn events(ns: &str, name: &str, reason: &str) -> R<usize> {
-    let v = json(&[
-        "get",
-        "events",
-        "-n",
-        ns,
-        "--field-selector",
-        &format!("involvedObject.name={name},reason={reason}"),
-    ])?;
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    Ok(events_of(ns, name, reason)?
+        .iter()
         .map(|e| e["count"].as_u64().unwrap_or(1).max(1) as usize)
         .sum())
 }
 
-/// The messages of the Events with `reason` on the object `name` in `ns`.
-pub fn event_messages(ns: &str, name: &str, reason: &str) -> R<Vec<String>> {
+/// The Events with `reason` on the object `name` in `ns`.
+fn events_of(ns: &str, name: &str, reason: &str) -> R<Vec<Value>> {
     let v = json(&[
         "get",
         "events",
@@ -327,10 +317,13 @@ pub fn event_messages(ns: &str, name: &str, reason: &str) -> R<Vec<String>> {
         "--field-selector",
         &format!("involvedObject.name={name},reason={reason}"),
     ])?;
-    Ok(v["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    Ok(v["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// The messages of the Events with `reason` on the object `name` in `ns`.
+pub fn event_messages(ns: &str, name: &str, reason: &str) -> R<Vec<String>> {
+    Ok(events_of(ns, name, reason)?
+        .iter()
         .filter_map(|e| e["message"].as_str().map(str::to_string))
         .collect())
 }
