@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security generate up down bench-node bench-tls bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
+.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security generate up down bench-node bench-tls bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz fuzz-smoke clean cold-check
 
 all: build
 
@@ -32,7 +32,7 @@ deps:
 # Everything CI runs: lint, unit + process-level tests, then the end-to-end
 # smoke test on a real local Kubernetes (built from source and cached in
 # ~/.cache/tessera on the first run).
-test: deps lint test-unit e2e
+test: deps lint test-unit fuzz-smoke e2e
 
 test-unit: deps
 	$(CARGO) test --locked -- --test-threads=2
@@ -40,6 +40,18 @@ test-unit: deps
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) fmt --all --manifest-path fuzz/Cargo.toml -- --check
+
+# Coverage-guided fuzzing on the stable toolchain (libFuzzer; docs/testing.md):
+# every target for FUZZ_SECONDS each; fails on a crash (panic, allocation
+# cap, timeout). make test runs each briefly from the checked-in seeds.
+FUZZ_SECONDS ?= 120
+FUZZ_SMOKE_SECONDS ?= 30
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) fuzz/run.sh
 
 # End-to-end on a real local Kubernetes: bring the cluster up (building what
 # is missing), run the smoke test, the operator, failover and backup suites,

@@ -328,7 +328,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>
 /// Body of the promote / follow / fence calls.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RoleCall {
+pub(crate) struct RoleCall {
     epoch: u64,
     #[serde(default)]
     primary: Option<super::slots::NodeAddr>,
@@ -472,7 +472,7 @@ pub fn status(node: &Node) -> Status {
 // ---------------------------------------------------------------------------
 
 #[derive(serde::Deserialize)]
-struct ArchivedCall {
+pub(crate) struct ArchivedCall {
     lsn: u64,
 }
 

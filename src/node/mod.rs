@@ -15,6 +15,7 @@ pub mod blocking;
 pub mod client_io;
 pub mod clients;
 pub mod cmd;
+pub mod fuzzing;
 pub mod groups;
 pub mod idle_spin;
 pub mod info;

@@ -631,6 +631,43 @@ fn read_crc(r: &mut impl Read, buf: &mut [u8], crc: &mut u32) -> std::io::Result
     }
 }
 
+/// Decodes the body of slot `slot`'s section (its CRC checked) into
+/// `store`: the slot's watermark and its number of keys, or the offset in
+/// the body where decoding failed and why. Public for the fuzz harness
+/// (`fuzz/`): the section is where a snapshot's lengths and counts are read.
+pub fn load_section(
+    body: &[u8],
+    slot: usize,
+    store: &mut Store,
+) -> Result<(u64, u64), (usize, String)> {
+    let mut c = Cursor { b: body, at: 0 };
+    let res = (|| {
+        let s = c.u16()?;
+        if s as usize != slot {
+            return Err(format!(
+                "section of slot {s} where slot {slot} was expected"
+            ));
+        }
+        let watermark = c.u64()?;
+        let n = c.count(13)?;
+        for _ in 0..n {
+            let key = c.bytes()?;
+            let tag = c.u8()?;
+            let expire_at = c.u64()?;
+            let value = decode_value(&mut c, tag)?;
+            store.load(slot as u16, key, value, expire_at);
+        }
+        if c.at != body.len() {
+            return Err(format!(
+                "{} trailing bytes in the section",
+                body.len() - c.at
+            ));
+        }
+        Ok((watermark, n as u64))
+    })();
+    res.map_err(|reason| (c.at, reason))
+}
+
 /// Loads and validates one snapshot file into `store` (which may hold a
 /// partial load when this fails).
 pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError> {
@@ -706,34 +743,12 @@ pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError
                 format!("checksum mismatch in the section of slot {slot}"),
             ));
         }
-        let mut c = Cursor { b: &body, at: 0 };
-        let res = (|| {
-            let s = c.u16()?;
-            if s as usize != slot {
-                return Err(format!(
-                    "section of slot {s} where slot {slot} was expected"
-                ));
+        match load_section(&body, slot, store) {
+            Ok((w, n)) => {
+                *watermark = w;
+                keys += n;
             }
-            *watermark = c.u64()?;
-            let n = c.count(13)?;
-            for _ in 0..n {
-                let key = c.bytes()?;
-                let tag = c.u8()?;
-                let expire_at = c.u64()?;
-                let value = decode_value(&mut c, tag)?;
-                store.load(slot as u16, key, value, expire_at);
-            }
-            if c.at != body.len() {
-                return Err(format!(
-                    "{} trailing bytes in the section",
-                    body.len() - c.at
-                ));
-            }
-            Ok(n as u64)
-        })();
-        match res {
-            Ok(n) => keys += n,
-            Err(reason) => return Err(corrupt(at + 8 + c.at as u64, reason)),
+            Err((offset, reason)) => return Err(corrupt(at + 8 + offset as u64, reason)),
         }
         at += 8 + len as u64;
     }

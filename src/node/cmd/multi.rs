@@ -400,6 +400,9 @@ pub fn decode_part(b: &[u8]) -> Option<(u16, Vec<Range<usize>>)> {
         Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
     };
     let slot = u16::from_le_bytes([*b.first()?, *b.get(1)?]);
+    if !crate::node::wal::is_record_slot(slot) {
+        return None;
+    }
     let argc = u32_at(2)?;
     let mut at = 6;
     let mut ranges = Vec::with_capacity(argc.min(b.len() / 4));

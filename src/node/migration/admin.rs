@@ -188,7 +188,7 @@ fn query<'a>(req: &'a Request<Body>, key: &str) -> Option<&'a str> {
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct LimitsPatch {
+pub(crate) struct LimitsPatch {
     max_bytes_per_sec: Option<u64>,
     write_pause_timeout_ms: Option<u64>,
     handoff_max_lag_bytes: Option<u64>,

@@ -49,7 +49,7 @@ pub(super) async fn read_line(
 /// Reads one frame: (type, payload). Cancel-safe: partial input stays in
 /// `buf`. The payload is split off the buffer without copying, and the
 /// frames behind it stay where they are (no shift of the rest per frame).
-pub(super) async fn read_frame(
+pub(crate) async fn read_frame(
     rd: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,
 ) -> std::io::Result<(u8, Bytes)> {
@@ -74,7 +74,7 @@ pub(super) async fn read_frame(
     }
 }
 
-pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     if b.len() >= at + 8 {
         a.copy_from_slice(&b[at..at + 8]);

@@ -139,6 +139,45 @@ impl Applier {
         self.ranges = ranges;
     }
 
+    /// Logs and applies a RECORDS frame's payload: the LSN of its last
+    /// record (None when it holds none). Decoded in place and applied from
+    /// the frame: a replica copies each record once, into its own log.
+    pub(crate) fn apply_records(
+        &mut self,
+        node: &Node,
+        payload: &[u8],
+    ) -> Result<Option<u64>, String> {
+        let mut views = std::mem::take(&mut self.views);
+        let mut ranges = std::mem::take(&mut self.view_ranges);
+        views.clear();
+        ranges.clear();
+        let res = wal::decode_records_in_place(payload, &mut views, &mut ranges).and_then(|()| {
+            let (Some(first), Some(last)) = (views.first(), views.last()) else {
+                return Ok(None);
+            };
+            let (first, last) = (first.lsn, last.lsn);
+            // The log takes the frame whole under its first and last LSN:
+            // the ones between must follow each other too.
+            if let Some(w) = views
+                .windows(2)
+                .find(|w| w[0].lsn.checked_add(1) != Some(w[1].lsn))
+            {
+                return Err(format!(
+                    "record LSN {} follows {} in a frame",
+                    w[1].lsn, w[0].lsn
+                ));
+            }
+            node.wal.append_encoded(first, last, payload)?;
+            for v in &views {
+                self.apply_args(node, v.lsn, v.slot, payload, &ranges[v.args.clone()]);
+            }
+            Ok(Some(last))
+        });
+        self.views = views;
+        self.view_ranges = ranges;
+        res
+    }
+
     /// Applies a record whose arguments are `ranges` into `buf` (for a
     /// received frame: the frame itself, no copy).
     fn apply_args(
@@ -540,26 +579,12 @@ async fn follow_stream(
         }
         match kind {
             frame::RECORDS => {
-                // Decoded in place and applied from the frame: a replica
-                // copies each record once, into its own log.
-                let mut views = std::mem::take(&mut applier.views);
-                let mut ranges = std::mem::take(&mut applier.view_ranges);
-                views.clear();
-                ranges.clear();
-                wal::decode_records_in_place(&payload, &mut views, &mut ranges)
-                    .map_err(StreamErr::Proto)?;
-                let (Some(first), Some(last)) = (views.first(), views.last()) else {
+                let Some(last) = applier
+                    .apply_records(node, &payload)
+                    .map_err(StreamErr::Proto)?
+                else {
                     continue;
                 };
-                let (first, last) = (first.lsn, last.lsn);
-                node.wal
-                    .append_encoded(first, last, &payload)
-                    .map_err(StreamErr::Proto)?;
-                for v in &views {
-                    applier.apply_args(node, v.lsn, v.slot, &payload, &ranges[v.args.clone()]);
-                }
-                applier.views = views;
-                applier.view_ranges = ranges;
                 received.set(last);
                 wake.notify_one();
                 let primary_last = node.repl.follower.borrow().primary_last_lsn;

@@ -38,7 +38,7 @@
 
 use std::fs::File;
 
-use super::{Record, GLOBAL_SLOT};
+use super::{is_record_slot, Record};
 
 const MAGIC: [u8; 8] = *b"TSWAL\0\0\x01";
 const VERSION: u32 = 1;
@@ -107,7 +107,13 @@ pub(super) fn decode_header(h: &[u8]) -> Result<u64, String> {
     if version != VERSION {
         return Err(format!("unsupported segment version {version}"));
     }
-    Ok(u64_at(h, 12))
+    // The log's first record has LSN 1 (a segment is named after the LSN
+    // following the one before it): 0 is no segment's, and reading it as
+    // one would put "the last LSN before it" below zero.
+    match u64_at(h, 12) {
+        0 => Err("header declares first LSN 0".into()),
+        first => Ok(first),
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -179,6 +185,9 @@ fn parse_body(
     }
     let lsn = u64_at(b, start);
     let slot = u16_at(b, start + 8);
+    if !is_record_slot(slot) {
+        return Err(format!("record slot {slot} is not a slot"));
+    }
     let argc = u32_at(b, start + 10) as usize;
     let mut at = start + MIN_BODY;
     // Each argument takes at least 4 bytes: bounds the reservation.
@@ -266,7 +275,7 @@ pub(super) fn valid_record_after(b: &[u8], from: usize, last_lsn: u64) -> Option
             // LSN can have advanced: cheap filters before the CRC.
             let plausible = lsn > last_lsn
                 && lsn - last_lsn <= (b.len() / (PREFIX_LEN + MIN_BODY)) as u64 + 1
-                && (slot < 16384 || slot == GLOBAL_SLOT);
+                && is_record_slot(slot);
             if plausible && check_frame(&b[p..]).is_ok() {
                 return Some(p);
             }

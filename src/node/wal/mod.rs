@@ -53,6 +53,20 @@ pub use format::{
 };
 pub use reader::WalReader;
 
+/// Recovery's validation of one segment held in memory (see
+/// `reader::scan_segment`): the last valid LSN and the valid length. For
+/// the fuzz harness (`node::fuzzing`).
+pub(crate) fn scan_segment_bytes(
+    path: &std::path::Path,
+    b: &[u8],
+    name_lsn: u64,
+    is_last: bool,
+) -> Result<(u64, u64), String> {
+    reader::scan_segment(path, b, name_lsn, is_last)
+        .map(|s| (s.last_lsn, s.valid_len))
+        .map_err(|e| e.to_string())
+}
+
 /// Slot value for records that touch every slot (FLUSHALL).
 pub const GLOBAL_SLOT: u16 = u16::MAX;
 
@@ -63,6 +77,13 @@ pub const GLOBAL_SLOT: u16 = u16::MAX;
 /// `[t, t + MARKER_INTERVAL_MS)` (plus the coarse clock's ~4 ms): what a
 /// point-in-time restore stops on (see docs/backup.md).
 pub const MARKER_SLOT: u16 = u16::MAX - 1;
+
+/// Whether `slot` can be a record's: a hash slot, [`GLOBAL_SLOT`] or
+/// [`MARKER_SLOT`]. Anything else indexes no slot: a record carrying it is
+/// malformed, however valid its CRC.
+pub fn is_record_slot(slot: u16) -> bool {
+    (slot as usize) < super::slots::SLOTS || slot >= MARKER_SLOT
+}
 
 /// First argument of a time-marker record.
 pub const TIME_MARKER: &[u8] = b"TESSERA.TIME";

@@ -75,7 +75,9 @@ pub(super) fn scan_segment(
                         format!("record has LSN {} where {expected} was expected", rec.lsn),
                     ));
                 }
-                expected += 1;
+                expected = expected
+                    .checked_add(1)
+                    .ok_or_else(|| corrupt(at, "no LSN can follow this record's".into()))?;
                 at += n;
             }
             Err(_) if is_unwritten_tail(&b[at..]) => {

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus (fuzz/corpus/<target>/) and the command dictionary.
+
+Seeds are small valid inputs of each format; the fuzzer mutates from them.
+CRCs are left zero: the harness rewrites them when the mode byte's bit 0 is
+set (see fuzz/src/targets.rs). Rerun after a format change:
+    python3 fuzz/seeds.py
+"""
+import json, os, re, struct, glob
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_ID = "0" * 40
+
+
+def resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def record(lsn, slot, *args):
+    body = struct.pack("<QHI", lsn, slot, len(args))
+    for a in args:
+        body += struct.pack("<I", len(a)) + a
+    return struct.pack("<II", len(body), 0) + body
+
+
+def header(first):
+    return b"TSWAL\0\0\x01" + struct.pack("<IQI", 1, first, 0)
+
+
+def blob(b):
+    return struct.pack("<I", len(b)) + b
+
+
+def section(slot, keys):
+    out = struct.pack("<HQQ", slot, 7, len(keys))
+    for key, tag, expire, value in keys:
+        out += blob(key) + bytes([tag]) + struct.pack("<Q", expire) + value
+    return out
+
+
+# --- resp ---------------------------------------------------------------
+write("resp", "set", resp("SET", "k", "v"))
+write("resp", "pipeline", resp("PING") + resp("GET", "k") + resp("MGET", "a", "b", "c"))
+write("resp", "inline", b"PING\r\nSET k v\r\n\r\nGET k\n")
+write("resp", "partial", resp("SET", "k", "value")[:-3])
+write("resp", "malformed", b"*2\r\n$3\r\nGET\r\n$-5\r\n*x\r\n" + resp("PING"))
+write("resp", "big-count", b"*1048577\r\n$1\r\na\r\n")
+write("resp", "big-bulk", b"*1\r\n$536870913\r\nabc")
+write("resp", "quotes", b'SET "k\\x00 y" \'v w\'\r\n')
+
+# --- wal ----------------------------------------------------------------
+recs = record(1, 866, b"SET", b"k", b"v") + record(2, 0xFFFF, b"FLUSHALL") + \
+    record(3, 0xFFFE, b"TESSERA.TIME", struct.pack("<Q", 1700000000000))
+write("wal", "segment", b"\x01" + header(1) + recs)
+write("wal", "segment-last-torn", b"\x09" + header(1) + recs + b"\x30\0\0\0\x01\x02")
+write("wal", "segment-prealloc-tail", b"\x09" + header(1) + recs + b"\0" * 64)
+write("wal", "records", b"\x03" + recs)
+write("wal", "records-skip", b"\x13" + recs)
+write("wal", "bad-argc", b"\x03" + record(5, 1, b"x")[:-1] + b"\xff\xff\xff\x7f")
+
+# --- snapshot -----------------------------------------------------------
+zset = struct.pack("<Q", 2) + blob(b"a") + struct.pack("<d", 1.5) + blob(b"b") + struct.pack("<d", -2.0)
+hashv = struct.pack("<Q", 1) + blob(b"f") + blob(b"v")
+listv = struct.pack("<Q", 2) + blob(b"x") + blob(b"y")
+setv = struct.pack("<Q", 2) + blob(b"m") + blob(b"n")
+sid = lambda ms, seq: struct.pack("<QQ", ms, seq)
+stream1 = sid(5, 0) + struct.pack("<Q", 1) + sid(5, 0) + struct.pack("<Q", 2) + blob(b"f") + blob(b"v")
+group = blob(b"g") + sid(5, 0) + struct.pack("<Q", 1) + struct.pack("<Q", 1) + blob(b"c") + struct.pack("<Q", 9) \
+    + struct.pack("<Q", 1) + sid(5, 0) + blob(b"c") + struct.pack("<QQ", 9, 1)
+stream2 = sid(5, 0) + struct.pack("<Q", 1) + sid(0, 0) + struct.pack("<Q", 1) + sid(5, 0) + \
+    struct.pack("<Q", 2) + blob(b"f") + blob(b"v") + struct.pack("<Q", 1) + group
+write("snapshot", "string", section(12, [(b"k", 0, 0, blob(b"v"))]))
+write("snapshot", "all-types", section(3, [
+    (b"s", 0, 1700000000000, blob(b"v")), (b"h", 1, 0, hashv), (b"l", 2, 0, listv),
+    (b"st", 3, 0, setv), (b"z", 4, 0, zset), (b"x1", 5, 0, stream1), (b"x2", 6, 0, stream2)]))
+write("snapshot", "empty", section(16383, []))
+
+# --- replication --------------------------------------------------------
+def frame(kind, payload):
+    return kind + struct.pack("<I", len(payload)) + payload
+
+write("replication", "records", b"\x01" + frame(b"R", record(1, 866, b"SET", b"k", b"v") +
+      record(2, 5798, b"LPUSH", b"l", b"a", b"b")) + frame(b"H", struct.pack("<QQQ", 1, 2, 0)))
+write("replication", "after-resync", b"\x07" + frame(b"R", record(1, 866, b"SET", b"k", b"v")))
+write("replication", "history", b"\x00" + frame(b"Y", json.dumps([[1, 0], [2, 10]]).encode()))
+write("replication", "group", b"\x01" + frame(b"R", record(1, 0xFFFF, b"FLUSHALL") +
+      record(2, 0xFFFE, b"TESSERA.TIME", struct.pack("<Q", 1))))
+
+# --- admin --------------------------------------------------------------
+me = {"id": NODE_ID, "host": "127.0.0.1", "port": 6379}
+other = {"id": "1" * 40, "host": "127.0.0.1", "port": 6380, "tlsPort": 6381}
+topo = {"epoch": 3, "shards": [
+    {"name": "s0", "slots": [[0, 8191]], "primary": me, "replicas": [other], "epoch": 2,
+     "consistency": "quorum", "quorumPercent": 50, "leaseMs": 2000},
+    {"name": "s1", "slots": [[8192, 16383]], "primary": other, "replicas": []}]}
+write("admin", "topology", b"\x00" + json.dumps(topo).encode())
+write("admin", "promote", b"\x01" + json.dumps({"epoch": 4, "replicas": 2}).encode())
+write("admin", "follow", b"\x01" + json.dumps({"epoch": 4, "primary": other}).encode())
+write("admin", "archived", b"\x02" + json.dumps({"lsn": 1234}).encode())
+write("admin", "migration", b"\x03" + json.dumps({"id": "m-1", "slots": [[0, 10], [20, 20]],
+      "target": other, "maxBytesPerSec": 1000000}).encode())
+write("admin", "limits", b"\x04" + json.dumps({"writePauseTimeoutMs": 0, "handoffMaxLagBytes": 5}).encode())
+write("admin", "ranges", b"\x05" + b"0-10,20,16383")
+
+# --- commands -----------------------------------------------------------
+C = lambda *cmds: b"".join(resp(*c) for c in cmds)
+write("commands", "strings", C(("SET", "k", "v", "EX", "100"), ("APPEND", "k", "x"), ("SETRANGE", "k", "10", "y"),
+      ("GETRANGE", "k", "0", "-1"), ("INCRBY", "n", "5"), ("INCRBYFLOAT", "n", "1.5"), ("MSET", "a", "1", "b", "2"),
+      ("GETEX", "k", "PERSIST"), ("LCS", "a", "b"), ("STRLEN", "k")))
+write("commands", "bits", C(("SETBIT", "b", "100", "1"), ("BITCOUNT", "b"), ("BITPOS", "b", "1"),
+      ("BITOP", "XOR", "d", "b", "b"), ("BITFIELD", "b", "INCRBY", "u8", "0", "10", "GET", "i16", "4")))
+write("commands", "lists", C(("RPUSH", "l", "a", "b", "c"), ("LPOS", "l", "b", "RANK", "-1"), ("LINSERT", "l", "BEFORE", "b", "x"),
+      ("LRANGE", "l", "0", "-1"), ("LMOVE", "l", "m", "LEFT", "RIGHT"), ("LTRIM", "l", "1", "-1"), ("LMPOP", "1", "l", "LEFT", "COUNT", "2")))
+write("commands", "hashes", C(("HSET", "h", "f", "v", "g", "1"), ("HINCRBY", "h", "g", "2"), ("HRANDFIELD", "h", "-5", "WITHVALUES"),
+      ("HSCAN", "h", "0", "MATCH", "*", "COUNT", "10"), ("HGETALL", "h")))
+write("commands", "sets", C(("SADD", "s", "a", "b", "c"), ("SADD", "t", "b"), ("SINTERCARD", "2", "s", "t", "LIMIT", "1"),
+      ("SRANDMEMBER", "s", "-3"), ("SPOP", "s", "2"), ("SDIFFSTORE", "d", "s", "t"), ("SMISMEMBER", "s", "a", "z")))
+write("commands", "zsets", C(("ZADD", "z", "1", "a", "2", "b", "3", "c"), ("ZRANGE", "z", "(1", "+inf", "BYSCORE", "LIMIT", "0", "2"),
+      ("ZRANGEBYLEX", "z", "-", "+"), ("ZUNIONSTORE", "u", "2", "z", "z", "WEIGHTS", "1", "2"), ("ZRANDMEMBER", "z", "-2", "WITHSCORES"),
+      ("ZPOPMIN", "z", "2"), ("ZINCRBY", "z", "1.5", "a")))
+write("commands", "streams", C(("XADD", "x", "*", "f", "v"), ("XADD", "x", "MAXLEN", "~", "10", "*", "g", "w"),
+      ("XGROUP", "CREATE", "x", "g", "0", "MKSTREAM"), ("XREADGROUP", "GROUP", "g", "c", "COUNT", "5", "STREAMS", "x", ">"),
+      ("XPENDING", "x", "g", "-", "+", "10"), ("XAUTOCLAIM", "x", "g", "c2", "0", "0"), ("XINFO", "STREAM", "x", "FULL"),
+      ("XTRIM", "x", "MINID", "0"), ("XRANGE", "x", "-", "+")))
+write("commands", "keys", C(("SET", "a", "1"), ("EXPIRE", "a", "100", "NX"), ("TTL", "a"), ("RENAME", "a", "b"),
+      ("COPY", "b", "c"), ("DUMP", "c"), ("SCAN", "0", "MATCH", "*", "TYPE", "string"), ("KEYS", "*"), ("SORT", "l", "ALPHA", "LIMIT", "0", "5"),
+      ("OBJECT", "ENCODING", "b"), ("DEL", "b", "c"), ("FLUSHALL",)))
+write("commands", "multi", C(("MULTI",), ("SET", "a", "1"), ("INCR", "a"), ("EXEC",), ("WATCH", "a"), ("MULTI",), ("DISCARD",)))
+write("commands", "server", C(("INFO",), ("CONFIG", "SET", "notify-keyspace-events", "KEA"), ("CONFIG", "GET", "*"),
+      ("CLIENT", "SETNAME", "x"), ("CLIENT", "LIST"), ("COMMAND", "COUNT"), ("HELLO", "3"), ("CLUSTER", "KEYSLOT", "k"),
+      ("ACL", "SETUSER", "u", "on", ">p", "~*", "+@all"), ("ACL", "LIST"), ("SCRIPT", "LOAD", "return 1"), ("SUBSCRIBE", "c")))
+write("commands", "restore", C(("RPUSH", "l", "a"), ("DUMP", "l"), ("RESTORE", "r", "0", b"\x0e\x01\x0b\x0b\x00\x00\x00\x0a\x00\x00\x00\x01\x00\x00\x01a\xff\x0b\x00\x00\x00\x00\x00\x00\x00\x00\x00", "REPLACE")))
+write("commands", "blocking", C(("BLPOP", "l", "0.01"), ("BZPOPMIN", "z", "0"), ("XREAD", "BLOCK", "10", "STREAMS", "x", "$"), ("WAIT", "1", "10")))
+
+# --- dictionary: every command name ------------------------------------
+names = set()
+for p in glob.glob(os.path.join(HERE, "..", "src", "node", "cmd", "*.rs")):
+    names.update(re.findall(r'name: "([^"]+)"', open(p).read()))
+words = sorted(names) + ["COUNT", "MATCH", "LIMIT", "WITHSCORES", "BYSCORE", "BYLEX", "REV", "STREAMS",
+                         "GROUP", "MAXLEN", "MINID", "NX", "XX", "GT", "LT", "EX", "PX", "KEEPTTL", "REPLACE",
+                         "LEFT", "RIGHT", "BEFORE", "AFTER", "+inf", "-inf", "*", "$", ">", "-", "+", "0-0"]
+with open(os.path.join(HERE, "dict", "commands.dict"), "w") as f:
+    f.write("# Command names and option words (fuzz/seeds.py writes this).\n")
+    for w in words:
+        f.write('"%s"\n' % w.replace("\\", "\\\\").replace('"', '\\"'))

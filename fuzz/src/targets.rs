@@ -1,0 +1,276 @@
+//! The targets' bodies. Inputs that need checksums to get past the first
+//! check carry a mode byte: with its bit 0 set the harness rewrites the
+//! CRCs before decoding, so the fuzzer spends its time in the decoders and
+//! not on guessing CRC32C values.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use tessera::node::cmd::{self, Args, Ctx, Effects};
+use tessera::node::fuzzing::{self, AdminBody};
+use tessera::node::resp::{parse_request, parse_request_as, Parsed, ReplyBuf};
+use tessera::node::slots::SLOTS;
+use tessera::node::store::Store;
+use tessera::node::wal::{self, Wal};
+use tessera::node::{ClientLimits, Node, NodeConfig};
+
+/// Most commands one `commands` input runs (keeps an input's time bounded).
+const MAX_COMMANDS: usize = 256;
+
+/// Memory the in-process node is configured for: bounds replies
+/// (`ClientLimits::for_memory`) and writes (`maxmemory`).
+const NODE_MEMORY: u64 = 256 << 20;
+
+/// Scripts may loop for ever by design (as in Redis, until SCRIPT KILL):
+/// the command sequences leave them out.
+const SKIPPED: &[&[u8]] = &[b"eval", b"evalsha", b"eval_ro", b"evalsha_ro"];
+
+pub fn resp(data: &[u8]) {
+    let mut args = Vec::new();
+    for authenticated in [true, false] {
+        let mut pos = 0;
+        while pos < data.len() {
+            match parse_request_as(&data[pos..], &mut args, authenticated) {
+                Ok(Parsed::Incomplete) => break,
+                Ok(Parsed::Command(n)) | Ok(Parsed::Empty(n)) => {
+                    assert!(n > 0 && pos + n <= data.len(), "no progress or overrun");
+                    for r in &args {
+                        assert!(
+                            r.start <= r.end && r.end <= n,
+                            "argument outside the request"
+                        );
+                    }
+                    pos += n;
+                }
+                Err(e) => match e.skip {
+                    Some(s) => {
+                        assert!(s > 0, "an error that skips nothing");
+                        pos += s;
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Rewrites the CRC of each well-framed log record in `b[start..]`.
+fn fix_record_crcs(b: &mut [u8], start: usize) {
+    let mut at = start;
+    while let Some(len) = u32_at(b, at) {
+        let len = len as usize;
+        let Some(body) = b.get(at + 8..(at + 8).saturating_add(len)) else {
+            return;
+        };
+        let crc = crc32c::crc32c(body);
+        b[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        at += 8 + len;
+    }
+}
+
+pub fn wal(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut b = rest.to_vec();
+    let fix = mode & 1 != 0;
+    if mode & 2 == 0 {
+        // A segment file: header, then records.
+        let header = wal::SEGMENT_HEADER_LEN;
+        if fix && b.len() >= header {
+            let crc = crc32c::crc32c(&b[..header - 4]);
+            b[header - 4..header].copy_from_slice(&crc.to_le_bytes());
+            fix_record_crcs(&mut b, header);
+        }
+        // Named as its header says (or one off), as recovery finds it.
+        let named = u64_at(&b, 12).unwrap_or(1);
+        let name_lsn = if mode & 4 != 0 {
+            named.wrapping_add(1)
+        } else {
+            named
+        };
+        if let Ok((_, valid)) = fuzzing::wal_segment(&b, name_lsn, mode & 8 != 0) {
+            assert!(valid as usize <= b.len(), "valid length past the file");
+        }
+    } else {
+        // Records back to back, as a frame carries them.
+        if fix {
+            fix_record_crcs(&mut b, 0);
+        }
+        let (mut views, mut ranges) = (Vec::new(), Vec::new());
+        if wal::decode_records_in_place(&b, &mut views, &mut ranges).is_ok() {
+            for v in &views {
+                for r in &ranges[v.args.clone()] {
+                    assert!(r.start <= r.end && r.end <= b.len(), "argument outside");
+                }
+            }
+        }
+        if let Ok((_, n)) = wal::decode_record(&b) {
+            assert!(n <= b.len(), "record past the input");
+        }
+        let through = views.get(usize::from(mode >> 4)).map_or(0, |v| v.lsn);
+        assert!(wal::skip_records_through(&b, through) <= b.len());
+    }
+}
+
+thread_local! {
+    static STORE: RefCell<Store> = RefCell::new(Store::new());
+}
+
+pub fn snapshot(data: &[u8]) {
+    // The slot the section claims (so the slot check passes), as the
+    // loader would read it in its place in the file.
+    let slot = match data.get(..2) {
+        Some(s) => u16::from_le_bytes([s[0], s[1]]) as usize,
+        None => 0,
+    };
+    let slot = if slot < SLOTS { slot } else { 0 };
+    STORE.with(|s| {
+        let mut store = s.borrow_mut();
+        let _ = tessera::node::snapshot::load_section(data, slot, &mut store);
+        store.flush_slot(slot as u16);
+    });
+}
+
+/// A node with no data directory, as a test or the fuzzer runs it.
+fn node() -> Rc<Node> {
+    let mut cfg = NodeConfig::for_tests(std::path::PathBuf::new());
+    cfg.persistence = false;
+    cfg.maxmemory = NODE_MEMORY;
+    cfg.limits = ClientLimits::for_memory(Some(NODE_MEMORY));
+    let node = Rc::new(Node::new(
+        cfg,
+        "0000000000000000000000000000000000000000".into(),
+        Wal::disabled(),
+        Store::new(),
+    ));
+    node.ready.set(true);
+    node
+}
+
+/// Runs `f` on a current-thread runtime in a fresh `LocalSet`: the node's
+/// code may spawn local tasks; dropping the set drops them with the input.
+fn in_runtime(f: impl FnOnce()) {
+    thread_local! {
+        static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+    }
+    RT.with(|rt| {
+        let local = tokio::task::LocalSet::new();
+        local.block_on(rt, async { f() });
+    });
+}
+
+pub fn replication(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut b = rest.to_vec();
+    if mode & 1 != 0 {
+        // Records frames: `R`, len u32, records.
+        let mut at = 0;
+        while let Some(len) = u32_at(&b, at + 1) {
+            let end = (at + 5).saturating_add(len as usize);
+            if end > b.len() {
+                break;
+            }
+            if b[at] == b'R' {
+                fix_record_crcs(&mut b[at + 5..end], 0);
+            }
+            at = end;
+        }
+    }
+    // After a full resync, the loaded snapshot's per-slot LSNs.
+    let watermarks = (mode & 2 != 0).then(|| vec![u64::from(mode >> 2); SLOTS]);
+    in_runtime(|| {
+        let node = node();
+        let _ = fuzzing::replication_stream(&node, &b, watermarks);
+    });
+}
+
+pub fn admin(data: &[u8]) {
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
+    let kind = match kind % 6 {
+        0 => AdminBody::Topology,
+        1 => AdminBody::RoleCall,
+        2 => AdminBody::Archived,
+        3 => AdminBody::MigrationStart,
+        4 => AdminBody::MigrationLimits,
+        _ => AdminBody::SlotRanges,
+    };
+    thread_local! {
+        static NODE: Rc<Node> = node();
+    }
+    NODE.with(|node| {
+        let _ = fuzzing::admin_body(node, kind, body);
+    });
+}
+
+pub fn commands(data: &[u8]) {
+    in_runtime(|| {
+        let node = node();
+        let mut conn = node.new_conn("127.0.0.1:1".into());
+        let mut out = ReplyBuf::new();
+        let mut ranges = Vec::new();
+        let mut pos = 0;
+        for _ in 0..MAX_COMMANDS {
+            if pos >= data.len() {
+                break;
+            }
+            let pending = &data[pos..];
+            let used = match parse_request(pending, &mut ranges) {
+                Ok(Parsed::Command(n)) => n,
+                Ok(Parsed::Empty(n)) => {
+                    pos += n;
+                    continue;
+                }
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => match e.skip {
+                    Some(n) => {
+                        pos += n;
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            pos += used;
+            let args = Args {
+                buf: pending,
+                ranges: &ranges,
+            };
+            let name = args.get(0).to_ascii_lowercase();
+            if SKIPPED.contains(&name.as_slice()) {
+                continue;
+            }
+            let mut effects = Effects::default();
+            let mut store = node.store.borrow_mut();
+            store.now_ms = tessera::node::now_ms();
+            out.limit = node.cfg.limits.max_reply;
+            let mut ctx = Ctx::new(&node, &mut store, &mut out, &mut conn, &mut effects);
+            cmd::dispatch(&mut ctx, &args);
+            drop(store);
+            assert!(
+                out.overflowed || out.buf.len() <= node.cfg.limits.max_reply,
+                "a reply past the per-command limit"
+            );
+            out.buf.clear();
+            out.overflowed = false;
+            out.limit = usize::MAX;
+            if conn.close_after_reply {
+                break;
+            }
+        }
+    });
+}
