@@ -38,7 +38,7 @@ test-unit: deps
 	$(CARGO) test --locked -- --test-threads=2
 
 # Real application libraries on real nodes (tests/apps.rs): BullMQ on a
-# 3-shard cluster, also across a primary failover, and RQ on one shard. They
+# 3-shard cluster, also across a primary failover, and Celery on one shard. They
 # install their npm and PyPI dependencies themselves (pinned in tests/apps/)
 # and take a minute or more each, so `cargo test` leaves them out.
 test-apps: deps

@@ -10,9 +10,10 @@
 //!   64-bit float;
 //! - strings pack as `str` (fixstr/str8/str16/str32).
 //!
-//! Unpacking gives Lua numbers for every integer and float, strings for
-//! `str` and `bin`, tables for arrays (1..n, nil elements leave holes) and
-//! maps; extension types and the reserved byte are bad input.
+//! Unpacking gives Lua numbers for every integer and float (a uint64 is
+//! read as an int64, as lua_cmsgpack does), strings for `str`, tables for
+//! arrays (1..n, nil elements leave holes) and maps; `bin`, extension
+//! types and the reserved byte are bad input, as in Redis.
 
 use mlua::{Lua, MultiValue, Table, Value};
 use rmp::Marker;
@@ -25,21 +26,29 @@ const MAX_UNPACK_DEPTH: usize = 1000;
 
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     let m = lua.create_table()?;
-    m.raw_set(
-        "pack",
-        lua.create_function(|lua, args: MultiValue| {
-            if args.is_empty() {
-                return Err(mlua::Error::runtime(
-                    "bad argument #0 to '?' (MessagePack pack needs input.)",
-                ));
-            }
-            let mut buf = Vec::new();
-            for v in args.iter() {
-                encode(&mut buf, v, 0)?;
-            }
-            lua.create_string(&buf)
-        })?,
-    )?;
+    // The arguments reach Rust through a table: mlua reads a Lua 5.1
+    // number within f64::EPSILON of an integer as that integer, and only a
+    // value read from a table can be read again exactly (see `exact`).
+    let pack_args = lua.create_function(|lua, (n, args): (usize, Table)| {
+        if n == 0 {
+            return Err(script_error(
+                lua,
+                "bad argument #0 to 'pack' (MessagePack pack needs input.)",
+            ));
+        }
+        let mut buf = Vec::new();
+        for i in 1..=n {
+            let v = exact(&args, i, args.raw_get::<Value>(i)?);
+            encode(&mut buf, &v, 0)?;
+        }
+        lua.create_string(&buf)
+    })?;
+    lua.set_named_registry_value(PACK_ARGS, pack_args)?;
+    // SAFETY: `pack_entry` only moves values on the Lua stack (after
+    // checking its size) and calls a Lua function; it holds nothing that
+    // needs dropping if that call raises an error.
+    let pack = unsafe { lua.create_c_function(pack_entry) }?;
+    m.raw_set("pack", pack)?;
     m.raw_set(
         "unpack",
         lua.create_function(|lua, s: mlua::String| unpack(lua, &s.as_bytes(), 0, 0))?,
@@ -61,8 +70,43 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     lua.globals().raw_set("cmsgpack", m)
 }
 
+/// Where the Rust half of `pack` is kept in the registry.
+const PACK_ARGS: &str = "tessera.cmsgpack.pack_args";
+const PACK_ARGS_C: &std::ffi::CStr = c"tessera.cmsgpack.pack_args";
+
+/// `cmsgpack.pack(...)`: calls the Rust half with the argument count and
+/// a table of the arguments. A C function (not a Lua wrapper), so that a
+/// script's `return cmsgpack.pack(...)` keeps the script's frame for the
+/// error position, as a tail call to a C function does in Lua 5.1.
+unsafe extern "C-unwind" fn pack_entry(state: *mut mlua::ffi::lua_State) -> std::ffi::c_int {
+    use mlua::ffi;
+    let n = ffi::lua_gettop(state);
+    ffi::luaL_checkstack(state, 4, c"cmsgpack.pack".as_ptr());
+    ffi::lua_getfield(state, ffi::LUA_REGISTRYINDEX, PACK_ARGS_C.as_ptr());
+    ffi::lua_pushinteger(state, n as ffi::lua_Integer);
+    ffi::lua_createtable(state, n, 0);
+    for i in 1..=n {
+        ffi::lua_pushvalue(state, i);
+        ffi::lua_rawseti(state, -2, i as ffi::lua_Integer);
+    }
+    ffi::lua_call(state, 2, 1);
+    1
+}
+
 fn io_err(e: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(format!("cmsgpack: {e}"))
+}
+
+/// `v` read from `t[key]` again as a float when mlua may have rounded it
+/// to an integer (it does so for any Lua 5.1 number within f64::EPSILON of
+/// one, e.g. 1e-300 or 1 - 2^-53); a float read is exact.
+fn exact<K: mlua::IntoLua>(t: &Table, key: K, v: Value) -> Value {
+    match v {
+        Value::Integer(i) if i.unsigned_abs() <= 1 => t
+            .raw_get::<f64>(key)
+            .map_or(Value::Integer(i), Value::Number),
+        v => v,
+    }
 }
 
 /// Whether `n` is a whole number a C cast to int64 keeps exactly
@@ -100,38 +144,48 @@ fn encode(buf: &mut Vec<u8>, v: &Value, level: usize) -> mlua::Result<()> {
     Ok(())
 }
 
-/// lua_cmsgpack's table_is_an_array: every key a positive whole number and
-/// the largest equal to the count.
-fn is_array(pairs: &[(Value, Value)]) -> bool {
-    let mut max = 0f64;
-    for (k, _) in pairs {
-        let n = match k {
-            Value::Integer(i) => *i as f64,
-            Value::Number(n) => *n,
-            _ => return false,
-        };
-        if n <= 0.0 || n.trunc() != n || n > i32::MAX as f64 {
-            return false;
-        }
-        max = max.max(n);
-    }
-    max == pairs.len() as f64
+/// A positive whole key (as table_is_an_array counts them), or None.
+fn array_key(k: &Value) -> Option<f64> {
+    let n = match k {
+        Value::Integer(i) => *i as f64,
+        Value::Number(n) => *n,
+        _ => return None,
+    };
+    (n > 0.0 && n.trunc() == n && n <= i32::MAX as f64).then_some(n)
 }
 
+/// Tables are walked with `for_each`, never collected: every value held
+/// from Lua takes a slot of mlua's reference stack, which a table of
+/// many thousand keys would exhaust.
 fn encode_table(buf: &mut Vec<u8>, t: &Table, level: usize) -> mlua::Result<()> {
-    let pairs: Vec<(Value, Value)> = t.pairs::<Value, Value>().collect::<mlua::Result<_>>()?;
-    let len = u32::try_from(pairs.len()).map_err(io_err)?;
-    if is_array(&pairs) {
+    // lua_cmsgpack's table_is_an_array: every key a positive whole number
+    // and the largest equal to the count.
+    let (mut count, mut max, mut array) = (0usize, 0f64, true);
+    t.for_each(|k: Value, _: Value| {
+        count += 1;
+        match array_key(&k) {
+            Some(n) => max = max.max(n),
+            None => array = false,
+        }
+        Ok(())
+    })?;
+    let len = u32::try_from(count).map_err(io_err)?;
+    if array && max == count as f64 {
         rmp::encode::write_array_len(buf, len).map_err(io_err)?;
-        for i in 1..=pairs.len() {
-            encode(buf, &t.raw_get::<Value>(i)?, level + 1)?;
+        for i in 1..=count {
+            encode(buf, &exact(t, i, t.raw_get::<Value>(i)?), level + 1)?;
         }
     } else {
         rmp::encode::write_map_len(buf, len).map_err(io_err)?;
-        for (k, v) in &pairs {
-            encode(buf, k, level + 1)?;
-            encode(buf, v, level + 1)?;
-        }
+        t.for_each(|k: Value, v: Value| {
+            // A key mlua rounded cannot be read back (documented).
+            let v = match &k {
+                Value::Integer(i) if i.unsigned_abs() <= 1 => v,
+                _ => exact(t, k.clone(), v),
+            };
+            encode(buf, &k, level + 1)?;
+            encode(buf, &v, level + 1)
+        })?;
     }
     Ok(())
 }
@@ -143,12 +197,25 @@ enum DecodeError {
     BadFormat,
 }
 
+/// An error raised as lua_cmsgpack's `luaL_error` is: prefixed with the
+/// calling script line (`user_script:<n>: `), found on the Lua stack.
+fn script_error(lua: &Lua, msg: &str) -> mlua::Error {
+    let line = (0..64)
+        .map_while(|level| lua.inspect_stack(level))
+        .find(|d| d.source().source.as_deref() == Some("@user_script"))
+        .map(|d| d.curr_line());
+    match line {
+        Some(n) => mlua::Error::runtime(format!("user_script:{n}: {msg}")),
+        None => mlua::Error::runtime(msg),
+    }
+}
+
 impl DecodeError {
-    fn into_lua(self) -> mlua::Error {
-        mlua::Error::runtime(match self {
+    fn message(&self) -> &'static str {
+        match self {
             DecodeError::Missing => "Missing bytes in input.",
             DecodeError::BadFormat => "Bad data format in input.",
-        })
+        }
     }
 }
 
@@ -192,7 +259,7 @@ impl<'a> Cursor<'a> {
 
 /// One value, or why there is none; Lua errors (memory) pass through.
 fn decode(lua: &Lua, c: &mut Cursor, depth: usize) -> Result<Value, mlua::Error> {
-    let bad = DecodeError::into_lua;
+    let bad = |e: DecodeError| script_error(lua, e.message());
     if depth > MAX_UNPACK_DEPTH {
         return Err(bad(DecodeError::BadFormat));
     }
@@ -204,7 +271,8 @@ fn decode(lua: &Lua, c: &mut Cursor, depth: usize) -> Result<Value, mlua::Error>
         Marker::U8 => num(c.u8().map_err(bad)? as f64),
         Marker::U16 => num(c.u16().map_err(bad)? as f64),
         Marker::U32 => num(c.u32().map_err(bad)? as f64),
-        Marker::U64 => num(c.u64().map_err(bad)? as f64),
+        // lua_cmsgpack reads a uint64 as an int64 (2^64-1 is -1).
+        Marker::U64 => num(c.u64().map_err(bad)? as i64 as f64),
         Marker::I8 => num(c.u8().map_err(bad)? as i8 as f64),
         Marker::I16 => num(c.u16().map_err(bad)? as i16 as f64),
         Marker::I32 => num(c.u32().map_err(bad)? as i32 as f64),
@@ -215,15 +283,15 @@ fn decode(lua: &Lua, c: &mut Cursor, depth: usize) -> Result<Value, mlua::Error>
         Marker::True => Ok(Value::Boolean(true)),
         Marker::False => Ok(Value::Boolean(false)),
         Marker::FixStr(n) => bytes(lua, c, n as usize),
-        Marker::Str8 | Marker::Bin8 => {
+        Marker::Str8 => {
             let n = c.u8().map_err(bad)? as usize;
             bytes(lua, c, n)
         }
-        Marker::Str16 | Marker::Bin16 => {
+        Marker::Str16 => {
             let n = c.u16().map_err(bad)? as usize;
             bytes(lua, c, n)
         }
-        Marker::Str32 | Marker::Bin32 => {
+        Marker::Str32 => {
             let n = c.u32().map_err(bad)? as usize;
             bytes(lua, c, n)
         }
@@ -245,12 +313,13 @@ fn decode(lua: &Lua, c: &mut Cursor, depth: usize) -> Result<Value, mlua::Error>
             let n = c.u32().map_err(bad)? as usize;
             map(lua, c, n, depth)
         }
+        // bin, ext and the reserved byte: lua_cmsgpack reads none of them.
         _ => Err(bad(DecodeError::BadFormat)),
     }
 }
 
 fn bytes(lua: &Lua, c: &mut Cursor, n: usize) -> mlua::Result<Value> {
-    let s = c.take(n).map_err(DecodeError::into_lua)?;
+    let s = c.take(n).map_err(|e| script_error(lua, e.message()))?;
     Ok(Value::String(lua.create_string(s)?))
 }
 
@@ -258,7 +327,7 @@ fn array(lua: &Lua, c: &mut Cursor, n: usize, depth: usize) -> mlua::Result<Valu
     // Every element takes at least one byte: a length past the input is
     // missing bytes, found before allocating for it.
     if n > c.left() {
-        return Err(DecodeError::Missing.into_lua());
+        return Err(script_error(lua, DecodeError::Missing.message()));
     }
     let t = lua.create_table_with_capacity(n, 0)?;
     for i in 1..=n {
@@ -270,13 +339,14 @@ fn array(lua: &Lua, c: &mut Cursor, n: usize, depth: usize) -> mlua::Result<Valu
 
 fn map(lua: &Lua, c: &mut Cursor, n: usize, depth: usize) -> mlua::Result<Value> {
     if n > c.left() / 2 {
-        return Err(DecodeError::Missing.into_lua());
+        return Err(script_error(lua, DecodeError::Missing.message()));
     }
     let t = lua.create_table_with_capacity(0, n)?;
     for _ in 0..n {
         let k = decode(lua, c, depth + 1)?;
         let v = decode(lua, c, depth + 1)?;
         if k.is_nil() {
+            // Raised by lua_settable, without a position.
             return Err(mlua::Error::runtime("table index is nil"));
         }
         t.raw_set(k, v)?;
@@ -290,15 +360,23 @@ fn map(lua: &Lua, c: &mut Cursor, n: usize, depth: usize) -> mlua::Result<Value>
 fn unpack(lua: &Lua, s: &[u8], limit: i64, offset: i64) -> mlua::Result<MultiValue> {
     let decode_all = limit == 0 && offset == 0;
     if offset < 0 || limit < 0 {
-        return Err(mlua::Error::runtime(format!(
-            "Invalid request to unpack with offset of {offset} and limit of {limit}."
-        )));
+        return Err(script_error(
+            lua,
+            &format!(
+                "Invalid request to unpack with offset of {offset} and limit of {}.",
+                // lua_cmsgpack prints the input's length as the limit.
+                s.len()
+            ),
+        ));
     }
     if offset as u64 > s.len() as u64 {
-        return Err(mlua::Error::runtime(format!(
-            "Start offset {offset} greater than input length {}.",
-            s.len()
-        )));
+        return Err(script_error(
+            lua,
+            &format!(
+                "Start offset {offset} greater than input length {}.",
+                s.len()
+            ),
+        ));
     }
     let limit = if decode_all { i64::MAX } else { limit };
     let mut c = Cursor {
@@ -369,7 +447,10 @@ mod tests {
     #[test]
     fn nesting_past_sixteen_packs_as_nil() {
         let l = lua();
-        let b = pack(&l, "(function() local t = {} for i=1,20 do t = {t} end return t end)()");
+        let b = pack(
+            &l,
+            "(function() local t = {} for i=1,20 do t = {t} end return t end)()",
+        );
         assert_eq!(b[..16], [0x91; 16]);
         assert_eq!(b[16], 0xc0);
         assert_eq!(b.len(), 17);
@@ -413,12 +494,7 @@ mod tests {
     #[test]
     fn truncated_and_malformed_input_get_redis_errors() {
         let l = lua();
-        let err = |src: &str| {
-            l.load(src)
-                .exec()
-                .expect_err("must fail")
-                .to_string()
-        };
+        let err = |src: &str| l.load(src).exec().expect_err("must fail").to_string();
         assert!(err(r#"cmsgpack.unpack("\146\1")"#).contains("Missing bytes in input."));
         assert!(err(r#"cmsgpack.unpack("\193")"#).contains("Bad data format in input."));
         assert!(err(r#"cmsgpack.unpack("\221\255\255\255\255")"#).contains("Missing bytes"));
