@@ -39,10 +39,10 @@ test-unit: deps
 
 # Real application libraries on real nodes (tests/apps.rs): BullMQ on a
 # 3-shard cluster, also across a primary failover, and Celery on one shard. They
-# install their npm and PyPI dependencies themselves (pinned in tests/apps/)
-# and take a minute or more each, so `cargo test` leaves them out.
+# install their npm and PyPI dependencies themselves (pinned in tests/apps/);
+# `cargo test` runs them too, this target runs only them.
 test-apps: deps
-	$(CARGO) test --locked --test apps -- --ignored --test-threads=1
+	$(CARGO) test --locked --test apps -- --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -8,9 +8,10 @@
 //! pinned lock files in tests/apps/, runs a driver script, and checks its
 //! JSON summary: every job completed, none lost, none done twice.
 //!
-//! They are `#[ignore]`d (each takes longer than the process-level suite
-//! allows a test): `make test-apps` runs them. A test is skipped, saying
-//! so, only when `node`/`npm` (or `python3`) is not installed.
+//! Each takes well under a minute once its dependencies are installed, so
+//! `cargo test` runs them (`make test-apps` runs only these). A test is
+//! skipped, saying so, only when `node`/`npm` (or `python3`) is not
+//! installed.
 
 mod common;
 #[path = "common/migration.rs"]
@@ -166,6 +167,9 @@ impl AppCluster {
     }
 }
 
+/// Held while an app's dependencies are checked and installed.
+static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether `cmd --version` runs.
 fn have(cmd: &str) -> bool {
     Command::new(cmd)
@@ -206,6 +210,8 @@ fn bullmq_dir() -> Option<PathBuf> {
         eprintln!("SKIPPED: `node`/`npm` are not installed; the BullMQ test cannot run");
         return None;
     }
+    // The two BullMQ tests may run at once: one installs, the other waits.
+    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = app_dir("bullmq", &["package.json", "run.mjs"]);
     let lock_src =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apps/bullmq/package-lock.json");
@@ -230,6 +236,7 @@ fn celery_dir() -> Option<(PathBuf, PathBuf)> {
         eprintln!("SKIPPED: `python3` is not installed; the Celery test cannot run");
         return None;
     }
+    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = app_dir("celery", &["requirements.txt", "run.py", "tasks.py"]);
     let py = dir.join("venv/bin/python");
     let req = std::fs::read(dir.join("requirements.txt")).expect("requirements.txt");
@@ -341,7 +348,6 @@ fn assert_bullmq_all_once(ok: bool, s: &Value) {
 }
 
 #[test]
-#[ignore = "about a minute; run by `make test-apps`"]
 fn bullmq_completes_normal_delayed_and_repeatable_jobs_once_on_three_shards() {
     let Some(dir) = bullmq_dir() else { return };
     let c = AppCluster::start(3, 0);
@@ -351,7 +357,6 @@ fn bullmq_completes_normal_delayed_and_repeatable_jobs_once_on_three_shards() {
 }
 
 #[test]
-#[ignore = "about a minute; run by `make test-apps`"]
 fn bullmq_loses_no_job_across_a_primary_failover() {
     let Some(dir) = bullmq_dir() else { return };
     let mut c = AppCluster::start(3, 1);
@@ -378,7 +383,6 @@ fn bullmq_loses_no_job_across_a_primary_failover() {
 }
 
 #[test]
-#[ignore = "about a minute; run by `make test-apps`"]
 fn celery_runs_every_task_once_on_a_one_shard_cluster() {
     let Some((dir, py)) = celery_dir() else {
         return;
