@@ -289,9 +289,7 @@ fn replicas_resumed(cluster: &str) -> R {
             continue;
         }
         k8s::bind_admin_tokens(NS)?;
-        let body = http_get(&format!("{ip}:9121"), "/v1/status")?;
-        let doc = body.split_once("\r\n\r\n").map_or("", |b| b.1);
-        let v: Value = serde_json::from_str(doc).map_err(|e| format!("{ip} status: {e}"))?;
+        let v = admin_status(&ip)?;
         let r = &v["replication"];
         if r["fullResyncs"] != 0 || r["partialResyncs"].as_u64().unwrap_or(0) < 1 {
             return Err(format!(
@@ -363,6 +361,36 @@ fn event_with(cluster: &str, reason: &str, needle: &str) -> R<String> {
         },
     )?;
     Ok(found)
+}
+
+/// A node's `/v1/status`, over HTTPS when its admin port speaks it (TLS
+/// clusters: plain HTTP gets 403 for `/v1`). `-k`: this reads counters;
+/// that the node's certificate chains to the cluster's CA is tests/tls.rs's
+/// and e2e-security's subject.
+fn admin_status(ip: &str) -> R<Value> {
+    use tessera::client::auth::{target_for, AdminScheme};
+    let addr = ip.parse().map_err(|e| format!("{ip}: {e}"))?;
+    let target = target_for(addr);
+    let token = target
+        .token
+        .ok_or(format!("no admin token bound for {ip}"))?;
+    let scheme = match target.scheme {
+        AdminScheme::Http => "http",
+        _ => "https",
+    };
+    let out = Command::new("curl")
+        .args(["-fsSk", "--max-time", "5", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("{scheme}://{ip}:9121/v1/status"))
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{ip} /v1/status: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{ip} status: {e}"))
 }
 
 fn http_get(addr: &str, path: &str) -> R {

@@ -119,6 +119,7 @@ fn the_chart_renders_the_operators_network_policy_and_secret_rbac() {
             .filter_map(|v| v.as_str().map(String::from))
             .collect::<Vec<_>>()
     };
-    assert_eq!(grants("secrets"), vec!["get", "create"]);
+    // Updated only to renew the certificates the operator issued.
+    assert_eq!(grants("secrets"), vec!["get", "create", "update"]);
     assert!(grants("networkpolicies").contains(&"create".to_string()));
 }
