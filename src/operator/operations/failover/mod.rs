@@ -30,7 +30,9 @@ use super::shard::{
     self, admin, blocked_condition, failover_client, members, next_epoch, Kind, Phase, ShardOp,
     FAILOVER_BLOCKED,
 };
-use crate::api::{DatabaseCluster, DatabaseClusterStatus, FailoverState, ShardStatus};
+use crate::api::{
+    DatabaseCluster, DatabaseClusterStatus, FailoverState, FailoverTiming, ShardStatus,
+};
 use crate::client::{ClientError, NodeInfo};
 use crate::operator::context::{Context, Error};
 pub use crate::operator::detector::Detector;
@@ -241,6 +243,10 @@ async fn start(
             "primary {from} failed ({why}) for {} ms",
             f.failed_for.as_millis()
         )),
+        timing: Some(FailoverTiming {
+            detection_ms: f.failed_for.as_millis() as u64,
+            ..Default::default()
+        }),
     };
     tracing::warn!(cluster = %dbc.name_any(), shard = %shard.name, from = %from, reason = why, epoch, "starting failover");
     ctx.event(
@@ -488,6 +494,7 @@ pub(crate) async fn fence_and_choose(
     state: &FailoverState,
 ) -> Result<Action, Error> {
     let name = dbc.name_any();
+    let fence_started = tokio::time::Instant::now();
     let (candidates, lease_over_at) = match fence_members(op, state, &name).await {
         Fenced::Stale => return shard::restart(op, &dbc, state).await,
         Fenced::Done {
@@ -495,7 +502,13 @@ pub(crate) async fn fence_and_choose(
             lease_over_at,
         } => (candidates, lease_over_at),
     };
+    let fenced = tokio::time::Instant::now();
     tokio::time::sleep_until(lease_over_at).await;
+    let timing = state.timing.clone().map(|t| FailoverTiming {
+        fence_ms: Some((fenced - fence_started).as_millis() as u64),
+        lease_wait_ms: Some(fenced.elapsed().as_millis() as u64),
+        ..t
+    });
     let spec = &op.v.spec;
     let rule = AckRule::new(
         spec.consistency.level,
@@ -527,6 +540,7 @@ pub(crate) async fn fence_and_choose(
             let next = FailoverState {
                 phase: Phase::Promoting.as_str().into(),
                 to: Some(pod),
+                timing,
                 ..state.clone()
             };
             let dbc = shard::write_state(op.ctx, &dbc, op.i, Some(next.clone())).await?;
