@@ -549,9 +549,10 @@ fn describe(o: &Outcome) -> String {
 /// failover (detection 2 s + fence + lease wait 2.25 s + push).
 const TTW_RESTART: Duration = Duration::from_secs(10);
 /// For a hung primary, the worst case of the chain in docs/failover.md
-/// ("Time-to-writable"): monitor sighting ≤ 2 s + the reconcile's 3 s status
-/// timeout + detectionSeconds 2 s + fence timeout 1 s + lease wait 2.25 s,
-/// ≈ 10.3 s, plus the client's reconnection (2 s timeouts) and the push.
+/// ("Time-to-writable"): monitor sighting ≤ 2 s + the reconcile's status
+/// call timeout (≤ 3 s) + detectionSeconds 2 s + fence timeout 1 s + lease
+/// wait ≤ 2.25 s, ≈ 10.3 s, plus the client's reconnection (2 s timeouts)
+/// and the push.
 const TTW_HUNG: Duration = Duration::from_secs(15);
 
 /// What the shard did must be one of the two outcomes the design allows,
