@@ -330,10 +330,15 @@ fn bullmq_cmd(dir: &Path, c: &AppCluster) -> Command {
 }
 
 fn assert_bullmq_all_once(ok: bool, s: &Value) {
-    let total = NORMAL + DELAYED + REPEATS;
+    assert_eq!(s["by_kind"]["repeat"], REPEATS, "repeatable job runs: {s}");
+    assert_bullmq_none_lost(ok, s, REPEATS);
+}
+
+/// Every job completed once, the repeatable job's `repeats` runs included.
+fn assert_bullmq_none_lost(ok: bool, s: &Value, repeats: u64) {
+    let total = NORMAL + DELAYED + repeats;
     assert_eq!(s["by_kind"]["normal"], NORMAL, "normal jobs: {s}");
     assert_eq!(s["by_kind"]["delayed"], DELAYED, "delayed jobs: {s}");
-    assert_eq!(s["by_kind"]["repeat"], REPEATS, "repeatable job runs: {s}");
     assert_eq!(s["distinct"], total, "distinct completed jobs: {s}");
     assert_eq!(s["done_set"], total, "jobs recorded by the processor: {s}");
     assert_eq!(s["twice"], 0, "jobs completed twice: {s}");
@@ -379,7 +384,22 @@ fn bullmq_loses_no_job_across_a_primary_failover() {
     c.kill_primary_and_fail_over(s);
     eprintln!("failed shard {s} over in {:?}", t.elapsed());
     let (ok, sum) = driver.join().expect("the driver thread");
-    assert_bullmq_all_once(ok, &sum);
+    // A repeatable job's run whose lock expired while the shard had no
+    // quorum is redelivered, and BullMQ schedules the next run again from
+    // the redelivery (BullMQ is at-least-once): the job may run past
+    // its limit then, never short of it, and only after a lost lock.
+    let runs = sum["by_kind"]["repeat"].as_u64().unwrap_or(0);
+    assert!(
+        runs >= REPEATS,
+        "repeatable job ran {runs} < {REPEATS} times: {sum}"
+    );
+    if runs > REPEATS {
+        assert_eq!(
+            sum["lock_lost"], true,
+            "extra repeatable runs without a redelivery: {sum}"
+        );
+    }
+    assert_bullmq_none_lost(ok, &sum, runs);
 }
 
 #[test]
