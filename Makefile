@@ -25,7 +25,9 @@ release:
 	$(CARGO) build --release --locked
 
 # Debian packages the tests use (redis-cli, redis-benchmark and redis-server
-# for compatibility checks and side-by-side benchmarks). Idempotent.
+# for compatibility checks and side-by-side benchmarks), and helm for the
+# chart tests (built once from the Go module proxy: the e2e cluster's build,
+# e2e/build.sh helm). Idempotent.
 deps:
 	@scripts/deps.sh
 
