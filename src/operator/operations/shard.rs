@@ -19,8 +19,8 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
 use crate::api::{
-    DatabaseCluster, DatabaseClusterStatus, FailoverState, FailoverTiming, LastFailover, NodeStatus,
-    ShardStatus,
+    DatabaseCluster, DatabaseClusterStatus, FailoverState, FailoverTiming, LastFailover,
+    NodeStatus, ShardStatus,
 };
 use crate::client::NodeInfo;
 use crate::operator::context::{now, Context, Error};
