@@ -124,7 +124,7 @@ pub async fn observe(
         async move {
             let addr = admin_addr(ip.as_deref()?)?;
             match tokio::time::timeout(STATUS_TIMEOUT, nodes.status(addr)).await {
-                Ok(Ok(i)) => Some(i),
+                Ok(Ok(i)) => Some((i, std::time::Instant::now())),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "node status unavailable");
                     None
@@ -160,7 +160,15 @@ pub async fn observe(
             } else {
                 others.next()
             };
-            next.flatten()
+            // A replica's heartbeat age is as of its answer; the primaries
+            // are asked after the replicas (and a hung one holds the
+            // observation for the whole timeout): age it to now.
+            next.flatten().map(|(mut i, answered)| {
+                if let Some(age) = i.replication.heartbeat_age_ms.as_mut() {
+                    *age += answered.elapsed().as_millis() as u64;
+                }
+                i
+            })
         })
         .collect();
     let nodes = candidates

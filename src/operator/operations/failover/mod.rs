@@ -371,15 +371,17 @@ enum Fenced {
 }
 
 /// How long to wait for the old primary's own fence answer past the
-/// replicas' (a live but cut-off primary answers in milliseconds; a hung
-/// one would cost the client's whole timeout).
-const OLD_PRIMARY_GRACE: Duration = Duration::from_millis(300);
+/// replicas' when no lease wait is left (a live but cut-off primary
+/// answers in milliseconds and is demoted at once; a hung one would cost
+/// the client's whole timeout, and the replicas already proved its lease
+/// over).
+const OLD_PRIMARY_GLANCE: Duration = Duration::from_millis(50);
 
 /// Fences every member with an address, the failed primary included: if it
 /// answers it is demoted at once and no lease wait is needed. Otherwise the
 /// wait is what the replicas' heartbeat ages leave of the lease
 /// ([`plan::lease_wait_after_fence`]), and the old primary's answer is
-/// awaited only that long (at least [`OLD_PRIMARY_GRACE`]).
+/// awaited only that long (at least [`OLD_PRIMARY_GLANCE`]).
 async fn fence_members(op: &ShardOp<'_>, state: &FailoverState, cluster: &str) -> Fenced {
     let targets: Vec<(&ObservedNode, SocketAddr)> = members(&op.shard)
         .iter()
@@ -420,10 +422,11 @@ async fn fence_members(op: &ShardOp<'_>, state: &FailoverState, cluster: &str) -
     let now = tokio::time::Instant::now();
     let mut lease_over_at = now + Duration::from_millis(wait);
     if let Some((n, call)) = old_call {
+        // Its answer saves the lease wait; with none left to save, a glance.
         let patience = if newly_fenced {
-            Duration::from_millis(wait).max(OLD_PRIMARY_GRACE)
+            Duration::from_millis(wait).max(OLD_PRIMARY_GLANCE)
         } else {
-            OLD_PRIMARY_GRACE
+            OLD_PRIMARY_GLANCE
         };
         match tokio::time::timeout(patience, call).await {
             Ok(r) => match fenced_member(n, r, state, cluster) {
