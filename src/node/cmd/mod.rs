@@ -656,7 +656,11 @@ pub(crate) fn prepare(
     }
     ctx.conn.asking = false;
 
-    if spec.is_write() && !ctx.replaying {
+    // As in Redis, a script (or EXEC) that has already written is not
+    // refused halfway for the node's state (lease, memory): it would leave
+    // part of its effects applied and answer an error that says "refused".
+    let dirty = ctx.group.as_ref().is_some_and(|g| !g.is_empty());
+    if spec.is_write() && !ctx.replaying && !dirty {
         if let Some(err) = node.write_refusal(spec) {
             ctx.out.error(&err);
             return Err(Some(idx));
