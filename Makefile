@@ -56,7 +56,7 @@ lint:
 # every target for FUZZ_SECONDS each; fails on a crash (panic, allocation
 # cap, timeout). make test runs each briefly from the checked-in seeds.
 FUZZ_SECONDS ?= 120
-FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_SMOKE_SECONDS ?= 20
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 

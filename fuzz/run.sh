@@ -29,7 +29,10 @@ export RUSTFLAGS="-Cpasses=sancov-module \
  -Cllvm-args=-sanitizer-coverage-pc-table \
  -Cllvm-args=-sanitizer-coverage-trace-compares \
  --cfg fuzzing"
-cargo build --locked --release --features libfuzzer --target "$triple" --bin tessera-fuzz
+# The fuzzed code builds with the root's dependency versions: its lock file
+# is the root's, to which cargo adds the driver's own crates.
+cp ../Cargo.lock Cargo.lock
+cargo build --release --features libfuzzer --target "$triple" --bin tessera-fuzz
 bin=$CARGO_TARGET_DIR/$triple/release/tessera-fuzz
 
 failed=()
