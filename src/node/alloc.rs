@@ -8,6 +8,9 @@ use mimalloc::MiMalloc;
 
 pub struct CountingAlloc;
 
+/// The allocator's name, as INFO's `mem_allocator` reports it.
+pub const ALLOCATOR: &str = "mimalloc";
+
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every call is forwarded unchanged to mimalloc; the counter is
@@ -44,6 +47,33 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// Bytes currently allocated by the process.
 pub fn allocated() -> usize {
     ALLOCATED.load(Ordering::Relaxed)
+}
+
+static CLIENT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes held by client connections' input and output buffers.
+pub fn client_bytes() -> usize {
+    CLIENT_BYTES.load(Ordering::Relaxed)
+}
+
+/// One connection's share of [`client_bytes`], given back when dropped.
+#[derive(Debug, Default)]
+pub struct ClientBytes(usize);
+
+impl ClientBytes {
+    pub fn set(&mut self, n: usize) {
+        if n != self.0 {
+            CLIENT_BYTES.fetch_add(n, Ordering::Relaxed);
+            CLIENT_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+            self.0 = n;
+        }
+    }
+}
+
+impl Drop for ClientBytes {
+    fn drop(&mut self) {
+        CLIENT_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+    }
 }
 
 /// Resident set size from /proc, in bytes (0 where unavailable).
