@@ -62,13 +62,9 @@ fn write(
             }
         }
         // Not `query`: it fails the whole pipeline on one -OOM.
-        let replies = redis::ConnectionLike::req_packed_commands(
-            c,
-            &p.get_packed_pipeline(),
-            0,
-            chunk.len(),
-        )
-        .expect("the pipeline answers");
+        let replies =
+            redis::ConnectionLike::req_packed_commands(c, &p.get_packed_pipeline(), 0, chunk.len())
+                .expect("the pipeline answers");
         for r in replies {
             match r {
                 redis::Value::Okay => {}
@@ -135,7 +131,10 @@ fn info_memory_fields_are_present_and_their_breakdown_adds_up_to_used_memory() {
     assert!(backlog > 0, "the log ring holds the writes: {m:?}");
     assert_eq!(overhead, startup + backlog + clients, "{m:?}");
     assert_eq!(dataset + overhead, used, "{m:?}");
-    assert!(dataset > 3000 * 1024, "3000 1 KiB values are in the dataset: {m:?}");
+    assert!(
+        dataset > 3000 * 1024,
+        "3000 1 KiB values are in the dataset: {m:?}"
+    );
     let frag: f64 = m["mem_fragmentation_ratio"].parse().expect("a ratio");
     assert!((frag - rss as f64 / used as f64).abs() < 0.05, "{m:?}");
     assert_eq!(m["maxmemory_policy"], "noeviction");
@@ -195,7 +194,12 @@ fn allkeys_policies_stay_under_maxmemory_and_evict_instead_of_refusing() {
 
 #[test]
 fn volatile_policies_evict_only_keys_with_a_ttl() {
-    for policy in ["volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"] {
+    for policy in [
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    ] {
         let (_node, mut c, max) = capped(policy, 5 << 20);
         let persistent = names("p", 1500);
         write(&mut c, persistent.clone().into_iter(), |_| None);
@@ -234,7 +238,10 @@ fn lru_evicts_the_cold_keys_and_keeps_the_hot_ones() {
     assert!(gone > 600, "evicted {gone}");
     let hot_kept = exists(&mut c, &hot);
     let cold_kept = exists(&mut c, &cold);
-    assert!(hot_kept >= 796, "hot keys kept: {hot_kept}/800 (evicted {gone})");
+    assert!(
+        hot_kept >= 796,
+        "hot keys kept: {hot_kept}/800 (evicted {gone})"
+    );
     assert!(
         cold_kept as u64 <= 3000 - gone * 9 / 10,
         "the evictions were cold keys: {cold_kept}/3000 left, {gone} evicted"

@@ -63,7 +63,10 @@ impl Policy {
     pub fn volatile_only(self) -> bool {
         matches!(
             self,
-            Policy::VolatileLru | Policy::VolatileLfu | Policy::VolatileRandom | Policy::VolatileTtl
+            Policy::VolatileLru
+                | Policy::VolatileLfu
+                | Policy::VolatileRandom
+                | Policy::VolatileTtl
         )
     }
 }
@@ -76,7 +79,10 @@ impl std::str::FromStr for Policy {
             .find(|p| p.as_str().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 let names: Vec<&str> = Policy::ALL.iter().map(|p| p.as_str()).collect();
-                format!("unknown maxmemory policy {s:?} (one of {})", names.join(", "))
+                format!(
+                    "unknown maxmemory policy {s:?} (one of {})",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -141,7 +147,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         // xorshift64*
         let mut x = self.0;
         x ^= x >> 12;
@@ -151,9 +157,12 @@ impl Rng {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 }
+
+/// Keys sampled from one slot: (key, its clock, its deadline).
+type Sampled = (u16, Vec<(Key, u32, u64)>);
 
 /// One candidate of the pool: higher `score` goes first.
 #[derive(Debug)]
@@ -261,7 +270,7 @@ impl Store {
     }
 
     /// Up to `n` candidate keys of a random slot, from a random position.
-    fn sample(&mut self, volatile: bool, n: usize) -> Option<(u16, Vec<(Key, u32, u64)>)> {
+    fn sample(&mut self, volatile: bool, n: usize) -> Option<Sampled> {
         let slot = self.random_slot(volatile)?;
         let len = self.slot_len(slot);
         let skip = self.rng.below(len);
@@ -422,15 +431,18 @@ mod tests {
         let mut rng = Rng::new(7);
         let mut m = fresh(0);
         for _ in 0..100 {
-            m = touched(m, 0, rng.next() as u32);
+            m = touched(m, 0, rng.next_u64() as u32);
         }
         let after_100 = m >> 24;
         for _ in 0..100_000 {
-            m = touched(m, 0, rng.next() as u32);
+            m = touched(m, 0, rng.next_u64() as u32);
         }
         let after_100k = m >> 24;
         assert!(after_100 > LFU_INIT + 3 && after_100 < 40, "{after_100}");
-        assert!(after_100k > after_100 + 20 && after_100k <= 255, "{after_100k}");
+        assert!(
+            after_100k > after_100 + 20 && after_100k <= 255,
+            "{after_100k}"
+        );
         // Ten idle minutes take ten off.
         assert_eq!(decayed_counter(m, 600), after_100k - 10);
     }
@@ -472,7 +484,12 @@ mod tests {
         let mut st = Store::new();
         st.now_ms = 1_000;
         for i in 0..100u64 {
-            st.set((i % 11) as u16, format!("k{i}").as_bytes(), s(), 100_000 + i * 1000);
+            st.set(
+                (i % 11) as u16,
+                format!("k{i}").as_bytes(),
+                s(),
+                100_000 + i * 1000,
+            );
         }
         for _ in 0..20 {
             assert!(st.evict_one(Policy::VolatileTtl, 10));
@@ -494,7 +511,9 @@ mod tests {
         }
         st.now_ms = 60_000;
         for i in (0..400u32).filter(|i| i % 2 == 0) {
-            assert!(st.get((i % 13) as u16, format!("k{i}").as_bytes()).is_some());
+            assert!(st
+                .get((i % 13) as u16, format!("k{i}").as_bytes())
+                .is_some());
         }
         for _ in 0..150 {
             assert!(st.evict_one(Policy::AllKeysLru, 5));

@@ -421,7 +421,7 @@ impl Store {
     fn touch_key(&mut self, slot: u16, key: &[u8]) {
         if let Some((k, _)) = self.slots[slot as usize].map.get_key_value(key) {
             let meta = k.clock();
-            let rnd = self.rng.next() as u32;
+            let rnd = self.rng.next_u64() as u32;
             k.set_clock(super::evict::touched(
                 meta,
                 super::evict::clock_at(self.now_ms),
@@ -508,7 +508,7 @@ impl Store {
     pub fn set(&mut self, slot: u16, key: &[u8], value: Value, expire_at: u64) -> Option<Entry> {
         self.touch(slot);
         let fresh = super::evict::fresh(super::evict::clock_at(self.now_ms));
-        let rnd = self.rng.next() as u32;
+        let rnd = self.rng.next_u64() as u32;
         let now = super::evict::clock_at(self.now_ms);
         let db = &mut self.slots[slot as usize];
         let entry = Entry { value, expire_at };

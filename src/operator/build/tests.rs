@@ -359,7 +359,10 @@ fn memory_policy_reaches_the_node_arguments_and_defaults_to_noeviction() {
         pod.containers[0].args.clone().expect("args").join(" ")
     };
     let default = args_of("{}");
-    assert!(default.contains("--maxmemory-policy noeviction"), "{default}");
+    assert!(
+        default.contains("--maxmemory-policy noeviction"),
+        "{default}"
+    );
     let lru = args_of(r#"{"memory":{"policy":"allkeys-lru"}}"#);
     assert!(lru.contains("--maxmemory-policy allkeys-lru"), "{lru}");
     let bad: Result<crate::api::DatabaseClusterSpec, _> =
