@@ -128,7 +128,7 @@ fn info_memory_fields_are_present_and_their_breakdown_adds_up_to_used_memory() {
     let dataset = num(&m, "used_memory_dataset");
     assert!(used <= rss, "used {used} ≤ rss {rss}");
     assert!(startup > 0 && clients > 0, "{m:?}");
-    assert!(backlog > 0, "the log ring holds the writes: {m:?}");
+    assert_eq!(backlog, 0, "no replica, no copy of the log in memory: {m:?}");
     assert_eq!(overhead, startup + backlog + clients, "{m:?}");
     assert_eq!(dataset + overhead, used, "{m:?}");
     assert!(
@@ -367,4 +367,15 @@ fn evictions_reach_the_replica_as_deletes() {
         assert_eq!(a, b, "{k} on the primary and the replica");
     }
     assert_eq!(evicted(&mut rc), 0, "the replica evicts nothing itself");
+    // With a replica the primary keeps recent log in memory, counted apart.
+    let m = info(&mut pc, "memory");
+    let backlog = num(&m, "mem_replication_backlog");
+    assert!(backlog > 0 && backlog <= max / 8, "{m:?}");
+    assert_eq!(
+        num(&m, "used_memory_startup")
+            + backlog
+            + num(&m, "mem_clients_normal")
+            + num(&m, "used_memory_dataset"),
+        num(&m, "used_memory")
+    );
 }

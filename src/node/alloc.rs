@@ -1,41 +1,48 @@
-//! The global allocator: mimalloc, counting live bytes so INFO's
-//! `used_memory` and `maxmemory` mean what they mean in Redis.
+//! The global allocator: mimalloc (jemalloc with the `jemalloc` feature),
+//! counting live bytes so INFO's `used_memory` and `maxmemory` mean what
+//! they mean in Redis.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mimalloc::MiMalloc;
+#[cfg(not(feature = "jemalloc"))]
+use mimalloc::MiMalloc as Inner;
+#[cfg(feature = "jemalloc")]
+use tikv_jemallocator::Jemalloc as Inner;
 
 pub struct CountingAlloc;
 
 /// The allocator's name, as INFO's `mem_allocator` reports it.
+#[cfg(not(feature = "jemalloc"))]
 pub const ALLOCATOR: &str = "mimalloc";
+#[cfg(feature = "jemalloc")]
+pub const ALLOCATOR: &str = "jemalloc";
 
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: every call is forwarded unchanged to mimalloc; the counter is
+// SAFETY: every call is forwarded unchanged to the allocator; the counter is
 // bookkeeping only.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = MiMalloc.alloc(layout);
+        let p = Inner.alloc(layout);
         if !p.is_null() {
             ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        MiMalloc.dealloc(ptr, layout);
+        Inner.dealloc(ptr, layout);
         ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = MiMalloc.alloc_zeroed(layout);
+        let p = Inner.alloc_zeroed(layout);
         if !p.is_null() {
             ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
         }
         p
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = MiMalloc.realloc(ptr, layout, new_size);
+        let p = Inner.realloc(ptr, layout, new_size);
         if !p.is_null() {
             ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
             ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
