@@ -522,8 +522,8 @@ fn data_memory_excludes_the_log_ring_and_falls_with_the_data() {
     );
     let replica = TestNode::start(&["--node-id", &id(1)]);
     let post = |node: &TestNode, path: &str, body: Value| {
-        let (s, b) = http(node.admin_port, "POST", path, &body.to_string())
-            .expect("the admin port answers");
+        let (s, b) =
+            http(node.admin_port, "POST", path, &body.to_string()).expect("the admin port answers");
         assert_eq!(s, 200, "{path}: {b}");
     };
     post(&n, "/v1/promote", json!({"epoch": 1, "replicas": 1}));

@@ -128,7 +128,10 @@ fn info_memory_fields_are_present_and_their_breakdown_adds_up_to_used_memory() {
     let dataset = num(&m, "used_memory_dataset");
     assert!(used <= rss, "used {used} ≤ rss {rss}");
     assert!(startup > 0 && clients > 0, "{m:?}");
-    assert_eq!(backlog, 0, "no replica, no copy of the log in memory: {m:?}");
+    assert_eq!(
+        backlog, 0,
+        "no replica, no copy of the log in memory: {m:?}"
+    );
     assert_eq!(overhead, startup + backlog + clients, "{m:?}");
     assert_eq!(dataset + overhead, used, "{m:?}");
     assert!(
