@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security generate up down bench-node bench-tls bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
+.PHONY: all build release deps test test-unit test-apps lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security generate up down bench-node bench-tls bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz clean cold-check
 
 all: build
 
@@ -25,7 +25,9 @@ release:
 	$(CARGO) build --release --locked
 
 # Debian packages the tests use (redis-cli, redis-benchmark and redis-server
-# for compatibility checks and side-by-side benchmarks). Idempotent.
+# for compatibility checks and side-by-side benchmarks), and helm for the
+# chart tests (built once from the Go module proxy: the e2e cluster's build,
+# e2e/build.sh helm). Idempotent.
 deps:
 	@scripts/deps.sh
 
@@ -36,6 +38,14 @@ test: deps lint test-unit e2e
 
 test-unit: deps
 	$(CARGO) test --locked -- --test-threads=2
+
+# Real application libraries on real nodes (tests/apps.rs): BullMQ on a
+# 3-shard cluster, also across a primary failover, and Celery on one shard. They
+# install their npm and PyPI dependencies themselves (pinned in tests/apps/);
+# `cargo test` runs them too (but the ignored failover one); this target
+# runs all of them.
+test-apps: deps
+	$(CARGO) test --locked --test apps -- --include-ignored --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -21,8 +21,9 @@ one() {
   for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   local out m n s
   out=$(taskset -c 1 redis-benchmark -p "$PORT" -t set -n "$N" -c "$C" -P 1 -r 1000000 -d 64 --csv 2>/dev/null | tail -1)
-  m=$(curl -s "127.0.0.1:$ADMIN/metrics")
+  m=$(curl -fsS "127.0.0.1:$ADMIN/metrics") || m=""
   kill "$pid"; wait "$pid" 2>/dev/null || true
+  [[ -n $m && -n $out ]] || { echo "$label: no benchmark result or no metrics from the node" >&2; exit 1; }
   n=$(awk '/^tessera_wal_fsyncs_total/{print $2}' <<<"$m")
   s=$(awk '/^tessera_wal_fsync_seconds_total/{print $2}' <<<"$m")
   echo "$label set_per_s $(cut -d, -f2 <<<"$out" | tr -d '"') p50_ms $(cut -d, -f6 <<<"$out" | tr -d '"') fsyncs $n mean_fsync_us $(python3 -c "print(round($s / max($n, 1) * 1e6, 1))")"

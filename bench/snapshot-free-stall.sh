@@ -13,12 +13,12 @@ D=$(mktemp -d /var/tmp/tessera-stall.XXXXXX)
 source "$(dirname "${BASH_SOURCE[0]}")/stall-lib.sh"
 stall_node "$BIN" "$PORT" "$ADMIN" "$D"
 stall_load "$PORT"
-curl -s -XPOST "127.0.0.1:$ADMIN/v1/snapshot" >/dev/null; sync; sleep 8; sync
+curl -fsS -XPOST "127.0.0.1:$ADMIN/v1/snapshot" >/dev/null; sync; sleep 8; sync
 d1=$(disc_ms)
 redis-benchmark -p "$PORT" -t set -n 1200000 -c 10 -d 64 -r 1000000 > "$D/bench.txt" 2>&1 &
 BP=$!
 sleep 2
-for _ in 1 2 3; do curl -s -XPOST "127.0.0.1:$ADMIN/v1/snapshot" >/dev/null; sleep 3; done
+for _ in 1 2 3; do curl -fsS -XPOST "127.0.0.1:$ADMIN/v1/snapshot" >/dev/null; sleep 3; done
 wait "$BP"
 d2=$(disc_ms)
 echo "$BIN: latency ms (avg min p50 p95 p99 max): $(grep -A2 'latency summary' "$D/bench.txt" | tail -1 | tr -s ' ')"

@@ -202,4 +202,12 @@ main() {
   log "build complete in $((SECONDS - start))s (cache: $CACHE)"
 }
 
-if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi
+# `e2e/build.sh helm` builds helm alone (the same cached build): the chart
+# tests of `make test-unit` need it before any cluster exists (make deps).
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  if [[ ${1:-} == helm ]]; then
+    go_component helm "$CACHE/helm-$HELM_VERSION" helm -- build_helm
+  else
+    main "$@"
+  fi
+fi

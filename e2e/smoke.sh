@@ -195,13 +195,13 @@ else
   fail "host cannot reach pod IP '$pod_ip'"
 fi
 
-# 7. Helm (built here, in e2e/.run/bin) talks to the cluster; once the
-#    project has a chart, it lints and server-side dry-run installs.
+# 7. Helm (built here, in e2e/.run/bin) talks to the cluster, and the
+#    project's chart lints and server-side dry-run installs.
 chart=$(ls -d "$REPO_ROOT"/charts/*/Chart.yaml 2>/dev/null | head -1 || true)
 if ! helm list -A >/dev/null 2>&1; then
   fail "helm $(helm version --short 2>&1) cannot talk to the cluster"
 elif [[ -z $chart ]]; then
-  pass "helm $(helm version --short) reaches the cluster (no chart in charts/ yet)"
+  fail "no chart in charts/ to lint and dry-run install"
 else
   chart=$(dirname "$chart")
   if out=$(helm lint "$chart" 2>&1 && helm install smoke-chart "$chart" -n "$NS" --dry-run=server 2>&1); then

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and benchmarks need, once.
+# Installs the Debian packages the tests and benchmarks need, once, and
+# builds helm (cached; the chart tests in tests/operator_crd.rs and
+# tests/monitoring.rs render charts/tessera with it and fail without it).
 set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need=()
 for pkg in redis-tools redis-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
@@ -14,3 +17,6 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
   systemctl stop redis-server || true
 fi
+# helm from the Go module proxy, the build `make cluster-up` uses (a no-op
+# once cached in ~/.cache/tessera/helm-<version>).
+"$root/scripts/find-helm.sh" >/dev/null 2>&1 || "$root/e2e/build.sh" helm

@@ -15,21 +15,28 @@ e2e/image.sh >&2; rc=$?; result $rc "image built and imported"
 [[ $rc == 0 ]] || { echo "$passed passed, $failed failed"; exit 1; }
 image=$(cat e2e/.run/image)
 
-helm=$(scripts/find-helm.sh)
+helm=$(scripts/find-helm.sh) || { result 1 "a helm binary (make cluster-up builds one)"; echo "$passed passed, $failed failed"; exit 1; }
 # CRDs are not upgraded by Helm: apply the current one first.
 kubectl apply --server-side --force-conflicts -f crds/databaseclusters.tessera.dev.yaml >&2
+result $? "CRD applied"
 "$helm" upgrade --install tessera charts/tessera --namespace "$ns" --create-namespace \
   --set image.repository="${image%:*}" --set image.tag="${image##*:}" \
   --set replicaCount=2 --set logLevel=info --wait --timeout 5m >&2
 rc=$?; result $rc "helm install (2 operator replicas, $image)"
+[[ $rc == 0 ]] || { echo "$passed passed, $failed failed"; exit 1; }
 # New image, same tag scheme: make sure the pods run this build.
-kubectl rollout restart deployment/tessera -n "$ns" >&2 && kubectl rollout status deployment/tessera -n "$ns" --timeout=180s >&2
+kubectl rollout restart deployment/tessera -n "$ns" >&2 \
+  && kubectl rollout status deployment/tessera -n "$ns" --timeout=180s >&2
+rc=$?; result $rc "operator pods restarted on this build (rollout restart, rollout status)"
+[[ $rc == 0 ]] || { echo "$passed passed, $failed failed"; exit 1; }
 "$helm" lint charts/tessera >&2; result $? "helm lint"
 
-TESSERA_REQUIRE_HELM=1 HELM=$helm cargo test --quiet --locked --test operator_crd --test monitoring >&2; result $? "CRD, chart, install.yaml and monitoring files in sync"
+HELM=$helm cargo test --quiet --locked --test operator_crd --test monitoring >&2
+result $? "CRD, chart, install.yaml and monitoring files in sync"
 
 out=$(mktemp)
-TESSERA_E2E=1 cargo test --quiet --locked --test e2e_operator 2>&1 | tee "$out"
+TESSERA_E2E=1 timeout "${TESSERA_E2E_TIMEOUT:-2400}" \
+  cargo test --quiet --locked --test e2e_operator -- --ignored --nocapture 2>&1 | tee "$out"
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
 if [[ -n $line ]]; then
   passed=$((passed + $(awk '{print $1}' <<<"$line"))); failed=$((failed + $(awk '{print $3}' <<<"$line")))

@@ -204,7 +204,19 @@ writes a & wa=$!
 writes b & wb=$!
 redis-benchmark --tls --cacert "$CA" -h "$primary_ip" -p 6380 -a "$PASSWORD" -t set -r 100000 \
   -n 100000000 -c 10 -q >/dev/null 2>&1 & wbench=$!
-sleep 3
+# acked_ok ID: the writer's acknowledged writes so far.
+acked_ok() { local n; n=$(grep -cv '^FAIL$' "$ROT/acked-$1" 2>/dev/null); echo "${n:-0}"; }
+# wait_acked N A0 B0: until both writers have N more acknowledged writes
+# than A0 and B0 (at most 60 s); 0 when they do.
+wait_acked() {
+  local i
+  for i in $(seq 600); do
+    (( $(acked_ok a) >= $2 + $1 && $(acked_ok b) >= $3 + $1 )) && return 0
+    sleep 0.1
+  done
+  return 1
+}
+wait_acked 20 0 0; result $? "both writers acknowledged over TLS before the rotation" "a: $(acked_ok a), b: $(acked_ok b)"
 kubectl patch secret -n "$NS" "$C-tls" --type merge -p "$(jq -n --arg c "$(base64 -w0 <"$ROT/tls.crt")" \
   --arg k "$(base64 -w0 <"$ROT/tls.key")" '{data: {"tls.crt": $c, "tls.key": $k}}')" >&2
 result $? "renewed certificate written into $C-tls"
@@ -217,7 +229,10 @@ for _ in $(seq 120); do
   sleep 1
 done
 result $served "both nodes serve the renewed certificate (client and admin ports) without a restart"
-sleep 3
+# Keep writing until each writer has made 20 more writes, each a new
+# connection meeting the renewed certificate.
+a0=$(acked_ok a); b0=$(acked_ok b)
+wait_acked 20 "$a0" "$b0"; result $? "both writers acknowledged over TLS after the rotation" "a: $a0 -> $(acked_ok a), b: $b0 -> $(acked_ok b)"
 touch "$ROT/stop"; wait "$wa" "$wb"; kill "$wbench" 2>/dev/null; wait "$wbench" 2>/dev/null
 restarts=$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
 [[ $restarts =~ ^(0\ )+$ ]]; result $? "no node restarted" "$restarts"
@@ -232,6 +247,8 @@ done < <(grep -hv '^FAIL$' "$ROT"/acked-*)
 (( total > 0 && lost == 0 )); result $? "every acknowledged write survived the rotation" "$lost of $total lost"
 out=$(adm "$replica_ip" /v1/status | jq -r '.replication.linkUp')
 [[ $out == true ]]; result $? "replication link up after the rotation" "$out"
+# Longer than the operator's periodic reconcile of a Ready cluster (60 s),
+# so at least one certificate check ran over the renewed certificate.
 sleep 70
 kubectl get secret -n "$NS" "$C-tls" -o jsonpath='{.data.tls\.crt}' | base64 -d | openssl x509 -noout -serial | grep -qx "$new_serial"
 result $? "the operator keeps a valid renewed certificate (no re-issue over it)"

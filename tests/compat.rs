@@ -443,3 +443,6 @@ mod sort;
 
 #[path = "compat/dump.rs"]
 mod dump;
+
+#[path = "compat/msgpack.rs"]
+mod msgpack;

@@ -268,6 +268,29 @@ pub struct FailoverState {
     /// Why the primary is being replaced, or why the failover is blocked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Where the time went so far (failovers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<FailoverTiming>,
+}
+
+/// Where a failover's time went, step by step (docs/failover.md).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverTiming {
+    /// From `startedAt` (the primary's last sign of life, as its replicas or
+    /// the operator's probes saw it) to the decision to fail over.
+    pub detection_ms: u64,
+    /// Fencing the members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_ms: Option<u64>,
+    /// Waiting out the old primary's lease after fencing (what the
+    /// replicas' heartbeat ages left of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_wait_ms: Option<u64>,
+    /// Choosing, promoting and recording the new primary, up to the
+    /// topology push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote_ms: Option<u64>,
 }
 
 /// A completed failover or switchover.
@@ -288,6 +311,9 @@ pub struct LastFailover {
     /// promoted replica's position may be gone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub data_loss_possible: bool,
+    /// Where the time went (failovers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<FailoverTiming>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]

@@ -134,6 +134,10 @@ pub struct ReplicationInfo {
     /// primary (by the primary's heartbeats).
     #[serde(default)]
     pub lag_ms: Option<u64>,
+    /// On a replica: milliseconds since the last heartbeat from its primary
+    /// (bounds how long that primary's lease from this replica can last).
+    #[serde(default)]
+    pub heartbeat_age_ms: Option<u64>,
     /// A full resync is under way: the node's data is a partial copy.
     #[serde(default)]
     pub resyncing: bool,

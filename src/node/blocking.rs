@@ -44,6 +44,13 @@ impl Blocked {
         self.keys.is_empty()
     }
 
+    /// Clients waiting on at least one key (`INFO`'s `blocked_clients`).
+    pub fn clients(&self) -> usize {
+        let ids: std::collections::HashSet<u64> =
+            self.keys.values().flatten().map(|w| w.id).collect();
+        ids.len()
+    }
+
     /// Queues `w` on `keys` in arrival order: a client woken that found
     /// nothing keeps its place ahead of those that came after it, even when
     /// several were woken at once and wait again in any order.
@@ -125,6 +132,10 @@ mod tests {
         b.register(&k, &w1);
         let order: Vec<u64> = b.keys[b"k".as_slice()].iter().map(|w| w.id).collect();
         assert_eq!(order, vec![1, 2, 3]);
+        // One client on two keys counts once.
+        b.register(&[b"other".to_vec()], &w1);
+        assert_eq!(b.clients(), 3);
+        b.unregister(&[b"other".to_vec()], 1);
         for id in 1..=3 {
             b.unregister(&k, id);
         }

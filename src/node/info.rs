@@ -44,9 +44,10 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
     if want("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             node.connected_clients.get(),
-            node.cfg.max_clients
+            node.cfg.max_clients,
+            node.blocked.borrow().clients()
         );
     }
     if want("memory") {

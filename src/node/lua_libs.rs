@@ -1,5 +1,6 @@
 //! The libraries Redis gives scripts besides Lua's own: `bit` (LuaBitOp:
-//! 32-bit operations on numbers) and `cjson`.
+//! 32-bit operations on numbers), `cjson`, and `cmsgpack` (in
+//! `lua_msgpack`).
 //!
 //! `cjson.encode` / `cjson.decode`, over serde_json: tables with
 //! keys 1..n are arrays, other tables objects (an empty table is `{}`, as
@@ -14,6 +15,7 @@ const MAX_DEPTH: usize = 1000;
 
 pub fn install(lua: &Lua) -> mlua::Result<()> {
     install_bit(lua)?;
+    super::lua_msgpack::install(lua)?;
     let cjson = lua.create_table()?;
     cjson.raw_set(
         "encode",

@@ -71,6 +71,11 @@ pub fn bind_pods(namespace: &str, cluster: &str, pods: &[Pod]) {
     crate::client::auth::bind_https_ips(namespace, cluster, https.into_iter().filter_map(ip));
 }
 
+/// A status call answers in milliseconds; a hung node would hold every
+/// reconcile of its cluster (and so its failover) for the client's whole
+/// timeout. The same bound as the health monitor's probes.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn observe(
     client: &Client,
     nodes: &NodeClient,
@@ -118,10 +123,14 @@ pub async fn observe(
         let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
         async move {
             let addr = admin_addr(ip.as_deref()?)?;
-            match nodes.status(addr).await {
-                Ok(i) => Some(i),
-                Err(e) => {
+            match tokio::time::timeout(STATUS_TIMEOUT, nodes.status(addr)).await {
+                Ok(Ok(i)) => Some((i, std::time::Instant::now())),
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, "node status unavailable");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "node status not answered within 1 s");
                     None
                 }
             }
@@ -151,7 +160,15 @@ pub async fn observe(
             } else {
                 others.next()
             };
-            next.flatten()
+            // A replica's heartbeat age is as of its answer; the primaries
+            // are asked after the replicas (and a hung one holds the
+            // observation for the whole timeout): age it to now.
+            next.flatten().map(|(mut i, answered)| {
+                if let Some(age) = i.replication.heartbeat_age_ms.as_mut() {
+                    *age += answered.elapsed().as_millis() as u64;
+                }
+                i
+            })
         })
         .collect();
     let nodes = candidates

@@ -11,18 +11,14 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The helm binary `scripts/find-helm.sh` finds, or None (the caller skips,
-/// saying why). With TESSERA_REQUIRE_HELM set — the e2e run, after the
-/// cluster built helm — a missing helm panics instead.
-pub fn helm() -> Option<String> {
+/// The helm binary `scripts/find-helm.sh` finds. None is a failure, not a
+/// skip: `make deps` (run by `make test-unit`) builds helm before the tests.
+pub fn helm() -> String {
     match Command::new(root().join("scripts/find-helm.sh")).output() {
-        Ok(o) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        _ => {
-            if std::env::var_os("TESSERA_REQUIRE_HELM").is_some() {
-                panic!("helm is required (TESSERA_REQUIRE_HELM) but was not found");
-            }
-            None
-        }
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => panic!(
+            "no helm binary: `make deps` builds one (e2e/build.sh helm), or set HELM=/path/to/helm"
+        ),
     }
 }
 

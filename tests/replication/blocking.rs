@@ -98,7 +98,7 @@ fn a_blocked_client_on_a_demoted_primary_gets_an_error_not_a_hang() {
     promote(&p, 1);
     let mut c = raw(p.port);
     send(&mut c, &["BLPOP", "{q}never", "0"]);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_blocked(&p, 1);
     let started = Instant::now();
     assert_eq!(fence(&p, 2), 200, "fence");
     let got = read_reply(&mut c, Duration::from_secs(5));
@@ -118,9 +118,9 @@ fn a_client_that_leaves_while_blocked_takes_nothing() {
     promote(&p, 1);
     let mut c = raw(p.port);
     send(&mut c, &["BRPOP", "{q}k", "0"]);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_blocked(&p, 1);
     drop(c);
-    std::thread::sleep(Duration::from_millis(100));
+    wait_blocked(&p, 0);
     let mut w = conn(&p);
     let _: i64 = redis::cmd("LPUSH")
         .arg("{q}k")
@@ -130,4 +130,29 @@ fn a_client_that_leaves_while_blocked_takes_nothing() {
     std::thread::sleep(Duration::from_millis(100));
     let n: i64 = redis::cmd("LLEN").arg("{q}k").query(&mut w).expect("LLEN");
     assert_eq!(n, 1, "the element stays for a live client");
+}
+
+/// Waits (≤ 5 s) until `INFO`'s `blocked_clients` is `n`: the client is
+/// really blocked (or really gone) before the test goes on.
+fn wait_blocked(node: &super::TestNode, n: usize) {
+    let mut c = conn(node);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query(&mut c)
+            .expect("INFO");
+        let got = info
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if got == Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "blocked_clients stayed {got:?}, not {n}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

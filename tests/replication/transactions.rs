@@ -261,3 +261,46 @@ fn a_script_reaches_the_log_and_the_replica_as_its_effects_in_one_record() {
         );
     }
 }
+
+/// A script that has written is not refused halfway when the primary's
+/// lease runs out while it runs (it holds the event loop, so no heartbeat
+/// is answered meanwhile): both writes apply, it answers as usual once the
+/// replicas acknowledge, and they hold both. Before, the second write
+/// answered NOQUORUM from inside the script with the first applied.
+#[test]
+fn a_script_that_wrote_is_not_refused_halfway_when_the_lease_runs_out() {
+    let nodes: Vec<_> = (0..3).map(|i| start(i, "quorum", &[])).collect();
+    promote(&nodes[0], 1);
+    for r in &nodes[1..] {
+        follow(r, 1, addr_of(0, nodes[0].port));
+    }
+    super::wait_replicas(&nodes[0], 2, Duration::from_secs(20));
+    let mut c = conn(&nodes[0]);
+    let script = "redis.call('SET', KEYS[1], 'first') \
+        local s = redis.call('TIME') \
+        repeat local n = redis.call('TIME') \
+        until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > tonumber(ARGV[1]) * 1000 \
+        return redis.call('SET', KEYS[2], 'second')";
+    let busy_ms = super::LEASE_MS + 400;
+    let r: redis::RedisResult<String> = redis::cmd("EVAL")
+        .arg(script)
+        .arg(2)
+        .arg("{s}a")
+        .arg("{s}b")
+        .arg(busy_ms)
+        .query(&mut c);
+    assert_eq!(r.as_deref().map_err(super::etext), Ok("OK"));
+    for n in &nodes[1..] {
+        wait_caught_up(n, &nodes[0], Duration::from_secs(10));
+        let mut rc = conn(n);
+        let _: () = redis::cmd("READONLY").query(&mut rc).expect("READONLY");
+        let got: (Option<String>, Option<String>) = redis::pipe()
+            .cmd("GET")
+            .arg("{s}a")
+            .cmd("GET")
+            .arg("{s}b")
+            .query(&mut rc)
+            .expect("GET on the replica");
+        assert_eq!(got, (Some("first".into()), Some("second".into())));
+    }
+}

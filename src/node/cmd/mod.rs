@@ -658,7 +658,11 @@ pub(crate) fn prepare(
     }
     ctx.conn.asking = false;
 
-    if spec.is_write() && !ctx.replaying {
+    // As in Redis, a script (or EXEC) that has already written is not
+    // refused halfway for the node's state (lease, memory): it would leave
+    // part of its effects applied and answer an error that says "refused".
+    let dirty = ctx.group.as_ref().is_some_and(|g| !g.is_empty());
+    if spec.is_write() && !ctx.replaying && !dirty {
         let refusal = node.write_refusal(spec, ctx.store);
         // Keys evicted to make room are logged (and replicated) as DELs
         // whether the command then runs or not.

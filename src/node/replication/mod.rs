@@ -185,6 +185,12 @@ pub struct Follower {
     pub link_up: bool,
     pub primary_last_lsn: u64,
     pub caught_up_at: Option<Instant>,
+    /// When the last heartbeat from a primary arrived. Acknowledgements echo
+    /// the newest heartbeat's send time, so a primary's lease from this node
+    /// cannot outlast this instant by more than the lease (the operator
+    /// shortens its post-fence wait by the age; a role change does not reset
+    /// it, and nothing updates it once the node is fenced).
+    pub heartbeat_at: Option<Instant>,
     pub last_error: Option<String>,
     pub full_resyncs: u64,
     pub partial_resyncs: u64,
@@ -805,6 +811,9 @@ pub struct ReplicationStatus {
     /// Why the primary refuses to feed this replica (e.g. `AHEAD …`).
     pub follow_error: Option<String>,
     pub lag_ms: Option<u64>,
+    /// On a non-primary: milliseconds since the last heartbeat from a
+    /// primary (absent when none arrived since the process started).
+    pub heartbeat_age_ms: Option<u64>,
     pub primary_last_lsn: u64,
     pub full_resyncs: u64,
     pub partial_resyncs: u64,
@@ -857,6 +866,11 @@ pub fn status(node: &Node) -> ReplicationStatus {
                 .map(|t| t.elapsed().as_millis() as u64)
                 .unwrap_or(u64::MAX)
         }),
+        heartbeat_age_ms: if is_primary {
+            None
+        } else {
+            f.heartbeat_at.map(|t| t.elapsed().as_millis() as u64)
+        },
         primary_last_lsn: f.primary_last_lsn,
         full_resyncs: f.full_resyncs,
         partial_resyncs: f.partial_resyncs,

@@ -503,8 +503,19 @@ pub async fn wait_rule(node: &Node, lsn: u64) -> Result<(), String> {
             node.repl.ack_latency.observe(start.elapsed().as_secs_f64());
             return Ok(());
         }
-        if let Some(e) = node.repl.lease_error(node) {
-            return Err(e);
+        // The lease is judged a few heartbeats into the wait: a batch that
+        // held the event loop past the lease (a long script) finds it
+        // expired only because no acknowledgement could be read meanwhile.
+        let lease = (start.elapsed() >= 3 * HEARTBEAT)
+            .then(|| node.repl.lease_error(node))
+            .flatten();
+        if let Some(e) = lease {
+            // Applied and logged already: not a refusal (NOQUORUM means the
+            // write was not applied), an unknown outcome like NOREPLICAS'.
+            let why = e.strip_prefix("NOQUORUM ").unwrap_or(&e);
+            return Err(format!(
+                "NOREPLICAS the write is applied but not acknowledged: {why}"
+            ));
         }
         tokio::select! {
             _ = node.repl.rule_covers(node, lsn) => {}

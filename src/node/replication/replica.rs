@@ -588,6 +588,7 @@ async fn follow_stream(
                 echo.set(sent_ms);
                 let mine = node.wal.last_lsn();
                 node.repl.set_link(gen, |f| {
+                    f.heartbeat_at = Some(Instant::now());
                     f.primary_last_lsn = primary_last;
                     if mine >= primary_last {
                         f.caught_up_at = Some(Instant::now());

@@ -226,6 +226,7 @@ mod tests {
                         to: None,
                         started_at: "2026-01-01T00:00:00Z".into(),
                         reason: None,
+                        timing: None,
                     }),
                     ..Default::default()
                 })

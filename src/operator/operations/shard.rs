@@ -19,7 +19,8 @@ use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
 use crate::api::{
-    DatabaseCluster, DatabaseClusterStatus, FailoverState, LastFailover, NodeStatus, ShardStatus,
+    DatabaseCluster, DatabaseClusterStatus, FailoverState, FailoverTiming, LastFailover,
+    NodeStatus, ShardStatus,
 };
 use crate::client::NodeInfo;
 use crate::operator::context::{now, Context, Error};
@@ -366,6 +367,12 @@ pub(crate) async fn finish(
     let replicas = answering_replicas(&old, &primary.pod, op.observed);
     let aborted = primary.pod == state.from;
     let duration_ms = since_ms(&state.started_at);
+    let timing = state.timing.clone().map(|t| FailoverTiming {
+        promote_ms: Some(duration_ms.saturating_sub(
+            t.detection_ms + t.fence_ms.unwrap_or(0) + t.lease_wait_ms.unwrap_or(0),
+        )),
+        ..t
+    });
     let last = LastFailover {
         kind: state.kind.clone(),
         from: state.from.clone(),
@@ -374,6 +381,7 @@ pub(crate) async fn finish(
         started_at: state.started_at.clone(),
         duration_ms,
         data_loss_possible,
+        timing: timing.clone(),
     };
     let max_node_epoch = op
         .observed
@@ -410,13 +418,22 @@ pub(crate) async fn finish(
     )
     .await?;
     tracing::info!(cluster = %name, namespace = %ns, shard = %old.name, from = %state.from, to = %primary.pod, epoch = state.epoch, duration_ms, data_loss_possible, kind = %state.kind, "failover complete");
-    let (type_, reason, note) = outcome_event(
+    let (type_, reason, mut note) = outcome_event(
         &old.name,
         state,
         &primary.pod,
         duration_ms,
         data_loss_possible,
     );
+    if let Some(t) = &timing {
+        note.push_str(&format!(
+            " (detection {} ms, fencing {} ms, lease wait {} ms, promotion {} ms)",
+            t.detection_ms,
+            t.fence_ms.unwrap_or(0),
+            t.lease_wait_ms.unwrap_or(0),
+            t.promote_ms.unwrap_or(0)
+        ));
+    }
     ctx.event(&dbc, type_, reason, &state.kind, note).await;
     let p = topology::Plan {
         epoch: topo_epoch,
@@ -447,6 +464,7 @@ mod tests {
             to: (phase == "Promoting").then(|| "c-shard-0-1".into()),
             started_at: "2026-01-01T00:00:00Z".into(),
             reason: None,
+            timing: None,
         }
     }
 

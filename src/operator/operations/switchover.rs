@@ -215,6 +215,7 @@ pub async fn start_requested(
         to: req.to.clone(),
         started_at: k8s_openapi::jiff::Timestamp::now().to_string(),
         reason: Some(format!("requested: {value:?}")),
+        timing: None,
     };
     tracing::info!(cluster = %dbc.name_any(), shard = %shard.name, from = %from, to = ?req.to, epoch = state.epoch, "starting switchover");
     ctx.event(

@@ -30,7 +30,10 @@ use super::shard::{
     self, admin, blocked_condition, failover_client, members, next_epoch, Kind, Phase, ShardOp,
     FAILOVER_BLOCKED,
 };
-use crate::api::{DatabaseCluster, DatabaseClusterStatus, FailoverState, ShardStatus};
+use crate::api::{
+    DatabaseCluster, DatabaseClusterStatus, FailoverState, FailoverTiming, ShardStatus,
+};
+use crate::client::{ClientError, NodeInfo};
 use crate::operator::context::{Context, Error};
 pub use crate::operator::detector::Detector;
 use crate::operator::topology::ObservedNode;
@@ -184,7 +187,27 @@ async fn suspect(
             Some(_) => *m.entry(key.clone()).or_insert_with(Instant::now),
         }
     };
-    Some((why.unwrap_or("Failed"), first.elapsed(), key))
+    let failed_for = first.elapsed().max(replicas_silence(shard, by_pod));
+    Some((why.unwrap_or("Failed"), failed_for, key))
+}
+
+/// How long every replica of the shard has heard no heartbeat from its
+/// primary (sent every 100 ms), as they reported when observed: a closer
+/// bound on when a hung or cut-off primary stopped than the operator's own
+/// first failed probe (which comes a poll interval and a timeout later).
+/// Zero unless every replica answered with an age.
+fn replicas_silence(shard: &ShardStatus, by_pod: &BTreeMap<&str, &ObservedNode>) -> Duration {
+    let ages: Option<Vec<u64>> = shard
+        .replicas
+        .iter()
+        .map(|r| {
+            by_pod
+                .get(r.pod.as_str())
+                .and_then(|n| n.info.as_ref())
+                .and_then(|i| i.replication.heartbeat_age_ms)
+        })
+        .collect();
+    Duration::from_millis(ages.and_then(|a| a.into_iter().min()).unwrap_or(0))
 }
 
 /// Records `Fencing` at a new epoch for a failed primary and runs the
@@ -220,6 +243,10 @@ async fn start(
             "primary {from} failed ({why}) for {} ms",
             f.failed_for.as_millis()
         )),
+        timing: Some(FailoverTiming {
+            detection_ms: f.failed_for.as_millis() as u64,
+            ..Default::default()
+        }),
     };
     tracing::warn!(cluster = %dbc.name_any(), shard = %shard.name, from = %from, reason = why, epoch, "starting failover");
     ctx.event(
@@ -338,13 +365,23 @@ enum Fenced {
     Stale,
     Done {
         candidates: Vec<Candidate>,
-        /// How long to wait out the old primary's lease.
-        wait_ms: u64,
+        /// When the old primary's lease is surely over (promote after it).
+        lease_over_at: tokio::time::Instant,
     },
 }
 
-/// Fences every member with an address, the failed primary included (if
-/// it answers, it is demoted at once and holds every acknowledged write).
+/// How long to wait for the old primary's own fence answer past the
+/// replicas' when no lease wait is left (a live but cut-off primary
+/// answers in milliseconds and is demoted at once; a hung one would cost
+/// the client's whole timeout, and the replicas already proved its lease
+/// over).
+const OLD_PRIMARY_GLANCE: Duration = Duration::from_millis(50);
+
+/// Fences every member with an address, the failed primary included: if it
+/// answers it is demoted at once and no lease wait is needed. Otherwise the
+/// wait is what the replicas' heartbeat ages leave of the lease
+/// ([`plan::lease_wait_after_fence`]), and the old primary's answer is
+/// awaited only that long (at least [`OLD_PRIMARY_GLANCE`]).
 async fn fence_members(op: &ShardOp<'_>, state: &FailoverState, cluster: &str) -> Fenced {
     let targets: Vec<(&ObservedNode, SocketAddr)> = members(&op.shard)
         .iter()
@@ -352,54 +389,103 @@ async fn fence_members(op: &ShardOp<'_>, state: &FailoverState, cluster: &str) -
         .filter_map(|n| admin(n).map(|a| (n, a)))
         .collect();
     let fast = failover_client();
-    let results =
-        futures::future::join_all(targets.iter().map(|(_, a)| fast.fence(*a, state.epoch))).await;
+    let (old, replicas): (Vec<_>, Vec<_>) = targets.iter().partition(|(n, _)| n.pod == state.from);
+    let old_call = old.first().map(|(n, a)| (*n, fast.fence(*a, state.epoch)));
+    let replica_results =
+        futures::future::join_all(replicas.iter().map(|(_, a)| fast.fence(*a, state.epoch))).await;
     let mut candidates = Vec::new();
     let mut newly_fenced = false;
-    let mut old_primary_fenced = false;
     let mut lease_ms = 0u64;
-    for ((n, _), r) in targets.iter().zip(results) {
-        match r {
-            Ok(info) => {
-                let was = n.info.as_ref().map_or(0, |i| i.fencing_epoch);
-                newly_fenced |= was < state.epoch;
-                lease_ms = lease_ms.max(info.replication.lease_ms);
-                let old = n.pod == state.from;
-                old_primary_fenced |= old;
-                candidates.push(Candidate {
-                    pod: n.pod.clone(),
-                    lsn: info.lsn,
-                    last_record_epoch: info.last_record_epoch(),
-                    old_primary: old,
-                    resyncing: info.replication.resyncing,
-                });
-            }
-            Err(e) if e.is_stale_epoch() => {
-                // Someone fenced above our epoch (an older leader's run, or a
-                // node that saw a newer one).
-                tracing::warn!(cluster = %cluster, pod = %n.pod, error = %e, "a member has seen a newer epoch");
-                return Fenced::Stale;
-            }
-            Err(e) => {
-                tracing::info!(cluster = %cluster, pod = %n.pod, error = %e, "member not fenced (unreachable)");
+    let mut ages = Vec::new();
+    for ((n, _), r) in replicas.iter().zip(replica_results) {
+        let Some(info) = fenced_member(n, r, state, cluster) else {
+            continue;
+        };
+        let Ok(info) = info else { return Fenced::Stale };
+        newly_fenced |= n.info.as_ref().map_or(0, |i| i.fencing_epoch) < state.epoch;
+        lease_ms = lease_ms.max(info.replication.lease_ms);
+        ages.push(info.replication.heartbeat_age_ms);
+        candidates.push(candidate(n, &info, false));
+    }
+    let rule = AckRule::new(
+        op.v.spec.consistency.level,
+        op.v.spec.consistency.quorum_percentage,
+        op.shard.replicas.len(),
+    );
+    let lease = if lease_ms == 0 {
+        DEFAULT_LEASE_MS
+    } else {
+        lease_ms
+    };
+    let unreachable = op.shard.replicas.len().saturating_sub(ages.len());
+    let wait = plan::lease_wait_after_fence(lease, rule.k, unreachable, &ages);
+    let now = tokio::time::Instant::now();
+    let mut lease_over_at = now + Duration::from_millis(wait);
+    if let Some((n, call)) = old_call {
+        // Its answer saves the lease wait; with none left to save, a glance.
+        let patience = if newly_fenced {
+            Duration::from_millis(wait).max(OLD_PRIMARY_GLANCE)
+        } else {
+            OLD_PRIMARY_GLANCE
+        };
+        match tokio::time::timeout(patience, call).await {
+            Ok(r) => match fenced_member(n, r, state, cluster) {
+                Some(Ok(info)) => {
+                    // Demoted: it acknowledges nothing from now on.
+                    newly_fenced = true;
+                    lease_over_at = now;
+                    candidates.push(candidate(n, &info, true));
+                }
+                Some(Err(())) => return Fenced::Stale,
+                None => {}
+            },
+            Err(_) => {
+                tracing::info!(cluster = %cluster, pod = %n.pod, waited_ms = patience.as_millis() as u64, "old primary did not answer its fence in time (hung or cut off)");
             }
         }
     }
-    // Wait out the old primary's lease, unless it was fenced itself (then it
-    // is demoted and acknowledges nothing) or every member answering was
-    // already fenced at this epoch before (a resumed step).
-    let wait_ms = if old_primary_fenced || !newly_fenced {
-        0
-    } else {
-        plan::lease_wait_ms(if lease_ms == 0 {
-            DEFAULT_LEASE_MS
-        } else {
-            lease_ms
-        })
-    };
+    // Every member answering was already fenced at this epoch (a resumed
+    // step): the wait was served before.
+    if !newly_fenced {
+        lease_over_at = now;
+    }
+    tracing::info!(cluster = %cluster, shard = %op.shard.name, lease_wait_ms = wait, unreachable, "members fenced");
     Fenced::Done {
         candidates,
-        wait_ms,
+        lease_over_at,
+    }
+}
+
+/// A fence call's result: `Some(Ok(info))` fenced, `Some(Err(()))` the
+/// member has seen a newer epoch, `None` unreachable.
+fn fenced_member(
+    n: &ObservedNode,
+    r: Result<NodeInfo, ClientError>,
+    state: &FailoverState,
+    cluster: &str,
+) -> Option<Result<NodeInfo, ()>> {
+    match r {
+        Ok(info) => Some(Ok(info)),
+        Err(e) if e.is_stale_epoch() => {
+            // Someone fenced above our epoch (an older leader's run, or a
+            // node that saw a newer one).
+            tracing::warn!(cluster = %cluster, pod = %n.pod, epoch = state.epoch, error = %e, "a member has seen a newer epoch");
+            Some(Err(()))
+        }
+        Err(e) => {
+            tracing::info!(cluster = %cluster, pod = %n.pod, error = %e, "member not fenced (unreachable)");
+            None
+        }
+    }
+}
+
+fn candidate(n: &ObservedNode, info: &NodeInfo, old_primary: bool) -> Candidate {
+    Candidate {
+        pod: n.pod.clone(),
+        lsn: info.lsn,
+        last_record_epoch: info.last_record_epoch(),
+        old_primary,
+        resyncing: info.replication.resyncing,
     }
 }
 
@@ -411,17 +497,21 @@ pub(crate) async fn fence_and_choose(
     state: &FailoverState,
 ) -> Result<Action, Error> {
     let name = dbc.name_any();
-    let started = Instant::now();
-    let (candidates, wait_ms) = match fence_members(op, state, &name).await {
+    let fence_started = tokio::time::Instant::now();
+    let (candidates, lease_over_at) = match fence_members(op, state, &name).await {
         Fenced::Stale => return shard::restart(op, &dbc, state).await,
         Fenced::Done {
             candidates,
-            wait_ms,
-        } => (candidates, wait_ms),
+            lease_over_at,
+        } => (candidates, lease_over_at),
     };
-    if wait_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(wait_ms).saturating_sub(started.elapsed())).await;
-    }
+    let fenced = tokio::time::Instant::now();
+    tokio::time::sleep_until(lease_over_at).await;
+    let timing = state.timing.clone().map(|t| FailoverTiming {
+        fence_ms: Some((fenced - fence_started).as_millis() as u64),
+        lease_wait_ms: Some(fenced.elapsed().as_millis() as u64),
+        ..t
+    });
     let spec = &op.v.spec;
     let rule = AckRule::new(
         spec.consistency.level,
@@ -453,6 +543,7 @@ pub(crate) async fn fence_and_choose(
             let next = FailoverState {
                 phase: Phase::Promoting.as_str().into(),
                 to: Some(pod),
+                timing,
                 ..state.clone()
             };
             let dbc = shard::write_state(op.ctx, &dbc, op.i, Some(next.clone())).await?;

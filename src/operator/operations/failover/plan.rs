@@ -279,6 +279,35 @@ pub fn lease_wait_ms(lease_ms: u64) -> u64 {
     lease_ms + lease_ms / 10 + 50
 }
 
+/// How long to wait after fencing when the old primary did not answer its
+/// fence. It acknowledges a write only while `k` replicas echo a heartbeat
+/// it sent less than a lease ago, and a fenced replica echoes nothing newer
+/// than the last heartbeat it received: that replica's part of the lease is
+/// over [`lease_wait_ms`] minus its `heartbeat_age_ms` after it answered.
+/// Unreachable replicas, and fenced ones that report no heartbeat, may hold
+/// it for the whole wait. The lease is over once fewer than `k` can.
+/// (`ages`: one per fenced replica. `k = 0`, no lease in use: the full wait,
+/// as before the ages were known.)
+pub fn lease_wait_after_fence(
+    lease_ms: u64,
+    k: usize,
+    unreachable: usize,
+    ages: &[Option<u64>],
+) -> u64 {
+    let full = lease_wait_ms(lease_ms);
+    if k == 0 || unreachable >= k {
+        return full;
+    }
+    let mut left: Vec<u64> = ages
+        .iter()
+        .map(|a| a.map_or(full, |a| full.saturating_sub(a)))
+        .collect();
+    left.sort_unstable_by(|a, b| b.cmp(a));
+    // The holders that last longest: once the (k − unreachable)-th of them
+    // is over, too few remain.
+    left.get(k - unreachable - 1).copied().unwrap_or(0)
+}
+
 /// Where a node's log ends, in the order logs are compared by
 /// ([`LogEnd`]: the epoch of its last record, then its LSN).
 pub fn log_end(i: &NodeInfo) -> LogEnd {
@@ -292,6 +321,44 @@ pub fn log_end(i: &NodeInfo) -> LogEnd {
 mod tests {
     use super::*;
     use ConsistencyLevel::*;
+
+    #[test]
+    fn the_lease_wait_shrinks_by_what_the_fenced_replicas_last_heard() {
+        let full = lease_wait_ms(2000);
+        assert_eq!(full, 2250);
+        // 2 of 2 needed, both fenced and silent for 3 s: over already.
+        assert_eq!(
+            lease_wait_after_fence(2000, 2, 0, &[Some(3000), Some(3000)]),
+            0
+        );
+        // One heard 250 ms ago: the lease needs both, so the older decides.
+        assert_eq!(
+            lease_wait_after_fence(2000, 2, 0, &[Some(250), Some(1250)]),
+            1000
+        );
+        // 1 of 2 needed: the freshest replica alone could hold it.
+        assert_eq!(
+            lease_wait_after_fence(2000, 1, 0, &[Some(250), Some(1250)]),
+            2000
+        );
+        // 2 needed, one unreachable: it may hold its part; the fresher
+        // fenced one decides.
+        assert_eq!(
+            lease_wait_after_fence(2000, 2, 1, &[Some(250), Some(1250)]),
+            2000
+        );
+        assert_eq!(
+            lease_wait_after_fence(2000, 2, 1, &[Some(2500), Some(1250)]),
+            1000
+        );
+        // As many unreachable as needed: the whole wait.
+        assert_eq!(lease_wait_after_fence(2000, 2, 2, &[Some(9000)]), full);
+        // A replica with no heartbeat on record counts as fresh.
+        assert_eq!(lease_wait_after_fence(2000, 2, 0, &[None, Some(9000)]), 0);
+        assert_eq!(lease_wait_after_fence(2000, 2, 0, &[None, None]), full);
+        // No lease in use (eventual): the whole wait, as always.
+        assert_eq!(lease_wait_after_fence(2000, 0, 0, &[Some(9000)]), full);
+    }
 
     /// A replica whose log ends in epoch 1 (the same for all: LSN decides).
     fn c(pod: &str, lsn: u64) -> Candidate {

@@ -1,0 +1,148 @@
+// BullMQ on a Tessera cluster, driven by tests/apps.rs.
+//
+// Usage: node run.mjs <host:port,...> <normal> <delayed> <repeats>
+// Adds <normal> jobs, <delayed> delayed jobs and one repeatable job with
+// <repeats> repetitions to a queue whose keys share the hash tag {q}; one
+// worker completes them. Each job records its id once in a Redis set from
+// inside the processor; the script prints a JSON summary on its last line
+// and exits 0 only when every job was completed exactly once.
+//
+// It prints "added" once every job is queued (the failover test fails the
+// queue's shard over then). With TESSERA_APP_FAILOVER=1 a job run again
+// after a failover (BullMQ is at-least-once: a completion the old primary
+// never acknowledged is retried once its lock expires) is reported, not
+// failed; locks are short so such jobs come back within seconds.
+import { Queue, Worker, QueueEvents } from "bullmq";
+import { Cluster } from "ioredis";
+
+const [nodesArg, normalArg, delayedArg, repeatsArg] = process.argv.slice(2);
+const nodes = nodesArg.split(",").map((hp) => {
+  const [host, port] = hp.split(":");
+  return { host, port: Number(port) };
+});
+const NORMAL = Number(normalArg);
+const DELAYED = Number(delayedArg);
+const REPEATS = Number(repeatsArg);
+const TOTAL = NORMAL + DELAYED + REPEATS;
+const DEADLINE_MS = Number(process.env.TESSERA_APP_DEADLINE_MS || 240000);
+
+const cluster = () =>
+  new Cluster(nodes, {
+    redisOptions: { maxRetriesPerRequest: null, password: process.env.TESSERA_PW },
+    clusterRetryStrategy: () => 100,
+    slotsRefreshTimeout: 2000,
+  });
+
+const prefix = "{q}";
+const conn = cluster();
+const queue = new Queue("jobs", { connection: conn, prefix });
+const events = new QueueEvents("jobs", { connection: cluster(), prefix });
+const started = Date.now();
+
+const seen = new Map(); // job id -> times the processor ran to completion
+const byKind = { normal: 0, delayed: 0, repeat: 0 };
+const errors = [];
+const reruns = [];
+const FAILOVER = process.env.TESSERA_APP_FAILOVER === "1";
+const lockOpts = FAILOVER ? { lockDuration: 3000, stalledInterval: 1000 } : {};
+
+const worker = new Worker(
+  "jobs",
+  async (job) => {
+    // Record the completion in the store too: a job run twice by two
+    // processors (not just reported twice) shows up as SADD answering 0.
+    const added = await conn.sadd(`${prefix}:done`, job.id);
+    if (added === 0) reruns.push(job.id);
+    return job.data.kind;
+  },
+  { connection: cluster(), prefix, concurrency: 50, drainDelay: 1, ...lockOpts },
+);
+worker.on("completed", (job) => {
+  seen.set(job.id, (seen.get(job.id) || 0) + 1);
+  byKind[job.data.kind] += 1;
+});
+worker.on("failed", (job, err) => errors.push(`failed ${job?.id}: ${err}`));
+worker.on("error", (err) => errors.push(`worker error: ${err}`));
+
+async function addAll() {
+  const batch = 500;
+  for (let i = 0; i < NORMAL; i += batch) {
+    const n = Math.min(batch, NORMAL - i);
+    await queue.addBulk(
+      Array.from({ length: n }, (_, j) => ({
+        name: "normal",
+        data: { kind: "normal", i: i + j },
+        opts: { jobId: `n-${i + j}` },
+      })),
+    );
+  }
+  for (let i = 0; i < DELAYED; i++) {
+    await queue.add(
+      "delayed",
+      { kind: "delayed", i },
+      { jobId: `d-${i}`, delay: 200 + (i % 20) * 100 },
+    );
+  }
+  if (REPEATS > 0) {
+    await queue.add("repeat", { kind: "repeat" }, { repeat: { every: 100, limit: REPEATS } });
+  }
+}
+
+let exitCode = 1;
+try {
+  await addAll();
+  console.log("added");
+  while (Date.now() - started < DEADLINE_MS) {
+    const done = byKind.normal + byKind.delayed + byKind.repeat;
+    if (done >= TOTAL) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // A moment for any duplicate to show itself.
+  await new Promise((r) => setTimeout(r, 500));
+  const counts = await queue.getJobCounts("completed", "failed", "waiting", "active", "delayed");
+  const doneSet = await conn.scard(`${prefix}:done`);
+  const twice = [...seen.values()].filter((n) => n > 1).length;
+  // A job whose lock expired (the failover test) is redelivered; a
+  // repeatable one then schedules its next run again (see tests/apps.rs).
+  const lockLost = errors.some((e) => e.includes("Missing lock"));
+  const repeatsOk =
+    byKind.repeat === REPEATS || (FAILOVER && lockLost && byKind.repeat > REPEATS);
+  const total = NORMAL + DELAYED + byKind.repeat;
+  const summary = {
+    expected: TOTAL,
+    completed_events: [...seen.values()].reduce((a, b) => a + b, 0),
+    distinct: seen.size,
+    by_kind: byKind,
+    done_set: doneSet,
+    twice,
+    reruns: reruns.length,
+    lock_lost: lockLost,
+    counts,
+    errors: errors.slice(0, 10),
+    error_count: errors.length,
+    ms: Date.now() - started,
+  };
+  const ok =
+    byKind.normal === NORMAL &&
+    byKind.delayed === DELAYED &&
+    repeatsOk &&
+    seen.size === total &&
+    twice === 0 &&
+    (reruns.length === 0 || FAILOVER) &&
+    doneSet === total &&
+    counts.completed === total &&
+    counts.failed === 0 &&
+    counts.waiting === 0 &&
+    counts.active === 0 &&
+    counts.delayed === 0 &&
+    errors.filter((e) => !e.startsWith("worker error")).length === 0;
+  console.log(JSON.stringify(summary));
+  exitCode = ok ? 0 : 1;
+} catch (e) {
+  console.log(JSON.stringify({ fatal: String(e && e.stack ? e.stack : e), errors }));
+}
+await Promise.race([
+  Promise.all([worker.close(), queue.close(), events.close()]),
+  new Promise((r) => setTimeout(r, 5000)),
+]);
+process.exit(exitCode);
