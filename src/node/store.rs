@@ -417,6 +417,12 @@ impl Store {
         self.slots[slot as usize].map.get_key_value(key)
     }
 
+    /// The clock of an access now, and the LFU counter's coin.
+    fn access_clock(&mut self) -> (u32, u32) {
+        let rnd = self.rng.next_u64() as u32;
+        (super::evict::clock_at(self.now_ms), rnd)
+    }
+
     /// Records an access to `key` (for the LRU and LFU policies).
     fn touch_key(&mut self, slot: u16, key: &[u8]) {
         if let Some((k, _)) = self.slots[slot as usize].map.get_key_value(key) {
@@ -481,8 +487,11 @@ impl Store {
 
     pub fn get(&mut self, slot: u16, key: &[u8]) -> Option<&Entry> {
         self.expire_if_needed(slot, key);
-        self.touch_key(slot, key);
-        self.slots[slot as usize].map.get(key)
+        let (now, rnd) = self.access_clock();
+        // One probe finds the entry and records the access.
+        let (k, e) = self.slots[slot as usize].map.get_key_value(key)?;
+        k.set_clock(super::evict::touched(k.clock(), now, rnd));
+        Some(e)
     }
 
     /// The entry at `key` as stored, expired or not, without touching it:
@@ -495,8 +504,10 @@ impl Store {
     pub fn get_mut(&mut self, slot: u16, key: &[u8]) -> Option<&mut Entry> {
         self.expire_if_needed(slot, key);
         self.touch(slot);
-        self.touch_key(slot, key);
-        self.slots[slot as usize].map.get_mut(key)
+        let (now, rnd) = self.access_clock();
+        let (k, e) = self.slots[slot as usize].map.get_key_value_mut(key)?;
+        k.set_clock(super::evict::touched(k.clock(), now, rnd));
+        Some(e)
     }
 
     pub fn contains(&mut self, slot: u16, key: &[u8]) -> bool {
