@@ -8,7 +8,10 @@ core 0, the client to core 1. Each row runs in blocks: both servers are
 started fresh, then SET runs as A B B A and GET as A B B A (A alternating
 between blocks), and the median of each server's runs (12 by default) is
 reported, with its CPU time per request. Then memory per key: RSS growth
-after loading 1M keys.
+after loading 1M keys, and bench/memory.py's rows (strings of 16, 64 and
+1024 bytes, small hashes, sets and sorted sets, random keys from 50
+clients; with and without the log), each as RSS per key against Redis's
+(`rss_ratio_<row>_<log|nolog>` in RESULT).
 
 The ratio column is the ratio of the two medians. On this VM the rate of
 one server moves by up to 2x between runs a few seconds apart (the VM's
@@ -42,7 +45,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESSERA = os.path.join(ROOT, "target", "release", "tessera")
+TESSERA = os.environ.get("BENCH_TESSERA_BIN") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "tessera")
 
 
 def free_port():
@@ -281,6 +285,8 @@ def main():
 
     mem = {k: memory_per_key(k, args.keys) for k in ("tessera", "redis")}
     mem_ratio = mem["tessera"] / mem["redis"]
+    import memory as memory_rows  # bench/memory.py
+    mem_table, mem_result = memory_rows.run(args.keys)
 
     print()
     print(f"redis-benchmark -t set / -t get -r 1000000 -d 64 -c 50, -n {args.requests} at -P 1 and {args.requests_p16} at -P 16; "
@@ -307,12 +313,15 @@ def main():
     print()
     print(f"| memory per key ({args.keys} keys, 64-byte values) | tessera {mem['tessera']:.0f} B | redis {mem['redis']:.0f} B | ratio {mem_ratio:.2f} |")
     print()
+    memory_rows.print_table(mem_table)
+    print()
     def met(col):
         """Targets: >= 1.0 with persistence off and everysec, >= 0.9 with
         always, memory per key <= 1.5x; `col` picks the ratio judged."""
         return all(row[col] >= (0.9 if "always" in row[0] else 1.0) for row in table) \
             and mem_ratio <= 1.5
     result["mem_ratio"] = f"{mem_ratio:.2f}"
+    result.update(mem_result)
     result["targets_met"] = str(met(5)).lower()
     result["targets_met_paired"] = str(met(6)).lower()
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))

@@ -8,6 +8,14 @@ use tessera::node::{self, wal::FsyncPolicy, NodeConfig};
 #[global_allocator]
 static GLOBAL: node::alloc::CountingAlloc = node::alloc::CountingAlloc;
 
+/// `--maxmemory-samples`: 1 to 64, as Redis takes it.
+fn parse_samples(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number between 1 and 64")),
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "tessera",
@@ -65,6 +73,14 @@ struct NodeArgs {
     /// default three quarters of the cgroup's memory limit, none without one).
     #[arg(long)]
     maxmemory: Option<u64>,
+    /// What a write above maxmemory does: noeviction (refuse it with -OOM),
+    /// or evict keys: allkeys-lru, allkeys-lfu, allkeys-random,
+    /// volatile-lru, volatile-lfu, volatile-random, volatile-ttl.
+    #[arg(long, default_value = "noeviction")]
+    maxmemory_policy: node::evict::Policy,
+    /// Keys sampled per eviction (more: closer to exact LRU/LFU/TTL order).
+    #[arg(long, default_value_t = node::evict::DEFAULT_SAMPLES, value_parser = parse_samples)]
+    maxmemory_samples: usize,
     /// File holding the password clients must AUTH with.
     #[arg(long)]
     requirepass_file: Option<PathBuf>,
@@ -246,6 +262,8 @@ fn main() -> Result<()> {
                     }
                     derived
                 }),
+                maxmemory_policy: a.maxmemory_policy,
+                maxmemory_samples: a.maxmemory_samples,
                 password,
                 admin_token_file: a.admin_token_file,
                 acl: acl_users(&a.acl_users, a.acl_password_dir.as_deref())?,

@@ -508,14 +508,39 @@ fn cluster_slot_stats_covers_only_the_slots_of_this_nodes_shard() {
 }
 
 /// The memory figure autoscaling reads: `usedMemoryDataset` is the used
-/// memory less the replicas' log ring, the ring is at most an eighth of
-/// `maxmemory`, and the figure falls back when the data is deleted (the
-/// ring does not).
+/// memory less the replicas' log ring (kept once a replica streams), the
+/// ring is at most an eighth of `maxmemory`, and the figure falls back when
+/// the data is deleted (the ring does not).
 #[test]
 fn data_memory_excludes_the_log_ring_and_falls_with_the_data() {
     let max: u64 = 64 << 20;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let n = TestNode::start_in(dir.path(), &["--maxmemory", &max.to_string()]);
+    let id = |i: u32| format!("{:040x}", 0xda7a00 + i);
+    let n = TestNode::start_in(
+        dir.path(),
+        &["--maxmemory", &max.to_string(), "--node-id", &id(0)],
+    );
+    let replica = TestNode::start(&["--node-id", &id(1)]);
+    let post = |node: &TestNode, path: &str, body: Value| {
+        let (s, b) =
+            http(node.admin_port, "POST", path, &body.to_string()).expect("the admin port answers");
+        assert_eq!(s, 200, "{path}: {b}");
+    };
+    post(&n, "/v1/promote", json!({"epoch": 1, "replicas": 1}));
+    post(
+        &replica,
+        "/v1/follow",
+        json!({"epoch": 1, "primary": {"id": id(0), "host": "127.0.0.1", "port": n.port}}),
+    );
+    // The ring fills once the replica streams.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&n)["replication"]["replicas"]
+        .as_array()
+        .is_none_or(|r| !r.iter().any(|r| r["connected"] == true))
+    {
+        assert!(Instant::now() < deadline, "the replica connects");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut c = connect(&n);
     let value = "v".repeat(16 * 1024);
     let keys = 1500; // ~24 MiB of values

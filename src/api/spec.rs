@@ -93,6 +93,11 @@ pub struct DatabaseClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
+    /// What a node does when its data reaches its memory limit (its
+    /// `maxmemory`, three quarters of `resources.limits.memory`).
+    #[serde(default)]
+    pub memory: MemorySpec,
+
     /// Availability zones (values of `topology.kubernetes.io/zone`) to spread
     /// each shard's pods over, evenly. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,6 +285,67 @@ fn default_shards() -> i32 {
 }
 fn default_replicas() -> i32 {
     3
+}
+
+/// What a node does when a write finds its used memory above `maxmemory`
+/// (Redis' `maxmemory-policy`).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum MemoryPolicy {
+    /// Refuse the write with `-OOM`; never delete data (a database).
+    #[default]
+    #[serde(rename = "noeviction")]
+    NoEviction,
+    /// Evict the least recently used keys (a cache).
+    #[serde(rename = "allkeys-lru")]
+    AllKeysLru,
+    /// Evict the least frequently used keys.
+    #[serde(rename = "allkeys-lfu")]
+    AllKeysLfu,
+    /// Evict random keys.
+    #[serde(rename = "allkeys-random")]
+    AllKeysRandom,
+    /// Evict the least recently used keys among those with a TTL.
+    #[serde(rename = "volatile-lru")]
+    VolatileLru,
+    /// Evict the least frequently used keys among those with a TTL.
+    #[serde(rename = "volatile-lfu")]
+    VolatileLfu,
+    /// Evict random keys among those with a TTL.
+    #[serde(rename = "volatile-random")]
+    VolatileRandom,
+    /// Evict the keys whose TTL ends soonest.
+    #[serde(rename = "volatile-ttl")]
+    VolatileTtl,
+}
+
+impl MemoryPolicy {
+    /// The name the node's `--maxmemory-policy` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoEviction => "noeviction",
+            Self::AllKeysLru => "allkeys-lru",
+            Self::AllKeysLfu => "allkeys-lfu",
+            Self::AllKeysRandom => "allkeys-random",
+            Self::VolatileLru => "volatile-lru",
+            Self::VolatileLfu => "volatile-lfu",
+            Self::VolatileRandom => "volatile-random",
+            Self::VolatileTtl => "volatile-ttl",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemorySpec {
+    /// `noeviction` (default: writes above the limit get `-OOM`), or which
+    /// keys to evict: `allkeys-lru`, `allkeys-lfu`, `allkeys-random`,
+    /// `volatile-lru`, `volatile-lfu`, `volatile-random`, `volatile-ttl`.
+    /// Evictions replicate as deletes. A change reaches the nodes with the
+    /// next rolling update of the pods.
+    #[serde(default)]
+    pub policy: MemoryPolicy,
 }
 
 /// Acknowledgement rule for writes (see docs/api.md).

@@ -450,7 +450,7 @@ pub fn status(node: &Node) -> Status {
         persistence: node.cfg.persistence,
         used_memory: alloc::allocated(),
         used_memory_dataset: alloc::allocated().saturating_sub(node.wal.ring_bytes()),
-        maxmemory: node.cfg.maxmemory,
+        maxmemory: node.memory.maxmemory.get(),
         connected_clients: node.connected_clients.get(),
         uptime_seconds: node.started.elapsed().as_secs(),
         last_snapshot: node

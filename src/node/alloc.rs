@@ -1,38 +1,48 @@
-//! The global allocator: mimalloc, counting live bytes so INFO's
-//! `used_memory` and `maxmemory` mean what they mean in Redis.
+//! The global allocator: mimalloc (jemalloc with the `jemalloc` feature),
+//! counting live bytes so INFO's `used_memory` and `maxmemory` mean what
+//! they mean in Redis.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mimalloc::MiMalloc;
+#[cfg(not(feature = "jemalloc"))]
+use mimalloc::MiMalloc as Inner;
+#[cfg(feature = "jemalloc")]
+use tikv_jemallocator::Jemalloc as Inner;
 
 pub struct CountingAlloc;
 
+/// The allocator's name, as INFO's `mem_allocator` reports it.
+#[cfg(not(feature = "jemalloc"))]
+pub const ALLOCATOR: &str = "mimalloc";
+#[cfg(feature = "jemalloc")]
+pub const ALLOCATOR: &str = "jemalloc";
+
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: every call is forwarded unchanged to mimalloc; the counter is
+// SAFETY: every call is forwarded unchanged to the allocator; the counter is
 // bookkeeping only.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = MiMalloc.alloc(layout);
+        let p = Inner.alloc(layout);
         if !p.is_null() {
             ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
         }
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        MiMalloc.dealloc(ptr, layout);
+        Inner.dealloc(ptr, layout);
         ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = MiMalloc.alloc_zeroed(layout);
+        let p = Inner.alloc_zeroed(layout);
         if !p.is_null() {
             ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
         }
         p
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = MiMalloc.realloc(ptr, layout, new_size);
+        let p = Inner.realloc(ptr, layout, new_size);
         if !p.is_null() {
             ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
             ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
@@ -44,6 +54,33 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// Bytes currently allocated by the process.
 pub fn allocated() -> usize {
     ALLOCATED.load(Ordering::Relaxed)
+}
+
+static CLIENT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes held by client connections' input and output buffers.
+pub fn client_bytes() -> usize {
+    CLIENT_BYTES.load(Ordering::Relaxed)
+}
+
+/// One connection's share of [`client_bytes`], given back when dropped.
+#[derive(Debug, Default)]
+pub struct ClientBytes(usize);
+
+impl ClientBytes {
+    pub fn set(&mut self, n: usize) {
+        if n != self.0 {
+            CLIENT_BYTES.fetch_add(n, Ordering::Relaxed);
+            CLIENT_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+            self.0 = n;
+        }
+    }
+}
+
+impl Drop for ClientBytes {
+    fn drop(&mut self) {
+        CLIENT_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+    }
 }
 
 /// Resident set size from /proc, in bytes (0 where unavailable).

@@ -51,15 +51,28 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
         );
     }
     if want("memory") {
-        let used = alloc::allocated();
+        let m = MemoryFigures::now(node);
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nused_memory_dataset:{}\r\nmem_replication_ring:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\nmem_allocator:mimalloc\r\n\r\n",
-            used as f64 / (1024.0 * 1024.0),
-            alloc::rss_bytes(),
-            used.saturating_sub(node.wal.ring_bytes()),
-            node.wal.ring_bytes(),
-            node.cfg.maxmemory
+            "# Memory\r\nused_memory:{}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nused_memory_rss_human:{:.2}M\r\nused_memory_startup:{}\r\nused_memory_overhead:{}\r\nused_memory_dataset:{}\r\nused_memory_dataset_perc:{:.2}%\r\nmem_replication_backlog:{}\r\nmem_replication_ring:{}\r\nmem_clients_normal:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_fragmentation_bytes:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:{}\r\n\r\n",
+            m.used,
+            mib(m.used),
+            m.rss,
+            mib(m.rss),
+            m.startup,
+            m.overhead(),
+            m.dataset(),
+            100.0 * m.dataset() as f64 / m.used.max(1) as f64,
+            m.ring,
+            m.ring,
+            m.clients,
+            m.fragmentation(),
+            m.rss as i64 - m.used as i64,
+            m.maxmemory,
+            mib(m.maxmemory),
+            node.memory.policy.get(),
+            node.memory.samples.get(),
+            alloc::ALLOCATOR,
         );
     }
     if want("persistence") {
@@ -85,13 +98,14 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
         let rates = node.load.rates();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nreplies_over_max_reply_bytes:{}\r\ninstantaneous_ops_per_sec:{}\r\ninstantaneous_write_ops_per_sec:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\nclient_query_buffer_limit_disconnections:{}\r\nclient_output_buffer_limit_disconnections:{}\r\nreplies_over_max_reply_bytes:{}\r\ninstantaneous_ops_per_sec:{}\r\ninstantaneous_write_ops_per_sec:{}\r\ninstantaneous_input_kbps:{:.2}\r\ninstantaneous_output_kbps:{:.2}\r\n\r\n",
             st.connections_received.get(),
             st.commands_processed.get(),
             st.net_input_bytes.get(),
             st.net_output_bytes.get(),
             st.rejected_connections.get(),
             store.expired_total,
+            store.evicted_total,
             st.keyspace_hits.get(),
             st.keyspace_misses.get(),
             st.error_replies.get(),
@@ -174,4 +188,56 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
         out.truncate(out.len() - 2);
     }
     out
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Where the node's memory is, as INFO and MEMORY STATS report it. The
+/// parts add up to `used`: `startup + ring + clients + dataset()`.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryFigures {
+    /// Every byte allocated through the node's allocator: what `maxmemory`
+    /// judges.
+    pub used: u64,
+    /// Resident set size (what the pod's memory limit judges).
+    pub rss: u64,
+    /// Allocated before any data was loaded.
+    pub startup: u64,
+    /// The recent log kept for replicas (Redis' replication backlog).
+    pub ring: u64,
+    /// Client connections' input and output buffers.
+    pub clients: u64,
+    pub maxmemory: u64,
+}
+
+impl MemoryFigures {
+    pub fn now(node: &Node) -> Self {
+        let used = alloc::allocated() as u64;
+        // The parts are read one after another while the node runs; each is
+        // clamped so that they never add up to more than `used`.
+        let startup = node.memory.startup.get().min(used);
+        let ring = (node.wal.ring_bytes() as u64).min(used - startup);
+        let clients = (alloc::client_bytes() as u64).min(used - startup - ring);
+        Self {
+            used,
+            rss: alloc::rss_bytes(),
+            startup,
+            ring,
+            clients,
+            maxmemory: node.memory.maxmemory.get(),
+        }
+    }
+    pub fn overhead(&self) -> u64 {
+        self.startup + self.ring + self.clients
+    }
+    /// What the keys and values take (and what else the node allocated
+    /// for them: tables, log buffers): used memory less the overhead.
+    pub fn dataset(&self) -> u64 {
+        self.used - self.overhead()
+    }
+    pub fn fragmentation(&self) -> f64 {
+        self.rss as f64 / self.used.max(1) as f64
+    }
 }

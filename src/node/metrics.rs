@@ -282,6 +282,20 @@ pub fn render_metrics(node: &Node) -> String {
     );
     gauge(
         &mut out,
+        "tessera_evicted_keys_total",
+        "Keys deleted to keep used memory under maxmemory.",
+        "counter",
+        store.evicted_total,
+    );
+    gauge(
+        &mut out,
+        "tessera_maxmemory_bytes",
+        "The used-memory limit (0: none).",
+        "gauge",
+        node.memory.maxmemory.get(),
+    );
+    gauge(
+        &mut out,
         "tessera_wal_bytes_written_total",
         "Bytes appended to the write-ahead log.",
         "counter",

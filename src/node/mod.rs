@@ -15,6 +15,7 @@ pub mod blocking;
 pub mod client_io;
 pub mod clients;
 pub mod cmd;
+pub mod evict;
 pub mod fuzzing;
 pub mod groups;
 pub mod idle_spin;
@@ -112,6 +113,10 @@ pub struct NodeConfig {
     pub fsync: FsyncPolicy,
     /// 0 = no limit.
     pub maxmemory: u64,
+    /// What a write above `maxmemory` does (refuse, or evict what).
+    pub maxmemory_policy: evict::Policy,
+    /// Keys sampled per eviction (Redis' maxmemory-samples).
+    pub maxmemory_samples: usize,
     pub password: Option<String>,
     /// File holding the bearer token the admin API's `/v1/*` calls need
     /// (None: those calls are open; see `admin_token`).
@@ -200,6 +205,8 @@ impl NodeConfig {
             persistence: true,
             fsync: FsyncPolicy::EverySec,
             maxmemory: 0,
+            maxmemory_policy: evict::Policy::NoEviction,
+            maxmemory_samples: evict::DEFAULT_SAMPLES,
             password: None,
             admin_token_file: None,
             acl: acl::Acl::default(),
@@ -280,6 +287,8 @@ pub struct Node {
     pub tls: Option<tls::Tls>,
     /// Actual TLS client port.
     pub tls_port: Cell<u16>,
+    /// `maxmemory` and what happens above it (CONFIG SET changes them).
+    pub memory: evict::Memory,
 }
 
 pub fn now_ms() -> u64 {
@@ -328,6 +337,7 @@ impl Node {
                 }
             }),
             tls_port: Cell::new(cfg.tls.as_ref().map_or(0, |t| t.port)),
+            memory: evict::Memory::new(cfg.maxmemory, cfg.maxmemory_policy, cfg.maxmemory_samples),
             repl,
             idle_spin: idle_spin::IdleSpin::new(cfg.idle_spin_us),
             port: Cell::new(cfg.port),
@@ -462,18 +472,16 @@ impl Node {
     }
 
     /// Why a write command may not run now (memory, role, lease), if it may
-    /// not.
-    pub fn write_refusal(&self, spec: &CommandSpec) -> Option<String> {
+    /// not. Above `maxmemory` an evicting policy first deletes keys from
+    /// `store` (queued for the log: the caller logs them).
+    pub fn write_refusal(&self, spec: &CommandSpec, store: &mut Store) -> Option<String> {
         if self.role.get() == Role::Replica {
             return Some("READONLY You can't write against a read only replica.".into());
         }
         if let Some(e) = self.repl.lease_error(self) {
             return Some(e);
         }
-        if spec.flags & cmd::flags::DENYOOM != 0
-            && self.cfg.maxmemory > 0
-            && alloc::allocated() as u64 > self.cfg.maxmemory
-        {
+        if self.memory.over() && !self.memory.free(store) && spec.flags & cmd::flags::DENYOOM != 0 {
             return Some("OOM command not allowed when used memory > 'maxmemory'.".into());
         }
         None

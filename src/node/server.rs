@@ -15,7 +15,7 @@ use super::metrics::Stats;
 use super::resp::{parse_request_as, Parsed, ReplyBuf};
 use super::store::{ExpireMode, Store};
 use super::wal::{FsyncPolicy, Wal};
-use super::{admin, load_node_id, now_ms, snapshot, Node, NodeConfig, NodeError};
+use super::{admin, alloc, load_node_id, now_ms, snapshot, Node, NodeConfig, NodeError};
 
 /// Replies pending for a client that has not authenticated: Redis closes
 /// such a client once its reply list passes 1 KiB beyond the 16 KiB
@@ -97,6 +97,7 @@ pub async fn serve(
     // Health answers while the data set loads.
     tokio::task::spawn_local(admin::serve(node.clone(), admin_listener));
 
+    node.memory.startup.set(alloc::allocated() as u64);
     let started = Instant::now();
     recover(&node).await?;
     node.wal.start();
@@ -306,6 +307,9 @@ async fn connection_loop<S: ClientIo>(
 ) -> std::io::Result<()> {
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = ReplyBuf::new();
+    // What this client's buffers hold, for INFO's mem_clients_normal.
+    let mut client_mem = alloc::ClientBytes::default();
+    client_mem.set(inbuf.capacity() + out.buf.capacity());
     let mut ranges = Vec::new();
     // Reply ranges of the batch's writes, for the acknowledgement rule.
     let mut write_replies: Vec<std::ops::Range<usize>> = Vec::new();
@@ -461,6 +465,7 @@ async fn connection_loop<S: ClientIo>(
                 out.buf.shrink_to(16 * 1024);
             }
         }
+        client_mem.set(inbuf.capacity() + out.buf.capacity());
         if close {
             return Ok(());
         }

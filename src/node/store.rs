@@ -20,6 +20,7 @@
 //! The store never reads the system clock: the server sets [`Store::now_ms`]
 //! once per batch of commands, and tests set it to whatever they like.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,26 +31,53 @@ use super::slots::SLOTS;
 pub type Bytes = Box<[u8]>;
 
 /// Longest key kept inline, without a heap allocation of its own.
-const INLINE_KEY: usize = 22;
+const INLINE_KEY: usize = 18;
 
 /// A key: short keys (most keys: `user:1234:name`) live inside the hash
 /// table's bucket, so a lookup compares them without another cache miss and
 /// they cost no allocation; longer ones live on the heap.
+///
+/// Each key also carries the entry's access clock (see [`super::evict`]):
+/// 24 bits of last access in seconds and an 8-bit logarithmic frequency
+/// counter, like Redis' `lru` field. It lives in the key's spare bytes, so
+/// the bucket stays 24 + 32 bytes; it is not part of the key's identity.
 #[derive(Clone)]
 pub struct Key(KeyRepr);
 
 #[derive(Clone)]
 enum KeyRepr {
-    Inline { len: u8, buf: [u8; INLINE_KEY] },
-    Heap(Box<[u8]>),
+    Inline {
+        len: u8,
+        buf: [u8; INLINE_KEY],
+        clock: Cell<u32>,
+    },
+    Heap {
+        bytes: Box<[u8]>,
+        clock: Cell<u32>,
+    },
 }
+
+// The clock must not cost bucket space.
+const _: () = assert!(std::mem::size_of::<Key>() == 24);
 
 impl Key {
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
-            KeyRepr::Inline { len, buf } => &buf[..*len as usize],
-            KeyRepr::Heap(b) => b,
+            KeyRepr::Inline { len, buf, .. } => &buf[..*len as usize],
+            KeyRepr::Heap { bytes, .. } => bytes,
         }
+    }
+    fn clock_cell(&self) -> &Cell<u32> {
+        match &self.0 {
+            KeyRepr::Inline { clock, .. } | KeyRepr::Heap { clock, .. } => clock,
+        }
+    }
+    /// The entry's access clock (see [`super::evict::touch`]).
+    pub fn clock(&self) -> u32 {
+        self.clock_cell().get()
+    }
+    pub fn set_clock(&self, v: u32) {
+        self.clock_cell().set(v)
     }
 }
 
@@ -61,9 +89,13 @@ impl From<&[u8]> for Key {
             Key(KeyRepr::Inline {
                 len: b.len() as u8,
                 buf,
+                clock: Cell::new(0),
             })
         } else {
-            Key(KeyRepr::Heap(b.into()))
+            Key(KeyRepr::Heap {
+                bytes: b.into(),
+                clock: Cell::new(0),
+            })
         }
     }
 }
@@ -73,7 +105,10 @@ impl From<Box<[u8]>> for Key {
         if b.len() <= INLINE_KEY {
             Key::from(&*b)
         } else {
-            Key(KeyRepr::Heap(b))
+            Key(KeyRepr::Heap {
+                bytes: b,
+                clock: Cell::new(0),
+            })
         }
     }
 }
@@ -318,6 +353,15 @@ pub struct Store {
     pub expired_total: u64,
     /// Round-robin position of the active expiry cycle.
     expire_cursor: usize,
+    /// Keys evicted since the last drain (logged as DELs like expired ones).
+    pub(super) evicted: Vec<(u16, Key)>,
+    pub evicted_total: u64,
+    /// Sampling and the LFU counter's coin.
+    pub(super) rng: super::evict::Rng,
+    /// Eviction candidates kept between evictions, for `pool_policy`.
+    pub(super) pool: super::evict::Pool,
+    pub(super) pool_policy: super::evict::Policy,
+    pub(super) sample_slots: super::evict::SampleSlots,
 }
 
 impl Default for Store {
@@ -341,6 +385,12 @@ impl Store {
             expired: Vec::new(),
             expired_total: 0,
             expire_cursor: 0,
+            evicted: Vec::new(),
+            evicted_total: 0,
+            rng: super::evict::Rng::new(0x9e37_79b9_7f4a_7c15),
+            pool: Default::default(),
+            pool_policy: Default::default(),
+            sample_slots: Default::default(),
         }
     }
 
@@ -355,6 +405,35 @@ impl Store {
     }
     pub fn slot_len(&self, slot: u16) -> usize {
         self.slots[slot as usize].map.len()
+    }
+    pub(super) fn slot_volatile(&self, slot: u16) -> usize {
+        self.slots[slot as usize].volatile
+    }
+    /// Keys and entries of one slot, with their access clocks.
+    pub(super) fn slot_keys(&self, slot: u16) -> hashbrown::hash_map::Iter<'_, Key, Entry> {
+        self.slots[slot as usize].map.iter()
+    }
+    pub(super) fn peek_key(&self, slot: u16, key: &[u8]) -> Option<(&Key, &Entry)> {
+        self.slots[slot as usize].map.get_key_value(key)
+    }
+
+    /// The clock of an access now, and the LFU counter's coin.
+    fn access_clock(&mut self) -> (u32, u32) {
+        let rnd = self.rng.next_u64() as u32;
+        (super::evict::clock_at(self.now_ms), rnd)
+    }
+
+    /// Records an access to `key` (for the LRU and LFU policies).
+    fn touch_key(&mut self, slot: u16, key: &[u8]) {
+        if let Some((k, _)) = self.slots[slot as usize].map.get_key_value(key) {
+            let meta = k.clock();
+            let rnd = self.rng.next_u64() as u32;
+            k.set_clock(super::evict::touched(
+                meta,
+                super::evict::clock_at(self.now_ms),
+                rnd,
+            ));
+        }
     }
 
     /// The slot's current stamp. It changes with every method that may
@@ -398,12 +477,21 @@ impl Store {
         self.expired.drain(..)
     }
     pub fn has_expired_pending(&self) -> bool {
-        !self.expired.is_empty()
+        !self.expired.is_empty() || !self.evicted.is_empty()
+    }
+
+    /// Keys evicted since the last call, oldest first.
+    pub fn drain_evicted(&mut self) -> std::vec::Drain<'_, (u16, Key)> {
+        self.evicted.drain(..)
     }
 
     pub fn get(&mut self, slot: u16, key: &[u8]) -> Option<&Entry> {
         self.expire_if_needed(slot, key);
-        self.slots[slot as usize].map.get(key)
+        let (now, rnd) = self.access_clock();
+        // One probe finds the entry and records the access.
+        let (k, e) = self.slots[slot as usize].map.get_key_value(key)?;
+        k.set_clock(super::evict::touched(k.clock(), now, rnd));
+        Some(e)
     }
 
     /// The entry at `key` as stored, expired or not, without touching it:
@@ -416,7 +504,10 @@ impl Store {
     pub fn get_mut(&mut self, slot: u16, key: &[u8]) -> Option<&mut Entry> {
         self.expire_if_needed(slot, key);
         self.touch(slot);
-        self.slots[slot as usize].map.get_mut(key)
+        let (now, rnd) = self.access_clock();
+        let (k, e) = self.slots[slot as usize].map.get_key_value_mut(key)?;
+        k.set_clock(super::evict::touched(k.clock(), now, rnd));
+        Some(e)
     }
 
     pub fn contains(&mut self, slot: u16, key: &[u8]) -> bool {
@@ -427,16 +518,21 @@ impl Store {
     /// makes it persistent. Returns the previous entry.
     pub fn set(&mut self, slot: u16, key: &[u8], value: Value, expire_at: u64) -> Option<Entry> {
         self.touch(slot);
+        let fresh = super::evict::fresh(super::evict::clock_at(self.now_ms));
+        let rnd = self.rng.next_u64() as u32;
+        let now = super::evict::clock_at(self.now_ms);
         let db = &mut self.slots[slot as usize];
         let entry = Entry { value, expire_at };
         // One probe: replacing an expired key is the same as replacing a
         // live one (its DEL need not be logged: this write supersedes it).
         let old = match db.map.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(mut o) => {
+                let k = o.key();
+                k.set_clock(super::evict::touched(k.clock(), now, rnd));
                 Some(std::mem::replace(o.get_mut(), entry))
             }
             hashbrown::hash_map::EntryRef::Vacant(v) => {
-                v.insert(entry);
+                v.insert_entry(entry).key().set_clock(fresh);
                 self.keys += 1;
                 None
             }
@@ -471,17 +567,23 @@ impl Store {
     ) -> Result<&mut Value, WrongType> {
         self.expire_if_needed(slot, key);
         self.touch(slot);
+        let fresh = super::evict::fresh(super::evict::clock_at(self.now_ms));
         let db = &mut self.slots[slot as usize];
         if !db.map.contains_key(key) {
+            let k = Key::from(key);
+            k.set_clock(fresh);
             db.map.insert(
-                Key::from(key),
+                k,
                 Entry {
                     value: make(),
                     expire_at: 0,
                 },
             );
             self.keys += 1;
+        } else {
+            self.touch_key(slot, key);
         }
+        let db = &mut self.slots[slot as usize];
         let e = db
             .map
             .get_mut(key)
@@ -601,6 +703,7 @@ impl Store {
     /// Loads one entry from a snapshot (no expiry checks, no logging).
     pub fn load(&mut self, slot: u16, key: impl Into<Key>, value: Value, expire_at: u64) {
         let key = key.into();
+        key.set_clock(super::evict::fresh(super::evict::clock_at(self.now_ms)));
         self.touch(slot);
         let db = &mut self.slots[slot as usize];
         if expire_at != 0 {

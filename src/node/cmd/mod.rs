@@ -25,6 +25,7 @@ pub mod dump;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
+pub mod memory;
 pub mod multi;
 pub mod pubsub;
 pub mod replication;
@@ -302,25 +303,25 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Logs the DELs of keys that expired while this command ran.
-    fn log_expired(&mut self) {
+    /// Logs the DELs of keys that expired or were evicted while this
+    /// command ran.
+    pub(crate) fn log_expired(&mut self) {
         if !self.store.has_expired_pending() {
             return;
         }
         let expired: Vec<_> = self.store.drain_expired().collect();
+        let evicted: Vec<_> = self.store.drain_evicted().collect();
         if self.replaying {
             return;
         }
+        let flags = self.node.notify.get();
         for (_, key) in &expired {
-            super::notify::publish(
-                self.node,
-                self.node.notify.get(),
-                super::notify::EXPIRED,
-                "expired",
-                key,
-            );
+            super::notify::publish(self.node, flags, super::notify::EXPIRED, "expired", key);
         }
-        for (slot, key) in expired {
+        for (_, key) in &evicted {
+            super::notify::publish(self.node, flags, super::notify::EVICTED, "evicted", key);
+        }
+        for (slot, key) in expired.into_iter().chain(evicted) {
             multi::touch_watched(self.node, slot, &[b"DEL", &key]);
             if let Some(group) = &mut self.group {
                 group.push(multi::encode_part(slot, &[b"DEL", &key]));
@@ -397,8 +398,9 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 25] = [
+        let families: [&'static [CommandSpec]; 26] = [
             connection::COMMANDS,
+            memory::COMMANDS,
             acl::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,
@@ -661,7 +663,11 @@ pub(crate) fn prepare(
     // part of its effects applied and answer an error that says "refused".
     let dirty = ctx.group.as_ref().is_some_and(|g| !g.is_empty());
     if spec.is_write() && !ctx.replaying && !dirty {
-        if let Some(err) = node.write_refusal(spec) {
+        let refusal = node.write_refusal(spec, ctx.store);
+        // Keys evicted to make room are logged (and replicated) as DELs
+        // whether the command then runs or not.
+        ctx.log_expired();
+        if let Some(err) = refusal {
             ctx.out.error(&err);
             return Err(Some(idx));
         }

@@ -343,7 +343,9 @@ fn exec(ctx: &mut Ctx<'_>, _args: &Args<'_>) {
             return;
         }
     }
-    if let Some(err) = first_write.and_then(|i| node.write_refusal(node.commands.spec(i))) {
+    let refusal = first_write.and_then(|i| node.write_refusal(node.commands.spec(i), ctx.store));
+    ctx.log_expired();
+    if let Some(err) = refusal {
         ctx.out.error(&format!(
             "EXECABORT Transaction discarded because of: {err}"
         ));

@@ -211,8 +211,15 @@ fn config(ctx: &mut Ctx<'_>, args: &Args<'_>) {
                 if cfg.persistence { "yes" } else { "no" }.into(),
             ),
             ("appendfsync", ctx.node.wal.policy().as_str().into()),
-            ("maxmemory", cfg.maxmemory.to_string()),
-            ("maxmemory-policy", "noeviction".into()),
+            ("maxmemory", ctx.node.memory.maxmemory.get().to_string()),
+            (
+                "maxmemory-policy",
+                ctx.node.memory.policy.get().as_str().into(),
+            ),
+            (
+                "maxmemory-samples",
+                ctx.node.memory.samples.get().to_string(),
+            ),
             ("maxclients", cfg.max_clients.to_string()),
             ("port", ctx.node.port.get().to_string()),
             ("databases", "1".into()),
@@ -371,9 +378,24 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}")
     };
     let mut changes: Vec<(String, String)> = Vec::new();
+    let mut memory: Vec<MemorySetting> = Vec::new();
     for i in (2..args.len()).step_by(2) {
         let name = String::from_utf8_lossy(args.get(i)).to_ascii_lowercase();
         let value = args.get(i + 1);
+        if let Some(setting) = memory_setting(&name, value) {
+            match setting {
+                Ok(m) if memory.iter().any(|x| x.name() == m.name()) => {
+                    ctx.out.error(&failed(&name, "duplicate parameter"));
+                    return;
+                }
+                Ok(m) => memory.push(m),
+                Err(why) => {
+                    ctx.out.error(&failed(&name, why));
+                    return;
+                }
+            }
+            continue;
+        }
         let Some((name, _)) = SETTABLE.iter().find(|(n, _)| *n == name) else {
             ctx.out.error(&format!(
                 "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
@@ -420,7 +442,77 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         ctx.node.notify.set(crate::node::notify::parse_flags(v));
     }
     ctx.node.config_set.borrow_mut().extend(changes);
+    for m in memory {
+        let mem = &ctx.node.memory;
+        match m {
+            MemorySetting::Max(n) => {
+                mem.maxmemory.set(n);
+                // The replicas' ring stays within its share of the new limit.
+                let configured = ctx.node.repl.cfg.borrow().ring_bytes;
+                let cap = crate::node::replication::ring_capacity(configured, n);
+                ctx.node.wal.set_ring_capacity(cap);
+            }
+            MemorySetting::Policy(p) => mem.policy.set(p),
+            MemorySetting::Samples(n) => mem.samples.set(n),
+        }
+    }
     ctx.out.ok();
+}
+
+/// The memory settings CONFIG SET changes at run time (the command line
+/// sets them at start).
+enum MemorySetting {
+    Max(u64),
+    Policy(crate::node::evict::Policy),
+    Samples(usize),
+}
+
+impl MemorySetting {
+    fn name(&self) -> &'static str {
+        match self {
+            MemorySetting::Max(_) => "maxmemory",
+            MemorySetting::Policy(_) => "maxmemory-policy",
+            MemorySetting::Samples(_) => "maxmemory-samples",
+        }
+    }
+}
+
+/// None: not a memory setting; Some(Err(why)): a refused value.
+fn memory_setting(name: &str, value: &[u8]) -> Option<Result<MemorySetting, &'static str>> {
+    let text = String::from_utf8_lossy(value);
+    Some(match name {
+        "maxmemory" => parse_bytes(&text)
+            .map(MemorySetting::Max)
+            .ok_or("argument must be a memory value"),
+        "maxmemory-policy" => text
+            .parse()
+            .map(MemorySetting::Policy)
+            .map_err(|_| "argument(s) must be one of the following: volatile-lru, volatile-lfu, volatile-random, volatile-ttl, allkeys-lru, allkeys-lfu, allkeys-random, noeviction"),
+        "maxmemory-samples" => match text.parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(MemorySetting::Samples(n)),
+            _ => Err("argument must be between 1 and 64 inclusive"),
+        },
+        _ => return None,
+    })
+}
+
+/// A byte count as Redis writes memory values: `1000`, `100mb`, `2gb`, `64k`.
+fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    let mul: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mul)
 }
 
 fn time(ctx: &mut Ctx<'_>, _args: &Args<'_>) {

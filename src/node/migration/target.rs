@@ -283,7 +283,7 @@ fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String>
         return Err(format!("ERR migration {id} aborted: {why}"));
     }
     imp.last_activity = Instant::now();
-    let max = node.cfg.maxmemory;
+    let max = node.memory.maxmemory.get();
     let res = if max > 0 && crate::node::alloc::allocated() as u64 > max {
         // Staging counts against maxmemory like any write (target OOM).
         Err(format!("OOM used memory exceeds maxmemory ({max} bytes)"))

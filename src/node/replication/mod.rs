@@ -677,7 +677,10 @@ pub fn ring_capacity(configured: usize, maxmemory: u64) -> usize {
 
 /// At startup, after recovery: resume the role the node had.
 pub async fn start(node: &Rc<Node>) -> Result<(), ReplError> {
-    let cap = ring_capacity(node.repl.cfg.borrow().ring_bytes, node.cfg.maxmemory);
+    let cap = ring_capacity(
+        node.repl.cfg.borrow().ring_bytes,
+        node.memory.maxmemory.get(),
+    );
     node.wal.set_ring_capacity(cap);
     // Snapshots of full resyncs a previous process did not finish receiving.
     if let Ok(rd) = std::fs::read_dir(&node.cfg.data_dir) {

@@ -317,6 +317,7 @@ async fn stream_loop(
     conn_id: u64,
     link: &PushLink,
 ) -> std::io::Result<()> {
+    node.wal.activate_ring();
     let (mut rd, mut wr) = sock.split();
     let mut inbuf = leftover;
     let mut rbuf = vec![0u8; 4096];
@@ -383,6 +384,11 @@ async fn stream_loop(
         }
         if !out.is_empty() {
             wr.write_all(&out).await?;
+            // A catch-up can fill it with the whole ring; between sends it
+            // goes back to its usual size instead of holding that memory.
+            if out.capacity() > 1024 * 1024 {
+                out = Vec::with_capacity(64 * 1024);
+            }
         }
         link.busy.set(false);
         let ring = node.wal.ring_changed().notified();

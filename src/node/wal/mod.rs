@@ -347,6 +347,11 @@ struct Ring {
     bytes: usize,
     /// 0: disabled (no replicas expected).
     cap: usize,
+    /// Filled only once a replica has streamed from this node (as Redis
+    /// creates its backlog with the first replica): a node without
+    /// replicas keeps no copy of its log in memory, and a replica's first
+    /// catch-up reads the segment files anyway.
+    active: bool,
 }
 
 #[cfg(test)]

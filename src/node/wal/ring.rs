@@ -22,6 +22,11 @@ impl Wal {
         }
     }
 
+    /// Starts keeping batches in the ring (a replica streams from here).
+    pub fn activate_ring(&self) {
+        self.ring.borrow_mut().active = true;
+    }
+
     /// Bytes of log the ring holds now (memory that is not data).
     pub fn ring_bytes(&self) -> usize {
         self.ring.borrow().bytes
@@ -29,7 +34,7 @@ impl Wal {
 
     pub(super) fn feed_ring(&self, first: u64, last: u64, buf: &[u8]) {
         let mut r = self.ring.borrow_mut();
-        if r.cap == 0 {
+        if r.cap == 0 || !r.active {
             return;
         }
         r.batches

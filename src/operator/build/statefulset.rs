@@ -128,6 +128,12 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
     if let Some(ms) = cons.max_staleness.as_deref().and_then(duration_ms) {
         args.extend(["--max-staleness-ms".to_string(), ms.to_string()]);
     }
+    // The node derives maxmemory from the pod's memory limit; the policy
+    // says what happens above it.
+    args.extend([
+        "--maxmemory-policy".to_string(),
+        c.spec.memory.policy.as_str().to_string(),
+    ]);
     // Always a password: the user's Secret, or the one the operator
     // generated (`<cluster>-auth`).
     args.push("--requirepass-file".into());

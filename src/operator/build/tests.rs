@@ -348,6 +348,46 @@ fn restore_jobs_from_a_volume_and_from_s3() {
 }
 
 #[test]
+fn memory_policy_reaches_the_node_arguments_and_defaults_to_noeviction() {
+    let args_of = |spec: &str| {
+        let pod = build_statefulset(&cluster(spec), 0)
+            .spec
+            .expect("spec")
+            .template
+            .spec
+            .expect("pod");
+        pod.containers[0].args.clone().expect("args").join(" ")
+    };
+    let default = args_of("{}");
+    assert!(
+        default.contains("--maxmemory-policy noeviction"),
+        "{default}"
+    );
+    let lru = args_of(r#"{"memory":{"policy":"allkeys-lru"}}"#);
+    assert!(lru.contains("--maxmemory-policy allkeys-lru"), "{lru}");
+    let bad: Result<crate::api::DatabaseClusterSpec, _> =
+        serde_json::from_str(r#"{"memory":{"policy":"lru"}}"#);
+    assert!(bad.is_err(), "an unknown policy is refused");
+    // Every CRD name is a name the node takes.
+    for p in [
+        "noeviction",
+        "allkeys-lru",
+        "allkeys-lfu",
+        "allkeys-random",
+        "volatile-lru",
+        "volatile-lfu",
+        "volatile-random",
+        "volatile-ttl",
+    ] {
+        let spec: crate::api::MemorySpec =
+            serde_json::from_str(&format!(r#"{{"policy":"{p}"}}"#)).expect("a CRD policy");
+        assert_eq!(spec.policy.as_str(), p);
+        let node: crate::node::evict::Policy = p.parse().expect("a node policy");
+        assert_eq!(node.as_str(), p);
+    }
+}
+
+#[test]
 fn consistency_reaches_the_node_arguments() {
     let c =
         cluster(r#"{"consistency":{"level":"quorum","quorumPercentage":60,"maxStaleness":"2s"}}"#);
