@@ -5,7 +5,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 need=()
-for pkg in redis-tools redis-server; do
+# g++: libFuzzer (the libfuzzer-sys crate) is C++; fuzz/run.sh builds it.
+for pkg in redis-tools redis-server g++; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
