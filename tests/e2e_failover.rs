@@ -876,8 +876,10 @@ fn operator_killed_mid_failover(cluster: &str, nodes: u32) -> R {
         })?;
         let op = operator_leader_pid()?;
         signal(op, "-KILL")?;
-        // One replica back: the new leader resumes the recorded failover.
+        // The replicas back (the primary stays hung): the new leader
+        // resumes the recorded failover.
         signal(pids[1], "-CONT")?;
+        signal(pids[2], "-CONT")?;
         wait_until("the failover to complete", Duration::from_secs(120), || {
             let st = status_of(cluster)?;
             Ok(st["shards"][2]["failover"].is_null()
@@ -898,7 +900,7 @@ fn operator_killed_mid_failover(cluster: &str, nodes: u32) -> R {
     })?;
     let lost = lost_writes(cluster, &tag, &acked)?;
     let note = format!(
-        "operator SIGKILLed during {phase} (the shard's three nodes stopped, one replica resumed after the kill); converged, time-to-writable {:.1}s, {} acknowledged, {errors} failed attempts, {lost} lost",
+        "operator SIGKILLed during {phase} (the shard's three nodes stopped, the replicas resumed after the kill); converged, time-to-writable {:.1}s, {} acknowledged, {errors} failed attempts, {lost} lost",
         ttw.map_or(f64::NAN, |d| d.as_secs_f64()),
         acked.len()
     );
