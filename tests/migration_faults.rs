@@ -688,6 +688,21 @@ fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with
     // the import completes without it.
     start_range(&c, 0, 2, dst, (0, 49), "fr1", slow.clone());
     wait_staged(&c.nodes[3], "fr1");
+    // Staged in memory is not yet in its log: the restart below rebuilds
+    // the staging from the log, so wait until everything it holds is there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, b) = common::http(c.nodes[3].admin_port, "GET", "/v1/status", "").expect("admin");
+        let st: serde_json::Value = serde_json::from_str(&b).expect("status JSON");
+        if st["durableLsn"].as_u64().unwrap_or(0) >= st["lsn"].as_u64().unwrap_or(u64::MAX) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica's log never caught up: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     c.nodes[3].kill9();
     wait_phase(
         &c.nodes[0],
