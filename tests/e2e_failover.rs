@@ -1315,21 +1315,7 @@ fn failover_e2e() {
         let rounds = n.parse().unwrap_or(20);
         let ok = bench(rounds);
         let _ = kubectl(&["delete", "namespace", NS, "--wait=false"]);
-        let passed = match ok {
-            Ok(true) => {
-                println!("1 passed, 0 failed");
-                true
-            }
-            Ok(false) => {
-                println!("0 passed, 1 failed");
-                false
-            }
-            Err(e) => {
-                println!("FAIL bench: {e}\n0 passed, 1 failed");
-                false
-            }
-        };
-        assert!(passed, "the benchmark run failed");
+        k8s::finish_bench(ok);
         return;
     }
     let mut run = Run::default();

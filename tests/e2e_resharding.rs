@@ -833,21 +833,7 @@ fn resharding_e2e() {
     if let Ok(mb) = std::env::var("TESSERA_RESHARD_BENCH") {
         let ok = bench(mb.parse().unwrap_or(1024));
         let _ = kubectl(&["delete", "namespace", NS, "--wait=false"]);
-        let passed = match ok {
-            Ok(true) => {
-                println!("1 passed, 0 failed");
-                true
-            }
-            Ok(false) => {
-                println!("0 passed, 1 failed");
-                false
-            }
-            Err(e) => {
-                println!("FAIL bench: {e}\n0 passed, 1 failed");
-                false
-            }
-        };
-        assert!(passed, "the benchmark run failed");
+        k8s::finish_bench(ok);
         return;
     }
     let mut run = Run::default();

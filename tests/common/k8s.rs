@@ -356,3 +356,23 @@ impl Run {
         let _ = std::io::stdout().flush();
     }
 }
+
+/// Ends a benchmark run of an e2e test: the `N passed, M failed` line its
+/// script reads, and a failed test when the benchmark failed.
+pub fn finish_bench(ok: R<bool>) {
+    let passed = match ok {
+        Ok(true) => {
+            println!("1 passed, 0 failed");
+            true
+        }
+        Ok(false) => {
+            println!("0 passed, 1 failed");
+            false
+        }
+        Err(e) => {
+            println!("FAIL bench: {e}\n0 passed, 1 failed");
+            false
+        }
+    };
+    assert!(passed, "the benchmark run failed");
+}
