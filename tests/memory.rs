@@ -382,3 +382,120 @@ fn evictions_reach_the_replica_as_deletes() {
         num(&m, "used_memory")
     );
 }
+
+/// Creates `n` keys `prefix:i` with `fields` hash fields (or sorted-set
+/// members when `zset`), pipelined by 100.
+fn aggregates(c: &mut redis::Connection, prefix: &str, n: usize, fields: usize, zset: bool) {
+    for start in (0..n).step_by(100) {
+        let mut p = redis::pipe();
+        for i in start..(start + 100).min(n) {
+            let key = format!("{prefix}:{i:08}");
+            let cmd = p.cmd(if zset { "ZADD" } else { "HSET" }).arg(&key);
+            for f in 0..fields {
+                if zset {
+                    cmd.arg(f as f64 * 1.5).arg(format!("member:{i:08}:{f}"));
+                } else {
+                    cmd.arg(format!("field:{f}"))
+                        .arg(format!("value:{i:08}:{f}"));
+                }
+            }
+            cmd.ignore();
+        }
+        let _: () = p.query(c).expect("pipeline");
+    }
+}
+
+fn encoding(c: &mut redis::Connection, key: &str) -> String {
+    redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(key)
+        .query(c)
+        .expect("OBJECT ENCODING")
+}
+
+fn usage(c: &mut redis::Connection, key: &str, samples: Option<u64>) -> Option<u64> {
+    let mut cmd = redis::cmd("MEMORY");
+    cmd.arg("USAGE").arg(key);
+    if let Some(n) = samples {
+        cmd.arg("SAMPLES").arg(n);
+    }
+    cmd.query(c).expect("MEMORY USAGE")
+}
+
+#[test]
+fn packed_hashes_and_zsets_cost_less_used_memory_and_used_memory_counts_them() {
+    let node = TestNode::start(&["--no-persistence"]);
+    let mut c = node.conn();
+    const N: u64 = 2000;
+    for (zset, name, full, full_name) in [
+        (false, "hash", "hash-max-listpack-entries", "hashtable"),
+        (true, "zset", "zset-max-listpack-entries", "skiplist"),
+    ] {
+        let u0 = used(&mut c);
+        aggregates(&mut c, &format!("{name}p"), N as usize, 10, zset);
+        let u1 = used(&mut c);
+        config_set(&mut c, full, "0");
+        aggregates(&mut c, &format!("{name}f"), N as usize, 10, zset);
+        let u2 = used(&mut c);
+        config_set(&mut c, full, "128");
+        assert_eq!(encoding(&mut c, &format!("{name}p:00000007")), "listpack");
+        assert_eq!(encoding(&mut c, &format!("{name}f:00000007")), full_name);
+        let (packed, table) = ((u1 - u0) / N, (u2 - u1) / N);
+        // The elements' own bytes: 10 × (7 + 16) for a hash, 10 × 17 + scores.
+        let payload = if zset { 10 * (17 + 8) } else { 10 * (7 + 16) };
+        assert!(
+            packed >= payload,
+            "{name}: used_memory grew {packed} B per packed key, less than its {payload} B of data"
+        );
+        assert!(
+            packed * 2 < table,
+            "{name}: packed {packed} B per key is not under half the full encoding's {table}"
+        );
+        // MEMORY USAGE agrees with what used_memory saw, within half.
+        for (key, per_key) in [
+            (format!("{name}p:00000007"), packed),
+            (format!("{name}f:00000007"), table),
+        ] {
+            let u = usage(&mut c, &key, None).expect("the key exists");
+            assert!(
+                u * 2 > per_key && u < per_key * 2,
+                "{key}: MEMORY USAGE {u} against {per_key} B per key of used_memory"
+            );
+        }
+    }
+}
+
+#[test]
+fn memory_usage_counts_a_key_its_value_and_samples_large_aggregates() {
+    let node = TestNode::start(&["--no-persistence"]);
+    let mut c = node.conn();
+    assert_eq!(usage(&mut c, "missing", None), None);
+    let _: () = redis::cmd("SET")
+        .arg("s")
+        .arg("x".repeat(1000))
+        .query(&mut c)
+        .expect("SET");
+    let s = usage(&mut c, "s", None).expect("s exists");
+    assert!((1000..1200).contains(&s), "a 1000-byte string: {s}");
+    // 1000 same-sized fields: sampling 5 estimates what counting all finds.
+    aggregates(&mut c, "big", 1, 1000, false);
+    let all = usage(&mut c, "big:00000000", Some(0)).expect("exists");
+    let five = usage(&mut c, "big:00000000", None).expect("exists");
+    assert!(all > 1000 * 23, "1000 fields of 23 bytes: {all}");
+    assert!(
+        five * 10 > all * 9 && five * 10 < all * 11,
+        "SAMPLES 5 {five} against all {all}"
+    );
+    // Converting a small hash makes it bigger.
+    aggregates(&mut c, "small", 1, 10, false);
+    let packed = usage(&mut c, "small:00000000", None).expect("exists");
+    let _: () = redis::cmd("HSET")
+        .arg("small:00000000")
+        .arg("long")
+        .arg("v".repeat(65))
+        .query(&mut c)
+        .expect("HSET");
+    assert_eq!(encoding(&mut c, "small:00000000"), "hashtable");
+    let table = usage(&mut c, "small:00000000", None).expect("exists");
+    assert!(table > packed + 65, "packed {packed}, converted {table}");
+}

@@ -12,9 +12,9 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 
-use super::store::{Bytes, Value, ZSet};
+use super::store::{Bytes, Hash, Value, ZSet};
 
 /// The RDB version written, and the newest one read (Redis 7.0's).
 pub const RDB_VERSION: u16 = 10;
@@ -97,9 +97,9 @@ pub fn dump(v: &Value) -> Result<Vec<u8>, RdbError> {
             out.push(T_ZSET_2);
             put_len(&mut out, z.len());
             // Highest first, as Redis writes (its loader inserts at the head).
-            for (score, m) in z.ordered.iter().rev() {
+            for (m, score) in z.iter().rev() {
                 put_str(&mut out, m);
-                out.extend_from_slice(&score.0.to_le_bytes());
+                out.extend_from_slice(&score.to_le_bytes());
             }
         }
         Value::Stream(_) => return Err(RdbError::Stream),
@@ -228,16 +228,16 @@ impl Reader<'_> {
             }
             T_HASH => {
                 let n = self.count(2)?;
-                let mut h = HashMap::with_capacity(n);
+                let mut h = Hash::with_capacity(n);
                 for _ in 0..n {
                     let f = self.string()?;
-                    h.insert(f, self.string()?);
+                    h.insert(&f, &self.string()?);
                 }
-                Value::Hash(Box::new(h))
+                Value::Hash(h)
             }
             T_ZSET | T_ZSET_2 => {
                 let n = self.count(2)?;
-                let mut z = ZSet::default();
+                let mut z = ZSet::with_capacity(n);
                 for _ in 0..n {
                     let m = self.string()?;
                     let score = if t == T_ZSET_2 {
@@ -252,7 +252,7 @@ impl Reader<'_> {
                     }
                     z.insert(&m, score);
                 }
-                Value::ZSet(Box::new(z))
+                Value::ZSet(z)
             }
             T_SET_INTSET => Value::Set(Box::new(intset(&self.string()?)?)),
             T_HASH_LISTPACK => {
@@ -260,25 +260,25 @@ impl Reader<'_> {
                 if items.is_empty() || items.len() % 2 != 0 {
                     return Err(RdbError::Format);
                 }
-                let mut h = HashMap::with_capacity(items.len() / 2);
+                let mut h = Hash::with_capacity(items.len() / 2);
                 let mut it = items.into_iter();
                 while let (Some(f), Some(v)) = (it.next(), it.next()) {
-                    h.insert(f, v);
+                    h.insert(&f, &v);
                 }
-                Value::Hash(Box::new(h))
+                Value::Hash(h)
             }
             T_ZSET_LISTPACK => {
                 let items = listpack(&self.string()?)?;
                 if items.is_empty() || items.len() % 2 != 0 {
                     return Err(RdbError::Format);
                 }
-                let mut z = ZSet::default();
+                let mut z = ZSet::with_capacity(items.len() / 2);
                 let mut it = items.into_iter();
                 while let (Some(m), Some(s)) = (it.next(), it.next()) {
                     let score = super::cmd::parse_f64(&s).ok_or(RdbError::Format)?;
                     z.insert(&m, score);
                 }
-                Value::ZSet(Box::new(z))
+                Value::ZSet(z)
             }
             T_LIST_QUICKLIST_2 => {
                 let nodes = self.count(2)?;
@@ -481,15 +481,15 @@ mod tests {
         let mut z = ZSet::default();
         z.insert(b"a", 1.5);
         z.insert(b"b", f64::NEG_INFINITY);
-        let mut h = HashMap::new();
-        h.insert(k("f"), k(&"v".repeat(300)));
+        let mut h = Hash::default();
+        h.insert(b"f", "v".repeat(300).as_bytes());
         let values = [
             Value::Str(k("")),
             Value::Str(k(&"x".repeat(70000))),
             Value::List(Box::new(VecDeque::from(vec![k("1"), k("two")]))),
             Value::Set(Box::new([k("a"), k("-5")].into_iter().collect())),
-            Value::Hash(Box::new(h)),
-            Value::ZSet(Box::new(z)),
+            Value::Hash(h),
+            Value::ZSet(z),
         ];
         for v in &values {
             let p = dump(v).expect("dumpable");

@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 use tracing::{info, warn};
 
 use super::slots::SLOTS;
-use super::store::{Store, Value, ZSet};
+use super::store::{Hash, Store, Value, ZSet};
 use super::wal::{self, Wal};
 use super::{now_ms, Node};
 
@@ -191,7 +191,7 @@ fn encode_value(b: &mut Vec<u8>, v: &Value) {
         }
         Value::ZSet(z) => {
             put_u64(b, z.len() as u64);
-            for (m, score) in z.scores.iter() {
+            for (m, score) in z.iter() {
                 put_bytes(b, m);
                 put_u64(b, score.to_bits());
             }
@@ -578,12 +578,12 @@ fn decode_value(c: &mut Cursor<'_>, tag: u8) -> Result<Value, String> {
         T_STR => Value::Str(c.bytes()?),
         T_HASH => {
             let n = c.count(8)?;
-            let mut h = HashMap::with_capacity(n);
+            let mut h = Hash::with_capacity(n);
             for _ in 0..n {
                 let f = c.bytes()?;
-                h.insert(f, c.bytes()?);
+                h.insert(&f, &c.bytes()?);
             }
-            Value::Hash(Box::new(h))
+            Value::Hash(h)
         }
         T_LIST => {
             let n = c.count(4)?;
@@ -603,7 +603,7 @@ fn decode_value(c: &mut Cursor<'_>, tag: u8) -> Result<Value, String> {
         }
         T_ZSET => {
             let n = c.count(12)?;
-            let mut z = ZSet::default();
+            let mut z = ZSet::with_capacity(n);
             for _ in 0..n {
                 let m = c.bytes()?;
                 let score = f64::from_bits(c.u64()?);
@@ -612,7 +612,7 @@ fn decode_value(c: &mut Cursor<'_>, tag: u8) -> Result<Value, String> {
                 }
                 z.insert(&m, score);
             }
-            Value::ZSet(Box::new(z))
+            Value::ZSet(z)
         }
         T_STREAM | T_STREAM2 => Value::Stream(Box::new(decode_stream(c, tag == T_STREAM2)?)),
         t => return Err(format!("unknown value type {t}")),
@@ -909,9 +909,9 @@ mod tests {
         let k = |s: &str| Box::<[u8]>::from(s.as_bytes());
         st.load(1, k("s"), Value::Str(k("v")), 0);
         st.load(2, k("x"), Value::Str(k("")), 12345);
-        let mut h = HashMap::new();
-        h.insert(k("f"), k("v"));
-        st.load(3, k("h"), Value::Hash(Box::new(h)), 0);
+        let mut h = Hash::default();
+        h.insert(b"f", b"v");
+        st.load(3, k("h"), Value::Hash(h), 0);
         st.load(
             4,
             k("l"),
@@ -924,7 +924,7 @@ mod tests {
         let mut z = ZSet::default();
         z.insert(b"a", 1.5);
         z.insert(b"b", f64::NEG_INFINITY);
-        st.load(6, k("z"), Value::ZSet(Box::new(z)), 0);
+        st.load(6, k("z"), Value::ZSet(z), 0);
         let mut entries = BTreeMap::new();
         entries.insert(StreamId { ms: 5, seq: 1 }, vec![k("f"), k("v")]);
         let mut g = Group::new(StreamId { ms: 5, seq: 1 }, 1);
@@ -962,7 +962,7 @@ mod tests {
         assert_eq!(st.volatile_len(), 1);
         let e = st.get(6, b"z").expect("zset");
         match &e.value {
-            Value::ZSet(z) => assert_eq!(z.scores.get(&b"b"[..]).copied(), Some(f64::NEG_INFINITY)),
+            Value::ZSet(z) => assert_eq!(z.score(b"b"), Some(f64::NEG_INFINITY)),
             v => panic!("wrong type {}", v.type_name()),
         }
         match &st.get(4, b"l").expect("list").value {

@@ -21,12 +21,20 @@
 //! once per batch of commands, and tests set it to whatever they like.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::{HashMap, HashSet};
 
 use super::slots::SLOTS;
+
+pub mod hash;
+pub mod listpack;
+mod usage;
+pub mod zset;
+
+pub use hash::Hash;
+pub use zset::ZSet;
 
 pub type Bytes = Box<[u8]>;
 
@@ -180,50 +188,6 @@ impl Ord for Score {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct ZSet {
-    pub scores: HashMap<Bytes, f64>,
-    pub ordered: BTreeSet<(Score, Bytes)>,
-}
-
-impl ZSet {
-    /// Inserts or updates; returns true when the member is new.
-    pub fn insert(&mut self, member: &[u8], score: f64) -> bool {
-        // One zero: -0.0 and 0.0 compare equal as f64 but not in the tree.
-        let score = if score == 0.0 { 0.0 } else { score };
-        match self.scores.get_mut(member) {
-            Some(old) => {
-                if *old != score {
-                    self.ordered.remove(&(Score(*old), Bytes::from(member)));
-                    self.ordered.insert((Score(score), Bytes::from(member)));
-                    *old = score;
-                }
-                false
-            }
-            None => {
-                self.scores.insert(Bytes::from(member), score);
-                self.ordered.insert((Score(score), Bytes::from(member)));
-                true
-            }
-        }
-    }
-    pub fn remove(&mut self, member: &[u8]) -> bool {
-        match self.scores.remove(member) {
-            Some(score) => {
-                self.ordered.remove(&(Score(score), Bytes::from(member)));
-                true
-            }
-            None => false,
-        }
-    }
-    pub fn len(&self) -> usize {
-        self.scores.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
-    }
-}
-
 /// A stream entry ID `<ms>-<seq>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct StreamId {
@@ -248,10 +212,10 @@ pub struct Stream {
 #[derive(Debug, Clone)]
 pub enum Value {
     Str(Bytes),
-    Hash(Box<HashMap<Bytes, Bytes>>),
+    Hash(Hash),
     List(Box<VecDeque<Bytes>>),
     Set(Box<HashSet<Bytes>>),
-    ZSet(Box<ZSet>),
+    ZSet(ZSet),
     Stream(Box<Stream>),
 }
 
@@ -278,6 +242,9 @@ impl Value {
         }
     }
 }
+
+// Packed encodings must not make every key's entry bigger.
+const _: () = assert!(std::mem::size_of::<Value>() == 24);
 
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -856,7 +823,7 @@ mod tests {
         changed(&st, "set");
         st.get_mut(7, b"k");
         changed(&st, "get_mut");
-        let _ = st.get_or_create(7, b"h", |_| true, || Value::Hash(Box::default()));
+        let _ = st.get_or_create(7, b"h", |_| true, || Value::Hash(Default::default()));
         changed(&st, "get_or_create");
         st.set_expire(7, b"k", 1_500);
         changed(&st, "set_expire");

@@ -9,7 +9,7 @@ use super::server::glob_match;
 use super::zsets::{parse_lex_bound, parse_score_bound};
 use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
 use crate::node::resp::{fmt_double, ReplyBuf};
-use crate::node::store::{Bytes, Store, Value, ZSet, WRONGTYPE};
+use crate::node::store::{Hash, Store, Value, ZSet, WRONGTYPE};
 use crate::try_reply;
 
 #[rustfmt::skip]
@@ -53,12 +53,22 @@ fn exists_as(store: &mut Store, slot: u16, key: &[u8], kind: Kind) -> Result<boo
 }
 
 /// The members (hash fields) of the aggregate at `key`, already checked.
-fn members<'s>(store: &'s Store, slot: u16, key: &[u8]) -> Vec<&'s Bytes> {
+fn members<'s>(store: &'s Store, slot: u16, key: &[u8]) -> Vec<&'s [u8]> {
     match store.peek(slot, key).map(|e| &e.value) {
         Some(Value::Hash(h)) => h.keys().collect(),
-        Some(Value::Set(s)) => s.iter().collect(),
-        Some(Value::ZSet(z)) => z.scores.keys().collect(),
+        Some(Value::Set(s)) => s.iter().map(|m| &**m).collect(),
+        Some(Value::ZSet(z)) => z.members().collect(),
         _ => Vec::new(),
+    }
+}
+
+/// A packed value's members in their order: Redis answers a scan of a
+/// packed value whole, in one step.
+fn packed_members(value: Option<&Value>) -> Option<Vec<&[u8]>> {
+    match value? {
+        Value::Hash(h @ Hash::Packed(_)) => Some(h.keys().collect()),
+        Value::ZSet(z @ ZSet::Packed(_)) => Some(z.iter().map(|(m, _)| m).collect()),
+        _ => None,
     }
 }
 
@@ -92,11 +102,11 @@ fn parse_scan_opts<'a>(args: &Args<'a>) -> Result<(usize, Option<&'a [u8]>), &'s
 /// returned exactly once, whatever changes meanwhile. A step costs O(N) in
 /// the aggregate's size (each member is hashed), whatever COUNT is.
 fn scan_step<'m>(
-    all: Vec<(u32, &'m Bytes)>,
+    all: Vec<(u32, &'m [u8])>,
     cursor: u64,
     count: usize,
     pattern: Option<&[u8]>,
-) -> (u64, Vec<&'m Bytes>) {
+) -> (u64, Vec<&'m [u8]>) {
     let Some(from) = cursor.checked_sub(1) else {
         return scan_from(all, 0, count, pattern);
     };
@@ -107,11 +117,11 @@ fn scan_step<'m>(
 }
 
 fn scan_from<'m>(
-    mut all: Vec<(u32, &'m Bytes)>,
+    mut all: Vec<(u32, &'m [u8])>,
     from: u32,
     count: usize,
     pattern: Option<&[u8]>,
-) -> (u64, Vec<&'m Bytes>) {
+) -> (u64, Vec<&'m [u8]>) {
     all.retain(|(h, _)| *h >= from);
     // The first hash not returned now: linear selection, not a sort.
     let next = if all.len() > count {
@@ -154,12 +164,24 @@ fn scan_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, kind: Kind) {
     }
     let (count, pattern) = try_reply!(ctx, parse_scan_opts(args));
     let store = &*ctx.store;
-    let all = members(store, slot, key)
-        .into_iter()
-        .map(|m| (crc32c::crc32c(m), m))
-        .collect();
-    let (next, found) = scan_step(all, cursor, count, pattern);
     let value = store.peek(slot, key).map(|e| &e.value);
+    let (next, found) = match packed_members(value) {
+        Some(all) => {
+            let all = all.into_iter();
+            (
+                0,
+                all.filter(|m| pattern.is_none_or(|p| glob_match(p, m)))
+                    .collect(),
+            )
+        }
+        None => {
+            let all = members(store, slot, key)
+                .into_iter()
+                .map(|m| (crc32c::crc32c(m), m))
+                .collect();
+            scan_step(all, cursor, count, pattern)
+        }
+    };
     ctx.out.array(2);
     ctx.out.bulk(next.to_string().as_bytes());
     let per = if kind == Kind::Set { 1 } else { 2 };
@@ -167,10 +189,10 @@ fn scan_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, kind: Kind) {
     for m in found {
         ctx.out.bulk(m);
         match value {
-            Some(Value::Hash(h)) => ctx.out.bulk(h.get(m).map_or(&[][..], |v| v)),
+            Some(Value::Hash(h)) => ctx.out.bulk(h.get(m).unwrap_or_default()),
             // SCAN replies carry scores as strings, in RESP3 too.
             Some(Value::ZSet(z)) => {
-                let s = z.scores.get(m).copied().unwrap_or(0.0);
+                let s = z.score(m).unwrap_or(0.0);
                 ctx.out.bulk(fmt_double(s).as_bytes());
             }
             _ => {}
@@ -196,7 +218,7 @@ const ERR_COUNT_RANGE: &str =
     "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807";
 
 /// Replies with one member and, if asked, its value (hash) or score.
-fn reply_pick(out: &mut ReplyBuf, value: &Value, m: &Bytes, with: bool) {
+fn reply_pick(out: &mut ReplyBuf, value: &Value, m: &[u8], with: bool) {
     if !with {
         out.bulk(m);
         return;
@@ -206,8 +228,8 @@ fn reply_pick(out: &mut ReplyBuf, value: &Value, m: &Bytes, with: bool) {
     }
     out.bulk(m);
     match value {
-        Value::Hash(h) => out.bulk(h.get(m).map_or(&[][..], |v| v)),
-        Value::ZSet(z) => out.double(z.scores.get(m).copied().unwrap_or(0.0)),
+        Value::Hash(h) => out.bulk(h.get(m).unwrap_or_default()),
+        Value::ZSet(z) => out.double(z.score(m).unwrap_or(0.0)),
         _ => {}
     }
 }
@@ -285,7 +307,7 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 /// Removes the members `pick` selects (from the ordered members) and
 /// replies with how many; logged as received (deterministic).
-fn zrem_where(ctx: &mut Ctx<'_>, args: &Args<'_>, pick: impl FnOnce(&ZSet) -> Vec<Bytes>) {
+fn zrem_where(ctx: &mut Ctx<'_>, args: &Args<'_>, pick: impl FnOnce(&ZSet) -> Vec<Vec<u8>>) {
     let (slot, key) = (ctx.slot(), args.get(1));
     let z = match ctx.store.get_mut(slot, key).map(|e| &mut e.value) {
         None => {
@@ -313,11 +335,10 @@ fn zremrangebyscore(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let min = try_reply!(ctx, parse_score_bound(args.get(2)));
     let max = try_reply!(ctx, parse_score_bound(args.get(3)));
     zrem_where(ctx, args, |z| {
-        z.ordered
-            .iter()
-            .skip_while(|(s, _)| !min.above_min(s.0))
-            .take_while(|(s, _)| max.below_max(s.0))
-            .map(|(_, m)| m.clone())
+        z.iter()
+            .skip_while(|&(_, s)| !min.above_min(s))
+            .take_while(|&(_, s)| max.below_max(s))
+            .map(|(m, _)| m.to_vec())
             .collect()
     });
 }
@@ -326,11 +347,10 @@ fn zremrangebylex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let min = try_reply!(ctx, parse_lex_bound(args.get(2)));
     let max = try_reply!(ctx, parse_lex_bound(args.get(3)));
     zrem_where(ctx, args, |z| {
-        z.ordered
-            .iter()
-            .skip_while(|(_, m)| !min.above_min(m))
-            .take_while(|(_, m)| max.below_max(m))
-            .map(|(_, m)| m.clone())
+        z.iter()
+            .skip_while(|(m, _)| !min.above_min(m))
+            .take_while(|(m, _)| max.below_max(m))
+            .map(|(m, _)| m.to_vec())
             .collect()
     });
 }
@@ -357,18 +377,18 @@ fn zremrangebyrank(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             return Vec::new();
         }
         let end = end.min(len - 1);
-        z.ordered
-            .iter()
+        z.iter()
             .skip(start as usize)
             .take((end - start + 1) as usize)
-            .map(|(_, m)| m.clone())
+            .map(|(m, _)| m.to_vec())
             .collect()
     });
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{scan_from, Bytes};
+    use super::scan_from;
+    use crate::node::store::Bytes;
 
     #[test]
     fn a_scan_step_never_splits_members_sharing_a_hash() {
@@ -378,7 +398,7 @@ mod tests {
             names
                 .iter()
                 .enumerate()
-                .map(|(i, m)| (if i < 5 { 7 } else { 9 }, m))
+                .map(|(i, m)| (if i < 5 { 7 } else { 9 }, &m[..]))
                 .filter(|(h, _)| *h >= from)
                 .collect::<Vec<_>>()
         };
@@ -387,7 +407,7 @@ mod tests {
         let (next, rest) = scan_from(all(9), 9, 2, None);
         assert_eq!((next, rest.len()), (0, 3));
         // Distinct hashes: COUNT members a step, the cursor one past them.
-        let spread: Vec<(u32, &Bytes)> = names.iter().zip(10..).map(|(m, h)| (h, m)).collect();
+        let spread: Vec<(u32, &[u8])> = names.iter().zip(10..).map(|(m, h)| (h, &m[..])).collect();
         let (next, step) = scan_from(spread.clone(), 0, 3, None);
         assert_eq!((next, step.len()), (14, 3));
         let (next, step) = scan_from(spread, 13, 10, Some(b"h"));

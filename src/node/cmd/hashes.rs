@@ -1,12 +1,10 @@
 //! Hash commands: HSET, HSETNX, HGET, HMGET, HMSET, HGETALL, HDEL, HEXISTS,
 //! HLEN, HKEYS, HVALS, HINCRBY, HINCRBYFLOAT, HSTRLEN.
 
-use hashbrown::HashMap;
-
 use super::flags::*;
 use super::{parse_f64, parse_i64, Args, CommandSpec, Ctx};
 use crate::node::resp::fmt_double;
-use crate::node::store::{Bytes, Store, Value, WRONGTYPE};
+use crate::node::store::{Hash, Store, Value, WRONGTYPE};
 use crate::try_reply;
 
 #[rustfmt::skip]
@@ -26,8 +24,6 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "hincrbyfloat", arity: 4, flags: WRITE | DENYOOM | FAST, first_key: 1, last_key: 1, step: 1, handler: hincrbyfloat },
     CommandSpec { name: "hstrlen", arity: 3, flags: READONLY | FAST, first_key: 1, last_key: 1, step: 1, handler: hstrlen },
 ];
-
-type Hash = HashMap<Bytes, Bytes>;
 
 /// The hash at `key`: Ok(None) when absent, Err on another type.
 fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s Hash>, &'static str> {
@@ -72,9 +68,7 @@ fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Option<usize> {
     let mut added = 0;
     let mut i = 2;
     while i + 1 < args.len() {
-        if h.insert(args.get(i).into(), args.get(i + 1).into())
-            .is_none()
-        {
+        if h.insert(args.get(i), args.get(i + 1)) {
             added += 1;
         }
         i += 2;
@@ -102,7 +96,7 @@ fn hsetnx(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         ctx.out.int(0);
         return;
     }
-    h.insert(args.get(2).into(), args.get(3).into());
+    h.insert(args.get(2), args.get(3));
     ctx.propagate_as(&[b"HSET", args.get(1), args.get(2), args.get(3)]);
     ctx.out.int(1);
 }
@@ -164,11 +158,7 @@ fn hdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let key = args.get(1);
     let removed = match ctx.store.get_mut(slot, key).map(|e| &mut e.value) {
         None => 0,
-        Some(Value::Hash(h)) => args
-            .iter()
-            .skip(2)
-            .filter(|f| h.remove(*f).is_some())
-            .count(),
+        Some(Value::Hash(h)) => args.iter().skip(2).filter(|f| h.remove(f)).count(),
         Some(_) => {
             ctx.out.error(WRONGTYPE);
             return;
@@ -208,9 +198,7 @@ fn current<'s>(
     key: &[u8],
     field: &[u8],
 ) -> Result<Option<&'s [u8]>, &'static str> {
-    Ok(read(store, slot, key)?
-        .and_then(|h| h.get(field))
-        .map(|v| &**v))
+    Ok(read(store, slot, key)?.and_then(|h| h.get(field)))
 }
 
 fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -233,7 +221,7 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     };
     let text = next.to_string();
     let h = try_reply!(ctx, write(ctx.store, slot, key));
-    h.insert(field.into(), text.as_bytes().into());
+    h.insert(field, text.as_bytes());
     ctx.propagate_as(&[b"HSET", key, field, text.as_bytes()]);
     ctx.out.int(next);
 }
@@ -259,7 +247,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
     let text = fmt_double(next);
     let h = try_reply!(ctx, write(ctx.store, slot, key));
-    h.insert(field.into(), text.as_bytes().into());
+    h.insert(field, text.as_bytes());
     // Logged as the resulting value: replay never re-derives it.
     ctx.propagate_as(&[b"HSET", key, field, text.as_bytes()]);
     ctx.out.bulk(text.as_bytes());

@@ -1,28 +1,38 @@
 //! MEMORY STATS: where the node's memory is (the figures of INFO memory,
-//! under the names of Redis' MEMORY STATS).
+//! under the names of Redis' MEMORY STATS); MEMORY USAGE: what one key
+//! costs.
 
 use super::flags::*;
-use super::{Args, CommandSpec, Ctx};
+use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
 use crate::node::info::MemoryFigures;
+use crate::node::store::Store;
+use crate::try_reply;
 
 pub static COMMANDS: &[CommandSpec] = &[CommandSpec {
     name: "memory",
     arity: -2,
     flags: READONLY | LOADING_OK,
-    first_key: 0,
-    last_key: 0,
-    step: 0,
+    // MEMORY USAGE's key (STATS and HELP have no third argument).
+    first_key: 2,
+    last_key: 2,
+    step: 1,
     handler: memory,
 }];
 
 fn memory(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     if args.is(1, "stats") && args.len() == 2 {
         stats(ctx);
+    } else if args.is(1, "usage") && args.len() >= 3 {
+        usage(ctx, args);
     } else if args.is(1, "help") && args.len() == 2 {
-        ctx.out.array(2);
+        ctx.out.array(4);
         ctx.out.simple("MEMORY STATS");
         ctx.out
             .simple("    Where the memory is: allocator totals, overhead, dataset.");
+        ctx.out.simple("MEMORY USAGE <key> [SAMPLES <count>]");
+        ctx.out.simple(
+            "    Bytes the key and its value take, sampling <count> elements of an aggregate (0: all).",
+        );
     } else {
         ctx.out.error(&format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try MEMORY HELP.",
@@ -58,4 +68,39 @@ fn stats(ctx: &mut Ctx<'_>) {
     ctx.out.double(m.fragmentation());
     ctx.out.bulk(b"fragmentation.bytes");
     ctx.out.int(m.rss as i64 - m.used as i64);
+}
+
+/// MEMORY USAGE key [SAMPLES n]: the key's bytes, its value's estimated
+/// from `n` elements (default 5, 0: all); null for a missing key.
+fn usage(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let mut samples = 5usize;
+    let mut i = 3;
+    while i < args.len() {
+        if !(args.is(i, "samples") && i + 1 < args.len()) {
+            ctx.out.error(ERR_SYNTAX);
+            return;
+        }
+        let n = try_reply!(ctx, args.int(i + 1));
+        if n < 0 {
+            ctx.out.error(ERR_SYNTAX);
+            return;
+        }
+        samples = usize::try_from(n).unwrap_or(usize::MAX);
+        i += 2;
+    }
+    let (slot, key) = (ctx.slot(), args.get(2));
+    // Not an access: the key's clock is put back after the look-up (which
+    // deletes an expired key).
+    let clock = ctx.store.peek_key(slot, key).map(|(k, _)| k.clock());
+    if ctx.store.get(slot, key).is_none() {
+        ctx.out.null();
+        return;
+    }
+    match ctx.store.peek_key(slot, key).zip(clock) {
+        Some(((k, e), clock)) => {
+            k.set_clock(clock);
+            ctx.out.int(Store::key_bytes(k, &e.value, samples) as i64);
+        }
+        None => ctx.out.null(),
+    }
 }

@@ -27,6 +27,7 @@ pub mod keys;
 pub mod lists;
 pub mod memory;
 pub mod multi;
+pub mod object;
 pub mod pubsub;
 pub mod replication;
 pub mod scripting;
@@ -398,9 +399,10 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 26] = [
+        let families: [&'static [CommandSpec]; 27] = [
             connection::COMMANDS,
             memory::COMMANDS,
+            object::COMMANDS,
             acl::COMMANDS,
             server::COMMANDS,
             strings::COMMANDS,

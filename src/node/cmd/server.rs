@@ -301,8 +301,10 @@ fn flushall(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 /// What CONFIG SET accepts, with Redis 7's defaults: parameters
 /// applications and tools set, reported back by CONFIG GET.
 /// notify-keyspace-events turns keyspace notifications on (`node::notify`);
-/// the others change nothing (encodings are the node's own); everything
-/// else is the operator's, on the command line.
+/// the hash and zset listpack thresholds set when small hashes and sorted
+/// sets stay packed (`store::listpack`); the others change nothing (those
+/// encodings are the node's own); everything else is the operator's, on the
+/// command line.
 const SETTABLE: &[(&str, &str)] = &[
     ("notify-keyspace-events", ""),
     ("hash-max-listpack-entries", "128"),
@@ -440,6 +442,12 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
     if let Some((_, v)) = changes.iter().find(|(k, _)| k == "notify-keyspace-events") {
         ctx.node.notify.set(crate::node::notify::parse_flags(v));
+    }
+    for (k, v) in &changes {
+        // The packed encodings' thresholds take effect for the next write.
+        if let Ok(n) = v.parse::<usize>() {
+            crate::node::store::listpack::set_limit(k, n);
+        }
     }
     ctx.node.config_set.borrow_mut().extend(changes);
     for m in memory {

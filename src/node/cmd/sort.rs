@@ -150,7 +150,7 @@ fn lookup(ctx: &mut Ctx<'_>, pattern: &[u8], elem: &[u8]) -> Option<Bytes> {
     let e = ctx.store.get(key_slot(&key), &key)?;
     match (&e.value, field) {
         (Value::Str(s), None) => Some(s.clone()),
-        (Value::Hash(h), Some(f)) => h.get(f).cloned(),
+        (Value::Hash(h), Some(f)) => h.get(f).map(Bytes::from),
         _ => None,
     }
 }
@@ -178,7 +178,7 @@ fn elements(v: &Value) -> Result<(Vec<Bytes>, bool), &'static str> {
     Ok(match v {
         Value::List(l) => (l.iter().cloned().collect(), false),
         Value::Set(s) => (s.iter().cloned().collect(), true),
-        Value::ZSet(z) => (z.ordered.iter().map(|(_, m)| m.clone()).collect(), false),
+        Value::ZSet(z) => (z.iter().map(|(m, _)| Bytes::from(m)).collect(), false),
         _ => return Err(WRONGTYPE),
     })
 }

@@ -6,7 +6,7 @@
 use super::flags::*;
 use super::{parse_f64, Args, CommandSpec, Ctx, ERR_SYNTAX};
 use crate::node::resp::fmt_double;
-use crate::node::store::{Bytes, Store, Value, ZSet, WRONGTYPE};
+use crate::node::store::{Store, Value, ZSet, WRONGTYPE};
 use crate::try_reply;
 
 #[rustfmt::skip]
@@ -102,7 +102,7 @@ fn zadd_generic(
     }
     // Check the INCR result before creating anything.
     if f.incr {
-        let cur = read(ctx.store, slot, key)?.and_then(|z| z.scores.get(pairs[0].1).copied());
+        let cur = read(ctx.store, slot, key)?.and_then(|z| z.score(pairs[0].1));
         if let Some(c) = cur {
             if (c + pairs[0].0).is_nan() {
                 return Err("ERR resulting score is not a number (NaN)");
@@ -111,7 +111,7 @@ fn zadd_generic(
     }
     let z = write(ctx.store, slot, key)?;
     for &(score, member) in pairs {
-        match z.scores.get(member).copied() {
+        match z.score(member) {
             Some(cur) => {
                 if f.nx {
                     continue;
@@ -242,8 +242,8 @@ fn zrem(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 fn zscore(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let z = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
-    match z.and_then(|z| z.scores.get(args.get(2))) {
-        Some(&s) => ctx.out.double(s),
+    match z.and_then(|z| z.score(args.get(2))) {
+        Some(s) => ctx.out.double(s),
         None => ctx.out.null(),
     }
 }
@@ -253,8 +253,8 @@ fn zmscore(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let z = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
     ctx.out.array(args.len() - 2);
     for m in args.iter().skip(2) {
-        match z.and_then(|z| z.scores.get(m)) {
-            Some(&s) => ctx.out.double(s),
+        match z.and_then(|z| z.score(m)) {
+            Some(s) => ctx.out.double(s),
             None => ctx.out.null(),
         }
     }
@@ -350,7 +350,7 @@ enum Mode {
 
 /// Members with their scores, as a reply: RESP2 flattens the scores into
 /// bulk strings, RESP3 nests [member, double] pairs.
-fn reply_members(ctx: &mut Ctx<'_>, items: &[(&Bytes, f64)], withscores: bool) {
+fn reply_members(ctx: &mut Ctx<'_>, items: &[(&[u8], f64)], withscores: bool) {
     if !withscores {
         ctx.out.array(items.len());
         for (m, _) in items {
@@ -437,11 +437,11 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
         ctx.out.array(0);
         return;
     };
-    let items: Vec<(Bytes, f64)> = {
-        let iter: Box<dyn Iterator<Item = &(crate::node::store::Score, Bytes)>> = if rev {
-            Box::new(z.ordered.iter().rev())
+    let items: Vec<(Vec<u8>, f64)> = {
+        let iter: Box<dyn Iterator<Item = (&[u8], f64)>> = if rev {
+            Box::new(z.iter().rev())
         } else {
-            Box::new(z.ordered.iter())
+            Box::new(z.iter())
         };
         let (offset, count) = match limit {
             Some((o, _)) if o < 0 => {
@@ -451,7 +451,7 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
             Some((o, c)) => (o as usize, if c < 0 { usize::MAX } else { c as usize }),
             None => (0, usize::MAX),
         };
-        let items: Vec<(&Bytes, f64)> = match &bounds {
+        let items: Vec<(&[u8], f64)> = match &bounds {
             Bounds::Rank(start, stop) => {
                 let len = z.len() as i64;
                 let start = if *start < 0 {
@@ -469,38 +469,36 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
                 } else {
                     iter.skip(start as usize)
                         .take((stop - start + 1) as usize)
-                        .map(|(s, m)| (m, s.0))
                         .collect()
                 }
             }
             Bounds::Score(min, max) => iter
-                .skip_while(|(s, _)| {
+                .skip_while(|(_, s)| {
                     if rev {
-                        !max.below_max(s.0)
+                        !max.below_max(*s)
                     } else {
-                        !min.above_min(s.0)
+                        !min.above_min(*s)
                     }
                 })
-                .take_while(|(s, _)| {
+                .take_while(|(_, s)| {
                     if rev {
-                        min.above_min(s.0)
+                        min.above_min(*s)
                     } else {
-                        max.below_max(s.0)
+                        max.below_max(*s)
                     }
                 })
                 .skip(offset)
                 .take(count)
-                .map(|(s, m)| (m, s.0))
                 .collect(),
             Bounds::Lex(min, max) => iter
-                .skip_while(|(_, m)| {
+                .skip_while(|(m, _)| {
                     if rev {
                         !max.below_max(m)
                     } else {
                         !min.above_min(m)
                     }
                 })
-                .take_while(|(_, m)| {
+                .take_while(|(m, _)| {
                     if rev {
                         min.above_min(m)
                     } else {
@@ -509,12 +507,11 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
                 })
                 .skip(offset)
                 .take(count)
-                .map(|(s, m)| (m, s.0))
                 .collect(),
         };
-        items.into_iter().map(|(m, s)| (m.clone(), s)).collect()
+        items.into_iter().map(|(m, s)| (m.to_vec(), s)).collect()
     };
-    let refs: Vec<(&Bytes, f64)> = items.iter().map(|(m, s)| (m, *s)).collect();
+    let refs: Vec<(&[u8], f64)> = items.iter().map(|(m, s)| (&m[..], *s)).collect();
     reply_members(ctx, &refs, withscores);
 }
 
@@ -543,10 +540,9 @@ fn zcount(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let z = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
     let n = z.map_or(0, |z| {
-        z.ordered
-            .iter()
-            .skip_while(|(s, _)| !min.above_min(s.0))
-            .take_while(|(s, _)| max.below_max(s.0))
+        z.iter()
+            .skip_while(|&(_, s)| !min.above_min(s))
+            .take_while(|&(_, s)| max.below_max(s))
             .count()
     });
     ctx.out.int(n as i64);
@@ -565,12 +561,7 @@ fn rank_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, rev: bool) {
     let z = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
     let member = args.get(2);
     let found = z.and_then(|z| {
-        let score = *z.scores.get(member)?;
-        let below = z
-            .ordered
-            .iter()
-            .take_while(|(s, m)| (s.0, &**m) != (score, member))
-            .count();
+        let (below, score) = z.rank(member)?;
         Some((if rev { z.len() - 1 - below } else { below }, score))
     });
     match found {
@@ -615,16 +606,15 @@ fn pop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, max: bool) {
         return;
     };
     let n = count.unwrap_or(1).min(z.len());
-    let mut popped: Vec<(Bytes, f64)> = Vec::with_capacity(n);
+    let mut popped: Vec<(Vec<u8>, f64)> = Vec::with_capacity(n);
     for _ in 0..n {
-        let first = if max {
-            z.ordered.last().cloned()
-        } else {
-            z.ordered.first().cloned()
+        let mut it = z.iter();
+        let end = if max { it.next_back() } else { it.next() };
+        let Some((m, s)) = end.map(|(m, s)| (m.to_vec(), s)) else {
+            break;
         };
-        let Some((s, m)) = first else { break };
         z.remove(&m);
-        popped.push((m, s.0));
+        popped.push((m, s));
     }
     if !popped.is_empty() {
         ctx.store.remove_if_empty(slot, key);
@@ -632,7 +622,7 @@ fn pop_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, max: bool) {
         log.extend(popped.iter().map(|(m, _)| &**m));
         ctx.propagate_as(&log);
     }
-    let refs: Vec<(&Bytes, f64)> = popped.iter().map(|(m, s)| (m, *s)).collect();
+    let refs: Vec<(&[u8], f64)> = popped.iter().map(|(m, s)| (&m[..], *s)).collect();
     if count.is_none() && ctx.out.resp3 {
         // Without a count RESP3 gets a flat [member, score].
         ctx.out.array(refs.len() * 2);

@@ -92,7 +92,7 @@ pub fn key_hash(key: &[u8], e: &Entry) -> [u8; 32] {
     match &e.value {
         Value::Str(s) => put(&mut h, s),
         Value::Hash(m) => {
-            let mut pairs: Vec<(&[u8], &[u8])> = m.iter().map(|(f, v)| (&f[..], &v[..])).collect();
+            let mut pairs: Vec<(&[u8], &[u8])> = m.iter().collect();
             pairs.sort_unstable();
             for (f, v) in pairs {
                 put(&mut h, f);
@@ -104,8 +104,8 @@ pub fn key_hash(key: &[u8], e: &Entry) -> [u8; 32] {
             .into_iter()
             .for_each(|m| put(&mut h, m)),
         Value::ZSet(z) => {
-            for (score, m) in &z.ordered {
-                h.update(score.0.to_bits().to_le_bytes());
+            for (m, score) in z.iter() {
+                h.update(score.to_bits().to_le_bytes());
                 put(&mut h, m);
             }
         }
@@ -171,24 +171,28 @@ mod tests {
     fn digest_ignores_insertion_order_and_sees_every_change() {
         let mut a = Store::new();
         let mut b = Store::new();
-        let mut ha = hashbrown::HashMap::new();
-        let mut hb = hashbrown::HashMap::new();
+        // 100 pairs: packed on one side, a table on the other, same digest.
+        let mut ha = crate::node::store::Hash::default();
+        let mut hb = crate::node::store::Hash::default();
+        let pack = crate::node::store::listpack::Limits {
+            entries: 128,
+            value: 64,
+        };
+        let table = crate::node::store::listpack::Limits {
+            entries: 0,
+            value: 64,
+        };
         for i in 0..100u32 {
-            ha.insert(
-                format!("f{i}").into_bytes().into(),
-                b"v".to_vec().into_boxed_slice(),
-            );
+            ha.insert_with(format!("f{i}").as_bytes(), b"v", pack);
         }
         for i in (0..100u32).rev() {
-            hb.insert(
-                format!("f{i}").into_bytes().into(),
-                b"v".to_vec().into_boxed_slice(),
-            );
+            hb.insert_with(format!("f{i}").as_bytes(), b"v", table);
         }
-        a.set(5, b"h", Value::Hash(Box::new(ha)), 0);
+        assert_eq!((ha.encoding(), hb.encoding()), ("listpack", "hashtable"));
+        a.set(5, b"h", Value::Hash(ha), 0);
         a.set(5, b"s", Value::Str(b"x".to_vec().into()), 0);
         b.set(5, b"s", Value::Str(b"x".to_vec().into()), 0);
-        b.set(5, b"h", Value::Hash(Box::new(hb)), 0);
+        b.set(5, b"h", Value::Hash(hb), 0);
         assert_eq!(range_digest(&a, 0, 10).hex(), range_digest(&b, 0, 10).hex());
         assert_eq!(range_digest(&a, 0, 10).keys, 2);
         b.set_expire(5, b"s", 99);

@@ -9,7 +9,7 @@ use hashbrown::{hash_map, hash_set};
 
 use crate::node::cmd::stream_log::Ops;
 use crate::node::resp::encode_command;
-use crate::node::store::{Bytes, Entry, Score, SlotStamp, Stream, StreamId, Value};
+use crate::node::store::{Bytes, Entry, Hash, Score, SlotStamp, Stream, StreamId, Value};
 
 pub const CHUNK_ELEMS: usize = 256;
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -243,7 +243,17 @@ pub fn entry_commands_part(
                 ends.push(out.len());
             }
         }
-        Value::Hash(h) => table_part(key, Table::Hash(h), stamp, cursor, take, out, ends),
+        Value::Hash(Hash::Table(h)) => {
+            table_part(key, Table::Hash(h), stamp, cursor, take, out, ends)
+        }
+        // Small (packed): walking to the position costs little.
+        Value::Hash(h @ Hash::Packed(_)) => {
+            let mut c = Chunker::new(out, ends, b"HSET", key);
+            for (f, v) in h.iter().skip(skip).take(take) {
+                c.push(&[f, v]);
+            }
+            c.flush();
+        }
         Value::Set(st) => table_part(key, Table::Set(st), stamp, cursor, take, out, ends),
         Value::List(l) => {
             let mut c = Chunker::new(out, ends, b"RPUSH", key);
@@ -253,19 +263,15 @@ pub fn entry_commands_part(
             c.flush();
         }
         Value::ZSet(z) => {
-            let from = match cursor.zset_last.take() {
-                Some(last) => Bound::Excluded(last),
-                None => Bound::Unbounded,
-            };
-            let part: Vec<&(Score, Bytes)> = z
-                .ordered
-                .range((from, Bound::Unbounded))
+            let last = cursor.zset_last.take();
+            let part: Vec<(&[u8], f64)> = z
+                .iter_after(last.as_ref().map(|(s, m)| (*s, &m[..])))
                 .take(take)
                 .collect();
-            cursor.zset_last = part.last().map(|&(sc, m)| (*sc, m.clone()));
-            let texts: Vec<String> = part.iter().map(|(sc, _)| score_text(sc.0)).collect();
+            cursor.zset_last = part.last().map(|&(m, sc)| (Score(sc), Bytes::from(m)));
+            let texts: Vec<String> = part.iter().map(|&(_, sc)| score_text(sc)).collect();
             let mut c = Chunker::new(out, ends, b"ZADD", key);
-            for (t, (_, m)) in texts.iter().zip(&part) {
+            for (t, (m, _)) in texts.iter().zip(&part) {
                 c.push(&[t.as_bytes(), m]);
             }
             c.flush();
@@ -393,7 +399,7 @@ mod tests {
         for i in 0..1000u32 {
             z.insert(format!("m{i}").as_bytes(), i as f64 / 3.0);
         }
-        st.set(9, b"z", Value::ZSet(Box::new(z)), 5_000_000_000_000);
+        st.set(9, b"z", Value::ZSet(z), 5_000_000_000_000);
         let (k, e) = st.slot_entries(9).next().expect("one key");
         let (mut whole, mut ends) = (Vec::new(), Vec::new());
         entry_commands(k, e, &mut whole, &mut ends);
@@ -439,16 +445,13 @@ mod tests {
     }
 
     fn big_hash_and_set(st: &mut Store) {
-        let mut h = hashbrown::HashMap::new();
+        let mut h = Hash::default();
         let mut set = hashbrown::HashSet::new();
         for i in 0..5000u32 {
-            h.insert(
-                format!("f{i}").into_bytes().into(),
-                format!("{i}").into_bytes().into(),
-            );
+            h.insert(format!("f{i}").as_bytes(), format!("{i}").as_bytes());
             set.insert(format!("m{i}").into_bytes().into());
         }
-        st.set(4, b"h", Value::Hash(Box::new(h)), 0);
+        st.set(4, b"h", Value::Hash(h), 0);
         st.set(4, b"s", Value::Set(Box::new(set)), 0);
     }
 

@@ -1,0 +1,408 @@
+//! A sorted-set value in one of its two encodings: packed members in score
+//! order ([`super::listpack`]) or the full structure (a member → score map
+//! and an ordered tree). A sorted set starts packed and becomes full when it
+//! gets more members than `zset-max-listpack-entries` or a member longer
+//! than `zset-max-listpack-value`; it never goes back (as in Redis).
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use hashbrown::HashMap;
+
+use super::listpack::{self, Elems, Limits};
+use super::{Bytes, Score};
+
+/// The full structure: scores by member, and (score, member) in order.
+#[derive(Debug, Clone, Default)]
+pub struct Sorted {
+    pub scores: HashMap<Bytes, f64>,
+    pub ordered: BTreeSet<(Score, Bytes)>,
+}
+
+impl Sorted {
+    /// Inserts or updates; returns true when the member is new.
+    fn insert(&mut self, member: &[u8], score: f64) -> bool {
+        match self.scores.get_mut(member) {
+            Some(old) => {
+                if *old != score {
+                    self.ordered.remove(&(Score(*old), Bytes::from(member)));
+                    self.ordered.insert((Score(score), Bytes::from(member)));
+                    *old = score;
+                }
+                false
+            }
+            None => {
+                self.scores.insert(Bytes::from(member), score);
+                self.ordered.insert((Score(score), Bytes::from(member)));
+                true
+            }
+        }
+    }
+    fn remove(&mut self, member: &[u8]) -> bool {
+        match self.scores.remove(member) {
+            Some(score) => {
+                self.ordered.remove(&(Score(score), Bytes::from(member)));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ZSet {
+    /// Per member: its bytes as an element, then its score as 8 raw bytes
+    /// (f64, little-endian), in (score, member) order.
+    Packed(Box<[u8]>),
+    Full(Box<Sorted>),
+}
+
+impl Default for ZSet {
+    fn default() -> Self {
+        ZSet::Packed(Box::default())
+    }
+}
+
+/// One packed member: where it starts and ends, its bytes and score.
+struct PackedMember<'a> {
+    start: usize,
+    end: usize,
+    member: &'a [u8],
+    score: f64,
+}
+
+/// The members of a packed buffer in order.
+struct PackedIter<'a>(Elems<'a>);
+
+impl<'a> Iterator for PackedIter<'a> {
+    type Item = PackedMember<'a>;
+    fn next(&mut self) -> Option<PackedMember<'a>> {
+        let start = self.0.pos();
+        let member = self.0.next()?;
+        let score = f64::from_le_bytes(self.0.fixed::<8>()?);
+        Some(PackedMember {
+            start,
+            end: self.0.pos(),
+            member,
+            score,
+        })
+    }
+}
+
+fn packed(buf: &[u8]) -> PackedIter<'_> {
+    PackedIter(Elems::new(buf))
+}
+
+impl ZSet {
+    /// An empty sorted set for `n` members about to be inserted (loading):
+    /// full from the start when they could not stay packed.
+    pub fn with_capacity(n: usize) -> Self {
+        if n > listpack::zset_limits().entries {
+            ZSet::Full(Box::new(Sorted {
+                scores: HashMap::with_capacity(n),
+                ordered: BTreeSet::new(),
+            }))
+        } else {
+            ZSet::default()
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            ZSet::Packed(b) => listpack::count(b),
+            ZSet::Full(z) => z.scores.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// OBJECT ENCODING's name for it.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            ZSet::Packed(_) => "listpack",
+            ZSet::Full(_) => "skiplist",
+        }
+    }
+    pub fn score(&self, member: &[u8]) -> Option<f64> {
+        match self {
+            ZSet::Packed(b) => packed(b).find(|m| m.member == member).map(|m| m.score),
+            ZSet::Full(z) => z.scores.get(member).copied(),
+        }
+    }
+
+    /// Inserts or updates under the node's thresholds; true when the
+    /// member is new.
+    pub fn insert(&mut self, member: &[u8], score: f64) -> bool {
+        self.insert_with(member, score, listpack::zset_limits())
+    }
+
+    /// [`ZSet::insert`] under explicit thresholds.
+    pub fn insert_with(&mut self, member: &[u8], score: f64, lim: Limits) -> bool {
+        // One zero: -0.0 and 0.0 compare equal as f64 but not in order.
+        let score = if score == 0.0 { 0.0 } else { score };
+        let ZSet::Packed(buf) = self else {
+            return self.full_insert(member, score);
+        };
+        let old = packed(buf).find(|m| m.member == member);
+        match old {
+            Some(m) if m.score == score => return false,
+            Some(_) => {}
+            None if member.len() > lim.value || listpack::count(buf) >= lim.entries => {
+                self.convert();
+                return self.full_insert(member, score);
+            }
+            None => {}
+        }
+        let existed = old.is_some();
+        let old_size = old.as_ref().map_or(0, |m| m.end - m.start);
+        let new_size = listpack::elem_size(member) + 8;
+        let mut b = listpack::Builder::with_body(listpack::body_len(buf) - old_size + new_size);
+        let key = (Score(score), member);
+        let mut placed = false;
+        for m in packed(buf) {
+            if m.member == member {
+                continue;
+            }
+            if !placed && key < (Score(m.score), m.member) {
+                b.elem(member);
+                b.raw(&score.to_le_bytes());
+                placed = true;
+            }
+            b.elem(m.member);
+            b.raw(&m.score.to_le_bytes());
+        }
+        if !placed {
+            b.elem(member);
+            b.raw(&score.to_le_bytes());
+        }
+        let n = listpack::count(buf) + usize::from(!existed);
+        *buf = b.finish(n);
+        !existed
+    }
+
+    fn full_insert(&mut self, member: &[u8], score: f64) -> bool {
+        match self {
+            ZSet::Full(z) => z.insert(member, score),
+            ZSet::Packed(_) => unreachable!("converted before"),
+        }
+    }
+
+    /// Turns a packed sorted set into its full structure.
+    fn convert(&mut self) {
+        if let ZSet::Packed(buf) = self {
+            let mut z = Sorted {
+                scores: HashMap::with_capacity(listpack::count(buf) + 1),
+                ordered: BTreeSet::new(),
+            };
+            for m in packed(buf) {
+                z.insert(m.member, m.score);
+            }
+            *self = ZSet::Full(Box::new(z));
+        }
+    }
+
+    /// Removes `member`; true when it was there.
+    pub fn remove(&mut self, member: &[u8]) -> bool {
+        match self {
+            ZSet::Packed(buf) => match packed(buf).find(|m| m.member == member) {
+                Some(m) => {
+                    let range = m.start..m.end;
+                    listpack::cut(buf, range, 1);
+                    true
+                }
+                None => false,
+            },
+            ZSet::Full(z) => z.remove(member),
+        }
+    }
+
+    /// (member, score) in (score, member) order; reversible.
+    pub fn iter(&self) -> Iter<'_> {
+        match self {
+            ZSet::Packed(b) => Iter::Packed(
+                packed(b)
+                    .map(|m| (m.member, m.score))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ZSet::Full(z) => Iter::Full(z.ordered.range::<(Score, Bytes), _>(..)),
+        }
+    }
+
+    /// Members after (`score`, `member`) in order (a migration resuming).
+    pub fn iter_after(&self, after: Option<(Score, &[u8])>) -> Iter<'_> {
+        let Some((s, m)) = after else {
+            return self.iter();
+        };
+        match self {
+            ZSet::Packed(b) => Iter::Packed(
+                packed(b)
+                    .filter(|x| (Score(x.score), x.member) > (s, m))
+                    .map(|x| (x.member, x.score))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            ),
+            ZSet::Full(z) => Iter::Full(
+                z.ordered
+                    .range((Bound::Excluded((s, Bytes::from(m))), Bound::Unbounded)),
+            ),
+        }
+    }
+
+    /// The members in no particular order (scans, random picks).
+    pub fn members(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+        match self {
+            ZSet::Packed(b) => Box::new(packed(b).map(|m| m.member)),
+            ZSet::Full(z) => Box::new(z.scores.keys().map(|m| &**m)),
+        }
+    }
+
+    /// The 0-based rank of `member` from the lowest score, and its score.
+    pub fn rank(&self, member: &[u8]) -> Option<(usize, f64)> {
+        match self {
+            ZSet::Packed(b) => packed(b)
+                .enumerate()
+                .find(|(_, m)| m.member == member)
+                .map(|(i, m)| (i, m.score)),
+            ZSet::Full(z) => {
+                let score = *z.scores.get(member)?;
+                let below = z
+                    .ordered
+                    .iter()
+                    .take_while(|(s, m)| (s.0, &**m) != (score, member))
+                    .count();
+                Some((below, score))
+            }
+        }
+    }
+
+    /// Heap bytes the value holds (MEMORY USAGE): exact for a packed set;
+    /// for the full structure its map and tree nodes plus, from the first
+    /// `samples` members (0: all), the average member bytes times the
+    /// members (each member is held twice).
+    pub fn heap_bytes(&self, samples: usize) -> usize {
+        match self {
+            ZSet::Packed(b) => b.len(),
+            ZSet::Full(z) => {
+                let entry = std::mem::size_of::<(Score, Bytes)>();
+                let map = z.scores.capacity() * (std::mem::size_of::<(Bytes, f64)>() + 1);
+                // B-tree leaves hold up to 11 entries; count them two-thirds full.
+                let tree = z.ordered.len() * entry * 3 / 2;
+                let n = if samples == 0 {
+                    z.scores.len()
+                } else {
+                    samples
+                };
+                let (mut seen, mut bytes) = (0usize, 0usize);
+                for m in z.scores.keys().take(n) {
+                    seen += 1;
+                    bytes += m.len();
+                }
+                std::mem::size_of::<Sorted>()
+                    + map
+                    + tree
+                    + (2 * bytes * z.scores.len()).checked_div(seen).unwrap_or(0)
+            }
+        }
+    }
+}
+
+pub enum Iter<'a> {
+    Packed(std::vec::IntoIter<(&'a [u8], f64)>),
+    Full(std::collections::btree_set::Range<'a, (Score, Bytes)>),
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a [u8], f64);
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Packed(it) => it.next(),
+            Iter::Full(it) => it.next().map(|(s, m)| (&**m, s.0)),
+        }
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Packed(it) => it.next_back(),
+            Iter::Full(it) => it.next_back().map(|(s, m)| (&**m, s.0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: Limits = Limits {
+        entries: 3,
+        value: 8,
+    };
+
+    fn order(z: &ZSet) -> Vec<(Vec<u8>, f64)> {
+        z.iter().map(|(m, s)| (m.to_vec(), s)).collect()
+    }
+
+    #[test]
+    fn packed_zset_keeps_score_then_member_order_through_updates() {
+        let mut z = ZSet::default();
+        assert!(z.insert_with(b"b", 2.0, SMALL));
+        assert!(z.insert_with(b"a", 2.0, SMALL));
+        assert!(z.insert_with(b"c", 1.0, SMALL));
+        assert!(!z.insert_with(b"c", 3.0, SMALL));
+        assert!(!z.insert_with(b"c", 3.0, SMALL));
+        assert_eq!(z.encoding(), "listpack");
+        assert_eq!(
+            order(&z),
+            vec![
+                (b"a".to_vec(), 2.0),
+                (b"b".to_vec(), 2.0),
+                (b"c".to_vec(), 3.0)
+            ]
+        );
+        assert_eq!(z.iter().next_back(), Some((&b"c"[..], 3.0)));
+        assert_eq!(z.rank(b"b"), Some((1, 2.0)));
+        assert_eq!(z.score(b"a"), Some(2.0));
+        let after: Vec<_> = z.iter_after(Some((Score(2.0), b"a"))).collect();
+        assert_eq!(after, vec![(&b"b"[..], 2.0), (&b"c"[..], 3.0)]);
+        assert!(z.remove(b"a"));
+        assert!(!z.remove(b"a"));
+        assert_eq!(z.len(), 2);
+    }
+
+    #[test]
+    fn negative_zero_is_stored_as_zero() {
+        let mut z = ZSet::default();
+        z.insert_with(b"m", -0.0, SMALL);
+        assert!(z.score(b"m").is_some_and(|s| s.is_sign_positive()));
+    }
+
+    #[test]
+    fn zset_becomes_full_past_the_thresholds_and_keeps_every_member() {
+        let mut z = ZSet::default();
+        for (i, m) in [&b"a"[..], b"b", b"c"].iter().enumerate() {
+            z.insert_with(m, i as f64, SMALL);
+        }
+        // A score change at the limit does not convert.
+        z.insert_with(b"a", 9.0, SMALL);
+        assert_eq!(z.encoding(), "listpack");
+        let before = order(&z);
+        z.insert_with(b"d", -1.0, SMALL);
+        assert_eq!(z.encoding(), "skiplist");
+        let mut expect = vec![(b"d".to_vec(), -1.0)];
+        expect.extend(before);
+        assert_eq!(order(&z), expect);
+        // Never back.
+        for m in [&b"a"[..], b"b", b"c"] {
+            z.remove(m);
+        }
+        assert_eq!(z.encoding(), "skiplist");
+
+        let mut z = ZSet::default();
+        z.insert_with(b"12345678", 1.0, SMALL);
+        assert_eq!(z.encoding(), "listpack");
+        z.insert_with(b"123456789", 1.0, SMALL);
+        assert_eq!(z.encoding(), "skiplist");
+        assert_eq!(z.rank(b"123456789"), Some((1, 1.0)));
+    }
+}
