@@ -152,12 +152,9 @@ fn zset_script(p: &mut Pair, k: &str) -> Vec<Frame> {
             "WITHSCORES",
         ],
         &["ZRANGE", k, "+inf", "-inf", "BYSCORE", "REV", "WITHSCORES"],
-        &["ZRANGE", k, "[b", "(e", "BYLEX"],
         &["ZREVRANGE", k, "0", "2", "WITHSCORES"],
         &["ZRANGEBYSCORE", k, "-inf", "2", "WITHSCORES"],
         &["ZREVRANGEBYSCORE", k, "+inf", "(1", "LIMIT", "0", "3"],
-        &["ZRANGEBYLEX", k, "-", "+"],
-        &["ZREVRANGEBYLEX", k, "+", "[b", "LIMIT", "1", "5"],
         &["ZRANK", k, "b"],
         &["ZREVRANK", k, "a"],
         &["ZRANK", k, "zz"],
@@ -167,7 +164,15 @@ fn zset_script(p: &mut Pair, k: &str) -> Vec<Frame> {
         &["ZPOPMAX", k, "2"],
         &["ZREM", k, "zz", "b"],
         &["ZREMRANGEBYSCORE", k, "(4", "5"],
-        &["ZADD", k, "1", "m1", "1", "m2", "1", "m3", "1", "m4"],
+        // Lexicographic ranges are defined for equal scores only (with
+        // mixed scores Redis' skiplist answers by its random levels).
+        &["ZREMRANGEBYSCORE", k, "-inf", "(1"],
+        &["ZREMRANGEBYSCORE", k, "(1", "+inf"],
+        &["ZADD", k, "1", "m1", "1", "m2", "1", "m3", "1", "m4", "1", "b"],
+        &["ZRANGE", k, "[b", "(m3", "BYLEX"],
+        &["ZRANGE", k, "(m3", "-", "BYLEX", "REV", "LIMIT", "1", "2"],
+        &["ZRANGEBYLEX", k, "-", "+"],
+        &["ZREVRANGEBYLEX", k, "+", "[b", "LIMIT", "1", "5"],
         &["ZREMRANGEBYLEX", k, "[m2", "[m3"],
         &["ZREMRANGEBYRANK", k, "0", "0"],
         &["ZRANGE", k, "0", "-1", "WITHSCORES"],
@@ -194,9 +199,29 @@ fn zset_script(p: &mut Pair, k: &str) -> Vec<Frame> {
     log
 }
 
+/// Both servers with the same thresholds: redis-server's built-in default
+/// for hash-max-listpack-entries is 512 (its shipped redis.conf, and the
+/// node, say 128).
+fn start() -> Pair {
+    let mut p = Pair::start();
+    p.same(&[
+        "CONFIG",
+        "SET",
+        "hash-max-listpack-entries",
+        "128",
+        "hash-max-listpack-value",
+        "64",
+        "zset-max-listpack-entries",
+        "128",
+        "zset-max-listpack-value",
+        "64",
+    ]);
+    p
+}
+
 #[test]
 fn hash_commands_answer_as_redis_on_packed_and_converted_hashes() {
-    let mut p = Pair::start();
+    let mut p = start();
     let packed = hash_script(&mut p, "h:packed", Order::Exact);
     // The script's keys stay packed on both until their deletion.
     p.same(&["HSET", "h:packed", "a", "1"]);
@@ -213,7 +238,7 @@ fn hash_commands_answer_as_redis_on_packed_and_converted_hashes() {
 
 #[test]
 fn zset_commands_answer_as_redis_on_packed_and_converted_sorted_sets() {
-    let mut p = Pair::start();
+    let mut p = start();
     let packed = zset_script(&mut p, "z:packed");
     p.same(&["ZADD", "z:packed", "1", "a"]);
     p.encoding("z:packed", "listpack");
@@ -228,7 +253,7 @@ fn zset_commands_answer_as_redis_on_packed_and_converted_sorted_sets() {
 
 #[test]
 fn encodings_convert_at_the_thresholds_as_redis_does() {
-    let mut p = Pair::start();
+    let mut p = start();
     // Entries: 128 pairs stay packed, the 129th converts.
     let mut args: Vec<String> = vec!["HSET".into(), "h".into()];
     let mut zargs: Vec<String> = vec!["ZADD".into(), "z".into()];
@@ -283,7 +308,7 @@ fn encodings_convert_at_the_thresholds_as_redis_does() {
 
 #[test]
 fn config_set_thresholds_apply_to_the_next_write_as_in_redis() {
-    let mut p = Pair::start();
+    let mut p = start();
     for name in [
         "hash-max-listpack-entries",
         "hash-max-listpack-value",
