@@ -168,7 +168,9 @@ fn zset_script(p: &mut Pair, k: &str) -> Vec<Frame> {
         // mixed scores Redis' skiplist answers by its random levels).
         &["ZREMRANGEBYSCORE", k, "-inf", "(1"],
         &["ZREMRANGEBYSCORE", k, "(1", "+inf"],
-        &["ZADD", k, "1", "m1", "1", "m2", "1", "m3", "1", "m4", "1", "b"],
+        &[
+            "ZADD", k, "1", "m1", "1", "m2", "1", "m3", "1", "m4", "1", "b",
+        ],
         &["ZRANGE", k, "[b", "(m3", "BYLEX"],
         &["ZRANGE", k, "(m3", "-", "BYLEX", "REV", "LIMIT", "1", "2"],
         &["ZRANGEBYLEX", k, "-", "+"],

@@ -51,8 +51,8 @@ impl Sorted {
 
 #[derive(Debug, Clone)]
 pub enum ZSet {
-    /// Per member: its bytes as an element, then its score as 8 raw bytes
-    /// (f64, little-endian), in (score, member) order.
+    /// Per member: its bytes as an element, then its score (a tag byte and
+    /// an integer of 1–8 bytes, or a raw f64), in (score, member) order.
     Packed(Box<[u8]>),
     Full(Box<Sorted>),
 }
@@ -79,7 +79,7 @@ impl<'a> Iterator for PackedIter<'a> {
     fn next(&mut self) -> Option<PackedMember<'a>> {
         let start = self.0.pos();
         let member = self.0.next()?;
-        let score = f64::from_le_bytes(self.0.fixed::<8>()?);
+        let score = read_score(&mut self.0)?;
         Some(PackedMember {
             start,
             end: self.0.pos(),
@@ -87,6 +87,58 @@ impl<'a> Iterator for PackedIter<'a> {
             score,
         })
     }
+}
+
+/// A score's integer form, when it has one: integral scores (ranks,
+/// counters, timestamps) take 1 to 8 bytes instead of a double's 8 plus tag.
+fn as_int(s: f64) -> Option<i64> {
+    let i = s as i64;
+    // -0.0 never gets here (stored as 0.0); ±2^63 saturate and differ.
+    (i as f64 == s && s.fract() == 0.0).then_some(i)
+}
+
+/// Bytes a score takes packed: a tag byte, then the integer's 1, 2, 4 or
+/// 8 bytes (the tag says which), or (tag 0) the double's 8.
+fn score_size(s: f64) -> usize {
+    1 + match as_int(s) {
+        Some(i) if i8::try_from(i).is_ok() => 1,
+        Some(i) if i16::try_from(i).is_ok() => 2,
+        Some(i) if i32::try_from(i).is_ok() => 4,
+        _ => 8,
+    }
+}
+
+fn put_score(b: &mut listpack::Builder, s: f64) {
+    match as_int(s) {
+        Some(i) if i8::try_from(i).is_ok() => b.raw(&[1, i as u8]),
+        Some(i) if i16::try_from(i).is_ok() => {
+            b.raw(&[2]);
+            b.raw(&(i as i16).to_le_bytes());
+        }
+        Some(i) if i32::try_from(i).is_ok() => {
+            b.raw(&[4]);
+            b.raw(&(i as i32).to_le_bytes());
+        }
+        Some(i) => {
+            b.raw(&[8]);
+            b.raw(&i.to_le_bytes());
+        }
+        None => {
+            b.raw(&[0]);
+            b.raw(&s.to_le_bytes());
+        }
+    }
+}
+
+fn read_score(it: &mut Elems<'_>) -> Option<f64> {
+    let [tag] = it.fixed::<1>()?;
+    Some(match tag {
+        1 => i8::from_le_bytes(it.fixed::<1>()?) as f64,
+        2 => i16::from_le_bytes(it.fixed::<2>()?) as f64,
+        4 => i32::from_le_bytes(it.fixed::<4>()?) as f64,
+        8 => i64::from_le_bytes(it.fixed::<8>()?) as f64,
+        _ => f64::from_le_bytes(it.fixed::<8>()?),
+    })
 }
 
 fn packed(buf: &[u8]) -> PackedIter<'_> {
@@ -154,7 +206,7 @@ impl ZSet {
         }
         let existed = old.is_some();
         let old_size = old.as_ref().map_or(0, |m| m.end - m.start);
-        let new_size = listpack::elem_size(member) + 8;
+        let new_size = listpack::elem_size(member) + score_size(score);
         let mut b = listpack::Builder::with_body(listpack::body_len(buf) - old_size + new_size);
         let key = (Score(score), member);
         let mut placed = false;
@@ -164,15 +216,15 @@ impl ZSet {
             }
             if !placed && key < (Score(m.score), m.member) {
                 b.elem(member);
-                b.raw(&score.to_le_bytes());
+                put_score(&mut b, score);
                 placed = true;
             }
             b.elem(m.member);
-            b.raw(&m.score.to_le_bytes());
+            put_score(&mut b, m.score);
         }
         if !placed {
             b.elem(member);
-            b.raw(&score.to_le_bytes());
+            put_score(&mut b, score);
         }
         let n = listpack::count(buf) + usize::from(!existed);
         *buf = b.finish(n);
@@ -368,6 +420,46 @@ mod tests {
         assert!(z.remove(b"a"));
         assert!(!z.remove(b"a"));
         assert_eq!(z.len(), 2);
+    }
+
+    #[test]
+    fn every_kind_of_score_reads_back_exactly_and_in_order() {
+        let scores = [
+            0.0,
+            -1.0,
+            127.0,
+            -129.0,
+            40000.0,
+            -3e9,
+            1.7e12,
+            9.2e18,
+            -9.223372036854776e18,
+            1.5,
+            -0.1,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+        ];
+        let big = Limits {
+            entries: 128,
+            value: 64,
+        };
+        let mut z = ZSet::default();
+        for (i, s) in scores.iter().enumerate() {
+            z.insert_with(format!("m{i}").as_bytes(), *s, big);
+        }
+        assert_eq!(z.encoding(), "listpack");
+        for (i, s) in scores.iter().enumerate() {
+            assert_eq!(z.score(format!("m{i}").as_bytes()), Some(*s), "{s}");
+        }
+        let got: Vec<f64> = z.iter().map(|(_, s)| s).collect();
+        let mut want = scores.to_vec();
+        want.sort_by(f64::total_cmp);
+        assert_eq!(got, want);
+        // A small integer takes two bytes, a fraction nine.
+        assert_eq!(score_size(3.0), 2);
+        assert_eq!(score_size(1.5), 9);
     }
 
     #[test]
