@@ -383,13 +383,14 @@ fn evictions_reach_the_replica_as_deletes() {
     );
 }
 
-/// Creates `n` keys `prefix:i` with `fields` hash fields (or sorted-set
-/// members when `zset`), pipelined by 100.
+/// Creates `n` keys `{t}prefix:i` with `fields` hash fields (or sorted-set
+/// members when `zset`), pipelined by 100. One slot: a slot's table
+/// growing from empty would add more per key than the values differ by.
 fn aggregates(c: &mut redis::Connection, prefix: &str, n: usize, fields: usize, zset: bool) {
     for start in (0..n).step_by(100) {
         let mut p = redis::pipe();
         for i in start..(start + 100).min(n) {
-            let key = format!("{prefix}:{i:08}");
+            let key = format!("{{t}}{prefix}:{i:08}");
             let cmd = p.cmd(if zset { "ZADD" } else { "HSET" }).arg(&key);
             for f in 0..fields {
                 if zset {
@@ -438,8 +439,14 @@ fn packed_hashes_and_zsets_cost_less_used_memory_and_used_memory_counts_them() {
         aggregates(&mut c, &format!("{name}f"), N as usize, 10, zset);
         let u2 = used(&mut c);
         config_set(&mut c, full, "128");
-        assert_eq!(encoding(&mut c, &format!("{name}p:00000007")), "listpack");
-        assert_eq!(encoding(&mut c, &format!("{name}f:00000007")), full_name);
+        assert_eq!(
+            encoding(&mut c, &format!("{{t}}{name}p:00000007")),
+            "listpack"
+        );
+        assert_eq!(
+            encoding(&mut c, &format!("{{t}}{name}f:00000007")),
+            full_name
+        );
         let (packed, table) = ((u1 - u0) / N, (u2 - u1) / N);
         // The elements' own bytes: 10 × (7 + 16) for a hash, 10 × 17 + scores.
         let payload = if zset { 10 * (17 + 8) } else { 10 * (7 + 16) };
@@ -453,8 +460,8 @@ fn packed_hashes_and_zsets_cost_less_used_memory_and_used_memory_counts_them() {
         );
         // MEMORY USAGE agrees with what used_memory saw, within half.
         for (key, per_key) in [
-            (format!("{name}p:00000007"), packed),
-            (format!("{name}f:00000007"), table),
+            (format!("{{t}}{name}p:00000007"), packed),
+            (format!("{{t}}{name}f:00000007"), table),
         ] {
             let u = usage(&mut c, &key, None).expect("the key exists");
             assert!(
@@ -479,8 +486,8 @@ fn memory_usage_counts_a_key_its_value_and_samples_large_aggregates() {
     assert!((1000..1200).contains(&s), "a 1000-byte string: {s}");
     // 1000 same-sized fields: sampling 5 estimates what counting all finds.
     aggregates(&mut c, "big", 1, 1000, false);
-    let all = usage(&mut c, "big:00000000", Some(0)).expect("exists");
-    let five = usage(&mut c, "big:00000000", None).expect("exists");
+    let all = usage(&mut c, "{t}big:00000000", Some(0)).expect("exists");
+    let five = usage(&mut c, "{t}big:00000000", None).expect("exists");
     assert!(all > 1000 * 23, "1000 fields of 23 bytes: {all}");
     assert!(
         five * 10 > all * 9 && five * 10 < all * 11,
@@ -488,14 +495,14 @@ fn memory_usage_counts_a_key_its_value_and_samples_large_aggregates() {
     );
     // Converting a small hash makes it bigger.
     aggregates(&mut c, "small", 1, 10, false);
-    let packed = usage(&mut c, "small:00000000", None).expect("exists");
+    let packed = usage(&mut c, "{t}small:00000000", None).expect("exists");
     let _: () = redis::cmd("HSET")
-        .arg("small:00000000")
+        .arg("{t}small:00000000")
         .arg("long")
         .arg("v".repeat(65))
         .query(&mut c)
         .expect("HSET");
-    assert_eq!(encoding(&mut c, "small:00000000"), "hashtable");
-    let table = usage(&mut c, "small:00000000", None).expect("exists");
+    assert_eq!(encoding(&mut c, "{t}small:00000000"), "hashtable");
+    let table = usage(&mut c, "{t}small:00000000", None).expect("exists");
     assert!(table > packed + 65, "packed {packed}, converted {table}");
 }

@@ -65,14 +65,11 @@ fn set_pairs(ctx: &mut Ctx<'_>, args: &Args<'_>, name: &str) -> Option<usize> {
             return None;
         }
     };
-    let mut added = 0;
-    let mut i = 2;
-    while i + 1 < args.len() {
-        if h.insert(args.get(i), args.get(i + 1)) {
-            added += 1;
-        }
-        i += 2;
-    }
+    let pairs: Vec<(&[u8], &[u8])> = (2..args.len())
+        .step_by(2)
+        .map(|i| (args.get(i), args.get(i + 1)))
+        .collect();
+    let added = h.insert_all(&pairs);
     ctx.propagate(args);
     Some(added)
 }

@@ -121,6 +121,59 @@ impl Hash {
         true
     }
 
+    /// Sets every (field, value) of `pairs` in order under the node's
+    /// thresholds; the number of new fields. A packed hash grows by one
+    /// copy for all the new fields, not one per field.
+    pub fn insert_all(&mut self, pairs: &[(&[u8], &[u8])]) -> usize {
+        self.insert_all_with(pairs, listpack::hash_limits())
+    }
+
+    /// [`Hash::insert_all`] under explicit thresholds.
+    pub fn insert_all_with(&mut self, pairs: &[(&[u8], &[u8])], lim: Limits) -> usize {
+        let (mut added, mut tail, mut tail_fields) = (0, Vec::new(), Vec::new());
+        for (i, &(f, v)) in pairs.iter().enumerate() {
+            let new_here = matches!(self, Hash::Packed(b) if f.len() <= lim.value
+                && v.len() <= lim.value
+                && find(b, f).is_none()
+                && !tail_fields.contains(&f));
+            if new_here {
+                // Appended at the end, with the others new in this call.
+                listpack::put_elem(&mut tail, f);
+                listpack::put_elem(&mut tail, v);
+                tail_fields.push(f);
+                added += 1;
+                continue;
+            }
+            if !tail_fields.is_empty() {
+                self.append_pairs(&tail, tail_fields.len(), lim);
+                (tail, tail_fields) = (Vec::new(), Vec::new());
+            }
+            added += usize::from(self.insert_with(f, v, lim));
+            // Pairs already taken are counted; the rest go one by one.
+            if matches!(self, Hash::Table(_)) {
+                for &(f, v) in &pairs[i + 1..] {
+                    added += usize::from(self.table_insert(f, v));
+                }
+                return added;
+            }
+        }
+        if !tail_fields.is_empty() {
+            self.append_pairs(&tail, tail_fields.len(), lim);
+        }
+        added
+    }
+
+    /// Appends `n` new pairs (encoded in `bytes`) to a packed hash, then
+    /// converts it if it has too many.
+    fn append_pairs(&mut self, bytes: &[u8], n: usize, lim: Limits) {
+        if let Hash::Packed(buf) = self {
+            listpack::append(buf, 2 * n, bytes);
+            if listpack::count(buf) / 2 > lim.entries {
+                self.convert();
+            }
+        }
+    }
+
     fn table_insert(&mut self, field: &[u8], value: &[u8]) -> bool {
         match self {
             Hash::Table(t) => t.insert(field.into(), value.into()).is_none(),
@@ -284,6 +337,45 @@ mod tests {
         h.insert_with(b"123456789", b"v", SMALL);
         assert_eq!(h.encoding(), "hashtable");
         assert_eq!(h.get(b"123456789"), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn inserting_pairs_at_once_equals_inserting_them_one_by_one() {
+        let cases: [&[(&str, &str)]; 4] = [
+            &[("a", "1"), ("b", "2")],
+            // A field repeated in one call: the last value wins.
+            &[("a", "1"), ("b", "2"), ("a", "3")],
+            // Past the count, and a long value in the middle.
+            &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")],
+            &[("a", "1"), ("b", "123456789"), ("c", "3")],
+        ];
+        for case in cases {
+            let pairs: Vec<(&[u8], &[u8])> = case
+                .iter()
+                .map(|(f, v)| (f.as_bytes(), v.as_bytes()))
+                .collect();
+            for start in [&[][..], &[(&b"b"[..], &b"0"[..])][..]] {
+                let (mut one, mut all) = (Hash::default(), Hash::default());
+                for &(f, v) in start {
+                    one.insert_with(f, v, SMALL);
+                    all.insert_with(f, v, SMALL);
+                }
+                let added: usize = pairs
+                    .iter()
+                    .map(|&(f, v)| usize::from(one.insert_with(f, v, SMALL)))
+                    .sum();
+                assert_eq!(all.insert_all_with(&pairs, SMALL), added, "{pairs:?}");
+                assert_eq!(all.encoding(), one.encoding(), "{pairs:?}");
+                let mut a: Vec<_> = all.iter().collect();
+                let mut b: Vec<_> = one.iter().collect();
+                if all.encoding() == "listpack" {
+                    assert_eq!(a, b, "insertion order kept: {pairs:?}");
+                }
+                a.sort();
+                b.sort();
+                assert_eq!(a, b, "{pairs:?}");
+            }
+        }
     }
 
     #[test]
