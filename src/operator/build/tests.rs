@@ -158,8 +158,23 @@ fn services_and_pdb() {
         .and_then(|s| s.selector)
         .expect("selector");
     assert_eq!(cs[LABEL_MEMBER], "true");
-    let pdb = build_pdb(&c, 0).spec.expect("spec");
-    assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    let [replicas, primary] = build_pdbs(&c, 0);
+    let (r, p) = (replicas.spec.expect("spec"), primary.spec.expect("spec"));
+    assert_eq!(r.max_unavailable, Some(IntOrString::Int(1)));
+    let role = |s: &PodDisruptionBudgetSpec| {
+        s.selector
+            .as_ref()
+            .and_then(|l| l.match_labels.as_ref())
+            .map(|m| m[LABEL_ROLE].clone())
+    };
+    assert_eq!(role(&r).as_deref(), Some("replica"));
+    assert_eq!(role(&p).as_deref(), Some("primary"));
+    // The primary is never evicted while it has a replica to switch to.
+    assert_eq!(
+        p.max_unavailable,
+        Some(IntOrString::Int(if c.replicas > 1 { 0 } else { 1 }))
+    );
+    assert_eq!(primary.metadata.name, Some(primary_pdb_name(&c, 0)));
 }
 
 #[test]
