@@ -4,7 +4,10 @@
 //! replica of a shard at a time, and never the primary: a drain cordons the
 //! node first, the operator switches the primary away (see `placement`),
 //! the pod's role label turns `replica` and the replicas' budget lets it go.
-//! Two budgets because the eviction API refuses a pod that two select.
+//! Two budgets because the eviction API refuses a pod that two select, and
+//! both as `minAvailable`: with `maxUnavailable` the disruption controller
+//! counts the StatefulSet's whole scale as expected pods, so a budget that
+//! selects only some of them would never allow anything.
 
 use super::*;
 
@@ -13,14 +16,14 @@ fn budget(
     name: String,
     shard: u32,
     role: &str,
-    max_unavailable: i32,
+    min_available: i32,
 ) -> PodDisruptionBudget {
     let mut selector = shard_selector(&c.name, shard);
     selector.insert(LABEL_ROLE.into(), role.into());
     PodDisruptionBudget {
         metadata: meta(c, name, shard_labels(c, shard)),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(max_unavailable)),
+            min_available: Some(IntOrString::Int(min_available)),
             selector: Some(LabelSelector {
                 match_labels: Some(selector),
                 ..Default::default()
@@ -40,11 +43,23 @@ pub fn primary_pdb_name(c: &ValidatedCluster, shard: u32) -> String {
 }
 
 pub fn build_pdbs(c: &ValidatedCluster, shard: u32) -> [PodDisruptionBudget; 2] {
-    // A single-node shard has no replica to switch to: it can be drained
-    // (it has no redundancy to protect).
-    let primary_max = if c.replicas > 1 { 0 } else { 1 };
+    // All replicas but one stay; the primary stays while it has a replica
+    // to switch to (a single-node shard has no redundancy to protect).
+    let replicas = c.replicas as i32 - 1;
     [
-        budget(c, c.shard_name(shard), shard, "replica", 1),
-        budget(c, primary_pdb_name(c, shard), shard, "primary", primary_max),
+        budget(
+            c,
+            c.shard_name(shard),
+            shard,
+            "replica",
+            (replicas - 1).max(0),
+        ),
+        budget(
+            c,
+            primary_pdb_name(c, shard),
+            shard,
+            "primary",
+            replicas.min(1),
+        ),
     ]
 }
