@@ -3,6 +3,8 @@
 //! and the read-back that finds which acknowledged writes were lost.
 //! Used by `tests/e2e_failover.rs` and `tests/e2e_nodes.rs` (each includes
 //! `common/k8s.rs` as `k8s` beside this module).
+// Each suite uses part of it.
+#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
