@@ -431,6 +431,52 @@ fn node_gone(cluster: &str, members: u32) -> R {
     ))
 }
 
+/// `TESSERA_NODES_BENCH=N` (`make bench-failover`'s node-loss row): N
+/// rounds of a frozen node under the primary of a 3×3 zoned `quorum`
+/// cluster's shard, time-to-writable as a cluster client sees it (1 s
+/// response timeout, a new connection after a failure), thawed after.
+fn bench(rounds: usize) -> R<bool> {
+    let mut ttws = vec![];
+    let mut total_lost = 0;
+    let mut total_acked = 0;
+    println!("| round | node | shard | from → to | leader there | writable s | decided s | acked | lost |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for round in 1..=rounds {
+        let (shard, k, old) = primary_on_a_worker(ZONED)?;
+        let st = status_of(NS, ZONED)?;
+        let tag = tag_for_shard(&st, shard)?;
+        let leader_there = worker(&leader_host()?) == Some(k);
+        let w = Writer::start_with(NS, ZONED, &tag, Duration::from_secs(1), 1);
+        std::thread::sleep(Duration::from_secs(2));
+        let t0 = Instant::now();
+        node("freeze", k)?;
+        let ttw = w.wait_writable(t0);
+        let st = status_of(NS, ZONED)?;
+        node("thaw", k)?;
+        let ttw = ttw?;
+        let last = &st["shards"][shard]["lastFailover"];
+        let decided = last["durationMs"].as_f64().unwrap_or(0.0) / 1000.0;
+        wait_ready(ZONED, 9, Duration::from_secs(180))?;
+        let (lost, acked) = lost(ZONED, w)?;
+        total_lost += lost;
+        total_acked += acked;
+        ttws.push(ttw.as_secs_f64());
+        println!(
+            "| {round} | {k} | {shard} | {old} → {} | {leader_there} | {:.2} | {decided:.2} | {acked} | {lost} |",
+            last["to"].as_str().unwrap_or("?"),
+            ttw.as_secs_f64()
+        );
+    }
+    ttws.sort_by(f64::total_cmp);
+    let pct = |p: f64| ttws[((ttws.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "RESULT node_losses={rounds} node_loss_p50_s={:.2} node_loss_max_s={:.2} node_loss_acked={total_acked} node_loss_acked_lost={total_lost}",
+        pct(0.5),
+        pct(1.0)
+    );
+    Ok(total_lost == 0 && !ttws.is_empty())
+}
+
 #[test]
 #[ignore = "needs the local three-node cluster: scripts/e2e-nodes.sh"]
 fn nodes_e2e() {
@@ -451,6 +497,15 @@ fn nodes_e2e() {
         "quorum",
         "  zones: [zone-a, zone-b, zone-c]\n",
     );
+    let bench_rounds: Option<usize> = std::env::var("TESSERA_NODES_BENCH")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    if let Some(n) = bench_rounds {
+        let ok = zoned.and_then(|_| bench(n));
+        let _ = kubectl(&["delete", "ns", NS, "--wait=false"]);
+        k8s::finish_bench(ok);
+        return;
+    }
     let strong = create_cluster(NS, STRONG, 1, 3, "strong", "");
     if let Err(e) = zoned.and(strong) {
         println!("FAIL setup: {e}\n0 passed, 1 failed");
