@@ -521,6 +521,35 @@ mod tests {
     }
 
     #[test]
+    fn a_departed_replica_leaves_the_topology_and_comes_back_when_it_answers() {
+        let first = plan_of(plan(
+            "c",
+            &DatabaseClusterStatus::default(),
+            &all(1, 3, 0),
+            1,
+            3,
+        ));
+        let mut nodes = all(1, 3, 1);
+        let gone = nodes[2].pod.clone();
+        nodes[2].info = None;
+        // Silent, but not yet for the window: kept (not ready).
+        let kept = plan_of(plan("c", &recorded(&first), &nodes, 1, 3));
+        assert_eq!(kept.shards[0].replicas.len(), 2);
+        let departed = [gone.clone()];
+        let changes = Changes {
+            departed: &departed,
+            ..Default::default()
+        };
+        let left = plan_of(plan_with("c", &recorded(&kept), &nodes, 1, 3, &changes));
+        assert!(left.changed && left.epoch > kept.epoch);
+        assert_eq!(left.shards[0].replicas.len(), 1);
+        assert!(left.shards[0].replicas.iter().all(|r| r.pod != gone));
+        // Answering again (so no longer departed): a member again.
+        let back = plan_of(plan("c", &recorded(&left), &all(1, 3, left.epoch), 1, 3));
+        assert!(back.shards[0].replicas.iter().any(|r| r.pod == gone));
+    }
+
+    #[test]
     fn new_pod_ip_bumps_the_epoch_but_not_the_shard_epoch() {
         let first = plan_of(plan(
             "c",
