@@ -1458,3 +1458,7 @@ mod blocking;
 
 #[path = "replication/stream_groups.rs"]
 mod stream_groups;
+
+/// Loaded scripts through the log, snapshots, resyncs and failovers.
+#[path = "replication/scripts.rs"]
+mod scripts;

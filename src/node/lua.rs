@@ -191,13 +191,14 @@ impl Scripts {
         Ok((sha, f))
     }
 
-    pub fn get(&self, sha: &[u8]) -> Option<Function> {
-        let sha = std::str::from_utf8(sha).ok()?.to_ascii_lowercase();
-        self.cache.get(&sha).cloned()
-    }
-
-    pub fn exists(&self, sha: &[u8]) -> bool {
-        self.get(sha).is_some()
+    /// The compiled function of a registered script (`sha` is its body's
+    /// SHA1): the cached one, or compiled now (a script the log or a
+    /// snapshot brought in is compiled at its first use).
+    pub fn compile(&mut self, sha: &str, body: &[u8]) -> Result<Function, String> {
+        if let Some(f) = self.cache.get(sha) {
+            return Ok(f.clone());
+        }
+        self.load(body).map(|(_, f)| f)
     }
 
     pub fn flush(&mut self) {

@@ -32,6 +32,7 @@ pub mod rdb;
 pub mod release;
 pub mod replication;
 pub mod resp;
+pub mod script_registry;
 pub mod server;
 pub mod slots;
 pub mod snapshot;

@@ -26,6 +26,7 @@ use hashbrown::{HashMap, HashSet};
 use tracing::{info, warn};
 
 use super::slots::SLOTS;
+use super::script_registry::ScriptRegistry;
 use super::store::{Store, Value, ZSet};
 use super::wal::{self, Wal};
 use super::{now_ms, Node};
@@ -79,7 +80,7 @@ pub struct Loaded {
 //
 //   header:
 //     magic       [u8; 8]  "TSSNAP\0\x01"
-//     version     u32      1
+//     version     u32      2 (1 is still read)
 //     id_len      u16      node ID length, then the node ID bytes
 //     crc         u32      of the header bytes before it
 //   16384 sections, one per slot in slot order (empty slots too, so every
@@ -111,6 +112,13 @@ pub struct Loaded {
 //                                 delivery_time u64, delivery_count u64)
 //                   (a type 5 stream loads with entries_added = its length)
 //       where `bytes` = u32 length + the bytes
+//   (version 2) the scripts section, after slot 16383's in the same step:
+//     len         u32      body length
+//     crc         u32      of the body
+//     body:
+//       scripts   u64 n, n × bytes   script bodies (SCRIPT LOAD, EVAL)
+//       libraries u64 m, m × bytes   function libraries' code (FUNCTION LOAD)
+//   (a version 1 file has none: it loads with no scripts)
 //   footer:
 //     magic       [u8; 8]  "TSSNEND\x01"
 //     start_lsn   u64      smallest watermark
@@ -126,7 +134,9 @@ pub struct Loaded {
 
 const MAGIC: [u8; 8] = *b"TSSNAP\0\x01";
 const FOOTER_MAGIC: [u8; 8] = *b"TSSNEND\x01";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The first version with a scripts section.
+const VERSION_SCRIPTS: u32 = 2;
 const FOOTER_LEN: usize = 48;
 /// slot + watermark + count.
 const SECTION_MIN: usize = 18;
@@ -156,9 +166,13 @@ fn put_u64(b: &mut Vec<u8>, v: u64) {
 }
 
 fn encode_header(node_id: &str) -> Vec<u8> {
+    encode_header_version(node_id, VERSION)
+}
+
+fn encode_header_version(node_id: &str, version: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     b.extend_from_slice(&MAGIC);
-    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&version.to_le_bytes());
     let id = &node_id.as_bytes()[..node_id.len().min(u16::MAX as usize)];
     b.extend_from_slice(&(id.len() as u16).to_le_bytes());
     b.extend_from_slice(id);
@@ -234,6 +248,54 @@ fn encode_section(b: &mut Vec<u8>, store: &Store, slot: u16, watermark: u64) -> 
     b[start..start + 4].copy_from_slice(&len.to_le_bytes());
     b[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     count
+}
+
+/// Appends the framed scripts section: the loaded scripts and function
+/// libraries that reached the log (`node::script_registry`).
+fn encode_scripts(b: &mut Vec<u8>, reg: &ScriptRegistry) {
+    let start = b.len();
+    b.extend_from_slice(&[0u8; 8]);
+    let scripts: Vec<&[u8]> = reg.logged_scripts().collect();
+    put_u64(b, scripts.len() as u64);
+    for body in scripts {
+        put_bytes(b, body);
+    }
+    let libs: Vec<&[u8]> = reg.libraries().map(|(_, code)| code).collect();
+    put_u64(b, libs.len() as u64);
+    for code in libs {
+        put_bytes(b, code);
+    }
+    let body = &b[start + 8..];
+    let len = body.len() as u32;
+    let crc = crc32c::crc32c(body);
+    b[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    b[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes a scripts section's body (CRC checked) into `reg`; the offset in
+/// the body where decoding failed and why.
+fn load_scripts(body: &[u8], reg: &mut ScriptRegistry) -> Result<(), (usize, String)> {
+    let mut c = Cursor { b: body, at: 0 };
+    let res = (|| {
+        for _ in 0..c.count(4)? {
+            let script = c.bytes()?;
+            reg.add_script(super::lua::sha1_hex(&script), &script, true);
+        }
+        for _ in 0..c.count(4)? {
+            let code = c.bytes()?;
+            let name = super::script_registry::library_name(&code)
+                .map_err(|e| format!("a function library without a valid name: {e}"))?;
+            reg.set_library(name, &code);
+        }
+        if c.at != body.len() {
+            return Err(format!(
+                "{} trailing bytes in the scripts section",
+                body.len() - c.at
+            ));
+        }
+        Ok(())
+    })();
+    res.map_err(|reason| (c.at, reason))
 }
 
 struct Footer {
@@ -366,6 +428,10 @@ pub async fn take(node: &Rc<Node>) -> Result<SnapshotInfo, SnapshotError> {
     for slot in 0..SLOTS {
         let watermark = node.wal.last_lsn();
         keys += encode_section(&mut chunk, &node.store.borrow(), slot as u16, watermark);
+        if slot == SLOTS - 1 {
+            // At the last slot's watermark: no record between them.
+            encode_scripts(&mut chunk, &node.store.borrow().scripts);
+        }
         start_lsn.get_or_insert(watermark);
         end_lsn = watermark;
         if chunk.len() >= CHUNK_BYTES || slot % YIELD_EVERY_SLOTS == YIELD_EVERY_SLOTS - 1 {
@@ -694,7 +760,7 @@ pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError
         return Err(corrupt(0, "bad magic (not a tessera snapshot)".into()));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(corrupt(
             8,
             format!("unsupported snapshot version {version}"),
@@ -750,6 +816,31 @@ pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError
             }
             Err((offset, reason)) => return Err(corrupt(at + 8 + offset as u64, reason)),
         }
+        at += 8 + len as u64;
+    }
+
+    if version >= VERSION_SCRIPTS {
+        let mut prefix = [0u8; 8];
+        if !read_crc(&mut r, &mut prefix, &mut crc).map_err(read_err)? {
+            return Err(corrupt(at, "file ends before the scripts section".into()));
+        }
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let sum = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+        if len < 16 || at + 8 + len as u64 + FOOTER_LEN as u64 > file_len {
+            return Err(corrupt(
+                at,
+                format!("implausible scripts section length {len}"),
+            ));
+        }
+        body.resize(len, 0);
+        if !read_crc(&mut r, &mut body, &mut crc).map_err(read_err)? {
+            return Err(corrupt(at, "scripts section truncated".into()));
+        }
+        if crc32c::crc32c(&body) != sum {
+            return Err(corrupt(at, "checksum mismatch in the scripts section".into()));
+        }
+        load_scripts(&body, &mut store.scripts)
+            .map_err(|(offset, reason)| corrupt(at + 8 + offset as u64, reason))?;
         at += 8 + len as u64;
     }
 
@@ -887,10 +978,19 @@ mod tests {
 
     /// A whole snapshot file in memory, slot `s` at watermark `wm(s)`.
     fn encode_all(store: &Store, wm: impl Fn(u16) -> u64) -> Vec<u8> {
-        let mut b = encode_header("0123456789012345678901234567890123456789");
+        encode_all_version(store, wm, VERSION)
+    }
+
+    /// The same in a given format version (1: no scripts section).
+    fn encode_all_version(store: &Store, wm: impl Fn(u16) -> u64, version: u32) -> Vec<u8> {
+        let mut b =
+            encode_header_version("0123456789012345678901234567890123456789", version);
         let mut keys = 0;
         for s in 0..SLOTS as u16 {
             keys += encode_section(&mut b, store, s, wm(s));
+        }
+        if version >= VERSION_SCRIPTS {
+            encode_scripts(&mut b, &store.scripts);
         }
         let f = Footer {
             start_lsn: wm(0),
@@ -988,6 +1088,55 @@ mod tests {
         assert!(g.consumers[&b"busy"[..]]
             .pel
             .contains(&StreamId { ms: 5, seq: 1 }));
+    }
+
+    #[test]
+    fn scripts_and_libraries_round_trip_and_a_version_1_file_loads_without_them() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut st = sample();
+        let body: &[u8] = b"return redis.call('GET', KEYS[1])";
+        let sha = crate::node::lua::sha1_hex(body);
+        st.scripts.add_script(sha.clone(), body, true);
+        // Loaded on a replica by its own client: not in the snapshot.
+        st.scripts.add_script("local".into(), b"return 2", false);
+        let code: &[u8] = b"#!lua name=lib1\nredis.register_function('f', function() return 1 end)";
+        st.scripts.set_library("lib1".into(), code);
+        let path = tmp.path().join(snapshot_name(20000));
+        std::fs::write(&path, encode_all(&st, |s| 100 + s as u64)).expect("write");
+        let mut loaded = Store::new();
+        load_file(&path, &mut loaded).expect("valid");
+        let e = loaded.scripts.script(&sha).expect("the script is loaded");
+        assert_eq!((&*e.body, e.logged), (body, true));
+        assert!(loaded.scripts.script("local").is_none());
+        assert_eq!(loaded.scripts.script_count(), 1);
+        assert_eq!(loaded.scripts.library("lib1"), Some(code));
+
+        let old = tmp.path().join(snapshot_name(30000));
+        std::fs::write(&old, encode_all_version(&st, |s| 100 + s as u64, 1)).expect("write");
+        let mut loaded = Store::new();
+        let l = load_file(&old, &mut loaded).expect("a version 1 file is valid");
+        assert_eq!((l.info.keys, loaded.len()), (7, 7));
+        assert_eq!(loaded.scripts.script_count(), 0);
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_scripts_section_is_corruption() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut st = Store::new();
+        st.scripts.add_script("x".into(), b"return 1", true);
+        let mut b = encode_all(&st, |_| 1);
+        // The scripts section's last byte: the body's last byte.
+        let at = b.len() - FOOTER_LEN - 1;
+        b[at] ^= 1;
+        let path = tmp.path().join(snapshot_name(1));
+        std::fs::write(&path, &b).expect("write");
+        match load_file(&path, &mut Store::new()) {
+            Err(SnapshotError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("scripts section"), "{reason}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a corrupt scripts section loads"),
+        }
     }
 
     #[test]
