@@ -9,8 +9,7 @@
 //! JSON summary: every job completed, none lost, none done twice.
 //!
 //! Each takes well under a minute once its dependencies are installed, so
-//! `cargo test` runs them except the failover one (see its attribute);
-//! `make test-apps` runs all of them. Without
+//! `cargo test` runs them all, as `make test-apps` does. Without
 //! `node`/`npm` (or `python3`) they fail, saying what is missing.
 
 mod common;
@@ -362,10 +361,9 @@ fn bullmq_completes_normal_delayed_and_repeatable_jobs_once_on_three_shards() {
 /// Also the regression test of a script refused halfway: a BullMQ script
 /// whose later write met the expired lease answered NOQUORUM with its first
 /// writes applied, and the repeatable job ran past its limit.
+/// BullMQ sends EVALSHA inside MULTI/EXEC, where ioredis cannot fall back
+/// to EVAL: the new primary must know the scripts the old one loaded.
 #[test]
-#[ignore = "fails in some runs under load: after the failover BullMQ's EVALSHA meets NOSCRIPT \
-            inside a transaction (the new primary's script cache is empty, as a Redis replica's \
-            is) and its repeatable job's chain stops; `make test-apps` runs it"]
 fn bullmq_loses_no_job_across_a_primary_failover() {
     let dir = bullmq_dir();
     let mut c = AppCluster::start(3, 1);
