@@ -62,6 +62,11 @@ pub struct Scripts {
     pub redis: Table,
     /// Lua's `xpcall`, saved before the globals are locked.
     pub xpcall: Function,
+    /// `bind(f, keys, args)`: a function calling `f(keys, args)` (Lua 5.1's
+    /// xpcall passes no arguments).
+    bind: Function,
+    /// Function libraries (`node::lua_functions`).
+    pub(crate) functions: super::lua_functions::Libraries,
 }
 
 /// Read-only globals, with Redis' messages.
@@ -75,6 +80,12 @@ mt.__index = function(t, k)
 end
 setmetatable(_G, mt)
 "#;
+
+/// Whether a chunk name is a user's: a script's (EVAL) or a function
+/// library's (FUNCTION LOAD).
+pub fn is_user_source(source: Option<&str>) -> bool {
+    matches!(source, Some("@user_script" | "@user_function"))
+}
 
 pub fn sha1_hex(body: &[u8]) -> String {
     let d = Sha1::digest(body);
@@ -138,6 +149,10 @@ impl Scripts {
         g.raw_set("redis", redis.clone())?;
         super::lua_libs::install(&lua)?;
         let xpcall: Function = g.raw_get("xpcall")?;
+        let bind: Function = lua
+            .load("return function(f, k, a) return function() return f(k, a) end end")
+            .set_name("=bind")
+            .call(())?;
         lua.load(LOCK_GLOBALS).set_name("=sandbox").exec()?;
         // Every 100k instructions: past the time limit other clients are
         // answered (BUSY, SCRIPT KILL) every 10 ms; a killed script stops.
@@ -166,6 +181,8 @@ impl Scripts {
             cache: HashMap::new(),
             redis,
             xpcall,
+            bind,
+            functions: Default::default(),
         })
     }
 
@@ -199,6 +216,11 @@ impl Scripts {
             return Ok(f.clone());
         }
         self.load(body).map(|(_, f)| f)
+    }
+
+    /// A function that calls `f(keys, argv)`.
+    pub fn bind_args(&self, f: &Function, keys: Table, argv: Table) -> mlua::Result<Function> {
+        self.bind.call((f.clone(), keys, argv))
     }
 
     pub fn flush(&mut self) {

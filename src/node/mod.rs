@@ -22,6 +22,7 @@ pub mod idle_spin;
 pub mod info;
 pub mod load;
 pub mod lua;
+pub mod lua_functions;
 pub mod lua_libs;
 pub mod lua_msgpack;
 pub mod metrics;

@@ -19,6 +19,7 @@
 //! loaded.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashMap;
 
@@ -42,7 +43,14 @@ pub struct ScriptRegistry {
     scripts: HashMap<String, ScriptEntry>,
     /// Function libraries' code by library name (ordered: FUNCTION LIST).
     libraries: BTreeMap<String, Box<[u8]>>,
+    /// Changes with every change of `libraries`, unique across registries
+    /// (0: none ever, so empty): the VM compares it to know whether the
+    /// libraries it runs are these.
+    generation: u64,
 }
+
+/// Source of [`ScriptRegistry::generation`] values.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl ScriptRegistry {
     pub fn script(&self, sha: &str) -> Option<&ScriptEntry> {
@@ -95,14 +103,25 @@ impl ScriptRegistry {
 
     pub fn set_library(&mut self, name: String, code: &[u8]) {
         self.libraries.insert(name, code.into());
+        self.changed();
     }
 
     pub fn delete_library(&mut self, name: &str) -> bool {
+        self.changed();
         self.libraries.remove(name).is_some()
     }
 
     pub fn flush_libraries(&mut self) {
         self.libraries.clear();
+        self.changed();
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn changed(&mut self) {
+        self.generation = GENERATION.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Bytes held (INFO memory's `used_memory_scripts`).

@@ -107,7 +107,7 @@ pub(crate) fn with_scripts<R>(
 
 /// Whether this command may log a registry change: a primary's, not
 /// replayed. A replica keeps what its clients load to itself.
-fn can_log(ctx: &Ctx<'_>) -> bool {
+pub(crate) fn can_log(ctx: &Ctx<'_>) -> bool {
     !ctx.replaying && ctx.node.role.get() == Role::Primary
 }
 
@@ -177,16 +177,39 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
         by_body(ctx, body)
     };
     let (sha, func) = try_reply!(ctx, loaded.as_ref().map_err(String::as_str)).clone();
+    let n = numkeys as usize;
+    let keys: Vec<&[u8]> = (3..3 + n).map(|i| args.get(i)).collect();
+    let argv: Vec<&[u8]> = (3 + n..args.len()).map(|i| args.get(i)).collect();
+    let run = Run {
+        func: &func,
+        function: false,
+        keys: &keys,
+        argv: &argv,
+        readonly,
+    };
+    execute(ctx, &sha, run);
+}
+
+/// What runs: a script (KEYS and ARGV as globals) or a library's function
+/// (called with them as its two arguments).
+pub(crate) struct Run<'r> {
+    pub func: &'r mlua::Function,
+    pub function: bool,
+    pub keys: &'r [&'r [u8]],
+    pub argv: &'r [&'r [u8]],
+    pub readonly: bool,
+}
+
+/// Runs a script or function atomically; its writes become one group
+/// record. `name` (SHA1 or function name) goes in its error replies.
+pub(crate) fn execute(ctx: &mut Ctx<'_>, name: &str, r: Run<'_>) {
     if let Some(s) = ctx.slot {
-        if ctx.node.migrations.write_blocked(s) && !readonly {
+        if ctx.node.migrations.write_blocked(s) && !r.readonly {
             // The whole script runs once the migration's pause ends.
             ctx.effects.blocked = true;
             return;
         }
     }
-    let n = numkeys as usize;
-    let keys: Vec<&[u8]> = (3..3 + n).map(|i| args.get(i)).collect();
-    let argv: Vec<&[u8]> = (3 + n..args.len()).map(|i| args.get(i)).collect();
     let node = ctx.node;
     let running = node.script_running.clone();
     running.since.set(Some(std::time::Instant::now()));
@@ -200,7 +223,7 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
     let slot = Cell::new(ctx.slot);
     let scripts = node.scripts.borrow();
     let res = match scripts.as_ref() {
-        Some(s) => run(ctx, s, &func, &keys, &argv, readonly, &slot),
+        Some(s) => run(ctx, s, &r, &slot),
         None => Err(ScriptError::from(
             "ERR the script engine is not available".to_string(),
         )),
@@ -213,12 +236,14 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
         let parts = ctx.group.take().unwrap_or_default();
         log_group(ctx, slot.get(), parts);
     }
-    match res {
-        Ok(()) => {}
-        Err(ScriptError { msg, line }) => {
-            ctx.out
-                .error(&format!("{msg} script: {sha}, on @user_script:{line}."));
-        }
+    if let Err(ScriptError { msg, line }) = res {
+        let source = if r.function {
+            "@user_function"
+        } else {
+            "@user_script"
+        };
+        ctx.out
+            .error(&format!("{msg} script: {name}, on {source}:{line}."));
     }
 }
 
@@ -259,7 +284,7 @@ fn script_line(lua: &mlua::Lua) -> i64 {
         let Some(d) = lua.inspect_stack(level) else {
             break;
         };
-        if d.source().source.as_deref() == Some("@user_script") {
+        if lua::is_user_source(d.source().source.as_deref()) {
             return d.curr_line() as i64;
         }
     }
@@ -301,13 +326,11 @@ fn error_message(e: &Value) -> String {
 fn run(
     ctx: &mut Ctx<'_>,
     scripts: &Scripts,
-    func: &mlua::Function,
-    keys: &[&[u8]],
-    argv: &[&[u8]],
-    readonly: bool,
+    r: &Run<'_>,
     slot: &Cell<Option<u16>>,
 ) -> Result<(), ScriptError> {
     let lua = &scripts.lua;
+    let readonly = r.readonly;
     let engine = |e: mlua::Error| ScriptError::from(format!("ERR {e}"));
     let g = lua.globals();
     let seq = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
@@ -317,10 +340,18 @@ fn run(
         }
         Ok(t)
     };
-    g.raw_set("KEYS", seq(keys).map_err(engine)?)
-        .map_err(engine)?;
-    g.raw_set("ARGV", seq(argv).map_err(engine)?)
-        .map_err(engine)?;
+    let keys = seq(r.keys).map_err(engine)?;
+    let argv = seq(r.argv).map_err(engine)?;
+    let func = if r.function {
+        // A function sees no KEYS/ARGV globals (as in Redis).
+        g.raw_set("KEYS", Value::Nil).map_err(engine)?;
+        g.raw_set("ARGV", Value::Nil).map_err(engine)?;
+        scripts.bind_args(r.func, keys, argv).map_err(engine)?
+    } else {
+        g.raw_set("KEYS", keys).map_err(engine)?;
+        g.raw_set("ARGV", argv).map_err(engine)?;
+        r.func.clone()
+    };
     let cell = RefCell::new(&mut *ctx);
     let result: mlua::Result<Result<(), ScriptError>> = lua.scope(|scope| {
         // `redis.call` raises a failed command's error (with the script's
