@@ -4,9 +4,9 @@
 //!
 //! A library's code runs once, at FUNCTION LOAD (or when the VM catches up
 //! with libraries the log or a snapshot brought, [`Scripts::sync_libraries`]),
-//! with Redis' load-time environment: its globals are only `redis` (with
-//! `register_function`, `log` and the constants; no `call`) and the string,
-//! math and table libraries, all read-only. The callbacks it registers share
+//! with Redis' load-time environment: its only global is `redis`, with
+//! `register_function`, `log` and the constants (no `call`, no libraries
+//! until its functions run), all read-only. The callbacks it registers share
 //! one environment table whose lookups go to that load-time API while a
 //! library loads and to the node's (read-only) globals otherwise, as Redis
 //! swaps the globals' `__index`.
@@ -238,14 +238,10 @@ impl Scripts {
                 "LOG_WARNING",
                 "REDIS_VERSION",
                 "REDIS_VERSION_NUM",
-                "setresp",
             ] {
                 api_redis.raw_set(k, self.redis.raw_get::<Value>(k)?)?;
             }
             api.raw_set("redis", api_redis.clone())?;
-            for k in ["string", "math", "table"] {
-                api.raw_set(k, g.raw_get::<Value>(k)?)?;
-            }
             let (env, meta): (Table, Table) = lua.load(ENV).set_name("=functions").call((
                 g,
                 api.clone(),
