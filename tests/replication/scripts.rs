@@ -252,3 +252,109 @@ fn script_flush_reaches_the_replicas_and_outlasts_their_restart() {
     wait_caught_up(&r, &p, Duration::from_secs(20));
     assert_eq!(exists(&r, &[&c, &a]), [true, false]);
 }
+
+const LIB: &str = "#!lua name=counter
+redis.register_function{function_name='peek', callback=function(keys) return redis.call('GET', keys[1]) end,
+  flags={'no-writes'}}
+redis.register_function('bump', function(keys) return redis.call('INCR', keys[1]) end)";
+
+/// The library names FUNCTION LIST shows on `node`.
+fn libraries(node: &TestNode) -> Vec<String> {
+    let list: Vec<redis::Value> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query(&mut conn(node))
+        .expect("FUNCTION LIST");
+    let mut names: Vec<String> = list
+        .iter()
+        .map(|lib| match lib {
+            redis::Value::Array(kv) => redis::from_redis_value(&kv[1]).expect("a library name"),
+            other => panic!("a library: {other:?}"),
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn fcall(c: &mut redis::Connection, ro: bool, name: &str, key: &str) -> redis::RedisResult<i64> {
+    redis::cmd(if ro { "FCALL_RO" } else { "FCALL" })
+        .arg(name)
+        .arg(1)
+        .arg(key)
+        .query(c)
+}
+
+#[test]
+fn function_libraries_reach_replicas_restarts_full_resyncs_and_a_promoted_replica() {
+    std::env::set_var("TESSERA_WAL_SEGMENT_BYTES", "65536");
+    let mut p = start(0, "eventual", &[]);
+    promote(&p, 1);
+    let mut c = conn(&p);
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LIB)
+        .query(&mut c)
+        .expect("FUNCTION LOAD");
+    let other = "#!lua name=other\nredis.register_function('o', function() return 1 end)";
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(other)
+        .query(&mut c)
+        .expect("FUNCTION LOAD");
+    assert_eq!(fcall(&mut c, false, "bump", "{c}n").expect("FCALL"), 1);
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("other")
+        .query(&mut c)
+        .expect("FUNCTION DELETE");
+
+    // A replica from the log, then restarted.
+    let mut r = start(1, "eventual", &[]);
+    follow(&r, 1, addr_of(0, p.port));
+    wait_caught_up(&r, &p, Duration::from_secs(20));
+    assert_eq!(libraries(&r), ["counter"]);
+    let err = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(other)
+        .query::<String>(&mut conn(&r))
+        .expect_err("a replica refuses FUNCTION LOAD");
+    assert_eq!(err.code(), Some("READONLY"), "{err}");
+    r.restart();
+    wait_linked(&r, &p);
+    let mut rc = conn(&r);
+    redis::cmd("READONLY")
+        .query::<()>(&mut rc)
+        .expect("READONLY");
+    assert_eq!(fcall(&mut rc, true, "peek", "{c}n").expect("FCALL_RO"), 1);
+
+    // A replica from a snapshot, once the log no longer holds the records.
+    for round in 0..3 {
+        fill(&p, round);
+        snapshot(&p);
+    }
+    assert!(script_records(&p.dir).is_empty(), "the log is truncated");
+    let r2 = start(2, "eventual", &[]);
+    follow(&r2, 1, addr_of(0, p.port));
+    wait_caught_up(&r2, &p, Duration::from_secs(30));
+    let st = status(&r2);
+    assert_eq!(st["replication"]["fullResyncs"], 1, "{st:#}");
+    assert_eq!(libraries(&r2), ["counter"]);
+
+    // Promoted: its functions run, and its FUNCTION FLUSH reaches r.
+    p.kill9();
+    promote(&r2, 2);
+    follow(&r, 2, addr_of(2, r2.port));
+    let mut c2 = conn(&r2);
+    assert_eq!(fcall(&mut c2, false, "bump", "{c}n").expect("FCALL"), 2);
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut c2)
+        .expect("FUNCTION FLUSH");
+    wait_caught_up(&r, &r2, Duration::from_secs(30));
+    assert!(libraries(&r).is_empty(), "the flush reached the replica");
+    let mut rc = conn(&r);
+    redis::cmd("READONLY")
+        .query::<()>(&mut rc)
+        .expect("READONLY");
+    let err = fcall(&mut rc, true, "peek", "{c}n").expect_err("no function");
+    assert!(err.to_string().contains("Function not found"), "{err}");
+}
