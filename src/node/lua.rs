@@ -38,6 +38,8 @@ pub struct Running {
     pub kill: Cell<bool>,
     /// It wrote: SCRIPT KILL can no longer stop it (UNKILLABLE).
     pub wrote: Cell<bool>,
+    /// It is a function (FCALL): FUNCTION KILL, not SCRIPT KILL, stops it.
+    pub function: Cell<bool>,
     /// The other clients' sockets, answered while it is busy.
     pub sockets: std::cell::RefCell<Vec<(std::os::fd::RawFd, Rc<Cell<bool>>)>>,
     /// When the busy handler last ran.

@@ -242,11 +242,10 @@ impl Scripts {
                 api_redis.raw_set(k, self.redis.raw_get::<Value>(k)?)?;
             }
             api.raw_set("redis", api_redis.clone())?;
-            let (env, meta): (Table, Table) = lua.load(ENV).set_name("=functions").call((
-                g,
-                api.clone(),
-                api_redis.clone(),
-            ))?;
+            let (env, meta): (Table, Table) =
+                lua.load(ENV)
+                    .set_name("=functions")
+                    .call((g, api.clone(), api_redis.clone()))?;
             self.functions.env = Some(Env {
                 env,
                 meta,
@@ -307,7 +306,10 @@ impl Scripts {
             r
         });
         if let Err(e) = res {
-            return Err(format!("ERR Error registering functions: {}", load_error(&e)));
+            return Err(format!(
+                "ERR Error registering functions: {}",
+                load_error(&e)
+            ));
         }
         let defs = defs.into_inner();
         if defs.is_empty() {

@@ -83,10 +83,7 @@ impl ScriptRegistry {
 
     /// The logged scripts' bodies (what a snapshot holds).
     pub fn logged_scripts(&self) -> impl Iterator<Item = &[u8]> {
-        self.scripts
-            .values()
-            .filter(|e| e.logged)
-            .map(|e| &*e.body)
+        self.scripts.values().filter(|e| e.logged).map(|e| &*e.body)
     }
 
     pub fn script_count(&self) -> usize {
@@ -188,8 +185,7 @@ pub fn library_name(code: &[u8]) -> Result<String, String> {
             Some(k) if k.eq_ignore_ascii_case("name=") => {
                 if name.is_some() {
                     return Err(
-                        "ERR Invalid metadata value, name argument was given multiple times"
-                            .into(),
+                        "ERR Invalid metadata value, name argument was given multiple times".into(),
                     );
                 }
                 name = Some(p[5..].to_string());
@@ -211,10 +207,7 @@ pub fn library_name(code: &[u8]) -> Result<String, String> {
 
 /// Redis' rule for library and function names.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Applies a logged registry record (a replica's stream, recovery, a
@@ -274,7 +267,10 @@ mod tests {
         assert!(r.add_script("a".into(), b"return 1", false));
         assert_eq!(r.logged_scripts().count(), 0);
         assert!(!r.add_script("a".into(), b"return 1", true));
-        assert_eq!(r.logged_scripts().collect::<Vec<_>>(), vec![&b"return 1"[..]]);
+        assert_eq!(
+            r.logged_scripts().collect::<Vec<_>>(),
+            vec![&b"return 1"[..]]
+        );
         r.flush_scripts();
         assert!(r.script("a").is_none());
     }

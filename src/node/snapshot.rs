@@ -25,8 +25,8 @@ use std::time::Instant;
 use hashbrown::{HashMap, HashSet};
 use tracing::{info, warn};
 
-use super::slots::SLOTS;
 use super::script_registry::ScriptRegistry;
+use super::slots::SLOTS;
 use super::store::{Store, Value, ZSet};
 use super::wal::{self, Wal};
 use super::{now_ms, Node};
@@ -837,7 +837,10 @@ pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError
             return Err(corrupt(at, "scripts section truncated".into()));
         }
         if crc32c::crc32c(&body) != sum {
-            return Err(corrupt(at, "checksum mismatch in the scripts section".into()));
+            return Err(corrupt(
+                at,
+                "checksum mismatch in the scripts section".into(),
+            ));
         }
         load_scripts(&body, &mut store.scripts)
             .map_err(|(offset, reason)| corrupt(at + 8 + offset as u64, reason))?;
@@ -983,8 +986,7 @@ mod tests {
 
     /// The same in a given format version (1: no scripts section).
     fn encode_all_version(store: &Store, wm: impl Fn(u16) -> u64, version: u32) -> Vec<u8> {
-        let mut b =
-            encode_header_version("0123456789012345678901234567890123456789", version);
+        let mut b = encode_header_version("0123456789012345678901234567890123456789", version);
         let mut keys = 0;
         for s in 0..SLOTS as u16 {
             keys += encode_section(&mut b, store, s, wm(s));

@@ -113,10 +113,10 @@ fn function_library_metadata_and_registration_errors_match_redis() {
         ],
         &["FCALL", "7", "0"],
         &["FCALL", "h2", "0"],
-        // One function per library: FUNCTION LIST's order is Redis' hash
-        // order within a library.
+        // One library of one function each: FUNCTION LIST's order of
+        // libraries and functions is Redis' hash order.
         &["FUNCTION", "LIST", "WITHCODE", "LIBRARYNAME", "lib4"],
-        &["FUNCTION", "LIST", "LIBRARYNAME", "lib[13]"],
+        &["FUNCTION", "LIST", "LIBRARYNAME", "lib[3-3]"],
         &["FUNCTION", "DELETE", "lib4"],
         &["FCALL", "h2", "0"],
         &["FUNCTION", "STATS"],
@@ -128,4 +128,33 @@ fn function_library_metadata_and_registration_errors_match_redis() {
         &["FUNCTION", "LIST", "LIBRARYNAME", "lib3"],
         &["FUNCTION", "STATS"],
     ]);
+}
+
+/// As Redis: while a function runs past the time limit, other clients get
+/// BUSY naming FUNCTION KILL, SCRIPT KILL does not stop it, FUNCTION KILL
+/// does.
+#[test]
+fn a_function_past_the_time_limit_is_stopped_by_function_kill_only() {
+    use tessera::node::resp::Frame;
+    let mut p = Pair::start();
+    let lib = "#!lua name=spin\nredis.register_function('spin', function() local i = 0 while true do i = i + 1 end end)";
+    p.same(&["FUNCTION", "LOAD", lib]);
+    let (mut runner, _) = p.connect_more();
+    runner.send(&[b"FCALL", b"spin", b"0"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let busy = Frame::Error(
+        "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE."
+            .into(),
+    );
+    assert_eq!(p.node.cmd(&["PING"]), busy);
+    assert_eq!(p.node.cmd(&["SCRIPT", "KILL"]), busy);
+    assert_eq!(
+        p.node.cmd(&["FUNCTION", "KILL"]),
+        Frame::Simple("OK".into())
+    );
+    match runner.next_reply().expect("the function's reply") {
+        Frame::Error(e) => assert!(e.contains("Script killed by user"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.node.cmd(&["PING"]), Frame::Simple("PONG".into()));
 }

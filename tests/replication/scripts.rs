@@ -165,14 +165,28 @@ fn a_restarted_primary_and_replica_keep_the_loaded_scripts_from_the_log_and_from
         snapshot(&p);
         snapshot(&r);
     }
-    assert!(script_records(&p.dir).is_empty(), "the primary's log is truncated");
-    assert!(script_records(&r.dir).is_empty(), "the replica's log is truncated");
+    assert!(
+        script_records(&p.dir).is_empty(),
+        "the primary's log is truncated"
+    );
+    assert!(
+        script_records(&r.dir).is_empty(),
+        "the replica's log is truncated"
+    );
     r.restart();
     wait_linked(&r, &p);
-    assert_eq!(exists(&r, &[&read]), [true], "replica restarted on a snapshot");
+    assert_eq!(
+        exists(&r, &[&read]),
+        [true],
+        "replica restarted on a snapshot"
+    );
     p.restart();
     promote(&p, 1);
-    assert_eq!(exists(&p, &[&read]), [true], "primary restarted on a snapshot");
+    assert_eq!(
+        exists(&p, &[&read]),
+        [true],
+        "primary restarted on a snapshot"
+    );
     assert_eq!(
         evalsha_read(&mut conn(&p), &read).expect("EVALSHA after recovery"),
         ["{s}a", "x"]
@@ -236,7 +250,11 @@ fn script_flush_reaches_the_replicas_and_outlasts_their_restart() {
         .query(&mut conn(&p))
         .expect("SCRIPT FLUSH");
     wait_caught_up(&r, &p, Duration::from_secs(20));
-    assert_eq!(exists(&r, &[&a, &b]), [false, false], "flushed on the replica");
+    assert_eq!(
+        exists(&r, &[&a, &b]),
+        [false, false],
+        "flushed on the replica"
+    );
     let err = evalsha_read(&mut rc, &a).expect_err("NOSCRIPT after the flush");
     assert_eq!(err.code(), Some("NOSCRIPT"), "{err}");
     assert_eq!(script_records(&p.dir), ["LOAD", "LOAD", "FLUSH"]);

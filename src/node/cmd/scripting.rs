@@ -215,6 +215,7 @@ pub(crate) fn execute(ctx: &mut Ctx<'_>, name: &str, r: Run<'_>) {
     running.since.set(Some(std::time::Instant::now()));
     running.kill.set(false);
     running.wrote.set(false);
+    running.function.set(r.function);
     *running.sockets.borrow_mut() = node.clients.borrow().idle_sockets(ctx.conn.id);
     let outer = ctx.group.is_some();
     if !outer {
