@@ -47,7 +47,7 @@ pub static COMMANDS: &[CommandSpec] = &[
 ];
 
 /// What FUNCTION LOAD|DELETE|FLUSH are refused by, as a write command:
-/// a replica's role, a lost lease, memory.
+/// an ACL user without `@write`, a replica's role, a lost lease, memory.
 static WRITE_SPEC: CommandSpec = CommandSpec {
     name: "function",
     arity: -2,
@@ -135,6 +135,17 @@ fn function(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         return;
     }
     if matches!(sub.as_str(), "load" | "delete" | "flush") && !ctx.replaying {
+        // An ACL user needs `@write` for them (`+function` allows it too).
+        if let Some(e) = ctx
+            .conn
+            .user
+            .is_some()
+            .then(|| super::acl_refusal(ctx, &WRITE_SPEC, args))
+            .flatten()
+        {
+            ctx.out.error(&e);
+            return;
+        }
         if let Some(e) = ctx.node.write_refusal(&WRITE_SPEC, ctx.store) {
             ctx.log_expired();
             ctx.out.error(&e);

@@ -543,7 +543,7 @@ fn unknown_command(out: &mut ReplyBuf, args: &Args<'_>) {
 }
 
 /// Why the connection's ACL user may not run this command (Redis' NOPERM).
-fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<String> {
+pub(crate) fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<String> {
     let name = ctx.conn.user.as_deref()?;
     let acl = ctx.node.acl.borrow();
     let Some(user) = acl.get(name).filter(|u| u.enabled) else {
