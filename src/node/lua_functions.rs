@@ -27,7 +27,7 @@ pub const FLAGS: &[&str] = &[
 ];
 
 /// A registered function.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct FunctionDef {
     pub name: String,
     pub func: Function,
@@ -415,5 +415,86 @@ impl Libraries {
                 self.by_name.remove(&d.name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    fn vm() -> Scripts {
+        Scripts::new(Rc::new(Default::default()), 64 << 20).expect("a VM")
+    }
+
+    const LIB: &[u8] = b"#!lua name=l1\nredis.register_function('a', function(k, a) return #k + #a end)\nredis.register_function{function_name='b', callback=function() return 2 end, flags={'no-writes'}, description='two'}";
+
+    #[test]
+    fn a_library_registers_its_functions_and_another_may_not_take_their_names() {
+        let mut s = vm();
+        let defs = s.evaluate_library(LIB).expect("loads");
+        let names: Vec<_> = defs.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(defs[1].no_writes() && !defs[0].no_writes());
+        assert_eq!(defs[1].description.as_deref(), Some("two"));
+        s.install_library("l1", LIB, defs).expect("installs");
+        let other = b"#!lua name=l2\nredis.register_function('b', function() end)";
+        let defs = s.evaluate_library(other).expect("loads");
+        assert_eq!(
+            s.install_library("l2", other, defs),
+            Err("ERR Function b already exists".into())
+        );
+        let f = s.function("a").expect("registered").func.clone();
+        let bound = s
+            .bind_args(
+                &f,
+                s.lua.create_sequence_from([1, 2]).expect("keys"),
+                s.lua.create_sequence_from([3]).expect("args"),
+            )
+            .expect("bound");
+        assert_eq!(bound.call::<i64>(()).expect("runs"), 3);
+        assert_eq!(s.library_counts(), (1, 2));
+    }
+
+    #[test]
+    fn the_vm_follows_registry_changes_made_by_the_log() {
+        let mut s = vm();
+        let mut reg = ScriptRegistry::default();
+        s.sync_libraries(&reg);
+        assert!(s.function("a").is_none());
+        reg.set_library("l1".into(), LIB);
+        s.sync_libraries(&reg);
+        assert!(s.function("a").is_some() && s.function("b").is_some());
+        let replaced = b"#!lua name=l1\nredis.register_function('c', function() return 3 end)";
+        reg.set_library("l1".into(), replaced);
+        s.sync_libraries(&reg);
+        assert!(s.function("a").is_none() && s.function("c").is_some());
+        reg.delete_library("l1");
+        s.sync_libraries(&reg);
+        assert_eq!(s.library_counts(), (0, 0));
+    }
+
+    #[test]
+    fn library_code_sees_only_redis_while_it_loads_and_the_globals_when_it_runs() {
+        let mut s = vm();
+        let err = s
+            .evaluate_library(b"#!lua name=x\nlocal t = string.rep('a', 2)")
+            .expect_err("no string library at load time");
+        assert!(
+            err.starts_with("ERR Error registering functions: ERR user_function:2: Script attempted to access nonexistent global variable 'string'"),
+            "{err}"
+        );
+        let code =
+            b"#!lua name=x\nredis.register_function('r', function() return string.rep('a', 2) end)";
+        let defs = s.evaluate_library(code).expect("loads");
+        assert_eq!(defs[0].func.call::<String>(()).expect("runs"), "aa");
+        let err = s
+            .evaluate_library(b"#!lua name=x\ny = 1")
+            .expect_err("globals are read-only");
+        assert!(err.contains("Attempt to modify a readonly table"), "{err}");
+        assert_eq!(
+            s.evaluate_library(b"#!lua name=x\nlocal y = 1").err(),
+            Some("ERR No functions registered".into())
+        );
     }
 }
