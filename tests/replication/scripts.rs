@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::transactions::log_records;
 use super::{
-    addr_of, admin, conn, follow, promote, start, status, wait_caught_up, wait_replicas, TestNode,
+    addr_of, admin, conn, follow, promote, start, start_env, status, wait_caught_up, wait_replicas,
+    TestNode,
 };
 use crate::common::http;
 
@@ -136,14 +137,22 @@ fn evalsha_works_on_a_promoted_replica_after_script_load_and_eval_on_the_old_pri
     assert_eq!(n, 2, "the script ran on the data the old primary left");
 }
 
+/// 64 KiB log segments (the default is 64 MiB), so that snapshots truncate
+/// the log; for this node only (the test process's environment is shared
+/// by tests that run at once).
+const SMALL_SEGMENTS: &[(&str, &str)] = &[("TESSERA_WAL_SEGMENT_BYTES", "65536")];
+
+fn start_small(i: usize) -> TestNode {
+    start_env(i, "eventual", &[], SMALL_SEGMENTS)
+}
+
 /// A restart recovers the scripts from the log, and from a snapshot once
 /// the log no longer holds their records.
 #[test]
 fn a_restarted_primary_and_replica_keep_the_loaded_scripts_from_the_log_and_from_snapshots() {
-    std::env::set_var("TESSERA_WAL_SEGMENT_BYTES", "65536");
-    let mut p = start(0, "eventual", &[]);
+    let mut p = start_small(0);
     promote(&p, 1);
-    let mut r = start(1, "eventual", &[]);
+    let mut r = start_small(1);
     follow(&r, 1, addr_of(0, p.port));
     let read = script_load(&p, READ);
     wait_caught_up(&r, &p, Duration::from_secs(20));
@@ -195,8 +204,7 @@ fn a_restarted_primary_and_replica_keep_the_loaded_scripts_from_the_log_and_from
 
 #[test]
 fn a_full_resync_brings_the_loaded_scripts_to_a_new_replica() {
-    std::env::set_var("TESSERA_WAL_SEGMENT_BYTES", "65536");
-    let mut p = start(0, "eventual", &[]);
+    let mut p = start_small(0);
     promote(&p, 1);
     let read = script_load(&p, READ);
     for round in 0..3 {
@@ -303,8 +311,7 @@ fn fcall(c: &mut redis::Connection, ro: bool, name: &str, key: &str) -> redis::R
 
 #[test]
 fn function_libraries_reach_replicas_restarts_full_resyncs_and_a_promoted_replica() {
-    std::env::set_var("TESSERA_WAL_SEGMENT_BYTES", "65536");
-    let mut p = start(0, "eventual", &[]);
+    let mut p = start_small(0);
     promote(&p, 1);
     let mut c = conn(&p);
     let _: String = redis::cmd("FUNCTION")
