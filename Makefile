@@ -42,7 +42,8 @@ test-unit: deps
 # Real application libraries on real nodes (tests/apps.rs): BullMQ on a
 # 3-shard cluster, also across a primary failover, and Celery on one shard. They
 # install their npm and PyPI dependencies themselves (pinned in tests/apps/);
-# `cargo test` runs them too; this target runs only them, one at a time.
+# `cargo test` runs them too (but the ignored failover one); this target
+# runs all of them.
 test-apps: deps
 	$(CARGO) test --locked --test apps -- --include-ignored --test-threads=1
 
