@@ -14,7 +14,7 @@ ifdef CI
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/tessera/ci-target
 endif
 
-.PHONY: all build release deps test test-unit test-apps lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security generate up down bench-node bench-tls bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz fuzz-smoke clean cold-check
+.PHONY: all build release deps test test-unit test-apps lint e2e e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security e2e-nodes generate up down bench-node bench-tls bench-replication bench-backup bench-failover bench-resharding bench-migration test-migration-big fuzz fuzz-smoke clean cold-check
 
 all: build
 
@@ -67,7 +67,7 @@ fuzz-smoke:
 # is missing), run the smoke test, the operator, failover and backup suites,
 # and always bring the cluster down again. Each suite ends with
 # `N passed, M failed`; the target fails if any suite failed.
-E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security
+E2E_SUITES ?= e2e-smoke e2e-operator e2e-failover e2e-backup e2e-resharding e2e-security e2e-nodes
 e2e:
 	@status=0; \
 	$(MAKE) --no-print-directory cluster-up || status=$$?; \
@@ -86,6 +86,11 @@ e2e-operator:
 
 e2e-failover:
 	scripts/e2e-failover.sh
+
+# Whole Kubernetes nodes: two more nodes (zone-b, zone-c) beside the host's;
+# a node frozen, cut off, drained, a zone cut off, a node gone for good.
+e2e-nodes:
+	scripts/e2e-nodes.sh
 
 # 3 → 4 → 2 → 3 shards under a client, a source primary and the operator
 # killed mid-move, a scale-in refused for memory.

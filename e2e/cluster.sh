@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Single-node Kubernetes for Tessera's e2e tests, from binaries built by
-# e2e/build.sh.  Usage: e2e/cluster.sh up|down|status
+# A local Kubernetes for Tessera's e2e tests, from binaries built by
+# e2e/build.sh: one node on the host, and more on request (nodes.sh).
+# Usage: e2e/cluster.sh up|down|status|nodes N|node ACTION K
+# (TESSERA_E2E_NODES=N with `up` starts N nodes at once.)
 #
 # Layers, bottom to top (see e2e/README.md):
 #   host    : bridge tessera0 (198.18.0.1/24), sysctls, cgroup v1 controllers
@@ -11,6 +13,8 @@
 # in e2e/.run/logs/<name>.log; `down` undoes every change `up` made.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=nodes.sh
+source "$E2E_DIR/nodes.sh"
 
 # Start order matters for `up`; `down` stops in reverse.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
@@ -351,7 +355,7 @@ hostnameOverride: $NODE_NAME
 bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
-clusterCIDR: $POD_CIDR
+clusterCIDR: $CLUSTER_CIDR
 detectLocalMode: ClusterCIDR
 # NodePorts only on the node IP (198.18.0.1): no route_localnet, nothing on eth0.
 nodePortAddresses: ["$NODE_IP/32"]
@@ -406,7 +410,7 @@ start_control_plane() {
 start_node() {
   start containerd containerd --config "$RUN/conf/containerd.toml"
   wait_for 30 containerd kctr version || fail containerd
-  import_images
+  import_images_to "$CONTAINERD_SOCK"
   start kubelet kubelet --config="$RUN/conf/kubelet.yaml" --kubeconfig="$RUN/kubelet.kubeconfig" \
     --root-dir="$STATE/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
   start kube-proxy kube-proxy --config="$RUN/conf/kube-proxy.yaml" --v=1
@@ -415,10 +419,11 @@ start_node() {
 }
 
 # Import every image archive we built (and the Tessera image, if built) into
-# containerd's k8s.io namespace. Images already present are skipped.
-import_images() {
-  local have ar ref
-  have=$(kctr images ls -q 2>/dev/null || true)
+# the k8s.io namespace of the containerd at SOCKET. Images already present are
+# skipped.
+import_images_to() { # import_images_to SOCKET
+  local sock=$1 have ar ref
+  have=$(ctr --address "$sock" --namespace k8s.io images ls -q 2>/dev/null || true)
   for ar in "$IMAGES_DIR"/*.tar; do
     [[ -e $ar ]] || continue
     ref=$(tar -xOf "$ar" index.json 2>/dev/null | jq -r '.manifests[0].annotations["org.opencontainers.image.ref.name"] // empty')
@@ -426,7 +431,7 @@ import_images() {
     [[ $ref == "$BUILDER_IMAGE" ]] && continue   # build-time only
     grep -qxF "$ref" <<<"$have" && continue
     log "importing $ref"
-    kctr images import "$ar" >>"$LOGS/images.log" 2>&1 \
+    ctr --address "$sock" --namespace k8s.io images import "$ar" >>"$LOGS/images.log" 2>&1 \
       || fail "image import of $ar"
   done
 }
@@ -478,7 +483,11 @@ cmd_up() {
   mkdir -p "$RUN" "$LOGS" "$PIDS"
   "$E2E_DIR/build.sh"
   check_disk
-  if healthy; then log "cluster already up"; cmd_status; return 0; fi
+  if healthy; then
+    log "cluster already up"
+    if ((${TESSERA_E2E_NODES:-1} > 1)); then cmd_nodes "$TESSERA_E2E_NODES"; fi
+    cmd_status; return 0
+  fi
   # Half-up (a crash, or an interrupted run): start from a clean slate.
   if ls "$PIDS"/*.pid >/dev/null 2>&1 || ip link show "$BRIDGE" >/dev/null 2>&1; then
     log "found a partial cluster; cleaning it up first"
@@ -492,6 +501,7 @@ cmd_up() {
   start_control_plane
   start_node
   apply_addons
+  if ((${TESSERA_E2E_NODES:-1} > 1)); then cmd_nodes "$TESSERA_E2E_NODES"; fi
   log "cluster up in $((SECONDS - t1))s (build check $((t1 - t0))s); KUBECONFIG=$KUBECONFIG_FILE"
   log "binaries (kubectl, helm, ...): $BIN"
 }
@@ -501,7 +511,7 @@ cmd_down() {
   # off errexit inside the step), so a half-broken cluster is still cleaned.
   local c step
   # kubelet first so it does not restart containers while we tear down.
-  for step in "stop kubelet" "stop kube-proxy" kill_pod_processes kill_shims \
+  for step in remove_workers "stop kubelet" "stop kube-proxy" kill_pod_processes kill_shims \
       "stop containerd" "stop kube-scheduler" "stop kube-controller-manager" \
       "stop kube-apiserver" "stop etcd" kube_proxy_cleanup cleanup_iptables \
       unmount_ours remove_state restore_host; do
@@ -523,7 +533,7 @@ remove_state() {
 
 cmd_status() {
   local c
-  for c in "${COMPONENTS[@]}"; do
+  for c in "${COMPONENTS[@]}" $(for k in $(workers); do node_daemons "$k"; done); do
     if alive "$c"; then printf '%-24s running (pid %s)\n' "$c" "$(pid_of "$c")"
     else printf '%-24s stopped\n' "$c"; fi
   done
@@ -548,5 +558,7 @@ case "${1:-}" in
   up) lock; cmd_up ;;
   down) lock; cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  nodes) lock; cmd_nodes "${2:-}" ;;
+  node) cmd_node "${2:-}" "${3:-}" ;;
+  *) echo "usage: $0 up|down|status|nodes N|node freeze|thaw|cut|heal|kill|start K" >&2; exit 2 ;;
 esac

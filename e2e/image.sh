@@ -75,10 +75,14 @@ mkdir -p "$BIN"
 ln -sfn "$bin_out" "$BIN/tessera"
 
 echo "$ref" >"$RUN/image"
-if [[ -S $CONTAINERD_SOCK ]] && kctr version >/dev/null 2>&1; then
-  if ! kctr images ls -q | grep -qxF "$ref"; then
-    kctr images import "$ar" >>"$LOGS/images.log" 2>&1
+# Every node's containerd gets it (the host node's and any worker's).
+# shellcheck source=nodes.sh
+source "$E2E_DIR/nodes.sh"
+for sock in $(all_sockets); do
+  [[ -S $sock ]] && ctr --address "$sock" version >/dev/null 2>&1 || continue
+  if ! ctr --address "$sock" --namespace k8s.io images ls -q | grep -qxF "$ref"; then
+    ctr --address "$sock" --namespace k8s.io images import "$ar" >>"$LOGS/images.log" 2>&1
   fi
-  log "imported $ref into the cluster's containerd"
-fi
+  log "imported $ref into $sock"
+done
 log "image: $ref (written to $RUN/image)"

@@ -32,7 +32,8 @@ CONTAINERD_SOCK="$RUNTIME/containerd/containerd.sock"
 # Addresses: everything stays on 198.18.0.0/15 (RFC 2544 benchmark space).
 BRIDGE=tessera0
 NODE_IP=198.18.0.1
-POD_CIDR=198.18.0.0/24
+POD_CIDR=198.18.0.0/24                # the host node's pods; node K's: 198.18.(K-1).0/24
+CLUSTER_CIDR=198.18.0.0/16            # every node's pods
 SERVICE_CIDR=198.19.0.0/24
 KUBERNETES_SVC_IP=198.19.0.1
 DNS_SVC_IP=198.19.0.10

@@ -17,8 +17,6 @@
 //! instead and prints the benchmark table (`make bench-failover`).
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -27,57 +25,35 @@ const NS: &str = "tessera-e2e-fo";
 
 #[path = "common/k8s.rs"]
 mod k8s;
+#[path = "common/workload.rs"]
+mod workload;
 use k8s::{
-    ensure_namespace, json, kubectl, kubectl_in, node_pid, operator_leader_pid, require_e2e, rt,
-    signal, wait_until, Run, E2E_AUTH_SPEC, R,
+    ensure_namespace, json, kubectl, node_pid, operator_leader_pid, require_e2e, signal,
+    wait_until, Run, R,
 };
+use workload::{tag_for_shard, Writer};
 
 /// Fails fast: a writer that cannot reach a primary records the error and
 /// tries again rather than waiting.
-async fn cluster_conn(seeds: &[String]) -> R<redis::cluster_async::ClusterConnection> {
-    k8s::cluster_conn(
-        seeds,
-        Duration::from_millis(500),
-        Duration::from_secs(2),
-        Some(1),
-    )
-    .await
-}
-
 fn events(cluster: &str, reason: &str) -> R<usize> {
     k8s::events(NS, cluster, reason)
 }
 
 fn status_of(name: &str) -> R<Value> {
-    Ok(json(&["get", "dbc", name, "-n", NS])?["status"].clone())
+    workload::status_of(NS, name)
+}
+
+/// Which acknowledged writes cannot be read back, in write order.
+fn lost_ids(cluster: &str, tag: &str, acked: &[u64]) -> R<Vec<u64>> {
+    workload::lost_ids(NS, cluster, tag, acked)
 }
 
 fn is_ready(name: &str, nodes: u32) -> R<bool> {
-    let d = json(&["get", "dbc", name, "-n", NS])?;
-    let generation = d["metadata"]["generation"].as_i64();
-    let s = &d["status"];
-    let ready = s["conditions"].as_array().into_iter().flatten().any(|c| {
-        c["type"] == "Ready"
-            && c["status"] == "True"
-            && c["observedGeneration"].as_i64() == generation
-    });
-    let busy = s["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|s| !s["failover"].is_null());
-    Ok(ready && !busy && s["ready"] == format!("{nodes}/{nodes}").as_str())
+    workload::is_ready(NS, name, nodes)
 }
 
 fn create_cluster(name: &str, shards: u32, replicas: u32, level: &str, extra: &str) -> R<()> {
-    let m = format!(
-        "apiVersion: tessera.dev/v1alpha1\nkind: DatabaseCluster\nmetadata:\n  name: {name}\n  namespace: {NS}\nspec:\n{E2E_AUTH_SPEC}  shards: {shards}\n  replicas: {replicas}\n  consistency:\n    level: {level}\n  storage:\n    size: 32Mi\n{extra}"
-    );
-    kubectl_in(&["apply", "-f", "-"], Some(&m))?;
-    wait_until("Ready", Duration::from_secs(420), || {
-        is_ready(name, shards * replicas)
-    })?;
-    Ok(())
+    workload::create_cluster(NS, name, shards, replicas, level, extra)
 }
 
 fn delete_cluster(name: &str) {
@@ -101,239 +77,9 @@ fn primary_of(st: &Value, shard: usize) -> R<(String, String)> {
     }
 }
 
-fn member_ips(st: &Value) -> Vec<String> {
-    let mut out = vec![];
-    for s in st["shards"].as_array().into_iter().flatten() {
-        if let Some(ip) = s["primary"]["ip"].as_str() {
-            out.push(ip.to_string());
-        }
-        for r in s["replicas"].as_array().into_iter().flatten() {
-            if let Some(ip) = r["ip"].as_str() {
-                out.push(ip.to_string());
-            }
-        }
-    }
-    out
-}
-
-/// A hash tag whose slot belongs to shard `shard` of `st`.
-fn tag_for_shard(st: &Value, shard: usize) -> R<String> {
-    let range = st["shards"][shard]["slots"][0]
-        .as_str()
-        .ok_or("no slots")?
-        .to_string();
-    let (a, b) = range
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
-        .ok_or(format!("slot range {range}"))?;
-    for i in 0..100_000 {
-        let t = format!("t{i}");
-        let slot = tessera::node::slots::key_slot(t.as_bytes());
-        if (a..=b).contains(&slot) {
-            return Ok(t);
-        }
-    }
-    Err("no tag found".into())
-}
-
-#[derive(Default)]
-struct Log {
-    acked: Vec<(u64, Instant)>,
-    errors: usize,
-    last_error: String,
-}
-
-/// Writes `{tag}:i = v-i` in a loop, one at a time, recording every
-/// acknowledged write. A connection that keeps failing is rebuilt from the
-/// cluster's current members (what a long-running application does).
-struct Writer {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Log>>,
-    handle: Option<std::thread::JoinHandle<()>>,
-    tag: String,
-}
-
-impl Writer {
-    /// The suites' writer: 2 s per write, a new connection after 3
-    /// failures in a row.
-    fn start(cluster: &str, tag: &str) -> Writer {
-        Self::start_with(cluster, tag, Duration::from_secs(2), 3)
-    }
-
-    /// A writer with its response timeout and the failures in a row after
-    /// which it connects again (asking the cluster for its slots afresh).
-    fn start_with(cluster: &str, tag: &str, timeout: Duration, reconnect_after: u32) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Log::default()));
-        let (s, l, c, t) = (
-            stop.clone(),
-            log.clone(),
-            cluster.to_string(),
-            tag.to_string(),
-        );
-        let handle = std::thread::spawn(move || {
-            rt().block_on(async move {
-                let mut conn = None;
-                let mut i = 0u64;
-                let mut failures = 0u32;
-                while !s.load(Ordering::Relaxed) {
-                    if conn.is_none() || failures >= reconnect_after {
-                        let seeds = status_of(&c).map(|st| member_ips(&st)).unwrap_or_default();
-                        let connect =
-                            k8s::cluster_conn(&seeds, Duration::from_millis(500), timeout, Some(1));
-                        conn = tokio::time::timeout(Duration::from_secs(2), connect)
-                            .await
-                            .ok()
-                            .and_then(|r| r.ok());
-                        failures = 0;
-                        if conn.is_none() {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    }
-                    let Some(cn) = conn.as_mut() else { continue };
-                    i += 1;
-                    let r = tokio::time::timeout(
-                        timeout,
-                        redis::cmd("SET")
-                            .arg(format!("{{{t}}}:{i}"))
-                            .arg(format!("v-{i}"))
-                            .query_async::<()>(cn),
-                    )
-                    .await;
-                    {
-                        let mut g = l.lock().unwrap_or_else(|e| e.into_inner());
-                        match r {
-                            Ok(Ok(())) => {
-                                g.acked.push((i, Instant::now()));
-                                failures = 0;
-                            }
-                            Ok(Err(e)) => {
-                                g.errors += 1;
-                                g.last_error = e.to_string();
-                                failures += 1;
-                            }
-                            Err(_) => {
-                                g.errors += 1;
-                                g.last_error = "timeout".into();
-                                failures += 1;
-                            }
-                        }
-                    }
-                    if failures > 0 {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            })
-        });
-        Writer {
-            stop,
-            log,
-            handle: Some(handle),
-            tag: tag.to_string(),
-        }
-    }
-
-    /// Waits (≤ 60 s) until writes are acknowledged again after `t0`.
-    fn wait_writable(&self, t0: Instant) -> R<Duration> {
-        wait_until("writes acknowledged again", Duration::from_secs(60), || {
-            Ok(self.time_to_writable(t0).is_some()
-                && self
-                    .log
-                    .lock()
-                    .map(|g| {
-                        g.acked
-                            .last()
-                            .is_some_and(|(_, at)| at.elapsed() < Duration::from_millis(300))
-                    })
-                    .unwrap_or(false)
-                && t0.elapsed() > Duration::from_secs(3))
-        })
-    }
-
-    fn acked_count(&self) -> usize {
-        self.log.lock().map(|g| g.acked.len()).unwrap_or(0)
-    }
-
-    /// Every acknowledged write so far: (index, when its `OK` arrived).
-    fn acked_log(&self) -> Vec<(u64, Instant)> {
-        self.log.lock().map(|g| g.acked.clone()).unwrap_or_default()
-    }
-
-    /// Time from `t0` until writes were acknowledged again: the end of the
-    /// longest gap between acknowledgements after `t0`.
-    fn time_to_writable(&self, t0: Instant) -> Option<Duration> {
-        let g = self.log.lock().ok()?;
-        let mut prev = t0;
-        let mut worst: Option<Instant> = None;
-        let mut gap = Duration::ZERO;
-        for &(_, at) in g.acked.iter().filter(|(_, at)| *at >= t0) {
-            if at - prev > gap {
-                gap = at - prev;
-                worst = Some(at);
-            }
-            prev = at;
-        }
-        worst.map(|w| w - t0)
-    }
-
-    fn stop(mut self) -> (Vec<u64>, usize, String, String) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-        let g = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            g.acked.iter().map(|(i, _)| *i).collect(),
-            g.errors,
-            g.last_error.clone(),
-            self.tag.clone(),
-        )
-    }
-}
-
 /// Acknowledged writes that cannot be read back (missing or wrong value).
 fn lost_writes(cluster: &str, tag: &str, acked: &[u64]) -> R<usize> {
     lost_ids(cluster, tag, acked).map(|l| l.len())
-}
-
-/// Which acknowledged writes cannot be read back, in write order.
-fn lost_ids(cluster: &str, tag: &str, acked: &[u64]) -> R<Vec<u64>> {
-    let seeds = member_ips(&status_of(cluster)?);
-    rt().block_on(async {
-        let con = cluster_conn(&seeds).await?;
-        let mut lost = vec![];
-        for chunk in acked.chunks(200) {
-            let futs = chunk.iter().map(|i| {
-                let mut c = con.clone();
-                async move {
-                    let mut last = String::new();
-                    for _ in 0..5 {
-                        match redis::cmd("GET")
-                            .arg(format!("{{{tag}}}:{i}"))
-                            .query_async::<Option<String>>(&mut c)
-                            .await
-                        {
-                            Ok(v) => {
-                                return Ok((*i, v.as_deref() == Some(format!("v-{i}").as_str())))
-                            }
-                            Err(e) => last = e.to_string(),
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(format!("GET {{{tag}}}:{i}: {last}"))
-                }
-            });
-            for r in futures::future::join_all(futs).await {
-                let (i, intact) = r?;
-                if !intact {
-                    lost.push(i);
-                }
-            }
-        }
-        lost.sort_unstable();
-        Ok(lost)
-    })
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -429,7 +175,7 @@ fn fail_primary_with(
         .ok_or(format!("no epoch for shard {shard} in {st}"))?;
     let (uid_before, restarts_before) = pod_identity(&pod)?;
     let tag = tag_for_shard(&st, shard)?;
-    let w = Writer::start_with(cluster, &tag, timeout, reconnect_after);
+    let w = Writer::start_with(NS, cluster, &tag, timeout, reconnect_after);
     wait_until("the writer to get going", Duration::from_secs(30), || {
         Ok(w.acked_count() >= 50)
     })?;
@@ -785,7 +531,7 @@ fn blocked_then_proceeds() -> R {
         return Err(format!("expected 3 replicas: {st}"));
     }
     let tag = tag_for_shard(&st, 0)?;
-    let w = Writer::start(name, &tag);
+    let w = Writer::start(NS, name, &tag);
     wait_until("writes", Duration::from_secs(30), || {
         Ok(w.acked_count() >= 50)
     })?;
@@ -849,7 +595,7 @@ fn operator_killed_mid_failover(cluster: &str, nodes: u32) -> R {
         return Err(format!("shard 2 has {} replicas, not 2", replica_ips.len()));
     }
     let tag = tag_for_shard(&st, 2)?;
-    let w = Writer::start(cluster, &tag);
+    let w = Writer::start(NS, cluster, &tag);
     wait_until("writes", Duration::from_secs(30), || {
         Ok(w.acked_count() >= 50)
     })?;
@@ -916,7 +662,7 @@ fn switchover(cluster: &str, nodes: u32, shard: usize) -> R {
     let st = status_of(cluster)?;
     let (pod, _) = primary_of(&st, shard)?;
     let tag = tag_for_shard(&st, shard)?;
-    let w = Writer::start(cluster, &tag);
+    let w = Writer::start(NS, cluster, &tag);
     wait_until("writes", Duration::from_secs(30), || {
         Ok(w.acked_count() >= 50)
     })?;
@@ -978,7 +724,7 @@ fn rolling_update(cluster: &str, nodes: u32) -> R {
     let st = status_of(cluster)?;
     let (pod, _) = primary_of(&st, 0)?;
     let tag = tag_for_shard(&st, 0)?;
-    let w = Writer::start(cluster, &tag);
+    let w = Writer::start(NS, cluster, &tag);
     wait_until("writes", Duration::from_secs(30), || {
         Ok(w.acked_count() >= 50)
     })?;
@@ -1090,7 +836,7 @@ fn partition(cluster: &str, nodes: u32, shard: usize) -> R {
         .filter_map(|r| r["ip"].as_str().map(String::from))
         .collect();
     let tag = tag_for_shard(&st, shard)?;
-    let w = Writer::start(cluster, &tag);
+    let w = Writer::start(NS, cluster, &tag);
     wait_until("writes", Duration::from_secs(30), || {
         Ok(w.acked_count() >= 50)
     })?;

@@ -74,6 +74,9 @@ pub struct Context {
     pub detector: Arc<Detector>,
     /// Consecutive failures per cluster, for exponential back-off.
     pub(crate) failures: Mutex<HashMap<String, u32>>,
+    /// Which clusters run on which Kubernetes node (a Node event
+    /// reconciles those).
+    pub hosts: Arc<super::placement::HostIndex>,
 }
 
 /// Publishes Events. kube's `Recorder` folds every repeat of (object,

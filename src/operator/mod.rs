@@ -23,6 +23,7 @@ pub mod nodes;
 pub mod observe;
 pub mod operations;
 pub mod phase;
+pub mod placement;
 pub mod reconcile;
 pub mod rollout;
 pub mod status;
@@ -39,7 +40,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -110,6 +111,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         controller: "tessera-operator".into(),
         instance: Some(config.identity.clone()),
     };
+    let hosts = Arc::new(placement::HostIndex::default());
     let ctx = Arc::new(Context {
         events: context::Events::new(client.clone(), reporter),
         client: client.clone(),
@@ -118,6 +120,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         metrics,
         detector,
         failures: Mutex::new(HashMap::new()),
+        hosts: hosts.clone(),
     });
 
     let clusters: Api<DatabaseCluster> = Api::all(client.clone());
@@ -170,6 +173,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 .zip(ns)
                 .map(|(c, ns)| ObjectRef::<DatabaseCluster>::new(&c).within(&ns))
         })
+        // A cordon, a node that stops answering or an out-of-service taint
+        // changes no pod: reconcile the clusters on that node.
+        .watches(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            move |node: Node| hosts.clusters_on(&node.name_any()),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {

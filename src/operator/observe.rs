@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::Client;
 
 use super::build::{LABEL_CLUSTER, LABEL_ROLE, LABEL_SHARD};
+use super::placement::Placement;
 use super::topology::{admin_addr, ObservedNode};
 use crate::client::NodeClient;
 
@@ -24,6 +25,8 @@ pub struct Observed {
     /// Pods of those Jobs (cluster label, no shard label): their
     /// termination messages carry the jobs' JSON results.
     pub job_pods: Vec<Pod>,
+    /// The Kubernetes Nodes under the member pods.
+    pub placement: Placement,
 }
 
 impl Observed {
@@ -86,8 +89,14 @@ pub async fn observe(
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let (statefulsets, pods, jobs) =
-        futures::try_join!(sts.list(&lp), pods.list(&lp), jobs.list(&lp))?;
+    let hosts: Api<Node> = Api::all(client.clone());
+    let all = ListParams::default();
+    let (statefulsets, pods, jobs, hosts) = futures::try_join!(
+        sts.list(&lp),
+        pods.list(&lp),
+        jobs.list(&lp),
+        hosts.list(&all)
+    )?;
     let (node_pods, job_pods): (Vec<Pod>, Vec<Pod>) = pods.items.into_iter().partition(|p| {
         p.metadata
             .labels
@@ -97,6 +106,7 @@ pub async fn observe(
     // Calls to these pods carry this cluster's admin token, over HTTPS to
     // the pods that serve it.
     bind_pods(namespace, cluster, &node_pods);
+    let placement = Placement::new(&node_pods, &hosts.items);
     let candidates: Vec<(Pod, u32, u32)> = node_pods
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
@@ -189,6 +199,7 @@ pub async fn observe(
         nodes,
         jobs: jobs.items,
         job_pods,
+        placement,
     })
 }
 

@@ -2,6 +2,8 @@
 //! topology decided, the phase, `ready`, the conditions. Pure: everything
 //! comes from the previous status and what was observed.
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::autoscale;
@@ -9,6 +11,7 @@ use super::backups;
 use super::build::LABEL_CLUSTER;
 use super::operations::reshard;
 use super::operations::restore;
+use super::placement::{self, Placement};
 use super::status::{with_conditions, Cond, DEGRADED, HOT_SLOT, PROGRESSING, READY, RESHARDING};
 use super::topology::{self, Decision, ObservedNode};
 use super::validate::ValidatedCluster;
@@ -34,6 +37,7 @@ fn phase(
     decision: &Decision,
     epoch: u64,
     pushes_pending: usize,
+    lost: Option<&str>,
 ) -> (&'static str, &'static str, String) {
     let desired = (v.shards * v.replicas) as usize;
     let ready = ready_nodes(v, nodes);
@@ -65,6 +69,15 @@ fn phase(
             "Ready",
             "AllNodesReady",
             format!("{ready}/{desired} nodes ready, topology epoch {epoch}"),
+        );
+    }
+    // Members on a node that stopped answering: nothing here brings them
+    // back; the message says what does.
+    if let Some(why) = lost {
+        return (
+            "Degraded",
+            "NodeLost",
+            format!("{ready}/{desired} nodes ready; {why}"),
         );
     }
     let present = nodes.iter().filter(|n| n.ordinal < v.replicas).count();
@@ -111,6 +124,8 @@ pub struct Inputs<'a> {
     pub resharding: Option<ReshardingStatus>,
     /// The autoscaler's decision (with `spec.autoscaling`).
     pub autoscaling: Option<&'a autoscale::Outcome>,
+    /// The Kubernetes Nodes under the members.
+    pub placement: &'a Placement,
     pub generation: i64,
 }
 
@@ -125,8 +140,11 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
         restored,
         resharding,
         autoscaling,
+        placement,
         generation,
     } = inputs;
+    let lost = placement::lost_members(nodes, placement);
+    let lost_pods: BTreeSet<&str> = lost.values().flatten().map(String::as_str).collect();
     let mut next = prev.clone();
     next.backup = backup;
     if resharding.is_some() {
@@ -147,13 +165,23 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
             .iter()
             .filter(|n| topology::role_of(&p.shards, &n.pod).is_some())
             .filter(|n| n.info.as_ref().is_none_or(|i| i.epoch != p.epoch))
+            // A member on a lost node gets the topology when it is back.
+            .filter(|n| !lost_pods.contains(n.pod.as_str()))
             .count();
     }
     next.shard_count = Some(next.shards.len() as i32);
     let desired = (v.shards * v.replicas) as usize;
     let ready = ready_nodes(v, nodes);
     next.ready = Some(format!("{ready}/{desired}"));
-    let (phase, reason, message) = phase(v, nodes, decision, next.epoch, pushes_pending);
+    let lost_message = placement::lost_message(&lost, placement);
+    let (phase, reason, message) = phase(
+        v,
+        nodes,
+        decision,
+        next.epoch,
+        pushes_pending,
+        lost_message.as_deref(),
+    );
     // A resharding in progress: serving, but not as specified yet.
     let running = next.resharding.as_ref().filter(|r| reshard::is_running(r));
     let (phase, reason, message) = match (phase, running) {
@@ -318,6 +346,7 @@ mod tests {
             restored: None,
             resharding: None,
             autoscaling: None,
+            placement: &Placement::default(),
             generation: 2,
         };
         summarize(inputs, crate::operator::context::now())

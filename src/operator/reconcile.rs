@@ -9,6 +9,7 @@ use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 
 use super::context::{now, Context, Error};
@@ -36,6 +37,8 @@ pub async fn reconcile_apply(
     // Observe.
     let ns = dbc.namespace().unwrap_or_default();
     let observed = observe::observe(&ctx.client, &ctx.nodes, &ns, &dbc.name_any()).await?;
+    ctx.hosts
+        .record(ObjectRef::from_obj(dbc), &observed.placement);
 
     // Validate.
     let v = match validated(ctx, dbc, &prev, &observed).await? {
@@ -62,6 +65,7 @@ pub async fn reconcile_apply(
     // Build and apply.
     apply_children(ctx, dbc, &v, &observed).await?;
     reshard::remove::remove_extra_shards(ctx, dbc, &v, &observed).await?;
+    operations::rebuild::rebuild_lost(ctx, dbc, &prev, &observed).await?;
 
     // Status: the topology is recorded first (the status is the topology
     // authority), then pushed. A resharding's flips change slot owners in
@@ -94,6 +98,7 @@ pub async fn reconcile_apply(
             restored: restored.as_deref(),
             resharding: reshard.as_ref().and_then(|r| r.status.clone()),
             autoscaling: autoscaled.as_ref(),
+            placement: &observed.placement,
             generation: dbc.metadata.generation.unwrap_or(0),
         },
         now(),
@@ -105,6 +110,16 @@ pub async fn reconcile_apply(
             Precondition::None
         };
         write_status(ctx, dbc, &summary.next, pre).await?;
+    }
+    if summary.next.reason.as_deref() == Some("NodeLost") && prev.reason != summary.next.reason {
+        ctx.event(
+            dbc,
+            EventType::Warning,
+            "NodeLost",
+            "Observe",
+            summary.message.clone(),
+        )
+        .await;
     }
     if let Some(a) = &autoscaled {
         autoscale::act(ctx, dbc, a).await?;
@@ -267,7 +282,9 @@ async fn apply_children(
     for shard in 0..v.running_shards {
         apply::apply(client, ns, &build::build_headless_service(v, shard)).await?;
         apply::apply(client, ns, &build::build_primary_service(v, shard)).await?;
-        apply::apply(client, ns, &build::build_pdb(v, shard)).await?;
+        for pdb in build::build_pdbs(v, shard) {
+            apply::apply(client, ns, &pdb).await?;
+        }
         let sts = build::build_statefulset(v, shard);
         let before = observed
             .statefulsets

@@ -20,7 +20,7 @@ pub use jobs::{
     build_restore_plan_job, data_claim_name, restore_job_name, restore_plan_job_name,
 };
 pub use network_policy::{build_network_policy, network_policy_name, OperatorPeer};
-pub use pdb::build_pdb;
+pub use pdb::{build_pdbs, primary_pdb_name};
 pub use secrets::{
     auth_secret, build_auth_secret, build_internal_secret, build_tls_secret, build_user_secret,
     generated_auth_secret_name, generated_tls_secret_name, generated_user_secret_name,

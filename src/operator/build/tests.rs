@@ -158,8 +158,31 @@ fn services_and_pdb() {
         .and_then(|s| s.selector)
         .expect("selector");
     assert_eq!(cs[LABEL_MEMBER], "true");
-    let pdb = build_pdb(&c, 0).spec.expect("spec");
-    assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    let [replicas, primary] = build_pdbs(&c, 0);
+    let (r, p) = (replicas.spec.expect("spec"), primary.spec.expect("spec"));
+    assert_eq!(
+        r.min_available,
+        Some(IntOrString::Int(c.replicas as i32 - 2))
+    );
+    let role = |s: &PodDisruptionBudgetSpec| {
+        s.selector
+            .as_ref()
+            .and_then(|l| l.match_labels.as_ref())
+            .map(|m| m[LABEL_ROLE].clone())
+    };
+    assert_eq!(role(&r).as_deref(), Some("replica"));
+    assert_eq!(role(&p).as_deref(), Some("primary"));
+    // The primary is never evicted while it has a replica to switch to.
+    assert_eq!(p.min_available, Some(IntOrString::Int(1)));
+    assert!(r.max_unavailable.is_none() && p.max_unavailable.is_none());
+    assert_eq!(primary.metadata.name, Some(primary_pdb_name(&c, 0)));
+    // A single-node shard can be drained: nothing to protect, nowhere to switch.
+    let single = cluster(r#"{"replicas":1}"#);
+    let [r, p] = build_pdbs(&single, 0).map(|b| b.spec.expect("spec").min_available);
+    assert_eq!(
+        (r, p),
+        (Some(IntOrString::Int(0)), Some(IntOrString::Int(0)))
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! a requested switchover waits while slot moves are in progress.
 
 pub mod failover;
+pub mod rebuild;
 pub mod reshard;
 pub mod restore;
 pub mod shard;
@@ -28,6 +29,7 @@ use kube::ResourceExt;
 
 use super::context::{Context, Error};
 use super::observe::Observed;
+use super::placement;
 use super::topology::ObservedNode;
 use super::validate::ValidatedCluster;
 use crate::api::{DatabaseCluster, DatabaseClusterStatus};
@@ -96,11 +98,18 @@ pub async fn next_step(
     prev: &DatabaseClusterStatus,
     observed: &Observed,
 ) -> Result<Next, Error> {
-    let request = dbc
-        .annotations()
-        .get(switchover::SWITCHOVER_ANNOTATION)
-        .cloned();
-    let scheduled = schedule(prev, request.as_deref());
+    // An explicit request first; else a primary on a cordoned node (a
+    // drain) is moved before its eviction (its PodDisruptionBudget holds
+    // the eviction until then).
+    let request = match dbc.annotations().get(switchover::SWITCHOVER_ANNOTATION) {
+        Some(a) => Some(switchover::Requested::Annotation(a.clone())),
+        None => placement::drain_switchover(&prev.shards, &observed.nodes, &observed.placement)
+            .map(switchover::Requested::Drain),
+    };
+    let value = request.as_ref().map(|r| match r {
+        switchover::Requested::Annotation(v) | switchover::Requested::Drain(v) => v.as_str(),
+    });
+    let scheduled = schedule(prev, value);
     if scheduled == Scheduled::Bootstrap {
         return bootstrap_step(ctx, dbc, v, prev, observed).await;
     }
@@ -112,9 +121,10 @@ pub async fn next_step(
         Scheduled::Resume { shard, step } => {
             Some(resume(ctx, dbc.clone(), v, shard, step, nodes, &by_pod).await?)
         }
-        Scheduled::StartSwitchover { .. } => {
-            switchover::start_requested(ctx, dbc, v, nodes, &by_pod).await?
-        }
+        Scheduled::StartSwitchover { .. } => match &request {
+            Some(r) => switchover::start_requested(ctx, dbc, v, nodes, &by_pod, r).await?,
+            None => None,
+        },
         Scheduled::Detect => failover::detect(ctx, dbc, v, prev, nodes, &by_pod).await?,
     };
     if let Some(a) = action {

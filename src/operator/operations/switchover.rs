@@ -39,6 +39,37 @@ use crate::operator::validate::ValidatedCluster;
 
 pub const SWITCHOVER_ANNOTATION: &str = "tessera.dev/switchover";
 
+/// Where a switchover request comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requested {
+    /// The `tessera.dev/switchover` annotation (cleared when it starts).
+    Annotation(String),
+    /// A primary on a cordoned node (`placement::drain_switchover`).
+    Drain(String),
+}
+
+/// Removes the request annotation (with the version read: a newer request
+/// conflicts and is read again).
+async fn clear_annotation(ctx: &Context, dbc: &DatabaseCluster) -> Result<DatabaseCluster, Error> {
+    let api: Api<DatabaseCluster> =
+        Api::namespaced(ctx.client.clone(), &dbc.namespace().unwrap_or_default());
+    let patch = json!({ "metadata": {
+        "resourceVersion": dbc.resource_version(),
+        "annotations": { SWITCHOVER_ANNOTATION: null } } });
+    match api
+        .patch(
+            &dbc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(o) => Ok(o),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict(kube::Error::Api(s))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A parsed request: shard index and an optional target pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -157,28 +188,18 @@ pub async fn start_requested(
     v: &ValidatedCluster,
     observed: &[ObservedNode],
     by_pod: &BTreeMap<&str, &ObservedNode>,
+    request: &Requested,
 ) -> Result<Option<Action>, Error> {
-    let Some(value) = dbc.annotations().get(SWITCHOVER_ANNOTATION).cloned() else {
-        return Ok(None);
+    let (value, reason) = match request {
+        Requested::Annotation(value) => (value.clone(), format!("requested: {value:?}")),
+        Requested::Drain(value) => (
+            value.clone(),
+            format!("drain: the primary's node is cordoned ({value})"),
+        ),
     };
-    let api: Api<DatabaseCluster> =
-        Api::namespaced(ctx.client.clone(), &dbc.namespace().unwrap_or_default());
-    let patch = json!({ "metadata": {
-        "resourceVersion": dbc.resource_version(),
-        "annotations": { SWITCHOVER_ANNOTATION: null } } });
-    let dbc = match api
-        .patch(
-            &dbc.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(o) => o,
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            return Err(Error::Conflict(kube::Error::Api(s)))
-        }
-        Err(e) => return Err(e.into()),
+    let dbc = match request {
+        Requested::Annotation(_) => clear_annotation(ctx, dbc).await?,
+        Requested::Drain(_) => dbc.clone(),
     };
     let st = dbc.status.clone().unwrap_or_default();
     let req = match parse_request(&value, &st.shards) {
@@ -214,7 +235,7 @@ pub async fn start_requested(
         from: from.clone(),
         to: req.to.clone(),
         started_at: k8s_openapi::jiff::Timestamp::now().to_string(),
-        reason: Some(format!("requested: {value:?}")),
+        reason: Some(reason),
         timing: None,
     };
     tracing::info!(cluster = %dbc.name_any(), shard = %shard.name, from = %from, to = ?req.to, epoch = state.epoch, "starting switchover");

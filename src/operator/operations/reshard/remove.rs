@@ -59,6 +59,7 @@ async fn remove(ctx: &Context, v: &ValidatedCluster, shard: u32) -> Result<(), E
     delete_if_exists::<Service>(client, ns, &name).await?;
     delete_if_exists::<Service>(client, ns, &primary_service_name(&v.name, shard)).await?;
     delete_if_exists::<PodDisruptionBudget>(client, ns, &name).await?;
+    delete_if_exists::<PodDisruptionBudget>(client, ns, &format!("{name}-primary")).await?;
     let selector = shard_selector(&v.name, shard)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
