@@ -687,6 +687,16 @@ pub fn load_section(
     res.map_err(|reason| (c.at, reason))
 }
 
+/// Decodes the body of a scripts section (its CRC checked) into `reg`; the
+/// offset in the body where decoding failed and why. Public for the fuzz
+/// harness, as [`load_section`].
+pub fn load_scripts_section(
+    body: &[u8],
+    reg: &mut crate::node::script_registry::ScriptRegistry,
+) -> Result<(), (usize, String)> {
+    load_scripts(body, reg)
+}
+
 /// Loads and validates one snapshot file into `store` (which may hold a
 /// partial load when this fails).
 pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError> {
