@@ -446,3 +446,6 @@ mod dump;
 
 #[path = "compat/msgpack.rs"]
 mod msgpack;
+
+#[path = "compat/functions.rs"]
+mod functions;

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod collections;
 pub mod connection;
 pub mod dump;
+pub mod functions;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
@@ -398,7 +399,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 26] = [
+        let families: [&'static [CommandSpec]; 27] = [
             connection::COMMANDS,
             memory::COMMANDS,
             acl::COMMANDS,
@@ -422,6 +423,7 @@ impl Commands {
             replication::COMMANDS,
             multi::COMMANDS,
             scripting::COMMANDS,
+            functions::COMMANDS,
             blocking::COMMANDS,
             pubsub::COMMANDS,
             super::migration::target::COMMANDS,
@@ -541,7 +543,7 @@ fn unknown_command(out: &mut ReplyBuf, args: &Args<'_>) {
 }
 
 /// Why the connection's ACL user may not run this command (Redis' NOPERM).
-fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<String> {
+pub(crate) fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<String> {
     let name = ctx.conn.user.as_deref()?;
     let acl = ctx.node.acl.borrow();
     let Some(user) = acl.get(name).filter(|u| u.enabled) else {
