@@ -156,3 +156,36 @@ fn acl_setuser_list_and_deluser_at_run_time() {
         .query(&mut admin));
     assert!(e.contains("default user"), "{e}");
 }
+
+#[test]
+fn function_load_delete_and_flush_need_write_permission() {
+    let (n, _d) = node_with_users();
+    let lib = "#!lua name=acl\nredis.register_function{function_name='get', callback=function(k) return redis.call('GET', k[1]) end, flags={'no-writes'}}";
+    let mut ro = as_user(&n, "reader", "reader-pw");
+    for args in [
+        &["FUNCTION", "LOAD", lib][..],
+        &["FUNCTION", "DELETE", "acl"],
+        &["FUNCTION", "FLUSH"],
+    ] {
+        let e = err(redis::cmd(args[0]).arg(&args[1..]).query(&mut ro));
+        assert!(e.contains("NOPERM"), "{args:?}: {e}");
+    }
+    let mut rw = as_user(&n, "writer", "writer-pw");
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib)
+        .query(&mut rw)
+        .unwrap();
+    assert_eq!(name, "acl");
+    // Listing and read-only calls stay open to the reader.
+    let libs: Vec<redis::Value> = redis::cmd("FUNCTION").arg("LIST").query(&mut ro).unwrap();
+    assert_eq!(libs.len(), 1);
+    let v: Option<String> = redis::cmd("FCALL_RO")
+        .arg("get")
+        .arg(1)
+        .arg("k")
+        .query(&mut ro)
+        .unwrap();
+    assert_eq!(v, None);
+    let _: () = redis::cmd("FUNCTION").arg("FLUSH").query(&mut rw).unwrap();
+}

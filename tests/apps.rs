@@ -362,10 +362,16 @@ fn bullmq_completes_normal_delayed_and_repeatable_jobs_once_on_three_shards() {
 /// Also the regression test of a script refused halfway: a BullMQ script
 /// whose later write met the expired lease answered NOQUORUM with its first
 /// writes applied, and the repeatable job ran past its limit.
+/// BullMQ sends EVALSHA inside MULTI/EXEC, where ioredis cannot fall back
+/// to EVAL: the new primary must know the scripts the old one loaded (it
+/// does: no NOSCRIPT since scripts are replicated).
 #[test]
-#[ignore = "fails in some runs under load: after the failover BullMQ's EVALSHA meets NOSCRIPT \
-            inside a transaction (the new primary's script cache is empty, as a Redis replica's \
-            is) and its repeatable job's chain stops; `make test-apps` runs it"]
+#[ignore = "fails in some runs under load (3 of 13): around the failover a job's lock is lost \
+            (`Missing lock for job … moveToFinished`, after NOQUORUM while the new primary waits \
+            for its replica) and the worker never emits that job's `completed` event, though \
+            BullMQ's completed count and the done set hold every job; the driver then waits out \
+            its deadline one event short (or, once, counted extra repeatable runs without a lost \
+            lock); `make test-apps` runs it"]
 fn bullmq_loses_no_job_across_a_primary_failover() {
     let dir = bullmq_dir();
     let mut c = AppCluster::start(3, 1);

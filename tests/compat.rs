@@ -449,3 +449,6 @@ mod msgpack;
 
 #[path = "compat/encodings.rs"]
 mod encodings;
+
+#[path = "compat/functions.rs"]
+mod functions;

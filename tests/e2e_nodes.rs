@@ -218,17 +218,25 @@ fn primary_node_fault(cluster: &str, members: u32, fault: &str, undo: &str) -> R
             "shard {shard} did not fail over away from node {k}: primary {now} on {new_host}"
         ));
     }
-    let rejoined = wait_ready(cluster, members, Duration::from_secs(120))?;
-    let st = status_of(NS, cluster)?;
-    let replicas: Vec<&str> = st["shards"][shard]["replicas"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["pod"].as_str())
-        .collect();
-    if !replicas.contains(&old.as_str()) {
-        return Err(format!("{old} did not rejoin as a replica: {replicas:?}"));
-    }
+    let back = |st: &Value| -> Vec<String> {
+        st["shards"][shard]["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["pod"].as_str().map(str::to_string))
+            .collect()
+    };
+    let rejoined = wait_until(
+        &format!("{old} back as a replica, {cluster} Ready"),
+        Duration::from_secs(120),
+        || Ok(back(&status_of(NS, cluster)?).contains(&old) && is_ready(NS, cluster, members)?),
+    )
+    .map_err(|e| {
+        format!(
+            "{e}; replicas now {:?}",
+            status_of(NS, cluster).map(|s| back(&s))
+        )
+    })?;
     let (lost, acked) = lost(cluster, w)?;
     if lost > 0 {
         return Err(format!("{lost} of {acked} acknowledged writes lost"));

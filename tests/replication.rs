@@ -27,6 +27,11 @@ fn node_id(i: usize) -> String {
 
 /// A node of a replicated shard.
 fn start(i: usize, consistency: &str, extra: &[&str]) -> TestNode {
+    start_env(i, consistency, extra, &[])
+}
+
+/// The same with environment variables for the node process.
+fn start_env(i: usize, consistency: &str, extra: &[&str], env: &[(&str, &str)]) -> TestNode {
     let id = node_id(i);
     let lease = LEASE_MS.to_string();
     let mut args = vec![
@@ -44,7 +49,7 @@ fn start(i: usize, consistency: &str, extra: &[&str]) -> TestNode {
         args.extend_from_slice(&["--ack-timeout-ms", "3000"]);
     }
     args.extend_from_slice(extra);
-    TestNode::start(&args)
+    TestNode::start_env(&args, env)
 }
 
 fn restart_in(
@@ -1458,3 +1463,7 @@ mod blocking;
 
 #[path = "replication/stream_groups.rs"]
 mod stream_groups;
+
+/// Loaded scripts through the log, snapshots, resyncs and failovers.
+#[path = "replication/scripts.rs"]
+mod scripts;

@@ -137,6 +137,10 @@ pub fn snapshot(data: &[u8]) {
         let mut store = s.borrow_mut();
         let _ = tessera::node::snapshot::load_section(data, slot, &mut store);
         store.flush_slot(slot as u16);
+        // The same bytes as a scripts section (counts, lengths, names).
+        let _ = tessera::node::snapshot::load_scripts_section(data, &mut store.scripts);
+        store.scripts.flush_scripts();
+        store.scripts.flush_libraries();
     });
 }
 

@@ -85,6 +85,9 @@ impl Clients {
 /// What a client gets while a script runs past the time limit.
 const BUSY: &[u8] =
     b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n";
+/// The same while a function (FCALL) runs: FUNCTION KILL stops it.
+const BUSY_FUNCTION: &[u8] =
+    b"-BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.\r\n";
 const UNKILLABLE: &[u8] = b"-UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.\r\n";
 
 /// Answers, from inside a script that runs past `lua-time-limit`, the
@@ -120,10 +123,13 @@ pub fn serve_busy(sockets: &[(RawFd, Rc<Cell<bool>>)], running: &super::lua::Run
             match super::resp::parse_request(&data[used..], &mut ranges) {
                 Ok(super::resp::Parsed::Command(u)) => {
                     let arg = |i: usize| ranges.get(i).map(|r| &data[used..][r.clone()]);
-                    let kill = arg(0).is_some_and(|a| a.eq_ignore_ascii_case(b"script"))
+                    // SCRIPT KILL stops a script, FUNCTION KILL a function.
+                    let function = running.function.get();
+                    let family: &[u8] = if function { b"function" } else { b"script" };
+                    let kill = arg(0).is_some_and(|a| a.eq_ignore_ascii_case(family))
                         && arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"kill"));
                     if !kill {
-                        replies.extend_from_slice(BUSY);
+                        replies.extend_from_slice(if function { BUSY_FUNCTION } else { BUSY });
                     } else if running.wrote.get() {
                         replies.extend_from_slice(UNKILLABLE);
                     } else {

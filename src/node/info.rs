@@ -54,7 +54,7 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
         let m = MemoryFigures::now(node);
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nused_memory_rss_human:{:.2}M\r\nused_memory_startup:{}\r\nused_memory_overhead:{}\r\nused_memory_dataset:{}\r\nused_memory_dataset_perc:{:.2}%\r\nmem_replication_backlog:{}\r\nmem_replication_ring:{}\r\nmem_clients_normal:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_fragmentation_bytes:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:{}\r\n\r\n",
+            "# Memory\r\nused_memory:{}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{}\r\nused_memory_rss_human:{:.2}M\r\nused_memory_startup:{}\r\nused_memory_overhead:{}\r\nused_memory_dataset:{}\r\nused_memory_dataset_perc:{:.2}%\r\nmem_replication_backlog:{}\r\nmem_replication_ring:{}\r\nmem_clients_normal:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_fragmentation_bytes:{}\r\nmaxmemory:{}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:{}\r\nmaxmemory_samples:{}\r\nmem_allocator:{}\r\n",
             m.used,
             mib(m.used),
             m.rss,
@@ -73,6 +73,15 @@ pub fn render(node: &Node, store: &Store, wanted: &[String]) -> String {
             node.memory.policy.get(),
             node.memory.samples.get(),
             alloc::ALLOCATOR,
+        );
+        // The loaded scripts and function libraries (part of the data set).
+        let reg = &store.scripts;
+        let _ = write!(
+            out,
+            "number_of_cached_scripts:{}\r\nnumber_of_libraries:{}\r\nused_memory_scripts:{}\r\n\r\n",
+            reg.script_count(),
+            reg.libraries().count(),
+            reg.bytes(),
         );
     }
     if want("persistence") {

@@ -38,6 +38,8 @@ pub struct Running {
     pub kill: Cell<bool>,
     /// It wrote: SCRIPT KILL can no longer stop it (UNKILLABLE).
     pub wrote: Cell<bool>,
+    /// It is a function (FCALL): FUNCTION KILL, not SCRIPT KILL, stops it.
+    pub function: Cell<bool>,
     /// The other clients' sockets, answered while it is busy.
     pub sockets: std::cell::RefCell<Vec<(std::os::fd::RawFd, Rc<Cell<bool>>)>>,
     /// When the busy handler last ran.
@@ -62,6 +64,11 @@ pub struct Scripts {
     pub redis: Table,
     /// Lua's `xpcall`, saved before the globals are locked.
     pub xpcall: Function,
+    /// `bind(f, keys, args)`: a function calling `f(keys, args)` (Lua 5.1's
+    /// xpcall passes no arguments).
+    bind: Function,
+    /// Function libraries (`node::lua_functions`).
+    pub(crate) functions: super::lua_functions::Libraries,
 }
 
 /// Read-only globals, with Redis' messages.
@@ -75,6 +82,12 @@ mt.__index = function(t, k)
 end
 setmetatable(_G, mt)
 "#;
+
+/// Whether a chunk name is a user's: a script's (EVAL) or a function
+/// library's (FUNCTION LOAD).
+pub fn is_user_source(source: Option<&str>) -> bool {
+    matches!(source, Some("@user_script" | "@user_function"))
+}
 
 pub fn sha1_hex(body: &[u8]) -> String {
     let d = Sha1::digest(body);
@@ -138,6 +151,10 @@ impl Scripts {
         g.raw_set("redis", redis.clone())?;
         super::lua_libs::install(&lua)?;
         let xpcall: Function = g.raw_get("xpcall")?;
+        let bind: Function = lua
+            .load("return function(f, k, a) return function() return f(k, a) end end")
+            .set_name("=bind")
+            .call(())?;
         lua.load(LOCK_GLOBALS).set_name("=sandbox").exec()?;
         // Every 100k instructions: past the time limit other clients are
         // answered (BUSY, SCRIPT KILL) every 10 ms; a killed script stops.
@@ -166,6 +183,8 @@ impl Scripts {
             cache: HashMap::new(),
             redis,
             xpcall,
+            bind,
+            functions: Default::default(),
         })
     }
 
@@ -191,13 +210,19 @@ impl Scripts {
         Ok((sha, f))
     }
 
-    pub fn get(&self, sha: &[u8]) -> Option<Function> {
-        let sha = std::str::from_utf8(sha).ok()?.to_ascii_lowercase();
-        self.cache.get(&sha).cloned()
+    /// The compiled function of a registered script (`sha` is its body's
+    /// SHA1): the cached one, or compiled now (a script the log or a
+    /// snapshot brought in is compiled at its first use).
+    pub fn compile(&mut self, sha: &str, body: &[u8]) -> Result<Function, String> {
+        if let Some(f) = self.cache.get(sha) {
+            return Ok(f.clone());
+        }
+        self.load(body).map(|(_, f)| f)
     }
 
-    pub fn exists(&self, sha: &[u8]) -> bool {
-        self.get(sha).is_some()
+    /// A function that calls `f(keys, argv)`.
+    pub fn bind_args(&self, f: &Function, keys: Table, argv: Table) -> mlua::Result<Function> {
+        self.bind.call((f.clone(), keys, argv))
     }
 
     pub fn flush(&mut self) {

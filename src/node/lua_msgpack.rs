@@ -200,13 +200,15 @@ enum DecodeError {
 /// An error raised as lua_cmsgpack's `luaL_error` is: prefixed with the
 /// calling script line (`user_script:<n>: `), found on the Lua stack.
 fn script_error(lua: &Lua, msg: &str) -> mlua::Error {
-    let line = (0..64)
+    let at = (0..64)
         .map_while(|level| lua.inspect_stack(level))
-        .find(|d| d.source().source.as_deref() == Some("@user_script"))
-        .map(|d| d.curr_line());
-    match line {
-        Some(n) => mlua::Error::runtime(format!("user_script:{n}: {msg}")),
-        None => mlua::Error::runtime(msg),
+        .find_map(|d| {
+            let src = d.source().source.map(|s| s.into_owned());
+            super::lua::is_user_source(src.as_deref()).then(|| (src, d.curr_line()))
+        });
+    match at {
+        Some((Some(src), n)) => mlua::Error::runtime(format!("{}:{n}: {msg}", &src[1..])),
+        _ => mlua::Error::runtime(msg),
     }
 }
 

@@ -30,7 +30,9 @@ use super::store::{Hash, Store, Value, ZSet};
 use super::wal::{self, Wal};
 use super::{now_ms, Node};
 
+mod scripts;
 mod stream;
+use scripts::{encode_scripts, load_scripts};
 use stream::{decode_stream, encode_stream};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +81,7 @@ pub struct Loaded {
 //
 //   header:
 //     magic       [u8; 8]  "TSSNAP\0\x01"
-//     version     u32      1
+//     version     u32      2 (1 is still read)
 //     id_len      u16      node ID length, then the node ID bytes
 //     crc         u32      of the header bytes before it
 //   16384 sections, one per slot in slot order (empty slots too, so every
@@ -111,6 +113,13 @@ pub struct Loaded {
 //                                 delivery_time u64, delivery_count u64)
 //                   (a type 5 stream loads with entries_added = its length)
 //       where `bytes` = u32 length + the bytes
+//   (version 2) the scripts section, after slot 16383's in the same step:
+//     len         u32      body length
+//     crc         u32      of the body
+//     body:
+//       scripts   u64 n, n × bytes   script bodies (SCRIPT LOAD, EVAL)
+//       libraries u64 m, m × bytes   function libraries' code (FUNCTION LOAD)
+//   (a version 1 file has none: it loads with no scripts)
 //   footer:
 //     magic       [u8; 8]  "TSSNEND\x01"
 //     start_lsn   u64      smallest watermark
@@ -126,7 +135,9 @@ pub struct Loaded {
 
 const MAGIC: [u8; 8] = *b"TSSNAP\0\x01";
 const FOOTER_MAGIC: [u8; 8] = *b"TSSNEND\x01";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The first version with a scripts section.
+const VERSION_SCRIPTS: u32 = 2;
 const FOOTER_LEN: usize = 48;
 /// slot + watermark + count.
 const SECTION_MIN: usize = 18;
@@ -156,9 +167,13 @@ fn put_u64(b: &mut Vec<u8>, v: u64) {
 }
 
 fn encode_header(node_id: &str) -> Vec<u8> {
+    encode_header_version(node_id, VERSION)
+}
+
+fn encode_header_version(node_id: &str, version: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     b.extend_from_slice(&MAGIC);
-    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&version.to_le_bytes());
     let id = &node_id.as_bytes()[..node_id.len().min(u16::MAX as usize)];
     b.extend_from_slice(&(id.len() as u16).to_le_bytes());
     b.extend_from_slice(id);
@@ -366,6 +381,10 @@ pub async fn take(node: &Rc<Node>) -> Result<SnapshotInfo, SnapshotError> {
     for slot in 0..SLOTS {
         let watermark = node.wal.last_lsn();
         keys += encode_section(&mut chunk, &node.store.borrow(), slot as u16, watermark);
+        if slot == SLOTS - 1 {
+            // At the last slot's watermark: no record between them.
+            encode_scripts(&mut chunk, &node.store.borrow().scripts);
+        }
         start_lsn.get_or_insert(watermark);
         end_lsn = watermark;
         if chunk.len() >= CHUNK_BYTES || slot % YIELD_EVERY_SLOTS == YIELD_EVERY_SLOTS - 1 {
@@ -668,6 +687,16 @@ pub fn load_section(
     res.map_err(|reason| (c.at, reason))
 }
 
+/// Decodes the body of a scripts section (its CRC checked) into `reg`; the
+/// offset in the body where decoding failed and why. Public for the fuzz
+/// harness, as [`load_section`].
+pub fn load_scripts_section(
+    body: &[u8],
+    reg: &mut crate::node::script_registry::ScriptRegistry,
+) -> Result<(), (usize, String)> {
+    load_scripts(body, reg)
+}
+
 /// Loads and validates one snapshot file into `store` (which may hold a
 /// partial load when this fails).
 pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError> {
@@ -694,7 +723,7 @@ pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError
         return Err(corrupt(0, "bad magic (not a tessera snapshot)".into()));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(corrupt(
             8,
             format!("unsupported snapshot version {version}"),
@@ -750,6 +779,34 @@ pub fn load_file(path: &Path, store: &mut Store) -> Result<Loaded, SnapshotError
             }
             Err((offset, reason)) => return Err(corrupt(at + 8 + offset as u64, reason)),
         }
+        at += 8 + len as u64;
+    }
+
+    if version >= VERSION_SCRIPTS {
+        let mut prefix = [0u8; 8];
+        if !read_crc(&mut r, &mut prefix, &mut crc).map_err(read_err)? {
+            return Err(corrupt(at, "file ends before the scripts section".into()));
+        }
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let sum = u32::from_le_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+        if len < 16 || at + 8 + len as u64 + FOOTER_LEN as u64 > file_len {
+            return Err(corrupt(
+                at,
+                format!("implausible scripts section length {len}"),
+            ));
+        }
+        body.resize(len, 0);
+        if !read_crc(&mut r, &mut body, &mut crc).map_err(read_err)? {
+            return Err(corrupt(at, "scripts section truncated".into()));
+        }
+        if crc32c::crc32c(&body) != sum {
+            return Err(corrupt(
+                at,
+                "checksum mismatch in the scripts section".into(),
+            ));
+        }
+        load_scripts(&body, &mut store.scripts)
+            .map_err(|(offset, reason)| corrupt(at + 8 + offset as u64, reason))?;
         at += 8 + len as u64;
     }
 
@@ -886,11 +943,23 @@ mod tests {
     use std::collections::{BTreeMap, VecDeque};
 
     /// A whole snapshot file in memory, slot `s` at watermark `wm(s)`.
-    fn encode_all(store: &Store, wm: impl Fn(u16) -> u64) -> Vec<u8> {
-        let mut b = encode_header("0123456789012345678901234567890123456789");
+    pub(super) fn encode_all(store: &Store, wm: impl Fn(u16) -> u64) -> Vec<u8> {
+        encode_all_version(store, wm, VERSION)
+    }
+
+    /// The same in a given format version (1: no scripts section).
+    pub(super) fn encode_all_version(
+        store: &Store,
+        wm: impl Fn(u16) -> u64,
+        version: u32,
+    ) -> Vec<u8> {
+        let mut b = encode_header_version("0123456789012345678901234567890123456789", version);
         let mut keys = 0;
         for s in 0..SLOTS as u16 {
             keys += encode_section(&mut b, store, s, wm(s));
+        }
+        if version >= VERSION_SCRIPTS {
+            encode_scripts(&mut b, &store.scripts);
         }
         let f = Footer {
             start_lsn: wm(0),
@@ -904,7 +973,7 @@ mod tests {
         b
     }
 
-    fn sample() -> Store {
+    pub(super) fn sample() -> Store {
         let mut st = Store::new();
         let k = |s: &str| Box::<[u8]>::from(s.as_bytes());
         st.load(1, k("s"), Value::Str(k("v")), 0);

@@ -329,6 +329,9 @@ pub struct Store {
     pub(super) pool: super::evict::Pool,
     pub(super) pool_policy: super::evict::Policy,
     pub(super) sample_slots: super::evict::SampleSlots,
+    /// Loaded scripts and function libraries (replicated and snapshotted
+    /// with the keyspace; see `node::script_registry`).
+    pub scripts: super::script_registry::ScriptRegistry,
 }
 
 impl Default for Store {
@@ -358,6 +361,7 @@ impl Store {
             pool: Default::default(),
             pool_policy: Default::default(),
             sample_slots: Default::default(),
+            scripts: Default::default(),
         }
     }
 

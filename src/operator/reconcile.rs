@@ -70,6 +70,7 @@ pub async fn reconcile_apply(
     // Status: the topology is recorded first (the status is the topology
     // authority), then pushed. A resharding's flips change slot owners in
     // this same record.
+    let departed = departed_replicas(ctx, dbc, &v, &prev, &observed);
     let no_flips = reshard::Outcome::default();
     let step = reshard.as_deref().unwrap_or(&no_flips);
     let decision = topology::plan_with(
@@ -78,9 +79,10 @@ pub async fn reconcile_apply(
         &observed.nodes,
         v.shards,
         v.replicas,
-        &topology::SlotChanges {
+        &topology::Changes {
             flips: &step.flips,
             busy: &step.busy,
+            departed: &departed,
         },
     );
     let (backup, new_backups) = backups::fold(
@@ -424,4 +426,31 @@ async fn after_ready(
     } else {
         Action::requeue(Duration::from_secs(3))
     })
+}
+
+/// Replicas of the recorded topology silent for the failure-detection
+/// window (a lost node, a cut-off or deleted pod): they leave the topology.
+/// The primaries are failover's: never here.
+fn departed_replicas(
+    ctx: &Context,
+    dbc: &crate::api::DatabaseCluster,
+    v: &ValidatedCluster,
+    prev: &DatabaseClusterStatus,
+    observed: &Observed,
+) -> Vec<String> {
+    let answering = |pod: &str| {
+        observed
+            .nodes
+            .iter()
+            .any(|n| n.pod == pod && n.info.is_some())
+    };
+    let replicas = prev
+        .shards
+        .iter()
+        .flat_map(|s| s.replicas.iter())
+        .map(|r| (r.pod.as_str(), answering(&r.pod)));
+    let window = Duration::from_secs(v.spec.failover.detection_seconds.max(1) as u64);
+    let cluster = format!("{}/{}", dbc.namespace().unwrap_or_default(), dbc.name_any());
+    ctx.detector
+        .departed(&cluster, replicas, window, std::time::Instant::now())
 }

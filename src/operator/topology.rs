@@ -125,13 +125,19 @@ fn same_membership(a: &[ShardStatus], b: &[ShardStatus]) -> bool {
         })
 }
 
-/// Slot ownership changes a resharding makes in this topology.
+/// Changes decided outside the planner: the slot ownership changes a
+/// resharding makes, and the members that left.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SlotChanges<'a> {
+pub struct Changes<'a> {
     /// Moves whose slots go to their target now.
     pub flips: &'a [Move],
     /// Shards in a move: kept even when they own no slot any more.
     pub busy: &'a [u32],
+    /// Replicas that have not answered for the failure-detection window:
+    /// they leave the topology (and the acknowledgement rule's `n` with
+    /// them), so a lost member does not hold a `k = n` shard's writes; one
+    /// that answers again is a member again.
+    pub departed: &'a [String],
 }
 
 /// Decides the topology for `shards` × `replicas` from the last recorded
@@ -143,14 +149,7 @@ pub fn plan(
     shards: u32,
     replicas: u32,
 ) -> Decision {
-    plan_with(
-        cluster,
-        prev,
-        nodes,
-        shards,
-        replicas,
-        &SlotChanges::default(),
-    )
+    plan_with(cluster, prev, nodes, shards, replicas, &Changes::default())
 }
 
 /// [`plan`] with a resharding's changes: flipped slots change owner; shards
@@ -163,7 +162,7 @@ pub fn plan_with(
     nodes: &[ObservedNode],
     shards: u32,
     replicas: u32,
-    changes: &SlotChanges<'_>,
+    changes: &Changes<'_>,
 ) -> Decision {
     let by_pod: BTreeMap<&str, &ObservedNode> = nodes.iter().map(|n| (n.pod.as_str(), n)).collect();
     let max_node_epoch = nodes
@@ -254,6 +253,7 @@ pub fn plan_with(
         shard.replicas = (0..replicas)
             .map(|o| pod_name(s, o))
             .filter(|p| *p != primary_pod)
+            .filter(|p| !changes.departed.contains(p))
             .filter_map(|p| {
                 by_pod
                     .get(p.as_str())
@@ -330,7 +330,7 @@ fn bootstrap_slots(prev: &DatabaseClusterStatus, shards: u32) -> Vec<Vec<String>
 
 /// Applies the flips to `next` and drops empty, idle shards beyond
 /// `shards` from the end.
-fn reshape(next: &mut Vec<ShardStatus>, shards: u32, changes: &SlotChanges<'_>) {
+fn reshape(next: &mut Vec<ShardStatus>, shards: u32, changes: &Changes<'_>) {
     if !changes.flips.is_empty() {
         let slots: Vec<Vec<String>> = next.iter().map(|s| s.slots.clone()).collect();
         let mut owned = reshard_plan::parse_owned(&slots);
@@ -521,6 +521,35 @@ mod tests {
     }
 
     #[test]
+    fn a_departed_replica_leaves_the_topology_and_comes_back_when_it_answers() {
+        let first = plan_of(plan(
+            "c",
+            &DatabaseClusterStatus::default(),
+            &all(1, 3, 0),
+            1,
+            3,
+        ));
+        let mut nodes = all(1, 3, 1);
+        let gone = nodes[2].pod.clone();
+        nodes[2].info = None;
+        // Silent, but not yet for the window: kept (not ready).
+        let kept = plan_of(plan("c", &recorded(&first), &nodes, 1, 3));
+        assert_eq!(kept.shards[0].replicas.len(), 2);
+        let departed = [gone.clone()];
+        let changes = Changes {
+            departed: &departed,
+            ..Default::default()
+        };
+        let left = plan_of(plan_with("c", &recorded(&kept), &nodes, 1, 3, &changes));
+        assert!(left.changed && left.epoch > kept.epoch);
+        assert_eq!(left.shards[0].replicas.len(), 1);
+        assert!(left.shards[0].replicas.iter().all(|r| r.pod != gone));
+        // Answering again (so no longer departed): a member again.
+        let back = plan_of(plan("c", &recorded(&left), &all(1, 3, left.epoch), 1, 3));
+        assert!(back.shards[0].replicas.iter().any(|r| r.pod == gone));
+    }
+
+    #[test]
     fn new_pod_ip_bumps_the_epoch_but_not_the_shard_epoch() {
         let first = plan_of(plan(
             "c",
@@ -636,9 +665,10 @@ mod tests {
             &all(4, 2, grown.epoch),
             4,
             2,
-            &SlotChanges {
+            &Changes {
                 flips: std::slice::from_ref(&flip),
                 busy: &[2, 3],
+                ..Default::default()
             },
         ));
         assert!(flipped.changed && flipped.epoch > grown.epoch);
@@ -656,9 +686,10 @@ mod tests {
             &all(4, 2, flipped.epoch),
             3,
             2,
-            &SlotChanges {
+            &Changes {
                 flips: std::slice::from_ref(&back),
                 busy: &[3],
+                ..Default::default()
             },
         ));
         assert_eq!(busy.shards.len(), 4);

@@ -72,6 +72,8 @@ pub struct TestNode {
     pub extra: Vec<String>,
     /// RLIMIT_AS for the node process, when its address space is capped.
     pub as_limit: Option<u64>,
+    /// Environment variables for the node process (beside the test's own).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -79,6 +81,12 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node with extra command-line arguments, in a fresh directory.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_env(extra, &[])
+    }
+
+    /// The same with environment variables for the node process (kept for
+    /// its restarts), e.g. `TESSERA_WAL_SEGMENT_BYTES` for this node only.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("a temporary directory can be made");
         let dir = tmp.path().to_path_buf();
         let mut n = Self {
@@ -87,6 +95,10 @@ impl TestNode {
             dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             as_limit: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             _tmp: Some(tmp),
         };
@@ -105,6 +117,7 @@ impl TestNode {
             dir: tmp.path().to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             as_limit: Some(bytes),
+            env: Vec::new(),
             child: None,
             _tmp: Some(tmp),
         };
@@ -121,6 +134,7 @@ impl TestNode {
             dir: dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             as_limit: None,
+            env: Vec::new(),
             child: None,
             _tmp: None,
         };
@@ -171,6 +185,7 @@ impl TestNode {
                 "RUST_LOG",
                 std::env::var("TESSERA_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

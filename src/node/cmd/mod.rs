@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod collections;
 pub mod connection;
 pub mod dump;
+pub mod functions;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
@@ -424,6 +425,7 @@ impl Commands {
             replication::COMMANDS,
             multi::COMMANDS,
             scripting::COMMANDS,
+            functions::COMMANDS,
             blocking::COMMANDS,
             pubsub::COMMANDS,
             super::migration::target::COMMANDS,
@@ -543,7 +545,7 @@ fn unknown_command(out: &mut ReplyBuf, args: &Args<'_>) {
 }
 
 /// Why the connection's ACL user may not run this command (Redis' NOPERM).
-fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<String> {
+pub(crate) fn acl_refusal(ctx: &Ctx<'_>, spec: &CommandSpec, args: &Args<'_>) -> Option<String> {
     let name = ctx.conn.user.as_deref()?;
     let acl = ctx.node.acl.borrow();
     let Some(user) = acl.get(name).filter(|u| u.enabled) else {

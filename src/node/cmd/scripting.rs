@@ -7,6 +7,10 @@
 //! and never hold half of a script's writes. Every key a script touches must
 //! be in one slot: its declared keys' (CROSSSLOT otherwise, checked by
 //! dispatch) or, without declared keys, the first key it touches.
+//!
+//! What is loaded (SCRIPT LOAD, EVAL) is part of the data set: a primary
+//! logs each new script and SCRIPT FLUSH (`node::script_registry`), so
+//! EVALSHA finds the script on a promoted replica too.
 
 use std::cell::{Cell, RefCell};
 
@@ -17,7 +21,10 @@ use super::multi::{log_group, run_atomic};
 use super::{key_positions, Args, CommandSpec, Ctx};
 use crate::node::lua::{self, Scripts};
 use crate::node::resp::{Frame, ReplyBuf};
+use crate::node::script_registry::Change;
 use crate::node::slots::key_slot;
+use crate::node::wal::MARKER_SLOT;
+use crate::node::{Node, Role};
 use crate::try_reply;
 
 pub static COMMANDS: &[CommandSpec] = &[
@@ -82,11 +89,10 @@ fn evalsha_ro(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 /// The node's VM, created at the first script.
-fn with_scripts<R>(
-    ctx: &Ctx<'_>,
+pub(crate) fn with_scripts<R>(
+    node: &Node,
     f: impl FnOnce(&mut Scripts) -> Result<R, String>,
 ) -> Result<R, String> {
-    let node = ctx.node;
     let mut slot = node.scripts.borrow_mut();
     if slot.is_none() {
         let vm = Scripts::new(node.script_running.clone(), node.cfg.limits.max_reply)
@@ -97,6 +103,60 @@ fn with_scripts<R>(
         Some(s) => f(s),
         None => Err("ERR the script engine is not available".into()),
     }
+}
+
+/// Whether this command may log a registry change: a primary's, not
+/// replayed. A replica keeps what its clients load to itself.
+pub(crate) fn can_log(ctx: &Ctx<'_>) -> bool {
+    !ctx.replaying && ctx.node.role.get() == Role::Primary
+}
+
+/// Appends a registry record; the reply waits for it under the shard's
+/// acknowledgement rule, so a script a client was told is loaded survives
+/// a failover.
+pub(crate) fn log_change(ctx: &mut Ctx<'_>, change: Change<'_>) {
+    let lsn = ctx.node.wal.append(MARKER_SLOT, &change.args());
+    ctx.effects.last_lsn = ctx.effects.last_lsn.max(lsn);
+}
+
+/// Records a script in the registry, and in the log when this node is a
+/// primary and the log does not hold it yet.
+fn register(ctx: &mut Ctx<'_>, sha: &str, body: &[u8]) {
+    let log = can_log(ctx);
+    let needed = match ctx.store.scripts.script(sha) {
+        None => true,
+        Some(e) => log && !e.logged,
+    };
+    if !needed {
+        return;
+    }
+    ctx.store.scripts.add_script(sha.to_string(), body, log);
+    if log {
+        log_change(ctx, Change::LoadScript(body));
+    }
+}
+
+/// The compiled function of a registered script (NOSCRIPT otherwise).
+fn by_sha(ctx: &mut Ctx<'_>, sha: &[u8]) -> Result<(String, mlua::Function), String> {
+    let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+    let (node, log) = (ctx.node, can_log(ctx));
+    let Some(entry) = ctx.store.scripts.script(&sha) else {
+        return Err("NOSCRIPT No matching script. Please use EVAL.".into());
+    };
+    let f = with_scripts(node, |s| s.compile(&sha, &entry.body))?;
+    // Loaded while this node could not log it (as a replica): log it now.
+    let relog = (log && !entry.logged).then(|| entry.body.clone());
+    if let Some(body) = relog {
+        register(ctx, &sha, &body);
+    }
+    Ok((sha, f))
+}
+
+/// Compiles a script's body and registers it (EVAL, SCRIPT LOAD).
+fn by_body(ctx: &mut Ctx<'_>, body: &[u8]) -> Result<(String, mlua::Function), String> {
+    let (sha, f) = with_scripts(ctx.node, |s| s.load(body))?;
+    register(ctx, &sha, body);
+    Ok((sha, f))
 }
 
 fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool) {
@@ -111,32 +171,51 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
         return;
     }
     let body = args.get(1);
-    let loaded = with_scripts(ctx, |s| {
-        if by_sha {
-            let sha = String::from_utf8_lossy(body).to_ascii_lowercase();
-            s.get(body)
-                .map(|f| (sha, f))
-                .ok_or_else(|| "NOSCRIPT No matching script. Please use EVAL.".to_string())
-        } else {
-            s.load(body)
-        }
-    });
+    let loaded = if by_sha {
+        self::by_sha(ctx, body)
+    } else {
+        by_body(ctx, body)
+    };
     let (sha, func) = try_reply!(ctx, loaded.as_ref().map_err(String::as_str)).clone();
+    let n = numkeys as usize;
+    let keys: Vec<&[u8]> = (3..3 + n).map(|i| args.get(i)).collect();
+    let argv: Vec<&[u8]> = (3 + n..args.len()).map(|i| args.get(i)).collect();
+    let run = Run {
+        func: &func,
+        function: false,
+        keys: &keys,
+        argv: &argv,
+        readonly,
+    };
+    execute(ctx, &sha, run);
+}
+
+/// What runs: a script (KEYS and ARGV as globals) or a library's function
+/// (called with them as its two arguments).
+pub(crate) struct Run<'r> {
+    pub func: &'r mlua::Function,
+    pub function: bool,
+    pub keys: &'r [&'r [u8]],
+    pub argv: &'r [&'r [u8]],
+    pub readonly: bool,
+}
+
+/// Runs a script or function atomically; its writes become one group
+/// record. `name` (SHA1 or function name) goes in its error replies.
+pub(crate) fn execute(ctx: &mut Ctx<'_>, name: &str, r: Run<'_>) {
     if let Some(s) = ctx.slot {
-        if ctx.node.migrations.write_blocked(s) && !readonly {
+        if ctx.node.migrations.write_blocked(s) && !r.readonly {
             // The whole script runs once the migration's pause ends.
             ctx.effects.blocked = true;
             return;
         }
     }
-    let n = numkeys as usize;
-    let keys: Vec<&[u8]> = (3..3 + n).map(|i| args.get(i)).collect();
-    let argv: Vec<&[u8]> = (3 + n..args.len()).map(|i| args.get(i)).collect();
     let node = ctx.node;
     let running = node.script_running.clone();
     running.since.set(Some(std::time::Instant::now()));
     running.kill.set(false);
     running.wrote.set(false);
+    running.function.set(r.function);
     *running.sockets.borrow_mut() = node.clients.borrow().idle_sockets(ctx.conn.id);
     let outer = ctx.group.is_some();
     if !outer {
@@ -145,7 +224,7 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
     let slot = Cell::new(ctx.slot);
     let scripts = node.scripts.borrow();
     let res = match scripts.as_ref() {
-        Some(s) => run(ctx, s, &func, &keys, &argv, readonly, &slot),
+        Some(s) => run(ctx, s, &r, &slot),
         None => Err(ScriptError::from(
             "ERR the script engine is not available".to_string(),
         )),
@@ -158,12 +237,14 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
         let parts = ctx.group.take().unwrap_or_default();
         log_group(ctx, slot.get(), parts);
     }
-    match res {
-        Ok(()) => {}
-        Err(ScriptError { msg, line }) => {
-            ctx.out
-                .error(&format!("{msg} script: {sha}, on @user_script:{line}."));
-        }
+    if let Err(ScriptError { msg, line }) = res {
+        let source = if r.function {
+            "@user_function"
+        } else {
+            "@user_script"
+        };
+        ctx.out
+            .error(&format!("{msg} script: {name}, on {source}:{line}."));
     }
 }
 
@@ -204,7 +285,7 @@ fn script_line(lua: &mlua::Lua) -> i64 {
         let Some(d) = lua.inspect_stack(level) else {
             break;
         };
-        if d.source().source.as_deref() == Some("@user_script") {
+        if lua::is_user_source(d.source().source.as_deref()) {
             return d.curr_line() as i64;
         }
     }
@@ -246,13 +327,11 @@ fn error_message(e: &Value) -> String {
 fn run(
     ctx: &mut Ctx<'_>,
     scripts: &Scripts,
-    func: &mlua::Function,
-    keys: &[&[u8]],
-    argv: &[&[u8]],
-    readonly: bool,
+    r: &Run<'_>,
     slot: &Cell<Option<u16>>,
 ) -> Result<(), ScriptError> {
     let lua = &scripts.lua;
+    let readonly = r.readonly;
     let engine = |e: mlua::Error| ScriptError::from(format!("ERR {e}"));
     let g = lua.globals();
     let seq = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
@@ -262,10 +341,18 @@ fn run(
         }
         Ok(t)
     };
-    g.raw_set("KEYS", seq(keys).map_err(engine)?)
-        .map_err(engine)?;
-    g.raw_set("ARGV", seq(argv).map_err(engine)?)
-        .map_err(engine)?;
+    let keys = seq(r.keys).map_err(engine)?;
+    let argv = seq(r.argv).map_err(engine)?;
+    let func = if r.function {
+        // A function sees no KEYS/ARGV globals (as in Redis).
+        g.raw_set("KEYS", Value::Nil).map_err(engine)?;
+        g.raw_set("ARGV", Value::Nil).map_err(engine)?;
+        scripts.bind_args(r.func, keys, argv).map_err(engine)?
+    } else {
+        g.raw_set("KEYS", keys).map_err(engine)?;
+        g.raw_set("ARGV", argv).map_err(engine)?;
+        r.func.clone()
+    };
     let cell = RefCell::new(&mut *ctx);
     let result: mlua::Result<Result<(), ScriptError>> = lua.scope(|scope| {
         // `redis.call` raises a failed command's error (with the script's
@@ -406,18 +493,19 @@ fn script(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let sub = String::from_utf8_lossy(args.get(1)).to_ascii_uppercase();
     match (sub.as_str(), args.len()) {
         ("LOAD", 3) => {
-            let loaded = with_scripts(ctx, |s| s.load(args.get(2)).map(|(sha, _)| sha));
+            let loaded = by_body(ctx, args.get(2)).map(|(sha, _)| sha);
             let sha = try_reply!(ctx, loaded.as_ref().map_err(String::as_str));
             ctx.out.bulk(sha.as_bytes());
         }
         ("EXISTS", n) if n >= 3 => {
-            let found: Vec<bool> = {
-                let s = ctx.node.scripts.borrow();
-                args.iter()
-                    .skip(2)
-                    .map(|sha| s.as_ref().is_some_and(|s| s.exists(sha)))
-                    .collect()
-            };
+            let found: Vec<bool> = args
+                .iter()
+                .skip(2)
+                .map(|sha| {
+                    let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+                    ctx.store.scripts.script(&sha).is_some()
+                })
+                .collect();
             ctx.out.array(found.len());
             for f in found {
                 ctx.out.bool_int(f);
@@ -450,8 +538,12 @@ fn script(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn flush(ctx: &mut Ctx<'_>) {
+    ctx.store.scripts.flush_scripts();
     if let Some(s) = ctx.node.scripts.borrow_mut().as_mut() {
         s.flush();
+    }
+    if can_log(ctx) {
+        log_change(ctx, Change::FlushScripts);
     }
     ctx.out.ok();
 }

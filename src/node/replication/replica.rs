@@ -191,9 +191,14 @@ impl Applier {
         if slot == wal::MARKER_SLOT {
             // A time marker (for point-in-time restores), not a command; or
             // a slot migration's record (staging lives outside the store).
-            if ranges.first().map(|r| &buf[r.clone()]) == Some(crate::node::migration::RECORD) {
+            // Or a change of the loaded scripts.
+            let first = ranges.first().map(|r| &buf[r.clone()]);
+            if first == Some(crate::node::migration::RECORD) {
                 let args: Vec<&[u8]> = ranges.iter().map(|r| &buf[r.clone()]).collect();
                 crate::node::migration::target::apply_record(node, lsn, &args);
+            } else if first == Some(crate::node::script_registry::RECORD) {
+                let args: Vec<&[u8]> = ranges.iter().map(|r| &buf[r.clone()]).collect();
+                crate::node::script_registry::apply_record(node, lsn, &args);
             }
             return;
         }

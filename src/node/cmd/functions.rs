@@ -1,0 +1,336 @@
+//! Redis 7 functions: FUNCTION LOAD|LIST|DELETE|FLUSH|KILL|STATS, FCALL,
+//! FCALL_RO (no FUNCTION DUMP/RESTORE).
+//!
+//! A library is part of the shard's data set like a loaded script: the
+//! primary logs each change (`node::script_registry`), replicas, recovery
+//! and snapshots carry them, and the VM runs a library's code again when
+//! the registry changed under it (`node::lua_functions`). A function runs
+//! as a script does (`scripting::execute`): atomically, its writes logged
+//! as one group record, its keys in one slot.
+
+use super::flags::*;
+use super::scripting::{can_log, execute, log_change, with_scripts, Run};
+use super::server::glob_match;
+use super::{Args, CommandSpec, Ctx};
+use crate::node::lua::Scripts;
+use crate::node::script_registry::{library_name, Change, ScriptRegistry};
+use crate::try_reply;
+
+pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "fcall",
+        arity: -3,
+        flags: SCRIPT_KEYS | NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: fcall,
+    },
+    CommandSpec {
+        name: "fcall_ro",
+        arity: -3,
+        flags: SCRIPT_KEYS | NOSCRIPT | READONLY,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: fcall_ro,
+    },
+    CommandSpec {
+        name: "function",
+        arity: -2,
+        flags: NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: function,
+    },
+];
+
+/// What FUNCTION LOAD|DELETE|FLUSH are refused by, as a write command:
+/// an ACL user without `@write`, a replica's role, a lost lease, memory.
+static WRITE_SPEC: CommandSpec = CommandSpec {
+    name: "function",
+    arity: -2,
+    flags: WRITE | DENYOOM | NOSCRIPT,
+    first_key: 0,
+    last_key: 0,
+    step: 0,
+    handler: function,
+};
+
+fn fcall(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    fcall_generic(ctx, args, false);
+}
+fn fcall_ro(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    fcall_generic(ctx, args, true);
+}
+
+/// The VM with its libraries in line with the registry.
+fn synced<R>(
+    ctx: &Ctx<'_>,
+    f: impl FnOnce(&mut Scripts, &ScriptRegistry) -> Result<R, String>,
+) -> Result<R, String> {
+    let reg = &ctx.store.scripts;
+    with_scripts(ctx.node, |s| {
+        s.sync_libraries(reg);
+        f(s, reg)
+    })
+}
+
+fn fcall_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, ro: bool) {
+    let name = String::from_utf8_lossy(args.get(1)).into_owned();
+    let found = synced(ctx, |s, _| {
+        s.function(&name)
+            .map(|d| (d.func.clone(), d.no_writes()))
+            .ok_or_else(|| "ERR Function not found".to_string())
+    });
+    let (func, no_writes) = try_reply!(ctx, found.as_ref().map_err(String::as_str)).clone();
+    let numkeys = match super::parse_i64(args.get(2)) {
+        Some(n) => n,
+        None => {
+            ctx.out.error("ERR Bad number of keys provided");
+            return;
+        }
+    };
+    if numkeys > (args.len() - 3) as i64 {
+        ctx.out
+            .error("ERR Number of keys can't be greater than number of args");
+        return;
+    }
+    if numkeys < 0 {
+        ctx.out.error("ERR Number of keys can't be negative");
+        return;
+    }
+    if ro && !no_writes {
+        ctx.out
+            .error("ERR Can not execute a script with write flag using *_ro command.");
+        return;
+    }
+    let n = numkeys as usize;
+    let keys: Vec<&[u8]> = (3..3 + n).map(|i| args.get(i)).collect();
+    let argv: Vec<&[u8]> = (3 + n..args.len()).map(|i| args.get(i)).collect();
+    let run = Run {
+        func: &func,
+        function: true,
+        keys: &keys,
+        argv: &argv,
+        readonly: ro || no_writes,
+    };
+    execute(ctx, &name, run);
+}
+
+fn function(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let sub = String::from_utf8_lossy(args.get(1)).to_ascii_lowercase();
+    let arity_ok = match sub.as_str() {
+        "load" => args.len() >= 3,
+        "delete" => args.len() == 3,
+        "flush" | "list" => args.len() >= 2,
+        "kill" | "stats" => args.len() == 2,
+        _ => true,
+    };
+    if !arity_ok {
+        ctx.out.error(&format!(
+            "ERR wrong number of arguments for 'function|{sub}' command"
+        ));
+        return;
+    }
+    if matches!(sub.as_str(), "load" | "delete" | "flush") && !ctx.replaying {
+        // An ACL user needs `@write` for them (`+function` allows it too).
+        if let Some(e) = ctx
+            .conn
+            .user
+            .is_some()
+            .then(|| super::acl_refusal(ctx, &WRITE_SPEC, args))
+            .flatten()
+        {
+            ctx.out.error(&e);
+            return;
+        }
+        if let Some(e) = ctx.node.write_refusal(&WRITE_SPEC, ctx.store) {
+            ctx.log_expired();
+            ctx.out.error(&e);
+            return;
+        }
+    }
+    match sub.as_str() {
+        "load" => load(ctx, args),
+        "delete" => delete(ctx, args),
+        "flush" => flush(ctx, args),
+        "list" => list(ctx, args),
+        // A function runs on the loop: one running past the time limit is
+        // stopped by the busy handler (`clients::serve_busy`), not here.
+        "kill" => ctx.out.error("NOTBUSY No scripts in execution right now."),
+        "stats" => stats(ctx),
+        _ => ctx.out.error(&format!(
+            "ERR unknown subcommand '{}'. Try FUNCTION HELP.",
+            String::from_utf8_lossy(args.get(1))
+        )),
+    }
+}
+
+fn load(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let mut replace = false;
+    for i in 2..args.len() - 1 {
+        if args.is(i, "replace") {
+            replace = true;
+        } else {
+            ctx.out.error(&format!(
+                "ERR Unknown option given: {}",
+                String::from_utf8_lossy(args.get(i))
+            ));
+            return;
+        }
+    }
+    let code = args.get(args.len() - 1);
+    let name = try_reply!(ctx, library_name(code).as_deref().map_err(String::as_str)).to_string();
+    if !replace && ctx.store.scripts.library(&name).is_some() {
+        ctx.out
+            .error(&format!("ERR Library '{name}' already exists"));
+        return;
+    }
+    let installed = synced(ctx, |s, _| {
+        let defs = s.evaluate_library(code)?;
+        s.install_library(&name, code, defs)
+    });
+    try_reply!(ctx, installed.as_ref().map_err(String::as_str));
+    ctx.store.scripts.set_library(name.clone(), code);
+    mark_synced(ctx);
+    if can_log(ctx) {
+        log_change(ctx, Change::LoadLibrary(code));
+    }
+    ctx.out.bulk(name.as_bytes());
+}
+
+/// The VM and the registry were changed together.
+fn mark_synced(ctx: &Ctx<'_>) {
+    let generation = ctx.store.scripts.generation();
+    if let Some(s) = ctx.node.scripts.borrow_mut().as_mut() {
+        s.libraries_synced(generation);
+    }
+}
+
+fn delete(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let name = String::from_utf8_lossy(args.get(2)).into_owned();
+    if ctx.store.scripts.library(&name).is_none() {
+        ctx.out.error("ERR Library not found");
+        return;
+    }
+    let synced_before = synced(ctx, |_, _| Ok(()));
+    ctx.store.scripts.delete_library(&name);
+    if let Some(s) = ctx.node.scripts.borrow_mut().as_mut() {
+        s.remove_library(&name);
+    }
+    if synced_before.is_ok() {
+        mark_synced(ctx);
+    }
+    if can_log(ctx) {
+        log_change(ctx, Change::DeleteLibrary(name.as_bytes()));
+    }
+    ctx.out.ok();
+}
+
+fn flush(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() > 3 || (args.len() == 3 && !args.is(2, "sync") && !args.is(2, "async")) {
+        ctx.out
+            .error("ERR FUNCTION FLUSH only supports SYNC|ASYNC option");
+        return;
+    }
+    ctx.store.scripts.flush_libraries();
+    if let Some(s) = ctx.node.scripts.borrow_mut().as_mut() {
+        s.clear_libraries();
+    }
+    mark_synced(ctx);
+    if can_log(ctx) {
+        log_change(ctx, Change::FlushLibraries);
+    }
+    ctx.out.ok();
+}
+
+fn list(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let (mut with_code, mut pattern): (bool, Option<&[u8]>) = (false, None);
+    let mut i = 2;
+    while i < args.len() {
+        if args.is(i, "withcode") && !with_code {
+            with_code = true;
+        } else if args.is(i, "libraryname") && pattern.is_none() {
+            if i + 1 >= args.len() {
+                ctx.out.error("ERR library name argument was not given");
+                return;
+            }
+            pattern = Some(args.get(i + 1));
+            i += 1;
+        } else {
+            ctx.out.error(&format!(
+                "ERR Unknown argument {}",
+                String::from_utf8_lossy(args.get(i))
+            ));
+            return;
+        }
+        i += 1;
+    }
+    /// A function's name, description and flags.
+    type Def = (String, Option<String>, Vec<String>);
+    let listed = synced(ctx, |s, reg| {
+        let libs: Vec<(String, Option<Vec<u8>>, Vec<Def>)> = reg
+            .libraries()
+            .filter(|(n, _)| pattern.is_none_or(|p| glob_match(p, n.as_bytes())))
+            .map(|(name, code)| {
+                let defs = s
+                    .library_functions(name)
+                    .iter()
+                    .map(|d| (d.name.clone(), d.description.clone(), d.flags.clone()))
+                    .collect();
+                (name.to_string(), with_code.then(|| code.to_vec()), defs)
+            })
+            .collect();
+        Ok(libs)
+    });
+    let libs = try_reply!(ctx, listed.as_ref().map_err(String::as_str));
+    let out = &mut *ctx.out;
+    out.array(libs.len());
+    for (name, code, defs) in libs {
+        out.map(if code.is_some() { 4 } else { 3 });
+        out.bulk(b"library_name");
+        out.bulk(name.as_bytes());
+        out.bulk(b"engine");
+        out.bulk(b"LUA");
+        out.bulk(b"functions");
+        out.array(defs.len());
+        for (fname, description, flags) in defs {
+            out.map(3);
+            out.bulk(b"name");
+            out.bulk(fname.as_bytes());
+            out.bulk(b"description");
+            match description {
+                Some(t) => out.bulk(t.as_bytes()),
+                None => out.null(),
+            }
+            out.bulk(b"flags");
+            out.set(flags.len());
+            for f in flags {
+                out.bulk(f.as_bytes());
+            }
+        }
+        if let Some(code) = code {
+            out.bulk(b"library_code");
+            out.bulk(code);
+        }
+    }
+}
+
+fn stats(ctx: &mut Ctx<'_>) {
+    let counts = synced(ctx, |s, _| Ok(s.library_counts()));
+    let (libs, funcs) = try_reply!(ctx, counts.as_ref().map_err(String::as_str)).to_owned();
+    let out = &mut *ctx.out;
+    out.map(2);
+    out.bulk(b"running_script");
+    out.null();
+    out.bulk(b"engines");
+    out.map(1);
+    out.bulk(b"LUA");
+    out.map(2);
+    out.bulk(b"libraries_count");
+    out.int(libs as i64);
+    out.bulk(b"functions_count");
+    out.int(funcs as i64);
+}
