@@ -400,7 +400,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 27] = [
+        let families: [&'static [CommandSpec]; 28] = [
             connection::COMMANDS,
             memory::COMMANDS,
             object::COMMANDS,
