@@ -108,10 +108,29 @@ fn primary_on_a_worker(cluster: &str) -> R<(usize, u32, String)> {
             return Ok((i, k, p));
         }
     }
+    // A switchover goes to a ready replica: wait until the cluster is whole
+    // (an earlier step may have left a member catching up).
+    let members = st["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| 1 + s["replicas"].as_array().map(Vec::len).unwrap_or(0) as u32)
+        .sum();
+    wait_ready(cluster, members, Duration::from_secs(180))?;
+    let st = status_of(NS, cluster)?;
+    let ready_replicas: Vec<&str> = st["shards"][0]["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["ready"] == true)
+        .filter_map(|r| r["pod"].as_str())
+        .collect();
     let target = hosts(cluster)?
         .into_iter()
-        .find(|(p, h)| p.starts_with(&format!("{cluster}-shard-0-")) && worker(h).is_some())
-        .ok_or("no member of shard 0 on a worker node")?;
+        .find(|(p, h)| ready_replicas.contains(&p.as_str()) && worker(h).is_some())
+        .ok_or(format!(
+            "no ready replica of shard 0 on a worker node: {ready_replicas:?}"
+        ))?;
     let before = epoch(&st, 0);
     kubectl(&[
         "annotate",

@@ -41,8 +41,8 @@ impl LeaderElector {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
             identity,
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            lease_duration: Duration::from_secs(8),
+            renew_every: Duration::from_secs(2),
         }
     }
 
@@ -121,7 +121,9 @@ impl LeaderElector {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // The stand-by's delay after the lease expires adds to every
+            // failover that loses the leader with its node.
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
