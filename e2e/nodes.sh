@@ -238,6 +238,9 @@ cmd_nodes() {
   local want=${1:?usage: cluster.sh nodes N} k t0=$SECONDS
   ((want >= 1)) || die "nodes: N must be at least 1"
   healthy || die "the cluster is not up (cluster.sh up)"
+  # Below its eviction threshold a kubelet garbage-collects images, and ours
+  # cannot be pulled back.
+  check_disk
   for k in $(workers); do ((k > want)) && { log "removing node $(node_name "$k")"; remove_worker "$k"; }; done
   for ((k = 2; k <= want; k++)); do
     if alive "kubelet-$k"; then continue; fi
