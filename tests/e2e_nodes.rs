@@ -110,13 +110,13 @@ fn primary_on_a_worker(cluster: &str) -> R<(usize, u32, String)> {
     }
     // A switchover goes to a ready replica: wait until the cluster is whole
     // (an earlier step may have left a member catching up).
-    let members = st["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| 1 + s["replicas"].as_array().map(Vec::len).unwrap_or(0) as u32)
-        .sum();
-    wait_ready(cluster, members, Duration::from_secs(180))?;
+    let d = json(&["get", "dbc", cluster, "-n", NS])?;
+    let spec = |k: &str| d["spec"][k].as_u64().unwrap_or(0) as u32;
+    wait_ready(
+        cluster,
+        spec("shards") * spec("replicas"),
+        Duration::from_secs(180),
+    )?;
     let st = status_of(NS, cluster)?;
     let ready_replicas: Vec<&str> = st["shards"][0]["replicas"]
         .as_array()
