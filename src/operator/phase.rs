@@ -38,12 +38,20 @@ fn phase(
     epoch: u64,
     pushes_pending: usize,
     lost: Option<&str>,
+    in_topology: usize,
 ) -> (&'static str, &'static str, String) {
     let desired = (v.shards * v.replicas) as usize;
     let ready = ready_nodes(v, nodes);
     let extra = nodes.iter().filter(|n| n.ordinal >= v.replicas).count();
     let bootstrapped = epoch > 0;
-    let all_ready = bootstrapped && ready == desired && extra == 0 && pushes_pending == 0;
+    // A member out of the topology (departed, not back yet) is not ready
+    // for the cluster even when its pod is: the short requeue brings it
+    // back as soon as it answers.
+    let all_ready = bootstrapped
+        && ready == desired
+        && extra == 0
+        && pushes_pending == 0
+        && in_topology >= desired;
     if !bootstrapped {
         return match decision {
             Decision::Wait {
@@ -92,6 +100,14 @@ fn phase(
             "Updating",
             "PushingTopology",
             format!("topology epoch {epoch} reaching {pushes_pending} node(s)"),
+        )
+    } else if ready == desired && in_topology < desired {
+        (
+            "Degraded",
+            "MembersOutOfTopology",
+            format!(
+                "{ready}/{desired} nodes ready, {in_topology} in the topology (a member that stopped answering rejoins once it answers)"
+            ),
         )
     } else {
         (
@@ -181,6 +197,10 @@ pub fn summarize(inputs: Inputs<'_>, now: Time) -> Summary {
         next.epoch,
         pushes_pending,
         lost_message.as_deref(),
+        next.shards
+            .iter()
+            .map(|s| usize::from(s.primary.is_some()) + s.replicas.len())
+            .sum(),
     );
     // A resharding in progress: serving, but not as specified yet.
     let running = next.resharding.as_ref().filter(|r| reshard::is_running(r));
@@ -331,9 +351,33 @@ mod tests {
         }
     }
 
-    fn run(epoch: u64, nodes: &[ObservedNode], decision: &Decision) -> Summary {
+    fn member(pod: &str) -> crate::api::NodeStatus {
+        crate::api::NodeStatus {
+            pod: pod.into(),
+            node_id: "a".repeat(40),
+            ip: "198.18.0.9".into(),
+            ready: true,
+            lsn: None,
+        }
+    }
+
+    /// A recorded topology of shard 0 with `replicas` of its replica.
+    fn run_with(
+        epoch: u64,
+        nodes: &[ObservedNode],
+        decision: &Decision,
+        replicas: usize,
+    ) -> Summary {
         let prev = DatabaseClusterStatus {
             epoch,
+            shards: vec![crate::api::ShardStatus {
+                name: "c-shard-0".into(),
+                primary: Some(member("c-shard-0-0")),
+                replicas: (1..=replicas)
+                    .map(|o| member(&format!("c-shard-0-{o}")))
+                    .collect(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let v = cluster();
@@ -350,6 +394,10 @@ mod tests {
             generation: 2,
         };
         summarize(inputs, crate::operator::context::now())
+    }
+
+    fn run(epoch: u64, nodes: &[ObservedNode], decision: &Decision) -> Summary {
+        run_with(epoch, nodes, decision, 1)
     }
 
     fn cond<'a>(s: &'a Summary, type_: &str) -> (&'a str, &'a str) {
@@ -383,6 +431,12 @@ mod tests {
         assert_eq!(s.message, "2/2 nodes ready, topology epoch 3");
         assert_eq!(cond(&s, DEGRADED), ("False", "AsExpected"));
         assert_eq!(s.next.observed_generation, Some(2));
+
+        // Every pod ready, one member out of the recorded topology (it
+        // departed and answers again): not Ready until it is back.
+        let s = run_with(3, &[node(0, true), node(1, true)], &wait, 0);
+        assert!(!s.all_ready);
+        assert_eq!(cond(&s, DEGRADED), ("True", "MembersOutOfTopology"));
 
         let s = run(3, &[node(0, true), node(1, false)], &wait);
         assert_eq!(s.next.phase.as_deref(), Some("Degraded"));
