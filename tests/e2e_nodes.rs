@@ -108,6 +108,12 @@ fn primary_on_a_worker(cluster: &str) -> R<(usize, u32, String)> {
             return Ok((i, k, p));
         }
     }
+    switch_onto_a_worker(cluster)
+}
+
+/// Switches shard 0's primary to a ready replica on a worker node: the
+/// shard, the node's number and the new primary.
+fn switch_onto_a_worker(cluster: &str) -> R<(usize, u32, String)> {
     // A switchover goes to a ready replica: wait until the cluster is whole
     // (an earlier step may have left a member catching up).
     let d = json(&["get", "dbc", cluster, "-n", NS])?;
@@ -309,7 +315,10 @@ fn node_lost_reported(cluster: &str, members: u32) -> R {
 /// (nothing lost), the budgets respected, the drain finishes; uncordoned,
 /// the evicted members come back.
 fn drain(cluster: &str, members: u32) -> R {
-    let (shard, k, old) = primary_on_a_worker(cluster)?;
+    // Right after a switchover, as an operator's user may well do: the
+    // budgets must already protect the new primary (its role label moved
+    // an instant ago).
+    let (shard, k, old) = switch_onto_a_worker(cluster)?;
     let st = status_of(NS, cluster)?;
     let tag = tag_for_shard(&st, shard)?;
     let w = Writer::start_with(NS, cluster, &tag, Duration::from_secs(1), 1);

@@ -59,7 +59,15 @@ pub async fn label_roles(
     shards: &[ShardStatus],
 ) -> Result<(), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    for n in nodes {
+    // Demotions first: two pods labelled primary at once would let the
+    // primary budget count two healthy primaries and allow evicting the new
+    // one (the disruption controller's status can lag the labels).
+    let demoted = |n: &&topology::ObservedNode| {
+        n.labels.get(LABEL_ROLE).map(String::as_str) == Some("primary")
+            && topology::role_of(shards, &n.pod) != Some("primary")
+    };
+    let (first, rest): (Vec<_>, Vec<_>) = nodes.iter().partition(demoted);
+    for n in first.into_iter().chain(rest) {
         let role = topology::role_of(shards, &n.pod);
         let member = role.map(|_| "true");
         if n.labels.get(LABEL_ROLE).map(String::as_str) == role

@@ -443,8 +443,14 @@ pub(crate) async fn finish(
     };
     // The promoted node already serves writes; the push makes the others
     // follow it and tells clients (CLUSTER SLOTS) where the slots went.
-    let pushed = nodes::push_topology(ctx, op.observed, &p).await;
-    nodes::label_roles(ctx, &ns, op.observed, &p.shards).await?;
+    // The labels move alongside, not after the push: until they do, the
+    // disruption budgets still see the new primary as a replica, and a
+    // drain could evict it.
+    let (pushed, labelled) = tokio::join!(
+        nodes::push_topology(ctx, op.observed, &p),
+        nodes::label_roles(ctx, &ns, op.observed, &p.shards)
+    );
+    labelled?;
     if let Err(e) = pushed {
         tracing::warn!(cluster = %name, error = %e, "topology push after failover incomplete; the next reconcile retries");
     }
