@@ -88,14 +88,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
     if !config.no_leader_election {
         tracing::info!(identity = %config.identity, lease = %config.lease_name, "waiting to become the leader");
         let mut stop = stop_rx.clone();
-        tokio::select! {
-            _ = elector.acquire() => {}
+        let acquired = tokio::select! {
+            t = elector.acquire() => t,
             _ = stop.wait_for(|s| *s) => return Ok(()),
-        }
+        };
         tracing::info!(identity = %config.identity, "became the leader");
         let e = elector.clone();
         tokio::spawn(async move {
-            e.hold().await;
+            e.hold(acquired).await;
             let _ = lost_tx.send(true);
         });
     }
