@@ -38,6 +38,8 @@ test: deps lint test-unit fuzz-smoke e2e
 
 test-unit: deps
 	$(CARGO) test --locked -- --test-threads=2
+	cp Cargo.lock fuzz/Cargo.lock
+	$(CARGO) test --manifest-path fuzz/Cargo.toml
 
 # Real application libraries on real nodes (tests/apps.rs): BullMQ on a
 # 3-shard cluster, also across a primary failover, and Celery on one shard. They
@@ -51,6 +53,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) fmt --all --manifest-path fuzz/Cargo.toml -- --check
+	cp Cargo.lock fuzz/Cargo.lock
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --all-targets --features libfuzzer -- -D warnings
 
 # Coverage-guided fuzzing on the stable toolchain (libFuzzer; docs/testing.md):
 # every target for FUZZ_SECONDS each; fails on a crash (panic, allocation

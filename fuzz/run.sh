@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-ALL=(resp wal snapshot replication admin commands)
+ALL=(resp wal snapshot snapshot-file replication admin commands)
 seconds=${FUZZ_SECONDS:-120}
 if [[ ${1:-} == -s ]]; then seconds=$2; shift 2; fi
 targets=("$@")

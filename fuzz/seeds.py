@@ -86,6 +86,57 @@ write("snapshot", "all-types", section(3, [
     (b"st", 3, 0, setv), (b"z", 4, 0, zset), (b"x1", 5, 0, stream1), (b"x2", 6, 0, stream2)]))
 write("snapshot", "empty", section(16383, []))
 
+
+# --- snapshot-file ------------------------------------------------------
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_T = _crc32c_table()
+
+
+def crc32c(b, crc=0):
+    crc ^= 0xFFFFFFFF
+    for x in b:
+        crc = _T[(crc ^ x) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def framed(body):
+    return struct.pack("<II", len(body), crc32c(body)) + body
+
+
+def snapshot_file(version, sections, scripts=None, keys=0, start=0, end=7):
+    """(compact input, whole file): the input carries `sections` (slot
+    order from 0), the harness pads the other slots with empty ones (mode
+    bit 1). CRCs are right, so the seed loads with mode bit 0 clear too."""
+    head = b"TSSNAP\0\x01" + struct.pack("<IH", version, len(NODE_ID)) + NODE_ID.encode()
+    head += struct.pack("<I", crc32c(head))
+    given = b"".join(framed(x) for x in sections)
+    pad = b"".join(framed(struct.pack("<HQQ", slot, 0, 0)) for slot in range(len(sections), 16384))
+    tail = b""
+    if version >= 2:
+        body = struct.pack("<Q", len(scripts or [])) + b"".join(blob(x) for x in scripts or [])
+        tail += framed(body + struct.pack("<Q", 0))
+    footer = b"TSSNEND\x01" + struct.pack("<QQQIQ", start, end, keys, 16384, 1700000000000)
+    whole = head + given + pad + tail + footer
+    footer += struct.pack("<I", crc32c(whole))
+    return head + given + tail + footer
+
+
+write("snapshot-file", "empty", b"\x02" + snapshot_file(2, [], end=0))
+write("snapshot-file", "keys", b"\x02" + snapshot_file(2, [
+    section(0, [(b"s", 0, 0, blob(b"v")), (b"h", 1, 0, hashv)]),
+    section(1, [(b"z", 4, 1700000000000, zset)])], scripts=[b"return 1"], keys=3))
+write("snapshot-file", "version-1", b"\x02" + snapshot_file(1, [section(0, [(b"k", 0, 0, blob(b"v"))])], keys=1))
+write("snapshot-file", "fix-crcs", b"\x03" + snapshot_file(2, [section(0, [(b"l", 2, 0, listv)])], keys=1))
+
 # --- replication --------------------------------------------------------
 def frame(kind, payload):
     return kind + struct.pack("<I", len(payload)) + payload

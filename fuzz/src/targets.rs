@@ -144,6 +144,105 @@ pub fn snapshot(data: &[u8]) {
     });
 }
 
+/// Bytes of an empty slot's section in a snapshot file: len, crc, then
+/// the body (slot u16, watermark u64, count u64).
+fn empty_section(slot: usize) -> [u8; 26] {
+    let mut s = [0u8; 26];
+    s[0..4].copy_from_slice(&18u32.to_le_bytes());
+    s[8..10].copy_from_slice(&(slot as u16).to_le_bytes());
+    let crc = crc32c::crc32c(&s[8..]);
+    s[4..8].copy_from_slice(&crc.to_le_bytes());
+    s
+}
+
+/// A whole snapshot file through `load_bytes`: header, 16384 sections, the
+/// scripts section, the footer, and every checksum between them. Input:
+/// a mode byte, then a file given up to its first sections (those that
+/// name slots 0, 1, 2, … in order). Mode bit 1
+/// fills the slots after the sections the input holds with empty ones (a
+/// whole file would not fit the fuzzer's input size), the rest of the input
+/// then follows as the scripts section and the footer; bit 0 rewrites the
+/// header's, each section's and the footer's CRC.
+pub fn snapshot_file(data: &[u8]) {
+    let Some(b) = snapshot_file_bytes(data) else {
+        return;
+    };
+    STORE.with(|s| {
+        let mut store = s.borrow_mut();
+        let _ = tessera::node::snapshot::load_bytes(&b, &mut store);
+        for slot in 0..SLOTS {
+            store.flush_slot(slot as u16);
+        }
+        store.scripts.flush_scripts();
+        store.scripts.flush_libraries();
+    });
+}
+
+/// The file [`snapshot_file`] loads for `data`.
+pub fn snapshot_file_bytes(data: &[u8]) -> Option<Vec<u8>> {
+    let (&mode, rest) = data.split_first()?;
+    let id_len = rest
+        .get(12..14)
+        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let head = (14 + id_len).min(rest.len());
+    let mut b = rest[..head].to_vec();
+    let mut at = head;
+    if rest.len() >= head + 4 {
+        let crc = if mode & 1 != 0 {
+            crc32c::crc32c(&b).to_le_bytes()
+        } else {
+            [rest[head], rest[head + 1], rest[head + 2], rest[head + 3]]
+        };
+        b.extend_from_slice(&crc);
+        at += 4;
+    }
+    // The sections the input holds, each well framed.
+    let mut slots = 0;
+    while slots < SLOTS {
+        let Some(len) = u32_at(rest, at) else { break };
+        let end = (at + 8).saturating_add(len as usize);
+        // A section names its slot first; anything else is the tail.
+        let slot = rest
+            .get(at + 8..at + 10)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]));
+        if end > rest.len() || len < 18 || slot != Some(slots as u16) {
+            break;
+        }
+        let start = b.len();
+        b.extend_from_slice(&rest[at..end]);
+        if mode & 1 != 0 {
+            let crc = crc32c::crc32c(&b[start + 8..]);
+            b[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        }
+        at = end;
+        slots += 1;
+    }
+    if mode & 2 != 0 {
+        for slot in slots..SLOTS {
+            b.extend_from_slice(&empty_section(slot));
+        }
+    }
+    let tail = b.len();
+    b.extend_from_slice(&rest[at.min(rest.len())..]);
+    if mode & 1 != 0 {
+        // The scripts section's CRC, when it is framed, then the footer's
+        // (the file's last 4 bytes: CRC of everything before them).
+        if let Some(len) = u32_at(&b, tail) {
+            let end = (tail + 8).saturating_add(len as usize);
+            if end <= b.len() {
+                let crc = crc32c::crc32c(&b[tail + 8..end]);
+                b[tail + 4..tail + 8].copy_from_slice(&crc.to_le_bytes());
+            }
+        }
+        if b.len() >= tail + 4 {
+            let n = b.len() - 4;
+            let crc = crc32c::crc32c(&b[..n]);
+            b[n..].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+    Some(b)
+}
+
 /// A node with no data directory, as a test or the fuzzer runs it.
 fn node() -> Rc<Node> {
     let mut cfg = NodeConfig::for_tests(std::path::PathBuf::new());
