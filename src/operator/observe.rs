@@ -116,12 +116,12 @@ pub async fn observe(
             Some((p, shard, ord))
         })
         .collect();
-    // Replicas first, then the pods labelled primary: a live primary's log
-    // then ends at or after every replica's as observed. Observed all at
-    // once, a primary under writes that answered a few milliseconds before
-    // its replicas could look behind them, like a restarted primary that
-    // lost its tail (the planner's RestartedBehind), and a switchover was
-    // refused for it.
+    // Replicas first, then the pods labelled primary, shard by shard: a
+    // live primary's log then ends at or after every replica's as observed.
+    // Observed all at once, a primary under writes that answered a few
+    // milliseconds before its replicas could look behind them, like a
+    // restarted primary that lost its tail (the planner's RestartedBehind),
+    // and a switchover was refused for it.
     let is_primary = |p: &Pod| {
         p.metadata
             .labels
@@ -146,34 +146,37 @@ pub async fn observe(
             }
         }
     };
-    let mut others = join_all(
-        candidates
-            .iter()
-            .filter(|(p, _, _)| !is_primary(p))
-            .map(|(p, _, _)| status(p)),
-    )
-    .await
-    .into_iter();
-    let mut primaries = join_all(
-        candidates
-            .iter()
-            .filter(|(p, _, _)| is_primary(p))
-            .map(|(p, _, _)| status(p)),
-    )
-    .await
-    .into_iter();
-    let infos: Vec<_> = candidates
-        .iter()
-        .map(|(p, _, _)| {
-            let next = if is_primary(p) {
-                primaries.next()
-            } else {
-                others.next()
-            };
+    // Per shard: a hung member of one shard (a frozen Kubernetes node holds
+    // members of several) must not hold another shard's observation for a
+    // second timeout.
+    let shards: std::collections::BTreeSet<u32> = candidates.iter().map(|c| c.1).collect();
+    let per_shard = join_all(shards.into_iter().map(|shard| {
+        let (primaries, replicas): (Vec<usize>, Vec<usize>) = (0..candidates.len())
+            .filter(|&i| candidates[i].1 == shard)
+            .partition(|&i| is_primary(&candidates[i].0));
+        let candidates = &candidates;
+        async move {
+            let r = join_all(replicas.iter().map(|&i| status(&candidates[i].0))).await;
+            let p = join_all(primaries.iter().map(|&i| status(&candidates[i].0))).await;
+            replicas
+                .into_iter()
+                .zip(r)
+                .chain(primaries.into_iter().zip(p))
+                .collect::<Vec<_>>()
+        }
+    }))
+    .await;
+    let mut answers: Vec<Option<_>> = (0..candidates.len()).map(|_| None).collect();
+    for (i, a) in per_shard.into_iter().flatten() {
+        answers[i] = a;
+    }
+    let infos: Vec<_> = answers
+        .into_iter()
+        .map(|next| {
             // A replica's heartbeat age is as of its answer; the primaries
             // are asked after the replicas (and a hung one holds the
             // observation for the whole timeout): age it to now.
-            next.flatten().map(|(mut i, answered)| {
+            next.map(|(mut i, answered): (_, std::time::Instant)| {
                 if let Some(age) = i.replication.heartbeat_age_ms.as_mut() {
                     *age += answered.elapsed().as_millis() as u64;
                 }
