@@ -2,8 +2,9 @@
 //!
 //! Acquire and renew are read-modify-write with the Lease's resourceVersion,
 //! so two replicas can never both believe they won the same term. A leader
-//! that cannot renew before its lease runs out stops reconciling (the
-//! process exits and restarts as a follower): a stale leader must not act.
+//! that cannot renew before its lease runs out stops reconciling and stands
+//! by again (a new term starts with fresh state): a stale leader must not
+//! act.
 //!
 //! Expiry is judged on the stand-by's own clock, as client-go does: the
 //! lease has run out when the record has not changed for a whole lease

@@ -84,29 +84,87 @@ pub async fn run(config: Config) -> Result<(), Error> {
         &config.lease_name,
         config.identity.clone(),
     );
+    // Terms, one after another: a replica that loses the Lease stops its
+    // controller and stands by again in the same process. Exiting instead
+    // would put it in CrashLoopBackOff after a few losses (a node frozen
+    // and thawed each time), and then no stand-by is left to take over.
+    loop {
+        if !config.no_leader_election {
+            tracing::info!(identity = %config.identity, lease = %config.lease_name, "waiting to become the leader");
+            let mut stop = stop_rx.clone();
+            let acquired = tokio::select! {
+                t = elector.acquire() => t,
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            };
+            tracing::info!(identity = %config.identity, "became the leader");
+            let lost = term(
+                &client,
+                &config,
+                &metrics,
+                Some((&elector, acquired)),
+                &stop_rx,
+            )
+            .await;
+            metrics
+                .leader
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            if lost? {
+                tracing::warn!(identity = %config.identity, "lost the leader lease; standing by");
+                continue;
+            }
+            elector.release().await;
+        } else {
+            term(&client, &config, &metrics, None, &stop_rx).await?;
+        }
+        tracing::info!("operator stopped");
+        return Ok(());
+    }
+}
+
+/// One term as the leader: the health monitor and the controller, until a
+/// stop is requested (`Ok(false)`) or the Lease is lost (`Ok(true)`; every
+/// task of the term is stopped before this returns).
+async fn term(
+    client: &Client,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    elected: Option<(&leader::LeaderElector, Instant)>,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Result<bool, Error> {
     let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
-    if !config.no_leader_election {
-        tracing::info!(identity = %config.identity, lease = %config.lease_name, "waiting to become the leader");
-        let mut stop = stop_rx.clone();
-        let acquired = tokio::select! {
-            t = elector.acquire() => t,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-        };
-        tracing::info!(identity = %config.identity, "became the leader");
+    let holder = elected.map(|(elector, acquired)| {
         let e = elector.clone();
         tokio::spawn(async move {
             e.hold(acquired).await;
             let _ = lost_tx.send(true);
-        });
-    }
+        })
+    });
     metrics
         .leader
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // Primaries that hang or are cut off produce no pod event: poll them.
     let detector = Arc::new(Detector::default());
-    credentials::warm(&client).await;
-    tokio::spawn(failover::monitor::monitor(client.clone(), detector.clone()));
+    credentials::warm(client).await;
+    let monitor = tokio::spawn(failover::monitor::monitor(client.clone(), detector.clone()));
+    let result = control(client, config, metrics, detector, stop_rx, &lost_rx).await;
+    monitor.abort();
+    if let Some(h) = holder {
+        h.abort();
+    }
+    result?;
+    let lost = *lost_rx.borrow();
+    Ok(lost)
+}
 
+/// The controller of one term, until a stop or the loss of the Lease.
+async fn control(
+    client: &Client,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    detector: Arc<Detector>,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+    lost_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
     let reporter = Reporter {
         controller: "tessera-operator".into(),
         instance: Some(config.identity.clone()),
@@ -117,12 +175,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
         client: client.clone(),
         config: config.clone(),
         nodes: NodeClient::default(),
-        metrics,
+        metrics: metrics.clone(),
         detector,
         failures: Mutex::new(HashMap::new()),
         hosts: hosts.clone(),
     });
-
     let clusters: Api<DatabaseCluster> = Api::all(client.clone());
     if let Err(e) = clusters
         .list(&kube::api::ListParams::default().limit(1))
@@ -188,16 +245,6 @@ pub async fn run(config: Config) -> Result<(), Error> {
             }
         })
         .await;
-
-    if *lost_rx.borrow() {
-        return Err(Error::Other(
-            "lost the leader lease; exiting so a new term starts clean".into(),
-        ));
-    }
-    if !config.no_leader_election {
-        elector.release().await;
-    }
-    tracing::info!("operator stopped");
     Ok(())
 }
 

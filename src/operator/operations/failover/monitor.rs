@@ -29,7 +29,20 @@ pub async fn monitor(client: kube::Client, detector: Arc<Detector>) {
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .applied_objects()
         .for_each(|_| futures::future::ready(()));
-    tokio::spawn(stream);
+    // The watch lives inside this future (not a task of its own), so ending
+    // the monitor at the end of a leader's term ends the watch too.
+    tokio::select! {
+        _ = stream => {}
+        _ = poll(client, detector, reader) => {}
+    }
+}
+
+/// The polling loop of [`monitor`], reading clusters from `reader`.
+async fn poll(
+    client: kube::Client,
+    detector: Arc<Detector>,
+    reader: reflector::Store<DatabaseCluster>,
+) {
     let nodes = crate::client::NodeClient {
         timeout: Duration::from_secs(1),
     };
