@@ -5,7 +5,7 @@
 # (a node frozen, cut off, drained, a zone cut off, a node powered off for
 # good). Removes the extra nodes again at the end. Ends with
 # `N passed, M failed`.
-#   TESSERA_E2E_ONLY=spread,freeze,cut,strong,lost,drain,zone,gone   a subset
+#   TESSERA_E2E_ONLY=spread,freeze,cut,strong,lost,drain,zone,operator,gone   a subset
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/e2e-lib.sh"
 

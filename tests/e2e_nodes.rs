@@ -7,7 +7,10 @@
 //! taken away; nodes 2 and 3 (zone-b, zone-c) are frozen (every process
 //! stopped: a hung machine), cut off (its link down: a partition), drained,
 //! or powered off and declared out of service. Every step runs a writer that
-//! records each acknowledged write and reads them all back afterwards.
+//! records each acknowledged write and reads them all back afterwards. The
+//! `operator` step checks that the operator's replicas rode out those
+//! faults without a restart (a replica that loses the Lease stands by
+//! again).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -159,6 +162,56 @@ fn switch_onto_a_worker(cluster: &str) -> R<(usize, u32, String)> {
     )?;
     let k = worker(&target.1).ok_or("not a worker")?;
     Ok((0, k, target.0))
+}
+
+/// Each operator pod's container restarts.
+fn operator_restarts() -> R<std::collections::BTreeMap<String, u64>> {
+    let pods = json(&[
+        "get",
+        "pods",
+        "-n",
+        "tessera-system",
+        "-l",
+        "app.kubernetes.io/name=tessera-operator",
+    ])?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let name = p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let n = p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["restartCount"].as_u64().unwrap_or(0))
+                .sum();
+            (name, n)
+        })
+        .collect())
+}
+
+/// Through the faults above, the operator's replicas never restarted: one
+/// that lost the Lease (its node frozen or cut off) stood by again in the
+/// same process, so a stand-by is always there for the next loss.
+fn operator_kept_running(before: &std::collections::BTreeMap<String, u64>) -> R {
+    let now = operator_restarts()?;
+    let restarted: Vec<String> = now
+        .iter()
+        .filter(|(pod, n)| **n > before.get(*pod).copied().unwrap_or(0))
+        .map(|(pod, n)| format!("{pod} ({n})"))
+        .collect();
+    if !restarted.is_empty() {
+        return Err(format!("operator replicas restarted: {restarted:?}"));
+    }
+    let leader = operator_leader_pod()?;
+    Ok(format!(
+        "{} operator pods, no restarts; leader now {leader}",
+        now.len()
+    ))
 }
 
 /// Reads back every acknowledged write of `w`; the number lost.
@@ -549,6 +602,7 @@ fn nodes_e2e() {
     }
     let only = std::env::var("TESSERA_E2E_ONLY").unwrap_or_default();
     let want = |s: &str| only.is_empty() || only.split(',').any(|o| o == s);
+    let restarts_before = operator_restarts().unwrap_or_default();
     if want("spread") {
         run.step("spread", spread);
     }
@@ -569,6 +623,9 @@ fn nodes_e2e() {
     }
     if want("zone") {
         run.step("zone", || zone_loss(ZONED, 9));
+    }
+    if want("operator") {
+        run.step("operator", || operator_kept_running(&restarts_before));
     }
     if want("gone") {
         run.step("gone", || node_gone(STRONG, 3));
