@@ -319,10 +319,10 @@ fn primary_node_fault(cluster: &str, members: u32, fault: &str, undo: &str) -> R
     if lost > 0 {
         return Err(format!("{lost} of {acked} acknowledged writes lost"));
     }
-    // The failover budget (docs/failover.md): under 5 s as a client sees
-    // it; a lost node that also ran the operator's leader adds the
-    // stand-by's lease takeover.
-    let bound = if leader_there { 30 } else { 10 };
+    // Loose bounds (the benchmark reports against the 10 s target): a lost
+    // node that also ran the operator's leader adds the stand-by's lease
+    // takeover (5 s); a stand-by stuck in CrashLoopBackOff took 20-24 s.
+    let bound = if leader_there { 15 } else { 10 };
     if ttw > Duration::from_secs(bound) {
         return Err(format!(
             "writable again after {:.1} s (bound {bound} s)",
