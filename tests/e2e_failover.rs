@@ -145,13 +145,7 @@ fn pod_identity(pod: &str) -> R<(String, u64)> {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let restarts = p["status"]["containerStatuses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| c["restartCount"].as_u64().unwrap_or(0))
-        .sum();
-    Ok((uid, restarts))
+    Ok((uid, k8s::restart_count(&p)))
 }
 
 /// Writes to shard `shard`, injects `fault` into its primary, waits until

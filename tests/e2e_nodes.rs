@@ -183,13 +183,7 @@ fn operator_restarts() -> R<std::collections::BTreeMap<String, u64>> {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let n = p["status"]["containerStatuses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| c["restartCount"].as_u64().unwrap_or(0))
-                .sum();
-            (name, n)
+            (name, k8s::restart_count(p))
         })
         .collect())
 }

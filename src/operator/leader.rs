@@ -209,13 +209,8 @@ impl LeaderElector {
                     tracing::warn!(lease = %self.name, "another replica holds the leader lease");
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "renewing the leader lease failed");
-                    if last.elapsed() >= deadline {
-                        tracing::error!(lease = %self.name, "leader lease not renewed in time");
-                        return;
-                    }
-                }
+                // The deadline check at the top of the loop ends the term.
+                Err(e) => tracing::warn!(error = %e, "renewing the leader lease failed"),
             }
         }
     }

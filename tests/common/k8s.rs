@@ -252,6 +252,17 @@ pub fn operator_leader_pod() -> R {
         .unwrap_or(holder))
 }
 
+/// A pod's container restarts, summed over its containers (`pod` as
+/// `kubectl get pod -o json` prints it).
+pub fn restart_count(pod: &Value) -> u64 {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["restartCount"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// Host PID of the leading operator process.
 pub fn operator_leader_pid() -> R<u32> {
     operator_pid(&operator_leader_pod()?)
