@@ -21,7 +21,7 @@ if ! cmp -s bench/requirements.txt "$venv/.requirements"; then
     && cp bench/requirements.txt "$venv/.requirements" \
     || { echo "FAIL installing redis-py (bench/requirements.txt)"; exit 1; }
 fi
-export TESSERA_BENCH_PYTHON=$PWD/$venv/bin/python
+export TESSERA_BENCH_PYTHON=$(cd "$venv" && pwd)/bin/python
 TESSERA_FAILOVER_BENCH=$rounds scripts/e2e-failover.sh 2>/dev/null | tee "$out" >/dev/null
 grep -E '^(round |restart |\||Hung|Force|FAIL )' "$out"
 TESSERA_NODES_BENCH=$node_rounds scripts/e2e-nodes.sh 2>/dev/null | tee "$nodes_out" >/dev/null
