@@ -83,6 +83,7 @@ fn read_write_user_writes_but_runs_no_admin_command() {
         &["SHUTDOWN"],
         &["TREPLICATE", "a", "b", "c", "d", "e"],
         &["TMIGRATE", "ABORT", "x"],
+        &["TPUBLISH", "news", "forged"],
     ] {
         let e = err(redis::cmd(cmd[0]).arg(&cmd[1..]).query(&mut rw));
         assert!(e.contains("NOPERM"), "{cmd:?}: {e}");

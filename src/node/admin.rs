@@ -359,6 +359,7 @@ pub fn apply_topology(node: &Rc<Node>, topology: Topology) -> Result<(), Topolog
     }
     let primary = map.my_shard().primary.clone();
     tracing::info!(epoch = map.topology.epoch, shard = %map.my_shard().name, shard_epoch, primary = %primary.id, "topology applied");
+    node.forwarder.on_topology(&map.topology, &node.id);
     *node.slot_map.borrow_mut() = map;
     // One code path for role changes: the same as the admin calls.
     if let Err(e) = super::replication::apply_topology_role(node, shard_epoch, &primary) {

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod migration;
 pub mod notify;
 pub mod pubsub;
+pub mod pubsub_forward;
 pub mod rdb;
 pub mod release;
 pub mod replication;
@@ -273,6 +274,8 @@ pub struct Node {
     pub blocked: RefCell<blocking::Blocked>,
     /// Pub/sub subscriptions of every connection.
     pub pubsub: RefCell<pubsub::PubSub>,
+    /// Links that carry PUBLISH to the other nodes of the cluster.
+    pub forwarder: pubsub_forward::Forwarder,
     /// Connected clients (CLIENT LIST, CLIENT KILL).
     pub clients: RefCell<clients::Clients>,
     /// What CONFIG SET accepted (reported by CONFIG GET; see docs/node.md).
@@ -365,6 +368,7 @@ impl Node {
             script_running: Default::default(),
             blocked: Default::default(),
             pubsub: Default::default(),
+            forwarder: Default::default(),
             clients: Default::default(),
             config_set: Default::default(),
             notify: Default::default(),

@@ -112,6 +112,7 @@ pub async fn serve(
 
     tokio::task::spawn_local(expire_loop(node.clone()));
     tokio::task::spawn_local(super::load::sample_loop(node.clone()));
+    tokio::task::spawn_local(super::pubsub_forward::supervise(node.clone()));
     if let Some(spin) = &node.idle_spin {
         let n = node.clone();
         tokio::task::spawn_local(spin.clone().run(move || n.waits_on_others()));

@@ -1,9 +1,12 @@
 //! Pub/sub commands: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE,
-//! PUBLISH, SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH, PUBSUB.
+//! PUBLISH, SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH, PUBSUB, and the internal
+//! TPUBLISH.
 //!
-//! Messages reach this node's subscribers (`node::pubsub`). Shard channels
-//! hash like keys: SSUBSCRIBE and SPUBLISH go to the node serving the
-//! channel's slot (MOVED / CROSSSLOT as for keys).
+//! PUBLISH reaches this node's subscribers (`node::pubsub`) and is queued
+//! for every other node of the topology (`node::pubsub_forward`), which
+//! receives it as TPUBLISH: delivered there, never forwarded again. Shard
+//! channels hash like keys: SSUBSCRIBE and SPUBLISH go to the node serving
+//! the channel's slot (MOVED / CROSSSLOT as for keys) and stay there.
 
 use std::rc::Rc;
 
@@ -42,6 +45,15 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("publish", 3, FAST | LOADING_OK, 0, 0, publish),
     spec!("spublish", 3, FAST, 1, 1, spublish),
     spec!("pubsub", -2, LOADING_OK, 0, 0, pubsub),
+    // A peer's forwarded PUBLISH: a link command, for admins only.
+    spec!(
+        "tpublish",
+        3,
+        ADMIN | NOSCRIPT | LOADING_OK | FAST,
+        0,
+        0,
+        tpublish
+    ),
 ];
 
 /// Commands a RESP2 connection may send while it has subscriptions.
@@ -147,7 +159,18 @@ fn sunsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     unsubscribe_generic(ctx, args, Kind::Shard, b"sunsubscribe");
 }
 
+/// Counts this node's subscribers only, as Redis Cluster's PUBLISH does.
 fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let n = ctx
+        .node
+        .pubsub
+        .borrow()
+        .publish(false, args.get(1), args.get(2));
+    crate::node::pubsub_forward::forward(ctx.node, args.get(1), args.get(2));
+    ctx.out.int(n as i64);
+}
+
+fn tpublish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let n = ctx
         .node
         .pubsub
