@@ -514,12 +514,12 @@ mod tests {
     use super::*;
 
     /// What redis-server 7.0 answers FUNCTION DUMP with one library.
-    const REDIS_FUNCTION_DUMP: &[u8] = b"\xf5\x40\x4a#!lua name=mylib\nredis.register_function('f1', function(k,a) return 1 end)\n\x0a\x00\xd5\xae\x5e\xf4\x58\xe7\x24\xa0";
+    const REDIS_FUNCTION_DUMP: &[u8] = b"\xf5\x40\x4a#!lua name=mylib\nredis.register_function('f1', function(k,a) return 1 end)\x0a\x00\xd5\xae\x5e\xf4\x58\xe7\x24\xa0";
 
     #[test]
     fn function_dump_payloads_match_redis_byte_for_byte() {
         let code: &[u8] =
-            b"#!lua name=mylib\nredis.register_function('f1', function(k,a) return 1 end)\n";
+            b"#!lua name=mylib\nredis.register_function('f1', function(k,a) return 1 end)";
         assert_eq!(dump_libraries(std::iter::once(code)), REDIS_FUNCTION_DUMP);
         let back = restore_libraries(REDIS_FUNCTION_DUMP).unwrap();
         assert_eq!(back.len(), 1);
