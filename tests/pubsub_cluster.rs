@@ -1,7 +1,8 @@
 //! Cluster-wide pub/sub on real processes: two shards (primary + replica
 //! each, a cluster password), the test playing operator. PUBLISH on one
 //! node reaches the subscribers of every node once; a peer that is down
-//! neither blocks nor fails the publisher; SPUBLISH stays in its shard.
+//! neither blocks nor fails the publisher; SPUBLISH reaches the nodes of
+//! its shard only.
 
 #[path = "common/migration.rs"]
 mod cluster;
@@ -21,10 +22,19 @@ struct Sub {
 
 impl Sub {
     fn new(port: u16, cmd: &[&str]) -> Self {
+        Self::after(port, &[], cmd)
+    }
+
+    /// Subscribes after commands answered `+OK` (READONLY on a replica).
+    fn after(port: u16, first: &[&[&str]], cmd: &[&str]) -> Self {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         let mut sub = Self { s, buf: Vec::new() };
         sub.send(&["AUTH", PW]);
         assert_eq!(sub.read_exact_frame(), "+OK");
+        for c in first {
+            sub.send(c);
+            assert_eq!(sub.read_exact_frame(), "+OK", "{c:?}");
+        }
         sub.send(cmd);
         let confirm = sub.next(Duration::from_secs(5)).expect("confirmation");
         assert_eq!(
@@ -228,11 +238,13 @@ fn a_peer_down_neither_blocks_nor_fails_the_publisher_and_is_reached_again() {
 }
 
 #[test]
-fn spublish_stays_in_the_slot_shard() {
+fn spublish_reaches_the_shard_replica_and_stays_in_the_slot_shard() {
     let c = cluster();
     // A shard channel of the first shard (slots 0-8191).
     let ch = key_in("sch:", 0, 8191);
     let mut ssub = Sub::new(c.nodes[0].port, &["SSUBSCRIBE", &ch]);
+    // The shard's replica serves shard channels to READONLY clients.
+    let mut on_replica = Sub::after(c.nodes[1].port, &[&["READONLY"]], &["SSUBSCRIBE", &ch]);
     // Plain subscribers of the same name elsewhere must hear nothing.
     let mut plain = Sub::new(c.nodes[2].port, &["SUBSCRIBE", &ch]);
     let mut other = Sub::new(c.nodes[2].port, &["PSUBSCRIBE", "*"]);
@@ -249,6 +261,10 @@ fn spublish_stays_in_the_slot_shard() {
         Some(vec!["smessage".to_string(), ch.clone(), "local".into()])
     );
     assert_eq!(
+        on_replica.drain(Duration::from_millis(1500)),
+        vec![vec!["smessage".to_string(), ch.clone(), "local".into()]]
+    );
+    assert_eq!(
         plain.drain(Duration::from_millis(700)),
         Vec::<Vec<String>>::new()
     );
@@ -258,8 +274,8 @@ fn spublish_stays_in_the_slot_shard() {
     );
     assert_eq!(
         metric(&c.nodes[0], "tessera_pubsub_forwarded_total"),
-        before,
-        "SPUBLISH went to other nodes"
+        before + 1,
+        "SPUBLISH went to the shard's replica only"
     );
     // The other shard redirects SPUBLISH of that channel to its owner.
     let mut q = conn(&c.nodes[2]);

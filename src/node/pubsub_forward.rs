@@ -1,7 +1,9 @@
 //! Cluster-wide PUBLISH without a gossip bus: the node that receives a
 //! PUBLISH forwards it to every other node of its current topology as
 //! `TPUBLISH channel message`, which delivers to that node's subscribers
-//! only (never forwarded again, so there are no loops).
+//! only (never forwarded again, so there are no loops). SPUBLISH goes to
+//! the other nodes of this node's shard only, as `TPUBLISH channel
+//! message SHARD` (the replicas' shard-channel subscribers).
 //!
 //! Each peer has one long-lived link, opened at its first message, and a
 //! bounded queue. PUBLISH only queues: it never waits on a peer. A message
@@ -145,13 +147,33 @@ fn peers<'t>(topology: &'t Topology, me: &'t str) -> impl Iterator<Item = &'t No
         .filter(move |a| a.id != me)
 }
 
-/// Queues a PUBLISH for every other node of the topology; never waits.
-pub fn forward(node: &Node, channel: &[u8], msg: &[u8]) {
+/// The other nodes of this node's shard.
+fn shard_peers<'t>(
+    topology: &'t Topology,
+    shard: usize,
+    me: &'t str,
+) -> impl Iterator<Item = &'t NodeAddr> + 't {
+    topology
+        .shards
+        .get(shard)
+        .into_iter()
+        .flat_map(|s| std::iter::once(&s.primary).chain(&s.replicas))
+        .filter(move |a| a.id != me)
+}
+
+/// Queues a PUBLISH for every other node of the topology (an SPUBLISH, when
+/// `shard`, for the other nodes of this node's shard); never waits.
+pub fn forward(node: &Node, shard: bool, channel: &[u8], msg: &[u8]) {
     let map = node.slot_map.borrow();
     let fwd = &node.forwarder;
     let mut cmd: Option<Rc<[u8]>> = None;
     let mut seen = hashbrown::HashSet::new();
-    for addr in peers(&map.topology, &node.id) {
+    let targets: Box<dyn Iterator<Item = &NodeAddr>> = if shard {
+        Box::new(shard_peers(&map.topology, map.my_shard, &node.id))
+    } else {
+        Box::new(peers(&map.topology, &node.id))
+    };
+    for addr in targets {
         if !seen.insert(addr.id.as_str()) {
             continue;
         }
@@ -163,7 +185,11 @@ pub fn forward(node: &Node, channel: &[u8], msg: &[u8]) {
         let cmd = cmd
             .get_or_insert_with(|| {
                 let mut b = Vec::with_capacity(channel.len() + msg.len() + 48);
-                encode_command(&[b"TPUBLISH", channel, msg], &mut b);
+                if shard {
+                    encode_command(&[b"TPUBLISH", channel, msg, b"SHARD"], &mut b);
+                } else {
+                    encode_command(&[b"TPUBLISH", channel, msg], &mut b);
+                }
                 b.into()
             })
             .clone();
@@ -391,6 +417,8 @@ mod tests {
         };
         let ids: Vec<&str> = peers(&t, "me").map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["r1", "p2", "r2"]);
+        let ids: Vec<&str> = shard_peers(&t, 1, "r2").map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["p2"]);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! PUBLISH reaches this node's subscribers (`node::pubsub`) and is queued
 //! for every other node of the topology (`node::pubsub_forward`), which
 //! receives it as TPUBLISH: delivered there, never forwarded again. Shard
-//! channels hash like keys: SSUBSCRIBE and SPUBLISH go to the node serving
-//! the channel's slot (MOVED / CROSSSLOT as for keys) and stay there.
+//! channels hash like keys: SSUBSCRIBE and SPUBLISH go to a node of the
+//! shard serving the channel's slot (MOVED / CROSSSLOT as for keys), and
+//! SPUBLISH reaches the other nodes of that shard only.
 
 use std::rc::Rc;
 
@@ -48,7 +49,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     // A peer's forwarded PUBLISH: a link command, for admins only.
     spec!(
         "tpublish",
-        3,
+        -3,
         ADMIN | NOSCRIPT | LOADING_OK | FAST,
         0,
         0,
@@ -166,16 +167,26 @@ fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         .pubsub
         .borrow()
         .publish(false, args.get(1), args.get(2));
-    crate::node::pubsub_forward::forward(ctx.node, args.get(1), args.get(2));
+    crate::node::pubsub_forward::forward(ctx.node, false, args.get(1), args.get(2));
     ctx.out.int(n as i64);
 }
 
+/// `TPUBLISH channel message [SHARD]`: a peer's PUBLISH (SPUBLISH with
+/// SHARD), for this node's subscribers only.
 fn tpublish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let shard = match args.len() {
+        3 => false,
+        4 if args.is(3, "shard") => true,
+        _ => {
+            ctx.out.error(super::ERR_SYNTAX);
+            return;
+        }
+    };
     let n = ctx
         .node
         .pubsub
         .borrow()
-        .publish(false, args.get(1), args.get(2));
+        .publish(shard, args.get(1), args.get(2));
     ctx.out.int(n as i64);
 }
 
@@ -185,6 +196,7 @@ fn spublish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         .pubsub
         .borrow()
         .publish(true, args.get(1), args.get(2));
+    crate::node::pubsub_forward::forward(ctx.node, true, args.get(1), args.get(2));
     ctx.out.int(n as i64);
 }
 
