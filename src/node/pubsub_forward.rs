@@ -73,6 +73,8 @@ struct Peer {
     down_until: Cell<Option<Instant>>,
     unwarned_drops: Cell<u64>,
     last_warn: Cell<Option<Instant>>,
+    /// When a refusal by the peer (an error reply) was last logged.
+    last_refusal_warn: Cell<Option<Instant>>,
 }
 
 impl Peer {
@@ -86,6 +88,7 @@ impl Peer {
             down_until: Cell::new(None),
             unwarned_drops: Cell::new(0),
             last_warn: Cell::new(None),
+            last_refusal_warn: Cell::new(None),
         }
     }
 
@@ -257,6 +260,14 @@ pub async fn supervise(node: Rc<Node>) {
 struct Conn {
     wr: OwnedWriteHalf,
     dead: Rc<Cell<bool>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    /// A dropped link's reader must not wait on a peer that never closes.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 async fn open(node: &Node, peer: &Rc<Peer>) -> Result<Conn, LinkError> {
@@ -302,8 +313,8 @@ async fn open(node: &Node, peer: &Rc<Peer>) -> Result<Conn, LinkError> {
         }
     }
     let dead = Rc::new(Cell::new(false));
-    tokio::task::spawn_local(read_replies(rd, peer.clone(), dead.clone()));
-    Ok(Conn { wr, dead })
+    let reader = tokio::task::spawn_local(read_replies(rd, peer.clone(), dead.clone()));
+    Ok(Conn { wr, dead, reader })
 }
 
 /// Consumes the peer's replies (integers); logs refusals; marks the link
@@ -319,7 +330,15 @@ async fn read_replies(
         match rd.read_line(&mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) if line.starts_with('-') => {
-                tracing::warn!(peer = %peer.addr.id, addr = %peer.label(), reply = %line.trim_end(), "a peer refused a forwarded PUBLISH");
+                let now = Instant::now();
+                let quiet = peer
+                    .last_refusal_warn
+                    .get()
+                    .is_none_or(|t| now.duration_since(t) >= WARN_EVERY);
+                if quiet {
+                    peer.last_refusal_warn.set(Some(now));
+                    tracing::warn!(peer = %peer.addr.id, addr = %peer.label(), reply = %line.trim_end(), "a peer refused a forwarded PUBLISH");
+                }
             }
             Ok(_) => {}
         }
