@@ -83,6 +83,13 @@ build_helm() {
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
+# The upstream NetworkPolicy agent (SIG Network): nftables + nfqueue, works
+# beside any CNI plugin, so the bridge plugin's pods get real enforcement.
+build_netpol() {
+  GOBIN="$OUT" go install -p 2 -trimpath -ldflags "-s -w" \
+    "sigs.k8s.io/kube-network-policies/cmd@$NETPOL_VERSION"
+  mv "$OUT/cmd" "$OUT/kube-network-policies"
+}
 build_local_path() {
   GOBIN="$OUT" go install -p 2 -trimpath -ldflags "-s -w" \
     "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
@@ -178,6 +185,7 @@ build_images() {
   binary_image "$COREDNS_IMAGE" scratch "$COREDNS_BIN/coredns"
   ensure_in_storage "$BASE_IMAGE"
   binary_image "$LOCAL_PATH_IMAGE" "$BASE_IMAGE" "$LOCAL_PATH_BIN/local-path-provisioner"
+  binary_image "$NETPOL_IMAGE" scratch "$NETPOL_BIN/kube-network-policies"
 }
 
 link_bins() {
@@ -197,6 +205,8 @@ main() {
   go_component helm "$CACHE/helm-$HELM_VERSION" helm -- build_helm
   go_component local-path-provisioner "$CACHE/local-path-provisioner-$LOCAL_PATH_VERSION" \
     local-path-provisioner -- build_local_path
+  go_component kube-network-policies "$CACHE/kube-network-policies-$NETPOL_VERSION" \
+    kube-network-policies -- build_netpol
   build_images
   link_bins
   log "build complete in $((SECONDS - start))s (cache: $CACHE)"

@@ -112,6 +112,9 @@ restore_host() {
       umount "$m" 2>/dev/null && rmdir "$m" 2>/dev/null || true
     done <"$HOST_STATE/mounted-cgroups"
   fi
+  # The NetworkPolicy agent's table (it is killed, not stopped, with its pod,
+  # so it cannot remove it itself).
+  if command -v nft >/dev/null; then nft delete table inet kube-network-policies 2>/dev/null || true; fi
   # nftables tables that iptables-nft created for us, if now empty.
   if command -v nft >/dev/null && [[ -e $HOST_STATE/nft-tables ]]; then
     local fam name
@@ -438,8 +441,9 @@ import_images_to() { # import_images_to SOCKET
 
 apply_addons() {
   local f
-  for f in coredns local-path; do
+  for f in coredns local-path network-policies; do
     sed -e "s|@@COREDNS_IMAGE@@|$COREDNS_IMAGE|g" -e "s|@@DNS_SVC_IP@@|$DNS_SVC_IP|g" \
+        -e "s|@@NETPOL_IMAGE@@|$NETPOL_IMAGE|g" \
         -e "s|@@LOCAL_PATH_IMAGE@@|$LOCAL_PATH_IMAGE|g" -e "s|@@BASE_IMAGE@@|$BASE_IMAGE|g" \
         -e "s|@@LOCAL_PATH_DIR@@|$STATE/local-path|g" "$E2E_DIR/manifests/$f.yaml" \
       | kctl apply -f - >>"$LOGS/addons.log" 2>&1 || fail "applying $f addon (see $LOGS/addons.log)"
@@ -447,6 +451,8 @@ apply_addons() {
   kctl -n kube-system rollout status deploy/coredns --timeout=60s >>"$LOGS/addons.log" 2>&1 || fail coredns
   kctl -n local-path-storage rollout status deploy/local-path-provisioner --timeout=60s >>"$LOGS/addons.log" 2>&1 \
     || fail local-path-provisioner
+  kctl -n kube-system rollout status ds/kube-network-policies --timeout=60s >>"$LOGS/addons.log" 2>&1 \
+    || fail kube-network-policies
 }
 
 fail() {
