@@ -14,7 +14,7 @@ ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin"
 COREDNS_BIN="$CACHE/coredns-$COREDNS_VERSION/bin"
 HELM_BIN="$CACHE/helm-$HELM_VERSION/bin"
 LOCAL_PATH_BIN="$CACHE/local-path-provisioner-$LOCAL_PATH_VERSION/bin"
-NETPOL_BIN="$CACHE/kube-network-policies-$NETPOL_VERSION/bin"
+KUBE_ROUTER_BIN="$CACHE/kube-router-$KUBE_ROUTER_VERSION/bin"
 IMAGES_DIR="$CACHE/images"          # OCI archives of every image we build
 
 # Runtime state. RUN is in the repo (git-ignored) for things people look at
@@ -49,7 +49,6 @@ BASE_IMAGE="localhost/tessera-base:$BASE_IMAGE_TAG"
 BUILDER_IMAGE="localhost/tessera-builder:$BASE_IMAGE_TAG"
 COREDNS_IMAGE="localhost/coredns:$COREDNS_VERSION"
 LOCAL_PATH_IMAGE="localhost/local-path-provisioner:$LOCAL_PATH_VERSION"
-NETPOL_IMAGE="localhost/kube-network-policies:$NETPOL_VERSION"
 
 export PATH="$BIN:$PATH"
 export KUBECONFIG="$KUBECONFIG_FILE"
