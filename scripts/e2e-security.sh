@@ -180,7 +180,7 @@ m=$(curl -fsS "http://$primary_ip:9122/metrics"); rc=$?
 [[ $rc == 0 && $m == *tessera_* && $m != *e2e-secret* ]]; result $? "/metrics on the metrics port, without data"
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $TOKEN" "http://$primary_ip:9122/v1/status")
 [[ $code == 404 ]]; result $? "no admin call on the metrics port, even with the token" "$code"
-probe=$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o jsonpath='{range .items[*]}{.spec.containers[0].readinessProbe.httpGet.port}{" "}{.spec.containers[0].livenessProbe.httpGet.port}{" "}{end}')
+probe=$(kubectl get pods -n "$NS" -l "tessera.dev/cluster=$C,app.kubernetes.io/component=node" -o jsonpath='{range .items[*]}{.spec.containers[0].readinessProbe.httpGet.port}{" "}{.spec.containers[0].livenessProbe.httpGet.port}{" "}{end}')
 [[ $probe =~ ^(metrics\ )+$ ]]; result $? "the probes use the metrics port" "$probe"
 
 # Clients: TLS with the CA and the generated password.
@@ -216,7 +216,7 @@ done
 result $ok "a write reaches the replica over the TLS link"
 # The log is read whole first: `grep -q` in a pipe under pipefail would fail
 # the check whenever it matched before kubectl finished writing.
-node_log=$(kubectl logs -n "$NS" "$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o name | head -1)" 2>/dev/null)
+node_log=$(kubectl logs -n "$NS" "$(kubectl get pods -n "$NS" -l "tessera.dev/cluster=$C,app.kubernetes.io/component=node" -o name | head -1)" 2>/dev/null)
 grep -q 'TLS client port listening' <<<"$node_log"; result $? "nodes serve TLS (log)"
 
 # Rotation under load: a renewed node certificate (same CA, same names, a
@@ -277,7 +277,7 @@ result $served "both nodes serve the renewed certificate (client and admin ports
 a0=$(acked_ok a); b0=$(acked_ok b)
 wait_acked 20 "$a0" "$b0"; result $? "both writers acknowledged over TLS after the rotation" "a: $a0 -> $(acked_ok a), b: $b0 -> $(acked_ok b)"
 touch "$ROT/stop"; wait "$wa" "$wb"; kill "$wbench" 2>/dev/null; wait "$wbench" 2>/dev/null
-restarts=$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
+restarts=$(kubectl get pods -n "$NS" -l "tessera.dev/cluster=$C,app.kubernetes.io/component=node" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
 [[ $restarts =~ ^(0\ )+$ ]]; result $? "no node restarted" "$restarts"
 fails=$(cat "$ROT"/acked-* | awk '/^FAIL$/{run++; if (run > max) max = run; next} {run = 0} END {print max + 0}')
 (( fails <= 1 )); result $? "no writer failed more than one write in a row (one reconnect)" "longest run of failures: $fails"
