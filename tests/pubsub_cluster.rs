@@ -1,8 +1,8 @@
 //! Cluster-wide pub/sub on real processes: two shards (primary + replica
 //! each, a cluster password), the test playing operator. PUBLISH on one
 //! node reaches the subscribers of every node once; a peer that is down
-//! or stalled neither blocks nor fails the publisher; SPUBLISH reaches the nodes of
-//! its shard only.
+//! or stalled neither blocks nor fails the publisher; SPUBLISH reaches the
+//! nodes of its shard only.
 
 #[path = "common/migration.rs"]
 mod cluster;
