@@ -110,6 +110,67 @@ mod tests {
         }
     }
 
+    fn seed(target: Target, name: &str) -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus")
+            .join(target.name())
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn text(replies: &[Vec<u8>]) -> Vec<String> {
+        replies
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect()
+    }
+
+    /// Scripts run in the `commands` target (none is left out), and an
+    /// endless one, pcall'd or not, fails once past its instruction budget
+    /// while the next command's scripts run again.
+    #[test]
+    fn command_seeds_run_scripts_and_bound_their_loops() {
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "eval-loops",
+        )));
+        assert_eq!(r.len(), 6, "{r:?}");
+        assert_eq!(r[0], ":1000\r\n");
+        for i in [1, 2] {
+            assert!(r[i].contains("fuzzing instruction budget"), "{}", r[i]);
+        }
+        assert_eq!(r[3], ":1\r\n", "a script after a bounded one runs");
+        assert!(r[4].starts_with("-NOTBUSY"), "{}", r[4]);
+        assert_eq!(r[5], ":100000\r\n");
+
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "functions",
+        )));
+        assert_eq!(r[0], "$3\r\nlib\r\n", "FUNCTION LOAD: {r:?}");
+        assert_eq!(r[1], "+OK\r\n", "FCALL put");
+        assert_eq!(r[2], "$1\r\nv\r\n", "FCALL get");
+        assert_eq!(r[3], "$1\r\nv\r\n", "FCALL_RO ro");
+        assert!(
+            r[4].contains("fuzzing instruction budget"),
+            "FCALL spin: {}",
+            r[4]
+        );
+        assert!(
+            r[7].contains("fuzzing instruction budget"),
+            "a looping library: {}",
+            r[7]
+        );
+
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "eval-libs",
+        )));
+        assert!(r.iter().all(|x| !x.starts_with('-')), "{r:?}");
+        let r = text(&targets::command_replies(&seed(Target::Commands, "eval")));
+        assert_eq!(r[1], "*3\r\n$1\r\n1\r\n:2\r\n+x\r\n", "{r:?}");
+    }
+
     /// The snapshot-file seeds are whole valid files (so fuzzing starts
     /// past every checksum), whether or not the harness fixes the CRCs.
     #[test]

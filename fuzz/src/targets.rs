@@ -21,9 +21,11 @@ const MAX_COMMANDS: usize = 256;
 /// (`ClientLimits::for_memory`) and writes (`maxmemory`).
 const NODE_MEMORY: u64 = 256 << 20;
 
-/// Scripts may loop for ever by design (as in Redis, until SCRIPT KILL):
-/// the command sequences leave them out.
-const SKIPPED: &[&[u8]] = &[b"eval", b"evalsha", b"eval_ro", b"evalsha_ro"];
+/// Instruction-hook ticks (100k Lua instructions each) the scripts one
+/// command runs (EVAL, FCALL, FUNCTION LOAD, EXEC of those) may use: a
+/// script may loop for ever by design (as in Redis, until SCRIPT KILL), so
+/// past this budget it fails instead.
+const SCRIPT_TICKS: u64 = 5;
 
 pub fn resp(data: &[u8]) {
     let mut args = Vec::new();
@@ -322,6 +324,18 @@ pub fn admin(data: &[u8]) {
 }
 
 pub fn commands(data: &[u8]) {
+    run_commands(data, &mut |_| {});
+}
+
+/// The replies [`commands`] gives for `data`, one per command run.
+#[cfg(test)]
+pub(crate) fn command_replies(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut replies = Vec::new();
+    run_commands(data, &mut |r| replies.push(r.to_vec()));
+    replies
+}
+
+fn run_commands(data: &[u8], on_reply: &mut dyn FnMut(&[u8])) {
     in_runtime(|| {
         let node = node();
         let mut conn = node.new_conn("127.0.0.1:1".into());
@@ -353,11 +367,8 @@ pub fn commands(data: &[u8]) {
                 buf: pending,
                 ranges: &ranges,
             };
-            let name = args.get(0).to_ascii_lowercase();
-            if SKIPPED.contains(&name.as_slice()) {
-                continue;
-            }
             let mut effects = Effects::default();
+            fuzzing::bound_scripts(&node, SCRIPT_TICKS);
             let mut store = node.store.borrow_mut();
             store.now_ms = tessera::node::now_ms();
             out.limit = node.cfg.limits.max_reply;
@@ -368,6 +379,7 @@ pub fn commands(data: &[u8]) {
                 out.overflowed || out.buf.len() <= node.cfg.limits.max_reply,
                 "a reply past the per-command limit"
             );
+            on_reply(&out.buf);
             out.buf.clear();
             out.overflowed = false;
             out.limit = usize::MAX;
