@@ -195,7 +195,8 @@ write("commands", "restore", C(("RPUSH", "l", "a"), ("DUMP", "l"), ("RESTORE", "
 write("commands", "blocking", C(("BLPOP", "l", "0.01"), ("BZPOPMIN", "z", "0"), ("XREAD", "BLOCK", "10", "STREAMS", "x", "$"), ("WAIT", "1", "10")))
 
 # Scripts and functions: the target bounds the Lua instructions an input
-# runs (`SCRIPT_TICKS`), so loops end in an error rather than a hang.
+# runs (`SCRIPT_TICKS`), so a loop ends in an error rather than a hang, and
+# so does every script after it in the same input: loops come last.
 LOOP = "local n = 0 while true do n = n + 1 end"
 write("commands", "eval", C(("SET", "k", "1"),
       ("EVAL", "local v = redis.call('GET', KEYS[1]) redis.call('SET', KEYS[1], v .. ARGV[1]) return {v, #ARGV, {ok='x'}}", "1", "k", "a", "b"),
@@ -205,9 +206,12 @@ write("commands", "eval", C(("SET", "k", "1"),
       ("EVAL_RO", "return redis.call('LRANGE', KEYS[1], 0, -1)", "1", "l"),
       ("EVAL", "return redis.sha1hex(ARGV[1]) .. tostring(bit.band(12, 10)) .. string.format('%.3f', math.sqrt(2))", "0", "abc")))
 write("commands", "eval-loops", C(("EVAL", "local t = {} for i = 1, 1000 do t[i] = i * i end return #t", "0"),
-      ("EVAL", LOOP, "0"),
-      ("EVAL", "while true do pcall(function() while true do end end) end", "0"),
-      ("EVAL", "return 1", "0"), ("SCRIPT", "KILL"), ("EVAL", "local s = string.rep('x', 100000) return #s", "0")))
+      ("EVAL", "local s = string.rep('x', 100000) return #s", "0"), ("SCRIPT", "KILL"),
+      ("EVAL", LOOP, "0"), ("EVAL", "return 1", "0")))
+write("commands", "eval-pcall-loop", C(("EVAL", "while true do pcall(function() while true do end end) end", "0"),
+      ("EVAL", "return 1", "0")))
+write("commands", "eval-call-loop", C(("EVAL", "while true do redis.call('INCR', KEYS[1]) end", "1", "n"),
+      ("GET", "n")))
 write("commands", "eval-libs", C(
       ("EVAL", "return cjson.encode({a = {1, 2, 3}, b = 'x', c = cjson.decode(ARGV[1])})", "0", '{"k":[1,2,{"z":null}],"f":1.5}'),
       ("EVAL", "local p = cmsgpack.pack({1, 'two', {three = 3}}, 4.5) local a, b = cmsgpack.unpack(p) return {a[2], tostring(b)}", "0"),
@@ -227,8 +231,10 @@ LIB = ("#!lua name=lib\n"
        "redis.register_function{function_name='ro', callback=get, flags={'no-writes'}}\n"
        "redis.register_function('spin', function(keys, args) " + LOOP + " end)\n")
 write("commands", "functions", C(("FUNCTION", "LOAD", LIB), ("FCALL", "put", "1", "k", "v"), ("FCALL", "get", "1", "k"),
-      ("FCALL_RO", "ro", "1", "k"), ("FCALL", "spin", "0"), ("FUNCTION", "LIST", "WITHCODE"), ("FUNCTION", "DUMP"),
-      ("FUNCTION", "LOAD", "REPLACE", "#!lua name=lib\n" + LOOP + "\n"), ("FUNCTION", "DELETE", "lib"), ("FUNCTION", "FLUSH")))
+      ("FCALL_RO", "ro", "1", "k"), ("FUNCTION", "LIST", "WITHCODE"), ("FUNCTION", "DUMP"), ("FCALL", "spin", "0"),
+      ("FUNCTION", "DELETE", "lib"), ("FUNCTION", "FLUSH")))
+write("commands", "function-load-loop", C(("FUNCTION", "LOAD", "#!lua name=spinlib\n" + LOOP + "\n"),
+      ("FUNCTION", "LIST")))
 
 # --- dictionary: every command name ------------------------------------
 names = set()

@@ -126,22 +126,40 @@ mod tests {
     }
 
     /// Scripts run in the `commands` target (none is left out), and an
-    /// endless one, pcall'd or not, fails once past its instruction budget
-    /// while the next command's scripts run again.
+    /// endless one (plain, pcall'd, calling commands, a function, a
+    /// library's load) fails once past the input's instruction budget, as
+    /// does every script after it.
     #[test]
     fn command_seeds_run_scripts_and_bound_their_loops() {
+        let budget = |r: &str| r.contains("fuzzing instruction budget");
         let r = text(&targets::command_replies(&seed(
             Target::Commands,
             "eval-loops",
         )));
-        assert_eq!(r.len(), 6, "{r:?}");
+        assert_eq!(r.len(), 5, "{r:?}");
         assert_eq!(r[0], ":1000\r\n");
-        for i in [1, 2] {
-            assert!(r[i].contains("fuzzing instruction budget"), "{}", r[i]);
-        }
-        assert_eq!(r[3], ":1\r\n", "a script after a bounded one runs");
-        assert!(r[4].starts_with("-NOTBUSY"), "{}", r[4]);
-        assert_eq!(r[5], ":100000\r\n");
+        assert_eq!(r[1], ":100000\r\n");
+        assert!(r[2].starts_with("-NOTBUSY"), "{}", r[2]);
+        assert!(budget(&r[3]), "{}", r[3]);
+        assert!(budget(&r[4]), "the budget is per input: {}", r[4]);
+
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "eval-pcall-loop",
+        )));
+        assert!(budget(&r[0]) && budget(&r[1]), "{r:?}");
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "eval-call-loop",
+        )));
+        assert!(budget(&r[0]), "{r:?}");
+        let incrs: u64 = r[1]
+            .trim_end()
+            .rsplit('\n')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("GET n: {r:?}"));
+        assert!(incrs > 1000, "the loop's calls ran: {incrs}");
 
         let r = text(&targets::command_replies(&seed(
             Target::Commands,
@@ -151,16 +169,13 @@ mod tests {
         assert_eq!(r[1], "+OK\r\n", "FCALL put");
         assert_eq!(r[2], "$1\r\nv\r\n", "FCALL get");
         assert_eq!(r[3], "$1\r\nv\r\n", "FCALL_RO ro");
-        assert!(
-            r[4].contains("fuzzing instruction budget"),
-            "FCALL spin: {}",
-            r[4]
-        );
-        assert!(
-            r[7].contains("fuzzing instruction budget"),
-            "a looping library: {}",
-            r[7]
-        );
+        assert!(budget(&r[6]), "FCALL spin: {}", r[6]);
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "function-load-loop",
+        )));
+        assert!(budget(&r[0]), "a looping library: {r:?}");
+        assert_eq!(r[1], "*0\r\n", "not loaded");
 
         let r = text(&targets::command_replies(&seed(
             Target::Commands,

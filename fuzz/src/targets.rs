@@ -21,11 +21,13 @@ const MAX_COMMANDS: usize = 256;
 /// (`ClientLimits::for_memory`) and writes (`maxmemory`).
 const NODE_MEMORY: u64 = 256 << 20;
 
-/// Instruction-hook ticks (100k Lua instructions each) the scripts one
-/// command runs (EVAL, FCALL, FUNCTION LOAD, EXEC of those) may use: a
+/// Instruction-hook ticks (100k Lua instructions each) the scripts of one
+/// `commands` input may use in all (EVAL, FCALL, FUNCTION LOAD, …): a
 /// script may loop for ever by design (as in Redis, until SCRIPT KILL), so
-/// past this budget it fails instead.
-const SCRIPT_TICKS: u64 = 5;
+/// past this budget it fails instead, and so does every script after it.
+/// Per input, not per command: a loop of `redis.call`s costs ~5 µs per
+/// 5 instructions, and 256 such loops must stay far below the 10 s timeout.
+const SCRIPT_TICKS: u64 = 10;
 
 pub fn resp(data: &[u8]) {
     let mut args = Vec::new();
@@ -338,6 +340,7 @@ pub(crate) fn command_replies(data: &[u8]) -> Vec<Vec<u8>> {
 fn run_commands(data: &[u8], on_reply: &mut dyn FnMut(&[u8])) {
     in_runtime(|| {
         let node = node();
+        fuzzing::bound_scripts(&node, SCRIPT_TICKS);
         let mut conn = node.new_conn("127.0.0.1:1".into());
         let mut out = ReplyBuf::new();
         let mut ranges = Vec::new();
@@ -368,7 +371,6 @@ fn run_commands(data: &[u8], on_reply: &mut dyn FnMut(&[u8])) {
                 ranges: &ranges,
             };
             let mut effects = Effects::default();
-            fuzzing::bound_scripts(&node, SCRIPT_TICKS);
             let mut store = node.store.borrow_mut();
             store.now_ms = tessera::node::now_ms();
             out.limit = node.cfg.limits.max_reply;
