@@ -105,6 +105,8 @@ pub struct NodeConfig {
     pub bind: IpAddr,
     pub port: u16,
     pub admin_port: u16,
+    /// The probes-and-metrics port (plain HTTP, nothing under /v1), if any.
+    pub metrics_port: Option<u16>,
     /// Host name or IP other nodes and clients use for this node (MOVED
     /// replies, CLUSTER SLOTS). Defaults to the bind address.
     pub announce_host: Option<String>,
@@ -202,6 +204,7 @@ impl NodeConfig {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             admin_port: 0,
+            metrics_port: None,
             announce_host: None,
             data_dir,
             persistence: true,
