@@ -168,13 +168,20 @@ fn the_metrics_port_serves_probes_and_metrics_and_no_admin_call() {
         assert_eq!(s, 200, "{path}: {b}");
     }
     let (_, m) = http_as(metrics, "GET", "/metrics", "", None).unwrap();
-    assert!(m.contains("tessera_"), "node metrics on the metrics port: {m}");
+    assert!(
+        m.contains("tessera_"),
+        "node metrics on the metrics port: {m}"
+    );
     // Every admin call, even with the right token, is not there.
     for (method, path, body) in calls("x", "y") {
         let (s, b) = http_as(metrics, method, &path, &body, Some(ADMIN_TOKEN)).unwrap();
         assert_eq!(s, 404, "{method} {path} on the metrics port: {b}");
     }
-    assert_eq!(state(&n), before, "a call on the metrics port changed the node");
+    assert_eq!(
+        state(&n),
+        before,
+        "a call on the metrics port changed the node"
+    );
     // The admin port is unchanged beside it.
     assert_eq!(get(&n, "/v1/status")["role"], before["role"]);
 }
