@@ -48,8 +48,11 @@ pub struct Running {
     /// ticks Lua code may still run before it fails. None, the node's
     /// setting, bounds nothing.
     pub(super) budget: Cell<Option<u64>>,
-    /// The budget ran out: the hook runs at every instruction.
-    exhausted: Cell<bool>,
+    /// A FUNCTION LOAD's library code runs until then (Redis' 500 ms).
+    pub(super) load_deadline: Cell<Option<Instant>>,
+    /// The code is being stopped (killed, timed out, out of budget): the
+    /// hook runs at every instruction.
+    tight: Cell<bool>,
 }
 
 impl Running {
@@ -64,6 +67,8 @@ impl Running {
 /// The VM and its compiled scripts, by SHA1.
 pub struct Scripts {
     pub lua: Lua,
+    /// Shared with the instruction hook (time limits, kills).
+    pub(crate) running: Rc<Running>,
     cache: HashMap<String, Function>,
     /// The `redis` table: `call` and `pcall` are set for each run (they
     /// borrow the running command's context).
@@ -80,9 +85,13 @@ pub struct Scripts {
 /// Instructions between two runs of [`instruction_hook`].
 const HOOK_EVERY: u32 = 100_000;
 
+/// How long a library's code may run in FUNCTION LOAD (Redis' limit).
+pub const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Runs every [`HOOK_EVERY`] instructions: past the time limit other
-/// clients are answered (BUSY, SCRIPT KILL) every 10 ms; a killed script
-/// stops; under a fuzzing budget, code that used it up fails.
+/// clients are answered (BUSY, SCRIPT KILL) every 10 ms; a killed script,
+/// a library load past its time and, under a fuzzing budget, code that used
+/// it up fail.
 fn instruction_hook(lua: &Lua, running: &Rc<Running>) -> mlua::Result<VmState> {
     if running.busy()
         && running
@@ -93,28 +102,41 @@ fn instruction_hook(lua: &Lua, running: &Rc<Running>) -> mlua::Result<VmState> {
         running.last_busy.set(Some(Instant::now()));
         super::clients::serve_busy(&running.sockets.borrow(), running);
     }
-    if running.kill.get() {
-        return Err(mlua::Error::runtime(
-            "ERR Script killed by user with SCRIPT KILL...",
-        ));
-    }
-    match running.budget.get() {
-        None => {}
-        Some(0) => {
-            if !running.exhausted.replace(true) {
+    let stop = if running.kill.get() {
+        Some("ERR Script killed by user with SCRIPT KILL...")
+    } else if running
+        .load_deadline
+        .get()
+        .is_some_and(|d| Instant::now() >= d)
+    {
+        Some("FUNCTION LOAD timeout")
+    } else {
+        match running.budget.get() {
+            Some(0) => Some("ERR script ran past the fuzzing instruction budget"),
+            Some(n) => {
+                running.budget.set(Some(n - 1));
+                None
+            }
+            None => None,
+        }
+    };
+    match stop {
+        Some(why) => {
+            if !running.tight.replace(true) {
                 // From now on every instruction fails, so a `pcall` in a
                 // loop cannot catch the error and run on.
                 set_hook(lua, running, 1);
             }
-            return Err(mlua::Error::runtime(
-                "ERR script ran past the fuzzing instruction budget",
-            ));
+            Err(mlua::Error::runtime(why))
         }
-        // A new budget after one ran out: back to the usual interval.
-        Some(_) if running.exhausted.replace(false) => set_hook(lua, running, HOOK_EVERY),
-        Some(n) => running.budget.set(Some(n - 1)),
+        None => {
+            // The next code after a stop: back to the usual interval.
+            if running.tight.replace(false) {
+                set_hook(lua, running, HOOK_EVERY);
+            }
+            Ok(VmState::Continue)
+        }
     }
-    Ok(VmState::Continue)
 }
 
 fn set_hook(lua: &Lua, running: &Rc<Running>, every: u32) {
@@ -213,6 +235,7 @@ impl Scripts {
         set_hook(&lua, &running, HOOK_EVERY);
         Ok(Self {
             lua,
+            running,
             cache: HashMap::new(),
             redis,
             xpcall,

@@ -288,6 +288,7 @@ impl Scripts {
             })?;
         let defs = std::cell::RefCell::new(Vec::<FunctionDef>::new());
         let g = self.lua.globals();
+        let running = self.running.clone();
         let res = self.lua.scope(|scope| {
             let register = scope.create_function(|_, mv: mlua::MultiValue| {
                 let def = parse_registration(mv)?;
@@ -300,7 +301,11 @@ impl Scripts {
             })?;
             api_redis.raw_set("register_function", register)?;
             meta.raw_set("__index", api.clone())?;
+            running
+                .load_deadline
+                .set(Some(std::time::Instant::now() + super::lua::LOAD_TIMEOUT));
             let r = chunk.call::<()>(());
+            running.load_deadline.set(None);
             meta.raw_set("__index", g.clone())?;
             api_redis.raw_set("register_function", Value::Nil)?;
             r

@@ -159,6 +159,28 @@ fn a_function_past_the_time_limit_is_stopped_by_function_kill_only() {
     assert_eq!(p.node.cmd(&["PING"]), Frame::Simple("PONG".into()));
 }
 
+/// As Redis: a library whose code runs past 500 ms fails to load with
+/// Redis' error, and the node serves on (it never hangs in FUNCTION LOAD).
+#[test]
+fn a_library_that_loops_fails_to_load_after_its_time_limit() {
+    let mut p = Pair::start();
+    let started = std::time::Instant::now();
+    p.same(&["FUNCTION", "LOAD", "#!lua name=loopy\nwhile true do end"]);
+    p.same(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=loopy2\nlocal x = 0\nwhile true do x = x + 1 end",
+    ]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    p.same(&["FUNCTION", "LIST"]);
+    p.same(&[
+        "FUNCTION",
+        "LOAD",
+        "#!lua name=fine\nredis.register_function('f', function() return 1 end)",
+    ]);
+    p.same(&["FCALL", "f", "0"]);
+}
+
 /// Sends binary arguments (a payload) and returns the reply.
 fn call_bin(c: &mut super::raw::Raw, args: &[&[u8]]) -> tessera::node::resp::Frame {
     c.send(args);

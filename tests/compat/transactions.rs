@@ -451,6 +451,39 @@ fn client_list_and_kill_see_every_connection() {
     assert!(p.node.closed());
 }
 
+/// As in Redis: once SCRIPT KILL is asked, every instruction fails, so a
+/// script that catches errors with `pcall` in a loop is still stopped.
+#[test]
+fn script_kill_stops_a_script_that_catches_errors_with_pcall() {
+    let mut p = Pair::start();
+    let (mut runner, _) = p.connect_more();
+    runner.send(&[
+        b"EVAL",
+        b"while true do pcall(function() while true do end end) end",
+        b"0",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        matches!(p.node.cmd(&["PING"]), Frame::Error(e) if e.starts_with("BUSY")),
+        "the script runs past the time limit"
+    );
+    assert_eq!(p.node.cmd(&["SCRIPT", "KILL"]), Frame::Simple("OK".into()));
+    match runner.next_reply().expect("the script's reply") {
+        Frame::Error(e) => assert!(e.contains("Script killed by user with SCRIPT KILL"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.node.cmd(&["PING"]), Frame::Simple("PONG".into()));
+    // The next script runs normally (the hook is back to its interval).
+    assert_eq!(
+        runner.cmd(&[
+            "EVAL",
+            "local n = 0 for i = 1, 300000 do n = n + 1 end return n",
+            "0"
+        ]),
+        Frame::Integer(300_000)
+    );
+}
+
 #[test]
 fn a_script_past_the_time_limit_answers_busy_and_script_kill_stops_it() {
     let mut p = Pair::start();
