@@ -41,6 +41,7 @@ pub mod stream_log;
 pub mod stream_read;
 pub mod streams;
 pub mod strings;
+pub mod zset_ops;
 pub mod zsets;
 
 /// Command flags (a subset of Redis' command flags).
@@ -67,6 +68,9 @@ pub mod flags {
     pub const STREAMS_KEYS: u32 = 1 << 10;
     /// SORT's form: the sorted key and the STORE destination, if any.
     pub const SORT_KEYS: u32 = 1 << 11;
+    /// ZUNIONSTORE's form: a destination at argument 1, a key count at 2,
+    /// the keys after it.
+    pub const DEST_NUMKEYS: u32 = 1 << 12;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -400,7 +404,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 28] = [
+        let families: [&'static [CommandSpec]; 29] = [
             connection::COMMANDS,
             memory::COMMANDS,
             object::COMMANDS,
@@ -413,6 +417,7 @@ impl Commands {
             lists::COMMANDS,
             sets::COMMANDS,
             zsets::COMMANDS,
+            zset_ops::COMMANDS,
             collections::COMMANDS,
             streams::COMMANDS,
             stream_groups::COMMANDS,
@@ -480,16 +485,39 @@ impl Default for Commands {
     }
 }
 
+/// Where a command's keys are: a first position apart (ZUNIONSTORE's
+/// destination), then evenly spaced ones.
+pub type KeyPositions =
+    std::iter::Chain<std::option::IntoIter<usize>, std::iter::StepBy<Range<usize>>>;
+
 /// Positions of the keys of a command, as its spec declares them (or, for
-/// [`flags::NUMKEYS`], as its key count says, leaving room for one more
-/// argument as LMPOP needs: none when the count is not valid, and the
-/// handler answers the error).
-pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> std::iter::StepBy<Range<usize>> {
+/// [`flags::NUMKEYS`] and [`flags::DEST_NUMKEYS`], as its key count says:
+/// none when the count is not valid, and the handler answers the error).
+pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> KeyPositions {
     key_positions_of(spec, args.len(), |i| (i < args.len()).then(|| args.get(i)))
 }
 
 /// [`key_positions`] from the argument count and a getter of arguments.
 pub fn key_positions_of<'a>(
+    spec: &CommandSpec,
+    argc: usize,
+    arg: impl Fn(usize) -> Option<&'a [u8]>,
+) -> KeyPositions {
+    if spec.flags & flags::DEST_NUMKEYS != 0 {
+        // Redis' rule: 1 <= count <= the arguments after it.
+        return match arg(2)
+            .and_then(parse_i64)
+            .filter(|&n| n >= 1 && (n as u64) <= (argc as u64).saturating_sub(3))
+        {
+            Some(n) => Some(1).into_iter().chain((3..3 + n as usize).step_by(1)),
+            None => None.into_iter().chain((0..0).step_by(1)),
+        };
+    }
+    None.into_iter().chain(spread_key_positions(spec, argc, arg))
+}
+
+/// The evenly spaced keys of [`key_positions_of`].
+fn spread_key_positions<'a>(
     spec: &CommandSpec,
     argc: usize,
     arg: impl Fn(usize) -> Option<&'a [u8]>,
@@ -512,9 +540,10 @@ pub fn key_positions_of<'a>(
         };
     }
     if spec.flags & flags::NUMKEYS != 0 {
+        // Redis' rule: 1 <= count <= the arguments after it.
         let n = arg(1)
             .and_then(parse_i64)
-            .filter(|&n| n >= 1 && (n as u64) < argc as u64 - 2)
+            .filter(|&n| n >= 1 && (n as u64) <= (argc as u64).saturating_sub(2))
             .unwrap_or(0) as usize;
         return (2..2 + n).step_by(1);
     }
