@@ -29,9 +29,11 @@
 //!   absolute times instead.
 //! - Values with an exponent that APPEND could grow past a 64-bit float's
 //!   range (`1e3` + `10` is `1e310`): a long double holds them.
-//! - Key counts that reach into the options (`LMPOP 3 {k}a {k}b LEFT`): a
-//!   cluster node takes the option words for keys and answers -CROSSSLOT,
-//!   as Redis Cluster does; standalone Redis answers a syntax error.
+//! - Key counts that reach into the options (`SINTERCARD 3 {k}a {k}b LIMIT
+//!   1`): a cluster node takes the option words for keys and answers
+//!   -CROSSSLOT, as Redis Cluster does; standalone Redis answers a syntax
+//!   error. (LMPOP and ZMPOP, whose keys must be followed by a direction,
+//!   answer the syntax error on both.)
 //! - SETBIT/SETRANGE/BITFIELD offsets that grow a string to hundreds of
 //!   megabytes (valid, but slow and memory-hungry on both servers).
 
@@ -81,7 +83,7 @@ pub(super) fn pool(kind: char) -> &'static [&'static str] {
         ],
         's' => &[
             "1", "0", "-1", "2.5", "3", "0.1", "inf", "-inf", "+inf", "nan", "x", "1e3", "-0",
-            "1e20",
+            "1e20", "1e400", "1e-400",
         ],
         'm' => &["a", "b", "c", "d", "1", "2"],
         // Key counts (see the module comment).
@@ -118,7 +120,8 @@ pub(super) fn pool(kind: char) -> &'static [&'static str] {
             "-", "+", "[a", "(b", "[c", "(a", "[1", "a", "(", "[", "[d", "(2",
         ],
         'r' => &[
-            "-inf", "+inf", "0", "(1", "1", "(2.5", "3", "x", "(", "inf", "(-inf", "2.5",
+            "-inf", "+inf", "0", "(1", "1", "(2.5", "3", "x", "(", "inf", "(-inf", "2.5", "1e400",
+            " 1", "",
         ],
         'o' => &[
             "NX",
@@ -245,7 +248,7 @@ pub(super) const LISTS: &[&str] = &[
     "=LPOS $k0 $m0 FOO",
     "=LMOVE $k0 $k1 $w0 $w1",
     "=RPOPLPUSH $k0 $k1",
-    "=LMPOP $u0 $k0 $k1 $w0",
+    "=LMPOP $n0 $k0 $k1 $w0",
     "=LMPOP 2 $k0 $k1 $w0 COUNT $n0",
     "=LMPOP 1 $k0 RIGHT COUNT $n0 COUNT 1",
     "=SET $k0 $v0",
@@ -345,6 +348,7 @@ pub(super) const ZSETS: &[&str] = &[
     "=ZDIFF 2 $k0 $k1 WITHSCORES",
     "=ZRANGESTORE $k2 $k0 $n0 $n1",
     "=ZMPOP 2 $k0 $k1 MIN COUNT $n0",
+    "=ZMPOP $n0 $k0 $k1 MAX",
     "#ZRANDMEMBER $k0 $c0 WITHSCORES",
     "=SADD $k0 $m0",
     "=SET $k0 $v0",

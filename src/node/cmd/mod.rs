@@ -71,6 +71,9 @@ pub mod flags {
     /// ZUNIONSTORE's form: a destination at argument 1, a key count at 2,
     /// the keys after it.
     pub const DEST_NUMKEYS: u32 = 1 << 12;
+    /// A key count at argument 1 and the keys after it, with nothing
+    /// required after them (ZUNION, SINTERCARD).
+    pub const KEYCOUNT: u32 = 1 << 13;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -152,7 +155,16 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
         {
             return None
         }
-        _ => s.parse().ok()?,
+        _ => {
+            let v: f64 = s.parse().ok()?;
+            // Out of range (`1e400`, `1e-400`): refused, as Redis' strtod
+            // check (ERANGE with an infinite or zero result) does.
+            let mantissa = s.split(['e', 'E']).next().unwrap_or(s);
+            if v.is_infinite() || (v == 0.0 && mantissa.bytes().any(|c| (b'1'..=b'9').contains(&c))) {
+                return None;
+            }
+            v
+        }
     };
     if v.is_nan() {
         None
@@ -491,7 +503,8 @@ pub type KeyPositions =
     std::iter::Chain<std::option::IntoIter<usize>, std::iter::StepBy<Range<usize>>>;
 
 /// Positions of the keys of a command, as its spec declares them (or, for
-/// [`flags::NUMKEYS`] and [`flags::DEST_NUMKEYS`], as its key count says:
+/// [`flags::NUMKEYS`], [`flags::KEYCOUNT`] and [`flags::DEST_NUMKEYS`], as
+/// its key count says:
 /// none when the count is not valid, and the handler answers the error).
 pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> KeyPositions {
     key_positions_of(spec, args.len(), |i| (i < args.len()).then(|| args.get(i)))
@@ -539,11 +552,15 @@ fn spread_key_positions<'a>(
             None => (0..0).step_by(1),
         };
     }
-    if spec.flags & flags::NUMKEYS != 0 {
-        // Redis' rule: 1 <= count <= the arguments after it.
+    if spec.flags & (flags::NUMKEYS | flags::KEYCOUNT) != 0 {
+        // LMPOP's form leaves room for the direction after the keys, so a
+        // count that reaches it gets the syntax error standalone Redis
+        // gives; without such an argument, Redis' rule: 1 <= count <= the
+        // arguments after it.
+        let room = u64::from(spec.flags & flags::NUMKEYS != 0);
         let n = arg(1)
             .and_then(parse_i64)
-            .filter(|&n| n >= 1 && (n as u64) <= (argc as u64).saturating_sub(2))
+            .filter(|&n| n >= 1 && (n as u64) + room <= (argc as u64).saturating_sub(2))
             .unwrap_or(0) as usize;
         return (2..2 + n).step_by(1);
     }

@@ -26,7 +26,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "sdiff", arity: -2, flags: READONLY, first_key: 1, last_key: -1, step: 1, handler: sdiff },
     CommandSpec { name: "sinterstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sinterstore },
     CommandSpec { name: "sunionstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sunionstore },
-    CommandSpec { name: "sintercard", arity: -3, flags: READONLY | NUMKEYS, first_key: 0, last_key: 0, step: 0, handler: sintercard },
+    CommandSpec { name: "sintercard", arity: -3, flags: READONLY | KEYCOUNT, first_key: 0, last_key: 0, step: 0, handler: sintercard },
     CommandSpec { name: "sdiffstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sdiffstore },
 ];
 

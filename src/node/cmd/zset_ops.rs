@@ -12,10 +12,10 @@ use crate::try_reply;
 
 #[rustfmt::skip]
 pub static COMMANDS: &[CommandSpec] = &[
-    CommandSpec { name: "zunion", arity: -3, flags: READONLY | NUMKEYS, first_key: 0, last_key: 0, step: 0, handler: zunion },
-    CommandSpec { name: "zinter", arity: -3, flags: READONLY | NUMKEYS, first_key: 0, last_key: 0, step: 0, handler: zinter },
-    CommandSpec { name: "zdiff", arity: -3, flags: READONLY | NUMKEYS, first_key: 0, last_key: 0, step: 0, handler: zdiff },
-    CommandSpec { name: "zintercard", arity: -3, flags: READONLY | NUMKEYS, first_key: 0, last_key: 0, step: 0, handler: zintercard },
+    CommandSpec { name: "zunion", arity: -3, flags: READONLY | KEYCOUNT, first_key: 0, last_key: 0, step: 0, handler: zunion },
+    CommandSpec { name: "zinter", arity: -3, flags: READONLY | KEYCOUNT, first_key: 0, last_key: 0, step: 0, handler: zinter },
+    CommandSpec { name: "zdiff", arity: -3, flags: READONLY | KEYCOUNT, first_key: 0, last_key: 0, step: 0, handler: zdiff },
+    CommandSpec { name: "zintercard", arity: -3, flags: READONLY | KEYCOUNT, first_key: 0, last_key: 0, step: 0, handler: zintercard },
     CommandSpec { name: "zunionstore", arity: -4, flags: WRITE | DENYOOM | DEST_NUMKEYS, first_key: 1, last_key: 1, step: 1, handler: zunionstore },
     CommandSpec { name: "zinterstore", arity: -4, flags: WRITE | DENYOOM | DEST_NUMKEYS, first_key: 1, last_key: 1, step: 1, handler: zinterstore },
     CommandSpec { name: "zdiffstore", arity: -4, flags: WRITE | DENYOOM | DEST_NUMKEYS, first_key: 1, last_key: 1, step: 1, handler: zdiffstore },

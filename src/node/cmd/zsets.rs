@@ -288,13 +288,18 @@ pub(super) fn parse_score_bound(b: &[u8]) -> Result<ScoreBound, &'static str> {
 }
 
 /// A bound's number as Redis reads it with `strtod`: leading spaces
-/// skipped, and nothing at all (`(` alone, or an empty argument) is 0.
+/// skipped, nothing at all (`(` alone, or an empty argument) is 0, and a
+/// number out of range is infinite (or 0), not an error.
 fn bound_f64(b: &[u8]) -> Option<f64> {
     if b.is_empty() {
         return Some(0.0);
     }
     let start = b.iter().position(|c| !c.is_ascii_whitespace())?;
-    parse_f64(&b[start..])
+    let b = &b[start..];
+    parse_f64(b).or_else(|| {
+        let v: f64 = std::str::from_utf8(b).ok()?.parse().ok()?;
+        (!v.is_nan()).then_some(v)
+    })
 }
 
 impl ScoreBound {
