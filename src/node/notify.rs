@@ -176,6 +176,7 @@ pub fn events(running: &str, logged: &[&[u8]]) -> Vec<Event> {
         "zmpop" if logged_is("zpopmax") => one(ZSET, "zpopmax"),
         "zmpop" => one(ZSET, "zpopmin"),
         "bitop" => vec![(STRING, "set", 2)],
+        "bitfield" => one(STRING, "setbit"),
         "xadd" => one(STREAM, "xadd"),
         "xdel" => one(STREAM, "xdel"),
         "xtrim" => one(STREAM, "xtrim"),

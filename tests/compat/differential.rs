@@ -800,3 +800,45 @@ fn multi_key_set_algebra_matches_redis() {
         &["BITOP", "AND", "{b}d", "{b}1", "{b}l"],
     ]);
 }
+
+/// BITFIELD with Redis' overflow arithmetic, quirks included (SET of
+/// -2^63 into a narrow signed field saturates upwards).
+#[test]
+fn bitfield_matches_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["BITFIELD", "b", "SET", "i8", "0", "-100", "GET", "u4", "0", "GET", "i8", "0"],
+        &["BITFIELD", "b", "INCRBY", "i8", "0", "-100"],
+        &["BITFIELD", "b", "OVERFLOW", "SAT", "INCRBY", "i8", "0", "-100"],
+        &["BITFIELD", "b", "OVERFLOW", "FAIL", "INCRBY", "i8", "0", "-1", "INCRBY", "u2", "100", "1"],
+        &["STRLEN", "b"],
+        &["BITFIELD", "b", "SET", "u8", "#3", "255", "INCRBY", "u8", "#3", "1"],
+        &["BITFIELD", "b", "OVERFLOW", "SAT", "SET", "i8", "1", "-9223372036854775808"],
+        &["BITFIELD", "b", "OVERFLOW", "SAT", "SET", "u8", "0", "-1"],
+        &["BITFIELD", "b", "OVERFLOW", "WRAP", "SET", "i16", "3", "9223372036854775807"],
+        &["BITFIELD", "b", "INCRBY", "i64", "0", "9223372036854775807", "INCRBY", "i64", "0", "1"],
+        &["BITFIELD", "b", "OVERFLOW", "SAT", "INCRBY", "i64", "0", "9223372036854775807"],
+        &["BITFIELD", "b", "GET", "u63", "1", "GET", "i64", "5"],
+        &["GET", "b"],
+        &["BITFIELD", "b", "GET", "u64", "0"],
+        &["BITFIELD", "b", "GET", "I8", "0"],
+        &["BITFIELD", "b", "GET", "i0", "0"],
+        &["BITFIELD", "b", "GET", "i8", "-1"],
+        &["BITFIELD", "b", "GET", "i8", "#x"],
+        &["BITFIELD", "b", "GET", "i8", "4294967296"],
+        &["BITFIELD", "b", "SET", "i8", "0", "x"],
+        &["BITFIELD", "b", "OVERFLOW", "NOPE", "GET", "i8", "0"],
+        &["BITFIELD", "b", "GET", "i8"],
+        &["BITFIELD", "b", "FOO", "i8", "0"],
+        &["BITFIELD", "missing", "GET", "i8", "0"],
+        &["EXISTS", "missing"],
+        &["BITFIELD", "missing", "OVERFLOW", "FAIL", "INCRBY", "u8", "16", "300"],
+        &["GET", "missing"],
+        &["BITFIELD", "b"],
+        &["BITFIELD_RO", "b", "GET", "u8", "0"],
+        &["BITFIELD_RO", "b", "SET", "u8", "0", "1"],
+        &["LPUSH", "l", "x"],
+        &["BITFIELD", "l", "GET", "u8", "0"],
+        &["BITFIELD_RO", "l", "SET", "u8", "0", "1"],
+    ]);
+}

@@ -261,9 +261,6 @@ fn cases() -> u32 {
 
 /// Runs random sequences over `family` against a fresh pair of servers.
 fn check(family: &[&str]) {
-    const TEMP_SKIP: &[&str] = &["BITFIELD"];
-    let family: Vec<&str> = family.iter().copied().filter(|t| !TEMP_SKIP.iter().any(|c| t.contains(c))).collect();
-    let family = &family[..];
     let pair = RefCell::new(Pair::start());
     let mut runner = TestRunner::new(Config {
         cases: cases(),

@@ -99,6 +99,7 @@ pub(super) fn pool(kind: char) -> &'static [&'static str] {
             "-1",
             "4294967296",
             "x",
+            "#2",
         ],
         'z' => &["1", "0", "1", "0", "2", "x"],
         't' => &[
@@ -145,7 +146,7 @@ pub(super) fn pool(kind: char) -> &'static [&'static str] {
             "XX GT CH INCR",
         ],
         'p' => &["SUM", "MIN", "MAX", "min", "AVG"],
-        'y' => &["u8", "i8", "u4", "i16", "u1", "i64", "u63", "u64", "x8"],
+        'y' => &["u8", "i8", "u4", "i16", "u1", "i64", "u63", "u64", "x8", "I8", "i0"],
         'q' => &["WRAP", "SAT", "FAIL", "NOPE"],
         other => panic!("no value pool '{other}'"),
     }
@@ -214,6 +215,10 @@ pub(super) const BITS: &[&str] = &[
     "=BITFIELD $k0 INCRBY $y0 $b0 $n0",
     "=BITFIELD $k0 OVERFLOW $q0 INCRBY $y0 $b0 $n0 GET $y1 $b1",
     "=BITFIELD_RO $k0 GET $y0 $b0",
+    "=BITFIELD_RO $k0 SET $y0 $b0 $n0",
+    "=BITFIELD $k0",
+    "=BITFIELD $k0 GET $y0",
+    "=BITFIELD $k0 OVERFLOW $q0 SET $y0 $b0 $n0 SET $y1 $b1 $n1",
     "=SET $k0 $v0",
     "=APPEND $k0 $v0",
     "=STRLEN $k0",

@@ -16,6 +16,7 @@ use super::store::Store;
 use super::Node;
 
 pub mod acl;
+pub mod bitfield;
 pub mod bits;
 pub mod blocking;
 pub mod cluster;
@@ -416,7 +417,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 29] = [
+        let families: [&'static [CommandSpec]; 30] = [
             connection::COMMANDS,
             memory::COMMANDS,
             object::COMMANDS,
@@ -424,6 +425,7 @@ impl Commands {
             server::COMMANDS,
             strings::COMMANDS,
             bits::COMMANDS,
+            bitfield::COMMANDS,
             keys::COMMANDS,
             hashes::COMMANDS,
             lists::COMMANDS,
