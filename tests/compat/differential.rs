@@ -384,6 +384,16 @@ fn multi_key_list_moves_stay_in_one_slot() {
         &["RPOPLPUSH", "a", "b"],
         &["LMPOP", "2", "a", "b", "LEFT"],
         &["MSETNX", "a", "1", "b", "2"],
+        &["ZUNIONSTORE", "{a}d", "2", "{a}x", "b"],
+        &["ZUNIONSTORE", "d", "1", "{a}x"],
+        &["ZINTER", "2", "a", "b"],
+        &["ZDIFF", "2", "a", "b"],
+        &["ZINTERCARD", "2", "a", "b"],
+        &["ZRANGESTORE", "a", "b", "0", "-1"],
+        &["ZMPOP", "2", "a", "b", "MIN"],
+        &["SINTERCARD", "2", "a", "b"],
+        &["BITOP", "AND", "a", "b"],
+        &["BITOP", "OR", "{a}d", "{a}x", "b"],
     ] {
         match c.cmd(args) {
             Frame::Error(e) => assert!(e.starts_with("CROSSSLOT"), "{args:?}: {e}"),
@@ -398,6 +408,26 @@ fn multi_key_list_moves_stay_in_one_slot() {
         keys,
         vec![Frame::Bulk(b"{a}x".to_vec()), Frame::Bulk(b"{a}y".to_vec())]
     );
+    // ZUNIONSTORE's destination comes before its key count.
+    let Frame::Array(keys) = c.cmd(&[
+        "COMMAND",
+        "GETKEYS",
+        "ZUNIONSTORE",
+        "{a}d",
+        "2",
+        "{a}x",
+        "{a}y",
+        "WEIGHTS",
+        "1",
+        "2",
+    ]) else {
+        panic!("GETKEYS answers an array");
+    };
+    let want: Vec<Frame> = ["{a}d", "{a}x", "{a}y"]
+        .iter()
+        .map(|k| Frame::Bulk(k.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(keys, want);
 }
 
 /// A reply's elements sorted (pairs kept together when `pairs`): for
@@ -699,7 +729,9 @@ fn argument_checks_come_in_redis_order() {
 fn scores_print_as_redis_7_0_prints_them() {
     let mut p = Pair::start();
     p.script(&[
-        &["ZADD", "z", "0.1", "a", "1e20", "b", "1e17", "c", "1.5e-7", "d"],
+        &[
+            "ZADD", "z", "0.1", "a", "1e20", "b", "1e17", "c", "1.5e-7", "d",
+        ],
         &["ZSCORE", "z", "a"],
         &["ZRANGE", "z", "0", "-1", "WITHSCORES"],
         &["ZINCRBY", "z", "0.2", "a"],
@@ -742,12 +774,48 @@ fn multi_key_set_algebra_matches_redis() {
         &["ZADD", "{z}b", "3", "y", "-inf", "z", "4", "w"],
         &["SADD", "{z}s", "x", "w", "v"],
         &["ZUNION", "2", "{z}a", "{z}b", "WITHSCORES"],
-        &["ZUNION", "3", "{z}a", "{z}b", "{z}s", "WEIGHTS", "2", "0", "1", "WITHSCORES"],
-        &["ZINTER", "2", "{z}a", "{z}b", "AGGREGATE", "MAX", "WITHSCORES"],
-        &["ZINTER", "2", "{z}a", "{z}s", "AGGREGATE", "min", "WITHSCORES"],
+        &[
+            "ZUNION",
+            "3",
+            "{z}a",
+            "{z}b",
+            "{z}s",
+            "WEIGHTS",
+            "2",
+            "0",
+            "1",
+            "WITHSCORES",
+        ],
+        &[
+            "ZINTER",
+            "2",
+            "{z}a",
+            "{z}b",
+            "AGGREGATE",
+            "MAX",
+            "WITHSCORES",
+        ],
+        &[
+            "ZINTER",
+            "2",
+            "{z}a",
+            "{z}s",
+            "AGGREGATE",
+            "min",
+            "WITHSCORES",
+        ],
         &["ZDIFF", "2", "{z}a", "{z}b", "WITHSCORES"],
         &["ZDIFF", "1", "{z}s"],
-        &["ZUNIONSTORE", "{z}d", "2", "{z}a", "{z}b", "WEIGHTS", "1", "-1"],
+        &[
+            "ZUNIONSTORE",
+            "{z}d",
+            "2",
+            "{z}a",
+            "{z}b",
+            "WEIGHTS",
+            "1",
+            "-1",
+        ],
         &["ZRANGE", "{z}d", "0", "-1", "WITHSCORES"],
         &["ZINTERSTORE", "{z}d", "2", "{z}a", "{z}missing"],
         &["EXISTS", "{z}d"],
@@ -765,7 +833,17 @@ fn multi_key_set_algebra_matches_redis() {
         &["SET", "{z}str", "v"],
         &["ZUNION", "2", "{z}a", "{z}str", "FOO"],
         &["ZRANGESTORE", "{z}r", "{z}a", "0", "1"],
-        &["ZRANGESTORE", "{z}r", "{z}a", "(1", "+inf", "BYSCORE", "LIMIT", "0", "1"],
+        &[
+            "ZRANGESTORE",
+            "{z}r",
+            "{z}a",
+            "(1",
+            "+inf",
+            "BYSCORE",
+            "LIMIT",
+            "0",
+            "1",
+        ],
         &["ZRANGE", "{z}r", "0", "-1", "WITHSCORES"],
         &["ZRANGESTORE", "{z}r", "{z}a", "0", "1", "WITHSCORES"],
         &["ZRANGESTORE", "{z}r", "{z}missing", "0", "1"],
@@ -807,17 +885,64 @@ fn multi_key_set_algebra_matches_redis() {
 fn bitfield_matches_redis() {
     let mut p = Pair::start();
     p.script(&[
-        &["BITFIELD", "b", "SET", "i8", "0", "-100", "GET", "u4", "0", "GET", "i8", "0"],
+        &[
+            "BITFIELD", "b", "SET", "i8", "0", "-100", "GET", "u4", "0", "GET", "i8", "0",
+        ],
         &["BITFIELD", "b", "INCRBY", "i8", "0", "-100"],
-        &["BITFIELD", "b", "OVERFLOW", "SAT", "INCRBY", "i8", "0", "-100"],
-        &["BITFIELD", "b", "OVERFLOW", "FAIL", "INCRBY", "i8", "0", "-1", "INCRBY", "u2", "100", "1"],
+        &[
+            "BITFIELD", "b", "OVERFLOW", "SAT", "INCRBY", "i8", "0", "-100",
+        ],
+        &[
+            "BITFIELD", "b", "OVERFLOW", "FAIL", "INCRBY", "i8", "0", "-1", "INCRBY", "u2", "100",
+            "1",
+        ],
         &["STRLEN", "b"],
-        &["BITFIELD", "b", "SET", "u8", "#3", "255", "INCRBY", "u8", "#3", "1"],
-        &["BITFIELD", "b", "OVERFLOW", "SAT", "SET", "i8", "1", "-9223372036854775808"],
+        &[
+            "BITFIELD", "b", "SET", "u8", "#3", "255", "INCRBY", "u8", "#3", "1",
+        ],
+        &[
+            "BITFIELD",
+            "b",
+            "OVERFLOW",
+            "SAT",
+            "SET",
+            "i8",
+            "1",
+            "-9223372036854775808",
+        ],
         &["BITFIELD", "b", "OVERFLOW", "SAT", "SET", "u8", "0", "-1"],
-        &["BITFIELD", "b", "OVERFLOW", "WRAP", "SET", "i16", "3", "9223372036854775807"],
-        &["BITFIELD", "b", "INCRBY", "i64", "0", "9223372036854775807", "INCRBY", "i64", "0", "1"],
-        &["BITFIELD", "b", "OVERFLOW", "SAT", "INCRBY", "i64", "0", "9223372036854775807"],
+        &[
+            "BITFIELD",
+            "b",
+            "OVERFLOW",
+            "WRAP",
+            "SET",
+            "i16",
+            "3",
+            "9223372036854775807",
+        ],
+        &[
+            "BITFIELD",
+            "b",
+            "INCRBY",
+            "i64",
+            "0",
+            "9223372036854775807",
+            "INCRBY",
+            "i64",
+            "0",
+            "1",
+        ],
+        &[
+            "BITFIELD",
+            "b",
+            "OVERFLOW",
+            "SAT",
+            "INCRBY",
+            "i64",
+            "0",
+            "9223372036854775807",
+        ],
         &["BITFIELD", "b", "GET", "u63", "1", "GET", "i64", "5"],
         &["GET", "b"],
         &["BITFIELD", "b", "GET", "u64", "0"],
@@ -832,7 +957,9 @@ fn bitfield_matches_redis() {
         &["BITFIELD", "b", "FOO", "i8", "0"],
         &["BITFIELD", "missing", "GET", "i8", "0"],
         &["EXISTS", "missing"],
-        &["BITFIELD", "missing", "OVERFLOW", "FAIL", "INCRBY", "u8", "16", "300"],
+        &[
+            "BITFIELD", "missing", "OVERFLOW", "FAIL", "INCRBY", "u8", "16", "300",
+        ],
         &["GET", "missing"],
         &["BITFIELD", "b"],
         &["BITFIELD_RO", "b", "GET", "u8", "0"],

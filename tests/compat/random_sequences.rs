@@ -158,7 +158,12 @@ fn compare(
     args: &[String],
 ) -> Result<(), TestCaseError> {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    log.push(argv.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" "));
+    log.push(
+        argv.iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     let ours = normalise(cmp, p.node.cmd(&argv));
     let theirs = normalise(cmp, p.redis.cmd(&argv));
     if !agree(cmp, &ours, &theirs) {
@@ -196,7 +201,11 @@ fn compare_multi(
         };
     };
     if ours.len() != theirs.len() {
-        return Err(differ(log, &Frame::Array(ours.clone()), &Frame::Array(theirs.clone())));
+        return Err(differ(
+            log,
+            &Frame::Array(ours.clone()),
+            &Frame::Array(theirs.clone()),
+        ));
     }
     for (i, ((cmp, args), (a, b))) in queued.iter().zip(ours.iter().zip(theirs)).enumerate() {
         let (a, b) = (normalise(*cmp, a.clone()), normalise(*cmp, b.clone()));

@@ -146,7 +146,9 @@ pub(super) fn pool(kind: char) -> &'static [&'static str] {
             "XX GT CH INCR",
         ],
         'p' => &["SUM", "MIN", "MAX", "min", "AVG"],
-        'y' => &["u8", "i8", "u4", "i16", "u1", "i64", "u63", "u64", "x8", "I8", "i0"],
+        'y' => &[
+            "u8", "i8", "u4", "i16", "u1", "i64", "u63", "u64", "x8", "I8", "i0",
+        ],
         'q' => &["WRAP", "SAT", "FAIL", "NOPE"],
         other => panic!("no value pool '{other}'"),
     }

@@ -158,10 +158,7 @@ fn signed_overflow(value: i64, incr: i64, bits: u32) -> Option<bool> {
     let min = -max - 1;
     let maxincr = (max as u64).wrapping_sub(value as u64) as i64;
     let minincr = min.wrapping_sub(value);
-    if value > max
-        || (bits != 64 && incr > maxincr)
-        || (value >= 0 && incr > 0 && incr > maxincr)
-    {
+    if value > max || (bits != 64 && incr > maxincr) || (value >= 0 && incr > 0 && incr > maxincr) {
         Some(true)
     } else if value < min
         || (bits != 64 && incr < minincr)
@@ -300,7 +297,7 @@ fn bitfield_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, read_only: bool) {
     };
     let mut replies: Vec<Option<i64>> = Vec::with_capacity(ops.len());
     for op in &ops {
-        let old = field(&s, op);
+        let old = field(s, op);
         if op.kind == Kind::Get {
             replies.push(Some(old));
             continue;

@@ -161,7 +161,8 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
             // Out of range (`1e400`, `1e-400`): refused, as Redis' strtod
             // check (ERANGE with an infinite or zero result) does.
             let mantissa = s.split(['e', 'E']).next().unwrap_or(s);
-            if v.is_infinite() || (v == 0.0 && mantissa.bytes().any(|c| (b'1'..=b'9').contains(&c))) {
+            if v.is_infinite() || (v == 0.0 && mantissa.bytes().any(|c| (b'1'..=b'9').contains(&c)))
+            {
                 return None;
             }
             v
@@ -528,7 +529,8 @@ pub fn key_positions_of<'a>(
             None => None.into_iter().chain((0..0).step_by(1)),
         };
     }
-    None.into_iter().chain(spread_key_positions(spec, argc, arg))
+    None.into_iter()
+        .chain(spread_key_positions(spec, argc, arg))
 }
 
 /// The evenly spaced keys of [`key_positions_of`].

@@ -379,7 +379,10 @@ fn sintercard(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             return ctx.out.error(super::ERR_SYNTAX);
         }
     }
-    let r = try_reply!(ctx, compute(ctx, args.iter().skip(2).take(numkeys), Op::Inter));
+    let r = try_reply!(
+        ctx,
+        compute(ctx, args.iter().skip(2).take(numkeys), Op::Inter)
+    );
     let n = r.len();
     ctx.out.int(if limit > 0 { n.min(limit) } else { n } as i64);
 }

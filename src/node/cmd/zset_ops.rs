@@ -300,8 +300,7 @@ fn zintercard(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     };
     let limit = req.limit;
     let n = compute(req, Op::Inter).len();
-    ctx.out
-        .int(if limit > 0 { n.min(limit) } else { n } as i64);
+    ctx.out.int(if limit > 0 { n.min(limit) } else { n } as i64);
 }
 
 fn zrangestore(ctx: &mut Ctx<'_>, args: &Args<'_>) {
@@ -374,7 +373,11 @@ fn zmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         }
         let n = count.min(z.len());
         let popped: Vec<(Vec<u8>, f64)> = if max {
-            z.iter().rev().take(n).map(|(m, s)| (m.to_vec(), s)).collect()
+            z.iter()
+                .rev()
+                .take(n)
+                .map(|(m, s)| (m.to_vec(), s))
+                .collect()
         } else {
             z.iter().take(n).map(|(m, s)| (m.to_vec(), s)).collect()
         };

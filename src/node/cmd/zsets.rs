@@ -31,7 +31,11 @@ pub static COMMANDS: &[CommandSpec] = &[
 ];
 
 /// The sorted set at `key`: Ok(None) when absent, Err on another type.
-pub(super) fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s ZSet>, &'static str> {
+pub(super) fn read<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<Option<&'s ZSet>, &'static str> {
     match store.get(slot, key) {
         None => Ok(None),
         Some(e) => match &e.value {
@@ -55,7 +59,11 @@ pub(super) fn modify<'s>(
     }
 }
 
-pub(super) fn write<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<&'s mut ZSet, &'static str> {
+pub(super) fn write<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<&'s mut ZSet, &'static str> {
     match store.get_or_create(
         slot,
         key,
@@ -436,6 +444,9 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
     }
 }
 
+/// Members with their scores, owned.
+pub(super) type Scored = Vec<(Vec<u8>, f64)>;
+
 /// What a ZRANGE-form command selects, and whether WITHSCORES was given:
 /// the source key at `base` (2 for ZRANGESTORE, which takes no
 /// WITHSCORES), the bounds after it, then the options. None once an error
@@ -445,7 +456,7 @@ pub(super) fn select_range(
     args: &Args<'_>,
     base: usize,
     fixed: Option<(Mode, bool)>,
-) -> Option<(Vec<(Vec<u8>, f64)>, bool)> {
+) -> Option<(Scored, bool)> {
     let (mut mode, mut rev) = fixed.unwrap_or((Mode::Rank, false));
     let store = base > 1;
     let mut withscores = false;
