@@ -107,7 +107,8 @@ e2e-backup:
 	scripts/e2e-backup.sh
 
 # docs/security.md on the cluster: the admin API refused from another
-# namespace, TLS and the generated password with redis-cli, TLS replication.
+# namespace and the NetworkPolicy enforced (kube-router), the metrics port,
+# TLS and the generated password with redis-cli, TLS replication.
 e2e-security:
 	scripts/e2e-security.sh
 

@@ -17,7 +17,7 @@ mkdir -p "$BUILD_LOG"
 
 # ---------------------------------------------------------------- packages
 APT_PACKAGES=(containerd runc containernetworking-plugins buildah debootstrap
-  iptables nftables conntrack iproute2 openssl jq curl redis-tools util-linux procps)
+  iptables nftables ipset conntrack iproute2 openssl jq curl redis-tools util-linux procps)
 install_packages() {
   local missing=()
   for p in "${APT_PACKAGES[@]}"; do
@@ -82,6 +82,14 @@ build_helm() {
   GOBIN="$OUT" go install -p 2 -trimpath \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+# kube-router's NetworkPolicy controller alone (iptables + ipset; no routing,
+# no service proxy, no CNI): the bridge plugin enforces no policies, and the
+# upstream nftables agent needs the kernel's nft queue support, which these
+# machines lack.
+build_kube_router() {
+  GOBIN="$OUT" go install -p 2 -trimpath -ldflags "-s -w" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
 }
 build_local_path() {
   GOBIN="$OUT" go install -p 2 -trimpath -ldflags "-s -w" \
@@ -182,7 +190,7 @@ build_images() {
 
 link_bins() {
   local d b
-  for d in "$K8S_BIN" "$ETCD_BIN" "$COREDNS_BIN" "$HELM_BIN" "$LOCAL_PATH_BIN"; do
+  for d in "$K8S_BIN" "$ETCD_BIN" "$COREDNS_BIN" "$HELM_BIN" "$LOCAL_PATH_BIN" "$KUBE_ROUTER_BIN"; do
     for b in "$d"/*; do ln -sfn "$b" "$BIN/$(basename "$b")"; done
   done
 }
@@ -197,6 +205,7 @@ main() {
   go_component helm "$CACHE/helm-$HELM_VERSION" helm -- build_helm
   go_component local-path-provisioner "$CACHE/local-path-provisioner-$LOCAL_PATH_VERSION" \
     local-path-provisioner -- build_local_path
+  go_component kube-router "$CACHE/kube-router-$KUBE_ROUTER_VERSION" kube-router -- build_kube_router
   build_images
   link_bins
   log "build complete in $((SECONDS - start))s (cache: $CACHE)"

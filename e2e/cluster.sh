@@ -7,7 +7,8 @@
 # Layers, bottom to top (see e2e/README.md):
 #   host    : bridge tessera0 (198.18.0.1/24), sysctls, cgroup v1 controllers
 #   control : etcd -> kube-apiserver -> kube-controller-manager, kube-scheduler
-#   node    : containerd (own socket/root) -> kubelet, kube-proxy (iptables)
+#   node    : containerd (own socket/root) -> kubelet, kube-proxy (iptables),
+#             kube-router (NetworkPolicies only: iptables + ipset)
 #   addons  : CoreDNS (cluster.local only), local-path-provisioner + default SC
 # Every process is started detached with its PID in e2e/.run/pids and its log
 # in e2e/.run/logs/<name>.log; `down` undoes every change `up` made.
@@ -17,7 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$E2E_DIR/nodes.sh"
 
 # Start order matters for `up`; `down` stops in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router)
 HOST_STATE="$RUN/host-state"          # what the host looked like before `up`
 SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
   net.ipv4.conf.all.route_localnet vm.overcommit_memory vm.panic_on_oom kernel.panic
@@ -249,7 +250,9 @@ setup_pki() {
   cert kubelet-serving "/CN=$NODE_NAME" "IP:$NODE_IP,DNS:$NODE_NAME"
   cert kube-proxy "/CN=system:kube-proxy"
   kubeconfig "$KUBECONFIG_FILE" admin
-  for c in controller-manager scheduler kubelet kube-proxy; do kubeconfig "$RUN/$c.kubeconfig" "$c"; done
+  # Reads pods, namespaces, policies and nodes (a local test cluster: no narrower role).
+  cert kube-router "/O=system:masters/CN=tessera-e2e-kube-router"
+  for c in controller-manager scheduler kubelet kube-proxy kube-router; do kubeconfig "$RUN/$c.kubeconfig" "$c"; done
 }
 
 # ------------------------------------------------------------------ configs
@@ -416,6 +419,15 @@ start_node() {
   start kube-proxy kube-proxy --config="$RUN/conf/kube-proxy.yaml" --v=1
   wait_for 90 "node $NODE_NAME Ready" kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=2s \
     || fail kubelet
+  # NetworkPolicies are enforced on this node's pods (iptables + ipset); it
+  # needs the Node object, so it starts once the node is registered.
+  # Traffic from the node itself (probes, the tests on the host) is let
+  # through, as kube-router does on every node.
+  start kube-router kube-router --run-firewall=true --run-router=false --run-service-proxy=false \
+    --enable-cni=false --enable-pod-egress=false --kubeconfig="$RUN/kube-router.kubeconfig" \
+    --hostname-override="$NODE_NAME" --service-cluster-ip-range="$SERVICE_CIDR" --health-port=0 --v=1
+  wait_for 30 "kube-router's first policy sync" grep -q "sync iptables took" "$LOGS/kube-router.log" \
+    && alive kube-router || fail kube-router
 }
 
 # Import every image archive we built (and the Tessera image, if built) into
@@ -511,14 +523,20 @@ cmd_down() {
   # off errexit inside the step), so a half-broken cluster is still cleaned.
   local c step
   # kubelet first so it does not restart containers while we tear down.
-  for step in remove_workers "stop kubelet" "stop kube-proxy" kill_pod_processes kill_shims \
+  for step in remove_workers "stop kubelet" "stop kube-proxy" "stop kube-router" kill_pod_processes kill_shims \
       "stop containerd" "stop kube-scheduler" "stop kube-controller-manager" \
-      "stop kube-apiserver" "stop etcd" kube_proxy_cleanup cleanup_iptables \
+      "stop kube-apiserver" "stop etcd" kube_proxy_cleanup cleanup_iptables kube_router_cleanup \
       unmount_ours remove_state restore_host; do
     $step || log "warning: '$step' failed; continuing"
   done
   rm -rf "$PIDS" "$RUN/conf"
   log "cluster down"
+}
+
+# kube-router's ipsets (its iptables chains are KUBE-*, swept above).
+kube_router_cleanup() {
+  [[ -x $BIN/kube-router ]] || return 0
+  "$BIN/kube-router" --cleanup-config >"$LOGS/kube-router-cleanup.log" 2>&1 || true
 }
 
 # kube-proxy knows how to remove its own rules; cleanup_iptables sweeps the rest.

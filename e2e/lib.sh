@@ -14,6 +14,7 @@ ETCD_BIN="$CACHE/etcd-$ETCD_VERSION/bin"
 COREDNS_BIN="$CACHE/coredns-$COREDNS_VERSION/bin"
 HELM_BIN="$CACHE/helm-$HELM_VERSION/bin"
 LOCAL_PATH_BIN="$CACHE/local-path-provisioner-$LOCAL_PATH_VERSION/bin"
+KUBE_ROUTER_BIN="$CACHE/kube-router-$KUBE_ROUTER_VERSION/bin"
 IMAGES_DIR="$CACHE/images"          # OCI archives of every image we build
 
 # Runtime state. RUN is in the repo (git-ignored) for things people look at

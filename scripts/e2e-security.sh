@@ -3,9 +3,14 @@
 # cluster-up), docs/security.md:
 #   - a cluster with no security settings gets <cluster>-internal, -auth and
 #     -tls Secrets and a NetworkPolicy;
-#   - from a pod in another namespace (not the operator) every admin /v1 call
-#     without the token or with a wrong one is refused (401, or no
-#     connection where NetworkPolicies are enforced) and nothing changes:
+#   - the NetworkPolicy is enforced (kube-router on the local cluster): a pod
+#     in another namespace reaches the client port but not the admin or the
+#     metrics port; listed in spec.networkPolicy.metricsNamespaces it reaches
+#     the metrics port and still not the admin port; with the policy turned
+#     off the admin port answers it (401);
+#   - from a pod the policy admits that is not the operator (the cluster's
+#     label, no token) every admin /v1 call without the token or with a
+#     wrong one is refused (401; 403 in plain HTTP) and nothing changes:
 #     fencing epoch, topology, follow target, archive hold, snapshots; the
 #     snapshot download carries no data;
 #   - redis-cli with --tls --cacert and the generated password works; without
@@ -86,28 +91,49 @@ before_p=$(state "$primary_ip"); before_r=$(state "$replica_ip")
 
 # The attacker: a pod in another namespace with curl and redis-cli, and
 # the cluster's CA certificate (public).
-kubectl create configmap -n "$ATT" cluster-ca --from-file=ca.crt="$CA" >&2
-kubectl apply -n "$ATT" -f - >&2 <<EOF
+# The insider: a pod in the cluster's namespace with the cluster's label,
+# which the policy admits to the admin port, holding no token.
+for where in "$ATT attacker {}" "$NS insider {tessera.dev/cluster: $C}"; do
+  read -r ns name labels <<<"$where"
+  kubectl create configmap -n "$ns" cluster-ca --from-file=ca.crt="$CA" >&2
+  kubectl apply -n "$ns" -f - >&2 <<EOF
 apiVersion: v1
 kind: Pod
-metadata: {name: attacker}
+metadata: {name: $name, labels: $labels}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
-    - name: attacker
+    - name: $name
       image: $BASE_IMAGE
       imagePullPolicy: Never
       command: [sh, -c, 'exec sleep infinity']
       volumeMounts: [{name: ca, mountPath: /ca}]
   volumes: [{name: ca, configMap: {name: cluster-ca}}]
 EOF
-kubectl wait -n "$ATT" pod/attacker --for=condition=Ready --timeout=120s >&2
-result $? "attacker pod running in $ATT"
+  kubectl wait -n "$ns" "pod/$name" --for=condition=Ready --timeout=120s >&2
+  result $? "$name pod running in $ns"
+done
 att() { kubectl exec -n "$ATT" attacker -- "$@"; }
+ins() { kubectl exec -n "$NS" insider -- "$@"; }
+
+# The policy, enforced: from another namespace only the client ports answer.
+# `reach POD-FN PORT PATH`: the HTTP status, 000 when no connection was made.
+reach() { "$1" curl -s -o /dev/null -w '%{http_code}' --connect-timeout 3 --max-time 5 "http://$primary_ip:$2$3" 2>/dev/null; }
+out=$(att redis-cli -h "$primary_ip" -p 6379 PING 2>&1)
+[[ $out == *NOAUTH* ]]; result $? "policy: the client port answers a pod of another namespace" "$out"
+a=$(reach att 9121 /metrics); m=$(reach att 9122 /metrics)
+[[ $a == 000 && $m == 000 ]]; result $? "policy: admin and metrics ports closed to another namespace" "admin $a, metrics $m"
+a=$(reach ins 9121 /metrics); m=$(reach ins 9122 /metrics)
+[[ $a == 200 && $m == 200 ]]; result $? "policy: the cluster's own pods reach both" "admin $a, metrics $m"
+kubectl patch dbc -n "$NS" "$C" --type merge -p "{\"spec\":{\"networkPolicy\":{\"metricsNamespaces\":[\"$ATT\"]}}}" >&2
+m=000
+for _ in $(seq 30); do m=$(reach att 9122 /metrics); [[ $m == 200 ]] && break; sleep 1; done
+a=$(reach att 9121 /metrics)
+[[ $m == 200 && $a == 000 ]]; result $? "policy: a metrics namespace reaches the metrics port, not the admin port" "metrics $m, admin $a"
 
 # Every /v1 call, without a token and with a wrong one, over HTTPS and in
-# plain HTTP: the status code is 401 (HTTPS), 403 (plain HTTP), or 000 (no
-# connection: an enforcing NetworkPolicy).
+# plain HTTP, from the insider the policy lets through: the status code is
+# 401 (HTTPS) or 403 (plain HTTP).
 big=18446744073709551615
 calls=(
   "GET /v1/status"
@@ -130,11 +156,11 @@ for ip in "$primary_ip" "$replica_ip"; do
       for c in "${calls[@]}"; do
         read -r method path body <<<"$c"
         hdr=(); [[ $auth == wrong ]] && hdr=(-H "Authorization: Bearer wrong-$TOKEN")
-        out=$(att curl -k -s -o /tmp/body -w '%{http_code}' --max-time 5 -X "$method" "${hdr[@]}" \
+        out=$(ins curl -k -s -o /tmp/body -w '%{http_code}' --max-time 5 -X "$method" "${hdr[@]}" \
           -H 'Content-Type: application/json' ${body:+--data "$body"} "$scheme://$ip:9121$path" 2>/dev/null)
-        leak=$(att sh -c 'grep -c e2e-secret-value /tmp/body 2>/dev/null || true')
+        leak=$(ins sh -c 'grep -c e2e-secret-value /tmp/body 2>/dev/null || true')
         want=401; [[ $scheme == http ]] && want=403
-        if [[ $out != "$want" && $out != 000 ]] || [[ ${leak:-0} != 0 ]]; then bad+=" $method $path=$out"; fi
+        if [[ $out != "$want" ]] || [[ ${leak:-0} != 0 ]]; then bad+=" $method $path=$out"; fi
       done
       [[ -z $bad ]]; result $? "every /v1 call to $ip over $scheme with $auth token refused" "$bad"
     done
@@ -148,6 +174,14 @@ after_p=$(state "$primary_ip"); after_r=$(state "$replica_ip")
 # policy admits them (here: the host); they carry no data.
 m=$(curl -fsS "http://$primary_ip:9121/metrics"); rc=$?
 [[ $rc == 0 && $m != *e2e-secret* ]]; result $? "/metrics open and without data"
+# The metrics port (9122) serves the probes and /metrics and no admin call,
+# even with the token; the pods' probes use it.
+m=$(curl -fsS "http://$primary_ip:9122/metrics"); rc=$?
+[[ $rc == 0 && $m == *tessera_* && $m != *e2e-secret* ]]; result $? "/metrics on the metrics port, without data"
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "Authorization: Bearer $TOKEN" "http://$primary_ip:9122/v1/status")
+[[ $code == 404 ]]; result $? "no admin call on the metrics port, even with the token" "$code"
+probe=$(kubectl get pods -n "$NS" -l "tessera.dev/cluster=$C,app.kubernetes.io/component=node" -o jsonpath='{range .items[*]}{.spec.containers[0].readinessProbe.httpGet.port}{" "}{.spec.containers[0].livenessProbe.httpGet.port}{" "}{end}')
+[[ $probe =~ ^(metrics\ )+$ ]]; result $? "the probes use the metrics port" "$probe"
 
 # Clients: TLS with the CA and the generated password.
 out=$(att redis-cli --tls --cacert /ca/ca.crt -h "$primary_ip" -p 6380 -a "$PASSWORD" --no-auth-warning GET e2e-secret-key 2>&1)
@@ -158,6 +192,15 @@ out=$(att timeout 5 redis-cli -h "$primary_ip" -p 6380 -a "$PASSWORD" --no-auth-
 [[ $out != *e2e-secret-value* ]]; result $? "plaintext to the TLS port gets nothing" "$out"
 out=$(att redis-cli -h "$primary_ip" -p 6379 GET e2e-secret-key 2>&1)
 [[ $out == *NOAUTH* ]]; result $? "plaintext port without the password is refused" "$out"
+
+# The policy can be turned off: it is deleted and the admin port answers
+# the other namespace again, with 401 (the token still guards it).
+kubectl patch dbc -n "$NS" "$C" --type merge -p '{"spec":{"networkPolicy":{"enabled":false}}}' >&2
+a=000
+for _ in $(seq 30); do a=$(reach att 9121 /v1/status); [[ $a != 000 ]] && break; sleep 1; done
+gone=$(kubectl get networkpolicy -n "$NS" "$C-nodes" -o name 2>/dev/null)
+[[ -z $gone && $a == 403 ]]; result $? "policy off: deleted, and the admin port answers another namespace (403 in plain HTTP)" "policy '$gone', admin $a"
+kubectl patch dbc -n "$NS" "$C" --type merge -p '{"spec":{"networkPolicy":{"enabled":true}}}' >&2
 
 # Replication over TLS: the replica's link is up and has the write.
 out=$(redis-cli -h "$replica_ip" -p 6379 -a "$PASSWORD" --no-auth-warning -c READONLY >/dev/null; \
@@ -173,7 +216,7 @@ done
 result $ok "a write reaches the replica over the TLS link"
 # The log is read whole first: `grep -q` in a pipe under pipefail would fail
 # the check whenever it matched before kubectl finished writing.
-node_log=$(kubectl logs -n "$NS" "$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o name | head -1)" 2>/dev/null)
+node_log=$(kubectl logs -n "$NS" "$(kubectl get pods -n "$NS" -l "tessera.dev/cluster=$C,app.kubernetes.io/component=node" -o name | head -1)" 2>/dev/null)
 grep -q 'TLS client port listening' <<<"$node_log"; result $? "nodes serve TLS (log)"
 
 # Rotation under load: a renewed node certificate (same CA, same names, a
@@ -234,7 +277,7 @@ result $served "both nodes serve the renewed certificate (client and admin ports
 a0=$(acked_ok a); b0=$(acked_ok b)
 wait_acked 20 "$a0" "$b0"; result $? "both writers acknowledged over TLS after the rotation" "a: $a0 -> $(acked_ok a), b: $b0 -> $(acked_ok b)"
 touch "$ROT/stop"; wait "$wa" "$wb"; kill "$wbench" 2>/dev/null; wait "$wbench" 2>/dev/null
-restarts=$(kubectl get pods -n "$NS" -l tessera.dev/cluster=$C -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
+restarts=$(kubectl get pods -n "$NS" -l "tessera.dev/cluster=$C,app.kubernetes.io/component=node" -o jsonpath='{range .items[*]}{.status.containerStatuses[0].restartCount}{" "}{end}')
 [[ $restarts =~ ^(0\ )+$ ]]; result $? "no node restarted" "$restarts"
 fails=$(cat "$ROT"/acked-* | awk '/^FAIL$/{run++; if (run > max) max = run; next} {run = 0} END {print max + 0}')
 (( fails <= 1 )); result $? "no writer failed more than one write in a row (one reconnect)" "longest run of failures: $fails"

@@ -54,6 +54,11 @@ struct NodeArgs {
     /// Admin HTTP port: /healthz, /readyz, /metrics, /v1/status, topology.
     #[arg(long, default_value_t = 9121)]
     admin_port: u16,
+    /// A second, plain-HTTP port serving only /healthz, /readyz and
+    /// /metrics, so that probes and scrapers need no access to the admin
+    /// port (pods get 9122 from the operator). Unset: none.
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     bind: std::net::IpAddr,
@@ -248,6 +253,7 @@ fn main() -> Result<()> {
                 bind: a.bind,
                 port: a.port,
                 admin_port: a.admin_port,
+                metrics_port: a.metrics_port,
                 announce_host: a.announce_host,
                 data_dir: a.data_dir,
                 persistence: !a.no_persistence,

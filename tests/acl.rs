@@ -83,6 +83,7 @@ fn read_write_user_writes_but_runs_no_admin_command() {
         &["SHUTDOWN"],
         &["TREPLICATE", "a", "b", "c", "d", "e"],
         &["TMIGRATE", "ABORT", "x"],
+        &["TPUBLISH", "news", "forged"],
     ] {
         let e = err(redis::cmd(cmd[0]).arg(&cmd[1..]).query(&mut rw));
         assert!(e.contains("NOPERM"), "{cmd:?}: {e}");
@@ -158,7 +159,7 @@ fn acl_setuser_list_and_deluser_at_run_time() {
 }
 
 #[test]
-fn function_load_delete_and_flush_need_write_permission() {
+fn function_load_delete_flush_and_restore_need_write_permission() {
     let (n, _d) = node_with_users();
     let lib = "#!lua name=acl\nredis.register_function{function_name='get', callback=function(k) return redis.call('GET', k[1]) end, flags={'no-writes'}}";
     let mut ro = as_user(&n, "reader", "reader-pw");
@@ -177,9 +178,23 @@ fn function_load_delete_and_flush_need_write_permission() {
         .query(&mut rw)
         .unwrap();
     assert_eq!(name, "acl");
-    // Listing and read-only calls stay open to the reader.
+    // Listing, dumping and read-only calls stay open to the reader;
+    // FUNCTION RESTORE is a write.
     let libs: Vec<redis::Value> = redis::cmd("FUNCTION").arg("LIST").query(&mut ro).unwrap();
     assert_eq!(libs.len(), 1);
+    let dump: Vec<u8> = redis::cmd("FUNCTION").arg("DUMP").query(&mut ro).unwrap();
+    let e = err(redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&dump)
+        .arg("REPLACE")
+        .query(&mut ro));
+    assert!(e.contains("NOPERM"), "FUNCTION RESTORE by the reader: {e}");
+    let _: () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&dump)
+        .arg("REPLACE")
+        .query(&mut rw)
+        .unwrap();
     let v: Option<String> = redis::cmd("FCALL_RO")
         .arg("get")
         .arg(1)

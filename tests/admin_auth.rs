@@ -1,13 +1,14 @@
 //! The admin API's authentication, with real node processes: every `/v1/*`
 //! call needs the bearer token; without it or with a wrong one the answer
 //! is 401 and nothing changes; probes and metrics stay open; a rotated
-//! token file takes effect without a restart.
+//! token file takes effect without a restart; the metrics port serves the
+//! probes and metrics and no admin call, token or not.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{http, http_as, TestNode, ADMIN_TOKEN};
+use common::{free_port, http, http_as, TestNode, ADMIN_TOKEN};
 use serde_json::{json, Value};
 
 fn get(n: &TestNode, path: &str) -> Value {
@@ -155,6 +156,34 @@ fn every_v1_call_without_the_right_token_is_refused_and_changes_nothing() {
     let (s, b) = http(n.admin_port, "POST", "/v1/fence", r#"{"epoch": 7}"#).unwrap();
     assert_eq!(s, 200, "{b}");
     assert_eq!(get(&n, "/v1/status")["fencingEpoch"], 7);
+}
+
+#[test]
+fn the_metrics_port_serves_probes_and_metrics_and_no_admin_call() {
+    let metrics = free_port();
+    let n = TestNode::start(&["--metrics-port", &metrics.to_string()]);
+    let before = state(&n);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (s, b) = http_as(metrics, "GET", path, "", None).unwrap();
+        assert_eq!(s, 200, "{path}: {b}");
+    }
+    let (_, m) = http_as(metrics, "GET", "/metrics", "", None).unwrap();
+    assert!(
+        m.contains("tessera_"),
+        "node metrics on the metrics port: {m}"
+    );
+    // Every admin call, even with the right token, is not there.
+    for (method, path, body) in calls("x", "y") {
+        let (s, b) = http_as(metrics, method, &path, &body, Some(ADMIN_TOKEN)).unwrap();
+        assert_eq!(s, 404, "{method} {path} on the metrics port: {b}");
+    }
+    assert_eq!(
+        state(&n),
+        before,
+        "a call on the metrics port changed the node"
+    );
+    // The admin port is unchanged beside it.
+    assert_eq!(get(&n, "/v1/status")["role"], before["role"]);
 }
 
 /// The whole raw response of a GET with the token (a binary body).

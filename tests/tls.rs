@@ -483,3 +483,46 @@ fn a_tls_client_is_served_in_the_connection_loop_with_its_own_address() {
     b.send(&["GET", "tk"]);
     b.expect("$2\r\nv1\r\n");
 }
+
+/// PUBLISH forwarded between TLS nodes goes through the peer's TLS port:
+/// the topology names the peer's plaintext port as a closed one, so only
+/// the TLS link can carry the message.
+#[test]
+fn publish_is_forwarded_over_tls_links() {
+    let pki = Pki::new();
+    let (a_tls, b_tls) = (free_port(), free_port());
+    let mut aa = pki.args(a_tls);
+    aa.push("--tls-replication".into());
+    let mut ba = pki.args(b_tls);
+    ba.push("--tls-replication".into());
+    let a = start(&aa);
+    let b = start(&ba);
+    let closed = free_port();
+    let node = |n: &TestNode, port: u16, tls: u16| {
+        serde_json::json!({
+            "id": status(n)["nodeId"], "host": "127.0.0.1", "port": port, "tlsPort": tls
+        })
+    };
+    let topo = serde_json::json!({"epoch": 1, "shards": [
+        {"name": "a", "slots": [[0, 8191]], "primary": node(&a, a.port, a_tls), "replicas": []},
+        {"name": "b", "slots": [[8192, 16383]], "primary": node(&b, closed, b_tls), "replicas": []},
+    ]});
+    for n in [&a, &b] {
+        let (s, body) =
+            common::http(n.admin_port, "PUT", "/v1/topology", &topo.to_string()).unwrap();
+        assert_eq!(s, 200, "{body}");
+    }
+    let mut sub = b.client().get_connection().unwrap();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe("over-tls").unwrap();
+    ps.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let got: i64 = redis::cmd("PUBLISH")
+        .arg("over-tls")
+        .arg("sealed")
+        .query(&mut a.conn())
+        .unwrap();
+    assert_eq!(got, 0, "no subscriber on the publishing node");
+    let msg = ps.get_message().expect("the message crossed the TLS link");
+    assert_eq!(msg.get_channel_name(), "over-tls");
+    assert_eq!(msg.get_payload::<String>().unwrap(), "sealed");
+}

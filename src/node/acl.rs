@@ -17,7 +17,7 @@
 //!
 //! Categories come from the command flags: `@read` the read-only commands,
 //! `@write` the writes, `@admin` the administrative and link commands
-//! (CONFIG, SHUTDOWN, TREPLICATE, TMIGRATE, ACL other than WHOAMI). Commands
+//! (CONFIG, SHUTDOWN, TREPLICATE, TMIGRATE, TPUBLISH, ACL other than WHOAMI). Commands
 //! in none of them (PING, HELLO, CLIENT, CLUSTER SLOTS, INFO, COMMAND…) are
 //! allowed to every user, so any client library can connect and discover
 //! the cluster. Later rules override earlier ones, as in Redis.

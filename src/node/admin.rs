@@ -75,6 +75,23 @@ pub async fn serve(node: Rc<Node>, listener: TcpListener) {
     }
 }
 
+/// The probes-and-metrics port: plain HTTP, /healthz, /readyz and /metrics
+/// only. It exists so that a NetworkPolicy can admit the kubelet and
+/// Prometheus here while the admin port admits only the cluster's own.
+pub async fn serve_metrics(node: Rc<Node>, listener: TcpListener) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let svc = service(node.clone(), Scheme::ProbesOnly);
+        tokio::task::spawn_local(async move {
+            let http = hyper::server::conn::http1::Builder::new();
+            let _ = http.serve_connection(TokioIo::new(sock), svc).await;
+        });
+    }
+}
+
 /// How a request reached the admin port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scheme {
@@ -83,6 +100,9 @@ enum Scheme {
     Https,
     /// Plain HTTP while HTTPS is on: probes and metrics only.
     PlainBesideHttps,
+    /// The metrics port: probes and metrics only, whatever the admin
+    /// port's scheme.
+    ProbesOnly,
 }
 
 fn service(
@@ -105,7 +125,15 @@ type AnyBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 async fn route_any(node: &Rc<Node>, req: Request<Incoming>, scheme: Scheme) -> Response<AnyBody> {
     let path = req.uri().path();
-    if scheme == Scheme::PlainBesideHttps && !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+    let probe = matches!(path, "/healthz" | "/readyz" | "/metrics");
+    if scheme == Scheme::ProbesOnly && !probe {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this port serves /healthz, /readyz and /metrics only (the admin API is on the admin port)",
+        )
+        .map(|b| b.map_err(|never| match never {}).boxed());
+    }
+    if scheme == Scheme::PlainBesideHttps && !probe {
         // Refused before the token is looked at: a credential sent in the
         // clear is not to be honoured.
         tracing::warn!(method = %req.method(), path, "admin call over plaintext refused: this port needs HTTPS");
@@ -359,6 +387,7 @@ pub fn apply_topology(node: &Rc<Node>, topology: Topology) -> Result<(), Topolog
     }
     let primary = map.my_shard().primary.clone();
     tracing::info!(epoch = map.topology.epoch, shard = %map.my_shard().name, shard_epoch, primary = %primary.id, "topology applied");
+    node.forwarder.on_topology(&map.topology, &node.id);
     *node.slot_map.borrow_mut() = map;
     // One code path for role changes: the same as the admin calls.
     if let Err(e) = super::replication::apply_topology_role(node, shard_epoch, &primary) {

@@ -395,6 +395,11 @@ impl Scripts {
     }
 
     /// A library's functions (registration order).
+    /// The library a function belongs to.
+    pub fn function_library(&self, name: &str) -> Option<&str> {
+        self.functions.by_name.get(name).map(String::as_str)
+    }
+
     pub fn library_functions(&self, name: &str) -> &[FunctionDef] {
         self.functions
             .libs

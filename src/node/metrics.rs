@@ -363,6 +363,20 @@ pub fn render_metrics(node: &Node) -> String {
         "gauge",
         node.ready.get() as u8,
     );
+    gauge(
+        &mut out,
+        "tessera_pubsub_forwarded_total",
+        "PUBLISH messages written to the links to the other nodes of the cluster.",
+        "counter",
+        node.forwarder.forwarded.get(),
+    );
+    gauge(
+        &mut out,
+        "tessera_pubsub_forward_dropped_total",
+        "PUBLISH messages not forwarded to a peer (its queue full, or it unreachable).",
+        "counter",
+        node.forwarder.dropped.get(),
+    );
     super::migration::render_metrics(node, &mut out);
     super::load::render_metrics(node, &mut out);
     out

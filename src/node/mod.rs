@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod migration;
 pub mod notify;
 pub mod pubsub;
+pub mod pubsub_forward;
 pub mod rdb;
 pub mod release;
 pub mod replication;
@@ -105,6 +106,8 @@ pub struct NodeConfig {
     pub bind: IpAddr,
     pub port: u16,
     pub admin_port: u16,
+    /// The probes-and-metrics port (plain HTTP, nothing under /v1), if any.
+    pub metrics_port: Option<u16>,
     /// Host name or IP other nodes and clients use for this node (MOVED
     /// replies, CLUSTER SLOTS). Defaults to the bind address.
     pub announce_host: Option<String>,
@@ -202,6 +205,7 @@ impl NodeConfig {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             admin_port: 0,
+            metrics_port: None,
             announce_host: None,
             data_dir,
             persistence: true,
@@ -273,6 +277,8 @@ pub struct Node {
     pub blocked: RefCell<blocking::Blocked>,
     /// Pub/sub subscriptions of every connection.
     pub pubsub: RefCell<pubsub::PubSub>,
+    /// Links that carry PUBLISH to the other nodes of the cluster.
+    pub forwarder: pubsub_forward::Forwarder,
     /// Connected clients (CLIENT LIST, CLIENT KILL).
     pub clients: RefCell<clients::Clients>,
     /// What CONFIG SET accepted (reported by CONFIG GET; see docs/node.md).
@@ -365,6 +371,7 @@ impl Node {
             script_running: Default::default(),
             blocked: Default::default(),
             pubsub: Default::default(),
+            forwarder: Default::default(),
             clients: Default::default(),
             config_set: Default::default(),
             notify: Default::default(),

@@ -10,6 +10,12 @@
 //! Redis. An aggregate emptied by a write also gets `del`; a key deleted by
 //! expiry gets `expired`. Commands replayed from a log or a primary notify
 //! nothing.
+//!
+//! Two classes are decided before the command runs ([`before_command`]):
+//! `keymiss` (`m`) for each key a command reads and finds missing, where
+//! Redis' read lookup reports it, and the keys a write finds absent, which
+//! get `new` (`n`) when they exist after it, just before the first event
+//! that names them (Redis sends `new` as the key is added).
 
 /// Event classes, as the characters of `notify-keyspace-events`.
 pub const KEYSPACE: u32 = 1;
@@ -23,6 +29,10 @@ pub const ZSET: u32 = 1 << 7;
 pub const EXPIRED: u32 = 1 << 8;
 pub const EVICTED: u32 = 1 << 9;
 pub const STREAM: u32 = 1 << 10;
+/// `m`: a read found its key missing (not part of `A`).
+pub const KEY_MISS: u32 = 1 << 11;
+/// `n`: a key was added (not part of `A`).
+pub const NEW: u32 = 1 << 12;
 
 /// The classes a normalized `notify-keyspace-events` value turns on.
 pub fn parse_flags(v: &str) -> u32 {
@@ -40,6 +50,8 @@ pub fn parse_flags(v: &str) -> u32 {
             'x' => EXPIRED,
             'e' => EVICTED,
             't' => STREAM,
+            'm' => KEY_MISS,
+            'n' => NEW,
             'A' => GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM,
             _ => 0,
         };
@@ -192,6 +204,98 @@ pub fn events(running: &str, logged: &[&[u8]]) -> Vec<Event> {
     }
 }
 
+/// Which of a command's keys Redis reads with a lookup that reports a
+/// missing key (`keymiss`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Misses {
+    None,
+    All,
+    /// All but the first (a destination).
+    Sources,
+    First,
+}
+
+pub fn misses(name: &str, readonly: bool) -> Misses {
+    match name {
+        // Introspection looks keys up without notifying.
+        "object" | "memory" => Misses::None,
+        "getdel" | "getex" | "getset" | "sort" | "sort_ro" => Misses::First,
+        "sunionstore" | "sinterstore" | "sdiffstore" | "zunionstore" | "zinterstore"
+        | "zdiffstore" | "zrangestore" | "bitop" => Misses::Sources,
+        "xreadgroup" => Misses::All,
+        _ if readonly => Misses::All,
+        _ => Misses::None,
+    }
+}
+
+/// Before a command runs (not when replaying): `keymiss` for the keys it
+/// reads that are missing, and, for a write, the keys absent now (kept in
+/// `ctx.absent` for [`new_keys`]).
+pub(crate) fn before_command(
+    ctx: &mut super::cmd::Ctx<'_>,
+    spec: &super::cmd::CommandSpec,
+    args: &super::cmd::Args<'_>,
+) {
+    let flags = ctx.node.notify.get();
+    ctx.absent.clear();
+    if flags & (KEY_MISS | NEW) == 0 || ctx.replaying {
+        return;
+    }
+    let Some(slot) = ctx.slot else { return };
+    let positions: Vec<usize> = super::cmd::key_positions(spec, args).collect();
+    let missing =
+        |ctx: &super::cmd::Ctx<'_>, at: usize| !ctx.store.contains_live(slot, args.get(at));
+    if flags & KEY_MISS != 0 {
+        let which: &[usize] = match misses(spec.name, spec.flags & super::cmd::flags::READONLY != 0)
+        {
+            Misses::None => &[],
+            Misses::All => &positions,
+            Misses::Sources => positions.get(1..).unwrap_or(&[]),
+            Misses::First => positions.get(..1).unwrap_or(&[]),
+        };
+        for &at in which {
+            if missing(ctx, at) {
+                publish(ctx.node, flags, KEY_MISS, "keymiss", args.get(at));
+            }
+        }
+    }
+    if flags & NEW != 0 && spec.is_write() {
+        let absent: Vec<Vec<u8>> = positions
+            .iter()
+            .filter(|&&at| missing(ctx, at))
+            .map(|&at| args.get(at).to_vec())
+            .collect();
+        ctx.absent = absent;
+    }
+}
+
+/// `new` for `key` if the running write found it absent and it exists now
+/// (once).
+pub(crate) fn new_key(ctx: &mut super::cmd::Ctx<'_>, slot: u16, key: &[u8]) {
+    let Some(i) = ctx.absent.iter().position(|k| k == key) else {
+        return;
+    };
+    if ctx.store.contains_live(slot, key) {
+        ctx.absent.swap_remove(i);
+        publish(ctx.node, ctx.node.notify.get(), NEW, "new", key);
+    }
+}
+
+/// After a write: `new` for the keys it added that no event named (a
+/// command without events of its own).
+pub(crate) fn after_command(ctx: &mut super::cmd::Ctx<'_>) {
+    if ctx.absent.is_empty() {
+        return;
+    }
+    let keys = std::mem::take(&mut ctx.absent);
+    let Some(slot) = ctx.slot else { return };
+    for key in keys {
+        if ctx.store.contains_live(slot, &key) {
+            publish(ctx.node, ctx.node.notify.get(), NEW, "new", &key);
+        }
+    }
+}
+
 /// Publishes one event for `key` on the channels `flags` asks for.
 pub fn publish(node: &super::Node, flags: u32, class: u32, event: &str, key: &[u8]) {
     if flags & class == 0 {
@@ -223,6 +327,18 @@ mod tests {
         assert_eq!(parse_flags("A") & KEYSPACE, 0);
         assert_ne!(parse_flags("A") & STREAM, 0);
         assert_eq!(parse_flags("Kl"), KEYSPACE | LIST);
+        assert_eq!(parse_flags("A") & (KEY_MISS | NEW), 0);
+        assert_eq!(parse_flags("Emn"), KEYEVENT | KEY_MISS | NEW);
+    }
+
+    #[test]
+    fn key_misses_follow_redis_read_lookups() {
+        assert_eq!(misses("get", true), Misses::All);
+        assert_eq!(misses("object", true), Misses::None);
+        assert_eq!(misses("lpop", false), Misses::None);
+        assert_eq!(misses("getdel", false), Misses::First);
+        assert_eq!(misses("sunionstore", false), Misses::Sources);
+        assert_eq!(misses("xreadgroup", false), Misses::All);
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum RdbError {
     Format,
     #[error("stream values cannot be dumped or restored by this node")]
     Stream,
+    /// FUNCTION RESTORE: an entry other than a function library.
+    #[error("given type is not a function")]
+    NotAFunction,
+    /// FUNCTION RESTORE: a library entry cut short.
+    #[error("Failed loading library payload")]
+    Library,
 }
 
 const T_STRING: u8 = 0;
@@ -104,14 +110,46 @@ pub fn dump(v: &Value) -> Result<Vec<u8>, RdbError> {
         }
         Value::Stream(_) => return Err(RdbError::Stream),
     }
+    Ok(seal(out))
+}
+
+/// The RDB opcode of a function library (Redis 7's `RDB_OPCODE_FUNCTION2`).
+const OPCODE_FUNCTION: u8 = 245;
+
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
     out.extend_from_slice(&RDB_VERSION.to_le_bytes());
     let crc = crc64(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out
 }
 
-/// Reads a payload back into a value (after checking version and CRC).
-pub fn restore(p: &[u8]) -> Result<Value, RdbError> {
+/// FUNCTION DUMP's payload: each library's code after the function
+/// opcode, as Redis writes them in an RDB file, then version and CRC.
+pub fn dump_libraries<'a>(codes: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for code in codes {
+        out.push(OPCODE_FUNCTION);
+        put_str(&mut out, code);
+    }
+    seal(out)
+}
+
+/// The libraries' code a FUNCTION DUMP payload holds (Redis' or ours).
+pub fn restore_libraries(p: &[u8]) -> Result<Vec<Bytes>, RdbError> {
+    let body = checked_body(p)?;
+    let mut r = Reader { b: body, at: 0 };
+    let mut codes = Vec::new();
+    while r.at < body.len() {
+        if r.byte()? != OPCODE_FUNCTION {
+            return Err(RdbError::NotAFunction);
+        }
+        codes.push(r.string().map_err(|_| RdbError::Library)?);
+    }
+    Ok(codes)
+}
+
+/// A payload's body, once its version and CRC are checked.
+fn checked_body(p: &[u8]) -> Result<&[u8], RdbError> {
     if p.len() < 10 {
         return Err(RdbError::Checksum);
     }
@@ -122,6 +160,12 @@ pub fn restore(p: &[u8]) -> Result<Value, RdbError> {
     if version > RDB_VERSION || crc64(&p[..p.len() - 8]) != u64::from_le_bytes(crc) {
         return Err(RdbError::Checksum);
     }
+    Ok(body)
+}
+
+/// Reads a payload back into a value (after checking version and CRC).
+pub fn restore(p: &[u8]) -> Result<Value, RdbError> {
+    let body = checked_body(p)?;
     let mut r = Reader { b: body, at: 0 };
     let v = r.value()?;
     if r.at != body.len() {
@@ -468,6 +512,40 @@ fn listpack(b: &[u8]) -> Result<Vec<Bytes>, RdbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What redis-server 7.0 answers FUNCTION DUMP with one library.
+    const REDIS_FUNCTION_DUMP: &[u8] = b"\xf5\x40\x4a#!lua name=mylib\nredis.register_function('f1', function(k,a) return 1 end)\x0a\x00\xd5\xae\x5e\xf4\x58\xe7\x24\xa0";
+
+    #[test]
+    fn function_dump_payloads_match_redis_byte_for_byte() {
+        let code: &[u8] =
+            b"#!lua name=mylib\nredis.register_function('f1', function(k,a) return 1 end)";
+        assert_eq!(dump_libraries(std::iter::once(code)), REDIS_FUNCTION_DUMP);
+        let back = restore_libraries(REDIS_FUNCTION_DUMP).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(&back[0][..], code);
+        // No libraries: version and CRC only, as Redis writes.
+        assert_eq!(
+            dump_libraries(std::iter::empty()),
+            b"\x0a\x00\x5d\x9b\x5c\x40\x0f\x7f\xa2\xda"
+        );
+    }
+
+    #[test]
+    fn function_restore_refuses_other_entries_and_cut_libraries() {
+        let entry = |body: &[u8]| seal(body.to_vec());
+        assert_eq!(
+            restore_libraries(&entry(b"\x00\x01a")),
+            Err(RdbError::NotAFunction)
+        );
+        assert_eq!(
+            restore_libraries(&entry(b"\xf5\x05hel")),
+            Err(RdbError::Library)
+        );
+        let mut bad = REDIS_FUNCTION_DUMP.to_vec();
+        bad[5] ^= 1;
+        assert_eq!(restore_libraries(&bad), Err(RdbError::Checksum));
+    }
 
     #[test]
     fn crc64_is_redis_jones_crc() {

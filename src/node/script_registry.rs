@@ -140,12 +140,24 @@ pub enum Change<'a> {
     LoadLibrary(&'a [u8]),
     DeleteLibrary(&'a [u8]),
     FlushLibraries,
+    /// FUNCTION RESTORE, as one record: the libraries (replacing those of
+    /// the same name), after dropping every library when `flush`.
+    RestoreLibraries {
+        flush: bool,
+        codes: Vec<&'a [u8]>,
+    },
 }
 
 impl<'a> Change<'a> {
     /// The record's arguments.
     pub fn args(&self) -> Vec<&'a [u8]> {
         match *self {
+            Change::RestoreLibraries { flush, ref codes } => {
+                let policy: &[u8] = if flush { b"FLUSH" } else { b"KEEP" };
+                let mut v = vec![RECORD, b"FUNCTION-RESTORE", policy];
+                v.extend_from_slice(codes);
+                v
+            }
             Change::LoadScript(b) => vec![RECORD, b"LOAD", b],
             Change::FlushScripts => vec![RECORD, b"FLUSH"],
             Change::LoadLibrary(c) => vec![RECORD, b"FUNCTION-LOAD", c],
@@ -162,6 +174,14 @@ impl<'a> Change<'a> {
             [_, b"FUNCTION-LOAD", code] => Some(Change::LoadLibrary(code)),
             [_, b"FUNCTION-DELETE", name] => Some(Change::DeleteLibrary(name)),
             [_, b"FUNCTION-FLUSH"] => Some(Change::FlushLibraries),
+            [_, b"FUNCTION-RESTORE", policy, codes @ ..] => Some(Change::RestoreLibraries {
+                flush: match *policy {
+                    b"FLUSH" => true,
+                    b"KEEP" => false,
+                    _ => return None,
+                },
+                codes: codes.to_vec(),
+            }),
             _ => None,
         }
     }
@@ -239,6 +259,19 @@ pub fn apply_record(node: &Node, lsn: u64, args: &[&[u8]]) {
             reg.delete_library(&String::from_utf8_lossy(name));
         }
         Change::FlushLibraries => reg.flush_libraries(),
+        Change::RestoreLibraries { flush, codes } => {
+            if flush {
+                reg.flush_libraries();
+            }
+            for code in codes {
+                match library_name(code) {
+                    Ok(name) => reg.set_library(name, code),
+                    Err(e) => {
+                        tracing::warn!(lsn, error = %e, "a restored function library has no name")
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -254,6 +287,14 @@ mod tests {
             Change::LoadLibrary(b"#!lua name=x\n"),
             Change::DeleteLibrary(b"x"),
             Change::FlushLibraries,
+            Change::RestoreLibraries {
+                flush: true,
+                codes: vec![b"#!lua name=a\n", b"#!lua name=b\n"],
+            },
+            Change::RestoreLibraries {
+                flush: false,
+                codes: vec![],
+            },
         ] {
             assert_eq!(Change::parse(&c.args()), Some(c));
         }

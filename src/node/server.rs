@@ -70,6 +70,21 @@ pub async fn serve(
             addr: admin_addr.to_string(),
             source,
         })?;
+    let metrics_listener = match cfg.metrics_port {
+        Some(port) => {
+            let addr = SocketAddr::new(cfg.bind, port);
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Bind {
+                        what: "the metrics port",
+                        addr: addr.to_string(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
     let tls_listener = match &cfg.tls {
         Some(t) => Some(bind_tls(cfg.bind, t.port).await?),
         None => None,
@@ -96,6 +111,11 @@ pub async fn serve(
     }
     // Health answers while the data set loads.
     tokio::task::spawn_local(admin::serve(node.clone(), admin_listener));
+    if let Some(l) = metrics_listener {
+        let local = l.local_addr().map_err(NodeError::Runtime)?;
+        info!(metrics = %local, "probes and metrics port listening");
+        tokio::task::spawn_local(admin::serve_metrics(node.clone(), l));
+    }
 
     node.memory.startup.set(alloc::allocated() as u64);
     let started = Instant::now();
@@ -112,6 +132,7 @@ pub async fn serve(
 
     tokio::task::spawn_local(expire_loop(node.clone()));
     tokio::task::spawn_local(super::load::sample_loop(node.clone()));
+    tokio::task::spawn_local(super::pubsub_forward::supervise(node.clone()));
     if let Some(spin) = &node.idle_spin {
         let n = node.clone();
         tokio::task::spawn_local(spin.clone().run(move || n.waits_on_others()));

@@ -468,6 +468,14 @@ impl Store {
     /// The entry at `key` as stored, expired or not, without touching it:
     /// for a command that already looked it up with [`Store::get`] and needs
     /// several entries at once, or for a migration's copy.
+    /// Whether `key` exists and has not expired (no side effects).
+    pub fn contains_live(&self, slot: u16, key: &[u8]) -> bool {
+        self.slots[slot as usize]
+            .map
+            .get(key)
+            .is_some_and(|e| !self.is_expired(e))
+    }
+
     pub fn peek(&self, slot: u16, key: &[u8]) -> Option<&Entry> {
         self.slots[slot as usize].map.get(key)
     }

@@ -137,3 +137,110 @@ fn expired_keys_notify_expired() {
     );
     assert_eq!(a, b);
 }
+
+/// `m` (a read finds its key missing) and `n` (a key is added), which `A`
+/// does not include, and the consumer a stream group command creates.
+#[test]
+fn key_miss_new_key_and_consumer_notifications_match_redis() {
+    let mut p = Pair::start();
+    let script: &[&[&str]] = &[
+        // Reads of missing keys: one keymiss per missing key, in order.
+        &["GET", "nope"],
+        &["MGET", "{a}x", "{a}y", "{a}z"],
+        &["EXISTS", "{a}x", "{a}x"],
+        &["TYPE", "nope"],
+        &["TTL", "nope"],
+        &["STRLEN", "nope"],
+        &["HGET", "nope", "f"],
+        &["SMEMBERS", "nope"],
+        &["LRANGE", "nope", "0", "-1"],
+        &["ZSCORE", "nope", "m"],
+        &["XRANGE", "nope", "-", "+"],
+        &["DUMP", "nope"],
+        &["OBJECT", "ENCODING", "nope"],
+        // Writes that read a key first, and those that do not.
+        &["GETDEL", "nope"],
+        &["GETEX", "nope"],
+        &["LPOP", "nope"],
+        &["RPOPLPUSH", "{a}x", "{a}y"],
+        &["GETSET", "gs", "v"],
+        // New keys: `new` before the command's own event.
+        &["SET", "{a}x", "1"],
+        &["SET", "{a}x", "2"],
+        &["MSET", "{a}x", "3", "{a}m1", "1", "{a}m2", "2"],
+        &["SET", "ex", "v", "EX", "100"],
+        &["APPEND", "ap", "x"],
+        &["INCR", "i"],
+        &["INCRBYFLOAT", "f", "1.5"],
+        &["SETRANGE", "sr", "0", "x"],
+        &["HSET", "h", "f", "v"],
+        &["HINCRBY", "h2", "f", "1"],
+        &["SADD", "{s}src", "m"],
+        &["SMOVE", "{s}src", "{s}dst", "m"],
+        &["SUNIONSTORE", "{s}u", "{s}dst", "{s}none"],
+        &["SINTERSTORE", "{s}i", "{s}none", "{s}dst"],
+        &["ZADD", "z", "1", "m"],
+        &["RPUSH", "{l}a", "1", "2"],
+        &["RPOPLPUSH", "{l}a", "{l}b"],
+        &["LMOVE", "{l}a", "{l}c", "LEFT", "RIGHT"],
+        &["SORT", "{l}b", "STORE", "{l}sorted"],
+        &["COPY", "{a}x", "{a}copy"],
+        &["RENAME", "{a}copy", "{a}ren"],
+        // Stream groups: a new consumer is the only event of XREADGROUP,
+        // XCLAIM and XAUTOCLAIM; a missing stream is a keymiss.
+        &["XADD", "s", "1-0", "f", "v"],
+        &["XGROUP", "CREATE", "s", "g", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c1",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+        &["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "s", ">"],
+        &["XADD", "s", "2-0", "f", "v"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c2",
+            "NOACK",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+        &["XCLAIM", "s", "g", "c3", "0", "1-0"],
+        &["XCLAIM", "s", "g", "c3", "0", "1-0"],
+        &["XCLAIM", "s", "g", "c4", "0", "9-0"],
+        &["XAUTOCLAIM", "s", "g", "c5", "0", "0"],
+        &["XAUTOCLAIM", "s", "g", "c5", "0", "0", "JUSTID"],
+        &["XACK", "s", "g", "1-0"],
+        &["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "nostream", ">"],
+        &["XINFO", "STREAM", "nostream"],
+        // Inside a script and a transaction, as their commands run.
+        &[
+            "EVAL",
+            "redis.call('GET', KEYS[1]) return redis.call('SET', KEYS[2], 1)",
+            "2",
+            "{e}a",
+            "{e}b",
+        ],
+        &["MULTI"],
+        &["GET", "{e}c"],
+        &["SET", "{e}c", "1"],
+        &["EXEC"],
+    ];
+    let n = compare(&mut p, "KEAmn", script);
+    assert!(n > 100, "both servers sent every event ({n})");
+    p.same(&["FLUSHALL"]);
+    // Each class alone, on one channel kind.
+    assert!(compare(&mut p, "Em", script) > 20);
+    p.same(&["FLUSHALL"]);
+    assert!(compare(&mut p, "En", script) > 20);
+    p.same(&["FLUSHALL"]);
+    assert!(compare(&mut p, "Kt", script) > 5);
+}

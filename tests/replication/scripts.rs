@@ -406,3 +406,107 @@ fn function_libraries_reach_replicas_restarts_full_resyncs_and_a_promoted_replic
     let err = fcall(&mut rc, true, "peek", "{c}n").expect_err("no function");
     assert!(err.to_string().contains("Function not found"), "{err}");
 }
+
+#[test]
+fn function_restore_reaches_replicas_and_restarts_as_one_record() {
+    let mut p = start_small(0);
+    promote(&p, 1);
+    let mut c = conn(&p);
+    let other = "#!lua name=other\nredis.register_function('o', function() return 7 end)";
+    for code in [LIB, other] {
+        let _: String = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg(code)
+            .query(&mut c)
+            .expect("FUNCTION LOAD");
+    }
+    let both: Vec<u8> = redis::cmd("FUNCTION")
+        .arg("DUMP")
+        .query(&mut c)
+        .expect("FUNCTION DUMP");
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("counter")
+        .query(&mut c)
+        .expect("FUNCTION DELETE");
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("other")
+        .query(&mut c)
+        .expect("FUNCTION DELETE");
+    let mut r = start(1, "eventual", &[]);
+    follow(&r, 1, addr_of(0, p.port));
+    wait_caught_up(&r, &p, Duration::from_secs(20));
+    assert!(libraries(&r).is_empty());
+
+    // RESTORE (APPEND) brings both back on the replica.
+    let _: () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&both)
+        .query(&mut c)
+        .expect("FUNCTION RESTORE");
+    wait_caught_up(&r, &p, Duration::from_secs(20));
+    assert_eq!(libraries(&r), ["counter", "other"]);
+    let err = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&both)
+        .arg("REPLACE")
+        .query::<()>(&mut conn(&r))
+        .expect_err("a replica refuses FUNCTION RESTORE");
+    assert_eq!(err.code(), Some("READONLY"), "{err}");
+
+    // A payload of one library with FLUSH leaves only it, everywhere.
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("counter")
+        .query(&mut c)
+        .expect("FUNCTION DELETE");
+    let only_other: Vec<u8> = redis::cmd("FUNCTION")
+        .arg("DUMP")
+        .query(&mut c)
+        .expect("FUNCTION DUMP");
+    let e = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&both)
+        .query::<()>(&mut c)
+        .expect_err("other exists: APPEND refuses");
+    assert!(
+        e.to_string().contains("Library other already exists"),
+        "{e}"
+    );
+    let _: () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&both)
+        .arg("REPLACE")
+        .query(&mut c)
+        .expect("FUNCTION RESTORE REPLACE");
+    wait_caught_up(&r, &p, Duration::from_secs(20));
+    assert_eq!(libraries(&r), ["counter", "other"]);
+    let _: () = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&only_other)
+        .arg("FLUSH")
+        .query(&mut c)
+        .expect("FUNCTION RESTORE FLUSH");
+    wait_caught_up(&r, &p, Duration::from_secs(20));
+    assert_eq!(libraries(&r), ["other"]);
+
+    // Both recover it from their logs.
+    r.restart();
+    wait_linked(&r, &p);
+    assert_eq!(libraries(&r), ["other"]);
+    p.restart();
+    assert_eq!(libraries(&p), ["other"]);
+    let restores = super::transactions::log_records(&p.dir)
+        .into_iter()
+        .filter(|r| r.args.len() > 1 && r.args[1] == b"FUNCTION-RESTORE")
+        .count();
+    assert_eq!(restores, 3, "one record per RESTORE that changed something");
+    let mut pc = conn(&p);
+    let seven: i64 = redis::cmd("FCALL")
+        .arg("o")
+        .arg(0)
+        .query(&mut pc)
+        .expect("FCALL after recovery");
+    assert_eq!(seven, 7);
+}

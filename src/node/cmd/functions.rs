@@ -1,12 +1,14 @@
-//! Redis 7 functions: FUNCTION LOAD|LIST|DELETE|FLUSH|KILL|STATS, FCALL,
-//! FCALL_RO (no FUNCTION DUMP/RESTORE).
+//! Redis 7 functions: FUNCTION LOAD|LIST|DELETE|FLUSH|KILL|STATS|DUMP|
+//! RESTORE|HELP, FCALL, FCALL_RO.
 //!
 //! A library is part of the shard's data set like a loaded script: the
 //! primary logs each change (`node::script_registry`), replicas, recovery
 //! and snapshots carry them, and the VM runs a library's code again when
 //! the registry changed under it (`node::lua_functions`). A function runs
 //! as a script does (`scripting::execute`): atomically, its writes logged
-//! as one group record, its keys in one slot.
+//! as one group record, its keys in one slot. DUMP and RESTORE use Redis'
+//! payload (`rdb::dump_libraries`), so libraries move both ways between
+//! this node and Redis; a RESTORE is logged as one record.
 
 use super::flags::*;
 use super::scripting::{can_log, execute, log_change, with_scripts, Run};
@@ -125,7 +127,8 @@ fn function(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         "load" => args.len() >= 3,
         "delete" => args.len() == 3,
         "flush" | "list" => args.len() >= 2,
-        "kill" | "stats" => args.len() == 2,
+        "kill" | "stats" | "dump" | "help" => args.len() == 2,
+        "restore" => args.len() >= 3,
         _ => true,
     };
     if !arity_ok {
@@ -134,7 +137,7 @@ fn function(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         ));
         return;
     }
-    if matches!(sub.as_str(), "load" | "delete" | "flush") && !ctx.replaying {
+    if matches!(sub.as_str(), "load" | "delete" | "flush" | "restore") && !ctx.replaying {
         // An ACL user needs `@write` for them (`+function` allows it too).
         if let Some(e) = ctx
             .conn
@@ -161,6 +164,13 @@ fn function(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         // stopped by the busy handler (`clients::serve_busy`), not here.
         "kill" => ctx.out.error("NOTBUSY No scripts in execution right now."),
         "stats" => stats(ctx),
+        "dump" => {
+            let payload =
+                crate::node::rdb::dump_libraries(ctx.store.scripts.libraries().map(|(_, c)| c));
+            ctx.out.bulk(&payload);
+        }
+        "restore" => restore(ctx, args),
+        "help" => help(ctx),
         _ => ctx.out.error(&format!(
             "ERR unknown subcommand '{}'. Try FUNCTION HELP.",
             String::from_utf8_lossy(args.get(1))
@@ -199,6 +209,162 @@ fn load(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         log_change(ctx, Change::LoadLibrary(code));
     }
     ctx.out.bulk(name.as_bytes());
+}
+
+/// FUNCTION RESTORE's policy for libraries already loaded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Flush,
+    Append,
+    Replace,
+}
+
+/// `FUNCTION RESTORE payload [FLUSH|APPEND|REPLACE]`: all the payload's
+/// libraries or none, checked as Redis does before anything changes.
+fn restore(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    if args.len() > 4 {
+        ctx.out.error(&format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+            String::from_utf8_lossy(args.get(1))
+        ));
+        return;
+    }
+    let policy = match args.len() {
+        3 => Policy::Append,
+        _ if args.is(3, "flush") => Policy::Flush,
+        _ if args.is(3, "append") => Policy::Append,
+        _ if args.is(3, "replace") => Policy::Replace,
+        _ => {
+            ctx.out.error(
+                "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+            );
+            return;
+        }
+    };
+    let codes = match crate::node::rdb::restore_libraries(args.get(2)) {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.out.error(&format!("ERR {e}"));
+            return;
+        }
+    };
+    let libs = match check_restore(ctx, &codes, policy) {
+        Ok(l) => l,
+        Err(e) => {
+            ctx.out.error(&e);
+            return;
+        }
+    };
+    let names: Vec<String> = libs.iter().map(|(n, _, _)| n.clone()).collect();
+    if policy == Policy::Flush {
+        ctx.store.scripts.flush_libraries();
+    }
+    let installed = synced(ctx, |s, _| {
+        if policy == Policy::Flush {
+            s.clear_libraries();
+        }
+        for (name, code, defs) in libs {
+            s.install_library(&name, code, defs)?;
+        }
+        Ok(())
+    });
+    for (name, code) in names.into_iter().zip(&codes) {
+        ctx.store.scripts.set_library(name, code);
+    }
+    if installed.is_ok() {
+        mark_synced(ctx);
+    }
+    if can_log(ctx) {
+        let codes: Vec<&[u8]> = codes.iter().map(|c| &c[..]).collect();
+        log_change(
+            ctx,
+            Change::RestoreLibraries {
+                flush: policy == Policy::Flush,
+                codes,
+            },
+        );
+    }
+    ctx.out.ok();
+}
+
+/// A library to install: name, code, functions.
+type Restored<'c> = (
+    String,
+    &'c [u8],
+    Vec<crate::node::lua_functions::FunctionDef>,
+);
+
+/// Evaluates the payload's libraries and finds the collisions Redis
+/// refuses: within the payload first, then with the loaded libraries.
+fn check_restore<'c>(
+    ctx: &Ctx<'_>,
+    codes: &'c [Box<[u8]>],
+    policy: Policy,
+) -> Result<Vec<Restored<'c>>, String> {
+    synced(ctx, |s, reg| {
+        let mut libs: Vec<Restored<'c>> = Vec::with_capacity(codes.len());
+        for code in codes {
+            let name = library_name(code)?;
+            if libs.iter().any(|(n, _, _)| *n == name) {
+                return Err(format!("ERR Library '{name}' already exists"));
+            }
+            let defs = s.evaluate_library(code)?;
+            let taken = |f: &str| libs.iter().any(|(_, _, d)| d.iter().any(|d| d.name == f));
+            if let Some(d) = defs.iter().find(|d| taken(&d.name)) {
+                return Err(format!("ERR Function {} already exists", d.name));
+            }
+            libs.push((name, code, defs));
+        }
+        if policy == Policy::Flush {
+            return Ok(libs);
+        }
+        if policy == Policy::Append {
+            if let Some((name, _, _)) = libs.iter().find(|(n, _, _)| reg.library(n).is_some()) {
+                return Err(format!("ERR Library {name} already exists"));
+            }
+        }
+        // A function of a library that stays (not replaced) is taken.
+        for (_, _, defs) in &libs {
+            for d in defs {
+                let owner = s.function_library(&d.name);
+                if owner.is_some_and(|o| !libs.iter().any(|(n, _, _)| n == o)) {
+                    return Err(format!("ERR Function {} already exists", d.name));
+                }
+            }
+        }
+        Ok(libs)
+    })
+}
+
+/// FUNCTION HELP: one line per subcommand and its arguments.
+fn help(ctx: &mut Ctx<'_>) {
+    const LINES: &[&str] = &[
+        "FUNCTION <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "LOAD [REPLACE] <FUNCTION CODE>",
+        "    Load a library (its name is on the code's first line); REPLACE overwrites one of that name.",
+        "DELETE <LIBRARY NAME>",
+        "    Remove a library and its functions.",
+        "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+        "    Libraries with their engine and functions, their code with WITHCODE, filtered by name pattern.",
+        "STATS",
+        "    The function running now (none: this node serves nothing else meanwhile) and the engines.",
+        "KILL",
+        "    Stop the running function, if it has not written.",
+        "FLUSH [ASYNC|SYNC]",
+        "    Remove every library.",
+        "DUMP",
+        "    A payload holding every library, for FUNCTION RESTORE (Redis' format).",
+        "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+        "    Load the payload's libraries. FLUSH removes every library first; APPEND (the default)",
+        "    fails when a library exists; REPLACE replaces libraries of the same name. A function",
+        "    name held by another library fails the restore either way.",
+        "HELP",
+        "    This text.",
+    ];
+    ctx.out.array(LINES.len());
+    for l in LINES {
+        ctx.out.simple(l);
+    }
 }
 
 /// The VM and the registry were changed together.

@@ -247,6 +247,9 @@ pub struct Ctx<'a> {
     /// While EXEC or a script runs: the records its commands would log,
     /// encoded as the parts of one group record (see [`multi::log_group`]).
     pub(crate) group: Option<Vec<Vec<u8>>>,
+    /// Keys the running write found absent: they get a `new` notification
+    /// once they exist (`notify::new_key`).
+    pub(crate) absent: Vec<Vec<u8>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -269,6 +272,7 @@ impl<'a> Ctx<'a> {
             propagated: false,
             running: "",
             group: None,
+            absent: Vec::new(),
         }
     }
 
@@ -313,8 +317,17 @@ impl<'a> Ctx<'a> {
         if flags == 0 || slot == super::wal::GLOBAL_SLOT {
             return;
         }
+        // RENAME adds its destination before it notifies the source.
+        if matches!(self.running, "rename" | "renamenx") && !self.absent.is_empty() {
+            if let Some(dst) = logged.get(2) {
+                super::notify::new_key(self, slot, dst);
+            }
+        }
         for (class, event, at) in super::notify::events(self.running, logged) {
             let Some(key) = logged.get(at) else { continue };
+            if !self.absent.is_empty() {
+                super::notify::new_key(self, slot, key);
+            }
             super::notify::publish(self.node, flags, class, event, key);
             let removes = matches!(event, "del" | "rename_from");
             if !removes && self.store.peek(slot, key).is_none() {
@@ -637,8 +650,10 @@ pub(crate) fn run(ctx: &mut Ctx<'_>, args: &Args<'_>, idx: usize) {
     } else {
         spec.name
     };
+    super::notify::before_command(ctx, spec, args);
     (spec.handler)(ctx, args);
     ctx.log_expired();
+    super::notify::after_command(ctx);
 }
 
 /// What every command passes before its handler: lookup, arity,

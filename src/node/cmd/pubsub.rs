@@ -1,9 +1,13 @@
 //! Pub/sub commands: SUBSCRIBE, UNSUBSCRIBE, PSUBSCRIBE, PUNSUBSCRIBE,
-//! PUBLISH, SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH, PUBSUB.
+//! PUBLISH, SSUBSCRIBE, SUNSUBSCRIBE, SPUBLISH, PUBSUB, and the internal
+//! TPUBLISH.
 //!
-//! Messages reach this node's subscribers (`node::pubsub`). Shard channels
-//! hash like keys: SSUBSCRIBE and SPUBLISH go to the node serving the
-//! channel's slot (MOVED / CROSSSLOT as for keys).
+//! PUBLISH reaches this node's subscribers (`node::pubsub`) and is queued
+//! for every other node of the topology (`node::pubsub_forward`), which
+//! receives it as TPUBLISH: delivered there, never forwarded again. Shard
+//! channels hash like keys: SSUBSCRIBE and SPUBLISH go to a node of the
+//! shard serving the channel's slot (MOVED / CROSSSLOT as for keys), and
+//! SPUBLISH reaches the other nodes of that shard only.
 
 use std::rc::Rc;
 
@@ -42,6 +46,15 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("publish", 3, FAST | LOADING_OK, 0, 0, publish),
     spec!("spublish", 3, FAST, 1, 1, spublish),
     spec!("pubsub", -2, LOADING_OK, 0, 0, pubsub),
+    // A peer's forwarded PUBLISH: a link command, for admins only.
+    spec!(
+        "tpublish",
+        -3,
+        ADMIN | NOSCRIPT | LOADING_OK | FAST,
+        0,
+        0,
+        tpublish
+    ),
 ];
 
 /// Commands a RESP2 connection may send while it has subscriptions.
@@ -147,12 +160,33 @@ fn sunsubscribe(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     unsubscribe_generic(ctx, args, Kind::Shard, b"sunsubscribe");
 }
 
+/// Counts this node's subscribers only, as Redis Cluster's PUBLISH does.
 fn publish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let n = ctx
         .node
         .pubsub
         .borrow()
         .publish(false, args.get(1), args.get(2));
+    crate::node::pubsub_forward::forward(ctx.node, false, args.get(1), args.get(2));
+    ctx.out.int(n as i64);
+}
+
+/// `TPUBLISH channel message [SHARD]`: a peer's PUBLISH (SPUBLISH with
+/// SHARD), for this node's subscribers only.
+fn tpublish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let shard = match args.len() {
+        3 => false,
+        4 if args.is(3, "shard") => true,
+        _ => {
+            ctx.out.error(super::ERR_SYNTAX);
+            return;
+        }
+    };
+    let n = ctx
+        .node
+        .pubsub
+        .borrow()
+        .publish(shard, args.get(1), args.get(2));
     ctx.out.int(n as i64);
 }
 
@@ -162,6 +196,7 @@ fn spublish(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         .pubsub
         .borrow()
         .publish(true, args.get(1), args.get(2));
+    crate::node::pubsub_forward::forward(ctx.node, true, args.get(1), args.get(2));
     ctx.out.int(n as i64);
 }
 

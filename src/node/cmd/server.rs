@@ -380,6 +380,7 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}")
     };
     let mut changes: Vec<(String, String)> = Vec::new();
+    let mut notify_flags: Option<u32> = None;
     let mut memory: Vec<MemorySetting> = Vec::new();
     for i in (2..args.len()).step_by(2) {
         let name = String::from_utf8_lossy(args.get(i)).to_ascii_lowercase();
@@ -411,7 +412,14 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         }
         let v = if *name == "notify-keyspace-events" {
             match keyspace_events(value) {
-                Some(v) => v,
+                Some(v) => {
+                    // From the value as given: Redis shows `A` without
+                    // `n` ("An" reads back "A") but keeps `n` on.
+                    notify_flags = Some(crate::node::notify::parse_flags(
+                        &String::from_utf8_lossy(value),
+                    ));
+                    v
+                }
                 None => {
                     ctx.out.error(&failed(
                         name,
@@ -440,8 +448,8 @@ fn config_set(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         };
         changes.push((key.to_string(), v));
     }
-    if let Some((_, v)) = changes.iter().find(|(k, _)| k == "notify-keyspace-events") {
-        ctx.node.notify.set(crate::node::notify::parse_flags(v));
+    if let Some(f) = notify_flags {
+        ctx.node.notify.set(f);
     }
     for (k, v) in &changes {
         // The packed encodings' thresholds take effect for the next write.

@@ -74,6 +74,9 @@ pub const LABEL_RESTORE: &str = "tessera.dev/restore";
 
 pub const REDIS_PORT: i32 = 6379;
 pub const ADMIN_PORT: i32 = 9121;
+/// Probes and `/metrics` only (plain HTTP), apart from the admin port so
+/// the NetworkPolicy can admit scrapers here and nowhere else.
+pub const METRICS_PORT: i32 = 9122;
 /// TLS client port (with `spec.tls.enabled`), as Redis' `tls-port`.
 pub const REDIS_TLS_PORT: i32 = 6380;
 /// Where node pods find the TLS certificate, key and CA.

@@ -1,10 +1,11 @@
 //! The cluster's NetworkPolicy: clients may reach the client port from
-//! anywhere; the admin port (control calls, backups' data, metrics) only
-//! from the operator's pods, the cluster's own pods (nodes and its backup
-//! and restore Jobs, which all carry the cluster label) and any namespace
-//! the user lists for metrics scrapers. Replication and slot migration run
-//! over the client port (authenticated with the cluster password), so they
-//! are admitted with it.
+//! anywhere; the admin port (control calls, backups' data) only from the
+//! operator's pods and the cluster's own pods (nodes and its backup and
+//! restore Jobs, which all carry the cluster label); the metrics port
+//! (probes and /metrics, no data) from those and any namespace the user
+//! lists for metrics scrapers. Replication and slot migration run over the
+//! client port (authenticated with the cluster password), so they are
+//! admitted with it.
 
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -70,7 +71,7 @@ pub fn build_network_policy(
     }
     let mut node_pods = cluster_selector(&c.name);
     node_pods.insert(LABEL_COMPONENT.into(), "node".into());
-    let mut admin_from = vec![
+    let admin_from = vec![
         in_namespace(&operator.namespace, Some(operator.pod_labels.clone())),
         // Same namespace (no namespace selector): the cluster's pods.
         NetworkPolicyPeer {
@@ -81,11 +82,15 @@ pub fn build_network_policy(
             ..Default::default()
         },
     ];
-    admin_from.extend(
-        np.metrics_namespaces
-            .iter()
-            .map(|ns| in_namespace(ns, None)),
-    );
+    let metrics_from = admin_from
+        .iter()
+        .cloned()
+        .chain(
+            np.metrics_namespaces
+                .iter()
+                .map(|ns| in_namespace(ns, None)),
+        )
+        .collect();
     Some(NetworkPolicy {
         metadata: meta(c, network_policy_name(&c.name), labels(c)),
         spec: Some(NetworkPolicySpec {
@@ -107,6 +112,10 @@ pub fn build_network_policy(
                 NetworkPolicyIngressRule {
                     ports: Some(vec![tcp(ADMIN_PORT)]),
                     from: Some(admin_from),
+                },
+                NetworkPolicyIngressRule {
+                    ports: Some(vec![tcp(METRICS_PORT)]),
+                    from: Some(metrics_from),
                 },
             ]),
             ..Default::default()
@@ -159,7 +168,7 @@ mod tests {
         assert_eq!(sel[LABEL_COMPONENT], "node");
         assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
         let rules = spec.ingress.expect("ingress");
-        assert_eq!(rules.len(), 2);
+        assert_eq!(rules.len(), 3);
         assert_eq!(port_of(&rules[0]), REDIS_PORT);
         let client_ports: Vec<_> = rules[0]
             .ports
@@ -210,10 +219,15 @@ mod tests {
     }
 
     #[test]
-    fn metrics_namespaces_reach_the_admin_port() {
+    fn metrics_namespaces_reach_the_metrics_port_and_not_the_admin_port() {
         let r = rules(r#"{"networkPolicy":{"metricsNamespaces":["monitoring"]}}"#);
-        let from = r[1].from.as_ref().expect("peers");
+        assert_eq!(port_of(&r[1]), ADMIN_PORT);
+        let admin = r[1].from.as_ref().expect("admin peers");
+        assert_eq!(admin.len(), 2, "operator and own pods only: {admin:?}");
+        assert_eq!(port_of(&r[2]), METRICS_PORT);
+        let from = r[2].from.as_ref().expect("metrics peers");
         assert_eq!(from.len(), 3);
+        assert_eq!(&from[..2], &admin[..], "the admin peers scrape too");
         let m = &from[2];
         assert_eq!(
             m.namespace_selector

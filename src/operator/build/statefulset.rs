@@ -58,7 +58,7 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("admin".into()),
+            port: IntOrString::String("metrics".into()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -89,6 +89,8 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
         "6379",
         "--admin-port",
         "9121",
+        "--metrics-port",
+        "9122",
         "--bind",
         "0.0.0.0",
         "--data-dir",
@@ -214,6 +216,7 @@ pub(super) fn node_container(c: &ValidatedCluster) -> Container {
                 Some(("redis", REDIS_PORT)),
                 c.spec.tls.enabled.then_some(("redis-tls", REDIS_TLS_PORT)),
                 Some(("admin", ADMIN_PORT)),
+                Some(("metrics", METRICS_PORT)),
             ]
             .into_iter()
             .flatten()

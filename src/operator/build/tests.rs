@@ -53,7 +53,17 @@ fn statefulset_shape() {
         .and_then(|p| p.http_get.as_ref())
         .expect("probe");
     assert_eq!(probe.path.as_deref(), Some("/readyz"));
+    // Probes go to the metrics port, which the NetworkPolicy may open to
+    // scrapers, never to the admin port.
+    assert_eq!(probe.port, IntOrString::String("metrics".into()));
+    let metrics = ctr
+        .ports
+        .as_ref()
+        .and_then(|ps| ps.iter().find(|p| p.name.as_deref() == Some("metrics")))
+        .expect("a metrics container port");
+    assert_eq!(metrics.container_port, METRICS_PORT);
     let args = ctr.args.as_ref().expect("args").join(" ");
+    assert!(args.contains("--metrics-port 9122"), "{args}");
     assert!(args.contains("--announce-host $(POD_IP)"), "{args}");
     // Always a password (generated without spec.auth) and the admin token.
     assert!(args.contains("--requirepass-file /etc/tessera/auth/password"));
@@ -629,7 +639,7 @@ fn tls_is_on_by_default_with_the_issued_secret_and_a_second_port() {
         .iter()
         .map(|p| p.container_port)
         .collect();
-    assert_eq!(ports, [6379, 6380, 9121]);
+    assert_eq!(ports, [6379, 6380, 9121, 9122]);
     for svc in [
         build_client_service(&c),
         build_headless_service(&c, 0),
