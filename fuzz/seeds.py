@@ -6,7 +6,7 @@ CRCs are left zero: the harness rewrites them when the mode byte's bit 0 is
 set (see fuzz/src/targets.rs). Rerun after a format change:
     python3 fuzz/seeds.py
 """
-import json, os, re, struct, glob
+import glob, hashlib, json, os, re, struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE_ID = "0" * 40
@@ -194,11 +194,55 @@ write("commands", "server", C(("INFO",), ("CONFIG", "SET", "notify-keyspace-even
 write("commands", "restore", C(("RPUSH", "l", "a"), ("DUMP", "l"), ("RESTORE", "r", "0", b"\x0e\x01\x0b\x0b\x00\x00\x00\x0a\x00\x00\x00\x01\x00\x00\x01a\xff\x0b\x00\x00\x00\x00\x00\x00\x00\x00\x00", "REPLACE")))
 write("commands", "blocking", C(("BLPOP", "l", "0.01"), ("BZPOPMIN", "z", "0"), ("XREAD", "BLOCK", "10", "STREAMS", "x", "$"), ("WAIT", "1", "10")))
 
+# Scripts and functions: the target bounds the Lua instructions an input
+# runs (`SCRIPT_TICKS`), so a loop ends in an error rather than a hang, and
+# so does every script after it in the same input: loops come last.
+LOOP = "local n = 0 while true do n = n + 1 end"
+write("commands", "eval", C(("SET", "k", "1"),
+      ("EVAL", "local v = redis.call('GET', KEYS[1]) redis.call('SET', KEYS[1], v .. ARGV[1]) return {v, #ARGV, {ok='x'}}", "1", "k", "a", "b"),
+      ("EVAL", "return redis.pcall('INCR', KEYS[1])", "1", "k"),
+      ("EVAL", "local r = redis.pcall('NOSUCH') return {r['err'], redis.error_reply('bad'), redis.status_reply('fine')}", "0"),
+      ("EVAL", "return redis.call('LPUSH', KEYS[1], unpack(ARGV))", "1", "l", "x", "y", "z"),
+      ("EVAL_RO", "return redis.call('LRANGE', KEYS[1], 0, -1)", "1", "l"),
+      ("EVAL", "return redis.sha1hex(ARGV[1]) .. tostring(bit.band(12, 10)) .. string.format('%.3f', math.sqrt(2))", "0", "abc")))
+write("commands", "eval-loops", C(("EVAL", "local t = {} for i = 1, 1000 do t[i] = i * i end return #t", "0"),
+      ("EVAL", "local s = string.rep('x', 100000) return #s", "0"), ("SCRIPT", "KILL"),
+      ("EVAL", LOOP, "0"), ("EVAL", "return 1", "0")))
+write("commands", "eval-pcall-loop", C(("EVAL", "while true do pcall(function() while true do end end) end", "0"),
+      ("EVAL", "return 1", "0")))
+write("commands", "eval-call-loop", C(("EVAL", "while true do redis.call('INCR', KEYS[1]) end", "1", "n"),
+      ("GET", "n")))
+write("commands", "eval-libs", C(
+      ("EVAL", "return cjson.encode({a = {1, 2, 3}, b = 'x', c = cjson.decode(ARGV[1])})", "0", '{"k":[1,2,{"z":null}],"f":1.5}'),
+      ("EVAL", "local p = cmsgpack.pack({1, 'two', {three = 3}}, 4.5) local a, b = cmsgpack.unpack(p) return {a[2], tostring(b)}", "0"),
+      ("EVAL", "return cjson.decode(ARGV[1])", "0", "[[[[[[1]]]]]]"),
+      ("EVAL", "return cmsgpack.unpack(ARGV[1])", "0", b"\x93\x01\xa1a\xc0")))
+SCRIPT = "return {KEYS[1], ARGV[1]}"
+SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+write("commands", "evalsha", C(("SCRIPT", "LOAD", SCRIPT),
+      ("EVALSHA", SHA, "1", "k", "v"),
+      ("EVALSHA_RO", SHA, "1", "k", "v"),
+      ("SCRIPT", "EXISTS", SHA, "0" * 40),
+      ("MULTI",), ("EVAL", "return redis.call('INCR', KEYS[1])", "1", "n"), ("EXEC",), ("SCRIPT", "FLUSH")))
+LIB = ("#!lua name=lib\n"
+       "local function get(keys, args) return redis.call('GET', keys[1]) end\n"
+       "redis.register_function('get', get)\n"
+       "redis.register_function{function_name='put', callback=function(keys, args) return redis.call('SET', keys[1], args[1]) end}\n"
+       "redis.register_function{function_name='ro', callback=get, flags={'no-writes'}}\n"
+       "redis.register_function('spin', function(keys, args) " + LOOP + " end)\n")
+write("commands", "functions", C(("FUNCTION", "LOAD", LIB), ("FCALL", "put", "1", "k", "v"), ("FCALL", "get", "1", "k"),
+      ("FCALL_RO", "ro", "1", "k"), ("FUNCTION", "LIST", "WITHCODE"), ("FUNCTION", "DUMP"), ("FCALL", "spin", "0"),
+      ("FUNCTION", "DELETE", "lib"), ("FUNCTION", "FLUSH")))
+write("commands", "function-load-loop", C(("FUNCTION", "LOAD", "#!lua name=spinlib\n" + LOOP + "\n"),
+      ("FUNCTION", "LIST")))
+
 # --- dictionary: every command name ------------------------------------
 names = set()
 for p in glob.glob(os.path.join(HERE, "..", "src", "node", "cmd", "*.rs")):
     names.update(re.findall(r'name: "([^"]+)"', open(p).read()))
-words = sorted(names) + ["COUNT", "MATCH", "LIMIT", "WITHSCORES", "BYSCORE", "BYLEX", "REV", "STREAMS",
+words = sorted(names) + ["redis.call(", "redis.pcall(", "KEYS[1]", "ARGV[1]", "while true do ", " end",
+                         "cjson.encode(", "cjson.decode(", "cmsgpack.pack(", "cmsgpack.unpack(", "#!lua name=",
+                         "redis.register_function(", "COUNT", "MATCH", "LIMIT", "WITHSCORES", "BYSCORE", "BYLEX", "REV", "STREAMS",
                          "GROUP", "MAXLEN", "MINID", "NX", "XX", "GT", "LT", "EX", "PX", "KEEPTTL", "REPLACE",
                          "LEFT", "RIGHT", "BEFORE", "AFTER", "+inf", "-inf", "*", "$", ">", "-", "+", "0-0"]
 with open(os.path.join(HERE, "dict", "commands.dict"), "w") as f:

@@ -24,10 +24,12 @@ s3pid=$(scripts/s3-server.sh start "$s3dir/data" "198.18.0.1:$port") \
   || { echo "FAIL s3 server"; echo "0 passed, 1 failed"; exit 1; }
 cleanup() { kill "$s3pid" 2>/dev/null; wait "$s3pid" 2>/dev/null; rm -rf "$s3dir"; }
 trap cleanup EXIT
+s3up=0
 for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/198.18.0.1/$port") 2>/dev/null && break
+  (exec 3<>"/dev/tcp/198.18.0.1/$port") 2>/dev/null && { s3up=1; break; }
   sleep 0.1
 done
+((s3up)) || { echo "FAIL s3 server not listening on 198.18.0.1:$port after 10 s"; echo "0 passed, 1 failed"; exit 1; }
 
 out=$(mktemp)
 TESSERA_E2E=1 TESSERA_E2E_S3_ENDPOINT="http://198.18.0.1:$port" TESSERA_E2E_S3_DATA="$s3dir/data" \

@@ -265,6 +265,17 @@ fn spread() -> R {
     Ok(format!("{per_shard:?}"))
 }
 
+/// Waits (≤ 30 s) until each writer has had writes acknowledged: the
+/// fault that follows hits a shard under writes.
+fn writing(writers: &[&Writer]) -> R<()> {
+    wait_until(
+        "acknowledged writes before the fault",
+        Duration::from_secs(30),
+        || Ok(writers.iter().all(|w| w.acked_count() >= 2)),
+    )
+    .map(|_| ())
+}
+
 /// A fault on the node of a shard's primary under a writer: the shard fails
 /// over to another node, nothing acknowledged is lost, and when the node
 /// comes back its old primary rejoins as a replica.
@@ -274,7 +285,7 @@ fn primary_node_fault(cluster: &str, members: u32, fault: &str, undo: &str) -> R
     let tag = tag_for_shard(&st, shard)?;
     let leader_there = worker(&leader_host()?) == Some(k);
     let w = Writer::start_with(NS, cluster, &tag, Duration::from_secs(1), 1);
-    std::thread::sleep(Duration::from_secs(2));
+    writing(&[&w])?;
     let t0 = Instant::now();
     node(fault, k)?;
     let ttw = w.wait_writable(t0);
@@ -369,7 +380,7 @@ fn drain(cluster: &str, members: u32) -> R {
     let st = status_of(NS, cluster)?;
     let tag = tag_for_shard(&st, shard)?;
     let w = Writer::start_with(NS, cluster, &tag, Duration::from_secs(1), 1);
-    std::thread::sleep(Duration::from_secs(2));
+    writing(&[&w])?;
     let name = format!("tessera-e2e-{k}");
     let t0 = Instant::now();
     let drained = kubectl(&[
@@ -416,7 +427,7 @@ fn zone_loss(cluster: &str, members: u32) -> R {
                 .map(|t| Writer::start_with(NS, cluster, &t, Duration::from_secs(1), 1))
         })
         .collect::<R<_>>()?;
-    std::thread::sleep(Duration::from_secs(2));
+    writing(&writers.iter().collect::<Vec<_>>())?;
     let t0 = Instant::now();
     node("cut", k)?;
     let waited: Vec<R<Duration>> = writers.iter().map(|w| w.wait_writable(t0)).collect();
@@ -460,7 +471,7 @@ fn node_gone(cluster: &str, members: u32) -> R {
     let st = status_of(NS, cluster)?;
     let tag = tag_for_shard(&st, shard)?;
     let w = Writer::start_with(NS, cluster, &tag, Duration::from_secs(1), 1);
-    std::thread::sleep(Duration::from_secs(2));
+    writing(&[&w])?;
     let stranded: Vec<String> = hosts(cluster)?
         .into_iter()
         .filter(|(_, h)| *h == name)
@@ -530,7 +541,7 @@ fn bench(rounds: usize) -> R<bool> {
         let tag = tag_for_shard(&st, shard)?;
         let leader_there = worker(&leader_host()?) == Some(k);
         let w = Writer::start_with(NS, ZONED, &tag, Duration::from_secs(1), 1);
-        std::thread::sleep(Duration::from_secs(2));
+        writing(&[&w])?;
         let t0 = Instant::now();
         node("freeze", k)?;
         let ttw = w.wait_writable(t0);

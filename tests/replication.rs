@@ -625,8 +625,13 @@ fn strong_write_timeout_says_how_many_replicas_acknowledged() {
         .query(&mut c)
         .expect("WAIT answers");
     assert_eq!(n, 1);
-    // After the lease: a fast, clear refusal.
-    thread::sleep(Duration::from_millis(2200));
+    // After the lease (2 s, renewed by nothing now): a fast, clear refusal.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&nodes[0])["replication"]["leaseHeld"] != false {
+        assert!(Instant::now() < deadline, "the lease never ran out");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let asked = Instant::now();
     let msg = redis::cmd("SET")
         .arg("d")
         .arg("4")
@@ -634,6 +639,11 @@ fn strong_write_timeout_says_how_many_replicas_acknowledged() {
         .expect_err("no lease");
     let msg = etext(&msg);
     assert!(msg.contains("NOQUORUM") && msg.contains("lease"), "{msg}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(250),
+        "the refusal waited ({:?}); the ack timeout is 300 ms",
+        asked.elapsed()
+    );
     proxy.restore();
     wait_replicas(&nodes[0], 2, Duration::from_secs(20));
     let _: String = redis::cmd("SET")

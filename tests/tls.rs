@@ -235,8 +235,17 @@ fn a_replica_refuses_a_primary_whose_certificate_is_of_another_ca() {
     follow(&primary, p_tls, &replica);
     let mut c = primary.conn();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let st = status(&replica);
+    // The replica tried, and the handshake failed on the certificate.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = status(&replica);
+        let err = st["replication"]["lastError"].as_str().unwrap_or("");
+        if err.to_ascii_lowercase().contains("certificate") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no certificate error: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(st["keys"], 0, "{st}");
     assert_eq!(st["replication"]["linkUp"], false, "{st}");
 }

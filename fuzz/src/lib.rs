@@ -110,6 +110,82 @@ mod tests {
         }
     }
 
+    fn seed(target: Target, name: &str) -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus")
+            .join(target.name())
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn text(replies: &[Vec<u8>]) -> Vec<String> {
+        replies
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect()
+    }
+
+    /// Scripts run in the `commands` target (none is left out), and an
+    /// endless one (plain, pcall'd, calling commands, a function, a
+    /// library's load) fails once past the input's instruction budget, as
+    /// does every script after it.
+    #[test]
+    fn command_seeds_run_scripts_and_bound_their_loops() {
+        let budget = |r: &str| r.contains("fuzzing instruction budget");
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "eval-loops",
+        )));
+        assert_eq!(r.len(), 5, "{r:?}");
+        assert_eq!(r[0], ":1000\r\n");
+        assert_eq!(r[1], ":100000\r\n");
+        assert!(r[2].starts_with("-NOTBUSY"), "{}", r[2]);
+        assert!(budget(&r[3]), "{}", r[3]);
+        assert!(budget(&r[4]), "the budget is per input: {}", r[4]);
+
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "eval-pcall-loop",
+        )));
+        assert!(budget(&r[0]) && budget(&r[1]), "{r:?}");
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "eval-call-loop",
+        )));
+        assert!(budget(&r[0]), "{r:?}");
+        let incrs: u64 = r[1]
+            .trim_end()
+            .rsplit('\n')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("GET n: {r:?}"));
+        assert!(incrs > 1000, "the loop's calls ran: {incrs}");
+
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "functions",
+        )));
+        assert_eq!(r[0], "$3\r\nlib\r\n", "FUNCTION LOAD: {r:?}");
+        assert_eq!(r[1], "+OK\r\n", "FCALL put");
+        assert_eq!(r[2], "$1\r\nv\r\n", "FCALL get");
+        assert_eq!(r[3], "$1\r\nv\r\n", "FCALL_RO ro");
+        assert!(budget(&r[6]), "FCALL spin: {}", r[6]);
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "function-load-loop",
+        )));
+        assert!(budget(&r[0]), "a looping library: {r:?}");
+        assert_eq!(r[1], "*0\r\n", "not loaded");
+
+        let r = text(&targets::command_replies(&seed(
+            Target::Commands,
+            "eval-libs",
+        )));
+        assert!(r.iter().all(|x| !x.starts_with('-')), "{r:?}");
+        let r = text(&targets::command_replies(&seed(Target::Commands, "eval")));
+        assert_eq!(r[1], "*3\r\n$1\r\n1\r\n:2\r\n+x\r\n", "{r:?}");
+    }
+
     /// The snapshot-file seeds are whole valid files (so fuzzing starts
     /// past every checksum), whether or not the harness fixes the CRCs.
     #[test]

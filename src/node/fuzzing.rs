@@ -109,3 +109,12 @@ pub fn admin_body(node: &Rc<Node>, kind: AdminBody, body: &[u8]) -> Result<(), S
     }
     Ok(())
 }
+
+/// Bounds the Lua code `node` runs from now until the next call (EVAL,
+/// FCALL, FUNCTION LOAD, …) to `ticks` runs of the instruction hook (100k
+/// instructions each) in all; past them every script fails with an error. A script may
+/// loop for ever by design (until SCRIPT KILL), which a fuzzer would take
+/// for a hang. A node never sets this: its scripts run unbounded.
+pub fn bound_scripts(node: &Node, ticks: u64) {
+    node.script_running.budget.set(Some(ticks));
+}

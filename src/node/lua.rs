@@ -44,6 +44,12 @@ pub struct Running {
     pub sockets: std::cell::RefCell<Vec<(std::os::fd::RawFd, Rc<Cell<bool>>)>>,
     /// When the busy handler last ran.
     last_busy: Cell<Option<Instant>>,
+    /// Fuzzing only (`node::fuzzing::bound_scripts`): instruction-hook
+    /// ticks Lua code may still run before it fails. None, the node's
+    /// setting, bounds nothing.
+    pub(super) budget: Cell<Option<u64>>,
+    /// The budget ran out: the hook runs at every instruction.
+    exhausted: Cell<bool>,
 }
 
 impl Running {
@@ -69,6 +75,54 @@ pub struct Scripts {
     bind: Function,
     /// Function libraries (`node::lua_functions`).
     pub(crate) functions: super::lua_functions::Libraries,
+}
+
+/// Instructions between two runs of [`instruction_hook`].
+const HOOK_EVERY: u32 = 100_000;
+
+/// Runs every [`HOOK_EVERY`] instructions: past the time limit other
+/// clients are answered (BUSY, SCRIPT KILL) every 10 ms; a killed script
+/// stops; under a fuzzing budget, code that used it up fails.
+fn instruction_hook(lua: &Lua, running: &Rc<Running>) -> mlua::Result<VmState> {
+    if running.busy()
+        && running
+            .last_busy
+            .get()
+            .is_none_or(|t| t.elapsed().as_millis() >= 10)
+    {
+        running.last_busy.set(Some(Instant::now()));
+        super::clients::serve_busy(&running.sockets.borrow(), running);
+    }
+    if running.kill.get() {
+        return Err(mlua::Error::runtime(
+            "ERR Script killed by user with SCRIPT KILL...",
+        ));
+    }
+    match running.budget.get() {
+        None => {}
+        Some(0) => {
+            if !running.exhausted.replace(true) {
+                // From now on every instruction fails, so a `pcall` in a
+                // loop cannot catch the error and run on.
+                set_hook(lua, running, 1);
+            }
+            return Err(mlua::Error::runtime(
+                "ERR script ran past the fuzzing instruction budget",
+            ));
+        }
+        // A new budget after one ran out: back to the usual interval.
+        Some(_) if running.exhausted.replace(false) => set_hook(lua, running, HOOK_EVERY),
+        Some(n) => running.budget.set(Some(n - 1)),
+    }
+    Ok(VmState::Continue)
+}
+
+fn set_hook(lua: &Lua, running: &Rc<Running>, every: u32) {
+    let r = running.clone();
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(every),
+        move |lua, _| instruction_hook(lua, &r),
+    );
 }
 
 /// Read-only globals, with Redis' messages.
@@ -156,28 +210,7 @@ impl Scripts {
             .set_name("=bind")
             .call(())?;
         lua.load(LOCK_GLOBALS).set_name("=sandbox").exec()?;
-        // Every 100k instructions: past the time limit other clients are
-        // answered (BUSY, SCRIPT KILL) every 10 ms; a killed script stops.
-        lua.set_hook(
-            HookTriggers::new().every_nth_instruction(100_000),
-            move |_, _| {
-                if running.busy()
-                    && running
-                        .last_busy
-                        .get()
-                        .is_none_or(|t| t.elapsed().as_millis() >= 10)
-                {
-                    running.last_busy.set(Some(Instant::now()));
-                    super::clients::serve_busy(&running.sockets.borrow(), &running);
-                }
-                if running.kill.get() {
-                    return Err(mlua::Error::runtime(
-                        "ERR Script killed by user with SCRIPT KILL...",
-                    ));
-                }
-                Ok(VmState::Continue)
-            },
-        );
+        set_hook(&lua, &running, HOOK_EVERY);
         Ok(Self {
             lua,
             cache: HashMap::new(),
@@ -400,5 +433,33 @@ mod tests {
             e.to_string().contains("Attempt to modify a readonly table"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_fuzzing_budget_stops_endless_loops_even_under_pcall() {
+        let running = Rc::new(Running::default());
+        let s = Scripts::new(running.clone(), 64 << 20).expect("a VM");
+        // No budget (the node's setting): a long loop runs to its end.
+        let n: i64 = s
+            .lua
+            .load("local n = 0 for i = 1, 3000000 do n = n + 1 end return n")
+            .eval()
+            .expect("an unbounded run");
+        assert_eq!(n, 3_000_000);
+        running.budget.set(Some(3));
+        for body in [
+            "while true do end",
+            "while true do pcall(function() while true do end end) end",
+        ] {
+            let e = s.lua.load(body).exec().expect_err(body).to_string();
+            assert!(e.contains("fuzzing instruction budget"), "{body}: {e}");
+        }
+        assert_eq!(running.budget.get(), Some(0), "the budget is used up");
+        // A new budget: code runs again, and is bounded again.
+        running.budget.set(Some(3));
+        let n: i64 = s.lua.load("return 6 * 7").eval().expect("a fresh budget");
+        assert_eq!(n, 42);
+        let e = s.lua.load("while true do end").exec().expect_err("a loop");
+        assert!(e.to_string().contains("fuzzing instruction budget"), "{e}");
     }
 }

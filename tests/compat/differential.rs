@@ -83,6 +83,33 @@ impl Pair {
         ours
     }
 
+    /// Waits (≤ 5 s) until both servers count `n` blocked clients (INFO's
+    /// `blocked_clients`): a blocking command sent on another connection
+    /// has really blocked.
+    pub(super) fn wait_blocked(&mut self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (who, conn) in [("node", &mut self.node), ("redis-server", &mut self.redis)] {
+            loop {
+                let info = match conn.cmd(&["INFO", "clients"]) {
+                    Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+                    other => panic!("{who}: INFO clients: {other:?}"),
+                };
+                let got = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("blocked_clients:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if got == Some(n) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{who}: blocked_clients stayed {got:?}, not {n}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
     /// Runs every command of a script with [`Pair::same`].
     pub(super) fn script(&mut self, script: &[&[&str]]) {
         for args in script {

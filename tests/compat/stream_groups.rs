@@ -458,7 +458,7 @@ fn blocking_xreadgroup_matches_redis_and_wakes_on_xadd() {
     let args: Vec<&[u8]> = blocked.iter().map(|a| a.as_bytes()).collect();
     n2.send(&args);
     r2.send(&args);
-    std::thread::sleep(Duration::from_millis(200));
+    p.wait_blocked(1);
     p.same(&["XADD", "s", "1-0", "f", "v"]);
     let (ours, theirs) = (n2.next_reply(), r2.next_reply());
     assert_eq!(
@@ -471,7 +471,7 @@ fn blocking_xreadgroup_matches_redis_and_wakes_on_xadd() {
     for gone in [&["XGROUP", "DESTROY", "s", "g"][..], &["DEL", "s"]] {
         n2.send(&args);
         r2.send(&args);
-        std::thread::sleep(Duration::from_millis(200));
+        p.wait_blocked(1);
         p.same(gone);
         let (ours, theirs) = (n2.next_reply(), r2.next_reply());
         assert!(matches!(&theirs, Ok(Frame::Error(_))), "{theirs:?}");
@@ -511,7 +511,7 @@ fn xread_matches_redis_and_a_blocked_dollar_waits_for_the_next_entry() {
     let args: Vec<&[u8]> = blocked.iter().map(|a| a.as_bytes()).collect();
     n2.send(&args);
     r2.send(&args);
-    std::thread::sleep(Duration::from_millis(200));
+    p.wait_blocked(1);
     // A write that adds nothing new for `$` does not answer it.
     p.same(&["XDEL", "s", "1-0"]);
     std::thread::sleep(Duration::from_millis(100));

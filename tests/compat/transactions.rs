@@ -347,7 +347,16 @@ fn shard_channels_follow_the_slot_rules() {
     let (mut sub, _) = p.connect_more();
     sub.cmd(&["SUBSCRIBE", "gone"]);
     drop(sub);
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while p.node.cmd(&["PUBSUB", "NUMSUB", "gone"])
+        != Frame::Array(vec![Frame::Bulk(b"gone".to_vec()), Frame::Integer(0)])
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed connection kept its subscription"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(
         p.node.cmd(&["PUBLISH", "gone", "x"]),
         tessera::node::resp::Frame::Integer(0)

@@ -57,10 +57,11 @@ fn blocked_pops_are_served_in_arrival_order_and_logged_as_pops() {
     let r = restart_in(1, "eventual", tmp.path(), 0, 0);
     follow(&r, 1, addr_of(0, p.port));
     let mut clients: Vec<TcpStream> = (0..3).map(|_| raw(p.port)).collect();
-    for c in clients.iter_mut() {
+    for (i, c) in clients.iter_mut().enumerate() {
         send(c, &["BLPOP", "{q}jobs", "0"]);
-        // Arrival order is the order they blocked in.
-        std::thread::sleep(Duration::from_millis(50));
+        // Arrival order is the order they blocked in: each is blocked
+        // before the next arrives.
+        wait_blocked(&p, i + 1);
     }
     let mut w = conn(&p);
     let _: i64 = redis::cmd("RPUSH")
@@ -134,7 +135,7 @@ fn a_client_that_leaves_while_blocked_takes_nothing() {
 
 /// Waits (≤ 5 s) until `INFO`'s `blocked_clients` is `n`: the client is
 /// really blocked (or really gone) before the test goes on.
-fn wait_blocked(node: &super::TestNode, n: usize) {
+pub(super) fn wait_blocked(node: &super::TestNode, n: usize) {
     let mut c = conn(node);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::blocking::{raw, read_reply, send};
+use super::blocking::{raw, read_reply, send, wait_blocked};
 use super::{addr_of, conn, follow, promote, restart_in, start, wait_caught_up};
 use crate::common::http;
 
@@ -231,7 +231,7 @@ fn blocked_xreadgroups_are_served_in_arrival_order() {
             ],
         );
         // Each is blocked before the next arrives.
-        std::thread::sleep(Duration::from_millis(150));
+        wait_blocked(&p, i + 1);
     }
     for i in 0..3 {
         q(
