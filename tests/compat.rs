@@ -452,3 +452,9 @@ mod encodings;
 
 #[path = "compat/functions.rs"]
 mod functions;
+
+/// Random command sequences (proptest) compared with redis-server.
+#[path = "compat/random_sequences.rs"]
+mod random_sequences;
+#[path = "compat/random_templates.rs"]
+mod random_templates;

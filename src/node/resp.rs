@@ -415,8 +415,9 @@ impl ReplyBuf {
         }
     }
     /// A double: RESP3 `,`, a bulk string in RESP2.
+    /// A score or other double reply, printed as Redis 7.0 does (`%.17g`).
     pub fn double(&mut self, v: f64) {
-        let s = fmt_double(v);
+        let s = fmt_g17(v);
         if self.resp3 {
             if !self.room(s.len()) {
                 return;
@@ -488,6 +489,36 @@ pub fn fmt_double(v: f64) -> String {
         format!("{}", v as i64)
     } else {
         format!("{v}")
+    }
+}
+
+/// A double as C's `printf("%.17g")` prints it, as Redis 7.0 replies
+/// with scores: 17 significant digits, trailing zeros dropped, exponent
+/// form below 1e-4 and from 1e17 (`0.10000000000000001`, `1e+20`);
+/// infinities `inf`/`-inf`.
+pub fn fmt_g17(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    if v.is_nan() {
+        return "nan".to_string();
+    }
+    let sci = format!("{v:.16e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if !(-4..17).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+    } else {
+        // `exp` is the exponent after rounding to 17 digits, as in C.
+        trim(&format!("{v:.*}", (16 - exp) as usize))
     }
 }
 
@@ -734,6 +765,29 @@ mod tests {
             f,
             Frame::Map(vec![(Frame::Bulk(b"k".to_vec()), Frame::Double(1.5))])
         );
+    }
+
+    #[test]
+    fn doubles_print_as_redis_7_0_prints_scores() {
+        // What redis-server 7.0 answers to ZSCORE for these scores.
+        for (v, text) in [
+            (0.1, "0.10000000000000001"),
+            (0.3, "0.29999999999999999"),
+            (2.5, "2.5"),
+            (-3.0, "-3"),
+            (1e16, "10000000000000000"),
+            (1e17, "1e+17"),
+            (1e20, "1e+20"),
+            (123456789012345678.0, "1.2345678901234568e+17"),
+            (1.5e-7, "1.4999999999999999e-07"),
+            (0.0001, "0.0001"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(fmt_g17(v), text, "{v:e}");
+        }
     }
 
     #[test]

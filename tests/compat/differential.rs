@@ -411,6 +411,16 @@ fn multi_key_list_moves_stay_in_one_slot() {
         &["RPOPLPUSH", "a", "b"],
         &["LMPOP", "2", "a", "b", "LEFT"],
         &["MSETNX", "a", "1", "b", "2"],
+        &["ZUNIONSTORE", "{a}d", "2", "{a}x", "b"],
+        &["ZUNIONSTORE", "d", "1", "{a}x"],
+        &["ZINTER", "2", "a", "b"],
+        &["ZDIFF", "2", "a", "b"],
+        &["ZINTERCARD", "2", "a", "b"],
+        &["ZRANGESTORE", "a", "b", "0", "-1"],
+        &["ZMPOP", "2", "a", "b", "MIN"],
+        &["SINTERCARD", "2", "a", "b"],
+        &["BITOP", "AND", "a", "b"],
+        &["BITOP", "OR", "{a}d", "{a}x", "b"],
     ] {
         match c.cmd(args) {
             Frame::Error(e) => assert!(e.starts_with("CROSSSLOT"), "{args:?}: {e}"),
@@ -425,6 +435,26 @@ fn multi_key_list_moves_stay_in_one_slot() {
         keys,
         vec![Frame::Bulk(b"{a}x".to_vec()), Frame::Bulk(b"{a}y".to_vec())]
     );
+    // ZUNIONSTORE's destination comes before its key count.
+    let Frame::Array(keys) = c.cmd(&[
+        "COMMAND",
+        "GETKEYS",
+        "ZUNIONSTORE",
+        "{a}d",
+        "2",
+        "{a}x",
+        "{a}y",
+        "WEIGHTS",
+        "1",
+        "2",
+    ]) else {
+        panic!("GETKEYS answers an array");
+    };
+    let want: Vec<Frame> = ["{a}d", "{a}x", "{a}y"]
+        .iter()
+        .map(|k| Frame::Bulk(k.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(keys, want);
 }
 
 /// A reply's elements sorted (pairs kept together when `pairs`): for
@@ -685,4 +715,284 @@ fn copy_refuses_other_databases_and_slots_on_a_node() {
             other => panic!("{args:?}: {other:?}"),
         }
     }
+}
+
+/// Differences the random sequences (`random_sequences.rs`) found: which
+/// argument Redis checks first, and how it reads numbers.
+#[test]
+fn argument_checks_come_in_redis_order() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["HINCRBYFLOAT", "{t}h", "f", "inf"],
+        &["HINCRBYFLOAT", "{t}h", "f", "nan"],
+        &["HSET", "{t}h", "g", "inf"],
+        &["HINCRBYFLOAT", "{t}h", "g", "1"],
+        &["SET", "{t}s", "v"],
+        &["EXPIREAT", "{t}s", "x", "NX", "GT"],
+        &["EXPIRE", "{t}s", "x", "GT", "LT"],
+        &["EXPIRE", "{t}s", "x", "FOO"],
+        &["LINDEX", "{t}missing", "x"],
+        &["LSET", "{t}missing", "x", "v"],
+        &["LSET", "{t}s", "x", "v"],
+        &["RPUSH", "{t}l", "a"],
+        &["LINDEX", "{t}l", "x"],
+        &["SMOVE", "{t}missing", "{t}s", "m"],
+        &["SADD", "{t}set", "m"],
+        &["SMOVE", "{t}set", "{t}s", "m"],
+        &["SMOVE", "{t}set", "{t}s", "other"],
+        &["ZADD", "{t}z", "1", "a", "2", "b"],
+        &["ZCOUNT", "{t}z", "(", "+inf"],
+        &["ZCOUNT", "{t}z", "", "5"],
+        &["ZCOUNT", "{t}z", " 1", "5"],
+        &["ZCOUNT", "{t}z", "1 ", "5"],
+        &["ZRANGEBYSCORE", "{t}z", "(", "1e400"],
+        &["ZADD", "{t}z", "1e400", "c"],
+        &["ZADD", "{t}z", "1e-400", "c"],
+        &["ZINCRBY", "{t}z", "1e400", "a"],
+    ]);
+}
+
+#[test]
+fn scores_print_as_redis_7_0_prints_them() {
+    let mut p = Pair::start();
+    p.script(&[
+        &[
+            "ZADD", "z", "0.1", "a", "1e20", "b", "1e17", "c", "1.5e-7", "d",
+        ],
+        &["ZSCORE", "z", "a"],
+        &["ZRANGE", "z", "0", "-1", "WITHSCORES"],
+        &["ZINCRBY", "z", "0.2", "a"],
+        &["ZINCRBY", "z", "-0", "e"],
+        &["ZSCORE", "z", "e"],
+        &["ZMSCORE", "z", "a", "b", "nope"],
+        &["ZPOPMAX", "z"],
+        &["ZADD", "z", "INCR", "1e16", "f"],
+    ]);
+}
+
+/// With unequal scores members are not in lexicographic order: Redis first
+/// checks the range against the first and last members.
+#[test]
+fn lex_ranges_over_unequal_scores_match_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["ZADD", "z", "1", "d", "1000", "1", "5", "b"],
+        &["ZLEXCOUNT", "z", "[a", "[d"],
+        &["ZLEXCOUNT", "z", "-", "+"],
+        &["ZLEXCOUNT", "z", "[d", "[a"],
+        &["ZLEXCOUNT", "z", "(a", "(a"],
+        &["ZLEXCOUNT", "z", "a", "[b"],
+        &["ZRANGE", "z", "[a", "[d", "BYLEX"],
+        &["ZRANGE", "z", "[d", "[a", "BYLEX", "REV"],
+        &["ZRANGE", "z", "-", "[c", "BYLEX"],
+        &["ZREMRANGEBYLEX", "z", "[a", "[d"],
+        &["ZREMRANGEBYLEX", "z", "-", "[c"],
+        &["ZRANGE", "z", "0", "-1"],
+    ]);
+}
+
+/// Multi-key set and sorted-set commands, with sets as inputs, weights,
+/// aggregates (inf × 0 and inf - inf are 0) and their errors.
+#[test]
+fn multi_key_set_algebra_matches_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &["ZADD", "{z}a", "1", "x", "2", "y", "inf", "z"],
+        &["ZADD", "{z}b", "3", "y", "-inf", "z", "4", "w"],
+        &["SADD", "{z}s", "x", "w", "v"],
+        &["ZUNION", "2", "{z}a", "{z}b", "WITHSCORES"],
+        &[
+            "ZUNION",
+            "3",
+            "{z}a",
+            "{z}b",
+            "{z}s",
+            "WEIGHTS",
+            "2",
+            "0",
+            "1",
+            "WITHSCORES",
+        ],
+        &[
+            "ZINTER",
+            "2",
+            "{z}a",
+            "{z}b",
+            "AGGREGATE",
+            "MAX",
+            "WITHSCORES",
+        ],
+        &[
+            "ZINTER",
+            "2",
+            "{z}a",
+            "{z}s",
+            "AGGREGATE",
+            "min",
+            "WITHSCORES",
+        ],
+        &["ZDIFF", "2", "{z}a", "{z}b", "WITHSCORES"],
+        &["ZDIFF", "1", "{z}s"],
+        &[
+            "ZUNIONSTORE",
+            "{z}d",
+            "2",
+            "{z}a",
+            "{z}b",
+            "WEIGHTS",
+            "1",
+            "-1",
+        ],
+        &["ZRANGE", "{z}d", "0", "-1", "WITHSCORES"],
+        &["ZINTERSTORE", "{z}d", "2", "{z}a", "{z}missing"],
+        &["EXISTS", "{z}d"],
+        &["ZDIFFSTORE", "{z}d", "2", "{z}a", "{z}s"],
+        &["ZINTERCARD", "2", "{z}a", "{z}b"],
+        &["ZINTERCARD", "2", "{z}a", "{z}b", "LIMIT", "1"],
+        &["ZINTERCARD", "2", "{z}a", "{z}b", "LIMIT", "-1"],
+        &["ZUNIONSTORE", "{z}d", "0", "{z}a"],
+        &["ZUNIONSTORE", "{z}d", "3", "{z}a"],
+        &["ZUNIONSTORE", "{z}d", "x", "{z}a"],
+        &["ZUNION", "1", "{z}a", "WEIGHTS", "x"],
+        &["ZUNION", "1", "{z}a", "AGGREGATE", "AVG"],
+        &["ZUNIONSTORE", "{z}d", "1", "{z}a", "WITHSCORES"],
+        &["ZDIFF", "1", "{z}a", "WEIGHTS", "1"],
+        &["SET", "{z}str", "v"],
+        &["ZUNION", "2", "{z}a", "{z}str", "FOO"],
+        &["ZRANGESTORE", "{z}r", "{z}a", "0", "1"],
+        &[
+            "ZRANGESTORE",
+            "{z}r",
+            "{z}a",
+            "(1",
+            "+inf",
+            "BYSCORE",
+            "LIMIT",
+            "0",
+            "1",
+        ],
+        &["ZRANGE", "{z}r", "0", "-1", "WITHSCORES"],
+        &["ZRANGESTORE", "{z}r", "{z}a", "0", "1", "WITHSCORES"],
+        &["ZRANGESTORE", "{z}r", "{z}missing", "0", "1"],
+        &["EXISTS", "{z}r"],
+        &["ZMPOP", "2", "{z}missing", "{z}a", "MAX", "COUNT", "2"],
+        &["ZMPOP", "1", "{z}missing", "MIN"],
+        &["ZMPOP", "0", "{z}a", "MIN"],
+        &["ZMPOP", "1", "{z}a", "MIDDLE"],
+        &["ZMPOP", "1", "{z}a", "MIN", "COUNT", "0"],
+        &["ZMPOP", "1", "{z}str", "MIN"],
+        &["SADD", "{z}t", "x", "v"],
+        &["SINTERCARD", "2", "{z}s", "{z}t"],
+        &["SINTERCARD", "2", "{z}s", "{z}t", "LIMIT", "1"],
+        &["SINTERCARD", "3", "{z}s", "{z}t"],
+        &["SINTERCARD", "0", "{z}s"],
+        &["SINTERCARD", "1", "{z}s", "LIMIT", "-1"],
+        &["SINTERCARD", "2", "{z}s", "{z}str"],
+        &["SET", "{b}1", "\u{ff}\u{0f}"],
+        &["SET", "{b}2", "abc"],
+        &["BITOP", "AND", "{b}d", "{b}1", "{b}2"],
+        &["GET", "{b}d"],
+        &["BITOP", "OR", "{b}d", "{b}1", "{b}2", "{b}missing"],
+        &["GET", "{b}d"],
+        &["BITOP", "XOR", "{b}d", "{b}2", "{b}2"],
+        &["BITOP", "NOT", "{b}d", "{b}2"],
+        &["GET", "{b}d"],
+        &["BITOP", "NOT", "{b}d", "{b}1", "{b}2"],
+        &["BITOP", "NAND", "{b}d", "{b}1"],
+        &["BITOP", "AND", "{b}d", "{b}missing"],
+        &["EXISTS", "{b}d"],
+        &["LPUSH", "{b}l", "x"],
+        &["BITOP", "AND", "{b}d", "{b}1", "{b}l"],
+    ]);
+}
+
+/// BITFIELD with Redis' overflow arithmetic, quirks included (SET of
+/// -2^63 into a narrow signed field saturates upwards).
+#[test]
+fn bitfield_matches_redis() {
+    let mut p = Pair::start();
+    p.script(&[
+        &[
+            "BITFIELD", "b", "SET", "i8", "0", "-100", "GET", "u4", "0", "GET", "i8", "0",
+        ],
+        &["BITFIELD", "b", "INCRBY", "i8", "0", "-100"],
+        &[
+            "BITFIELD", "b", "OVERFLOW", "SAT", "INCRBY", "i8", "0", "-100",
+        ],
+        &[
+            "BITFIELD", "b", "OVERFLOW", "FAIL", "INCRBY", "i8", "0", "-1", "INCRBY", "u2", "100",
+            "1",
+        ],
+        &["STRLEN", "b"],
+        &[
+            "BITFIELD", "b", "SET", "u8", "#3", "255", "INCRBY", "u8", "#3", "1",
+        ],
+        &[
+            "BITFIELD",
+            "b",
+            "OVERFLOW",
+            "SAT",
+            "SET",
+            "i8",
+            "1",
+            "-9223372036854775808",
+        ],
+        &["BITFIELD", "b", "OVERFLOW", "SAT", "SET", "u8", "0", "-1"],
+        &[
+            "BITFIELD",
+            "b",
+            "OVERFLOW",
+            "WRAP",
+            "SET",
+            "i16",
+            "3",
+            "9223372036854775807",
+        ],
+        &[
+            "BITFIELD",
+            "b",
+            "INCRBY",
+            "i64",
+            "0",
+            "9223372036854775807",
+            "INCRBY",
+            "i64",
+            "0",
+            "1",
+        ],
+        &[
+            "BITFIELD",
+            "b",
+            "OVERFLOW",
+            "SAT",
+            "INCRBY",
+            "i64",
+            "0",
+            "9223372036854775807",
+        ],
+        &["BITFIELD", "b", "GET", "u63", "1", "GET", "i64", "5"],
+        &["GET", "b"],
+        &["BITFIELD", "b", "GET", "u64", "0"],
+        &["BITFIELD", "b", "GET", "I8", "0"],
+        &["BITFIELD", "b", "GET", "i0", "0"],
+        &["BITFIELD", "b", "GET", "i8", "-1"],
+        &["BITFIELD", "b", "GET", "i8", "#x"],
+        &["BITFIELD", "b", "GET", "i8", "4294967296"],
+        &["BITFIELD", "b", "SET", "i8", "0", "x"],
+        &["BITFIELD", "b", "OVERFLOW", "NOPE", "GET", "i8", "0"],
+        &["BITFIELD", "b", "GET", "i8"],
+        &["BITFIELD", "b", "FOO", "i8", "0"],
+        &["BITFIELD", "missing", "GET", "i8", "0"],
+        &["EXISTS", "missing"],
+        &[
+            "BITFIELD", "missing", "OVERFLOW", "FAIL", "INCRBY", "u8", "16", "300",
+        ],
+        &["GET", "missing"],
+        &["BITFIELD", "b"],
+        &["BITFIELD_RO", "b", "GET", "u8", "0"],
+        &["BITFIELD_RO", "b", "SET", "u8", "0", "1"],
+        &["LPUSH", "l", "x"],
+        &["BITFIELD", "l", "GET", "u8", "0"],
+        &["BITFIELD_RO", "l", "SET", "u8", "0", "1"],
+    ]);
 }

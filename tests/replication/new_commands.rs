@@ -1,5 +1,5 @@
 //! The write commands added for issue 22 (SETRANGE … ZREMRANGEBYLEX, SORT
-//! … STORE): a
+//! … STORE, BITOP, BITFIELD, ZUNIONSTORE … ZMPOP): a
 //! replica applies their log records, and a restarted primary replays them,
 //! to exactly the primary's keys.
 
@@ -95,6 +95,47 @@ const NEW_WRITES: &[&[&str]] = &[
     ],
     &["SET", "{w}gone2", "v"],
     &["SORT", "{w}none", "STORE", "{w}gone2"],
+    &["BITOP", "XOR", "{w}bx", "{w}bits", "{w}sr"],
+    &["BITOP", "NOT", "{w}bn", "{w}sr"],
+    &[
+        "BITFIELD", "{w}bf", "SET", "i8", "#1", "-7", "INCRBY", "u4", "0", "20",
+    ],
+    &[
+        "BITFIELD", "{w}bf", "OVERFLOW", "FAIL", "INCRBY", "u8", "40", "300",
+    ],
+    &["ZADD", "{w}z2", "0.1", "b", "7", "x"],
+    &[
+        "ZUNIONSTORE",
+        "{w}zu",
+        "2",
+        "{w}z",
+        "{w}z2",
+        "WEIGHTS",
+        "2",
+        "3",
+    ],
+    &[
+        "ZINTERSTORE",
+        "{w}zi",
+        "2",
+        "{w}z",
+        "{w}z2",
+        "AGGREGATE",
+        "MAX",
+    ],
+    &["ZDIFFSTORE", "{w}zd", "2", "{w}z", "{w}z2"],
+    &[
+        "ZRANGESTORE",
+        "{w}zr",
+        "{w}z",
+        "(1",
+        "+inf",
+        "BYSCORE",
+        "LIMIT",
+        "1",
+        "2",
+    ],
+    &["ZMPOP", "2", "{w}none", "{w}z2", "MAX", "COUNT", "1"],
 ];
 
 const NEW_WRITE_KEYS: &[&str] = &[
@@ -118,6 +159,14 @@ const NEW_WRITE_KEYS: &[&str] = &[
     "{w}sorted",
     "{w}sorted2",
     "{w}gone2",
+    "{w}bx",
+    "{w}bn",
+    "{w}bf",
+    "{w}z2",
+    "{w}zu",
+    "{w}zi",
+    "{w}zd",
+    "{w}zr",
 ];
 
 #[test]

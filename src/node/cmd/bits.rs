@@ -1,4 +1,4 @@
-//! Bit commands on strings: SETBIT, GETBIT, BITCOUNT, BITPOS.
+//! Bit commands on strings: SETBIT, GETBIT, BITCOUNT, BITPOS, BITOP.
 //!
 //! Bit 0 is the most significant bit of the first byte, as in Redis.
 
@@ -44,6 +44,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         last_key: 1,
         step: 1,
         handler: bitpos,
+    },
+    CommandSpec {
+        name: "bitop",
+        arity: -4,
+        flags: WRITE | DENYOOM,
+        first_key: 2,
+        last_key: -1,
+        step: 1,
+        handler: bitop,
     },
 ];
 
@@ -270,4 +279,69 @@ fn bitpos(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         None => -1,
     };
     ctx.out.int(pos);
+}
+
+/// BITOP AND|OR|XOR|NOT dst src…: missing sources are empty strings, the
+/// shorter ones padded with zero bytes; an empty result deletes `dst`.
+fn bitop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Op {
+        And,
+        Or,
+        Xor,
+        Not,
+    }
+    let op = match args.get(1).to_ascii_lowercase().as_slice() {
+        b"and" => Op::And,
+        b"or" => Op::Or,
+        b"xor" => Op::Xor,
+        b"not" => Op::Not,
+        _ => return ctx.out.error(ERR_SYNTAX),
+    };
+    if op == Op::Not && args.len() != 4 {
+        return ctx
+            .out
+            .error("ERR BITOP NOT must be called with a single source key.");
+    }
+    let slot = ctx.slot();
+    // Expire lazily and check every type first, then read in place.
+    for key in args.iter().skip(3) {
+        try_reply!(ctx, read(ctx.store, slot, key));
+    }
+    let store = &*ctx.store;
+    let sources: Vec<&[u8]> = args
+        .iter()
+        .skip(3)
+        .map(|k| match store.peek(slot, k).map(|e| &e.value) {
+            Some(Value::Str(s)) => &s[..],
+            _ => &[][..],
+        })
+        .collect();
+    let len = sources.iter().map(|s| s.len()).max().unwrap_or(0);
+    let byte = |s: &[u8], i: usize| s.get(i).copied().unwrap_or(0);
+    let result: Vec<u8> = (0..len)
+        .map(|i| {
+            let mut it = sources.iter().map(|s| byte(s, i));
+            let first = it.next().unwrap_or(0);
+            match op {
+                Op::And => it.fold(first, |a, b| a & b),
+                Op::Or => it.fold(first, |a, b| a | b),
+                Op::Xor => it.fold(first, |a, b| a ^ b),
+                Op::Not => !first,
+            }
+        })
+        .collect();
+    let dst = args.get(2);
+    let existed = ctx.store.get(slot, dst).is_some();
+    if result.is_empty() {
+        ctx.store.remove(slot, dst);
+    } else {
+        ctx.store
+            .set(slot, dst, Value::Str(result.into_boxed_slice()), 0);
+    }
+    if len > 0 || existed {
+        // The sources are in the same slot: replay computes the same bytes.
+        ctx.propagate(args);
+    }
+    ctx.out.int(len as i64);
 }

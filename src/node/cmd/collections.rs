@@ -6,9 +6,9 @@ use rand::seq::{IteratorRandom, SliceRandom};
 
 use super::flags::*;
 use super::server::glob_match;
-use super::zsets::{parse_lex_bound, parse_score_bound};
+use super::zsets::{lex_range_empty, parse_lex_bound, parse_score_bound};
 use super::{Args, CommandSpec, Ctx, ERR_SYNTAX};
-use crate::node::resp::{fmt_double, ReplyBuf};
+use crate::node::resp::{fmt_g17, ReplyBuf};
 use crate::node::store::{Hash, Store, Value, ZSet, WRONGTYPE};
 use crate::try_reply;
 
@@ -193,7 +193,7 @@ fn scan_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, kind: Kind) {
             // SCAN replies carry scores as strings, in RESP3 too.
             Some(Value::ZSet(z)) => {
                 let s = z.score(m).unwrap_or(0.0);
-                ctx.out.bulk(fmt_double(s).as_bytes());
+                ctx.out.bulk(fmt_g17(s).as_bytes());
             }
             _ => {}
         }
@@ -347,6 +347,9 @@ fn zremrangebylex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let min = try_reply!(ctx, parse_lex_bound(args.get(2)));
     let max = try_reply!(ctx, parse_lex_bound(args.get(3)));
     zrem_where(ctx, args, |z| {
+        if lex_range_empty(z, &min, &max) {
+            return Vec::new();
+        }
         z.iter()
             .skip_while(|(m, _)| !min.above_min(m))
             .take_while(|(m, _)| max.below_max(m))

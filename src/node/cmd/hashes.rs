@@ -225,11 +225,16 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 
 fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let delta = try_reply!(ctx, args.float(3));
+    if !delta.is_finite() {
+        ctx.out.error("ERR value is NaN or Infinity");
+        return;
+    }
     let slot = ctx.slot();
     let (key, field) = (args.get(1), args.get(2));
+    // A stored "inf" is a float: adding to it gives the NaN/Infinity error.
     let cur = match try_reply!(ctx, current(ctx.store, slot, key, field)) {
         None => 0.0,
-        Some(v) => match parse_f64(v).filter(|f| f.is_finite()) {
+        Some(v) => match parse_f64(v) {
             Some(n) => n,
             None => {
                 ctx.out.error("ERR hash value is not a float");

@@ -118,7 +118,7 @@ fn parse_cond(args: &Args<'_>) -> Result<Cond, String> {
 }
 
 fn expire_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, unit_ms: i64, relative: bool, name: &str) {
-    let n = try_reply!(ctx, args.int(2));
+    // Options are checked before the time (Redis' order).
     let cond = match parse_cond(args) {
         Ok(c) => c,
         Err(e) => {
@@ -126,6 +126,7 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, unit_ms: i64, relative: bo
             return;
         }
     };
+    let n = try_reply!(ctx, args.int(2));
     let now = ctx.store.now_ms as i64;
     let invalid = format!("ERR invalid expire time in '{name}' command");
     let Some(mut when) = n.checked_mul(unit_ms) else {

@@ -218,22 +218,28 @@ fn index(i: i64, len: usize) -> Option<usize> {
 }
 
 fn lindex(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let i = try_reply!(ctx, args.int(2));
     let slot = ctx.slot();
-    let list = try_reply!(ctx, read(ctx.store, slot, args.get(1)));
-    match list.and_then(|l| index(i, l.len()).map(|i| &l[i])) {
+    // The key is looked up before the index is parsed (Redis' order): a
+    // missing key answers nil whatever the index.
+    let Some(list) = try_reply!(ctx, read(ctx.store, slot, args.get(1))) else {
+        ctx.out.null();
+        return;
+    };
+    let i = try_reply!(ctx, args.int(2));
+    match index(i, list.len()).map(|i| &list[i]) {
         Some(v) => ctx.out.bulk(v),
         None => ctx.out.null(),
     }
 }
 
 fn lset(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let i = try_reply!(ctx, args.int(2));
     let slot = ctx.slot();
+    // Key, then type, then index (Redis' order).
     let Some(list) = try_reply!(ctx, modify(ctx.store, slot, args.get(1))) else {
         ctx.out.error("ERR no such key");
         return;
     };
+    let i = try_reply!(ctx, args.int(2));
     let Some(i) = index(i, list.len()) else {
         ctx.out.error("ERR index out of range");
         return;

@@ -16,6 +16,7 @@ use super::store::Store;
 use super::Node;
 
 pub mod acl;
+pub mod bitfield;
 pub mod bits;
 pub mod blocking;
 pub mod cluster;
@@ -41,6 +42,7 @@ pub mod stream_log;
 pub mod stream_read;
 pub mod streams;
 pub mod strings;
+pub mod zset_ops;
 pub mod zsets;
 
 /// Command flags (a subset of Redis' command flags).
@@ -67,6 +69,12 @@ pub mod flags {
     pub const STREAMS_KEYS: u32 = 1 << 10;
     /// SORT's form: the sorted key and the STORE destination, if any.
     pub const SORT_KEYS: u32 = 1 << 11;
+    /// ZUNIONSTORE's form: a destination at argument 1, a key count at 2,
+    /// the keys after it.
+    pub const DEST_NUMKEYS: u32 = 1 << 12;
+    /// A key count at argument 1 and the keys after it, with nothing
+    /// required after them (ZUNION, SINTERCARD).
+    pub const KEYCOUNT: u32 = 1 << 13;
 }
 
 pub type Handler = fn(&mut Ctx<'_>, &Args<'_>);
@@ -148,7 +156,17 @@ pub fn parse_f64(b: &[u8]) -> Option<f64> {
         {
             return None
         }
-        _ => s.parse().ok()?,
+        _ => {
+            let v: f64 = s.parse().ok()?;
+            // Out of range (`1e400`, `1e-400`): refused, as Redis' strtod
+            // check (ERANGE with an infinite or zero result) does.
+            let mantissa = s.split(['e', 'E']).next().unwrap_or(s);
+            if v.is_infinite() || (v == 0.0 && mantissa.bytes().any(|c| (b'1'..=b'9').contains(&c)))
+            {
+                return None;
+            }
+            v
+        }
     };
     if v.is_nan() {
         None
@@ -413,7 +431,7 @@ fn pack_name(name: &[u8]) -> Option<u128> {
 
 impl Commands {
     pub fn new() -> Self {
-        let families: [&'static [CommandSpec]; 28] = [
+        let families: [&'static [CommandSpec]; 30] = [
             connection::COMMANDS,
             memory::COMMANDS,
             object::COMMANDS,
@@ -421,11 +439,13 @@ impl Commands {
             server::COMMANDS,
             strings::COMMANDS,
             bits::COMMANDS,
+            bitfield::COMMANDS,
             keys::COMMANDS,
             hashes::COMMANDS,
             lists::COMMANDS,
             sets::COMMANDS,
             zsets::COMMANDS,
+            zset_ops::COMMANDS,
             collections::COMMANDS,
             streams::COMMANDS,
             stream_groups::COMMANDS,
@@ -493,16 +513,41 @@ impl Default for Commands {
     }
 }
 
+/// Where a command's keys are: a first position apart (ZUNIONSTORE's
+/// destination), then evenly spaced ones.
+pub type KeyPositions =
+    std::iter::Chain<std::option::IntoIter<usize>, std::iter::StepBy<Range<usize>>>;
+
 /// Positions of the keys of a command, as its spec declares them (or, for
-/// [`flags::NUMKEYS`], as its key count says, leaving room for one more
-/// argument as LMPOP needs: none when the count is not valid, and the
-/// handler answers the error).
-pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> std::iter::StepBy<Range<usize>> {
+/// [`flags::NUMKEYS`], [`flags::KEYCOUNT`] and [`flags::DEST_NUMKEYS`], as
+/// its key count says:
+/// none when the count is not valid, and the handler answers the error).
+pub fn key_positions(spec: &CommandSpec, args: &Args<'_>) -> KeyPositions {
     key_positions_of(spec, args.len(), |i| (i < args.len()).then(|| args.get(i)))
 }
 
 /// [`key_positions`] from the argument count and a getter of arguments.
 pub fn key_positions_of<'a>(
+    spec: &CommandSpec,
+    argc: usize,
+    arg: impl Fn(usize) -> Option<&'a [u8]>,
+) -> KeyPositions {
+    if spec.flags & flags::DEST_NUMKEYS != 0 {
+        // Redis' rule: 1 <= count <= the arguments after it.
+        return match arg(2)
+            .and_then(parse_i64)
+            .filter(|&n| n >= 1 && (n as u64) <= (argc as u64).saturating_sub(3))
+        {
+            Some(n) => Some(1).into_iter().chain((3..3 + n as usize).step_by(1)),
+            None => None.into_iter().chain((0..0).step_by(1)),
+        };
+    }
+    None.into_iter()
+        .chain(spread_key_positions(spec, argc, arg))
+}
+
+/// The evenly spaced keys of [`key_positions_of`].
+fn spread_key_positions<'a>(
     spec: &CommandSpec,
     argc: usize,
     arg: impl Fn(usize) -> Option<&'a [u8]>,
@@ -524,10 +569,15 @@ pub fn key_positions_of<'a>(
             None => (0..0).step_by(1),
         };
     }
-    if spec.flags & flags::NUMKEYS != 0 {
+    if spec.flags & (flags::NUMKEYS | flags::KEYCOUNT) != 0 {
+        // LMPOP's form leaves room for the direction after the keys, so a
+        // count that reaches it gets the syntax error standalone Redis
+        // gives; without such an argument, Redis' rule: 1 <= count <= the
+        // arguments after it.
+        let room = u64::from(spec.flags & flags::NUMKEYS != 0);
         let n = arg(1)
             .and_then(parse_i64)
-            .filter(|&n| n >= 1 && (n as u64) < argc as u64 - 2)
+            .filter(|&n| n >= 1 && (n as u64) + room <= (argc as u64).saturating_sub(2))
             .unwrap_or(0) as usize;
         return (2..2 + n).step_by(1);
     }

@@ -122,7 +122,7 @@ fn flag_names(flags: u32) -> Vec<&'static str> {
     if flags & LOADING_OK != 0 {
         v.push("loading");
     }
-    if flags & (NUMKEYS | SCRIPT_KEYS | STREAMS_KEYS | SORT_KEYS) != 0 {
+    if flags & (NUMKEYS | KEYCOUNT | DEST_NUMKEYS | SCRIPT_KEYS | STREAMS_KEYS | SORT_KEYS) != 0 {
         v.push("movablekeys");
     }
     if flags & NOSCRIPT != 0 {

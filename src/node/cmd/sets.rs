@@ -1,5 +1,6 @@
 //! Set commands: SADD, SREM, SMEMBERS, SISMEMBER, SMISMEMBER, SCARD, SPOP,
-//! SRANDMEMBER, SMOVE, SINTER, SUNION, SDIFF and their STORE forms.
+//! SRANDMEMBER, SMOVE, SINTER, SUNION, SDIFF and their STORE forms,
+//! SINTERCARD.
 
 use hashbrown::HashSet;
 use rand::seq::{IteratorRandom, SliceRandom};
@@ -25,6 +26,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec { name: "sdiff", arity: -2, flags: READONLY, first_key: 1, last_key: -1, step: 1, handler: sdiff },
     CommandSpec { name: "sinterstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sinterstore },
     CommandSpec { name: "sunionstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sunionstore },
+    CommandSpec { name: "sintercard", arity: -3, flags: READONLY | KEYCOUNT, first_key: 0, last_key: 0, step: 0, handler: sintercard },
     CommandSpec { name: "sdiffstore", arity: -3, flags: WRITE | DENYOOM, first_key: 1, last_key: -1, step: 1, handler: sdiffstore },
 ];
 
@@ -255,8 +257,15 @@ fn srandmember(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 fn smove(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let slot = ctx.slot();
     let (src, dst, member) = (args.get(1), args.get(2), args.get(3));
-    let src_set = try_reply!(ctx, read(ctx.store, slot, src));
-    let in_src = src_set.is_some_and(|s| s.contains(member));
+    // A missing source answers 0 before the destination's type is checked
+    // (Redis' order).
+    let in_src = match try_reply!(ctx, read(ctx.store, slot, src)) {
+        None => {
+            ctx.out.int(0);
+            return;
+        }
+        Some(s) => s.contains(member),
+    };
     try_reply!(ctx, read(ctx.store, slot, dst));
     if !in_src {
         ctx.out.int(0);
@@ -340,6 +349,42 @@ fn set_op_store(ctx: &mut Ctx<'_>, args: &Args<'_>, op: Op) {
         ctx.propagate(args);
     }
     ctx.out.int(n as i64);
+}
+
+/// SINTERCARD numkeys key… [LIMIT n]: the size of the intersection, at
+/// most `n` when it is not 0.
+fn sintercard(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    // As Redis' getRangeLong with a message: the message answers a value
+    // that is not an integer as well as one out of range.
+    let numkeys = match super::parse_i64(args.get(1)) {
+        Some(n) if n >= 1 => n as u64,
+        _ => return ctx.out.error("ERR numkeys should be greater than 0"),
+    };
+    if numkeys > (args.len() - 2) as u64 {
+        return ctx
+            .out
+            .error("ERR Number of keys can't be greater than number of args");
+    }
+    let numkeys = numkeys as usize;
+    let mut limit = 0;
+    let mut j = 2 + numkeys;
+    while j < args.len() {
+        if args.is(j, "limit") && j + 1 < args.len() {
+            limit = match super::parse_i64(args.get(j + 1)) {
+                Some(n) if n >= 0 => n as usize,
+                _ => return ctx.out.error("ERR LIMIT can't be negative"),
+            };
+            j += 2;
+        } else {
+            return ctx.out.error(super::ERR_SYNTAX);
+        }
+    }
+    let r = try_reply!(
+        ctx,
+        compute(ctx, args.iter().skip(2).take(numkeys), Op::Inter)
+    );
+    let n = r.len();
+    ctx.out.int(if limit > 0 { n.min(limit) } else { n } as i64);
 }
 
 fn sinter(ctx: &mut Ctx<'_>, args: &Args<'_>) {

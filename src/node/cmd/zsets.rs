@@ -31,7 +31,11 @@ pub static COMMANDS: &[CommandSpec] = &[
 ];
 
 /// The sorted set at `key`: Ok(None) when absent, Err on another type.
-fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s ZSet>, &'static str> {
+pub(super) fn read<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<Option<&'s ZSet>, &'static str> {
     match store.get(slot, key) {
         None => Ok(None),
         Some(e) => match &e.value {
@@ -41,7 +45,7 @@ fn read<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<Option<&'s ZS
     }
 }
 
-fn modify<'s>(
+pub(super) fn modify<'s>(
     store: &'s mut Store,
     slot: u16,
     key: &[u8],
@@ -55,7 +59,11 @@ fn modify<'s>(
     }
 }
 
-fn write<'s>(store: &'s mut Store, slot: u16, key: &[u8]) -> Result<&'s mut ZSet, &'static str> {
+pub(super) fn write<'s>(
+    store: &'s mut Store,
+    slot: u16,
+    key: &[u8],
+) -> Result<&'s mut ZSet, &'static str> {
     match store.get_or_create(
         slot,
         key,
@@ -277,14 +285,29 @@ pub(super) fn parse_score_bound(b: &[u8]) -> Result<ScoreBound, &'static str> {
     const E: &str = "ERR min or max is not a float";
     match b.first() {
         Some(b'(') => Ok(ScoreBound {
-            v: parse_f64(&b[1..]).ok_or(E)?,
+            v: bound_f64(&b[1..]).ok_or(E)?,
             excl: true,
         }),
         _ => Ok(ScoreBound {
-            v: parse_f64(b).ok_or(E)?,
+            v: bound_f64(b).ok_or(E)?,
             excl: false,
         }),
     }
+}
+
+/// A bound's number as Redis reads it with `strtod`: leading spaces
+/// skipped, nothing at all (`(` alone, or an empty argument) is 0, and a
+/// number out of range is infinite (or 0), not an error.
+fn bound_f64(b: &[u8]) -> Option<f64> {
+    if b.is_empty() {
+        return Some(0.0);
+    }
+    let start = b.iter().position(|c| !c.is_ascii_whitespace())?;
+    let b = &b[start..];
+    parse_f64(b).or_else(|| {
+        let v: f64 = std::str::from_utf8(b).ok()?.parse().ok()?;
+        (!v.is_nan()).then_some(v)
+    })
 }
 
 impl ScoreBound {
@@ -322,6 +345,33 @@ pub(super) fn parse_lex_bound(b: &[u8]) -> Result<LexBound, &'static str> {
     }
 }
 
+/// Redis' early exit for a lexicographic range (`zzlIsInLexRange`): empty
+/// when min is above max, when the last member is below min or the first
+/// above max. With unequal scores members are not in lexicographic order,
+/// so this can answer "empty" where a walk would find members.
+pub(super) fn lex_range_empty(z: &ZSet, min: &LexBound, max: &LexBound) -> bool {
+    let key = |b: &LexBound| -> (u8, Vec<u8>) {
+        match b {
+            LexBound::NegInf => (0, Vec::new()),
+            LexBound::Incl(v) | LexBound::Excl(v) => (1, v.clone()),
+            LexBound::PosInf => (2, Vec::new()),
+        }
+    };
+    let excl = matches!(min, LexBound::Excl(_)) || matches!(max, LexBound::Excl(_));
+    match key(min).cmp(&key(max)) {
+        std::cmp::Ordering::Greater => return true,
+        std::cmp::Ordering::Equal if excl => return true,
+        _ => {}
+    }
+    let mut it = z.iter();
+    let first = it.next();
+    let last = it.next_back().or(first);
+    match (first, last) {
+        (Some((f, _)), Some((l, _))) => !min.above_min(l) || !max.below_max(f),
+        _ => true,
+    }
+}
+
 impl LexBound {
     pub(super) fn above_min(&self, m: &[u8]) -> bool {
         match self {
@@ -342,7 +392,7 @@ impl LexBound {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     Rank,
     Score,
     Lex,
@@ -350,7 +400,7 @@ enum Mode {
 
 /// Members with their scores, as a reply: RESP2 flattens the scores into
 /// bulk strings, RESP3 nests [member, double] pairs.
-fn reply_members(ctx: &mut Ctx<'_>, items: &[(&[u8], f64)], withscores: bool) {
+pub(super) fn reply_members(ctx: &mut Ctx<'_>, items: &[(&[u8], f64)], withscores: bool) {
     if !withscores {
         ctx.out.array(items.len());
         for (m, _) in items {
@@ -372,19 +422,52 @@ fn reply_members(ctx: &mut Ctx<'_>, items: &[(&[u8], f64)], withscores: bool) {
     }
 }
 
+/// `try_reply!` for [`select_range`], which returns None once it answered.
+macro_rules! try_some {
+    ($ctx:expr, $e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(msg) => {
+                $ctx.out.error(msg);
+                return None;
+            }
+        }
+    };
+}
+
 /// ZRANGE and its older forms. `fixed` is Some((mode, rev)) for the older
 /// commands, which take no BYSCORE/BYLEX/REV.
 fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>) {
+    if let Some((items, withscores)) = select_range(ctx, args, 1, fixed) {
+        let refs: Vec<(&[u8], f64)> = items.iter().map(|(m, s)| (&m[..], *s)).collect();
+        reply_members(ctx, &refs, withscores);
+    }
+}
+
+/// Members with their scores, owned.
+pub(super) type Scored = Vec<(Vec<u8>, f64)>;
+
+/// What a ZRANGE-form command selects, and whether WITHSCORES was given:
+/// the source key at `base` (2 for ZRANGESTORE, which takes no
+/// WITHSCORES), the bounds after it, then the options. None once an error
+/// was answered.
+pub(super) fn select_range(
+    ctx: &mut Ctx<'_>,
+    args: &Args<'_>,
+    base: usize,
+    fixed: Option<(Mode, bool)>,
+) -> Option<(Scored, bool)> {
     let (mut mode, mut rev) = fixed.unwrap_or((Mode::Rank, false));
+    let store = base > 1;
     let mut withscores = false;
     let mut limit: Option<(i64, i64)> = None;
-    let mut i = 4;
+    let mut i = base + 3;
     while i < args.len() {
-        if args.is(i, "withscores") {
+        if !store && args.is(i, "withscores") {
             withscores = true;
         } else if args.is(i, "limit") && i + 2 < args.len() {
-            let off = try_reply!(ctx, args.int(i + 1));
-            let cnt = try_reply!(ctx, args.int(i + 2));
+            let off = try_some!(ctx, args.int(i + 1));
+            let cnt = try_some!(ctx, args.int(i + 2));
             limit = Some((off, cnt));
             i += 2;
         } else if fixed.is_none() && args.is(i, "byscore") {
@@ -395,7 +478,7 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
             rev = true;
         } else {
             ctx.out.error(ERR_SYNTAX);
-            return;
+            return None;
         }
         i += 1;
     }
@@ -403,18 +486,18 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
         ctx.out.error(
             "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
         );
-        return;
+        return None;
     }
     if withscores && mode == Mode::Lex {
         ctx.out
             .error("ERR syntax error, WITHSCORES not supported in combination with BYLEX");
-        return;
+        return None;
     }
     // In reverse the first bound is the maximum.
     let (lo, hi) = if rev && mode != Mode::Rank {
-        (args.get(3), args.get(2))
+        (args.get(base + 2), args.get(base + 1))
     } else {
-        (args.get(2), args.get(3))
+        (args.get(base + 1), args.get(base + 2))
     };
     enum Bounds {
         Rank(i64, i64),
@@ -422,21 +505,28 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
         Lex(LexBound, LexBound),
     }
     let bounds = match mode {
-        Mode::Rank => Bounds::Rank(try_reply!(ctx, args.int(2)), try_reply!(ctx, args.int(3))),
+        Mode::Rank => Bounds::Rank(
+            try_some!(ctx, args.int(base + 1)),
+            try_some!(ctx, args.int(base + 2)),
+        ),
         Mode::Score => Bounds::Score(
-            try_reply!(ctx, parse_score_bound(lo)),
-            try_reply!(ctx, parse_score_bound(hi)),
+            try_some!(ctx, parse_score_bound(lo)),
+            try_some!(ctx, parse_score_bound(hi)),
         ),
         Mode::Lex => Bounds::Lex(
-            try_reply!(ctx, parse_lex_bound(lo)),
-            try_reply!(ctx, parse_lex_bound(hi)),
+            try_some!(ctx, parse_lex_bound(lo)),
+            try_some!(ctx, parse_lex_bound(hi)),
         ),
     };
     let slot = ctx.slot();
-    let Some(z) = try_reply!(ctx, read(ctx.store, slot, args.get(1))) else {
-        ctx.out.array(0);
-        return;
+    let Some(z) = try_some!(ctx, read(ctx.store, slot, args.get(base))) else {
+        return Some((Vec::new(), withscores));
     };
+    if let Bounds::Lex(min, max) = &bounds {
+        if lex_range_empty(z, min, max) {
+            return Some((Vec::new(), withscores));
+        }
+    }
     let items: Vec<(Vec<u8>, f64)> = {
         let iter: Box<dyn Iterator<Item = (&[u8], f64)>> = if rev {
             Box::new(z.iter().rev())
@@ -444,10 +534,7 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
             Box::new(z.iter())
         };
         let (offset, count) = match limit {
-            Some((o, _)) if o < 0 => {
-                ctx.out.array(0);
-                return;
-            }
+            Some((o, _)) if o < 0 => return Some((Vec::new(), withscores)),
             Some((o, c)) => (o as usize, if c < 0 { usize::MAX } else { c as usize }),
             None => (0, usize::MAX),
         };
@@ -511,8 +598,7 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, fixed: Option<(Mode, bool)>
         };
         items.into_iter().map(|(m, s)| (m.to_vec(), s)).collect()
     };
-    let refs: Vec<(&[u8], f64)> = items.iter().map(|(m, s)| (&m[..], *s)).collect();
-    reply_members(ctx, &refs, withscores);
+    Some((items, withscores))
 }
 
 fn zrange(ctx: &mut Ctx<'_>, args: &Args<'_>) {
