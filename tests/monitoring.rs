@@ -213,7 +213,10 @@ fn the_chart_renders_the_monitoring_objects_from_its_files() {
     assert_eq!(sel["app.kubernetes.io/component"], "node");
     assert_eq!(sel["app.kubernetes.io/managed-by"], "tessera-operator");
     let ep = &pm["spec"]["podMetricsEndpoints"][0];
-    assert_eq!(ep["port"], "admin", "the node container's admin port name");
+    assert_eq!(
+        ep["port"], "metrics",
+        "the node container's metrics port name"
+    );
     let targets: Vec<&str> = ep["relabelings"]
         .as_array()
         .expect("relabelings")
