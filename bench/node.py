@@ -11,7 +11,10 @@ reported, with its CPU time per request. Then memory per key: RSS growth
 after loading 1M keys, and bench/memory.py's rows (strings of 16, 64 and
 1024 bytes, small hashes, sets and sorted sets, random keys from 50
 clients; with and without the log), each as RSS per key against Redis's
-(`rss_ratio_<row>_<log|nolog>` in RESULT).
+(`rss_ratio_<row>_<log|nolog>` in RESULT). Then the commands applications
+build on (bench/commands.py): EVALSHA, MULTI/EXEC of 5 SETs, PUBLISH to 100
+subscribers, a BLPOP/LPUSH ping-pong, each as a ratio to Redis
+(`cmd_<row>_P<p>_ratio`, `cmd_targets_met`: >= 1.0 at -P 16).
 
 The ratio column is the ratio of the two medians. On this VM the rate of
 one server moves by up to 2x between runs a few seconds apart (the VM's
@@ -245,6 +248,9 @@ def main():
     # This VM's cross-core round trip is ~80-180 ns or ~400-740 ns.
     ap.add_argument("--probe-far-ns", type=float, default=300)
     ap.add_argument("--probe-ms", type=int, default=300)
+    # bench/commands.py: EVALSHA, MULTI/EXEC, PUBLISH fan-out, BLPOP ping-pong.
+    ap.add_argument("--cmd-reps", type=int, default=4)
+    ap.add_argument("--cmd-seconds", type=float, default=2.0)
     args = ap.parse_args()
     if args.reps < 2 or args.reps % 2:
         print("--reps must be even (two runs per server per block)", file=sys.stderr)
@@ -287,6 +293,8 @@ def main():
     mem_ratio = mem["tessera"] / mem["redis"]
     import memory as memory_rows  # bench/memory.py
     mem_table, mem_result = memory_rows.run(args.keys)
+    import commands as command_rows  # bench/commands.py
+    cmd_table, cmd_result = command_rows.run(args.cmd_reps, args.cmd_seconds)
 
     print()
     print(f"redis-benchmark -t set / -t get -r 1000000 -d 64 -c 50, -n {args.requests} at -P 1 and {args.requests_p16} at -P 16; "
@@ -315,6 +323,8 @@ def main():
     print()
     memory_rows.print_table(mem_table)
     print()
+    command_rows.print_table(cmd_table, args.cmd_reps, args.cmd_seconds)
+    print()
     def met(col):
         """Targets: >= 1.0 with persistence off and everysec, >= 0.9 with
         always, memory per key <= 1.5x; `col` picks the ratio judged."""
@@ -322,6 +332,7 @@ def main():
             and mem_ratio <= 1.5
     result["mem_ratio"] = f"{mem_ratio:.2f}"
     result.update(mem_result)
+    result.update(cmd_result)
     result["targets_met"] = str(met(5)).lower()
     result["targets_met_paired"] = str(met(6)).lower()
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))

@@ -50,9 +50,26 @@ impl ShardNodes {
     }
 }
 
+/// [`discover_once`], again for up to about a minute while no node answers
+/// (or no primary does): a Job's pod can start before the network plugin
+/// admits it through the cluster's NetworkPolicy (its IP is not yet in the
+/// policy's sets), and for that moment every call is dropped.
+pub async fn discover(addrs: &[String]) -> Result<Vec<ShardNodes>, BackupError> {
+    use backon::{ExponentialBuilder, Retryable};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(500))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(15);
+    (|| discover_once(addrs))
+        .retry(backoff)
+        .when(|e| matches!(e, BackupError::NoNodes(_)))
+        .notify(|e, after| warn!(error = %e, retry_in_ms = after.as_millis() as u64, "no node answered yet"))
+        .await
+}
+
 /// Asks every node for its status and groups them by shard. A shard whose
 /// primary cannot be found fails the backup: its log cannot be archived.
-pub async fn discover(addrs: &[String]) -> Result<Vec<ShardNodes>, BackupError> {
+async fn discover_once(addrs: &[String]) -> Result<Vec<ShardNodes>, BackupError> {
     let mut clients = Vec::new();
     for a in addrs {
         clients.push(NodeClient::new(a)?);
