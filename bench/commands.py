@@ -51,11 +51,14 @@ def load(port, args, pipeline, seconds):
     return r["ops"], r["p99_ms"]
 
 
-def run(reps=4, seconds=2.0):
-    """Measures every row; returns (table rows, RESULT fields)."""
+def run(reps=4, seconds=2.0, only=None, pipelines=(1, 16)):
+    """Measures every row (or those named in `only`); returns (table rows,
+    RESULT fields)."""
     table, result = [], {}
     for name, args, label in ROWS:
-        for p in (1, 16):
+        if only and name not in only:
+            continue
+        for p in pipelines:
             runs = {"tessera": [], "redis": []}
             for b in range(max(1, reps // 2)):
                 servers = {k: bench.Server(k, "off") for k in ("tessera", "redis")}
@@ -93,10 +96,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=4, help="runs per server and row (even)")
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--rows", default="", help="comma-separated rows to run (default all): "
+                    + ",".join(name for name, _, _ in ROWS))
+    ap.add_argument("--pipelines", default="1,16", help="comma-separated -P values (default 1,16)")
     a = ap.parse_args()
+    only = [r for r in a.rows.split(",") if r]
+    unknown = set(only) - {name for name, _, _ in ROWS}
+    if unknown:
+        sys.exit(f"unknown rows: {', '.join(sorted(unknown))}")
+    pipelines = [int(p) for p in a.pipelines.split(",") if p]
     if not os.path.exists(bench.TESSERA):
         sys.exit(f"{bench.TESSERA} not built (cargo build --release)")
-    table, result = run(a.reps, a.seconds)
+    table, result = run(a.reps, a.seconds, only, pipelines)
     print_table(table, a.reps, a.seconds)
     print()
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))

@@ -9,7 +9,8 @@
 //! table", one that reads an undefined one gets "Script attempted to access
 //! nonexistent global variable".
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell, RefCell};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use hashbrown::HashMap;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 use sha1::{Digest, Sha1};
 
+use super::clients::Clients;
 use super::resp::{Frame, ReplyBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +42,15 @@ pub struct Running {
     pub wrote: Cell<bool>,
     /// It is a function (FCALL): FUNCTION KILL, not SCRIPT KILL, stops it.
     pub function: Cell<bool>,
-    /// The other clients' sockets, answered while it is busy.
-    pub sockets: std::cell::RefCell<Vec<(std::os::fd::RawFd, Rc<Cell<bool>>)>>,
+    /// The connection whose command runs the script.
+    pub caller: Cell<u64>,
+    /// The node's clients, whose requests are answered while a script is
+    /// busy (set when the VM is created).
+    pub(crate) clients: OnceCell<Rc<RefCell<Clients>>>,
+    /// The other clients' idle sockets, gathered when the running script
+    /// first turns busy (None until then: a script that ends in time pays
+    /// nothing per connection).
+    pub sockets: RefCell<Option<Vec<(RawFd, Rc<Cell<bool>>)>>>,
     /// When the busy handler last ran.
     last_busy: Cell<Option<Instant>>,
     /// Fuzzing only (`node::fuzzing::bound_scripts`): instruction-hook
@@ -56,6 +65,14 @@ pub struct Running {
 }
 
 impl Running {
+    /// The idle sockets of the clients other than the caller.
+    fn idle_sockets(&self) -> Vec<(RawFd, Rc<Cell<bool>>)> {
+        match self.clients.get().map(|c| c.try_borrow()) {
+            Some(Ok(c)) => c.idle_sockets(self.caller.get()),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether a script has run past the time limit (clients get BUSY).
     pub fn busy(&self) -> bool {
         self.since
@@ -80,6 +97,43 @@ pub struct Scripts {
     bind: Function,
     /// Function libraries (`node::lua_functions`).
     pub(crate) functions: super::lua_functions::Libraries,
+    /// The running command's context while a script runs, null between
+    /// runs: what `redis.call` reaches (`cmd::scripting`).
+    pub(crate) active: Rc<Cell<*mut std::ffi::c_void>>,
+    /// The message handler scripts run under, made with the VM
+    /// (`cmd::scripting`).
+    pub(crate) handler: Option<Function>,
+}
+
+/// While alive, the VM's heap has no limit (see [`unbounded`]).
+pub struct Unbounded<'a> {
+    lua: &'a Lua,
+    limit: Option<usize>,
+}
+
+impl Drop for Unbounded<'_> {
+    fn drop(&mut self) {
+        if let Some(limit) = self.limit {
+            let _ = self.lua.set_memory_limit(limit);
+        }
+    }
+}
+
+/// Lifts the heap limit while the node, not a script's code, makes or
+/// reads Lua values (KEYS and ARGV, a command's reply, the result). Under
+/// a limit mlua runs each such step as a protected call, which in Lua 5.1
+/// allocates two C closures: most of a short script's cost. Without one
+/// it runs them directly, which is safe because nothing can raise a Lua
+/// error there: an allocation without a limit does not fail (a process
+/// out of memory aborts, as on any Rust allocation) and a collection runs
+/// no script code (no `newproxy`). What the node makes is bounded by the
+/// request and by `--max-reply-bytes` (a command's reply); the script's
+/// own code always runs under the limit.
+pub fn unbounded(lua: &Lua) -> Unbounded<'_> {
+    Unbounded {
+        lua,
+        limit: lua.set_memory_limit(0).ok(),
+    }
 }
 
 /// Instructions between two runs of [`instruction_hook`].
@@ -100,7 +154,9 @@ fn instruction_hook(lua: &Lua, running: &Rc<Running>) -> mlua::Result<VmState> {
             .is_none_or(|t| t.elapsed().as_millis() >= 10)
     {
         running.last_busy.set(Some(Instant::now()));
-        super::clients::serve_busy(&running.sockets.borrow(), running);
+        let mut sockets = running.sockets.borrow_mut();
+        let sockets = sockets.get_or_insert_with(|| running.idle_sockets());
+        super::clients::serve_busy(sockets, running);
     }
     let stop = if running.kill.get() {
         Some("ERR Script killed by user with SCRIPT KILL...")
@@ -178,7 +234,10 @@ impl Scripts {
         )?;
         let _ = lua.set_memory_limit(memory_limit);
         let g = lua.globals();
-        for name in ["loadfile", "dofile", "print"] {
+        // `newproxy` (absent from Redis 7 too) is the only way a script
+        // could give a value a `__gc` of its own; without it no collection
+        // runs script code (see `unbounded`).
+        for name in ["loadfile", "dofile", "print", "newproxy"] {
             g.raw_set(name, Value::Nil)?;
         }
         let redis = lua.create_table()?;
@@ -241,6 +300,8 @@ impl Scripts {
             xpcall,
             bind,
             functions: Default::default(),
+            active: Rc::new(Cell::new(std::ptr::null_mut())),
+            handler: None,
         })
     }
 
@@ -298,15 +359,19 @@ fn error_reply_text(s: &[u8]) -> Vec<u8> {
     }
 }
 
-/// A Lua value as a command argument (strings and numbers, as Lua 5.1's
-/// `tostring` prints numbers: `%.14g`); None for other types.
-pub fn to_arg(v: &Value) -> Option<Vec<u8>> {
+/// Appends a Lua value as a command argument (strings and numbers, as
+/// Lua 5.1's `tostring` prints numbers: `%.14g`); false for other types.
+pub fn push_arg(buf: &mut Vec<u8>, v: &Value) -> bool {
     match v {
-        Value::String(s) => Some(s.as_bytes().to_vec()),
-        Value::Integer(i) => Some(i.to_string().into_bytes()),
-        Value::Number(n) => Some(fmt_number(*n).into_bytes()),
-        _ => None,
+        Value::String(s) => buf.extend_from_slice(&s.as_bytes()),
+        Value::Integer(i) => {
+            use std::io::Write;
+            let _ = write!(buf, "{i}");
+        }
+        Value::Number(n) => buf.extend_from_slice(fmt_number(*n).as_bytes()),
+        _ => return false,
     }
+    true
 }
 
 /// Lua 5.1's number format, `%.14g`.

@@ -280,7 +280,7 @@ pub struct Node {
     /// Links that carry PUBLISH to the other nodes of the cluster.
     pub forwarder: pubsub_forward::Forwarder,
     /// Connected clients (CLIENT LIST, CLIENT KILL).
-    pub clients: RefCell<clients::Clients>,
+    pub clients: Rc<RefCell<clients::Clients>>,
     /// What CONFIG SET accepted (reported by CONFIG GET; see docs/node.md).
     pub config_set: RefCell<std::collections::BTreeMap<String, String>>,
     /// The event classes `notify-keyspace-events` turns on (`node::notify`).

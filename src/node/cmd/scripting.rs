@@ -12,7 +12,8 @@
 //! logs each new script and SCRIPT FLUSH (`node::script_registry`), so
 //! EVALSHA finds the script on a promoted replica too.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+use std::ffi::c_void;
 
 use mlua::Value;
 
@@ -96,7 +97,12 @@ pub(crate) fn with_scripts<R>(
     let mut slot = node.scripts.borrow_mut();
     if slot.is_none() {
         let vm = Scripts::new(node.script_running.clone(), node.cfg.limits.max_reply)
+            .and_then(|mut vm| {
+                install(&mut vm)?;
+                Ok(vm)
+            })
             .map_err(|e| format!("ERR {e}"))?;
+        let _ = node.script_running.clients.set(node.clients.clone());
         *slot = Some(vm);
     }
     match slot.as_mut() {
@@ -216,7 +222,8 @@ pub(crate) fn execute(ctx: &mut Ctx<'_>, name: &str, r: Run<'_>) {
     running.kill.set(false);
     running.wrote.set(false);
     running.function.set(r.function);
-    *running.sockets.borrow_mut() = node.clients.borrow().idle_sockets(ctx.conn.id);
+    running.caller.set(ctx.conn.id);
+    *running.sockets.borrow_mut() = None;
     let outer = ctx.group.is_some();
     if !outer {
         ctx.group = Some(Vec::new());
@@ -232,7 +239,7 @@ pub(crate) fn execute(ctx: &mut Ctx<'_>, name: &str, r: Run<'_>) {
     drop(scripts);
     running.since.set(None);
     running.kill.set(false);
-    running.sockets.borrow_mut().clear();
+    *running.sockets.borrow_mut() = None;
     if !outer {
         let parts = ctx.group.take().unwrap_or_default();
         log_group(ctx, slot.get(), parts);
@@ -324,44 +331,52 @@ fn error_message(e: &Value) -> String {
     }
 }
 
-fn run(
-    ctx: &mut Ctx<'_>,
-    scripts: &Scripts,
-    r: &Run<'_>,
-    slot: &Cell<Option<u16>>,
-) -> Result<(), ScriptError> {
-    let lua = &scripts.lua;
-    let readonly = r.readonly;
-    let engine = |e: mlua::Error| ScriptError::from(format!("ERR {e}"));
-    let g = lua.globals();
-    let seq = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
-        let t = lua.create_table_with_capacity(items.len(), 0)?;
-        for (i, it) in items.iter().enumerate() {
-            t.raw_set(i + 1, lua.create_string(it)?)?;
-        }
-        Ok(t)
-    };
-    let keys = seq(r.keys).map_err(engine)?;
-    let argv = seq(r.argv).map_err(engine)?;
-    let func = if r.function {
-        // A function sees no KEYS/ARGV globals (as in Redis).
-        g.raw_set("KEYS", Value::Nil).map_err(engine)?;
-        g.raw_set("ARGV", Value::Nil).map_err(engine)?;
-        scripts.bind_args(r.func, keys, argv).map_err(engine)?
-    } else {
-        g.raw_set("KEYS", keys).map_err(engine)?;
-        g.raw_set("ARGV", argv).map_err(engine)?;
-        r.func.clone()
-    };
-    let cell = RefCell::new(&mut *ctx);
-    let result: mlua::Result<Result<(), ScriptError>> = lua.scope(|scope| {
-        // `redis.call` raises a failed command's error (with the script's
-        // line: a Rust function keeps its caller's frame even when called
-        // in tail position); `redis.pcall` returns it as `{err=…}`.
-        let call = scope.create_function(|lua, mv: mlua::MultiValue| {
-            let mut guard = cell.borrow_mut();
-            let (v, failed) = call_command(lua, &mut guard, mv, readonly, slot)?;
-            if failed {
+/// What `redis.call` and `redis.pcall` reach while a script runs: the
+/// running command's context, whether the script is read-only, its slot.
+struct Active<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    readonly: bool,
+    slot: &'c Cell<Option<u16>>,
+}
+
+/// Clears the VM's pointer to the running command's context when the run
+/// ends, however it ends.
+struct Activation<'s>(&'s Cell<*mut c_void>);
+
+impl Drop for Activation<'_> {
+    fn drop(&mut self) {
+        self.0.set(std::ptr::null_mut());
+    }
+}
+
+/// Makes, once per VM, `redis.call`, `redis.pcall` and the error handler
+/// scripts run under. The commands reach the running command's context
+/// through `Scripts::active`, set by [`run`] for the script's duration.
+fn install(vm: &mut Scripts) -> mlua::Result<()> {
+    let lua = &vm.lua;
+    // `redis.call` raises a failed command's error (with the script's
+    // line: a Rust function keeps its caller's frame even when called in
+    // tail position); `redis.pcall` returns it as `{err=…}`.
+    for (name, raise) in [("call", true), ("pcall", false)] {
+        let active = vm.active.clone();
+        let f = lua.create_function(move |lua, mv: mlua::MultiValue| {
+            // Taken for the command's duration: nothing it runs can reach
+            // the context a second time.
+            let p = active.replace(std::ptr::null_mut());
+            if p.is_null() {
+                return Err(mlua::Error::runtime(
+                    "redis.call and redis.pcall run only inside a script",
+                ));
+            }
+            // SAFETY: `run` stores a pointer to its `Active` only while it
+            // calls the script and keeps it alive and unused meanwhile (an
+            // `Activation` clears it before `run` goes on); taking it out
+            // of the cell makes this the only reference.
+            let a = unsafe { &mut *p.cast::<Active<'_, '_>>() };
+            let res = call_command(lua, a.ctx, mv, a.readonly, a.slot);
+            active.set(p);
+            let (v, failed) = res?;
+            if failed && raise {
                 let msg = match &v {
                     Value::Table(t) => t.raw_get::<String>("err")?,
                     _ => "ERR".into(),
@@ -371,42 +386,83 @@ fn run(
             }
             Ok(v)
         })?;
-        let pcall = scope.create_function(|lua, mv: mlua::MultiValue| {
-            let mut guard = cell.borrow_mut();
-            Ok(call_command(lua, &mut guard, mv, readonly, slot)?.0)
-        })?;
-        scripts.redis.raw_set("call", call)?;
-        scripts.redis.raw_set("pcall", pcall)?;
-        let handler = scope.create_function(|lua, e: Value| {
-            let t = lua.create_table()?;
-            t.raw_set("err", error_message(&e))?;
-            let line = match &e {
-                Value::Error(err) => command_error(err).map(|c| c.line),
-                _ => None,
-            };
-            t.raw_set("line", line.unwrap_or_else(|| script_line(lua)))?;
+        vm.redis.raw_set(name, f)?;
+    }
+    vm.handler = Some(lua.create_function(|lua, e: Value| {
+        let t = lua.create_table()?;
+        t.raw_set("err", error_message(&e))?;
+        let line = match &e {
+            Value::Error(err) => command_error(err).map(|c| c.line),
+            _ => None,
+        };
+        t.raw_set("line", line.unwrap_or_else(|| script_line(lua)))?;
+        Ok(t)
+    })?);
+    Ok(())
+}
+
+fn run(
+    ctx: &mut Ctx<'_>,
+    scripts: &Scripts,
+    r: &Run<'_>,
+    slot: &Cell<Option<u16>>,
+) -> Result<(), ScriptError> {
+    let lua = &scripts.lua;
+    let engine = |e: mlua::Error| ScriptError::from(format!("ERR {e}"));
+    let Some(handler) = &scripts.handler else {
+        return Err("ERR the script engine is not available".to_string().into());
+    };
+    let func = {
+        let _lifted = lua::unbounded(lua);
+        let g = lua.globals();
+        let seq = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, it) in items.iter().enumerate() {
+                t.raw_set(i + 1, lua.create_string(it)?)?;
+            }
             Ok(t)
-        })?;
-        let mut res: mlua::MultiValue = scripts.xpcall.call((func.clone(), handler))?;
-        let ok = matches!(res.pop_front(), Some(Value::Boolean(true)));
-        let value = res.pop_front().unwrap_or(Value::Nil);
-        if !ok {
-            let (msg, line) = match &value {
-                Value::Table(t) => (
-                    t.raw_get::<String>("err").unwrap_or_else(|_| "ERR".into()),
-                    t.raw_get::<i64>("line").unwrap_or(0),
-                ),
-                other => (error_message(other), 0),
-            };
-            return Ok(Err(ScriptError { msg, line }));
+        };
+        let keys = seq(r.keys).map_err(engine)?;
+        let argv = seq(r.argv).map_err(engine)?;
+        if r.function {
+            // A function sees no KEYS/ARGV globals (as in Redis).
+            g.raw_set("KEYS", Value::Nil).map_err(engine)?;
+            g.raw_set("ARGV", Value::Nil).map_err(engine)?;
+            scripts.bind_args(r.func, keys, argv).map_err(engine)?
+        } else {
+            g.raw_set("KEYS", keys).map_err(engine)?;
+            g.raw_set("ARGV", argv).map_err(engine)?;
+            r.func.clone()
         }
-        let mut guard = cell.borrow_mut();
-        lua::lua_to_reply(guard.out, &value, 0);
-        Ok(Ok(()))
-    });
-    let _ = scripts.redis.raw_set("call", Value::Nil);
-    let _ = scripts.redis.raw_set("pcall", Value::Nil);
-    result.map_err(engine)?
+    };
+    let res: mlua::Result<mlua::MultiValue> = {
+        let mut active = Active {
+            ctx: &mut *ctx,
+            readonly: r.readonly,
+            slot,
+        };
+        let _activation = Activation(&scripts.active);
+        scripts
+            .active
+            .set((&mut active as *mut Active<'_, '_>).cast());
+        scripts.xpcall.call((func, handler))
+    };
+    let mut res = res.map_err(engine)?;
+    let _lifted = lua::unbounded(lua);
+    let ok = matches!(res.pop_front(), Some(Value::Boolean(true)));
+    let value = res.pop_front().unwrap_or(Value::Nil);
+    if !ok {
+        let (msg, line) = match &value {
+            Value::Table(t) => (
+                t.raw_get::<String>("err").unwrap_or_else(|_| "ERR".into()),
+                t.raw_get::<i64>("line").unwrap_or(0),
+            ),
+            other => (error_message(other), 0),
+        };
+        return Err(ScriptError { msg, line });
+    }
+    lua::lua_to_reply(ctx.out, &value, 0);
+    Ok(())
 }
 
 /// `redis.call`/`redis.pcall`: runs one command for the script; the reply
@@ -428,11 +484,10 @@ fn call_command(
     }
     let (mut buf, mut ranges) = (Vec::new(), Vec::with_capacity(mv.len()));
     for v in mv.iter() {
-        let Some(a) = lua::to_arg(v) else {
-            return err("ERR Lua redis lib command arguments must be strings or integers");
-        };
         let start = buf.len();
-        buf.extend_from_slice(&a);
+        if !lua::push_arg(&mut buf, v) {
+            return err("ERR Lua redis lib command arguments must be strings or integers");
+        }
         ranges.push(start..buf.len());
     }
     let args = Args {
@@ -484,7 +539,11 @@ fn call_command(
         ));
     }
     match Frame::parse(&scratch.buf) {
-        Ok(Some((f, _))) => lua::reply_to_lua(lua, &f),
+        Ok(Some((f, _))) => {
+            // Bounded by `max-reply-bytes` (checked above).
+            let _lifted = lua::unbounded(lua);
+            lua::reply_to_lua(lua, &f)
+        }
         _ => err("ERR the command gave no reply"),
     }
 }
