@@ -15,7 +15,9 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use hashbrown::HashMap;
-use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
+use std::ffi::c_int;
+
+use mlua::{ffi, Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 use sha1::{Digest, Sha1};
 
 use super::clients::Clients;
@@ -103,6 +105,8 @@ pub struct Scripts {
     /// The message handler scripts run under, made with the VM
     /// (`cmd::scripting`).
     pub(crate) handler: Option<Function>,
+    /// The buffer `redis.call` has commands reply into, kept between calls.
+    pub(crate) replies: Cell<Vec<u8>>,
 }
 
 /// While alive, the VM's heap has no limit (see [`unbounded`]).
@@ -302,6 +306,7 @@ impl Scripts {
             functions: Default::default(),
             active: Rc::new(Cell::new(std::ptr::null_mut())),
             handler: None,
+            replies: Cell::new(Vec::new()),
         })
     }
 
@@ -335,6 +340,51 @@ impl Scripts {
             return Ok(f.clone());
         }
         self.load(body).map(|(_, f)| f)
+    }
+
+    /// Makes KEYS and ARGV, sequences of the given strings, in one
+    /// protected call (rather than one per table and string): a script's
+    /// become its globals (None returned); a function's are returned and
+    /// both globals cleared (a function sees none, as in Redis).
+    pub fn make_args(
+        &self,
+        keys: &[&[u8]],
+        argv: &[&[u8]],
+        globals: bool,
+    ) -> mlua::Result<Option<(Table, Table)>> {
+        let fill = |state: *mut ffi::lua_State| {
+            for (name, items) in [(c"KEYS", keys), (c"ARGV", argv)] {
+                // SAFETY: called by `exec_raw` inside a protected call (a
+                // Lua error unwinds to it), which gives a C function at
+                // least LUA_MINSTACK (20) free slots; at most five values
+                // are on the stack here. Globals are set raw: their
+                // metatable refuses assignments.
+                unsafe {
+                    ffi::lua_pushstring(state, name.as_ptr());
+                    ffi::lua_createtable(state, items.len().min(1 << 20) as c_int, 0);
+                    for (i, it) in items.iter().enumerate() {
+                        ffi::lua_pushlstring(state, it.as_ptr().cast(), it.len());
+                        ffi::lua_rawseti(state, -2, (i + 1) as ffi::lua_Integer);
+                    }
+                    if !globals {
+                        // The table stays (returned); the global is cleared.
+                        ffi::lua_insert(state, -2);
+                        ffi::lua_pushnil(state);
+                    }
+                    ffi::lua_rawset(state, ffi::LUA_GLOBALSINDEX);
+                }
+            }
+        };
+        // SAFETY: `fill` keeps to the stack discipline above and leaves the
+        // two tables (a function's) or nothing (a script's) on it.
+        unsafe {
+            if globals {
+                self.lua.exec_raw::<()>((), fill)?;
+                Ok(None)
+            } else {
+                self.lua.exec_raw::<(Table, Table)>((), fill).map(Some)
+            }
+        }
     }
 
     /// A function that calls `f(keys, argv)`.

@@ -144,7 +144,10 @@ fn register(ctx: &mut Ctx<'_>, sha: &str, body: &[u8]) {
 
 /// The compiled function of a registered script (NOSCRIPT otherwise).
 fn by_sha(ctx: &mut Ctx<'_>, sha: &[u8]) -> Result<(String, mlua::Function), String> {
-    let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+    let sha = match std::str::from_utf8(sha) {
+        Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.to_owned(),
+        _ => String::from_utf8_lossy(sha).to_ascii_lowercase(),
+    };
     let (node, log) = (ctx.node, can_log(ctx));
     let Some(entry) = ctx.store.scripts.script(&sha) else {
         return Err("NOSCRIPT No matching script. Please use EVAL.".into());
@@ -182,7 +185,13 @@ fn eval_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, by_sha: bool, readonly: bool
     } else {
         by_body(ctx, body)
     };
-    let (sha, func) = try_reply!(ctx, loaded.as_ref().map_err(String::as_str)).clone();
+    let (sha, func) = match loaded {
+        Ok(found) => found,
+        Err(msg) => {
+            ctx.out.error(&msg);
+            return;
+        }
+    };
     let n = numkeys as usize;
     let keys: Vec<&[u8]> = (3..3 + n).map(|i| args.get(i)).collect();
     let argv: Vec<&[u8]> = (3 + n..args.len()).map(|i| args.get(i)).collect();
@@ -337,6 +346,8 @@ struct Active<'c, 'a> {
     ctx: &'c mut Ctx<'a>,
     readonly: bool,
     slot: &'c Cell<Option<u16>>,
+    /// The buffer commands write their replies to (kept in the VM).
+    replies: &'c Cell<Vec<u8>>,
 }
 
 /// Clears the VM's pointer to the running command's context when the run
@@ -373,7 +384,7 @@ fn install(vm: &mut Scripts) -> mlua::Result<()> {
             // `Activation` clears it before `run` goes on); taking it out
             // of the cell makes this the only reference.
             let a = unsafe { &mut *p.cast::<Active<'_, '_>>() };
-            let res = call_command(lua, a.ctx, mv, a.readonly, a.slot);
+            let res = call_command(lua, a, mv);
             active.set(p);
             let (v, failed) = res?;
             if failed && raise {
@@ -412,34 +423,19 @@ fn run(
     let Some(handler) = &scripts.handler else {
         return Err("ERR the script engine is not available".to_string().into());
     };
-    let func = {
-        let _lifted = lua::unbounded(lua);
-        let g = lua.globals();
-        let seq = |items: &[&[u8]]| -> mlua::Result<mlua::Table> {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, it) in items.iter().enumerate() {
-                t.raw_set(i + 1, lua.create_string(it)?)?;
-            }
-            Ok(t)
-        };
-        let keys = seq(r.keys).map_err(engine)?;
-        let argv = seq(r.argv).map_err(engine)?;
-        if r.function {
-            // A function sees no KEYS/ARGV globals (as in Redis).
-            g.raw_set("KEYS", Value::Nil).map_err(engine)?;
-            g.raw_set("ARGV", Value::Nil).map_err(engine)?;
-            scripts.bind_args(r.func, keys, argv).map_err(engine)?
-        } else {
-            g.raw_set("KEYS", keys).map_err(engine)?;
-            g.raw_set("ARGV", argv).map_err(engine)?;
-            r.func.clone()
-        }
+    let made = scripts
+        .make_args(r.keys, r.argv, !r.function)
+        .map_err(engine)?;
+    let func = match made {
+        Some((keys, argv)) => scripts.bind_args(r.func, keys, argv).map_err(engine)?,
+        None => r.func.clone(),
     };
     let res: mlua::Result<mlua::MultiValue> = {
         let mut active = Active {
             ctx: &mut *ctx,
             readonly: r.readonly,
             slot,
+            replies: &scripts.replies,
         };
         let _activation = Activation(&scripts.active);
         scripts
@@ -469,11 +465,10 @@ fn run(
 /// as Lua sees it, and whether it is an error.
 fn call_command(
     lua: &mlua::Lua,
-    ctx: &mut Ctx<'_>,
+    a: &mut Active<'_, '_>,
     mv: mlua::MultiValue,
-    readonly: bool,
-    slot: &Cell<Option<u16>>,
 ) -> mlua::Result<(Value, bool)> {
+    let (ctx, readonly, slot) = (&mut *a.ctx, a.readonly, a.slot);
     let err = |msg: &str| -> mlua::Result<(Value, bool)> {
         let t = lua.create_table()?;
         t.raw_set("err", msg)?;
@@ -523,8 +518,15 @@ fn call_command(
             return err("TRYAGAIN the slot is paused for a migration; retry the script");
         }
     }
-    let mut scratch = ReplyBuf::new();
-    scratch.limit = node.cfg.limits.max_reply;
+    let mut buf = a.replies.take();
+    buf.clear();
+    let mut scratch = ReplyBuf {
+        buf,
+        resp3: false,
+        errors: 0,
+        limit: node.cfg.limits.max_reply,
+        overflowed: false,
+    };
     std::mem::swap(ctx.out, &mut scratch);
     let parts_before = ctx.group.as_ref().map_or(0, Vec::len);
     run_atomic(ctx, &args);
@@ -532,21 +534,33 @@ fn call_command(
         node.script_running.wrote.set(true);
     }
     std::mem::swap(ctx.out, &mut scratch);
-    if scratch.overflowed {
-        return err(&format!(
+    let parsed = if scratch.overflowed {
+        Err(format!(
             "ERR reply exceeds the limit of {} bytes (max-reply-bytes)",
             node.cfg.limits.max_reply
-        ));
+        ))
+    } else {
+        match Frame::parse(&scratch.buf) {
+            Ok(Some((f, _))) => Ok(f),
+            _ => Err("ERR the command gave no reply".to_string()),
+        }
+    };
+    // The buffer serves the next call, unless a large reply grew it.
+    if scratch.buf.capacity() <= REPLY_BUF_KEPT {
+        a.replies.set(scratch.buf);
     }
-    match Frame::parse(&scratch.buf) {
-        Ok(Some((f, _))) => {
+    match parsed {
+        Ok(f) => {
             // Bounded by `max-reply-bytes` (checked above).
             let _lifted = lua::unbounded(lua);
             lua::reply_to_lua(lua, &f)
         }
-        _ => err("ERR the command gave no reply"),
+        Err(msg) => err(&msg),
     }
 }
+
+/// The largest reply buffer `redis.call` keeps for its next call.
+const REPLY_BUF_KEPT: usize = 64 * 1024;
 
 fn script(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let sub = String::from_utf8_lossy(args.get(1)).to_ascii_uppercase();
