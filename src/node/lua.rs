@@ -107,6 +107,8 @@ pub struct Scripts {
     pub(crate) handler: Option<Function>,
     /// The buffer `redis.call` has commands reply into, kept between calls.
     pub(crate) replies: Cell<Vec<u8>>,
+    /// The heap limit.
+    memory_limit: usize,
 }
 
 /// While alive, the VM's heap has no limit (see [`unbounded`]).
@@ -307,7 +309,18 @@ impl Scripts {
             active: Rc::new(Cell::new(std::ptr::null_mut())),
             handler: None,
             replies: Cell::new(Vec::new()),
+            memory_limit,
         })
+    }
+
+    /// Collects garbage, with the limit lifted, when a run left the heap
+    /// above its limit (values the node made for it may take it there), so
+    /// that the next script starts under it.
+    pub fn settle(&self) {
+        if self.lua.used_memory() > self.memory_limit {
+            let _lifted = unbounded(&self.lua);
+            let _ = self.lua.gc_collect();
+        }
     }
 
     /// Compiles `body` (or finds it compiled): its SHA1 and function.
@@ -440,12 +453,12 @@ pub fn fmt_number(n: f64) -> String {
 pub fn reply_to_lua(lua: &Lua, f: &Frame) -> mlua::Result<(Value, bool)> {
     Ok(match f {
         Frame::Simple(s) => {
-            let t = lua.create_table()?;
+            let t = lua.create_table_with_capacity(0, 1)?;
             t.raw_set("ok", s.as_str())?;
             (Value::Table(t), false)
         }
         Frame::Error(s) => {
-            let t = lua.create_table()?;
+            let t = lua.create_table_with_capacity(0, 1)?;
             t.raw_set("err", s.as_str())?;
             (Value::Table(t), true)
         }
@@ -560,7 +573,7 @@ mod tests {
     fn the_sandbox_has_no_file_or_process_access_and_locks_globals() {
         let s = Scripts::new(Rc::new(Running::default()), 64 << 20).expect("a VM");
         for name in [
-            "io", "os", "loadfile", "dofile", "require", "package", "debug",
+            "io", "os", "loadfile", "dofile", "require", "package", "debug", "newproxy",
         ] {
             let r: mlua::Result<Value> = s.lua.load(format!("return {name}")).eval();
             let e = r.expect_err(name).to_string();
@@ -571,6 +584,51 @@ mod tests {
             e.to_string().contains("Attempt to modify a readonly table"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn script_code_stays_under_the_heap_limit_the_node_lifts_only_for_its_own_values() {
+        let s = Scripts::new(Rc::new(Running::default()), 1 << 20).expect("a VM");
+        let big = "return string.rep('x', 4 * 1024 * 1024)";
+        let e = s.lua.load(big).exec().expect_err("4 MiB past a 1 MiB heap");
+        assert!(matches!(e, mlua::Error::MemoryError(_)), "{e}");
+        let kept = {
+            let _lifted = unbounded(&s.lua);
+            s.lua.create_string(vec![b'y'; 2 << 20]).expect("a lifted limit")
+        };
+        assert_eq!(kept.as_bytes().len(), 2 << 20);
+        // The limit is back once the guard is gone.
+        let e = s.lua.load(big).exec().expect_err("the limit restored");
+        assert!(matches!(e, mlua::Error::MemoryError(_)), "{e}");
+        // What the node made counts against the limit until it is freed.
+        drop(kept);
+        s.settle();
+        assert!(s.lua.used_memory() < 1 << 20, "{}", s.lua.used_memory());
+        let n: i64 = s.lua.load("return #string.rep('z', 1000)").eval().expect("a small run");
+        assert_eq!(n, 1000);
+    }
+
+    #[test]
+    fn make_args_sets_a_scripts_globals_and_hands_a_function_its_tables() {
+        let s = Scripts::new(Rc::new(Running::default()), 64 << 20).expect("a VM");
+        let keys: [&[u8]; 2] = [b"k1", b"k\x002"];
+        let argv: [&[u8]; 1] = [b"a"];
+        assert!(s.make_args(&keys, &argv, true).expect("globals").is_none());
+        let seen: String = s
+            .lua
+            .load("return #KEYS .. #ARGV .. KEYS[1] .. #KEYS[2] .. ARGV[1]")
+            .eval()
+            .expect("KEYS and ARGV");
+        assert_eq!(seen, "21k13a");
+        let (k, a) = s
+            .make_args(&keys, &[], false)
+            .expect("tables")
+            .expect("a function's tables");
+        assert_eq!(k.raw_len(), 2);
+        assert_eq!(k.raw_get::<mlua::String>(2).expect("KEYS[2]").as_bytes().as_ref(), keys[1]);
+        assert_eq!(a.raw_len(), 0);
+        let e = s.lua.load("return KEYS").exec().expect_err("cleared globals");
+        assert!(e.to_string().contains("nonexistent global variable"), "{e}");
     }
 
     #[test]

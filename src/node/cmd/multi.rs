@@ -426,10 +426,16 @@ pub(crate) fn log_group(ctx: &mut Ctx<'_>, slot: Option<u16>, parts: Vec<Vec<u8>
         return;
     }
     let part_slot = |p: &[u8]| u16::from_le_bytes([p[0], p[1]]);
-    let (unit, loose): (Vec<Vec<u8>>, Vec<Vec<u8>>) = parts.into_iter().partition(|p| {
+    let in_unit = |p: &Vec<u8>| {
         let s = part_slot(p);
         s == GLOBAL_SLOT || Some(s) == slot
-    });
+    };
+    // Usually every part is in the unit: no need to split them.
+    let (unit, loose): (Vec<Vec<u8>>, Vec<Vec<u8>>) = if parts.iter().all(in_unit) {
+        (parts, Vec::new())
+    } else {
+        parts.into_iter().partition(in_unit)
+    };
     for p in loose {
         append_part(ctx, &p, false);
     }

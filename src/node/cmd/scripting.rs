@@ -240,7 +240,11 @@ pub(crate) fn execute(ctx: &mut Ctx<'_>, name: &str, r: Run<'_>) {
     let slot = Cell::new(ctx.slot);
     let scripts = node.scripts.borrow();
     let res = match scripts.as_ref() {
-        Some(s) => run(ctx, s, &r, &slot),
+        Some(s) => {
+            let res = run(ctx, s, &r, &slot);
+            s.settle();
+            res
+        }
         None => Err(ScriptError::from(
             "ERR the script engine is not available".to_string(),
         )),
