@@ -33,6 +33,10 @@ pub enum LuaError {
 /// answer other clients `-BUSY`, and SCRIPT KILL may stop it.
 pub const TIME_LIMIT_MS: u64 = 5_000;
 
+/// A client's socket and whether its connection waits with nothing
+/// buffered (`clients::serve_busy` answers only those).
+pub type IdleSocket = (RawFd, Rc<Cell<bool>>);
+
 /// The state of the script running now, shared with the interpreter's hook.
 #[derive(Default)]
 pub struct Running {
@@ -52,7 +56,7 @@ pub struct Running {
     /// The other clients' idle sockets, gathered when the running script
     /// first turns busy (None until then: a script that ends in time pays
     /// nothing per connection).
-    pub sockets: RefCell<Option<Vec<(RawFd, Rc<Cell<bool>>)>>>,
+    pub sockets: RefCell<Option<Vec<IdleSocket>>>,
     /// When the busy handler last ran.
     last_busy: Cell<Option<Instant>>,
     /// Fuzzing only (`node::fuzzing::bound_scripts`): instruction-hook
@@ -68,7 +72,7 @@ pub struct Running {
 
 impl Running {
     /// The idle sockets of the clients other than the caller.
-    fn idle_sockets(&self) -> Vec<(RawFd, Rc<Cell<bool>>)> {
+    fn idle_sockets(&self) -> Vec<IdleSocket> {
         match self.clients.get().map(|c| c.try_borrow()) {
             Some(Ok(c)) => c.idle_sockets(self.caller.get()),
             _ => Vec::new(),
@@ -594,7 +598,9 @@ mod tests {
         assert!(matches!(e, mlua::Error::MemoryError(_)), "{e}");
         let kept = {
             let _lifted = unbounded(&s.lua);
-            s.lua.create_string(vec![b'y'; 2 << 20]).expect("a lifted limit")
+            s.lua
+                .create_string(vec![b'y'; 2 << 20])
+                .expect("a lifted limit")
         };
         assert_eq!(kept.as_bytes().len(), 2 << 20);
         // The limit is back once the guard is gone.
@@ -604,7 +610,11 @@ mod tests {
         drop(kept);
         s.settle();
         assert!(s.lua.used_memory() < 1 << 20, "{}", s.lua.used_memory());
-        let n: i64 = s.lua.load("return #string.rep('z', 1000)").eval().expect("a small run");
+        let n: i64 = s
+            .lua
+            .load("return #string.rep('z', 1000)")
+            .eval()
+            .expect("a small run");
         assert_eq!(n, 1000);
     }
 
@@ -625,9 +635,19 @@ mod tests {
             .expect("tables")
             .expect("a function's tables");
         assert_eq!(k.raw_len(), 2);
-        assert_eq!(k.raw_get::<mlua::String>(2).expect("KEYS[2]").as_bytes().as_ref(), keys[1]);
+        assert_eq!(
+            k.raw_get::<mlua::String>(2)
+                .expect("KEYS[2]")
+                .as_bytes()
+                .as_ref(),
+            keys[1]
+        );
         assert_eq!(a.raw_len(), 0);
-        let e = s.lua.load("return KEYS").exec().expect_err("cleared globals");
+        let e = s
+            .lua
+            .load("return KEYS")
+            .exec()
+            .expect_err("cleared globals");
         assert!(e.to_string().contains("nonexistent global variable"), "{e}");
     }
 
