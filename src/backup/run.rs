@@ -138,8 +138,9 @@ fn slots_once(ranges: &[(u16, u16)]) -> Result<(), String> {
     const SLOTS: usize = 16384;
     let mut seen = vec![false; SLOTS];
     for &(a, b) in ranges {
-        for s in a as usize..=(b as usize).min(SLOTS - 1) {
-            if std::mem::replace(&mut seen[s], true) {
+        let end = (b as usize).min(SLOTS - 1);
+        for (s, held) in seen.iter_mut().enumerate().take(end + 1).skip(a as usize) {
+            if std::mem::replace(held, true) {
                 return Err(format!("slot {s} is held twice"));
             }
         }
