@@ -458,3 +458,11 @@ mod functions;
 mod random_sequences;
 #[path = "compat/random_templates.rs"]
 mod random_templates;
+#[path = "compat/random_streams.rs"]
+mod random_streams;
+#[path = "compat/random_scripts.rs"]
+mod random_scripts;
+#[path = "compat/random_blocking.rs"]
+mod random_blocking;
+#[path = "compat/random_scan.rs"]
+mod random_scan;
