@@ -6,10 +6,14 @@
 //!
 //! A script body (pool `e`) is one argument; pool `h` holds the SHA1 of
 //! each body, in the same order (`$h0` in a template with `$e0` is that
-//! body's SHA1). Every key a
-//! script touches is a declared `{k}` key or an ARGV value from the key
-//! pool, so all stay in one slot of the node. Each case starts with an
+//! body's SHA1). Every key a script touches is a `{k}` key, declared or
+//! not, so all stay in one slot of the node (a key in another slot is
+//! refused there, as in Redis Cluster). Each case starts with an
 //! empty script cache on both servers (SCRIPT FLUSH between cases).
+//!
+//! Not generated (docs/node.md, "Known differences in these families"):
+//! `cjson.decode` of malformed JSON, whose error the node words as its
+//! JSON parser does, without Redis' `user_script:1:` position.
 
 use std::sync::OnceLock;
 
@@ -49,7 +53,7 @@ const BODIES: &[&str] = &[
     "return redis.call('DEL',KEYS[1],KEYS[2])",
     "x = 1",
     "return cjson.encode({1,2,'a',{true,false}})",
-    "return cjson.decode(ARGV[1] or '[]')",
+    "return cjson.decode('[1,\"a\",[2,[]],5.5]')",
     "return string.format('%d-%s', 5, 'x')",
     "return redis.call('EXPIRE',KEYS[1],100)",
     "return redis.call('SET',KEYS[1],ARGV[1],'EX',ARGV[2])",
@@ -57,7 +61,7 @@ const BODIES: &[&str] = &[
     "return redis.call('EVAL','return 1','0')",
     "return redis.call('RPUSH',KEYS[1],unpack(ARGV))",
     "return redis.call('LRANGE',KEYS[1],0,-1)",
-    "return redis.call('SADD',ARGV[1],'m')",
+    "redis.call('SADD','{k}z','m') return redis.call('SMEMBERS','{k}z')",
     "return {redis.call('TYPE',KEYS[1])}",
     "return redis.call('TYPE',KEYS[1])",
     "local n = 0 for i = 1, 100 do n = n + i end return n",

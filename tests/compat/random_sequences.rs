@@ -83,7 +83,7 @@ fn render(family: &[&str], pick: &Pick) -> Vec<(Cmp, Vec<String>)> {
                 let values = pool(kind);
                 let value = values[usize::from(pick.idx[slot]) % values.len()];
                 if value.is_empty() || tpl::whole(kind) {
-                    args.push(String::new());
+                    args.push(value.to_string());
                 } else {
                     args.extend(value.split(' ').map(str::to_string));
                 }
@@ -194,6 +194,7 @@ fn compare(
             normalise(cmp, p.redis.cmd(&argv)),
         )
     };
+    if std::env::var("DIFF_SHOW").is_ok() { eprintln!("{} => {}", log.last().unwrap(), show(&theirs)); }
     if !agree(cmp, &ours, &theirs) {
         return Err(differ(log, &ours, &theirs));
     }
