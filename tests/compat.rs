@@ -466,3 +466,6 @@ mod random_scripts;
 mod random_blocking;
 #[path = "compat/random_scan.rs"]
 mod random_scan;
+/// Differences the random sequences found, as fixed cases.
+#[path = "compat/random_regressions.rs"]
+mod random_regressions;

@@ -194,7 +194,6 @@ fn compare(
             normalise(cmp, p.redis.cmd(&argv)),
         )
     };
-    if std::env::var("DIFF_SHOW").is_ok() { eprintln!("{} => {}", log.last().unwrap(), show(&theirs)); }
     if !agree(cmp, &ours, &theirs) {
         return Err(differ(log, &ours, &theirs));
     }
