@@ -78,21 +78,13 @@ pub(super) fn pool(kind: char) -> Option<&'static [&'static str]> {
         'M' | 'P' | 'Z' | 'K' => bulk(kind),
         // MATCH patterns.
         'G' => &[
-            "*",
-            "m1*",
-            "*5",
-            "m?",
-            "{k}*",
-            "[mn]1*",
-            "*x*",
-            "\\{k\\}a",
-            "nomatch",
-            "1*",
-            "[^m]*",
+            "*", "m1*", "*5", "m?", "{k}*", "[mn]1*", "*x*", "\\{k\\}a", "nomatch", "1*", "[^m]*",
             "",
         ],
         'D' => &["1", "3", "10", "1000", "0", "-1", "x"],
-        'U' => &["string", "list", "set", "zset", "hash", "stream", "foo", "SET"],
+        'U' => &[
+            "string", "list", "set", "zset", "hash", "stream", "foo", "SET",
+        ],
         _ => return None,
     })
 }
@@ -140,7 +132,11 @@ pub(super) fn page_shape(f: Frame) -> Frame {
 pub(super) fn full(conn: &mut Raw, args: &[&str]) -> Frame {
     let name = args[0].to_ascii_uppercase();
     let at = if name == "SCAN" { 1 } else { 2 };
-    let per = if name == "HSCAN" || name == "ZSCAN" { 2 } else { 1 };
+    let per = if name == "HSCAN" || name == "ZSCAN" {
+        2
+    } else {
+        1
+    };
     let mut argv: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let mut seen: Vec<Vec<Frame>> = Vec::new();
     for step in 0..MAX_STEPS {
@@ -159,7 +155,9 @@ pub(super) fn full(conn: &mut Raw, args: &[&str]) -> Frame {
             return Frame::Error(format!("step {step} of {args:?}: not [cursor, elements]"));
         };
         if items.len() % per != 0 {
-            return Frame::Error(format!("step {step} of {args:?}: an odd number of elements"));
+            return Frame::Error(format!(
+                "step {step} of {args:?}: an odd number of elements"
+            ));
         }
         seen.extend(items.chunks(per).map(<[Frame]>::to_vec));
         if cursor == b"0" {

@@ -73,7 +73,9 @@ fn render(family: &[&str], pick: &Pick) -> Vec<(Cmp, Vec<String>)> {
                 // `$eN` (its body).
                 let same = |n: &&str| {
                     *n == name
-                        || name.strip_prefix('h').is_some_and(|r| n.strip_prefix('e') == Some(r))
+                        || name
+                            .strip_prefix('h')
+                            .is_some_and(|r| n.strip_prefix('e') == Some(r))
                 };
                 let slot = names.iter().position(same).unwrap_or_else(|| {
                     names.push(name);

@@ -190,7 +190,8 @@ pub(super) const GROUPS: &[&str] = &[
 /// list there)?
 fn is_time(items: &[Frame], i: usize) -> bool {
     let key_is = |names: &[&str]| {
-        i > 0 && matches!(&items[i - 1], Frame::Bulk(b) if names.iter().any(|n| n.as_bytes() == &b[..]))
+        i > 0
+            && matches!(&items[i - 1], Frame::Bulk(b) if names.iter().any(|n| n.as_bytes() == &b[..]))
     };
     if key_is(TIME_FIELDS) {
         return true;

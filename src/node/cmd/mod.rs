@@ -41,8 +41,8 @@ pub mod stream_info;
 pub mod stream_log;
 pub mod stream_read;
 pub mod streams;
-mod subcommands;
 pub mod strings;
+mod subcommands;
 pub mod zset_ops;
 pub mod zsets;
 

@@ -318,8 +318,8 @@ fn xack(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let (key, gname) = (args.get(1), args.get(2));
     let slot = ctx.slot();
     // Redis answers 0 for a missing key or group before it checks the IDs.
-    let has_group = try_reply!(ctx, modify(ctx.store, slot, key))
-        .is_some_and(|s| s.groups.contains_key(gname));
+    let has_group =
+        try_reply!(ctx, modify(ctx.store, slot, key)).is_some_and(|s| s.groups.contains_key(gname));
     if !has_group {
         ctx.out.int(0);
         return;
