@@ -44,10 +44,9 @@ test-unit: deps
 # Real application libraries on real nodes (tests/apps.rs): BullMQ on a
 # 3-shard cluster, also across a primary failover, and Celery on one shard. They
 # install their npm and PyPI dependencies themselves (pinned in tests/apps/);
-# `cargo test` runs them too (but the ignored failover one); this target
-# runs all of them.
+# `cargo test` runs them too; this target runs only them.
 test-apps: deps
-	$(CARGO) test --locked --test apps -- --include-ignored --test-threads=1
+	$(CARGO) test --locked --test apps -- --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check

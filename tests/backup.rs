@@ -824,7 +824,7 @@ fn node_id(i: usize) -> String {
 fn two_shards_with_a_replica() {
     small_segments();
     let t = dir_target();
-    let nodes: Vec<TestNode> = (0..3)
+    let mut nodes: Vec<TestNode> = (0..3)
         .map(|i| TestNode::start(&["--node-id", &node_id(i)]))
         .collect();
     let a = |i: usize| json!({"id": node_id(i), "host": "127.0.0.1", "port": nodes[i].port});
@@ -873,4 +873,43 @@ fn two_shards_with_a_replica() {
         total += size;
     }
     assert_eq!(total, 3000);
+
+    // A shard none of whose nodes answer is waited for, never left out of
+    // the backup: s1's only node is down when the backup starts and back
+    // 3 s later.
+    let before = find(&t.root, "manifest.json").len();
+    nodes[2].kill9();
+    let out = std::thread::scope(|sc| {
+        let run = sc.spawn(|| backup(&t, &["run", "--nodes", &all]));
+        std::thread::sleep(Duration::from_secs(3));
+        nodes[2].restart();
+        let (s, b) = http(
+            nodes[2].admin_port,
+            "PUT",
+            "/v1/topology",
+            &topo.to_string(),
+        )
+        .expect("topology");
+        assert_eq!(s, 200, "{b}");
+        run.join().expect("the backup thread")
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the backup failed:\n{stderr}");
+    assert!(
+        stderr.contains("the whole cluster did not answer yet"),
+        "the backup did not wait for s1:\n{stderr}"
+    );
+    let mut manifests = find(&t.root, "manifest.json");
+    manifests.sort();
+    assert_eq!(manifests.len(), before + 1);
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(manifests.pop().expect("manifest")).expect("read"))
+            .expect("json");
+    let names: Vec<&str> = m["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["s0", "s1"], "{m}");
 }

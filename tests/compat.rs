@@ -453,8 +453,19 @@ mod encodings;
 #[path = "compat/functions.rs"]
 mod functions;
 
+#[path = "compat/random_blocking.rs"]
+mod random_blocking;
+/// Differences the random sequences found, as fixed cases.
+#[path = "compat/random_regressions.rs"]
+mod random_regressions;
+#[path = "compat/random_scan.rs"]
+mod random_scan;
+#[path = "compat/random_scripts.rs"]
+mod random_scripts;
 /// Random command sequences (proptest) compared with redis-server.
 #[path = "compat/random_sequences.rs"]
 mod random_sequences;
+#[path = "compat/random_streams.rs"]
+mod random_streams;
 #[path = "compat/random_templates.rs"]
 mod random_templates;

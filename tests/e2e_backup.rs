@@ -151,7 +151,36 @@ fn create(m: &str) -> R<()> {
 
 fn wait_ready(name: &str, nodes: u32) -> R<Duration> {
     wait_until(&format!("{name} Ready"), Duration::from_secs(300), || {
-        is_ready(name, nodes)
+        if is_ready(name, nodes)? {
+            return Ok(true);
+        }
+        // Not ready yet: what the status says, so a timeout explains itself.
+        let d = dbc(name)?;
+        let st = &d["status"];
+        let conds: Vec<String> = st["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                format!(
+                    "{}={} {}: {}",
+                    c["type"], c["status"], c["reason"], c["message"]
+                )
+            })
+            .collect();
+        Err(format!(
+            "(last seen: phase {} {}, ready {}, shards {}, resharding {} {} retries {} {}, restore {}; {})",
+            st["phase"],
+            st["message"],
+            st["ready"],
+            st["shards"].as_array().map_or(0, |a| a.len()),
+            st["resharding"]["phase"],
+            st["resharding"]["progress"],
+            st["resharding"]["retries"],
+            st["resharding"]["lastError"],
+            st["restore"],
+            conds.join("; ")
+        ))
     })
 }
 

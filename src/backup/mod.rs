@@ -65,7 +65,7 @@ pub enum BackupError {
     },
     #[error("failed to call the node at {url}: {reason}")]
     NodeCall { url: String, reason: String },
-    #[error("no node answered: {0}")]
+    #[error("could not reach the whole cluster: {0}")]
     NoNodes(String),
     #[error("failed to decode {what}: {reason}")]
     Decode { what: String, reason: String },

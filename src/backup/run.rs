@@ -50,10 +50,11 @@ impl ShardNodes {
     }
 }
 
-/// [`discover_once`], again for up to about a minute while no node answers
-/// (or no primary does): a Job's pod can start before the network plugin
+/// [`discover_once`], again for up to about a minute while some shard has
+/// no primary that answers: a Job's pod can start before the network plugin
 /// admits it through the cluster's NetworkPolicy (its IP is not yet in the
-/// policy's sets), and for that moment every call is dropped.
+/// policy's sets, which may be filled for one shard's pods before
+/// another's), and for that moment calls are dropped.
 pub async fn discover(addrs: &[String]) -> Result<Vec<ShardNodes>, BackupError> {
     use backon::{ExponentialBuilder, Retryable};
     let backoff = ExponentialBuilder::default()
@@ -63,7 +64,7 @@ pub async fn discover(addrs: &[String]) -> Result<Vec<ShardNodes>, BackupError> 
     (|| discover_once(addrs))
         .retry(backoff)
         .when(|e| matches!(e, BackupError::NoNodes(_)))
-        .notify(|e, after| warn!(error = %e, retry_in_ms = after.as_millis() as u64, "no node answered yet"))
+        .notify(|e, after| warn!(error = %e, retry_in_ms = after.as_millis() as u64, "the whole cluster did not answer yet"))
         .await
 }
 
@@ -106,7 +107,48 @@ async fn discover_once(addrs: &[String]) -> Result<Vec<ShardNodes>, BackupError>
         });
     }
     shards.sort_by_key(|s| s.primary.1.slots.first().map(|r| r.0).unwrap_or(0));
+    // A backup holds the whole cluster or nothing: a shard whose nodes
+    // all failed to answer (down, or not yet reachable through the
+    // NetworkPolicy) would otherwise just be missing from it.
+    let ranges: Vec<(u16, u16)> = shards
+        .iter()
+        .flat_map(|s| s.primary.1.slots.iter().copied())
+        .collect();
+    if let Err(gap) = slots_once(&ranges) {
+        let unreachable = if errors.is_empty() {
+            String::new()
+        } else {
+            format!("; unreachable: {}", errors.join("; "))
+        };
+        return Err(BackupError::NoNodes(format!(
+            "the primaries that answered ({}) do not hold every slot exactly once ({gap}){unreachable}",
+            shards
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     Ok(shards)
+}
+
+/// Whether `ranges` (inclusive) give each of the 16384 slots exactly one
+/// owner; otherwise the first slot missing or held twice.
+fn slots_once(ranges: &[(u16, u16)]) -> Result<(), String> {
+    const SLOTS: usize = 16384;
+    let mut seen = vec![false; SLOTS];
+    for &(a, b) in ranges {
+        let end = (b as usize).min(SLOTS - 1);
+        for (s, held) in seen.iter_mut().enumerate().take(end + 1).skip(a as usize) {
+            if std::mem::replace(held, true) {
+                return Err(format!("slot {s} is held twice"));
+            }
+        }
+    }
+    match seen.iter().position(|x| !x) {
+        Some(s) => Err(format!("slot {s} has no owner")),
+        None => Ok(()),
+    }
 }
 
 /// A backup ID: the UTC start time, which sorts like time.
@@ -626,6 +668,23 @@ mod tests {
             first_recoverability_point: Some("2026-01-01T03:04:06.000Z".into()),
             last_recoverability_point: Some("2026-01-02T03:04:06.900Z".into()),
         }
+    }
+
+    #[test]
+    fn a_backup_needs_every_slot_exactly_once() {
+        assert_eq!(slots_once(&[(0, 8191), (8192, 16383)]), Ok(()));
+        assert_eq!(
+            slots_once(&[(8192, 16383)]),
+            Err("slot 0 has no owner".to_string())
+        );
+        assert_eq!(
+            slots_once(&[(0, 8191), (8000, 16383)]),
+            Err("slot 8000 is held twice".to_string())
+        );
+        assert_eq!(
+            slots_once(&[(0, 100), (102, 16383)]),
+            Err("slot 101 has no owner".to_string())
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! them in MULTI/EXEC blocks, with FLUSHALL on both between sequences. On a
 //! difference proptest shrinks the sequence; the failure names the minimal
 //! sequence and the two replies. The templates and how each reply is
-//! compared are in `random_templates.rs`.
+//! compared are in `random_templates.rs` (streams, scripts, blocking
+//! commands and scans in `random_{streams,scripts,blocking,scan}.rs`).
 
 use std::cell::RefCell;
 
@@ -14,6 +15,7 @@ use tessera::node::resp::Frame;
 
 use super::differential::Pair;
 use super::random_templates::{self as tpl, pool};
+use super::{random_blocking, random_scan, random_scripts, random_streams};
 
 /// How two replies are compared (the template's first character).
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +26,10 @@ enum Cmp {
     Len,
     Ttl,
     Float,
+    /// Stream group replies with times in them (`random_streams.rs`).
+    Times,
+    /// A whole SCAN-family iteration (`random_scan.rs`).
+    Scan,
 }
 
 /// One template with the pool indices its placeholders take.
@@ -52,6 +58,8 @@ fn render(family: &[&str], pick: &Pick) -> Vec<(Cmp, Vec<String>)> {
                 Some(b'#') => Cmp::Len,
                 Some(b'@') => Cmp::Ttl,
                 Some(b'^') => Cmp::Float,
+                Some(b'&') => Cmp::Times,
+                Some(b'*') => Cmp::Scan,
                 _ => panic!("template {cmd:?} has no comparison mark"),
             };
             let mut args = Vec::new();
@@ -60,16 +68,24 @@ fn render(family: &[&str], pick: &Pick) -> Vec<(Cmp, Vec<String>)> {
                     args.push(word.to_string());
                     continue;
                 };
-                // Placeholders take indices in order of first appearance.
-                let slot = names.iter().position(|n| *n == name).unwrap_or_else(|| {
+                // Placeholders take indices in order of first appearance;
+                // `$hN` (a script's SHA1) shares the index of the template's
+                // `$eN` (its body).
+                let same = |n: &&str| {
+                    *n == name
+                        || name
+                            .strip_prefix('h')
+                            .is_some_and(|r| n.strip_prefix('e') == Some(r))
+                };
+                let slot = names.iter().position(same).unwrap_or_else(|| {
                     names.push(name);
                     names.len() - 1
                 });
                 let kind = name.chars().next().expect("a pool letter");
                 let values = pool(kind);
                 let value = values[usize::from(pick.idx[slot]) % values.len()];
-                if value.is_empty() {
-                    args.push(String::new());
+                if value.is_empty() || tpl::whole(kind) {
+                    args.push(value.to_string());
                 } else {
                     args.extend(value.split(' ').map(str::to_string));
                 }
@@ -93,6 +109,8 @@ fn normalise(cmp: Cmp, f: Frame) -> Frame {
         (Cmp::Len, Frame::Array(items)) => Frame::Integer(items.len() as i64),
         (Cmp::Len, Frame::Bulk(_)) => Frame::Bulk(b"<some value>".to_vec()),
         (Cmp::Ttl, Frame::Integer(t)) if t > 0 => Frame::Integer(1),
+        // One page of a scan (inside MULTI): its shape only.
+        (Cmp::Scan, f) => random_scan::page_shape(f),
         (_, f) => f,
     }
 }
@@ -104,6 +122,9 @@ fn agree(cmp: Cmp, ours: &Frame, theirs: &Frame) -> bool {
         Frame::Bulk(b) => std::str::from_utf8(b).ok()?.parse::<f64>().ok(),
         _ => None,
     };
+    if matches!(cmp, Cmp::Times) {
+        return random_streams::agree_times(ours, theirs);
+    }
     ours == theirs
         || matches!(cmp, Cmp::Float)
             && matches!((num(ours), num(theirs)),
@@ -164,8 +185,17 @@ fn compare(
             .collect::<Vec<_>>()
             .join(" "),
     );
-    let ours = normalise(cmp, p.node.cmd(&argv));
-    let theirs = normalise(cmp, p.redis.cmd(&argv));
+    let (ours, theirs) = if matches!(cmp, Cmp::Scan) {
+        (
+            random_scan::full(&mut p.node, &argv),
+            random_scan::full(&mut p.redis, &argv),
+        )
+    } else {
+        (
+            normalise(cmp, p.node.cmd(&argv)),
+            normalise(cmp, p.redis.cmd(&argv)),
+        )
+    };
     if !agree(cmp, &ours, &theirs) {
         return Err(differ(log, &ours, &theirs));
     }
@@ -230,6 +260,8 @@ fn run_case(p: &mut Pair, family: &[&str], steps: &[Option<Step>]) -> Result<(),
         // A case that failed inside MULTI left the block open.
         let _ = c.cmd(&["DISCARD"]);
         assert_eq!(c.cmd(&["FLUSHALL"]), Frame::Simple("OK".into()));
+        // Loaded scripts outlive FLUSHALL: each case starts without any.
+        assert_eq!(c.cmd(&["SCRIPT", "FLUSH"]), Frame::Simple("OK".into()));
     }
     let mut log = Vec::new();
     for step in steps.iter().flatten() {
@@ -271,6 +303,13 @@ fn cases() -> u32 {
 /// Runs random sequences over `family` against a fresh pair of servers.
 fn check(family: &[&str]) {
     let pair = RefCell::new(Pair::start());
+    // Redis 7.0 notices a blocked client's timeout in its cron (10 times a
+    // second by default): at 100 a blocking command on empty keys answers
+    // about when its timeout ends, as the node does.
+    assert_eq!(
+        pair.borrow_mut().redis.cmd(&["CONFIG", "SET", "hz", "100"]),
+        Frame::Simple("OK".into())
+    );
     let mut runner = TestRunner::new(Config {
         cases: cases(),
         failure_persistence: None,
@@ -334,7 +373,35 @@ fn random_mixed_sequences_match_redis() {
         tpl::SETS,
         tpl::ZSETS,
         tpl::KEYS,
+        random_streams::STREAMS,
+        random_blocking::BLOCKING,
+        random_scripts::SCRIPTS,
     ]
     .concat();
     check(&all);
+}
+
+#[test]
+fn random_stream_sequences_match_redis() {
+    check(random_streams::STREAMS);
+}
+
+#[test]
+fn random_stream_group_sequences_match_redis() {
+    check(&[random_streams::STREAMS, random_streams::GROUPS].concat());
+}
+
+#[test]
+fn random_script_sequences_match_redis() {
+    check(random_scripts::SCRIPTS);
+}
+
+#[test]
+fn random_blocking_sequences_match_redis() {
+    check(random_blocking::BLOCKING);
+}
+
+#[test]
+fn random_scan_sequences_match_redis() {
+    check(random_scan::SCANS);
 }

@@ -150,8 +150,18 @@ pub(super) fn pool(kind: char) -> &'static [&'static str] {
             "u8", "i8", "u4", "i16", "u1", "i64", "u63", "u64", "x8", "I8", "i0",
         ],
         'q' => &["WRAP", "SAT", "FAIL", "NOPE"],
-        other => panic!("no value pool '{other}'"),
+        other => super::random_streams::pool(other)
+            .or_else(|| super::random_scripts::pool(other))
+            .or_else(|| super::random_blocking::pool(other))
+            .or_else(|| super::random_scan::pool(other))
+            .unwrap_or_else(|| panic!("no value pool '{other}'")),
     }
+}
+
+/// Pools whose values are one argument each, spaces and all (script
+/// bodies).
+pub(super) fn whole(kind: char) -> bool {
+    kind == 'e'
 }
 
 pub(super) const STRINGS: &[&str] = &[

@@ -209,6 +209,9 @@ fn pop_lists(ctx: &mut Ctx<'_>, args: &Args<'_>, side: &[u8]) {
 }
 
 fn blmove(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    // Redis checks the directions before the timeout.
+    try_reply!(ctx, super::lists::side(args, 3));
+    try_reply!(ctx, super::lists::side(args, 4));
     let timeout = try_reply!(ctx, parse_timeout(args.get(5)));
     let inner = [
         b"LMOVE".as_slice(),
@@ -235,6 +238,8 @@ fn move_generic(ctx: &mut Ctx<'_>, inner: &[&[u8]], src: &[u8], timeout: Option<
 }
 
 fn blmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    // Redis checks the key count and options before the timeout.
+    try_reply!(ctx, super::lists::parse_lmpop(args, 2));
     let timeout = try_reply!(ctx, parse_timeout(args.get(1)));
     let inner: Vec<&[u8]> = std::iter::once(b"LMPOP".as_slice())
         .chain(args.iter().skip(2))

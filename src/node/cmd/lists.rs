@@ -445,7 +445,7 @@ fn linsert(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 /// LEFT (true) or RIGHT (false).
-fn side(args: &Args<'_>, i: usize) -> Result<bool, &'static str> {
+pub(super) fn side(args: &Args<'_>, i: usize) -> Result<bool, &'static str> {
     if args.is(i, "left") {
         Ok(true)
     } else if args.is(i, "right") {
@@ -518,15 +518,16 @@ fn rpoplpush(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
 }
 
-/// LMPOP's options after the keys: (pop from the left, count).
-fn parse_lmpop(args: &Args<'_>) -> Result<(usize, bool, u64), &'static str> {
+/// LMPOP's key count (at `at`: 1 for LMPOP, 2 for BLMPOP) and options
+/// after the keys: (key count, pop from the left, count).
+pub(super) fn parse_lmpop(args: &Args<'_>, at: usize) -> Result<(usize, bool, u64), &'static str> {
     // As Redis' getRangeLong with a message: the message answers a value
     // that is not an integer as well as one out of range.
-    let numkeys = match super::parse_i64(args.get(1)) {
+    let numkeys = match super::parse_i64(args.get(at)) {
         Some(n) if n >= 1 => n as u64,
         _ => return Err("ERR numkeys should be greater than 0"),
     };
-    let where_at = numkeys.saturating_add(2);
+    let where_at = numkeys.saturating_add(at as u64 + 1);
     if where_at >= args.len() as u64 {
         return Err(super::ERR_SYNTAX);
     }
@@ -550,7 +551,7 @@ fn parse_lmpop(args: &Args<'_>) -> Result<(usize, bool, u64), &'static str> {
 
 /// LMPOP (the non-blocking form): pops from the first non-empty list.
 fn lmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let (numkeys, left, count) = try_reply!(ctx, parse_lmpop(args));
+    let (numkeys, left, count) = try_reply!(ctx, parse_lmpop(args, 1));
     // Valid options mean dispatch found the keys and their common slot.
     let slot = ctx.slot();
     for key in args.iter().skip(2).take(numkeys) {

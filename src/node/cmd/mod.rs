@@ -42,6 +42,7 @@ pub mod stream_log;
 pub mod stream_read;
 pub mod streams;
 pub mod strings;
+mod subcommands;
 pub mod zset_ops;
 pub mod zsets;
 
@@ -678,6 +679,10 @@ pub(crate) fn prepare(
             "ERR wrong number of arguments for '{}' command",
             spec.name
         ));
+        return Err(Some(idx));
+    }
+    if let Some(e) = subcommands::refusal(spec.name, args) {
+        ctx.out.error(&e);
         return Err(Some(idx));
     }
     if !ctx.conn.authenticated && spec.flags & flags::NO_AUTH == 0 {

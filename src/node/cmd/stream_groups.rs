@@ -315,12 +315,19 @@ fn xgroup_create(ctx: &mut Ctx<'_>, args: &Args<'_>, entries_read: i64) {
 // ----------------------------------------------------------------- XACK
 
 fn xack(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let (key, gname) = (args.get(1), args.get(2));
+    let slot = ctx.slot();
+    // Redis answers 0 for a missing key or group before it checks the IDs.
+    let has_group =
+        try_reply!(ctx, modify(ctx.store, slot, key)).is_some_and(|s| s.groups.contains_key(gname));
+    if !has_group {
+        ctx.out.int(0);
+        return;
+    }
     let mut ids = Vec::with_capacity(args.len() - 3);
     for a in args.iter().skip(3) {
         ids.push(try_reply!(ctx, parse_id(a, 0).ok_or(ERR_INVALID_ID)));
     }
-    let (key, gname) = (args.get(1), args.get(2));
-    let slot = ctx.slot();
     let mut ops = Ops::default();
     let mut acked = 0;
     if let Some(g) =

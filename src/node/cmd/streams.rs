@@ -84,7 +84,19 @@ fn parse_bound(b: &[u8], start: bool) -> Result<Bound<StreamId>, &'static str> {
         })),
         _ if b.first() == Some(&b'(') => {
             let id = parse_id(&b[1..], if start { 0 } else { u64::MAX }).ok_or(ERR_INVALID_ID)?;
-            Ok(Bound::Excluded(id))
+            // Redis turns an exclusive bound into the next (previous) ID,
+            // which the last (first) possible ID does not have.
+            let max = StreamId {
+                ms: u64::MAX,
+                seq: u64::MAX,
+            };
+            match (start, id) {
+                (true, id) if id == max => Err("ERR invalid start ID for the interval"),
+                (false, id) if id == StreamId::default() => {
+                    Err("ERR invalid end ID for the interval")
+                }
+                _ => Ok(Bound::Excluded(id)),
+            }
         }
         _ => {
             let id = parse_id(b, if start { 0 } else { u64::MAX }).ok_or(ERR_INVALID_ID)?;
@@ -99,8 +111,10 @@ enum Trim {
 }
 
 /// Parses `MAXLEN|MINID [=|~] threshold [LIMIT n]` at `i`; returns the
-/// strategy and the index after it.
-fn parse_trim(args: &Args<'_>, mut i: usize) -> Result<(Trim, usize), &'static str> {
+/// strategy, the index after it, and whether LIMIT came without `~` (an
+/// error Redis reports after the command's other arguments, the XADD ID
+/// included: see [`ERR_LIMIT`]).
+fn parse_trim(args: &Args<'_>, mut i: usize) -> Result<(Trim, usize, bool), &'static str> {
     let maxlen = args.is(i, "maxlen");
     i += 1;
     let mut approx = false;
@@ -121,18 +135,19 @@ fn parse_trim(args: &Args<'_>, mut i: usize) -> Result<(Trim, usize), &'static s
         Trim::MinId(parse_id(args.get(i), 0).ok_or(ERR_INVALID_ID)?)
     };
     i += 1;
+    let mut bad_limit = false;
     if i + 1 < args.len() && args.is(i, "limit") {
-        if !approx {
-            return Err("ERR syntax error, LIMIT cannot be used without the special ~ option");
-        }
+        bad_limit = !approx;
         let n = args.int(i + 1)?;
         if n < 0 {
             return Err("ERR The LIMIT argument must be >= 0.");
         }
         i += 2;
     }
-    Ok((trim, i))
+    Ok((trim, i, bad_limit))
 }
+
+const ERR_LIMIT: &str = "ERR syntax error, LIMIT cannot be used without the special ~ option";
 
 fn apply_trim(s: &mut Stream, t: &Trim) -> usize {
     let mut removed = 0;
@@ -153,29 +168,70 @@ fn apply_trim(s: &mut Stream, t: &Trim) -> usize {
     removed
 }
 
+/// The ID XADD was given: `*`, `<ms>-*` or a whole ID.
+#[derive(Clone, Copy, PartialEq)]
+enum AddId {
+    Auto,
+    Ms(u64),
+    Exact(StreamId),
+}
+
+fn parse_add_id(arg: &[u8]) -> Result<AddId, &'static str> {
+    if arg == b"*" {
+        return Ok(AddId::Auto);
+    }
+    if let Some(ms) = arg.strip_suffix(b"-*") {
+        return parse_id(ms, 0)
+            .filter(|_| !ms.contains(&b'-'))
+            .map(|i| AddId::Ms(i.ms))
+            .ok_or(ERR_INVALID_ID);
+    }
+    parse_id(arg, 0).map(AddId::Exact).ok_or(ERR_INVALID_ID)
+}
+
 fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let mut nomkstream = false;
     let mut trim = None;
+    let mut bad_limit = false;
     let mut i = 2;
     while i < args.len() {
         if args.is(i, "nomkstream") {
             nomkstream = true;
             i += 1;
         } else if args.is(i, "maxlen") || args.is(i, "minid") {
-            let (t, next) = try_reply!(ctx, parse_trim(args, i));
+            let (t, next, bad) = try_reply!(ctx, parse_trim(args, i));
             trim = Some(t);
+            bad_limit |= bad;
             i = next;
         } else {
             break;
         }
     }
+    // Redis' order: the ID's syntax, LIMIT without `~`, the arity, a 0-0
+    // ID, then the key.
+    let add_id = match (i < args.len()).then(|| parse_add_id(args.get(i))) {
+        Some(Err(e)) => {
+            ctx.out.error(e);
+            return;
+        }
+        Some(Ok(id)) => Some(id),
+        None => None,
+    };
+    if bad_limit {
+        ctx.out.error(ERR_LIMIT);
+        return;
+    }
     let fields = args.len().saturating_sub(i + 1);
-    if i >= args.len() || fields == 0 || fields % 2 != 0 {
+    let Some(add_id) = add_id.filter(|_| fields > 0 && fields % 2 == 0) else {
         ctx.out
             .error("ERR wrong number of arguments for 'xadd' command");
         return;
+    };
+    if add_id == AddId::Exact(StreamId::default()) {
+        ctx.out
+            .error("ERR The ID specified in XADD must be greater than 0-0");
+        return;
     }
-    let id_arg = args.get(i);
     let slot = ctx.slot();
     let key = args.get(1);
     let now = ctx.store.now_ms;
@@ -185,52 +241,39 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         return;
     }
     let last = existing.unwrap_or_default();
+    if last.ms == u64::MAX && last.seq == u64::MAX {
+        ctx.out
+            .error("ERR The stream has exhausted the last possible ID, unable to add more items");
+        return;
+    }
     const TOP: &str =
         "ERR The ID specified in XADD is equal or smaller than the target stream top item";
-    let id = if id_arg == b"*" {
-        if now > last.ms {
-            StreamId { ms: now, seq: 0 }
-        } else if last.seq == u64::MAX {
-            StreamId {
-                ms: last.ms + 1,
-                seq: 0,
+    let id = match add_id {
+        AddId::Auto if now > last.ms => StreamId { ms: now, seq: 0 },
+        AddId::Auto if last.seq == u64::MAX => StreamId {
+            ms: last.ms + 1,
+            seq: 0,
+        },
+        AddId::Auto => StreamId {
+            ms: last.ms,
+            seq: last.seq + 1,
+        },
+        AddId::Ms(ms) => {
+            if ms < last.ms || (ms == last.ms && last.seq == u64::MAX) {
+                ctx.out.error(TOP);
+                return;
             }
-        } else {
-            StreamId {
-                ms: last.ms,
-                seq: last.seq + 1,
+            let seq = if ms == last.ms { last.seq + 1 } else { 0 };
+            let seq = if ms == 0 && seq == 0 { 1 } else { seq };
+            StreamId { ms, seq }
+        }
+        AddId::Exact(id) => {
+            if id <= last {
+                ctx.out.error(TOP);
+                return;
             }
+            id
         }
-    } else if let Some(ms) = id_arg.strip_suffix(b"-*") {
-        let Some(ms) = parse_id(ms, 0)
-            .filter(|_| !ms.contains(&b'-'))
-            .map(|i| i.ms)
-        else {
-            ctx.out.error(ERR_INVALID_ID);
-            return;
-        };
-        if ms < last.ms || (ms == last.ms && last.seq == u64::MAX) {
-            ctx.out.error(TOP);
-            return;
-        }
-        let seq = if ms == last.ms { last.seq + 1 } else { 0 };
-        let seq = if ms == 0 && seq == 0 { 1 } else { seq };
-        StreamId { ms, seq }
-    } else {
-        let Some(id) = parse_id(id_arg, 0) else {
-            ctx.out.error(ERR_INVALID_ID);
-            return;
-        };
-        if id == (StreamId { ms: 0, seq: 0 }) {
-            ctx.out
-                .error("ERR The ID specified in XADD must be greater than 0-0");
-            return;
-        }
-        if id <= last {
-            ctx.out.error(TOP);
-            return;
-        }
-        id
     };
     let s = match ctx.store.get_or_create(
         slot,
@@ -279,22 +322,26 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, rev: bool) {
     let start = try_reply!(ctx, parse_bound(args.get(a), true));
     let end = try_reply!(ctx, parse_bound(args.get(b), false));
     let mut count = usize::MAX;
-    match args.len() {
-        4 => {}
-        6 if args.is(4, "count") => {
-            let n = try_reply!(ctx, args.int(5));
-            count = n.max(0) as usize;
-        }
-        _ => {
+    let mut i = 4;
+    while i < args.len() {
+        // As Redis: COUNT may repeat (the last wins).
+        if !(args.is(i, "count") && i + 1 < args.len()) {
             ctx.out.error(ERR_SYNTAX);
             return;
         }
+        count = try_reply!(ctx, args.int(i + 1)).max(0) as usize;
+        i += 2;
     }
     let slot = ctx.slot();
     let Some(s) = try_reply!(ctx, read(ctx.store, slot, args.get(1))) else {
         ctx.out.array(0);
         return;
     };
+    if count == 0 {
+        // Redis answers COUNT 0 (or less) on a stream with a null array.
+        ctx.out.null_array();
+        return;
+    }
     let empty = match (start, end) {
         (Bound::Included(x) | Bound::Excluded(x), Bound::Included(y) | Bound::Excluded(y)) => {
             x > y
@@ -303,7 +350,7 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, rev: bool) {
         }
         _ => false,
     };
-    if empty || count == 0 {
+    if empty {
         ctx.out.array(0);
         return;
     }
@@ -332,6 +379,13 @@ fn xrevrange(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn xdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    // Redis looks the key up before it checks the IDs: a missing key
+    // answers 0 and another type WRONGTYPE, whatever the IDs.
+    let slot = ctx.slot();
+    if try_reply!(ctx, read(ctx.store, slot, args.get(1))).is_none() {
+        ctx.out.int(0);
+        return;
+    }
     let mut ids = Vec::with_capacity(args.len() - 2);
     for a in args.iter().skip(2) {
         match parse_id(a, 0) {
@@ -342,7 +396,6 @@ fn xdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             }
         }
     }
-    let slot = ctx.slot();
     let removed = match try_reply!(ctx, modify(ctx.store, slot, args.get(1))) {
         None => 0,
         Some(s) => {
@@ -367,9 +420,13 @@ fn xtrim(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         ctx.out.error(ERR_SYNTAX);
         return;
     }
-    let (trim, next) = try_reply!(ctx, parse_trim(args, 2));
+    let (trim, next, bad_limit) = try_reply!(ctx, parse_trim(args, 2));
     if next != args.len() {
         ctx.out.error(ERR_SYNTAX);
+        return;
+    }
+    if bad_limit {
+        ctx.out.error(ERR_LIMIT);
         return;
     }
     let slot = ctx.slot();
