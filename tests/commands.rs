@@ -869,3 +869,32 @@ fn replay_after_kill9_restores_every_write_command() {
     let after = dump(&mut c);
     assert_eq!(before, after);
 }
+
+#[test]
+fn approximate_trims_stop_at_their_limit_and_replay_the_same() {
+    let mut n = TestNode::start(&["--fsync", "always"]);
+    let mut c = connect(&n);
+    for i in 1..=6 {
+        c.cmd(&["XADD", "x", &format!("{i}-1"), "i", &i.to_string()]);
+    }
+    // `~` with LIMIT 2: at most two entries go, whatever the threshold.
+    assert_eq!(c.int(&["XTRIM", "x", "LIMIT", "2", "MAXLEN", "~", "1"]), 2);
+    assert_eq!(c.int(&["XLEN", "x"]), 4);
+    // Options in any order on XADD too; the new entry counts.
+    c.cmd(&[
+        "XADD", "x", "LIMIT", "1", "MINID", "~", "9", "7-1", "i", "7",
+    ]);
+    assert_eq!(c.int(&["XLEN", "x"]), 4);
+    // LIMIT 0 is no limit.
+    assert_eq!(c.int(&["XTRIM", "x", "MAXLEN", "~", "2", "LIMIT", "0"]), 2);
+    let before = c.cmd(&["XRANGE", "x", "-", "+"]);
+    let Frame::Array(entries) = &before else {
+        panic!("XRANGE replies with an array, got {before:?}")
+    };
+    assert_eq!(entries.len(), 2, "{before:?}");
+    drop(c);
+    n.kill9();
+    n.restart();
+    let mut c = connect(&n);
+    assert_eq!(c.cmd(&["XRANGE", "x", "-", "+"]), before);
+}

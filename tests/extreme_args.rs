@@ -75,6 +75,7 @@ const SKIP: &[&str] = &[
     "blmpop",
     "bzpopmin",
     "bzpopmax",
+    "bzmpop",
     "multi",
     "subscribe",
     "psubscribe",

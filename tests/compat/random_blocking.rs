@@ -1,6 +1,6 @@
 //! Blocking-command templates for the random differential sequences
 //! (`random_sequences.rs`): BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP,
-//! BZPOPMIN, BZPOPMAX and XREAD/XREADGROUP … BLOCK, in the cases that
+//! BZPOPMIN, BZPOPMAX, BZMPOP and XREAD/XREADGROUP … BLOCK, in the cases that
 //! answer without another client: data present (served at once), a wrong
 //! type or a bad argument (an error at once), or empty keys with a timeout
 //! of a few milliseconds (both servers answer their null when it expires).
@@ -46,6 +46,10 @@ pub(super) const BLOCKING: &[&str] = &[
     "=BZPOPMIN $S0 $S1 $T0",
     "=BZPOPMAX $S0 $T0",
     "=BZPOPMIN $S0",
+    "=BZMPOP $T0 $u0 $S0 $S1 MIN",
+    "=BZMPOP $T0 2 $S0 $S1 MAX COUNT $n0",
+    "=BZMPOP $T0 1 $S0 $w0",
+    "=BZMPOP $T0 1 $S0 MIN COUNT $n0 COUNT 1",
     "=XREAD BLOCK $B0 STREAMS $V0 $X0",
     "=XREAD COUNT $n0 BLOCK $B0 STREAMS $V0 $V1 $X0 $X1",
     "=XREAD BLOCK $B0 COUNT $n0 STREAMS $V0 $X0",
@@ -58,6 +62,7 @@ pub(super) const BLOCKING: &[&str] = &[
     "=ZADD $k0 1 $m0",
     "=BLPOP $k0 $k1 $T0",
     "=BZPOPMAX $k0 $k1 $T0",
+    "=BZMPOP $T0 2 $k0 $k1 MAX",
     "=XREAD BLOCK $B0 STREAMS $k0 $X0",
     "=SET $k0 $v0",
     "=DEL $k0",

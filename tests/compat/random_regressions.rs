@@ -18,6 +18,32 @@ fn stream_argument_checks_come_in_redis_order() {
         &["XADD", "{k}a", "1-1", "f"],
         &["XADD", "{k}s", "1-1", "f", "v"],
         &["XTRIM", "{k}a", "MAXLEN", "2", "LIMIT", "1"],
+        // Options in any order; LIMIT's own rules after the ID.
+        &["XADD", "{k}a", "LIMIT", "1", "MAXLEN", "2", "1-1", "f", "v"],
+        &["XADD", "{k}a", "LIMIT", "5", "1-1", "f", "v"],
+        &["XADD", "{k}a", "LIMIT", "0", "1-1", "f", "v"],
+        &["XADD", "{k}a", "LIMIT", "-1", "1-1", "f", "v"],
+        &["XADD", "{k}a", "MAXLEN", "2", "MINID", "1", "1-1", "f", "v"],
+        &["XADD", "{k}a", "MAXLEN", "~", "1-1", "f", "v"],
+        &["XADD", "{k}a", "MAXLEN", "2", "NOMKSTREAM", "1-1", "f", "v"],
+        &["XADD", "{k}a", "MAXLEN", "1", "1-2", "f", "v"],
+        &[
+            "XADD",
+            "{k}a",
+            "NOMKSTREAM",
+            "MINID",
+            "=",
+            "1-3",
+            "1-3",
+            "f",
+            "v",
+        ],
+        &["XRANGE", "{k}a", "-", "+"],
+        &["XTRIM", "{k}a", "LIMIT", "1", "MAXLEN", "2"],
+        &["XTRIM", "{k}a", "LIMIT", "1"],
+        &["XTRIM", "{k}a", "NOMKSTREAM", "MAXLEN", "1"],
+        &["XTRIM", "{k}a", "MAXLEN", "1", "MINID", "1"],
+        &["XTRIM", "{k}a", "MAXLEN", "0", "x"],
         // A stream at the last possible ID.
         &[
             "XADD",
@@ -117,6 +143,54 @@ fn subcommand_arity_is_checked_when_queued() {
         &["SCRIPT", "EXISTS", "abc"],
         &["XGROUP", "CREATE", "{k}a", "g", "$", "MKSTREAM"],
         &["XINFO", "GROUPS", "{k}a"],
+        &["EXEC"],
+    ]);
+}
+
+#[test]
+fn container_subcommands_are_checked_alone_and_when_queued() {
+    let mut p = Pair::start();
+    let refused: &[&[&str]] = &[
+        &["CONFIG", "GET"],
+        &["CONFIG", "NOPE"],
+        &["CLUSTER", "KEYSLOT"],
+        &["CLUSTER", "NOPE", "x"],
+        &["OBJECT", "ENCODING"],
+        &["OBJECT", "ENCODING", "{k}a", "x"],
+        &["FUNCTION", "DELETE"],
+        &["FUNCTION", "NOPE"],
+        &["MEMORY", "USAGE"],
+        &["MEMORY", "NOPE"],
+        &["CLIENT", "SETNAME"],
+        &["CLIENT", "NOPE"],
+        &["ACL", "GETUSER"],
+        &["ACL", "NOPE"],
+        &["PUBSUB", "NUMPAT", "x"],
+        &["PUBSUB", "NOPE"],
+        &["COMMAND", "COUNT", "x"],
+        &["COMMAND", "NOPE"],
+    ];
+    // Alone, each is refused with Redis' error.
+    p.script(refused);
+    // Queued, each is refused at once and the transaction aborts.
+    for cmd in refused {
+        p.script(&[
+            &["MULTI"],
+            cmd,
+            &["SET", "{k}a", "1"],
+            &["EXEC"],
+            &["GET", "{k}a"],
+        ]);
+    }
+    // Well-formed ones queue and run.
+    p.script(&[
+        &["MULTI"],
+        &["OBJECT", "ENCODING", "{k}a"],
+        &["CLIENT", "GETNAME"],
+        &["PUBSUB", "NUMPAT"],
+        &["MEMORY", "USAGE", "{k}a"],
+        &["ACL", "WHOAMI"],
+        &["SET", "{k}a", "1"],
         &["EXEC"],
     ]);
 }

@@ -245,14 +245,25 @@ fn blocking_pops_that_need_not_wait_match_redis() {
         &["ZADD", "{b}z", "1", "m", "2", "n", "3", "o"],
         &["BZPOPMIN", "{b}z", "0"],
         &["BZPOPMAX", "{b}none", "{b}z", "0"],
+        &["ZADD", "{b}z", "4", "p", "5", "q", "6", "r"],
+        &["BZMPOP", "0", "2", "{b}none", "{b}z", "MAX", "COUNT", "2"],
+        &["BZMPOP", "0", "1", "{b}z", "MIN"],
+        &["BZMPOP", "0.01", "1", "{b}none", "MIN"],
+        &["BZMPOP", "0", "1", "{b}z"],
+        &["BZMPOP", "0", "0", "{b}z", "MIN"],
+        &["BZMPOP", "0", "1", "{b}z", "UP"],
+        &["BZMPOP", "-1", "1", "{b}z", "MIN"],
+        &["BZMPOP", "0", "1", "{b}z", "MIN", "COUNT", "0"],
         &["SET", "{b}s", "x"],
         &["BLPOP", "{b}s", "0"],
         &["BZPOPMIN", "{b}s", "0"],
+        &["BZMPOP", "0", "1", "{b}s", "MIN"],
         &["BLMOVE", "{b}s", "{b}m", "LEFT", "LEFT", "0"],
         // Inside MULTI and scripts they answer at once.
         &["MULTI"],
         &["BLPOP", "{b}empty", "0"],
         &["BZPOPMIN", "{b}empty", "0"],
+        &["BZMPOP", "0", "1", "{b}empty", "MAX"],
         &["EXEC"],
         &[
             "EVAL",
@@ -267,6 +278,8 @@ fn blocking_pops_that_need_not_wait_match_redis() {
         &["BLPOP", "{b}l", "0.01"],
         &["ZADD", "{b}z", "1.5", "m"],
         &["BZPOPMIN", "{b}z", "0"],
+        &["ZADD", "{b}z", "1.5", "m", "2.5", "n"],
+        &["BZMPOP", "0", "1", "{b}z", "MAX", "COUNT", "5"],
     ]);
 }
 

@@ -94,6 +94,50 @@ fn blocked_pops_are_served_in_arrival_order_and_logged_as_pops() {
 }
 
 #[test]
+fn a_blocked_bzmpop_is_woken_by_zadd_and_logged_as_a_zpop() {
+    let p = start(0, "eventual", &[]);
+    promote(&p, 1);
+    let mut c = raw(p.port);
+    send(
+        &mut c,
+        &["BZMPOP", "0", "2", "{z}a", "{z}b", "MAX", "COUNT", "2"],
+    );
+    wait_blocked(&p, 1);
+    let mut w = conn(&p);
+    let _: i64 = redis::cmd("ZADD")
+        .arg("{z}b")
+        .arg(1)
+        .arg("m1")
+        .arg(2)
+        .arg("m2")
+        .arg(3)
+        .arg("m3")
+        .query(&mut w)
+        .expect("ZADD");
+    let got = read_reply(&mut c, Duration::from_secs(5));
+    assert_eq!(
+        got,
+        "*2\r\n$4\r\n{z}b\r\n*2\r\n*2\r\n$2\r\nm3\r\n$1\r\n3\r\n*2\r\n$2\r\nm2\r\n$1\r\n2\r\n"
+    );
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg("{z}b")
+        .arg(0)
+        .arg(-1)
+        .query(&mut w)
+        .expect("ZRANGE");
+    assert_eq!(left, ["m1"]);
+    let pops: Vec<Vec<Vec<u8>>> = log_records(&p.dir)
+        .into_iter()
+        .filter(|r| r.args[0] == b"ZPOPMAX")
+        .map(|r| r.args)
+        .collect();
+    assert_eq!(
+        pops,
+        [vec![b"ZPOPMAX".to_vec(), b"{z}b".to_vec(), b"2".to_vec()]]
+    );
+}
+
+#[test]
 fn a_blocked_client_on_a_demoted_primary_gets_an_error_not_a_hang() {
     let p = start(0, "eventual", &[]);
     promote(&p, 1);

@@ -1,5 +1,5 @@
 //! Blocking pops: BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN,
-//! BZPOPMAX.
+//! BZPOPMAX, BZMPOP.
 //!
 //! Each runs its non-blocking form (LMPOP, LMOVE, ZPOPMIN, …), so what it
 //! pops reaches the log exactly as that command logs it. When nothing is
@@ -78,6 +78,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         last_key: -2,
         step: 1,
         handler: bzpopmax,
+    },
+    CommandSpec {
+        name: "bzmpop",
+        arity: -5,
+        flags: WRITE | SCRIPT_KEYS | NOSCRIPT,
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        handler: bzmpop,
     },
 ];
 
@@ -272,6 +281,50 @@ fn blmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     }
 }
 
+/// BZMPOP timeout numkeys key… MIN|MAX [COUNT n].
+fn bzmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    // As BLMPOP: the key count and options are checked before the timeout.
+    let (numkeys, _, _) = try_reply!(ctx, super::zset_ops::parse_zmpop(args, 2));
+    let timeout = try_reply!(ctx, parse_timeout(args.get(1)));
+    let inner: Vec<&[u8]> = std::iter::once(b"ZMPOP".as_slice())
+        .chain(args.iter().skip(2))
+        .collect();
+    match run_inner(ctx, &inner) {
+        Frame::Array(v) if v.len() == 2 => {
+            let (Frame::Bulk(key), Frame::Array(pairs)) = (&v[0], &v[1]) else {
+                return error(ctx, Frame::Array(v));
+            };
+            ctx.out.array(2);
+            ctx.out.bulk(key);
+            ctx.out.array(pairs.len());
+            for pair in pairs {
+                let Frame::Array(p) = pair else { continue };
+                let (Some(Frame::Bulk(member)), Some(Frame::Bulk(score))) = (p.first(), p.get(1))
+                else {
+                    continue;
+                };
+                ctx.out.array(2);
+                ctx.out.bulk(member);
+                score_reply(ctx, score);
+            }
+        }
+        Frame::Null => {
+            let keys: Vec<&[u8]> = args.iter().skip(3).take(numkeys).collect();
+            block_or_nil(ctx, &keys, timeout);
+        }
+        other => error(ctx, other),
+    }
+}
+
+/// A score the inner pop answered (RESP2: a bulk string), as the client's
+/// protocol wants it.
+fn score_reply(ctx: &mut Ctx<'_>, score: &[u8]) {
+    match super::parse_f64(score) {
+        Some(s) if ctx.out.resp3 => ctx.out.double(s),
+        _ => ctx.out.bulk(score),
+    }
+}
+
 fn bzpopmin(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     pop_zsets(ctx, args, b"ZPOPMIN");
 }
@@ -294,10 +347,7 @@ fn pop_zsets(ctx: &mut Ctx<'_>, args: &Args<'_>, pop: &[u8]) {
                 ctx.out.array(3);
                 ctx.out.bulk(key);
                 ctx.out.bulk(member);
-                match super::parse_f64(score) {
-                    Some(s) if ctx.out.resp3 => ctx.out.double(s),
-                    _ => ctx.out.bulk(score),
-                }
+                score_reply(ctx, score);
                 return;
             }
             other => return error(ctx, other),

@@ -110,60 +110,114 @@ enum Trim {
     MinId(StreamId),
 }
 
-/// Parses `MAXLEN|MINID [=|~] threshold [LIMIT n]` at `i`; returns the
-/// strategy, the index after it, and whether LIMIT came without `~` (an
-/// error Redis reports after the command's other arguments, the XADD ID
-/// included: see [`ERR_LIMIT`]).
-fn parse_trim(args: &Args<'_>, mut i: usize) -> Result<(Trim, usize, bool), &'static str> {
-    let maxlen = args.is(i, "maxlen");
-    i += 1;
-    let mut approx = false;
-    if i < args.len() && (args.get(i) == b"~" || args.get(i) == b"=") {
-        approx = args.get(i) == b"~";
-        i += 1;
-    }
-    if i >= args.len() {
-        return Err(ERR_SYNTAX);
-    }
-    let trim = if maxlen {
-        let n = args.int(i)?;
-        if n < 0 {
-            return Err("ERR The MAXLEN argument must be >= 0.");
-        }
-        Trim::MaxLen(n as usize)
-    } else {
-        Trim::MinId(parse_id(args.get(i), 0).ok_or(ERR_INVALID_ID)?)
-    };
-    i += 1;
-    let mut bad_limit = false;
-    if i + 1 < args.len() && args.is(i, "limit") {
-        bad_limit = !approx;
-        let n = args.int(i + 1)?;
-        if n < 0 {
-            return Err("ERR The LIMIT argument must be >= 0.");
-        }
-        i += 2;
-    }
-    Ok((trim, i, bad_limit))
+/// XADD's and XTRIM's options, parsed as Redis 7 parses them
+/// (`streamParseAddOrTrimArgsOrReply`): NOMKSTREAM (XADD), MAXLEN|MINID
+/// [=|~] threshold and LIMIT n, in any order, then (XADD) the ID.
+struct TrimArgs {
+    trim: Option<Trim>,
+    approx: bool,
+    /// LIMIT's value; 0 or absent: no limit.
+    limit: Option<u64>,
+    nomkstream: bool,
+    /// XADD: the ID and its index (absent: the arguments ran out).
+    id: Option<(AddId, usize)>,
 }
 
-const ERR_LIMIT: &str = "ERR syntax error, LIMIT cannot be used without the special ~ option";
+/// Redis' default LIMIT for `~` trimming: 100 × stream-node-max-entries.
+const DEFAULT_APPROX_LIMIT: u64 = 100 * 100;
 
-fn apply_trim(s: &mut Stream, t: &Trim) -> usize {
+fn parse_add_or_trim(args: &Args<'_>, xadd: bool) -> Result<TrimArgs, &'static str> {
+    let mut t = TrimArgs {
+        trim: None,
+        approx: false,
+        limit: None,
+        nomkstream: false,
+        id: None,
+    };
+    let mut i = 2;
+    while i < args.len() {
+        let more = args.len() - 1 - i;
+        let maxlen = args.is(i, "maxlen");
+        if (maxlen || args.is(i, "minid")) && more > 0 {
+            if t.trim.is_some() {
+                return Err(
+                    "ERR syntax error, MAXLEN and MINID options at the same time are not compatible",
+                );
+            }
+            t.approx = false;
+            let next = args.get(i + 1);
+            if more >= 2 && (next == b"~" || next == b"=") {
+                t.approx = next == b"~";
+                i += 1;
+            }
+            t.trim = Some(if maxlen {
+                let n = args.int(i + 1)?;
+                if n < 0 {
+                    return Err("ERR The MAXLEN argument must be >= 0.");
+                }
+                Trim::MaxLen(n as usize)
+            } else {
+                Trim::MinId(parse_id(args.get(i + 1), 0).ok_or(ERR_INVALID_ID)?)
+            });
+            i += 2;
+        } else if args.is(i, "limit") && more > 0 {
+            let n = args.int(i + 1)?;
+            if n < 0 {
+                return Err("ERR The LIMIT argument must be >= 0.");
+            }
+            t.limit = Some(n as u64);
+            i += 2;
+        } else if xadd && args.is(i, "nomkstream") {
+            t.nomkstream = true;
+            i += 1;
+        } else if xadd {
+            t.id = Some((parse_add_id(args.get(i))?, i));
+            break;
+        } else {
+            return Err(ERR_SYNTAX);
+        }
+    }
+    if t.limit.is_some_and(|n| n > 0) && t.trim.is_none() {
+        return Err(
+            "ERR syntax error, LIMIT cannot be used without specifying a trimming strategy",
+        );
+    }
+    if !xadd && t.trim.is_none() {
+        return Err("ERR syntax error, XTRIM must be called with a trimming strategy");
+    }
+    if t.limit.is_some() && !t.approx {
+        return Err("ERR syntax error, LIMIT cannot be used without the special ~ option");
+    }
+    Ok(t)
+}
+
+/// The most entries one trim may remove: `~` trims are capped by LIMIT
+/// (Redis' default when absent), so one command's work stays bounded; an
+/// exact trim is not.
+fn trim_cap(t: &TrimArgs) -> usize {
+    let cap = match (t.approx, t.limit) {
+        (false, _) | (true, Some(0)) => u64::MAX,
+        (true, Some(n)) => n,
+        (true, None) => DEFAULT_APPROX_LIMIT,
+    };
+    usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
+fn apply_trim(s: &mut Stream, t: &Trim, cap: usize) -> usize {
     let mut removed = 0;
-    match t {
-        Trim::MaxLen(n) => {
-            while s.entries.len() > *n {
-                s.entries.pop_first();
-                removed += 1;
-            }
+    while removed < cap {
+        let Some((first, _)) = s.entries.first_key_value() else {
+            break;
+        };
+        let trims = match t {
+            Trim::MaxLen(n) => s.entries.len() > *n,
+            Trim::MinId(min) => first < min,
+        };
+        if !trims {
+            break;
         }
-        Trim::MinId(min) => {
-            while s.entries.first_key_value().is_some_and(|(id, _)| id < min) {
-                s.entries.pop_first();
-                removed += 1;
-            }
-        }
+        s.entries.pop_first();
+        removed += 1;
     }
     removed
 }
@@ -190,39 +244,13 @@ fn parse_add_id(arg: &[u8]) -> Result<AddId, &'static str> {
 }
 
 fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    let mut nomkstream = false;
-    let mut trim = None;
-    let mut bad_limit = false;
-    let mut i = 2;
-    while i < args.len() {
-        if args.is(i, "nomkstream") {
-            nomkstream = true;
-            i += 1;
-        } else if args.is(i, "maxlen") || args.is(i, "minid") {
-            let (t, next, bad) = try_reply!(ctx, parse_trim(args, i));
-            trim = Some(t);
-            bad_limit |= bad;
-            i = next;
-        } else {
-            break;
-        }
-    }
-    // Redis' order: the ID's syntax, LIMIT without `~`, the arity, a 0-0
-    // ID, then the key.
-    let add_id = match (i < args.len()).then(|| parse_add_id(args.get(i))) {
-        Some(Err(e)) => {
-            ctx.out.error(e);
-            return;
-        }
-        Some(Ok(id)) => Some(id),
-        None => None,
-    };
-    if bad_limit {
-        ctx.out.error(ERR_LIMIT);
-        return;
-    }
-    let fields = args.len().saturating_sub(i + 1);
-    let Some(add_id) = add_id.filter(|_| fields > 0 && fields % 2 == 0) else {
+    // Redis' order: each option's and the ID's own errors as parsed, the
+    // LIMIT rules, the arity, then a 0-0 ID, then the key.
+    let t = try_reply!(ctx, parse_add_or_trim(args, true));
+    let Some((add_id, i)) = t.id.filter(|&(_, i)| {
+        let fields = args.len().saturating_sub(i + 1);
+        fields > 0 && fields % 2 == 0
+    }) else {
         ctx.out
             .error("ERR wrong number of arguments for 'xadd' command");
         return;
@@ -232,6 +260,7 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             .error("ERR The ID specified in XADD must be greater than 0-0");
         return;
     }
+    let nomkstream = t.nomkstream;
     let slot = ctx.slot();
     let key = args.get(1);
     let now = ctx.store.now_ms;
@@ -291,19 +320,16 @@ fn xadd(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     s.entries.insert(id, values);
     s.last_id = id;
     s.entries_added += 1;
-    if let Some(t) = &trim {
-        apply_trim(s, t);
+    if let Some(trim) = &t.trim {
+        apply_trim(s, trim, trim_cap(&t));
     }
-    // Logged with the concrete ID and an exact trim.
+    // Logged with the concrete ID and, after a trim, the length it left:
+    // an exact trim that does on a replica what this one did.
     let id_text = fmt_id(id);
     let mut log: Vec<&[u8]> = vec![b"XADD", key];
-    let threshold = match &trim {
-        Some(Trim::MaxLen(n)) => Some((&b"MAXLEN"[..], n.to_string())),
-        Some(Trim::MinId(m)) => Some((&b"MINID"[..], fmt_id(*m))),
-        None => None,
-    };
-    if let Some((word, t)) = &threshold {
-        log.extend([*word, b"=", t.as_bytes()]);
+    let left = s.entries.len().to_string();
+    if t.trim.is_some() {
+        log.extend([&b"MAXLEN"[..], b"=", left.as_bytes()]);
     }
     log.push(id_text.as_bytes());
     log.extend(args.iter().skip(i + 1));
@@ -416,26 +442,20 @@ fn xdel(ctx: &mut Ctx<'_>, args: &Args<'_>) {
 }
 
 fn xtrim(ctx: &mut Ctx<'_>, args: &Args<'_>) {
-    if !(args.is(2, "maxlen") || args.is(2, "minid")) {
-        ctx.out.error(ERR_SYNTAX);
-        return;
-    }
-    let (trim, next, bad_limit) = try_reply!(ctx, parse_trim(args, 2));
-    if next != args.len() {
-        ctx.out.error(ERR_SYNTAX);
-        return;
-    }
-    if bad_limit {
-        ctx.out.error(ERR_LIMIT);
-        return;
-    }
+    let t = try_reply!(ctx, parse_add_or_trim(args, false));
+    let Some(trim) = &t.trim else {
+        return ctx.out.error(ERR_SYNTAX);
+    };
     let slot = ctx.slot();
-    let removed = match try_reply!(ctx, modify(ctx.store, slot, args.get(1))) {
-        None => 0,
-        Some(s) => apply_trim(s, &trim),
+    let key = args.get(1);
+    let (removed, left) = match try_reply!(ctx, modify(ctx.store, slot, key)) {
+        None => (0, 0),
+        Some(s) => (apply_trim(s, trim, trim_cap(&t)), s.entries.len()),
     };
     if removed > 0 {
-        ctx.propagate(args);
+        // The length it left: what a capped or `~` trim did, exactly.
+        let left = left.to_string();
+        ctx.propagate_as(&[b"XTRIM", key, b"MAXLEN", b"=", left.as_bytes()]);
     }
     ctx.out.int(removed as i64);
 }

@@ -328,18 +328,18 @@ fn zlexcount(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     ctx.out.int(n as i64);
 }
 
-/// ZMPOP numkeys key… MIN|MAX [COUNT n]: pops from the first non-empty
-/// sorted set.
-fn zmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+/// ZMPOP's (and BZMPOP's, `at` = 2) key count, direction (true: MAX) and
+/// count, checked as Redis checks them.
+pub(super) fn parse_zmpop(args: &Args<'_>, at: usize) -> Result<(usize, bool, u64), &'static str> {
     // As Redis' getRangeLong with a message: the message answers a value
     // that is not an integer as well as one out of range.
-    let numkeys = match parse_i64(args.get(1)) {
+    let numkeys = match parse_i64(args.get(at)) {
         Some(n) if n >= 1 => n as u64,
-        _ => return ctx.out.error("ERR numkeys should be greater than 0"),
+        _ => return Err("ERR numkeys should be greater than 0"),
     };
-    let where_at = numkeys.saturating_add(2);
+    let where_at = numkeys.saturating_add(at as u64 + 1);
     if where_at >= args.len() as u64 {
-        return ctx.out.error(ERR_SYNTAX);
+        return Err(ERR_SYNTAX);
     }
     let where_at = where_at as usize;
     let max = if args.is(where_at, "max") {
@@ -347,7 +347,7 @@ fn zmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     } else if args.is(where_at, "min") {
         false
     } else {
-        return ctx.out.error(ERR_SYNTAX);
+        return Err(ERR_SYNTAX);
     };
     let mut count = None;
     let mut i = where_at + 1;
@@ -355,16 +355,23 @@ fn zmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
         if count.is_none() && args.is(i, "count") && i + 1 < args.len() {
             count = match parse_i64(args.get(i + 1)) {
                 Some(n) if n >= 1 => Some(n as u64),
-                _ => return ctx.out.error("ERR count should be greater than 0"),
+                _ => return Err("ERR count should be greater than 0"),
             };
             i += 2;
         } else {
-            return ctx.out.error(ERR_SYNTAX);
+            return Err(ERR_SYNTAX);
         }
     }
-    let count = usize::try_from(count.unwrap_or(1)).unwrap_or(usize::MAX);
+    Ok((numkeys as usize, max, count.unwrap_or(1)))
+}
+
+/// ZMPOP numkeys key… MIN|MAX [COUNT n]: pops from the first non-empty
+/// sorted set.
+fn zmpop(ctx: &mut Ctx<'_>, args: &Args<'_>) {
+    let (numkeys, max, count) = try_reply!(ctx, parse_zmpop(args, 1));
+    let count = usize::try_from(count).unwrap_or(usize::MAX);
     let slot = ctx.slot();
-    for key in args.iter().skip(2).take(numkeys as usize) {
+    for key in args.iter().skip(2).take(numkeys) {
         let Some(z) = try_reply!(ctx, modify(ctx.store, slot, key)) else {
             continue;
         };
