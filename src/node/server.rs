@@ -257,6 +257,7 @@ async fn snapshot_loop(node: Rc<Node>) {
     let mut bytes_at_last = node.wal.stats().bytes_written;
     loop {
         tick.tick().await;
+        super::alloc::collect();
         let written = node.wal.stats().bytes_written;
         // As Redis' auto-aof-rewrite-percentage 100: a snapshot costs time
         // in proportion to the dataset, so wait for at least as much log as
