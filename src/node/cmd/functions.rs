@@ -123,20 +123,8 @@ fn fcall_generic(ctx: &mut Ctx<'_>, args: &Args<'_>, ro: bool) {
 
 fn function(ctx: &mut Ctx<'_>, args: &Args<'_>) {
     let sub = String::from_utf8_lossy(args.get(1)).to_ascii_lowercase();
-    let arity_ok = match sub.as_str() {
-        "load" => args.len() >= 3,
-        "delete" => args.len() == 3,
-        "flush" | "list" => args.len() >= 2,
-        "kill" | "stats" | "dump" | "help" => args.len() == 2,
-        "restore" => args.len() >= 3,
-        _ => true,
-    };
-    if !arity_ok {
-        ctx.out.error(&format!(
-            "ERR wrong number of arguments for 'function|{sub}' command"
-        ));
-        return;
-    }
+    // Unknown subcommands and wrong arities never get here: dispatch
+    // refuses them first (`subcommands.rs`).
     if matches!(sub.as_str(), "load" | "delete" | "flush" | "restore") && !ctx.replaying {
         // An ACL user needs `@write` for them (`+function` allows it too).
         if let Some(e) = ctx

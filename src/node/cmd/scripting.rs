@@ -603,11 +603,6 @@ fn script(ctx: &mut Ctx<'_>, args: &Args<'_>) {
             // (`clients::serve_busy`), never by this command.
             ctx.out.error("NOTBUSY No scripts in execution right now.");
         }
-        // Redis 7 checks a subcommand's arity with its own name.
-        ("LOAD" | "EXISTS" | "KILL", _) => ctx.out.error(&format!(
-            "ERR wrong number of arguments for 'script|{}' command",
-            sub.to_ascii_lowercase()
-        )),
         _ => ctx.out.error(&format!(
             "ERR unknown subcommand '{}'. Try SCRIPT HELP.",
             String::from_utf8_lossy(args.get(1))
