@@ -9,8 +9,9 @@ with the log on (`--fsync everysec` as pods run, against Redis'
 `appendonly yes, appendfsync everysec`); then the write pattern of
 applications: `redis-benchmark -t set -P 16 -c 50 -d 64 -r 100000000`
 (random keys from 50 clients). Each figure is the growth of the server's
-RSS (and of INFO's used_memory) from just after start to after the load,
-divided by the keys the server then holds.
+RSS (and of INFO's used_memory) from just after start to after the load
+once it settled (background persistence the load started finished, RSS
+steady over a second), divided by the keys the server then holds.
 """
 import argparse
 import os
@@ -79,6 +80,30 @@ def random_sets(port, requests):
                    capture_output=True, text=True, timeout=900, check=True)
 
 
+def persisting(port):
+    """Whether the server runs background persistence (a Tessera snapshot,
+    Redis' AOF rewrite or RDB save)."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "persistence"], capture_output=True,
+                         text=True, timeout=30).stdout
+    return "rdb_bgsave_in_progress:1" in out or "aof_rewrite_in_progress:1" in out
+
+
+def settle(server, timeout=20):
+    """Waits for the RSS a server keeps: the log flushed, background
+    persistence the load started finished (its buffers freed), and RSS
+    steady over a second (the allocator returns freed memory with a delay);
+    at least 1.5 s."""
+    time.sleep(1.5)
+    end = time.time() + timeout
+    last = server.rss()
+    while time.time() < end:
+        time.sleep(1)
+        now = server.rss()
+        if not persisting(server.port) and abs(now - last) <= 0.005 * max(last, 1):
+            return
+        last = now
+
+
 def measure(kind, mode, row, count):
     """(RSS bytes per key, used_memory bytes per key, keys) of one row."""
     s = bench.Server(kind, mode)
@@ -89,7 +114,7 @@ def measure(kind, mode, row, count):
             random_sets(s.port, count)
         else:
             load(s.port, row, count)
-        time.sleep(1.5)  # a log flush and the replicas' ring settle
+        settle(s)
         keys = dbsize(s.port)
         if row != "random64" and keys != count:
             raise RuntimeError(f"{kind} holds {keys} keys, expected {count}")

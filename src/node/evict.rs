@@ -274,11 +274,8 @@ impl Store {
         let slot = self.random_slot(volatile)?;
         let len = self.slot_len(slot);
         let skip = self.rng.below(len);
-        let picked = self
-            .slot_keys(slot)
-            .cycle()
-            .skip(skip)
-            .take(len)
+        let picked = (0..len)
+            .filter_map(|i| self.slot_key_at(slot, (skip + i) % len))
             .filter(|(_, e)| !volatile || e.expire_at() != 0)
             .take(n)
             .map(|(k, e)| (k.clone(), k.clock(), e.expire_at()))

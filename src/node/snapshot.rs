@@ -293,6 +293,7 @@ fn writer(
     tmp: PathBuf,
     dir: PathBuf,
     mut rx: tokio::sync::mpsc::Receiver<Msg>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<(PathBuf, u64), SnapshotError> {
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -305,10 +306,12 @@ fn writer(
         let mut bytes = 0u64;
         while let Some(msg) = rx.blocking_recv() {
             match msg {
-                Msg::Data(b) => {
+                Msg::Data(mut b) => {
                     crc = crc32c::crc32c_append(crc, &b);
                     w.write_all(&b).map_err(write_err(&tmp))?;
                     bytes += b.len() as u64;
+                    b.clear();
+                    let _ = back.send(b);
                 }
                 Msg::Finish { footer, path } => {
                     let b = encode_footer(&footer, crc);
@@ -369,12 +372,18 @@ pub async fn take(node: &Rc<Node>) -> Result<SnapshotInfo, SnapshotError> {
     std::fs::create_dir_all(&dir).map_err(write_err(&dir))?;
     let tmp = dir.join(format!("snapshot-{}-{}.tmp", now_ms(), std::process::id()));
     let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(4);
+    // The writer hands each written chunk's buffer back: a snapshot reuses
+    // a handful of buffers instead of allocating one per MiB here and
+    // freeing it on the writer thread, memory mimalloc gave back only at
+    // this thread's next collection (up to ~90 MB resident after a 68 MB
+    // snapshot).
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let (tmp2, dir2) = (tmp.clone(), dir.clone());
     std::thread::Builder::new()
         .name("snapshot-writer".into())
         .spawn(move || {
-            let _ = done_tx.send(writer(tmp2, dir2, rx));
+            let _ = done_tx.send(writer(tmp2, dir2, rx, back_tx));
         })
         .map_err(write_err(&tmp))?;
 
@@ -394,7 +403,10 @@ pub async fn take(node: &Rc<Node>) -> Result<SnapshotInfo, SnapshotError> {
         end_lsn = watermark;
         if chunk.len() >= CHUNK_BYTES || slot % YIELD_EVERY_SLOTS == YIELD_EVERY_SLOTS - 1 {
             if !chunk.is_empty() {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_BYTES));
+                let next = back_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK_BYTES));
+                let full = std::mem::replace(&mut chunk, next);
                 if tx.send(Msg::Data(full)).await.is_err() {
                     writer_gone = true;
                     break;

@@ -24,12 +24,13 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 
 use super::slots::SLOTS;
 
 pub mod hash;
 pub mod listpack;
+mod slot_map;
 mod usage;
 pub mod zset;
 
@@ -270,7 +271,7 @@ pub enum ExpireMode {
 
 #[derive(Debug, Default)]
 struct SlotDb {
-    map: HashMap<Key, Entry>,
+    map: slot_map::SlotMap,
     volatile: usize,
 }
 
@@ -380,9 +381,9 @@ impl Store {
     pub(super) fn slot_volatile(&self, slot: u16) -> usize {
         self.slots[slot as usize].volatile
     }
-    /// Keys and entries of one slot, with their access clocks.
-    pub(super) fn slot_keys(&self, slot: u16) -> hashbrown::hash_map::Iter<'_, Key, Entry> {
-        self.slots[slot as usize].map.iter()
+    /// The key at position `i` (0..slot_len) of a slot, for sampling.
+    pub(super) fn slot_key_at(&self, slot: u16, i: usize) -> Option<(&Key, &Entry)> {
+        self.slots[slot as usize].map.at(i)
     }
     pub(super) fn peek_key(&self, slot: u16, key: &[u8]) -> Option<(&Key, &Entry)> {
         self.slots[slot as usize].map.get_key_value(key)
@@ -504,18 +505,14 @@ impl Store {
         let entry = Entry { value, expire_at };
         // One probe: replacing an expired key is the same as replacing a
         // live one (its DEL need not be logged: this write supersedes it).
-        let old = match db.map.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(mut o) => {
-                let k = o.key();
-                k.set_clock(super::evict::touched(k.clock(), now, rnd));
-                Some(std::mem::replace(o.get_mut(), entry))
-            }
-            hashbrown::hash_map::EntryRef::Vacant(v) => {
-                v.insert_entry(entry).key().set_clock(fresh);
+        let (k, old) = db.map.upsert(key, || Key::from(key), entry);
+        match old {
+            Some(_) => k.set_clock(super::evict::touched(k.clock(), now, rnd)),
+            None => {
+                k.set_clock(fresh);
                 self.keys += 1;
-                None
             }
-        };
+        }
         let was_volatile = old.as_ref().is_some_and(|o| o.expire_at != 0);
         let is_volatile = expire_at != 0;
         match (was_volatile, is_volatile) {
@@ -625,7 +622,7 @@ impl Store {
             *v += 1;
         }
         for db in &mut self.slots {
-            db.map = HashMap::new();
+            db.map = Default::default();
             db.volatile = 0;
         }
         self.keys = 0;

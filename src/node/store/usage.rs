@@ -1,6 +1,6 @@
 //! What OBJECT ENCODING and MEMORY USAGE say about a value.
 
-use super::{Bytes, Entry, Key, Store, Value};
+use super::{Bytes, Key, Store, Value};
 
 impl Value {
     /// OBJECT ENCODING's answer: Redis' name for the encoding this value
@@ -67,12 +67,12 @@ impl Value {
 }
 
 impl Store {
-    /// What MEMORY USAGE reports for a key: its bucket in the slot's table
-    /// (key, entry and control byte, at the table's 7/8 load), the key's
+    /// What MEMORY USAGE reports for a key: its place in the slot's table
+    /// (key and entry, and its index slot at 7/8 load), the key's
     /// own allocation when it is too long to live inline, the value's box
     /// and the value's heap bytes (see [`Value::heap_bytes`]).
     pub fn key_bytes(key: &Key, value: &Value, samples: usize) -> usize {
-        let bucket = (std::mem::size_of::<(Key, Entry)>() + 1) * 8 / 7;
+        let bucket = super::slot_map::SlotMap::bytes_per_pair();
         let heap_key = if key.len() > super::INLINE_KEY {
             key.len()
         } else {
