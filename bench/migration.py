@@ -18,8 +18,10 @@
    MOVED/ASK: its latencies for 3 s before the move are the baseline, those
    during the move give client_p99_ratio; every key it got +OK for is read
    back afterwards (acked_lost).
-Times are wall times of the whole move (Tessera: start to done, the flip
-included). moved_mb_s = key+value bytes of the moved half / Tessera's idle
+Each move starts once neither system runs background persistence (a
+Tessera snapshot, a Redis AOF rewrite) that the load or the previous move
+started. Times are wall times of the whole move (Tessera: start to done,
+the flip included). moved_mb_s = key+value bytes of the moved half / Tessera's idle
 time. write_pause_ms_max is the longest write pause Tessera reported.
 The last line is `RESULT key=value ...`. The binary: $TESSERA_BIN, default
 target/release/tessera ($CARGO_TARGET_DIR honoured).
@@ -181,6 +183,21 @@ def http(port, method, path, body=None):
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def settle(ports, timeout=120):
+    """Waits until no server runs background persistence the load started
+    (a Tessera snapshot, Redis' AOF rewrite or RDB save), so a move is not
+    timed against it: checked twice, a second and a half apart (a snapshot
+    may follow another)."""
+    busy = ("rdb_bgsave_in_progress:1", "aof_rewrite_in_progress:1")
+    end = time.time() + timeout
+    quiet = 0
+    while quiet < 2 and time.time() < end:
+        infos = [Conn(p).call("INFO", "persistence") for p in ports]
+        infos = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
+        quiet = quiet + 1 if not any(b in i for i in infos for b in busy) else 0
+        time.sleep(1.5 if quiet else 0.2)
 
 
 def load_data(port, keys):
@@ -429,10 +446,13 @@ def main():
         load_data(r.nodes[0]["port"], keys)
         log(f"redis loaded in {time.monotonic() - t0:.1f} s")
 
+        settle(t.ports() + r.ports())
         t_idle, m_idle = t.move(0, 1, "idle")
         log(f"tessera idle: {t_idle:.2f} s, {m_idle['keysSent']} keys, {m_idle['bytesSent']} B sent, pause {m_idle['writePauseMs']} ms")
+        settle(t.ports() + r.ports())
         r_idle = r.move(0, 1)
         log(f"redis idle: {r_idle:.2f} s")
+        settle(t.ports() + r.ports())
 
         status = {}
 
@@ -443,6 +463,7 @@ def main():
         t_loaded, t_base, t_during, t_max, t_lost, t_acked = loaded_move(t.ports(), "tessera", tessera_back)
         m_loaded = status["m"]
         log(f"tessera loaded: {t_loaded:.2f} s, {m_loaded['keysSent']} keys, pause {m_loaded['writePauseMs']} ms")
+        settle(t.ports() + r.ports())
         r_loaded, r_base, r_during, r_max, r_lost, r_acked = loaded_move(r.ports(), "redis", lambda: r.move(1, 0))
         log(f"redis loaded: {r_loaded:.2f} s")
     finally:

@@ -29,7 +29,9 @@ use crate::node::store::{Key, SlotData};
 use crate::node::{now_ms, Node, Role};
 
 /// Bytes of commands per `TMIGRATE APPLY`.
-const BATCH_BYTES: usize = 128 * 1024;
+/// Small, so the target's event loop spends little time on one (its
+/// other clients wait for it); [`WINDOW`] keeps enough on the wire.
+const BATCH_BYTES: usize = 32 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a chunk or the seal is resent while the target shard cannot
@@ -115,14 +117,16 @@ pub fn start(node: &Rc<Node>, req: StartRequest) -> Result<Rc<Outgoing>, Migrati
     Ok(m)
 }
 
-/// The client connection to the target's primary.
+/// The client connection to the target's primary. Replies come back in
+/// the order the commands went out; `pending` counts those not yet read.
 struct Link {
     rd: BufReader<OwnedReadHalf>,
     wr: OwnedWriteHalf,
     addr: String,
     line: String,
-    /// A call did not complete (timed out, or its future was dropped): a
-    /// late reply could be taken for the next call's, so the link is done.
+    pending: usize,
+    /// A send or a read did not complete (timed out, or its future was
+    /// dropped): the stream is out of step, so the link is done.
     broken: bool,
 }
 
@@ -147,6 +151,7 @@ impl Link {
             wr,
             addr: addr.clone(),
             line: String::new(),
+            pending: 0,
             broken: false,
         };
         // The cluster shares one password: the link authenticates with it.
@@ -158,40 +163,69 @@ impl Link {
         Ok(link)
     }
 
-    /// Sends one command; Ok(Ok(line)) for `+…`, Ok(Err(msg)) for `-…`.
-    async fn call(&mut self, args: &[&[u8]]) -> Result<Result<String, String>, MigrationError> {
+    fn io_error(&self, reason: String) -> MigrationError {
+        MigrationError::Link {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    /// Writes one command without waiting for its reply.
+    async fn send(&mut self, args: &[&[u8]]) -> Result<(), MigrationError> {
+        if self.broken {
+            return Err(self.io_error("an earlier call did not complete".into()));
+        }
         let mut buf = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
         encode_command(args, &mut buf);
-        let addr = self.addr.clone();
-        let io = |reason: String| MigrationError::Link {
-            addr: addr.clone(),
-            reason,
-        };
+        self.broken = true;
+        match tokio::time::timeout(CALL_TIMEOUT, self.wr.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(self.io_error(e.to_string())),
+            Err(_) => return Err(self.io_error("no progress within 10 s".into())),
+        }
+        self.broken = false;
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Reads the oldest pending reply: Ok(Ok(line)) for `+…`, Ok(Err(msg))
+    /// for `-…`.
+    async fn recv(&mut self) -> Result<Result<String, String>, MigrationError> {
         if self.broken {
-            return Err(io("an earlier call did not complete".into()));
+            return Err(self.io_error("an earlier call did not complete".into()));
         }
         self.broken = true;
-        let fut = async {
-            self.wr.write_all(&buf).await?;
-            self.line.clear();
-            self.rd.read_line(&mut self.line).await
+        self.line.clear();
+        let n = match tokio::time::timeout(CALL_TIMEOUT, self.rd.read_line(&mut self.line)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(self.io_error(e.to_string())),
+            Err(_) => return Err(self.io_error("no reply within 10 s".into())),
         };
-        let n = tokio::time::timeout(CALL_TIMEOUT, fut)
-            .await
-            .map_err(|_| io("no reply within 10 s".into()))?
-            .map_err(|e| io(e.to_string()))?;
         if n == 0 {
-            return Err(io("connection closed".into()));
+            return Err(self.io_error("connection closed".into()));
         }
         let line = self.line.trim_end();
         let reply = match line.as_bytes().first() {
             Some(b'+') => Ok(line[1..].to_string()),
             Some(b'-') => Err(line[1..].to_string()),
             // Out of step with the target: the link is done.
-            _ => return Err(io(format!("unexpected reply {line:?}"))),
+            _ => return Err(self.io_error(format!("unexpected reply {line:?}"))),
         };
         self.broken = false;
+        self.pending -= 1;
         Ok(reply)
+    }
+
+    /// Sends one command and reads its reply; replies still pending from
+    /// earlier sends are read and dropped first (their chunks' fate no
+    /// longer matters to a caller that starts a new exchange: an abort, a
+    /// commit check).
+    async fn call(&mut self, args: &[&[u8]]) -> Result<Result<String, String>, MigrationError> {
+        while self.pending > 0 {
+            let _stale = self.recv().await?;
+        }
+        self.send(args).await?;
+        self.recv().await
     }
 }
 
@@ -204,39 +238,99 @@ fn batch_bytes(m: &Outgoing) -> usize {
     }
 }
 
-/// Sends batches, paced by the (changeable) bytes/s limit.
-struct Sender {
-    link: Link,
-    seq: u64,
-    buf: Vec<u8>,
+/// The bytes/s limit as a token bucket holding one batch.
+struct Bucket {
     tokens: f64,
     refilled: Instant,
 }
 
-impl Sender {
-    async fn pace(&mut self, m: &Outgoing, bytes: usize) {
-        loop {
-            let limit = m.limits.get().max_bytes_per_sec;
-            if limit == 0 {
-                return;
-            }
-            let now = Instant::now();
-            let burst = batch_bytes(m) as f64;
-            // A debt from a higher limit never delays a lowered one by
-            // more than one batch: a new limit applies within ~0.1 s.
-            self.tokens = (self.tokens.max(-burst)
-                + now.duration_since(self.refilled).as_secs_f64() * limit as f64)
-                .min(burst);
-            self.refilled = now;
-            if self.tokens >= bytes as f64 || self.tokens >= burst {
-                self.tokens -= bytes as f64;
-                return;
-            }
-            // Short sleeps: a changed limit applies within one.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+impl Bucket {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: 0.0,
+            refilled: now,
         }
     }
 
+    /// Takes `bytes` at `limit` bytes/s (0: no limit) and None, or how long
+    /// to wait before asking again.
+    fn take(&mut self, limit: u64, burst: usize, bytes: usize, now: Instant) -> Option<Duration> {
+        if limit == 0 {
+            return None;
+        }
+        // The bucket holds a batch, or 10 ms at the limit if more: sleeps
+        // last a millisecond or more, so a bucket of one small batch would
+        // cap the rate at a batch per sleep.
+        let burst = (burst as f64).max(limit as f64 / 100.0);
+        // A debt from a higher limit never delays a lowered one by more
+        // than one bucket: a new limit applies within ~0.1 s.
+        self.tokens = (self.tokens.max(-burst)
+            + now.duration_since(self.refilled).as_secs_f64() * limit as f64)
+            .min(burst);
+        self.refilled = now;
+        if self.tokens >= bytes as f64 || self.tokens >= burst {
+            self.tokens -= bytes as f64;
+            return None;
+        }
+        // As long as the missing tokens take, at most 20 ms: a changed
+        // limit applies within one.
+        let missing = (bytes as f64).min(burst) - self.tokens;
+        Some(
+            Duration::from_secs_f64(missing / limit as f64)
+                .clamp(Duration::from_millis(1), Duration::from_millis(20)),
+        )
+    }
+}
+
+/// Chunks on the wire at once: the source encodes the next while the
+/// target applies one, so neither side waits for the other's turn.
+const WINDOW: usize = 4;
+
+/// A reply that leaves a chunk unacknowledged but can be sent again: the
+/// target shard cannot meet its acknowledgement rule for now (a replica
+/// away), or the chunk followed one refused that way.
+fn resendable(reply: &str) -> bool {
+    reply.starts_with("NOQUORUM") || reply.starts_with("NOREPLICAS")
+}
+
+/// Sends batches, paced by the (changeable) bytes/s limit, up to
+/// [`WINDOW`] of them unacknowledged.
+struct Sender {
+    link: Link,
+    seq: u64,
+    buf: Vec<u8>,
+    bucket: Bucket,
+    /// Sent, not yet acknowledged, oldest first: (seq, payload).
+    inflight: std::collections::VecDeque<(u64, Vec<u8>)>,
+    /// Payload buffers of acknowledged chunks, for reuse.
+    spare: Vec<Vec<u8>>,
+}
+
+impl Sender {
+    fn new(link: Link) -> Self {
+        Self {
+            link,
+            seq: 0,
+            buf: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+            bucket: Bucket::new(Instant::now()),
+            inflight: Default::default(),
+            spare: Vec::new(),
+        }
+    }
+
+    async fn pace(&mut self, m: &Outgoing, bytes: usize) {
+        loop {
+            let limit = m.limits.get().max_bytes_per_sec;
+            let burst = batch_bytes(m);
+            match self.bucket.take(limit, burst, bytes, Instant::now()) {
+                None => return,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// Sends the buffer as the next chunk; waits for the oldest chunk's
+    /// reply while [`WINDOW`] are on the wire.
     async fn flush(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
         if self.buf.is_empty() {
             return Ok(());
@@ -244,38 +338,106 @@ impl Sender {
         self.pace(m, self.buf.len()).await;
         let seq = self.seq.to_string();
         let payload = std::mem::take(&mut self.buf);
-        let args: [&[u8]; 5] = [
-            b"TMIGRATE",
-            b"APPLY",
-            m.id.as_bytes(),
-            seq.as_bytes(),
-            &payload,
-        ];
-        self.call_resending(m, &args).await?;
+        self.link
+            .send(&[
+                b"TMIGRATE",
+                b"APPLY",
+                m.id.as_bytes(),
+                seq.as_bytes(),
+                &payload,
+            ])
+            .await?;
+        self.inflight.push_back((self.seq, payload));
         self.seq += 1;
+        self.buf = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + 64 * 1024));
+        while self.inflight.len() >= WINDOW {
+            self.recv_one(node, m).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every chunk sent is acknowledged.
+    async fn settle(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
+        while !self.inflight.is_empty() {
+            self.recv_one(node, m).await?;
+        }
+        Ok(())
+    }
+
+    fn acknowledged(&mut self, node: &Node, m: &Outgoing, mut payload: Vec<u8>) {
         m.bytes_sent.set(m.bytes_sent.get() + payload.len() as u64);
         let t = &node.migrations.totals.bytes_out;
         t.set(t.get() + payload.len() as u64);
-        self.buf = payload;
-        self.buf.clear();
+        payload.clear();
+        self.spare.push(payload);
+    }
+
+    /// Reads the oldest chunk's reply.
+    async fn recv_one(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
+        match self.link.recv().await? {
+            Ok(_) => {
+                if let Some((_, p)) = self.inflight.pop_front() {
+                    self.acknowledged(node, m, p);
+                }
+                Ok(())
+            }
+            Err(e) if resendable(&e) => self.resend_window(node, m).await,
+            Err(e) => Err(MigrationError::Refused(e)),
+        }
+    }
+
+    /// The oldest chunk on the wire was refused with a resendable reply:
+    /// reads the replies of the chunks behind it (refused unapplied with
+    /// `OUTOFORDER`, or answered like it), then sends again, one at a time,
+    /// every chunk after the last one acknowledged. An acknowledged chunk
+    /// covers every earlier one: the target applies chunks in order and
+    /// acknowledges a record once every record before it is durable too.
+    async fn resend_window(&mut self, node: &Node, m: &Outgoing) -> Result<(), MigrationError> {
+        let mut last_acked = None;
+        for i in 1..self.inflight.len() {
+            match self.link.recv().await? {
+                Ok(_) => last_acked = Some(i),
+                Err(e) if resendable(&e) || e.starts_with("OUTOFORDER") => {}
+                Err(e) => return Err(MigrationError::Refused(e)),
+            }
+        }
+        let from = last_acked.map_or(0, |i| i + 1);
+        let chunks: Vec<(u64, Vec<u8>)> = self.inflight.drain(..).collect();
+        for (i, (seq, payload)) in chunks.into_iter().enumerate() {
+            if i >= from {
+                let seq = seq.to_string();
+                self.call_resending(
+                    m,
+                    &[
+                        b"TMIGRATE",
+                        b"APPLY",
+                        m.id.as_bytes(),
+                        seq.as_bytes(),
+                        &payload,
+                    ],
+                )
+                .await?;
+            }
+            self.acknowledged(node, m, payload);
+        }
         Ok(())
     }
 
     /// Sends `args` (an APPLY or the SEAL); while the target shard cannot
     /// meet its acknowledgement rule (a replica away: `NOQUORUM`, or
     /// `NOREPLICAS` after its ack timeout) sends the same again, for up to
-    /// [`QUORUM_WAIT`]. The target answers a repeated last chunk or seal
-    /// from the log record of its first application, so nothing is applied
+    /// [`QUORUM_WAIT`]. The target answers a repeated chunk or seal from
+    /// the log record of its first application, so nothing is applied
     /// twice whether or not the refused attempt was.
     async fn call_resending(&mut self, m: &Outgoing, args: &[&[u8]]) -> Result<(), MigrationError> {
         let mut waited = Duration::ZERO;
         loop {
             match self.link.call(args).await? {
                 Ok(_) => return Ok(()),
-                Err(e)
-                    if (e.starts_with("NOQUORUM") || e.starts_with("NOREPLICAS"))
-                        && waited < QUORUM_WAIT =>
-                {
+                Err(e) if resendable(&e) && waited < QUORUM_WAIT => {
                     if waited.is_zero() {
                         let cmd = String::from_utf8_lossy(args.get(1).copied().unwrap_or_default());
                         tracing::warn!(migration = %m.id, command = %cmd, reply = %e, "the target shard cannot acknowledge for now; resending");
@@ -324,8 +486,9 @@ fn set_phase(node: &Node, m: &Outgoing, p: Phase) {
     node.migrations.refresh();
 }
 
-/// Event-loop time one encoding step may take.
-const STEP: Duration = Duration::from_millis(5);
+/// Event-loop time one encoding step may take: a client's command that
+/// arrives meanwhile waits for the step's end.
+const STEP: Duration = Duration::from_micros(500);
 /// Elements of one key encoded per step at most.
 const STEP_ELEMS: usize = 4096;
 /// An encoded slot is held in pieces of about this size: one growing
@@ -446,6 +609,7 @@ async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), Migr
         }
     }
     tx.flush(node, m).await?;
+    tx.settle(node, m).await?;
     set_phase(node, m, Phase::Streaming);
     loop {
         check_cancel(m)?;
@@ -456,7 +620,7 @@ async fn copy(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Result<(), Migr
             ));
         }
         if m.captured_bytes.get() <= limits.handoff_max_lag_bytes {
-            return Ok(());
+            return tx.settle(node, m).await;
         }
         drain_captured(m, &mut tx.buf);
         tx.flush(node, m).await?;
@@ -494,6 +658,7 @@ async fn handoff(node: &Rc<Node>, m: &Outgoing, tx: &mut Sender) -> Handoff {
     let seal = async {
         drain_captured(m, &mut tx.buf);
         tx.flush(node, m).await?;
+        tx.settle(node, m).await?;
         // The pause is logged, and durable by this shard's rule, before the
         // target may seal: a restarted (or promoted) source keeps writes
         // to the slots blocked until the target's fate is known.
@@ -840,13 +1005,7 @@ async fn settle_recovered(node: Rc<Node>, m: Rc<Outgoing>) {
             }
         }
     };
-    let mut tx = Sender {
-        link,
-        seq: 0,
-        buf: Vec::new(),
-        tokens: 0.0,
-        refilled: Instant::now(),
-    };
+    let mut tx = Sender::new(link);
     let result = match await_flip(&node, &m, &mut tx, Instant::now()).await {
         Handoff::Aborted(why) => Err(MigrationError::Aborted(why)),
         Handoff::Flipped => finish_flip(&node, &m, &mut tx).await,
@@ -877,13 +1036,7 @@ async fn finish_flip(node: &Node, m: &Outgoing, tx: &mut Sender) -> Result<(), M
 
 async fn drive(node: &Rc<Node>, m: &Outgoing) -> Result<(), MigrationError> {
     let link = Link::open(node, &m.target).await?;
-    let mut tx = Sender {
-        link,
-        seq: 0,
-        buf: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
-        tokens: 0.0,
-        refilled: Instant::now(),
-    };
+    let mut tx = Sender::new(link);
     let ranges = format_ranges(&m.ranges);
     tx.link
         .call(&[
@@ -918,4 +1071,37 @@ pub fn cancel(m: &Outgoing, force: bool) {
     }
     m.cancel.set(Some(force));
     m.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `total` bytes in `batch`-byte pieces through the bucket on a
+    /// simulated clock whose sleeps overshoot; returns the seconds it took.
+    fn simulate(limit: u64, batch: usize, total: usize) -> f64 {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut b = Bucket::new(now);
+        let mut sent = 0;
+        while sent < total {
+            match b.take(limit, batch, batch, now) {
+                None => sent += batch,
+                // tokio's timer wakes on whole milliseconds, late.
+                Some(wait) => now += Duration::from_millis(wait.as_millis() as u64 + 1),
+            }
+        }
+        now.duration_since(t0).as_secs_f64()
+    }
+
+    #[test]
+    fn the_bucket_holds_high_and_low_limits() {
+        // 100 MB/s in 32 KiB batches: faster than one batch per sleep.
+        let secs = simulate(100_000_000, BATCH_BYTES, 100_000_000);
+        assert!((0.95..1.05).contains(&secs), "100 MB took {secs} s");
+        let secs = simulate(300_000_000, BATCH_BYTES, 300_000_000);
+        assert!((0.95..1.05).contains(&secs), "300 MB took {secs} s");
+        let secs = simulate(200_000, 20_000, 1_000_000);
+        assert!((4.8..5.1).contains(&secs), "1 MB at 200 kB/s took {secs} s");
+    }
 }

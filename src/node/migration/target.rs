@@ -11,7 +11,7 @@
 //! | command | effect | reply |
 //! |---|---|---|
 //! | `TMIGRATE START id source ranges` | new import, empty staging | `+OK` once logged |
-//! | `TMIGRATE APPLY id seq payload` | payload = RESP write commands for the slots, applied to staging | `+OK`; any failure aborts the import |
+//! | `TMIGRATE APPLY id seq payload` | payload = RESP write commands for the slots, applied to staging in `seq` order | `+OK` (a `seq` already applied: answered from the last chunk's record); `-OUTOFORDER` for a `seq` ahead (nothing applied); any other failure aborts the import |
 //! | `TMIGRATE SEAL id seq` | everything up to `seq` received (sent again: answered from the first seal's record) | `+OK` once durable by the shard's rule |
 //! | `TMIGRATE ABORT id` | drop the staging | `+OK`, or `-COMMITTED` if it already flipped |
 //! | `TMIGRATE FINISH id` | is the commit durable? | `+OK` once durable by the shard's rule, `-NOTYET`, `-ABORTED` |
@@ -271,16 +271,20 @@ fn importing<'a>(incoming: &'a mut [Incoming], id: &str) -> Result<&'a mut Incom
 fn apply(node: &Node, id: &str, seq: u64, payload: &[u8]) -> Result<u64, String> {
     let mut incoming = node.migrations.incoming.borrow_mut();
     let imp = importing(&mut incoming, id)?;
-    if seq + 1 == imp.next_seq && imp.last_apply_lsn > 0 {
-        // Applied and logged already: the reply waits for that record.
+    if seq < imp.next_seq && imp.last_apply_lsn > 0 {
+        // Applied and logged already (a resend after a refused reply): the
+        // reply waits for the last chunk's record, which covers this one.
         imp.last_activity = Instant::now();
         return Ok(imp.last_apply_lsn);
     }
     if seq != imp.next_seq {
-        let why = format!("expected chunk {} but got {seq}", imp.next_seq);
-        drop(incoming);
-        abort(node, id, &why, true);
-        return Err(format!("ERR migration {id} aborted: {why}"));
+        // A chunk sent behind one that was refused unapplied (the source
+        // keeps two on the wire): nothing is applied, so nothing is
+        // missing; the source resends from the one expected.
+        return Err(format!(
+            "OUTOFORDER migration {id} expects chunk {} (got {seq})",
+            imp.next_seq
+        ));
     }
     imp.last_activity = Instant::now();
     let max = node.memory.maxmemory.get();
