@@ -914,6 +914,101 @@ fn a_seal_refused_with_noquorum_is_resent_until_the_target_replica_is_back() {
     );
 }
 
+/// Chunks reach the target while its shard cannot meet its rule: the
+/// source has several on the link, the target refuses the first (its
+/// lease ran out) and every one behind it, nothing applied; the source
+/// reads all their replies, then sends them again in order, one at a time,
+/// until the replica is back, and the import completes whole.
+#[test]
+fn chunks_on_the_link_refused_by_a_target_without_quorum_are_resent_in_order() {
+    let mut c = Cluster::start(true);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    for shard in 0..2 {
+        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
+    }
+    preload(&c.nodes[0], 0, 99, "w");
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = load(ports(&c), c.nodes[0].port, stop.clone());
+    // The first chunk, and whatever follows it, waits in the proxy.
+    let proxy = Proxy::start(c.nodes[2].port);
+    proxy.hold_at(b"$5\r\nAPPLY\r\n");
+    start_via(
+        &c,
+        0,
+        2,
+        proxy.port,
+        "wq",
+        json!({"writePauseTimeoutMs": 600_000}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy.holding() {
+        assert!(Instant::now() < deadline, "no chunk was sent");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The source fills its window behind the held chunk.
+    thread::sleep(Duration::from_millis(300));
+    c.nodes[3].kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tc = conn(&c.nodes[2]);
+    loop {
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(key_in("lease:", 9000, 9100))
+            .arg(1)
+            .query(&mut tc);
+        match r {
+            Err(e) if e.to_string().contains("NOQUORUM") => break,
+            _ => {
+                assert!(Instant::now() < deadline, "the target kept its lease");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    proxy.release();
+    thread::sleep(Duration::from_millis(1_500));
+    let imp = mig(&c.nodes[2], "incoming", "wq");
+    assert_eq!(imp["phase"], "importing", "{imp:#}");
+    assert_eq!(
+        imp["bytesReceived"], 0,
+        "nothing applied without quorum: {imp:#}"
+    );
+    assert_eq!(mig(&c.nodes[0], "outgoing", "wq")["phase"], "snapshot");
+    c.nodes[3].restart();
+    let st = c.push_to(&[3], &t1);
+    assert_eq!(st[0].0, 200, "{}", st[0].1);
+    let m = wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "wq",
+        &["handoff-ready"],
+        Duration::from_secs(30),
+    );
+    assert!(m["lastError"].is_null(), "{m:#}");
+    let frozen = digest(&c.nodes[0], 0, 99);
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    let st = c.push_to(&[2], &t2);
+    assert_eq!(st[0].0, 200, "flip: {}", st[0].1);
+    assert_eq!(digest(&c.nodes[2], 0, 99), frozen);
+    for (s, b) in c.push_to(&[3, 0, 1], &t2) {
+        assert_eq!(s, 200, "flip: {b}");
+    }
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "wq",
+        &["done"],
+        Duration::from_secs(30),
+    );
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let rec = w.join().expect("load");
+    let n = check_load(&ports(&c), &rec);
+    eprintln!(
+        "chunks refused without quorum: {n} acknowledged pushes, all kept ({} refused)",
+        rec.errors.len()
+    );
+}
+
 /// `TMIGRATE` by hand: a seal sent again for the same chunk is answered
 /// `+OK` (from the first seal's record), not refused; a seal for another
 /// chunk is refused.
@@ -952,4 +1047,53 @@ fn a_repeated_seal_is_answered_from_the_first_one() {
         (imp["phase"].as_str(), imp["stagedKeys"].as_u64()),
         (Some("sealed"), Some(1))
     );
+}
+
+/// `TMIGRATE APPLY` by hand: a chunk ahead of the expected one is refused
+/// unapplied with `OUTOFORDER` (the import lives on), and a chunk sent
+/// again is answered without being applied twice.
+#[test]
+fn a_chunk_ahead_is_refused_unapplied_and_a_chunk_sent_again_is_not_applied_twice() {
+    let c = Cluster::start(false);
+    c.push(&c.topology(1, &[(0, 8191)], &[(8192, 16383)]));
+    let mut t = conn(&c.nodes[1]);
+    let call = |t: &mut redis::Connection, args: &[&str]| -> redis::RedisResult<String> {
+        let mut cmd = redis::cmd("TMIGRATE");
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd.query(t)
+    };
+    let key = key_in("ahead:", 0, 99);
+    let push = |v: &str| {
+        format!(
+            "*3\r\n$5\r\nRPUSH\r\n${}\r\n{key}\r\n${}\r\n{v}\r\n",
+            key.len(),
+            v.len()
+        )
+    };
+    let src = node_id(0);
+    assert_eq!(
+        call(&mut t, &["START", "h2", &src, "0-99"]).expect("start"),
+        "OK"
+    );
+    let e = call(&mut t, &["APPLY", "h2", "1", &push("b")]).expect_err("chunk 1 before chunk 0");
+    assert!(e.to_string().contains("OUTOFORDER"), "{e}");
+    assert_eq!(mig(&c.nodes[1], "incoming", "h2")["phase"], "importing");
+    for (seq, v) in [("0", "a"), ("0", "a"), ("1", "b"), ("0", "a"), ("1", "b")] {
+        assert_eq!(
+            call(&mut t, &["APPLY", "h2", seq, &push(v)]).expect("apply"),
+            "OK",
+            "chunk {seq}"
+        );
+    }
+    assert_eq!(call(&mut t, &["SEAL", "h2", "2"]).expect("seal"), "OK");
+    c.push(&c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]));
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut t)
+        .expect("lrange");
+    assert_eq!(list, ["a", "b"], "each chunk applied once, in order");
 }
