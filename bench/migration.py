@@ -20,7 +20,7 @@
    back afterwards (acked_lost).
 Each move starts once neither system runs background persistence (a
 Tessera snapshot, a Redis AOF rewrite) that the load or the previous move
-started. Times are wall times of the whole move (Tessera: start to done,
+started, and after a sync(2) (no writeback of earlier writes meanwhile). Times are wall times of the whole move (Tessera: start to done,
 the flip included). moved_mb_s = key+value bytes of the moved half / Tessera's idle
 time. write_pause_ms_max is the longest write pause Tessera reported.
 The last line is `RESULT key=value ...`. The binary: $TESSERA_BIN, default
@@ -187,11 +187,14 @@ def http(port, method, path, body=None):
 
 def settle(ports, timeout=120):
     """Waits until no server runs background persistence the load started
-    (a Tessera snapshot, Redis' AOF rewrite or RDB save), so a move is not
-    timed against it: checked twice, a second and a half apart (a snapshot
-    may follow another)."""
+    (a Tessera snapshot, Redis' AOF rewrite or RDB save) and the page cache
+    holds no unwritten data, so a move is not timed against either: checked
+    twice, a second and a half apart (a snapshot may follow another)."""
     busy = ("rdb_bgsave_in_progress:1", "aof_rewrite_in_progress:1")
     end = time.time() + timeout
+    # Dirty pages of earlier loads (both systems' logs) reach the disk
+    # first, so neither move shares the disk with the other's writeback.
+    os.sync()
     quiet = 0
     while quiet < 2 and time.time() < end:
         infos = [Conn(p).call("INFO", "persistence") for p in ports]

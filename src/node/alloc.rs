@@ -114,21 +114,6 @@ pub fn default_maxmemory() -> u64 {
     cgroup_memory_limit().map_or(0, |limit| limit / 4 * 3)
 }
 
-/// Turns transparent huge pages off for this process, as Redis does by
-/// default (`disable-thp yes`). Where THP is on (or mimalloc asks for it
-/// with `madvise`), the first write to fresh memory faults in and zeroes
-/// 2 MiB at once: on a VM that held the event loop for milliseconds every
-/// ~2000 new 1 KiB values (a slot migration's target, a bulk load), and a
-/// huge page stays resident while any of its 512 small pages is in use.
-pub fn disable_transparent_huge_pages() {
-    // SAFETY: prctl with integer arguments only; it changes a flag of
-    // this process and reads no memory.
-    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "transparent huge pages stay as the system sets them");
-    }
-}
-
 #[cfg(not(feature = "jemalloc"))]
 extern "C" {
     /// mimalloc's `mi_collect` (in the library `mimalloc` links).

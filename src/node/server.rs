@@ -42,7 +42,6 @@ pub async fn serve(
     cfg: NodeConfig,
     bound: Option<oneshot::Sender<Bound>>,
 ) -> Result<(), NodeError> {
-    alloc::disable_transparent_huge_pages();
     if cfg.persistence {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| NodeError::DataDir {
             path: cfg.data_dir.clone(),

@@ -458,12 +458,30 @@ impl Store {
     }
 
     pub fn get(&mut self, slot: u16, key: &[u8]) -> Option<&Entry> {
-        self.expire_if_needed(slot, key);
+        // One probe finds the entry, judges its deadline and records the
+        // access; only an expired key is looked up again (to delete it).
+        let i = self.live_position(slot, key)?;
         let (now, rnd) = self.access_clock();
-        // One probe finds the entry and records the access.
-        let (k, e) = self.slots[slot as usize].map.get_key_value(key)?;
+        let (k, e) = self.slots[slot as usize].map.at(i)?;
         k.set_clock(super::evict::touched(k.clock(), now, rnd));
         Some(e)
+    }
+
+    /// Where `key` is in its slot's table, deleting it (and queueing its
+    /// DEL) if it has expired.
+    fn live_position(&mut self, slot: u16, key: &[u8]) -> Option<usize> {
+        let i = self.slots[slot as usize].map.position(key)?;
+        let expired = self.slots[slot as usize]
+            .map
+            .at(i)
+            .is_some_and(|(_, e)| self.is_expired(e));
+        if expired {
+            self.remove(slot, key);
+            self.expired.push((slot, Key::from(key)));
+            self.expired_total += 1;
+            return None;
+        }
+        Some(i)
     }
 
     /// The entry at `key` as stored, expired or not, without touching it:
@@ -482,10 +500,10 @@ impl Store {
     }
 
     pub fn get_mut(&mut self, slot: u16, key: &[u8]) -> Option<&mut Entry> {
-        self.expire_if_needed(slot, key);
+        let found = self.live_position(slot, key);
         self.touch(slot);
         let (now, rnd) = self.access_clock();
-        let (k, e) = self.slots[slot as usize].map.get_key_value_mut(key)?;
+        let (k, e) = self.slots[slot as usize].map.at_mut(found?)?;
         k.set_clock(super::evict::touched(k.clock(), now, rnd));
         Some(e)
     }

@@ -50,7 +50,8 @@ impl SlotMap {
         self.pairs.is_empty()
     }
 
-    fn position(&self, key: &[u8]) -> Option<usize> {
+    /// Where `key` is (0..len), valid until the next insert or removal.
+    pub fn position(&self, key: &[u8]) -> Option<usize> {
         let pairs = &self.pairs;
         self.index
             .find(hash(key), |&i| pairs[i as usize].0.as_bytes() == key)
@@ -77,9 +78,12 @@ impl SlotMap {
     pub fn contains_key(&self, key: &[u8]) -> bool {
         self.position(key).is_some()
     }
-    /// The pair at a position (0..len), for sampling.
+    /// The pair at a position (0..len).
     pub fn at(&self, i: usize) -> Option<(&Key, &Entry)> {
         self.pairs.get(i).map(|(k, e)| (k, e))
+    }
+    pub fn at_mut(&mut self, i: usize) -> Option<(&Key, &mut Entry)> {
+        self.pairs.get_mut(i).map(|(k, e)| (&*k, e))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Entry)> + Clone {

@@ -97,14 +97,24 @@ fn as_int(s: f64) -> Option<i64> {
     (i as f64 == s && s.fract() == 0.0).then_some(i)
 }
 
+/// A fractional score a 4-byte float holds exactly (halves, quarters,
+/// most short binary fractions: 1.5, 0.25, 1e10 + 0.5 does not).
+fn as_f32(s: f64) -> Option<f32> {
+    let f = s as f32;
+    (f as f64 == s).then_some(f)
+}
+
 /// Bytes a score takes packed: a tag byte, then the integer's 1, 2, 4 or
-/// 8 bytes (the tag says which), or (tag 0) the double's 8.
+/// 8 bytes (the tag says which), (tag 3) an exact 4-byte float, or (tag 0)
+/// the double's 8.
 fn score_size(s: f64) -> usize {
     1 + match as_int(s) {
         Some(i) if i8::try_from(i).is_ok() => 1,
         Some(i) if i16::try_from(i).is_ok() => 2,
         Some(i) if i32::try_from(i).is_ok() => 4,
-        _ => 8,
+        Some(_) => 8,
+        None if as_f32(s).is_some() => 4,
+        None => 8,
     }
 }
 
@@ -123,10 +133,16 @@ fn put_score(b: &mut listpack::Builder, s: f64) {
             b.raw(&[8]);
             b.raw(&i.to_le_bytes());
         }
-        None => {
-            b.raw(&[0]);
-            b.raw(&s.to_le_bytes());
-        }
+        None => match as_f32(s) {
+            Some(f) => {
+                b.raw(&[3]);
+                b.raw(&f.to_le_bytes());
+            }
+            None => {
+                b.raw(&[0]);
+                b.raw(&s.to_le_bytes());
+            }
+        },
     }
 }
 
@@ -135,6 +151,7 @@ fn read_score(it: &mut Elems<'_>) -> Option<f64> {
     Some(match tag {
         1 => i8::from_le_bytes(it.fixed::<1>()?) as f64,
         2 => i16::from_le_bytes(it.fixed::<2>()?) as f64,
+        3 => f32::from_le_bytes(it.fixed::<4>()?) as f64,
         4 => i32::from_le_bytes(it.fixed::<4>()?) as f64,
         8 => i64::from_le_bytes(it.fixed::<8>()?) as f64,
         _ => f64::from_le_bytes(it.fixed::<8>()?),
@@ -436,6 +453,8 @@ mod tests {
             -9.223372036854776e18,
             1.5,
             -0.1,
+            -2.25,
+            3.4e38,
             f64::INFINITY,
             f64::NEG_INFINITY,
             f64::MIN_POSITIVE,
@@ -457,9 +476,11 @@ mod tests {
         let mut want = scores.to_vec();
         want.sort_by(f64::total_cmp);
         assert_eq!(got, want);
-        // A small integer takes two bytes, a fraction nine.
+        // A small integer takes two bytes, a fraction a 4-byte float holds
+        // five, any other nine.
         assert_eq!(score_size(3.0), 2);
-        assert_eq!(score_size(1.5), 9);
+        assert_eq!(score_size(1.5), 5);
+        assert_eq!(score_size(0.1), 9);
     }
 
     #[test]
