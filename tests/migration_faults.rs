@@ -820,6 +820,62 @@ fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with
     );
 }
 
+/// The target shard (nodes 2 and 3) loses its primary's lease: its replica
+/// is killed and the primary refuses writes with `NOQUORUM`.
+fn lose_target_lease(c: &mut Cluster) {
+    c.nodes[3].kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut tc = conn(&c.nodes[2]);
+    loop {
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(key_in("lease:", 9000, 9100))
+            .arg(1)
+            .query(&mut tc);
+        match r {
+            Err(e) if e.to_string().contains("NOQUORUM") => return,
+            _ => {
+                assert!(Instant::now() < deadline, "the target kept its lease");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Flips slots 0-99 to shard b (its primary first), checks it holds the
+/// source's frozen copy, waits for the source to finish, and checks that
+/// every write the load got acknowledged is readable.
+fn flip_0_99_and_finish(
+    c: &Cluster,
+    id: &str,
+    frozen: &str,
+    stop: Arc<AtomicBool>,
+    w: thread::JoinHandle<Record>,
+    what: &str,
+) {
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    let st = c.push_to(&[2], &t2);
+    assert_eq!(st[0].0, 200, "flip: {}", st[0].1);
+    assert_eq!(digest(&c.nodes[2], 0, 99), frozen);
+    for (s, b) in c.push_to(&[3, 0, 1], &t2) {
+        assert_eq!(s, 200, "flip: {b}");
+    }
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        id,
+        &["done"],
+        Duration::from_secs(30),
+    );
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let rec = w.join().expect("load");
+    let n = check_load(&ports(c), &rec);
+    eprintln!(
+        "{what}: {n} acknowledged pushes, all kept ({} refused)",
+        rec.errors.len()
+    );
+}
+
 /// The seal reaches the target while its shard cannot meet its rule (the
 /// target's replica is away and the primary's lease has run out): the
 /// target answers `NOQUORUM` and the source sends the seal again until the
@@ -853,22 +909,7 @@ fn a_seal_refused_with_noquorum_is_resent_until_the_target_replica_is_back() {
         thread::sleep(Duration::from_millis(10));
     }
     // The target's replica goes away; the target's lease runs out.
-    c.nodes[3].kill9();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut tc = conn(&c.nodes[2]);
-    loop {
-        let r: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(key_in("lease:", 9000, 9100))
-            .arg(1)
-            .query(&mut tc);
-        match r {
-            Err(e) if e.to_string().contains("NOQUORUM") => break,
-            _ => {
-                assert!(Instant::now() < deadline, "the target kept its lease");
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
+    lose_target_lease(&mut c);
     // The seal arrives now and is refused; the source resends it.
     proxy.release();
     thread::sleep(Duration::from_millis(1_500));
@@ -890,28 +931,7 @@ fn a_seal_refused_with_noquorum_is_resent_until_the_target_replica_is_back() {
     wait_replica_caught_up(&c.nodes[2], &c.nodes[3]);
     assert_eq!(mig(&c.nodes[3], "incoming", "sq")["phase"], "sealed");
     // The target first: clients reach it only after the source's flip.
-    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
-    let st = c.push_to(&[2], &t2);
-    assert_eq!(st[0].0, 200, "flip: {}", st[0].1);
-    assert_eq!(digest(&c.nodes[2], 0, 99), frozen);
-    for (s, b) in c.push_to(&[3, 0, 1], &t2) {
-        assert_eq!(s, 200, "flip: {b}");
-    }
-    wait_phase(
-        &c.nodes[0],
-        "outgoing",
-        "sq",
-        &["done"],
-        Duration::from_secs(30),
-    );
-    thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let rec = w.join().expect("load");
-    let n = check_load(&ports(&c), &rec);
-    eprintln!(
-        "seal refused with NOQUORUM: {n} acknowledged pushes, all kept ({} refused)",
-        rec.errors.len()
-    );
+    flip_0_99_and_finish(&c, "sq", &frozen, stop, w, "seal refused with NOQUORUM");
 }
 
 /// Chunks reach the target while its shard cannot meet its rule: the
@@ -948,22 +968,7 @@ fn chunks_on_the_link_refused_by_a_target_without_quorum_are_resent_in_order() {
     }
     // The source fills its window behind the held chunk.
     thread::sleep(Duration::from_millis(300));
-    c.nodes[3].kill9();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut tc = conn(&c.nodes[2]);
-    loop {
-        let r: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(key_in("lease:", 9000, 9100))
-            .arg(1)
-            .query(&mut tc);
-        match r {
-            Err(e) if e.to_string().contains("NOQUORUM") => break,
-            _ => {
-                assert!(Instant::now() < deadline, "the target kept its lease");
-                thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
+    lose_target_lease(&mut c);
     proxy.release();
     thread::sleep(Duration::from_millis(1_500));
     let imp = mig(&c.nodes[2], "incoming", "wq");
@@ -985,28 +990,7 @@ fn chunks_on_the_link_refused_by_a_target_without_quorum_are_resent_in_order() {
     );
     assert!(m["lastError"].is_null(), "{m:#}");
     let frozen = digest(&c.nodes[0], 0, 99);
-    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
-    let st = c.push_to(&[2], &t2);
-    assert_eq!(st[0].0, 200, "flip: {}", st[0].1);
-    assert_eq!(digest(&c.nodes[2], 0, 99), frozen);
-    for (s, b) in c.push_to(&[3, 0, 1], &t2) {
-        assert_eq!(s, 200, "flip: {b}");
-    }
-    wait_phase(
-        &c.nodes[0],
-        "outgoing",
-        "wq",
-        &["done"],
-        Duration::from_secs(30),
-    );
-    thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    let rec = w.join().expect("load");
-    let n = check_load(&ports(&c), &rec);
-    eprintln!(
-        "chunks refused without quorum: {n} acknowledged pushes, all kept ({} refused)",
-        rec.errors.len()
-    );
+    flip_0_99_and_finish(&c, "wq", &frozen, stop, w, "chunks refused without quorum");
 }
 
 /// `TMIGRATE` by hand: a seal sent again for the same chunk is answered

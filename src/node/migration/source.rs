@@ -293,6 +293,17 @@ fn resendable(reply: &str) -> bool {
     reply.starts_with("NOQUORUM") || reply.starts_with("NOREPLICAS")
 }
 
+/// The `TMIGRATE APPLY` of one chunk.
+fn apply<'a>(id: &'a str, seq: &'a str, payload: &'a [u8]) -> [&'a [u8]; 5] {
+    [
+        b"TMIGRATE",
+        b"APPLY",
+        id.as_bytes(),
+        seq.as_bytes(),
+        payload,
+    ]
+}
+
 /// Sends batches, paced by the (changeable) bytes/s limit, up to
 /// [`WINDOW`] of them unacknowledged.
 struct Sender {
@@ -338,15 +349,7 @@ impl Sender {
         self.pace(m, self.buf.len()).await;
         let seq = self.seq.to_string();
         let payload = std::mem::take(&mut self.buf);
-        self.link
-            .send(&[
-                b"TMIGRATE",
-                b"APPLY",
-                m.id.as_bytes(),
-                seq.as_bytes(),
-                &payload,
-            ])
-            .await?;
+        self.link.send(&apply(&m.id, &seq, &payload)).await?;
         self.inflight.push_back((self.seq, payload));
         self.seq += 1;
         self.buf = self
@@ -409,17 +412,8 @@ impl Sender {
         for (i, (seq, payload)) in chunks.into_iter().enumerate() {
             if i >= from {
                 let seq = seq.to_string();
-                self.call_resending(
-                    m,
-                    &[
-                        b"TMIGRATE",
-                        b"APPLY",
-                        m.id.as_bytes(),
-                        seq.as_bytes(),
-                        &payload,
-                    ],
-                )
-                .await?;
+                self.call_resending(m, &apply(&m.id, &seq, &payload))
+                    .await?;
             }
             self.acknowledged(node, m, payload);
         }
