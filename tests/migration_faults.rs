@@ -820,6 +820,51 @@ fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with
     );
 }
 
+/// Two replicated shards under a write load; migration `id` of slots 0-99
+/// (preloaded with `tag`) from shard a to shard b starts through a proxy
+/// that holds the link from the first `pattern` on. Returns once it holds.
+fn held_at_the_target(
+    tag: &str,
+    id: &str,
+    pattern: &[u8],
+) -> (
+    Cluster,
+    Value,
+    Proxy,
+    Arc<AtomicBool>,
+    thread::JoinHandle<Record>,
+) {
+    let c = Cluster::start(true);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    for shard in 0..2 {
+        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
+    }
+    preload(&c.nodes[0], 0, 99, tag);
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = load(ports(&c), c.nodes[0].port, stop.clone());
+    let proxy = Proxy::start(c.nodes[2].port);
+    proxy.hold_at(pattern);
+    start_via(
+        &c,
+        0,
+        2,
+        proxy.port,
+        id,
+        json!({"writePauseTimeoutMs": 600_000}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy.holding() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing reached the proxy's hold"
+        );
+        assert_ne!(mig(&c.nodes[0], "outgoing", id)["phase"], "aborted");
+        thread::sleep(Duration::from_millis(10));
+    }
+    (c, t1, proxy, stop, w)
+}
+
 /// The target shard (nodes 2 and 3) loses its primary's lease: its replica
 /// is killed and the primary refuses writes with `NOQUORUM`.
 fn lose_target_lease(c: &mut Cluster) {
@@ -882,32 +927,8 @@ fn flip_0_99_and_finish(
 /// replica is back, within the pause, instead of aborting.
 #[test]
 fn a_seal_refused_with_noquorum_is_resent_until_the_target_replica_is_back() {
-    let mut c = Cluster::start(true);
-    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
-    c.push(&t1);
-    for shard in 0..2 {
-        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
-    }
-    preload(&c.nodes[0], 0, 99, "q");
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = load(ports(&c), c.nodes[0].port, stop.clone());
     // The source reaches the target through a proxy that holds the seal.
-    let proxy = Proxy::start(c.nodes[2].port);
-    proxy.hold_at(b"$4\r\nSEAL\r\n");
-    start_via(
-        &c,
-        0,
-        2,
-        proxy.port,
-        "sq",
-        json!({"writePauseTimeoutMs": 600_000}),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !proxy.holding() {
-        assert!(Instant::now() < deadline, "no seal was sent");
-        assert_ne!(mig(&c.nodes[0], "outgoing", "sq")["phase"], "aborted");
-        thread::sleep(Duration::from_millis(10));
-    }
+    let (mut c, t1, proxy, stop, w) = held_at_the_target("q", "sq", b"$4\r\nSEAL\r\n");
     // The target's replica goes away; the target's lease runs out.
     lose_target_lease(&mut c);
     // The seal arrives now and is refused; the source resends it.
@@ -941,31 +962,8 @@ fn a_seal_refused_with_noquorum_is_resent_until_the_target_replica_is_back() {
 /// until the replica is back, and the import completes whole.
 #[test]
 fn chunks_on_the_link_refused_by_a_target_without_quorum_are_resent_in_order() {
-    let mut c = Cluster::start(true);
-    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
-    c.push(&t1);
-    for shard in 0..2 {
-        wait_replica_caught_up(&c.nodes[shard * 2], &c.nodes[shard * 2 + 1]);
-    }
-    preload(&c.nodes[0], 0, 99, "w");
-    let stop = Arc::new(AtomicBool::new(false));
-    let w = load(ports(&c), c.nodes[0].port, stop.clone());
     // The first chunk, and whatever follows it, waits in the proxy.
-    let proxy = Proxy::start(c.nodes[2].port);
-    proxy.hold_at(b"$5\r\nAPPLY\r\n");
-    start_via(
-        &c,
-        0,
-        2,
-        proxy.port,
-        "wq",
-        json!({"writePauseTimeoutMs": 600_000}),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !proxy.holding() {
-        assert!(Instant::now() < deadline, "no chunk was sent");
-        thread::sleep(Duration::from_millis(10));
-    }
+    let (mut c, t1, proxy, stop, w) = held_at_the_target("w", "wq", b"$5\r\nAPPLY\r\n");
     // The source fills its window behind the held chunk.
     thread::sleep(Duration::from_millis(300));
     lose_target_lease(&mut c);
