@@ -933,3 +933,93 @@ fn flushall_on_the_source_fails_the_migration() {
         .expect("DBSIZE");
     assert_eq!(n, 0);
 }
+
+/// `THP_enabled` of the node's process: 0 while it has asked the kernel
+/// for small pages only (prctl PR_SET_THP_DISABLE).
+fn thp_enabled(n: &common::TestNode) -> String {
+    let pid = n.pid().expect("the node runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("THP_enabled in /proc/<pid>/status")
+        .trim()
+        .to_string()
+}
+
+/// Waits until the target has staged data of import `id`.
+fn wait_staging(n: &common::TestNode, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // 404 until the source's START reached the target.
+    let staged = || {
+        let (s, b) = http_get(n.admin_port, &format!("/v1/migrations/{id}")).expect("admin");
+        let v: Value = serde_json::from_str(&b).unwrap_or(Value::Null);
+        s == 200 && v["incoming"][0]["stagedKeys"].as_u64().unwrap_or(0) > 0
+    };
+    while !staged() {
+        assert!(Instant::now() < deadline, "{id}: nothing staged");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_target_stages_in_small_pages_and_asks_for_huge_pages_again_after_an_abort_and_a_commit() {
+    let c = Cluster::start(false);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    preload(&c.nodes[0], 0, 99, "pages");
+    let dst = &c.nodes[1];
+    assert_eq!(thp_enabled(dst), "1", "before any import");
+
+    start_0_99(&c, 0, 1, "pages-abort", json!({"maxBytesPerSec": 4096}));
+    wait_staging(dst, "pages-abort");
+    assert_eq!(thp_enabled(dst), "0", "while staging");
+    let (s, b) = post(&c.nodes[0], "/v1/migrations/pages-abort/cancel", json!({}));
+    assert_eq!(s, 202, "{b}");
+    wait_phase(
+        dst,
+        "incoming",
+        "pages-abort",
+        &["aborted"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(thp_enabled(dst), "1", "after the abort dropped the staging");
+
+    start_0_99(&c, 0, 1, "pages-commit", json!({"maxBytesPerSec": 4096}));
+    wait_staging(dst, "pages-commit");
+    assert_eq!(thp_enabled(dst), "0", "while staging");
+    let (s, b) = http(
+        c.nodes[0].admin_port,
+        "PATCH",
+        "/v1/migrations/pages-commit",
+        &json!({"maxBytesPerSec": 0}).to_string(),
+    )
+    .expect("patch");
+    assert_eq!(s, 200, "patch: {b}");
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "pages-commit",
+        &["handoff-ready"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(thp_enabled(dst), "0", "sealed, still staging");
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    c.push_to(&[1], &t2);
+    wait_phase(
+        dst,
+        "incoming",
+        "pages-commit",
+        &["committed"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(thp_enabled(dst), "1", "after the commit");
+    c.push_to(&[0], &t2);
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "pages-commit",
+        &["done"],
+        Duration::from_secs(30),
+    );
+}

@@ -114,6 +114,30 @@ pub fn default_maxmemory() -> u64 {
     cgroup_memory_limit().map_or(0, |limit| limit / 4 * 3)
 }
 
+/// Whether this process is asking the kernel for small pages only.
+static SMALL_PAGES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns transparent huge pages off (`true`) or back to what the system
+/// and the allocator ask for (`false`) for memory faulted in from now on.
+/// A slot import's target asks for small pages while it stages data: the
+/// allocator advises huge pages for its segments, and where a hypervisor
+/// backs guest memory lazily, faulting in one huge page took ~5 ms on the
+/// event loop (2 MiB zeroed against host faults), so staging 500 MB took
+/// twice as long as with small pages (docs/benchmarks.md). Pages already
+/// resident stay as they are; elsewhere huge pages stay on, where they
+/// save TLB misses on every read.
+pub fn small_pages(on: bool) {
+    if SMALL_PAGES.swap(on, Ordering::Relaxed) == on {
+        return;
+    }
+    // SAFETY: prctl with integer arguments only; it sets a flag of this
+    // process that the kernel checks at each page fault.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, on as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "transparent huge pages stay as the system sets them");
+    }
+}
+
 #[cfg(not(feature = "jemalloc"))]
 extern "C" {
     /// mimalloc's `mi_collect` (in the library `mimalloc` links).

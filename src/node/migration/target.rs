@@ -205,6 +205,7 @@ fn apply_payload(node: &Node, imp: &mut Incoming, payload: &[u8]) -> Result<u64,
     let Some(staging) = imp.staging.as_mut() else {
         return Err("the import holds no staging".into());
     };
+    crate::node::alloc::small_pages(true);
     staging.now_ms = now_ms();
     let mut conn = node.new_conn("slot-migration".into());
     conn.authenticated = true;
@@ -367,6 +368,14 @@ fn abort_live(node: &Node, id: &str) -> Result<u64, String> {
     }
 }
 
+/// Back to huge pages once no import stages data (see
+/// [`crate::node::alloc::small_pages`]).
+fn pages_after_staging(incoming: &[Incoming]) {
+    if !incoming.iter().any(|m| m.holds_staging()) {
+        crate::node::alloc::small_pages(false);
+    }
+}
+
 /// Drops an import's staging; on the primary (`log`) also logs it.
 pub fn abort(node: &Node, id: &str, why: &str, log_it: bool) -> u64 {
     let mut incoming = node.migrations.incoming.borrow_mut();
@@ -380,6 +389,7 @@ pub fn abort(node: &Node, id: &str, why: &str, log_it: bool) -> u64 {
     imp.finished_ms = now_ms();
     imp.last_error = Some(why.to_string());
     let dropped = imp.staging.take().map_or(0, |s| s.len());
+    pages_after_staging(&incoming);
     let t = &node.migrations.totals.aborted;
     t.set(t.get() + 1);
     tracing::warn!(migration = %id, reason = %why, dropped_keys = dropped, "slot import aborted; staging dropped");
@@ -446,6 +456,7 @@ pub fn commit_owned(node: &Node) {
         imp.commit_lsn = log(node, &[RECORD, b"COMMIT", imp.id.as_bytes()]);
         tracing::info!(migration = %imp.id, keys, lsn = imp.commit_lsn, epoch = map.topology.epoch, "slot import committed: the slots are this shard's");
     }
+    pages_after_staging(&incoming);
 }
 
 /// Applies a logged `TMIGRATE` record (a replica's stream, or recovery).
@@ -524,6 +535,7 @@ pub fn apply_record(node: &Node, lsn: u64, args: &[&[u8]]) {
                     let keys = merge(node, imp);
                     imp.commit_lsn = lsn;
                     tracing::info!(migration = %id, keys, lsn, "slot import committed (from the log)");
+                    pages_after_staging(&incoming);
                     Ok(())
                 }
                 None => Err("commit of an import this log does not hold".into()),
@@ -606,4 +618,5 @@ pub fn discard_all(node: &Node) {
         }
         m.staging = None;
     }
+    crate::node::alloc::small_pages(false);
 }
