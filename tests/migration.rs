@@ -1023,3 +1023,65 @@ fn a_target_stages_in_small_pages_and_asks_for_huge_pages_again_after_an_abort_a
         Duration::from_secs(30),
     );
 }
+
+/// INFO's `snapshot_keys`: keys in the node's last snapshot (0 before any).
+fn snapshot_keys(n: &common::TestNode) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query(&mut conn(n))
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("snapshot_keys:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("snapshot_keys in INFO persistence")
+}
+
+#[test]
+fn a_target_snapshots_the_log_of_an_import_as_soon_as_it_commits() {
+    // A small threshold: the import's log alone is over it.
+    let c = Cluster::start_with(false, &["--snapshot-log-bytes", "262144"]);
+    let t1 = c.topology(1, &[(0, 8191)], &[(8192, 16383)]);
+    c.push(&t1);
+    let keys = preload(&c.nodes[0], 0, 99, "snaplog");
+    let dst = &c.nodes[1];
+    start_0_99(&c, 0, 1, "snaplog", json!({"writePauseTimeoutMs": 600_000}));
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "snaplog",
+        &["handoff-ready"],
+        Duration::from_secs(60),
+    );
+    // Sealed and still staging: no snapshot, while the once-a-second check
+    // finds the import's log over the threshold (more than once).
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(snapshot_keys(dst), 0, "no snapshot while staging");
+    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
+    c.push_to(&[1], &t2);
+    wait_phase(
+        dst,
+        "incoming",
+        "snaplog",
+        &["committed"],
+        Duration::from_secs(10),
+    );
+    c.push_to(&[0], &t2);
+    // The commit adds a few bytes of log only: the snapshot is owed to the
+    // import's log, which the check must not have forgotten meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while snapshot_keys(dst) < keys.len() as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot of the import's log after the commit (snapshot_keys {})",
+            snapshot_keys(dst)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    wait_phase(
+        &c.nodes[0],
+        "outgoing",
+        "snaplog",
+        &["done"],
+        Duration::from_secs(30),
+    );
+}

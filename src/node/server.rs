@@ -269,6 +269,13 @@ async fn snapshot_loop(node: Rc<Node>) {
         if written.saturating_sub(bytes_at_last) < threshold {
             continue;
         }
+        if node.migrations.defer_snapshots() {
+            // Not while an import stages data (or a pause is logged): asked
+            // again every tick, so the log that a big import wrote is
+            // snapshotted (and truncated) as soon as the import ends, not
+            // after another threshold's worth of writes.
+            continue;
+        }
         bytes_at_last = written;
         if let Err(e) = run_snapshot(&node).await {
             error!(error = %e, "snapshot failed");
