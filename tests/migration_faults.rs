@@ -682,11 +682,13 @@ fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with
     let stop = Arc::new(AtomicBool::new(false));
     let w = load(ports(&c), c.nodes[0].port, stop.clone());
     let dst = c.nodes[2].port;
-    let slow = json!({"maxBytesPerSec": 400_000, "writePauseTimeoutMs": 600_000});
+    // Slow enough that import 1 (~700 kB) cannot seal before the replica is
+    // killed (the wait for its log below takes up to a second).
+    let slow = json!({"maxBytesPerSec": 100_000, "writePauseTimeoutMs": 600_000});
 
     // 1. Import 1 (0-49): the target's replica stages part of it and dies;
     // the import completes without it.
-    start_range(&c, 0, 2, dst, (0, 49), "fr1", slow.clone());
+    start_range(&c, 0, 2, dst, (0, 49), "fr1", slow);
     wait_staged(&c.nodes[3], "fr1");
     // Staged in memory is not yet in its log: the restart below rebuilds
     // the staging from the log, so wait until everything it holds is there.
@@ -704,6 +706,14 @@ fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with
         std::thread::sleep(Duration::from_millis(20));
     }
     c.nodes[3].kill9();
+    let (s, b) = common::http(
+        c.nodes[0].admin_port,
+        "PATCH",
+        "/v1/migrations/fr1",
+        &json!({"maxBytesPerSec": 0}).to_string(),
+    )
+    .expect("admin");
+    assert_eq!(s, 200, "{b}");
     wait_phase(
         &c.nodes[0],
         "outgoing",
