@@ -635,22 +635,65 @@ impl Frame {
 
 /// Encodes a command as a RESP array of bulk strings.
 pub fn encode_command<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
+    let mut num = itoa::Buffer::new();
     out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
+    out.extend_from_slice(num.format(args.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
     for a in args {
         let a = a.as_ref();
         out.push(b'$');
-        out.extend_from_slice(a.len().to_string().as_bytes());
+        out.extend_from_slice(num.format(a.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }
 }
 
+/// [`encode_command`] of every argument but the last, then the last one's
+/// length line: what precedes the last argument's bytes (and its closing
+/// CRLF) on the wire, so a big last argument can be written from where it
+/// is rather than copied into the command.
+pub fn encode_command_head<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
+    let Some((last, rest)) = args.split_last() else {
+        return encode_command(args, out);
+    };
+    let mut num = itoa::Buffer::new();
+    out.push(b'*');
+    out.extend_from_slice(num.format(args.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for a in rest {
+        let a = a.as_ref();
+        out.push(b'$');
+        out.extend_from_slice(num.format(a.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.push(b'$');
+    out.extend_from_slice(num.format(last.as_ref().len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_head_then_its_last_argument_and_crlf_is_the_whole_command() {
+        for args in [
+            vec![&b"TMIGRATE"[..], b"APPLY", b"m1", b"7", &[b'x'; 300][..]],
+            vec![&b"PING"[..]],
+            vec![&b"SET"[..], b"k", b""],
+        ] {
+            let mut whole = Vec::new();
+            encode_command(&args, &mut whole);
+            let mut parts = Vec::new();
+            encode_command_head(&args, &mut parts);
+            parts.extend_from_slice(args[args.len() - 1]);
+            parts.extend_from_slice(b"\r\n");
+            assert_eq!(parts, whole);
+        }
+    }
 
     fn words(buf: &[u8]) -> Result<(Vec<Vec<u8>>, Parsed), ProtocolError> {
         let mut args = Vec::new();

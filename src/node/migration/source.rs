@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{encode, format_ranges, Limits, MigrationError, Outgoing, Phase, SlotSet};
-use crate::node::resp::encode_command;
+use crate::node::resp::{encode_command, encode_command_head};
 use crate::node::slots::{NodeAddr, SlotOwner};
 use crate::node::store::{Key, SlotData};
 use crate::node::{now_ms, Node, Role};
@@ -124,6 +124,8 @@ struct Link {
     wr: OwnedWriteHalf,
     addr: String,
     line: String,
+    /// The encoded head of the command being sent.
+    head: Vec<u8>,
     pending: usize,
     /// A send or a read did not complete (timed out, or its future was
     /// dropped): the stream is out of step, so the link is done.
@@ -151,6 +153,7 @@ impl Link {
             wr,
             addr: addr.clone(),
             line: String::new(),
+            head: Vec::with_capacity(256),
             pending: 0,
             broken: false,
         };
@@ -175,10 +178,15 @@ impl Link {
         if self.broken {
             return Err(self.io_error("an earlier call did not complete".into()));
         }
-        let mut buf = Vec::with_capacity(64 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-        encode_command(args, &mut buf);
+        // The last argument (a chunk's payload) goes out from where it is:
+        // only the command's head is encoded.
+        self.head.clear();
+        encode_command_head(args, &mut self.head);
+        let last = args.last().copied().unwrap_or_default();
         self.broken = true;
-        match tokio::time::timeout(CALL_TIMEOUT, self.wr.write_all(&buf)).await {
+        let parts: [&[u8]; 3] = [&self.head, last, b"\r\n"];
+        let write = write_all_vectored(&mut self.wr, &parts);
+        match tokio::time::timeout(CALL_TIMEOUT, write).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(self.io_error(e.to_string())),
             Err(_) => return Err(self.io_error("no progress within 10 s".into())),
@@ -227,6 +235,29 @@ impl Link {
         self.send(args).await?;
         self.recv().await
     }
+}
+
+/// Writes every part, in order, with as few system calls as the socket
+/// allows.
+async fn write_all_vectored(wr: &mut OwnedWriteHalf, parts: &[&[u8]]) -> std::io::Result<()> {
+    let (mut part, mut at) = (0, 0);
+    while part < parts.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&parts[part][at..])
+            .chain(parts[part + 1..].iter().copied())
+            .map(std::io::IoSlice::new)
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while part < parts.len() && n >= parts[part].len() - at {
+            n -= parts[part].len() - at;
+            part += 1;
+            at = 0;
+        }
+        at += n;
+    }
+    Ok(())
 }
 
 /// Bytes per batch: a tenth of a second at the limit, 4 KiB to
