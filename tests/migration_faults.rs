@@ -531,20 +531,7 @@ fn a_target_replica_killed_during_the_import_comes_back_with_the_committed_data(
     wait_replica_caught_up(&c.nodes[2], &c.nodes[3]);
     let imp = mig(&c.nodes[3], "incoming", "rk");
     assert_eq!(imp["phase"], "sealed", "{imp:#}");
-    let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
-    let st = c.push_to(&[2], &t2);
-    assert_eq!(st[0].0, 200, "flip: {}", st[0].1);
-    assert_eq!(digest(&c.nodes[2], 0, 99), frozen);
-    for (s, b) in c.push_to(&[3, 0, 1], &t2) {
-        assert_eq!(s, 200, "flip: {b}");
-    }
-    wait_phase(
-        &c.nodes[0],
-        "outgoing",
-        "rk",
-        &["done"],
-        Duration::from_secs(30),
-    );
+    flip_0_99(&c, "rk", &frozen);
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let rec = w.join().expect("load");
@@ -897,16 +884,8 @@ fn lose_target_lease(c: &mut Cluster) {
 }
 
 /// Flips slots 0-99 to shard b (its primary first), checks it holds the
-/// source's frozen copy, waits for the source to finish, and checks that
-/// every write the load got acknowledged is readable.
-fn flip_0_99_and_finish(
-    c: &Cluster,
-    id: &str,
-    frozen: &str,
-    stop: Arc<AtomicBool>,
-    w: thread::JoinHandle<Record>,
-    what: &str,
-) {
+/// source's frozen copy, and waits for the source to finish.
+fn flip_0_99(c: &Cluster, id: &str, frozen: &str) {
     let t2 = c.topology(2, &[(100, 8191)], &[(0, 99), (8192, 16383)]);
     let st = c.push_to(&[2], &t2);
     assert_eq!(st[0].0, 200, "flip: {}", st[0].1);
@@ -921,6 +900,19 @@ fn flip_0_99_and_finish(
         &["done"],
         Duration::from_secs(30),
     );
+}
+
+/// [`flip_0_99`], then checks that every write the load got acknowledged
+/// is readable.
+fn flip_0_99_and_finish(
+    c: &Cluster,
+    id: &str,
+    frozen: &str,
+    stop: Arc<AtomicBool>,
+    w: thread::JoinHandle<Record>,
+    what: &str,
+) {
+    flip_0_99(c, id, frozen);
     thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let rec = w.join().expect("load");

@@ -635,43 +635,35 @@ impl Frame {
 
 /// Encodes a command as a RESP array of bulk strings.
 pub fn encode_command<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
-    let mut num = itoa::Buffer::new();
-    out.push(b'*');
-    out.extend_from_slice(num.format(args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for a in args {
-        let a = a.as_ref();
-        out.push(b'$');
-        out.extend_from_slice(num.format(a.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
+    encode_command_head(args, out);
+    if let Some(last) = args.last() {
+        out.extend_from_slice(last.as_ref());
         out.extend_from_slice(b"\r\n");
     }
 }
 
-/// [`encode_command`] of every argument but the last, then the last one's
-/// length line: what precedes the last argument's bytes (and its closing
-/// CRLF) on the wire, so a big last argument can be written from where it
-/// is rather than copied into the command.
+/// [`encode_command`] up to the last argument's bytes: every argument but
+/// the last, then the last one's length line. What follows on the wire is
+/// that argument and CRLF, so a big last argument can be written from
+/// where it is rather than copied into the command.
 pub fn encode_command_head<A: AsRef<[u8]>>(args: &[A], out: &mut Vec<u8>) {
-    let Some((last, rest)) = args.split_last() else {
-        return encode_command(args, out);
-    };
-    let mut num = itoa::Buffer::new();
-    out.push(b'*');
-    out.extend_from_slice(num.format(args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for a in rest {
+    len_line(b'*', args.len(), out);
+    for (i, a) in args.iter().enumerate() {
         let a = a.as_ref();
-        out.push(b'$');
-        out.extend_from_slice(num.format(a.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
+        len_line(b'$', a.len(), out);
+        if i + 1 < args.len() {
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
     }
-    out.push(b'$');
-    out.extend_from_slice(num.format(last.as_ref().len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
+}
+
+/// `*<n>\r\n` or `$<n>\r\n`, formatted in place (no String per number).
+fn len_line(prefix: u8, n: usize, out: &mut Vec<u8>) {
+    use std::io::Write;
+    out.push(prefix);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}\r\n");
 }
 
 #[cfg(test)]
