@@ -671,20 +671,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_command_head_then_its_last_argument_and_crlf_is_the_whole_command() {
-        for args in [
-            vec![&b"TMIGRATE"[..], b"APPLY", b"m1", b"7", &[b'x'; 300][..]],
-            vec![&b"PING"[..]],
-            vec![&b"SET"[..], b"k", b""],
-        ] {
-            let mut whole = Vec::new();
-            encode_command(&args, &mut whole);
-            let mut parts = Vec::new();
-            encode_command_head(&args, &mut parts);
-            parts.extend_from_slice(args[args.len() - 1]);
-            parts.extend_from_slice(b"\r\n");
-            assert_eq!(parts, whole);
-        }
+    fn a_command_encodes_as_resp_bulk_strings_and_its_head_stops_before_the_last_argument() {
+        let payload = [b'x'; 300];
+        let args = [&b"TMIGRATE"[..], b"APPLY", b"m1", b"7", &payload[..]];
+        let mut head = Vec::new();
+        encode_command_head(&args, &mut head);
+        assert_eq!(
+            head,
+            b"*5\r\n$8\r\nTMIGRATE\r\n$5\r\nAPPLY\r\n$2\r\nm1\r\n$1\r\n7\r\n$300\r\n"
+        );
+        let mut whole = Vec::new();
+        encode_command(&args, &mut whole);
+        let (read, parsed) = words(&whole).expect("parses");
+        assert_eq!(parsed, Parsed::Command(whole.len()));
+        assert_eq!(read, args.iter().map(|a| a.to_vec()).collect::<Vec<_>>());
+        let mut empty_last = Vec::new();
+        encode_command(&[&b"SET"[..], b"k", b""], &mut empty_last);
+        assert_eq!(empty_last, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
     }
 
     fn words(buf: &[u8]) -> Result<(Vec<Vec<u8>>, Parsed), ProtocolError> {
