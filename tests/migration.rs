@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cluster::*;
-use common::{http, http_get};
+use common::http_get;
 use serde_json::{json, Value};
 
 /// Until `stop`: staged keys must never show on the target (primary and
@@ -146,14 +146,7 @@ fn migrate(
     );
     assert_eq!(s, 201, "start: {b}");
     // The throttle changes while it runs.
-    let (s, b) = http(
-        src.admin_port,
-        "PATCH",
-        &format!("/v1/migrations/{id}"),
-        &json!({"maxBytesPerSec": 4_000_000u64}).to_string(),
-    )
-    .expect("patch");
-    assert_eq!(s, 200, "patch: {b}");
+    set_rate(src, id, 4_000_000);
     let ready = wait_phase(
         src,
         "outgoing",
@@ -404,14 +397,7 @@ fn cancel_and_a_pause_past_its_limit_abort_and_the_source_keeps_everything() {
         (100_000.0..300_000.0).contains(&r1),
         "200 kB/s limit, measured {r1:.0} B/s"
     );
-    let (s, b) = http(
-        c.nodes[0].admin_port,
-        "PATCH",
-        "/v1/migrations/slow",
-        &json!({"maxBytesPerSec": 50_000}).to_string(),
-    )
-    .expect("patch");
-    assert_eq!(s, 200, "{b}");
+    set_rate(&c.nodes[0], "slow", 50_000);
     thread::sleep(Duration::from_millis(300));
     let r2 = rate(1.0);
     assert!(
@@ -988,14 +974,7 @@ fn a_target_stages_in_small_pages_and_asks_for_huge_pages_again_after_an_abort_a
     start_0_99(&c, 0, 1, "pages-commit", json!({"maxBytesPerSec": 4096}));
     wait_staging(dst, "pages-commit");
     assert_eq!(thp_enabled(dst), "0", "while staging");
-    let (s, b) = http(
-        c.nodes[0].admin_port,
-        "PATCH",
-        "/v1/migrations/pages-commit",
-        &json!({"maxBytesPerSec": 0}).to_string(),
-    )
-    .expect("patch");
-    assert_eq!(s, 200, "patch: {b}");
+    set_rate(&c.nodes[0], "pages-commit", 0);
     wait_phase(
         &c.nodes[0],
         "outgoing",

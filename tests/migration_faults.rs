@@ -693,14 +693,7 @@ fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with
         std::thread::sleep(Duration::from_millis(20));
     }
     c.nodes[3].kill9();
-    let (s, b) = common::http(
-        c.nodes[0].admin_port,
-        "PATCH",
-        "/v1/migrations/fr1",
-        &json!({"maxBytesPerSec": 0}).to_string(),
-    )
-    .expect("admin");
-    assert_eq!(s, 200, "{b}");
+    set_rate(&c.nodes[0], "fr1", 0);
     wait_phase(
         &c.nodes[0],
         "outgoing",
@@ -756,14 +749,7 @@ fn a_target_replica_full_resync_during_an_import_drops_its_staging_and_ends_with
     }
     assert!(seen_waiting > 0, "import 2 ended before the replica asked");
     // Import 2 at full speed to its commit.
-    let (s, b) = common::http(
-        c.nodes[0].admin_port,
-        "PATCH",
-        "/v1/migrations/fr2",
-        &json!({"maxBytesPerSec": 0}).to_string(),
-    )
-    .expect("admin");
-    assert_eq!(s, 200, "{b}");
+    set_rate(&c.nodes[0], "fr2", 0);
     wait_phase(
         &c.nodes[0],
         "outgoing",

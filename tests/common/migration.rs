@@ -207,6 +207,19 @@ pub fn post(n: &TestNode, path: &str, body: Value) -> (u16, Value) {
     (s, serde_json::from_str(&b).unwrap_or(Value::Null))
 }
 
+/// Changes the bytes/s limit of the running migration `id` on its source
+/// `n` (0: unlimited) and asserts the source took it.
+pub fn set_rate(n: &TestNode, id: &str, bytes_per_sec: u64) {
+    let (s, b) = http(
+        n.admin_port,
+        "PATCH",
+        &format!("/v1/migrations/{id}"),
+        &json!({"maxBytesPerSec": bytes_per_sec}).to_string(),
+    )
+    .expect("admin answers");
+    assert_eq!(s, 200, "PATCH {id}: {b}");
+}
+
 /// Starts migration `id` of slots 0-99 from node `from` to node `to`, with
 /// `settings` merged into the request, and asserts the source accepted it.
 pub fn start_0_99(c: &Cluster, from: usize, to: usize, id: &str, settings: Value) {
