@@ -1477,3 +1477,98 @@ mod stream_groups;
 /// Loaded scripts through the log, snapshots, resyncs and failovers.
 #[path = "replication/scripts.rs"]
 mod scripts;
+
+/// The operator starts nodes without `--replicas` (the shard's size comes
+/// with the promotion call or the topology push, both in memory). A primary
+/// restarted by its container (kill -9, same data directory and address)
+/// runs on its data at once, before any push: it must still count the
+/// replicas its acknowledgement rule needs, not acknowledge a quorum write
+/// that no replica holds (one failover later, such a write is gone).
+fn restarted_primary_needs_its_replicas(by_push: bool) {
+    let args = |i: usize| {
+        vec![
+            "--node-id".to_string(),
+            node_id(i),
+            "--consistency".into(),
+            "quorum".into(),
+            "--lease-ms".into(),
+            LEASE_MS.to_string(),
+            "--ack-timeout-ms".into(),
+            "1500".into(),
+        ]
+    };
+    let tmps: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut nodes: Vec<TestNode> = (0..3)
+        .map(|i| {
+            let a = args(i);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            TestNode::start_in(tmps[i].path(), &a)
+        })
+        .collect();
+    if by_push {
+        // As the operator bootstraps a shard: one topology names the
+        // primary and its replicas at epoch 1.
+        let topo = json!({"epoch": 1, "shards": [{
+            "name": "s0",
+            "slots": [[0, 16383]],
+            "primary": addr_of(0, nodes[0].port),
+            "replicas": [addr_of(1, nodes[1].port), addr_of(2, nodes[2].port)],
+            "epoch": 1,
+        }]})
+        .to_string();
+        for n in &nodes {
+            let (s, b) = http(n.admin_port, "PUT", "/v1/topology", &topo).expect("admin answers");
+            assert_eq!(s, 200, "topology push: {b}");
+        }
+    } else {
+        // As a failover promotes: the call names the shard's size.
+        promote(&nodes[0], 1);
+        for i in 1..3 {
+            follow(&nodes[i], 1, addr_of(0, nodes[0].port));
+        }
+    }
+    wait_replicas(&nodes[0], 2, Duration::from_secs(20));
+    let mut c = conn(&nodes[0]);
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut c)
+        .expect("a quorum write");
+    // Both replicas gone, then the primary killed and started again.
+    nodes[1].kill9();
+    nodes[2].kill9();
+    nodes[0].restart();
+    let st = status(&nodes[0]);
+    assert_eq!(
+        st["role"], "primary",
+        "the restarted node resumes as primary: {st:#}"
+    );
+    assert_eq!(
+        st["replication"]["replicasExpected"], 2,
+        "the restarted primary knows its shard's size: {st:#}"
+    );
+    assert!(
+        st["replication"]["requiredAcks"].as_u64().unwrap_or(0) >= 1,
+        "a restarted quorum primary needs a replica's acknowledgement: {st:#}"
+    );
+    let mut c = conn(&nodes[0]);
+    let r = redis::cmd("SET").arg("after").arg("1").query::<()>(&mut c);
+    let e = r.expect_err("no replica holds the write: it is not acknowledged");
+    let text = etext(&e);
+    assert!(
+        text.contains("NOQUORUM") || text.contains("NOREPLICAS"),
+        "refused for want of replicas: {text}"
+    );
+}
+
+#[test]
+fn a_restarted_quorum_primary_promoted_by_a_call_acknowledges_no_write_its_replicas_lack() {
+    restarted_primary_needs_its_replicas(false);
+}
+
+#[test]
+fn a_restarted_quorum_primary_named_by_a_topology_push_acknowledges_no_write_its_replicas_lack() {
+    restarted_primary_needs_its_replicas(true);
+}

@@ -387,6 +387,14 @@ pub fn apply_topology(node: &Rc<Node>, topology: Topology) -> Result<(), Topolog
     }
     let primary = map.my_shard().primary.clone();
     tracing::info!(epoch = map.topology.epoch, shard = %map.my_shard().name, shard_epoch, primary = %primary.id, "topology applied");
+    let replicas = map.my_shard().replicas.len();
+    if map.topology.epoch > 0 && replicas > 0 {
+        // Before the map is in use: a restart must not find fewer replicas
+        // to wait for than this topology names (read as `required` does).
+        node.repl
+            .remember_shard_size(replicas)
+            .map_err(|e| TopologyError::Persist(e.to_string()))?;
+    }
     node.forwarder.on_topology(&map.topology, &node.id);
     *node.slot_map.borrow_mut() = map;
     // One code path for role changes: the same as the admin calls.

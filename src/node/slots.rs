@@ -113,6 +113,8 @@ pub enum TopologyError {
     NotAMember { id: String },
     #[error("{0}")]
     Migration(String),
+    #[error("failed to record the shard's replica count: {0}")]
+    Persist(String),
 }
 
 /// Where a slot lives, from this node's point of view.

@@ -127,6 +127,11 @@ pub struct Persisted {
     pub resyncing: bool,
     #[serde(default)]
     pub fork: Option<ForkInfo>,
+    /// The shard's replica count, as the last promotion or topology push
+    /// told it: a primary restarted in place acknowledges by the same rule
+    /// before the next push (the operator passes no `--replicas`).
+    #[serde(default)]
+    pub replicas: Option<usize>,
 }
 
 /// Where a rejoining node's log diverged from its new primary's.
@@ -327,6 +332,16 @@ impl Repl {
         }
     }
 
+    /// Records the shard's replica count for a restart (persisted only
+    /// when it changes: pushes repeat it).
+    pub fn remember_shard_size(&self, n: usize) -> Result<(), ReplError> {
+        if self.st.borrow().replicas == Some(n) {
+            return Ok(());
+        }
+        self.st.borrow_mut().replicas = Some(n);
+        self.persist()
+    }
+
     /// (required acknowledgements, replicas) under the current rule.
     pub fn required(&self, node: &Node) -> (usize, usize) {
         let cfg = self.cfg.borrow();
@@ -336,7 +351,7 @@ impl Repl {
             if map.topology.epoch > 0 && t > 0 {
                 t
             } else {
-                cfg.replicas.unwrap_or(t)
+                cfg.replicas.or(self.st.borrow().replicas).unwrap_or(t)
             }
         };
         let k = match cfg.consistency {
@@ -533,6 +548,7 @@ pub fn promote(node: &Rc<Node>, epoch: u64, replicas: Option<usize>) -> Result<(
     check_epoch(node, epoch)?;
     if let Some(n) = replicas {
         node.repl.cfg.borrow_mut().replicas = Some(n);
+        node.repl.remember_shard_size(n)?;
     }
     let was = node.role.get();
     {

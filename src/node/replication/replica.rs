@@ -23,6 +23,15 @@ use super::{
     ReplError, HEARTBEAT, RESYNC_FILE_PREFIX,
 };
 
+/// The longest wait between attempts to reach a primary that went away.
+/// Short: a primary restarted in place (quorum, strong) acknowledges nothing
+/// until enough replicas are back, so every second spent here is a second
+/// of refused writes.
+const RECONNECT_MAX: Duration = Duration::from_millis(500);
+/// The same for a primary that refused this replica as ahead of it: that
+/// lasts until the operator acts, and each attempt logs a warning.
+const REFUSED_MAX: Duration = Duration::from_secs(2);
+
 pub(super) async fn follow_loop(node: Rc<Node>, gen: u64) {
     let mut backoff = Duration::from_millis(100);
     // Offer to cut the log at a fork point (TREPLICATE's optional last
@@ -38,6 +47,7 @@ pub(super) async fn follow_loop(node: Rc<Node>, gen: u64) {
         if node.repl.gen.get() != gen {
             return;
         }
+        let mut cap = RECONNECT_MAX;
         match res {
             Err(ReplError::Refused { reply, .. })
                 if offer_truncation && reply.contains("wrong number of arguments") =>
@@ -57,7 +67,8 @@ pub(super) async fn follow_loop(node: Rc<Node>, gen: u64) {
                     addr,
                     reply: reply.clone(),
                 };
-                warn!(error = %e, lsn = node.wal.last_lsn(), retry_in_ms = backoff.as_millis() as u64, "the primary refused this replica: its log is ahead of the primary's");
+                cap = REFUSED_MAX;
+                warn!(error = %e, lsn = node.wal.last_lsn(), retry_in_ms = backoff.min(cap).as_millis() as u64, "the primary refused this replica: its log is ahead of the primary's");
                 node.repl.set_link(gen, |f| {
                     f.link_up = false;
                     f.link_state = LinkState::RefusedAhead;
@@ -66,7 +77,7 @@ pub(super) async fn follow_loop(node: Rc<Node>, gen: u64) {
                 });
             }
             Err(e) => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "replication link down");
+                warn!(error = %e, retry_in_ms = backoff.min(cap).as_millis() as u64, "replication link down");
                 node.repl.set_link(gen, |f| {
                     f.link_up = false;
                     f.link_state = LinkState::Down;
@@ -77,8 +88,9 @@ pub(super) async fn follow_loop(node: Rc<Node>, gen: u64) {
         if started.elapsed() > Duration::from_secs(5) {
             backoff = Duration::from_millis(100);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        let wait = backoff.min(cap);
+        tokio::time::sleep(wait).await;
+        backoff = (wait * 2).min(cap);
     }
 }
 
