@@ -1572,3 +1572,58 @@ fn a_restarted_quorum_primary_promoted_by_a_call_acknowledges_no_write_its_repli
 fn a_restarted_quorum_primary_named_by_a_topology_push_acknowledges_no_write_its_replicas_lack() {
     restarted_primary_needs_its_replicas(true);
 }
+
+/// A node restarted in place routes by the last topology it was pushed,
+/// before any new push: it claims only its shard's slots (MOVED for the
+/// others), not all 16384 as a node never told does, so a client that
+/// refreshes its slot map from it meanwhile does not write other shards'
+/// keys here.
+#[test]
+fn a_restarted_node_routes_by_its_last_pushed_topology_before_any_push() {
+    let mut a = start(0, "eventual", &[]);
+    let b = start(1, "eventual", &[]);
+    let topo = json!({"epoch": 7, "shards": [
+        {"name": "a", "slots": [[0, 8191]], "primary": addr_of(0, a.port), "replicas": [], "epoch": 0},
+        {"name": "b", "slots": [[8192, 16383]], "primary": addr_of(1, b.port), "replicas": [], "epoch": 0},
+    ]})
+    .to_string();
+    for n in [&a, &b] {
+        let (s, body) = http(n.admin_port, "PUT", "/v1/topology", &topo).expect("admin answers");
+        assert_eq!(s, 200, "topology push: {body}");
+    }
+    // "b" hashes to slot 3300 (shard a), "a" to 15495 (shard b).
+    let owned = |n: &TestNode| {
+        let mut c = conn(n);
+        let mine: redis::RedisResult<()> = redis::cmd("SET").arg("b").arg("1").query(&mut c);
+        let theirs: redis::RedisResult<()> = redis::cmd("SET").arg("a").arg("1").query(&mut c);
+        (mine.map_err(|e| etext(&e)), theirs.map_err(|e| etext(&e)))
+    };
+    let (mine, theirs) = owned(&a);
+    assert_eq!(mine, Ok(()), "its own slot is served");
+    assert!(
+        theirs.as_ref().is_err_and(|e| e.contains("15495")),
+        "another shard's slot is redirected: {theirs:?}"
+    );
+    a.restart();
+    let st = status(&a);
+    assert_eq!(
+        st["epoch"], 7,
+        "the restarted node has its last topology: {st:#}"
+    );
+    let (mine, theirs) = owned(&a);
+    assert_eq!(mine, Ok(()), "after the restart its own slot is served");
+    assert!(
+        theirs.as_ref().is_err_and(|e| e.contains("15495")),
+        "after the restart, before any push, another shard's slot is still redirected: {theirs:?}"
+    );
+    let mut c = conn(&a);
+    let slots: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut c)
+        .expect("CLUSTER SLOTS");
+    let text = format!("{slots:?}");
+    assert!(
+        text.contains(&b.port.to_string()),
+        "CLUSTER SLOTS names the other shard's node, not only itself: {text}"
+    );
+}

@@ -230,13 +230,16 @@ async fn route(node: &Rc<Node>, req: Request<Incoming>) -> Response<Full<Bytes>>
                 Ok(t) => t,
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid topology: {e}")),
             };
-            match apply_topology(node, topology) {
+            match apply_topology(node, topology, &body) {
                 Ok(()) => {
                     super::replication::apply_settings_json(node, &body);
                     json(StatusCode::OK, &node.slot_map.borrow().topology)
                 }
                 Err(e @ TopologyError::StaleEpoch { .. }) => {
                     error(StatusCode::CONFLICT, e.to_string())
+                }
+                Err(e @ TopologyError::Persist(_)) => {
+                    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
                 }
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             }
@@ -365,9 +368,13 @@ pub(crate) struct RoleCall {
     replicas: Option<usize>,
 }
 
-/// Installs a topology pushed by the operator, refusing an older epoch
-/// (of the topology, or of this node's shard).
-pub fn apply_topology(node: &Rc<Node>, topology: Topology) -> Result<(), TopologyError> {
+/// Installs a topology pushed by the operator (`body`, as received),
+/// refusing an older epoch (of the topology, or of this node's shard).
+pub fn apply_topology(
+    node: &Rc<Node>,
+    topology: Topology,
+    body: &[u8],
+) -> Result<(), TopologyError> {
     let current = node.slot_map.borrow().topology.epoch;
     if topology.epoch < current {
         return Err(TopologyError::StaleEpoch {
@@ -393,6 +400,10 @@ pub fn apply_topology(node: &Rc<Node>, topology: Topology) -> Result<(), Topolog
         // to wait for than this topology names (read as `required` does).
         node.repl
             .remember_shard_size(replicas)
+            .map_err(|e| TopologyError::Persist(e.to_string()))?;
+    }
+    if node.cfg.persistence && map.topology.epoch > 0 {
+        super::saved_topology::save(&node.cfg.data_dir, body)
             .map_err(|e| TopologyError::Persist(e.to_string()))?;
     }
     node.forwarder.on_topology(&map.topology, &node.id);

@@ -34,6 +34,7 @@ pub mod rdb;
 pub mod release;
 pub mod replication;
 pub mod resp;
+pub mod saved_topology;
 pub mod script_registry;
 pub mod server;
 pub mod slots;

@@ -94,6 +94,8 @@ pub async fn serve(
     let resp_local = listener.local_addr().map_err(NodeError::Runtime)?;
     let admin_local = admin_listener.local_addr().map_err(NodeError::Runtime)?;
     node.set_port(resp_local.port());
+    // Before the admin port serves: a push is newer than the saved copy.
+    super::saved_topology::restore(&node);
     node.admin_port.set(admin_local.port());
     info!(node_id = %node.id, resp = %resp_local, admin = %admin_local, "listening");
     if let Some(tx) = bound {

@@ -113,7 +113,7 @@ pub enum TopologyError {
     NotAMember { id: String },
     #[error("{0}")]
     Migration(String),
-    #[error("failed to record the shard's replica count: {0}")]
+    #[error("failed to record the topology on disk: {0}")]
     Persist(String),
 }
 

@@ -1,0 +1,69 @@
+//! The last topology a node installed, kept as pushed in
+//! `<data-dir>/topology.json`.
+//!
+//! A node whose process restarts in place (same volume and address) serves
+//! before the operator's next push: cluster clients and replicas come
+//! straight back to it. Without its last topology it would claim all 16384
+//! slots (the standalone map) and a client refreshing its slot map from it
+//! would send it other shards' keys, acknowledged here and invisible where
+//! they belong once the push arrives. With it, the node routes as it did
+//! before the restart; the next push replaces it as any push does.
+
+use std::io::Write;
+use std::path::Path;
+use std::rc::Rc;
+
+use tracing::{info, warn};
+
+use super::slots::{SlotMap, Topology};
+use super::Node;
+
+const FILE: &str = "topology.json";
+
+/// Writes the pushed document atomically (temp file, fsync, rename,
+/// directory fsync): a restart finds the old document or the new one.
+pub fn save(dir: &Path, body: &[u8]) -> std::io::Result<()> {
+    let path = dir.join(FILE);
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// At startup, before anything is served: installs the saved topology
+/// (and the replication settings it carries). A missing file is a node
+/// never told; an unreadable or foreign one is logged and skipped (the
+/// operator's next push brings the topology).
+pub fn restore(node: &Rc<Node>) {
+    if !node.cfg.persistence || node.slot_map.borrow().topology.epoch > 0 {
+        return;
+    }
+    let path = node.cfg.data_dir.join(FILE);
+    let body = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "the saved topology is unreadable; waiting for a push");
+            return;
+        }
+    };
+    let map = serde_json::from_slice::<Topology>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|t| SlotMap::build(t, &node.id).map_err(|e| e.to_string()));
+    let map = match map {
+        Ok(m) if m.topology.epoch > 0 => m,
+        Ok(_) => return,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "the saved topology is not usable; waiting for a push");
+            return;
+        }
+    };
+    info!(epoch = map.topology.epoch, shard = %map.my_shard().name, "restored the last topology");
+    node.forwarder.on_topology(&map.topology, &node.id);
+    *node.slot_map.borrow_mut() = map;
+    super::replication::apply_settings_json(node, &body);
+}
