@@ -1626,4 +1626,31 @@ fn a_restarted_node_routes_by_its_last_pushed_topology_before_any_push() {
         text.contains(&b.port.to_string()),
         "CLUSTER SLOTS names the other shard's node, not only itself: {text}"
     );
+    // A pod recreated on its volume comes back at a new address: its own
+    // entry in the restored map is the address it announces now.
+    a.kill9();
+    let moved = tempfile::tempdir().expect("tempdir");
+    copy_dir(&a.dir.join("data"), &moved.path().join("data"));
+    let id = node_id(0);
+    let a2 = TestNode::start_in(
+        moved.path(),
+        &["--node-id", &id, "--consistency", "eventual"],
+    );
+    assert_ne!(a2.port, a.port);
+    let (mine, theirs) = owned(&a2);
+    assert_eq!(mine, Ok(()), "at its new address its own slot is served");
+    assert!(
+        theirs.as_ref().is_err_and(|e| e.contains("15495")),
+        "at its new address another shard's slot is redirected: {theirs:?}"
+    );
+    let mut c = conn(&a2);
+    let slots: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut c)
+        .expect("CLUSTER SLOTS");
+    let text = format!("{slots:?}");
+    assert!(
+        text.contains(&a2.port.to_string()) && !text.contains(&a.port.to_string()),
+        "CLUSTER SLOTS names the node at its new address, not its old one: {text}"
+    );
 }

@@ -53,7 +53,7 @@ pub fn restore(node: &Rc<Node>) {
     };
     let map = serde_json::from_slice::<Topology>(&body)
         .map_err(|e| e.to_string())
-        .and_then(|t| SlotMap::build(t, &node.id).map_err(|e| e.to_string()));
+        .and_then(|t| SlotMap::build(as_announced(t, node), &node.id).map_err(|e| e.to_string()));
     let map = match map {
         Ok(m) if m.topology.epoch > 0 => m,
         Ok(_) => return,
@@ -66,4 +66,19 @@ pub fn restore(node: &Rc<Node>) {
     node.forwarder.on_topology(&map.topology, &node.id);
     *node.slot_map.borrow_mut() = map;
     super::replication::apply_settings_json(node, &body);
+}
+
+/// The saved topology with this node's own entries at the address it
+/// announces now: a pod recreated on its volume has a new IP, and clients
+/// asking it for the slot map must be sent to that one.
+fn as_announced(mut t: Topology, node: &Node) -> Topology {
+    let me = node.me();
+    for shard in &mut t.shards {
+        for n in std::iter::once(&mut shard.primary).chain(shard.replicas.iter_mut()) {
+            if n.id == me.id {
+                *n = me.clone();
+            }
+        }
+    }
+    t
 }
