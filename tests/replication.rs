@@ -1591,18 +1591,44 @@ fn a_restarted_node_routes_by_its_last_pushed_topology_before_any_push() {
         let (s, body) = http(n.admin_port, "PUT", "/v1/topology", &topo).expect("admin answers");
         assert_eq!(s, 200, "topology push: {body}");
     }
-    // "b" hashes to slot 3300 (shard a), "a" to 15495 (shard b).
-    let owned = |n: &TestNode| {
+    // "b" hashes to slot 3300 (shard a), "a" to 15495 (shard b). Checks
+    // that `n` serves the first and redirects the second, and returns the
+    // ports CLUSTER SLOTS names.
+    let routes = |n: &TestNode, when: &str| -> Vec<i64> {
         let mut c = conn(n);
         let mine: redis::RedisResult<()> = redis::cmd("SET").arg("b").arg("1").query(&mut c);
+        assert_eq!(
+            mine.map_err(|e| etext(&e)),
+            Ok(()),
+            "{when}: its own slot is served"
+        );
         let theirs: redis::RedisResult<()> = redis::cmd("SET").arg("a").arg("1").query(&mut c);
-        (mine.map_err(|e| etext(&e)), theirs.map_err(|e| etext(&e)))
+        let theirs = theirs.map_err(|e| etext(&e));
+        assert!(
+            theirs.as_ref().is_err_and(|e| e.contains("15495")),
+            "{when}: another shard's slot is redirected: {theirs:?}"
+        );
+        let slots: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut c)
+            .expect("CLUSTER SLOTS");
+        // Each range: start, end, then [host, port, id] per node.
+        slots
+            .iter()
+            .flat_map(|r| r.iter().skip(2))
+            .filter_map(|node| match node {
+                redis::Value::Array(f) => match f.get(1) {
+                    Some(redis::Value::Int(p)) => Some(*p),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
     };
-    let (mine, theirs) = owned(&a);
-    assert_eq!(mine, Ok(()), "its own slot is served");
+    let ports = routes(&a, "pushed");
     assert!(
-        theirs.as_ref().is_err_and(|e| e.contains("15495")),
-        "another shard's slot is redirected: {theirs:?}"
+        ports.contains(&(b.port as i64)),
+        "both shards named: {ports:?}"
     );
     a.restart();
     let st = status(&a);
@@ -1610,21 +1636,14 @@ fn a_restarted_node_routes_by_its_last_pushed_topology_before_any_push() {
         st["epoch"], 7,
         "the restarted node has its last topology: {st:#}"
     );
-    let (mine, theirs) = owned(&a);
-    assert_eq!(mine, Ok(()), "after the restart its own slot is served");
-    assert!(
-        theirs.as_ref().is_err_and(|e| e.contains("15495")),
-        "after the restart, before any push, another shard's slot is still redirected: {theirs:?}"
-    );
-    let mut c = conn(&a);
-    let slots: redis::Value = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query(&mut c)
-        .expect("CLUSTER SLOTS");
-    let text = format!("{slots:?}");
-    assert!(
-        text.contains(&b.port.to_string()),
-        "CLUSTER SLOTS names the other shard's node, not only itself: {text}"
+    let ports = routes(&a, "restarted, before any push");
+    let mut want = vec![a.port as i64, b.port as i64];
+    want.sort_unstable();
+    let mut got = ports.clone();
+    got.sort_unstable();
+    assert_eq!(
+        got, want,
+        "CLUSTER SLOTS names both shards' nodes, as pushed"
     );
     // A pod recreated on its volume comes back at a new address: its own
     // entry in the restored map is the address it announces now.
@@ -1637,20 +1656,9 @@ fn a_restarted_node_routes_by_its_last_pushed_topology_before_any_push() {
         &["--node-id", &id, "--consistency", "eventual"],
     );
     assert_ne!(a2.port, a.port);
-    let (mine, theirs) = owned(&a2);
-    assert_eq!(mine, Ok(()), "at its new address its own slot is served");
+    let ports = routes(&a2, "at a new address");
     assert!(
-        theirs.as_ref().is_err_and(|e| e.contains("15495")),
-        "at its new address another shard's slot is redirected: {theirs:?}"
-    );
-    let mut c = conn(&a2);
-    let slots: redis::Value = redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query(&mut c)
-        .expect("CLUSTER SLOTS");
-    let text = format!("{slots:?}");
-    assert!(
-        text.contains(&a2.port.to_string()) && !text.contains(&a.port.to_string()),
-        "CLUSTER SLOTS names the node at its new address, not its old one: {text}"
+        ports.contains(&(a2.port as i64)) && !ports.contains(&(a.port as i64)),
+        "CLUSTER SLOTS names the node at its new address, not its old one: {ports:?}"
     );
 }

@@ -528,6 +528,26 @@ pub fn load_node_id(cfg: &NodeConfig) -> Result<String, NodeError> {
     }
 }
 
+/// Replaces `path` with `body` so that a crash leaves the old content or
+/// the new one: a temporary file beside it, fsynced, renamed over it, then
+/// the directory fsynced (the rename itself must survive a crash).
+pub fn write_atomically(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// An exclusive `flock` on `<data-dir>/LOCK`, released when dropped (or by
 /// the kernel when the process dies, even by SIGKILL).
 #[derive(Debug)]

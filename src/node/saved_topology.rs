@@ -9,7 +9,6 @@
 //! they belong once the push arrives. With it, the node routes as it did
 //! before the restart; the next push replaces it as any push does.
 
-use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -20,18 +19,10 @@ use super::Node;
 
 const FILE: &str = "topology.json";
 
-/// Writes the pushed document atomically (temp file, fsync, rename,
-/// directory fsync): a restart finds the old document or the new one.
+/// Writes the pushed document atomically: a restart finds the old
+/// document or the new one.
 pub fn save(dir: &Path, body: &[u8]) -> std::io::Result<()> {
-    let path = dir.join(FILE);
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(body)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()
+    super::write_atomically(&dir.join(FILE), body)
 }
 
 /// At startup, before anything is served: installs the saved topology

@@ -300,20 +300,7 @@ impl Repl {
         };
         let body = serde_json::to_vec_pretty(&*self.st.borrow())
             .map_err(|e| err(std::io::Error::other(e)))?;
-        let tmp = path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
-            f.write_all(&body).map_err(err)?;
-            f.sync_all().map_err(err)?;
-        }
-        std::fs::rename(&tmp, path).map_err(err)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(err)?;
-        }
-        Ok(())
+        super::write_atomically(path, &body).map_err(err)
     }
 
     fn load(&self) -> Persisted {
