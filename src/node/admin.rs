@@ -392,20 +392,22 @@ pub fn apply_topology(
             current: seen,
         });
     }
+    if map.topology.epoch > 0 {
+        // On disk before the map is in use: a restart must route and count
+        // replicas (read as `required` does) as this topology says.
+        let replicas = map.my_shard().replicas.len();
+        if replicas > 0 {
+            node.repl
+                .remember_shard_size(replicas)
+                .map_err(|e| TopologyError::Persist(e.to_string()))?;
+        }
+        if node.cfg.persistence {
+            super::saved_topology::save(&node.cfg.data_dir, body)
+                .map_err(|e| TopologyError::Persist(e.to_string()))?;
+        }
+    }
     let primary = map.my_shard().primary.clone();
     tracing::info!(epoch = map.topology.epoch, shard = %map.my_shard().name, shard_epoch, primary = %primary.id, "topology applied");
-    let replicas = map.my_shard().replicas.len();
-    if map.topology.epoch > 0 && replicas > 0 {
-        // Before the map is in use: a restart must not find fewer replicas
-        // to wait for than this topology names (read as `required` does).
-        node.repl
-            .remember_shard_size(replicas)
-            .map_err(|e| TopologyError::Persist(e.to_string()))?;
-    }
-    if node.cfg.persistence && map.topology.epoch > 0 {
-        super::saved_topology::save(&node.cfg.data_dir, body)
-            .map_err(|e| TopologyError::Persist(e.to_string()))?;
-    }
     node.forwarder.on_topology(&map.topology, &node.id);
     *node.slot_map.borrow_mut() = map;
     // One code path for role changes: the same as the admin calls.

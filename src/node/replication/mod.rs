@@ -338,7 +338,7 @@ impl Repl {
             if map.topology.epoch > 0 && t > 0 {
                 t
             } else {
-                cfg.replicas.or(self.st.borrow().replicas).unwrap_or(t)
+                self.st.borrow().replicas.or(cfg.replicas).unwrap_or(t)
             }
         };
         let k = match cfg.consistency {
@@ -534,7 +534,6 @@ fn check_epoch(node: &Node, epoch: u64) -> Result<(), ReplError> {
 pub fn promote(node: &Rc<Node>, epoch: u64, replicas: Option<usize>) -> Result<(), ReplError> {
     check_epoch(node, epoch)?;
     if let Some(n) = replicas {
-        node.repl.cfg.borrow_mut().replicas = Some(n);
         node.repl.remember_shard_size(n)?;
     }
     let was = node.role.get();

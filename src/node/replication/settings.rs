@@ -47,7 +47,8 @@ pub struct ReplConfig {
     pub quorum_replicas: Option<usize>,
     /// Percentage of replicas that must acknowledge in `quorum`.
     pub quorum_percent: Option<u32>,
-    /// Replicas the shard has, when no topology names them.
+    /// Replicas the shard has (`--replicas`), when neither a topology nor
+    /// a promotion named them.
     pub replicas: Option<usize>,
     pub lease_ms: u64,
     pub ack_timeout_ms: u64,
